@@ -1,0 +1,118 @@
+// Package daemon is the common start-up of bootchain's thin mains: flags (or
+// BOOTCHAIN_* variables) for etcd, logging and the site; the etcd store; tracing; and
+// a root context that ends on SIGINT/SIGTERM.
+//
+//	var d daemon.Options
+//	d.AddFlags(fs)
+//	cfg.AddFlags(fs)
+//	config.Parse(fs, os.Args[1:])
+//	env, err := d.Start(ctx, "dhcpd")
+//	defer env.Close()
+package daemon
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/bootchain/bootchain/pkg/config"
+	"github.com/bootchain/bootchain/pkg/logging"
+	"github.com/bootchain/bootchain/pkg/store"
+	"github.com/bootchain/bootchain/pkg/telemetry"
+	"github.com/bootchain/bootchain/pkg/tlsconf"
+	"go.opentelemetry.io/otel/trace"
+)
+
+// Options are the flags every daemon shares.
+type Options struct {
+	// Etcd endpoints.
+	Etcd config.StringList
+	// EtcdTLS for the etcd client.
+	EtcdTLS tlsconf.Files
+	// EtcdTimeout bounds each etcd call.
+	EtcdTimeout time.Duration
+	// Site this process serves.
+	Site string
+	// Log options.
+	Log logging.Options
+}
+
+// AddFlags binds the shared flags.
+func (o *Options) AddFlags(fs *flag.FlagSet) {
+	if len(o.Etcd) == 0 {
+		o.Etcd = config.StringList{"127.0.0.1:2379"}
+	}
+	if o.Site == "" {
+		o.Site = "default"
+	}
+	fs.Var(&o.Etcd, "etcd-endpoints", "comma-separated etcd endpoints")
+	o.EtcdTLS.AddClientFlags(fs, "etcd-")
+	fs.DurationVar(&o.EtcdTimeout, "etcd-timeout", 5*time.Second, "timeout of each etcd call")
+	fs.StringVar(&o.Site, "site", o.Site, "site this process serves")
+	o.Log.AddFlags(fs)
+}
+
+// Env is what a started daemon hands its services.
+type Env struct {
+	Store     *store.Store
+	Logger    *slog.Logger
+	Telemetry *telemetry.Telemetry
+	Site      string
+}
+
+// Tracer returns the TracerProvider for service.
+func (e *Env) Tracer(service string) trace.TracerProvider { return e.Telemetry.Provider(service) }
+
+// Close flushes traces and closes the store.
+func (e *Env) Close() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if e.Telemetry != nil {
+		e.Telemetry.Shutdown(ctx)
+	}
+	if e.Store != nil {
+		e.Store.Close()
+	}
+}
+
+// Logger builds the logger alone (for tools that need no store).
+func (o *Options) Logger() (*slog.Logger, error) { return logging.New(os.Stderr, o.Log) }
+
+// Start builds the logger, tracing and the etcd store.
+func (o *Options) Start(ctx context.Context, endpoints ...string) (*Env, error) {
+	log, err := o.Logger()
+	if err != nil {
+		return nil, err
+	}
+	tel, err := telemetry.Setup(ctx, telemetry.Config{})
+	if err != nil {
+		return nil, err
+	}
+	if len(endpoints) == 0 {
+		endpoints = o.Etcd
+	}
+	tlsCfg, err := o.EtcdTLS.Client()
+	if err != nil {
+		return nil, err
+	}
+	st, err := store.Open(ctx, store.Config{Endpoints: endpoints, TLS: tlsCfg, RequestTimeout: o.EtcdTimeout})
+	if err != nil {
+		return nil, err
+	}
+	return &Env{Store: st, Logger: log, Telemetry: tel, Site: o.Site}, nil
+}
+
+// Main runs a daemon's body with a context canceled by SIGINT or SIGTERM, prints
+// its error and exits non-zero on failure. context.Canceled counts as a clean exit.
+func Main(name string, body func(ctx context.Context) error) {
+	ctx, stop := signalContext()
+	defer stop()
+	if err := body(ctx); err != nil && !errors.Is(err, context.Canceled) {
+		fmt.Fprintf(os.Stderr, "%s: %v\n", name, err)
+		os.Exit(1)
+	}
+}

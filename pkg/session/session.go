@@ -1,0 +1,662 @@
+// Package session records boot sessions: one machine's attempt to boot, as one W3C
+// trace that every service adds its hops to.
+//
+// The first service that sees a machine opens the session (a root span, stored at
+// sessions/<mac> in etcd with a lease TTL); every later step (DHCP, TFTP, script,
+// downloads, callbacks) is a Hop: a span that is a child of the session's root and a
+// record on the session, so `bootctl trace <mac>` shows the timeline with no
+// collector. Writes to etcd are asynchronous and coalesced: the DHCP and HTTP hot
+// paths never wait for them.
+//
+//	s := rec.Open(ctx, mac, session.OpenOptions{IP: ip})
+//	ctx, hop := s.StartHop(ctx, "dhcp.discover")
+//	defer hop.End()
+package session
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	bootapiv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/bootapi/v1"
+	"github.com/bootchain/bootchain/pkg/store"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+)
+
+// Attribute keys bootchain adds to every hop span, beside OTel's semantic conventions.
+const (
+	AttrMAC   = attribute.Key("bootchain.mac")
+	AttrSite  = attribute.Key("bootchain.site")
+	AttrHop   = attribute.Key("bootchain.hop")
+	AttrJobID = attribute.Key("bootchain.job_id")
+)
+
+// MaxHops bounds the hops kept on one session; the oldest beyond it are dropped
+// (a machine stuck in a retry loop must not grow its record without bound).
+const MaxHops = 200
+
+// Config configures a Recorder.
+type Config struct {
+	// Store is the etcd store. Required.
+	Store *store.Store
+	// Service recording hops: dhcpd, tftpd, bootapi, artifactstore. Required.
+	Service string
+	// Site this process serves.
+	Site string
+	// TracerProvider for hop spans; default otel.GetTracerProvider().
+	TracerProvider trace.TracerProvider
+	// TTL of a session in etcd after its last write; default 24h.
+	TTL time.Duration
+	// IdleRestart: a machine seen again after this long with no hop starts a new
+	// session; default 10m.
+	IdleRestart time.Duration
+	// Logger; default slog.Default().
+	Logger *slog.Logger
+}
+
+// Recorder opens sessions and records hops for one service.
+type Recorder struct {
+	cfg    Config
+	tracer trace.Tracer
+	log    *slog.Logger
+	cache  *store.Cache[*bootapiv1.BootSession]
+
+	mu sync.Mutex
+	// local holds sessions this process opened or changed whose writes etcd has not
+	// echoed back yet, so reads here see them at once.
+	local   map[string]*bootapiv1.BootSession
+	// written is the etcd revision of the last write of a local entry; once the
+	// cache has seen it, the cache is the truth again.
+	written map[string]int64
+	pending map[string][]mutation
+	// writing is true while a batch is being written.
+	writing bool
+	kick    chan struct{}
+	flushed *sync.Cond
+
+	leaseMu   sync.Mutex
+	lease     clientv3.LeaseID
+	leaseTime time.Time
+}
+
+type mutation func(s *bootapiv1.BootSession) *bootapiv1.BootSession
+
+// New returns a Recorder; call Run.
+func New(cfg Config) (*Recorder, error) {
+	if cfg.Store == nil {
+		return nil, errors.New("session: no store")
+	}
+	if cfg.Service == "" {
+		return nil, errors.New("session: no service name")
+	}
+	if cfg.TracerProvider == nil {
+		cfg.TracerProvider = otel.GetTracerProvider()
+	}
+	if cfg.TTL == 0 {
+		cfg.TTL = 24 * time.Hour
+	}
+	if cfg.IdleRestart == 0 {
+		cfg.IdleRestart = 10 * time.Minute
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	r := &Recorder{
+		cfg:     cfg,
+		tracer:  cfg.TracerProvider.Tracer("github.com/bootchain/bootchain/pkg/session"),
+		log:     cfg.Logger.With("component", "session"),
+		local:   map[string]*bootapiv1.BootSession{},
+		written: map[string]int64{},
+		pending: map[string][]mutation{},
+		kick:    make(chan struct{}, 1),
+	}
+	r.flushed = sync.NewCond(&r.mu)
+	r.cache = store.NewCache(cfg.Store, store.Prefix("sessions"), func() *bootapiv1.BootSession { return &bootapiv1.BootSession{} }, cfg.Logger)
+	return r, nil
+}
+
+// Cache is the watch-fed cache of every session (read-only values).
+func (r *Recorder) Cache() *store.Cache[*bootapiv1.BootSession] { return r.cache }
+
+// Run feeds the cache and writes recorded changes until ctx ends; pending writes are
+// flushed (bounded by a few seconds) before it returns.
+func (r *Recorder) Run(ctx context.Context) error {
+	cacheDone := make(chan struct{})
+	go func() { r.cache.Run(ctx); close(cacheDone) }()
+	for {
+		select {
+		case <-ctx.Done():
+			fctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+			r.writePending(fctx)
+			cancel()
+			<-cacheDone
+			return nil
+		case <-r.kick:
+			r.writePending(ctx)
+		}
+	}
+}
+
+// WaitReady waits for the first load of the session cache.
+func (r *Recorder) WaitReady(ctx context.Context) error { return r.cache.WaitReady(ctx) }
+
+// Flush waits until every change recorded so far is written to etcd.
+func (r *Recorder) Flush(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() {
+		r.mu.Lock()
+		for len(r.pending) > 0 || r.writing {
+			r.flushed.Wait()
+		}
+		r.mu.Unlock()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		// Wake the waiter so the goroutine ends.
+		r.mu.Lock()
+		r.flushed.Broadcast()
+		r.mu.Unlock()
+		return ctx.Err()
+	}
+}
+
+// Get returns the machine's latest session (a copy), as this process knows it.
+func (r *Recorder) Get(mac string) (*bootapiv1.BootSession, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	s := r.currentLocked(mac)
+	if s == nil {
+		return nil, false
+	}
+	return proto.Clone(s).(*bootapiv1.BootSession), true
+}
+
+// FindByIP returns the active session of the machine that has ip, newest first.
+func (r *Recorder) FindByIP(ip string) (*bootapiv1.BootSession, bool) {
+	if ip == "" {
+		return nil, false
+	}
+	var best *bootapiv1.BootSession
+	consider := func(s *bootapiv1.BootSession) {
+		if s.GetIp() == ip && (best == nil || s.GetUpdateTime().AsTime().After(best.GetUpdateTime().AsTime())) {
+			best = s
+		}
+	}
+	for _, it := range r.cache.List(nil) {
+		consider(it.Value)
+	}
+	r.mu.Lock()
+	for _, s := range r.local {
+		consider(s)
+	}
+	if best != nil {
+		best = proto.Clone(best).(*bootapiv1.BootSession)
+	}
+	r.mu.Unlock()
+	return best, best != nil
+}
+
+func (r *Recorder) currentLocked(mac string) *bootapiv1.BootSession {
+	l := r.local[mac]
+	if l != nil {
+		if _, busy := r.pending[mac]; !busy && r.written[mac] > 0 && r.cache.Revision() >= r.written[mac] {
+			delete(r.local, mac)
+			delete(r.written, mac)
+			l = nil
+		}
+	}
+	it, ok := r.cache.Get(mac)
+	switch {
+	case l == nil && !ok:
+		return nil
+	case l == nil:
+		return it.Value
+	case !ok:
+		return l
+	}
+	// Prefer whichever is newer: another process may have opened a later session.
+	if it.Value.GetTraceId() != l.GetTraceId() && it.Value.GetStartTime().AsTime().After(l.GetStartTime().AsTime()) {
+		return it.Value
+	}
+	return l
+}
+
+// OpenOptions tune Open.
+type OpenOptions struct {
+	// New forces a new session even if one is active: the firmware started over
+	// (a DISCOVER from the PXE ROM, not from iPXE).
+	New bool
+	// IP of the machine, when known.
+	IP string
+	// Site of the machine; default the recorder's site.
+	Site string
+}
+
+// Open returns the machine's active session, or opens a new one (a new trace) when
+// there is none, the last one ended, it has been idle for IdleRestart, or opts.New.
+func (r *Recorder) Open(ctx context.Context, mac string, opts OpenOptions) *Session {
+	now := time.Now()
+	r.mu.Lock()
+	cur := r.currentLocked(mac)
+	if cur != nil && !opts.New && cur.GetState() == bootapiv1.SessionState_SESSION_STATE_ACTIVE &&
+		now.Sub(cur.GetUpdateTime().AsTime()) < r.cfg.IdleRestart {
+		s := r.sessionFor(cur)
+		r.mu.Unlock()
+		if opts.IP != "" && cur.GetIp() != opts.IP {
+			s.SetIP(opts.IP)
+		}
+		return s
+	}
+	r.mu.Unlock()
+
+	site := opts.Site
+	if site == "" {
+		site = r.cfg.Site
+	}
+	// The root span is the session itself; it ends at once and every hop is its
+	// child, so the trace reads as one boot even though hops come from four services
+	// over minutes.
+	_, root := r.tracer.Start(ctx, "boot "+mac, trace.WithNewRoot(), trace.WithSpanKind(trace.SpanKindServer),
+		trace.WithAttributes(AttrMAC.String(mac), AttrSite.String(site), attribute.String("bootchain.service", r.cfg.Service)))
+	root.End()
+	sc := root.SpanContext()
+	bs := &bootapiv1.BootSession{
+		Mac: mac, Site: site, TraceId: sc.TraceID().String(), Traceparent: Format(sc),
+		StartTime: timestamppb.New(now), UpdateTime: timestamppb.New(now),
+		State: bootapiv1.SessionState_SESSION_STATE_ACTIVE, Ip: opts.IP,
+	}
+	r.enqueue(mac, bs, func(_ *bootapiv1.BootSession) *bootapiv1.BootSession {
+		return proto.Clone(bs).(*bootapiv1.BootSession)
+	})
+	r.mu.Lock()
+	s := r.sessionFor(bs)
+	r.mu.Unlock()
+	return s
+}
+
+// Join returns the machine's active session without opening one.
+func (r *Recorder) Join(mac string) (*Session, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	cur := r.currentLocked(mac)
+	if cur == nil || cur.GetState() != bootapiv1.SessionState_SESSION_STATE_ACTIVE {
+		return nil, false
+	}
+	return r.sessionFor(cur), true
+}
+
+// FromTraceparent returns a handle on the session whose root is traceparent (as
+// carried in a URL or a header). The MAC may be empty when not known; hops are then
+// matched to the session with that trace ID.
+func (r *Recorder) FromTraceparent(traceparent, mac string) (*Session, bool) {
+	sc, err := Parse(traceparent)
+	if err != nil {
+		return nil, false
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if mac == "" {
+		for _, it := range r.cache.List(nil) {
+			if it.Value.GetTraceId() == sc.TraceID().String() {
+				mac = it.Value.GetMac()
+				break
+			}
+		}
+		for m, s := range r.local {
+			if s.GetTraceId() == sc.TraceID().String() {
+				mac = m
+			}
+		}
+	}
+	return &Session{r: r, MAC: mac, root: sc}, true
+}
+
+func (r *Recorder) sessionFor(bs *bootapiv1.BootSession) *Session {
+	sc, _ := Parse(bs.GetTraceparent())
+	return &Session{r: r, MAC: bs.GetMac(), root: sc}
+}
+
+// enqueue applies m to the local view at once and queues it for etcd. open is the
+// session to start from when neither local nor cached state exists (nil for changes
+// that need an existing session).
+func (r *Recorder) enqueue(mac string, open *bootapiv1.BootSession, m mutation) {
+	r.mu.Lock()
+	base := r.currentLocked(mac)
+	if open != nil {
+		base = nil
+	}
+	var next *bootapiv1.BootSession
+	if base != nil {
+		next = m(proto.Clone(base).(*bootapiv1.BootSession))
+	} else {
+		next = m(nil)
+	}
+	if next != nil {
+		r.local[mac] = next
+	}
+	r.pending[mac] = append(r.pending[mac], m)
+	r.mu.Unlock()
+	select {
+	case r.kick <- struct{}{}:
+	default:
+	}
+}
+
+func (r *Recorder) writePending(ctx context.Context) {
+	r.mu.Lock()
+	batch := r.pending
+	r.pending = map[string][]mutation{}
+	r.writing = len(batch) > 0
+	r.mu.Unlock()
+	if len(batch) == 0 {
+		return
+	}
+	revs := make(map[string]int64, len(batch))
+	for mac, muts := range batch {
+		rev, err := r.write(ctx, mac, muts)
+		if err != nil && ctx.Err() == nil {
+			r.log.Warn("boot session not recorded", "mac", mac, "err", err)
+		}
+		revs[mac] = rev
+	}
+	r.mu.Lock()
+	for mac, rev := range revs {
+		if rev == 0 {
+			// Not written: forget the local view rather than keep a state etcd never got.
+			if _, more := r.pending[mac]; !more {
+				delete(r.local, mac)
+				delete(r.written, mac)
+			}
+			continue
+		}
+		r.written[mac] = rev
+	}
+	r.writing = false
+	if len(r.pending) == 0 {
+		r.flushed.Broadcast()
+	}
+	r.mu.Unlock()
+}
+
+func (r *Recorder) write(ctx context.Context, mac string, muts []mutation) (int64, error) {
+	lease, err := r.leaseID(ctx)
+	if err != nil {
+		return 0, err
+	}
+	key := store.Key("sessions", mac)
+	cli := r.cfg.Store.Client()
+	for attempt := 0; attempt < 16; attempt++ {
+		cur := &bootapiv1.BootSession{}
+		rev, err := r.cfg.Store.Get(ctx, key, cur)
+		exists := err == nil
+		if err != nil && !errors.Is(err, store.ErrNotFound) {
+			return 0, err
+		}
+		var s *bootapiv1.BootSession
+		if exists {
+			s = cur
+		}
+		for _, m := range muts {
+			s = m(s)
+		}
+		if s == nil {
+			return 0, nil
+		}
+		trimHops(s)
+		b, err := proto.Marshal(s)
+		if err != nil {
+			return 0, err
+		}
+		cmp := clientv3.Compare(clientv3.ModRevision(key), "=", rev)
+		if !exists {
+			cmp = clientv3.Compare(clientv3.CreateRevision(key), "=", 0)
+		}
+		tctx, cancel := r.cfg.Store.WithTimeout(ctx)
+		resp, err := cli.Txn(tctx).If(cmp).Then(clientv3.OpPut(key, string(b), clientv3.WithLease(lease))).Commit()
+		cancel()
+		if err != nil {
+			return 0, fmt.Errorf("write session: %w", err)
+		}
+		if resp.Succeeded {
+			return resp.Header.Revision, nil
+		}
+	}
+	return 0, fmt.Errorf("write session %s: %w", mac, store.ErrConflict)
+}
+
+// leaseID returns a lease for session keys. One lease serves every write for a tenth
+// of the TTL, so etcd holds a handful of leases, not one per machine.
+func (r *Recorder) leaseID(ctx context.Context) (clientv3.LeaseID, error) {
+	r.leaseMu.Lock()
+	defer r.leaseMu.Unlock()
+	if r.lease != 0 && time.Since(r.leaseTime) < r.cfg.TTL/10 {
+		return r.lease, nil
+	}
+	tctx, cancel := r.cfg.Store.WithTimeout(ctx)
+	defer cancel()
+	resp, err := r.cfg.Store.Client().Grant(tctx, int64(r.cfg.TTL/time.Second))
+	if err != nil {
+		return 0, fmt.Errorf("session lease: %w", err)
+	}
+	r.lease, r.leaseTime = resp.ID, time.Now()
+	return r.lease, nil
+}
+
+func trimHops(s *bootapiv1.BootSession) {
+	sort.SliceStable(s.Hops, func(i, j int) bool {
+		return s.Hops[i].GetStartTime().AsTime().Before(s.Hops[j].GetStartTime().AsTime())
+	})
+	if n := len(s.Hops); n > MaxHops {
+		s.Hops = append(s.Hops[:0:0], s.Hops[n-MaxHops:]...)
+	}
+}
+
+// Session is a handle on one machine's boot session.
+type Session struct {
+	r    *Recorder
+	MAC  string
+	root trace.SpanContext
+}
+
+// Traceparent is the W3C traceparent of the session's root span.
+func (s *Session) Traceparent() string { return Format(s.root) }
+
+// TraceID is the session's trace ID.
+func (s *Session) TraceID() string { return s.root.TraceID().String() }
+
+// Context returns ctx with the session's root as the remote parent span.
+func (s *Session) Context(ctx context.Context) context.Context {
+	if !s.root.IsValid() {
+		return ctx
+	}
+	return trace.ContextWithRemoteSpanContext(ctx, s.root)
+}
+
+func (s *Session) mutate(m mutation) {
+	if s.MAC == "" {
+		return
+	}
+	tid := s.TraceID()
+	s.r.enqueue(s.MAC, nil, func(bs *bootapiv1.BootSession) *bootapiv1.BootSession {
+		// A change for a session that has since been replaced is dropped: it belongs
+		// to a boot attempt that is over.
+		if bs == nil || bs.GetTraceId() != tid {
+			return bs
+		}
+		return m(bs)
+	})
+}
+
+// SetIP records the machine's address on the session.
+func (s *Session) SetIP(ip string) {
+	s.mutate(func(bs *bootapiv1.BootSession) *bootapiv1.BootSession { bs.Ip = ip; return bs })
+}
+
+// SetJob records the job dispatched in this session.
+func (s *Session) SetJob(id string) {
+	s.mutate(func(bs *bootapiv1.BootSession) *bootapiv1.BootSession { bs.JobId = id; return bs })
+}
+
+// Finish ends the session: succeeded, or failed/stalled at hop with message.
+func (s *Session) Finish(state bootapiv1.SessionState, hop, message string) {
+	now := timestamppb.Now()
+	s.mutate(func(bs *bootapiv1.BootSession) *bootapiv1.BootSession {
+		bs.State, bs.FailedHop, bs.Message, bs.UpdateTime = state, hop, message, now
+		return bs
+	})
+}
+
+// Hop is one step being recorded. End it exactly once.
+type Hop struct {
+	s      *Session
+	span   trace.Span
+	rec    *bootapiv1.Hop
+	start  time.Time
+	mu     sync.Mutex
+	ended  bool
+	failed bool
+}
+
+// StartHop starts a hop span (a child of the session root, or of the span already in
+// ctx if it belongs to this session) and returns the context carrying it.
+func (s *Session) StartHop(ctx context.Context, name string, attrs ...attribute.KeyValue) (context.Context, *Hop) {
+	parent := trace.SpanContextFromContext(ctx)
+	if !parent.IsValid() || parent.TraceID() != s.root.TraceID() {
+		ctx = s.Context(ctx)
+	}
+	base := []attribute.KeyValue{AttrMAC.String(s.MAC), AttrHop.String(name), attribute.String("bootchain.service", s.r.cfg.Service)}
+	if s.r.cfg.Site != "" {
+		base = append(base, AttrSite.String(s.r.cfg.Site))
+	}
+	ctx, span := s.r.tracer.Start(ctx, name, trace.WithSpanKind(trace.SpanKindServer), trace.WithAttributes(append(base, attrs...)...))
+	now := time.Now()
+	return ctx, &Hop{
+		s: s, span: span, start: now,
+		rec: &bootapiv1.Hop{Name: name, Service: s.r.cfg.Service, SpanId: span.SpanContext().SpanID().String(), StartTime: timestamppb.New(now)},
+	}
+}
+
+// Span is the hop's span, for attributes and events beyond what Hop records.
+func (h *Hop) Span() trace.Span { return h.span }
+
+// SetBytes records how many bytes the hop sent.
+func (h *Hop) SetBytes(n int64) {
+	h.mu.Lock()
+	h.rec.Bytes = n
+	h.mu.Unlock()
+}
+
+// SetDetail records a short description (file name, address, state).
+func (h *Hop) SetDetail(d string) {
+	h.mu.Lock()
+	h.rec.Detail = d
+	h.mu.Unlock()
+}
+
+// SetAttr records an attribute on both the span and the session record.
+func (h *Hop) SetAttr(key, value string) {
+	h.span.SetAttributes(attribute.String(key, value))
+	h.mu.Lock()
+	if h.rec.Attributes == nil {
+		h.rec.Attributes = map[string]string{}
+	}
+	h.rec.Attributes[key] = value
+	h.mu.Unlock()
+}
+
+// Fail marks the hop failed with err (span status Error).
+func (h *Hop) Fail(err error) {
+	h.mu.Lock()
+	h.failed = true
+	h.rec.Failed = true
+	if h.rec.Detail == "" || err != nil {
+		h.rec.Detail = strings.TrimSpace(h.rec.Detail + " " + errString(err))
+	}
+	h.mu.Unlock()
+	h.span.RecordError(err)
+	h.span.SetStatus(codes.Error, errString(err))
+}
+
+func errString(err error) string {
+	if err == nil {
+		return "failed"
+	}
+	return err.Error()
+}
+
+// End ends the span and records the hop on the session.
+func (h *Hop) End() {
+	h.mu.Lock()
+	if h.ended {
+		h.mu.Unlock()
+		return
+	}
+	h.ended = true
+	now := time.Now()
+	h.rec.Duration = durationpb.New(now.Sub(h.start))
+	rec := proto.Clone(h.rec).(*bootapiv1.Hop)
+	h.mu.Unlock()
+	if rec.Bytes > 0 {
+		h.span.SetAttributes(attribute.Int64("bootchain.bytes", rec.Bytes))
+	}
+	h.span.End()
+	ts := timestamppb.New(now)
+	h.s.mutate(func(bs *bootapiv1.BootSession) *bootapiv1.BootSession {
+		bs.Hops = append(bs.Hops, rec)
+		if ts.AsTime().After(bs.GetUpdateTime().AsTime()) {
+			bs.UpdateTime = ts
+		}
+		return bs
+	})
+}
+
+// MarkStalled ends every active session whose last hop is older than after: FAILED
+// when that hop failed, STALLED otherwise, naming the hop in both cases. It returns
+// how many it marked. Any replica may run it; the writes are compare-and-swap.
+func (r *Recorder) MarkStalled(after time.Duration, now time.Time) int {
+	n := 0
+	for _, it := range r.cache.List(nil) {
+		bs := it.Value
+		if bs.GetState() != bootapiv1.SessionState_SESSION_STATE_ACTIVE || now.Sub(bs.GetUpdateTime().AsTime()) < after {
+			continue
+		}
+		s := r.sessionFor(bs)
+		state, hop, msg := stallVerdict(bs, after)
+		s.mutate(func(cur *bootapiv1.BootSession) *bootapiv1.BootSession {
+			// Re-check against the latest state: a hop may have arrived meanwhile.
+			if cur.GetState() != bootapiv1.SessionState_SESSION_STATE_ACTIVE || now.Sub(cur.GetUpdateTime().AsTime()) < after {
+				return cur
+			}
+			cur.State, cur.FailedHop, cur.Message = state, hop, msg
+			return cur
+		})
+		n++
+	}
+	return n
+}
+
+func stallVerdict(bs *bootapiv1.BootSession, after time.Duration) (bootapiv1.SessionState, string, string) {
+	if len(bs.GetHops()) == 0 {
+		return bootapiv1.SessionState_SESSION_STATE_STALLED, "", fmt.Sprintf("no hop recorded within %s of the session opening", after)
+	}
+	last := bs.GetHops()[len(bs.GetHops())-1]
+	if last.GetFailed() {
+		return bootapiv1.SessionState_SESSION_STATE_FAILED, last.GetName(), fmt.Sprintf("%s (%s) failed: %s", last.GetName(), last.GetService(), last.GetDetail())
+	}
+	return bootapiv1.SessionState_SESSION_STATE_STALLED, last.GetName(), fmt.Sprintf("no progress for %s after %s (%s) %s", after, last.GetName(), last.GetService(), last.GetDetail())
+}

@@ -1,0 +1,146 @@
+package session_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	bootapiv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/bootapi/v1"
+	"github.com/bootchain/bootchain/pkg/session"
+	"github.com/bootchain/bootchain/pkg/store"
+	"github.com/bootchain/bootchain/pkg/store/storetest"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+)
+
+func newRecorder(t *testing.T, st *store.Store, service string, exp *tracetest.InMemoryExporter) *session.Recorder {
+	t.Helper()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp))
+	r, err := session.New(session.Config{Store: st, Service: service, Site: "lab", TracerProvider: tp})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { r.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	if err := r.WaitReady(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// TestOneTraceAcrossServices opens a session in one recorder ("dhcpd"), continues it
+// from another ("bootapi") through etcd, and checks that every hop is a span of the
+// same trace and a record on the session.
+func TestOneTraceAcrossServices(t *testing.T) {
+	e := storetest.Start(t)
+	exp := tracetest.NewInMemoryExporter()
+	dhcp := newRecorder(t, e.Client(t), "dhcpd", exp)
+	api := newRecorder(t, e.Client(t), "bootapi", exp)
+	ctx := context.Background()
+	const mac = "52:54:00:12:34:56"
+
+	s := dhcp.Open(ctx, mac, session.OpenOptions{New: true, IP: "198.18.0.10"})
+	_, hop := s.StartHop(ctx, "dhcp.discover")
+	hop.SetDetail("offer 198.18.0.10")
+	hop.End()
+	if again := dhcp.Open(ctx, mac, session.OpenOptions{}); again.TraceID() != s.TraceID() {
+		t.Fatalf("second Open started a new trace")
+	}
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := dhcp.Flush(wctx); err != nil {
+		t.Fatal(err)
+	}
+	var joined *session.Session
+	for joined == nil {
+		if js, ok := api.Join(mac); ok {
+			joined = js
+			break
+		}
+		select {
+		case <-wctx.Done():
+			t.Fatal("bootapi never saw the session")
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	if joined.TraceID() != s.TraceID() {
+		t.Fatalf("joined trace %s, opened %s", joined.TraceID(), s.TraceID())
+	}
+	if byIP, ok := api.FindByIP("198.18.0.10"); !ok || byIP.GetMac() != mac {
+		t.Fatalf("FindByIP: %v %v", byIP, ok)
+	}
+	_, h2 := joined.StartHop(ctx, "script")
+	h2.Fail(errors.New("no such profile"))
+	h2.End()
+	if err := api.Flush(wctx); err != nil {
+		t.Fatal(err)
+	}
+	got := &bootapiv1.BootSession{}
+	if _, err := e.Client(t).Get(ctx, store.Key("sessions", mac), got); err != nil {
+		t.Fatal(err)
+	}
+	if len(got.Hops) != 2 || got.Hops[0].Name != "dhcp.discover" || got.Hops[1].Name != "script" || !got.Hops[1].Failed {
+		t.Fatalf("hops: %v", got.Hops)
+	}
+	for _, sp := range exp.GetSpans() {
+		if sp.SpanContext.TraceID().String() != s.TraceID() {
+			t.Errorf("span %q in trace %s, want %s", sp.Name, sp.SpanContext.TraceID(), s.TraceID())
+		}
+	}
+	if n := len(exp.GetSpans()); n != 3 {
+		t.Errorf("spans: %d, want 3 (root + 2 hops)", n)
+	}
+
+	// A session whose last hop failed ends as failed, naming the hop.
+	for api.MarkStalled(0, time.Now().Add(time.Second)) == 0 {
+		select {
+		case <-wctx.Done():
+			t.Fatal("nothing marked")
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	if err := api.Flush(wctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.Client(t).Get(ctx, store.Key("sessions", mac), got); err != nil {
+		t.Fatal(err)
+	}
+	if got.State != bootapiv1.SessionState_SESSION_STATE_FAILED || got.FailedHop != "script" {
+		t.Fatalf("state %v hop %q", got.State, got.FailedHop)
+	}
+}
+
+func TestTraceparentRoundTrip(t *testing.T) {
+	const tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+	sc, err := session.Parse(tp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := session.Format(sc); got != tp {
+		t.Fatalf("Format(Parse(%q)) = %q", tp, got)
+	}
+	for _, bad := range []string{"", "00-xyz", "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+		"00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01", "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+		"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-zz"} {
+		if _, err := session.Parse(bad); err == nil {
+			t.Errorf("Parse(%q) accepted", bad)
+		}
+	}
+}
+
+func FuzzParseTraceparent(f *testing.F) {
+	f.Add("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+	f.Add("00--")
+	f.Fuzz(func(t *testing.T, s string) {
+		sc, err := session.Parse(s)
+		if err != nil {
+			return
+		}
+		if back, err := session.Parse(session.Format(sc)); err != nil || back.TraceID() != sc.TraceID() || back.SpanID() != sc.SpanID() {
+			t.Fatalf("round trip of %q failed: %v", s, err)
+		}
+	})
+}

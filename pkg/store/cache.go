@@ -1,0 +1,273 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/protobuf/proto"
+)
+
+// Item is one cached value with the revision it was written at. Values handed out by
+// a Cache are shared: treat them as read-only and proto.Clone before changing.
+type Item[T proto.Message] struct {
+	// Name is the key with the cache's prefix removed.
+	Name        string
+	Value       T
+	ModRevision int64
+}
+
+// Event is one change seen by a Cache.
+type Event[T proto.Message] struct {
+	Item[T]
+	// Deleted is true when the key was removed; Value is then the last known value.
+	Deleted bool
+}
+
+// Cache mirrors every key under a prefix in memory, fed by list+watch, so that hot
+// paths read without waiting on etcd.
+type Cache[T proto.Message] struct {
+	st     *Store
+	prefix string
+	newT   func() T
+	log    *slog.Logger
+
+	mu    sync.RWMutex
+	items map[string]Item[T]
+	rev   int64
+	ready chan struct{}
+	once  sync.Once
+	// revCh is closed and replaced whenever rev advances, waking WaitRevision.
+	revCh chan struct{}
+	subs  map[*subscriber[T]]struct{}
+}
+
+type subscriber[T proto.Message] struct {
+	ch chan Event[T]
+	// lost is set when the subscriber fell behind and events were dropped.
+	lost bool
+}
+
+// NewCache makes a cache of the keys under prefix (use Prefix(...)). Call Run.
+func NewCache[T proto.Message](st *Store, prefix string, newT func() T, log *slog.Logger) *Cache[T] {
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Cache[T]{
+		st: st, prefix: prefix, newT: newT, log: log.With("cache", strings.TrimPrefix(prefix, Root)),
+		items: map[string]Item[T]{}, ready: make(chan struct{}), revCh: make(chan struct{}),
+		subs: map[*subscriber[T]]struct{}{},
+	}
+}
+
+// Run lists and watches until ctx ends; it relists after compaction or a broken
+// watch. It returns nil when ctx is canceled.
+func (c *Cache[T]) Run(ctx context.Context) error {
+	backoff := 100 * time.Millisecond
+	for ctx.Err() == nil {
+		err := c.listAndWatch(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		c.log.Warn("cache watch restarting", "err", err)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 5*time.Second)
+	}
+	return nil
+}
+
+func (c *Cache[T]) listAndWatch(ctx context.Context) error {
+	lctx, cancel := c.st.WithTimeout(ctx)
+	resp, err := c.st.cli.Get(lctx, c.prefix, clientv3.WithPrefix())
+	cancel()
+	if err != nil {
+		return fmt.Errorf("list %s: %w", c.prefix, err)
+	}
+	fresh := make(map[string]Item[T], len(resp.Kvs))
+	for _, kv := range resp.Kvs {
+		v := c.newT()
+		if err := proto.Unmarshal(kv.Value, v); err != nil {
+			c.log.Error("skipping undecodable value", "key", string(kv.Key), "err", err)
+			continue
+		}
+		name := strings.TrimPrefix(string(kv.Key), c.prefix)
+		fresh[name] = Item[T]{Name: name, Value: v, ModRevision: kv.ModRevision}
+	}
+	c.mu.Lock()
+	old := c.items
+	c.items = fresh
+	c.setRevLocked(resp.Header.Revision)
+	// Tell subscribers what changed while we were not watching.
+	for name, it := range fresh {
+		if o, ok := old[name]; !ok || o.ModRevision != it.ModRevision {
+			c.publishLocked(Event[T]{Item: it})
+		}
+	}
+	for name, o := range old {
+		if _, ok := fresh[name]; !ok {
+			c.publishLocked(Event[T]{Item: o, Deleted: true})
+		}
+	}
+	c.mu.Unlock()
+	c.once.Do(func() { close(c.ready) })
+
+	wctx, wcancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+	defer wcancel()
+	wch := c.st.cli.Watch(wctx, c.prefix, clientv3.WithPrefix(), clientv3.WithRev(resp.Header.Revision+1), clientv3.WithPrevKV(), clientv3.WithProgressNotify())
+	for wr := range wch {
+		if err := wr.Err(); err != nil {
+			if errors.Is(err, rpctypes.ErrCompacted) {
+				return fmt.Errorf("watch compacted at %d: %w", wr.CompactRevision, err)
+			}
+			return fmt.Errorf("watch %s: %w", c.prefix, err)
+		}
+		c.mu.Lock()
+		for _, ev := range wr.Events {
+			name := strings.TrimPrefix(string(ev.Kv.Key), c.prefix)
+			if ev.Type == clientv3.EventTypeDelete {
+				if o, ok := c.items[name]; ok {
+					delete(c.items, name)
+					o.ModRevision = ev.Kv.ModRevision
+					c.publishLocked(Event[T]{Item: o, Deleted: true})
+				}
+				continue
+			}
+			v := c.newT()
+			if err := proto.Unmarshal(ev.Kv.Value, v); err != nil {
+				c.log.Error("skipping undecodable value", "key", string(ev.Kv.Key), "err", err)
+				continue
+			}
+			it := Item[T]{Name: name, Value: v, ModRevision: ev.Kv.ModRevision}
+			c.items[name] = it
+			c.publishLocked(Event[T]{Item: it})
+		}
+		c.setRevLocked(wr.Header.Revision)
+		c.mu.Unlock()
+	}
+	return fmt.Errorf("watch %s closed", c.prefix)
+}
+
+func (c *Cache[T]) setRevLocked(rev int64) {
+	if rev > c.rev {
+		c.rev = rev
+		close(c.revCh)
+		c.revCh = make(chan struct{})
+	}
+}
+
+func (c *Cache[T]) publishLocked(ev Event[T]) {
+	for s := range c.subs {
+		if s.lost {
+			continue
+		}
+		select {
+		case s.ch <- ev:
+		default:
+			// A slow subscriber must not stall the cache: close its stream; it can
+			// resubscribe and read a fresh snapshot.
+			s.lost = true
+			close(s.ch)
+		}
+	}
+}
+
+// WaitReady blocks until the first list has loaded.
+func (c *Cache[T]) WaitReady(ctx context.Context) error {
+	select {
+	case <-c.ready:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// WaitRevision blocks until the cache has seen etcd revision rev, so that a
+// read after a write sees the write.
+func (c *Cache[T]) WaitRevision(ctx context.Context, rev int64) error {
+	for {
+		c.mu.RLock()
+		cur, ch := c.rev, c.revCh
+		c.mu.RUnlock()
+		if cur >= rev {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// Revision is the etcd revision the cache reflects.
+func (c *Cache[T]) Revision() int64 {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.rev
+}
+
+// Get returns the cached value for name (the key without the prefix).
+func (c *Cache[T]) Get(name string) (Item[T], bool) {
+	c.mu.RLock()
+	it, ok := c.items[name]
+	c.mu.RUnlock()
+	return it, ok
+}
+
+// Len is the number of cached keys.
+func (c *Cache[T]) Len() int {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return len(c.items)
+}
+
+// List returns the items that keep returns true for, sorted by name.
+func (c *Cache[T]) List(keep func(Item[T]) bool) []Item[T] {
+	c.mu.RLock()
+	out := make([]Item[T], 0, len(c.items))
+	for _, it := range c.items {
+		if keep == nil || keep(it) {
+			out = append(out, it)
+		}
+	}
+	c.mu.RUnlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// Subscribe returns the current items and a channel of every later change. The
+// channel is closed when cancel is called or when the subscriber falls more than
+// buf events behind.
+func (c *Cache[T]) Subscribe(buf int) (snapshot []Item[T], events <-chan Event[T], cancel func()) {
+	s := &subscriber[T]{ch: make(chan Event[T], buf)}
+	c.mu.Lock()
+	snapshot = make([]Item[T], 0, len(c.items))
+	for _, it := range c.items {
+		snapshot = append(snapshot, it)
+	}
+	c.subs[s] = struct{}{}
+	c.mu.Unlock()
+	sort.Slice(snapshot, func(i, j int) bool { return snapshot[i].Name < snapshot[j].Name })
+	var once sync.Once
+	return snapshot, s.ch, func() {
+		once.Do(func() {
+			c.mu.Lock()
+			delete(c.subs, s)
+			if !s.lost {
+				close(s.ch)
+			}
+			c.mu.Unlock()
+		})
+	}
+}

@@ -1,0 +1,153 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"go.etcd.io/etcd/server/v3/embed"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+)
+
+// EmbedConfig configures the embedded single-node etcd used by the all-in-one
+// launcher and by tests.
+type EmbedConfig struct {
+	// Dir holds etcd's data (member/ wal and snapshots).
+	Dir string
+	// ClientAddr is host:port for clients; default 127.0.0.1:2379. Port 0 picks a
+	// free port.
+	ClientAddr string
+	// PeerAddr is host:port for the (unused) peer listener; default 127.0.0.1:2380.
+	// Port 0 picks a free port.
+	PeerAddr string
+	// StartTimeout bounds startup; default 30s.
+	StartTimeout time.Duration
+	// UnsafeNoFsync skips fsync: only for tests, never for data you keep.
+	UnsafeNoFsync bool
+	// LogLevel of etcd's own logger; default "error".
+	LogLevel string
+}
+
+// Embedded is a running embedded etcd.
+type Embedded struct {
+	etcd     *embed.Etcd
+	endpoint string
+}
+
+// StartEmbedded starts a single-node etcd and waits until it serves.
+func StartEmbedded(ctx context.Context, cfg EmbedConfig) (*Embedded, error) {
+	if cfg.Dir == "" {
+		return nil, errors.New("store: embedded etcd needs a data dir")
+	}
+	if cfg.ClientAddr == "" {
+		cfg.ClientAddr = "127.0.0.1:2379"
+	}
+	if cfg.PeerAddr == "" {
+		cfg.PeerAddr = "127.0.0.1:2380"
+	}
+	if cfg.StartTimeout == 0 {
+		cfg.StartTimeout = 30 * time.Second
+	}
+	if cfg.LogLevel == "" {
+		cfg.LogLevel = "error"
+	}
+	var err error
+	if cfg.ClientAddr, err = resolvePort(cfg.ClientAddr); err != nil {
+		return nil, err
+	}
+	if cfg.PeerAddr, err = resolvePort(cfg.PeerAddr); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
+		return nil, fmt.Errorf("store: embedded etcd data dir: %w", err)
+	}
+	ec := embed.NewConfig()
+	ec.Name = "bootchain"
+	ec.Dir = filepath.Join(cfg.Dir, "etcd")
+	cu := url.URL{Scheme: "http", Host: cfg.ClientAddr}
+	pu := url.URL{Scheme: "http", Host: cfg.PeerAddr}
+	ec.ListenClientUrls, ec.AdvertiseClientUrls = []url.URL{cu}, []url.URL{cu}
+	ec.ListenPeerUrls, ec.AdvertisePeerUrls = []url.URL{pu}, []url.URL{pu}
+	ec.InitialCluster = ec.Name + "=" + pu.String()
+	ec.LogLevel = cfg.LogLevel
+	ec.ZapLoggerBuilder = embed.NewZapLoggerBuilder(quietLogger(cfg.LogLevel))
+	ec.UnsafeNoFsync = cfg.UnsafeNoFsync
+	// Keep history bounded: the caches relist after a compaction.
+	ec.AutoCompactionMode = "periodic"
+	ec.AutoCompactionRetention = "1h"
+	ec.QuotaBackendBytes = 4 << 30
+
+	e, err := embed.StartEtcd(ec)
+	if err != nil {
+		return nil, fmt.Errorf("store: start embedded etcd: %w", err)
+	}
+	select {
+	case <-e.Server.ReadyNotify():
+	case err := <-e.Err():
+		e.Close()
+		return nil, fmt.Errorf("store: embedded etcd: %w", err)
+	case <-time.After(cfg.StartTimeout):
+		e.Server.Stop()
+		e.Close()
+		return nil, fmt.Errorf("store: embedded etcd not ready after %s", cfg.StartTimeout)
+	case <-ctx.Done():
+		e.Close()
+		return nil, ctx.Err()
+	}
+	return &Embedded{etcd: e, endpoint: cfg.ClientAddr}, nil
+}
+
+// Endpoints are the client endpoints to give to Open.
+func (e *Embedded) Endpoints() []string { return []string{e.endpoint} }
+
+// Err reports a fatal error of the running etcd.
+func (e *Embedded) Err() <-chan error { return e.etcd.Err() }
+
+// Close stops etcd, waiting for in-flight requests to finish.
+func (e *Embedded) Close() { e.etcd.Close() }
+
+func resolvePort(hostport string) (string, error) {
+	host, port, err := net.SplitHostPort(hostport)
+	if err != nil {
+		return "", fmt.Errorf("store: bad address %q: %w", hostport, err)
+	}
+	if port != "0" {
+		return hostport, nil
+	}
+	l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
+	if err != nil {
+		return "", fmt.Errorf("store: pick a port on %s: %w", host, err)
+	}
+	defer l.Close()
+	return l.Addr().String(), nil
+}
+
+// quietLogger is etcd's zap logger minus the errors etcd logs about its own listeners
+// closing during a normal shutdown.
+func quietLogger(level string) *zap.Logger {
+	lvl, err := zapcore.ParseLevel(level)
+	if err != nil {
+		lvl = zapcore.ErrorLevel
+	}
+	enc := zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig())
+	core := zapcore.NewCore(enc, zapcore.Lock(os.Stderr), lvl)
+	return zap.New(&closeFilter{Core: core})
+}
+
+type closeFilter struct{ zapcore.Core }
+
+func (c *closeFilter) With(f []zapcore.Field) zapcore.Core { return &closeFilter{c.Core.With(f)} }
+
+func (c *closeFilter) Check(e zapcore.Entry, ce *zapcore.CheckedEntry) *zapcore.CheckedEntry {
+	if strings.Contains(e.Message, "setting up serving from embedded etcd failed") {
+		return ce
+	}
+	return c.Core.Check(e, ce)
+}
