@@ -1,0 +1,250 @@
+// Package bootapi is the bootchain service that decides what a machine boots: it
+// keeps machines, profiles, one-shot jobs and sites in etcd, renders the iPXE script
+// for each MAC over HTTP, takes installer callbacks, and serves the gRPC API that
+// bootctl and grpcurl use.
+//
+//	srv, err := bootapi.New(cfg)
+//	err = srv.Run(ctx) // until ctx ends
+package bootapi
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"time"
+
+	bootapiv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/bootapi/v1"
+	"github.com/bootchain/bootchain/pkg/grpcserver"
+	"github.com/bootchain/bootchain/pkg/session"
+	"github.com/bootchain/bootchain/pkg/store"
+	"github.com/bootchain/bootchain/services/bootapi/internal/grpcapi"
+	"github.com/bootchain/bootchain/services/bootapi/internal/httpapi"
+	"github.com/bootchain/bootchain/services/bootapi/internal/state"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/trace"
+	"golang.org/x/sync/errgroup"
+)
+
+// Config configures bootapi.
+type Config struct {
+	// Store is the etcd store. Required.
+	Store *store.Store
+	// Site is the default site of machines that name none.
+	Site string
+	// HTTPAddr serves iPXE scripts and callbacks (":8080"); port 0 picks one.
+	HTTPAddr string
+	// GRPC configures the gRPC API (":9080").
+	GRPC grpcserver.Config
+	// PublicURL is bootapi's HTTP base URL as machines reach it; default
+	// http://<advertise>:<http port>.
+	PublicURL string
+	// Advertise is the IP used to build PublicURL when it is empty.
+	Advertise string
+	// ArtifactURL is the artifactstore base URL for sites that set none.
+	ArtifactURL string
+	// DefaultAction when neither a machine nor its site sets one: menu,
+	// local-disk, sanboot or shell.
+	DefaultAction string
+	// MenuTimeout before the menu boots the local disk.
+	MenuTimeout time.Duration
+	// StallAfter marks a boot session with no progress for this long as stalled.
+	StallAfter time.Duration
+	// SweepInterval is how often jobs past their deadline expire and stalled
+	// sessions are marked.
+	SweepInterval time.Duration
+	// Logger; default slog.Default().
+	Logger *slog.Logger
+	// TracerProvider; default the global one.
+	TracerProvider trace.TracerProvider
+}
+
+// DefaultConfig returns the defaults of DESIGN.md.
+func DefaultConfig() Config {
+	return Config{
+		Site: "default", HTTPAddr: ":8080", GRPC: grpcserver.Config{Addr: ":9080"},
+		Advertise: "127.0.0.1", DefaultAction: "menu", MenuTimeout: 10 * time.Second,
+		StallAfter: 5 * time.Minute, SweepInterval: 10 * time.Second,
+	}
+}
+
+// AddFlags binds the flags under prefix ("" for the thin main, "bootapi-" in the
+// launcher).
+func (c *Config) AddFlags(fs *flag.FlagSet, prefix string) {
+	fs.StringVar(&c.HTTPAddr, prefix+"http-addr", c.HTTPAddr, "HTTP address for iPXE scripts and callbacks")
+	fs.StringVar(&c.GRPC.Addr, prefix+"grpc-addr", c.GRPC.Addr, "gRPC address of the API")
+	c.GRPC.TLS.AddServerFlags(fs, prefix+"grpc-")
+	fs.StringVar(&c.PublicURL, prefix+"public-url", c.PublicURL, "bootapi's base URL as machines reach it (default http://<advertise>:<http port>)")
+	fs.StringVar(&c.ArtifactURL, prefix+"artifact-url", c.ArtifactURL, "artifactstore base URL for sites without one (default http://<advertise>:8081)")
+	fs.StringVar(&c.DefaultAction, prefix+"default-action", c.DefaultAction, "what machines without a job or default boot: menu, local-disk, sanboot, shell")
+	fs.DurationVar(&c.MenuTimeout, prefix+"menu-timeout", c.MenuTimeout, "menu timeout before booting the local disk")
+	fs.DurationVar(&c.StallAfter, prefix+"stall-after", c.StallAfter, "mark a boot session stalled after this long without progress")
+}
+
+var actions = map[string]bootapiv1.Action{
+	"menu": bootapiv1.Action_ACTION_MENU, "local-disk": bootapiv1.Action_ACTION_LOCAL_DISK,
+	"sanboot": bootapiv1.Action_ACTION_SANBOOT, "shell": bootapiv1.Action_ACTION_SHELL,
+}
+
+// Validate reports a configuration that cannot work.
+func (c Config) Validate() error {
+	if c.Store == nil {
+		return errors.New("bootapi: no store")
+	}
+	if c.HTTPAddr == "" || c.GRPC.Addr == "" {
+		return errors.New("bootapi: HTTP and gRPC addresses are required")
+	}
+	if _, ok := actions[c.DefaultAction]; !ok {
+		return fmt.Errorf("bootapi: default action %q: want menu, local-disk, sanboot or shell", c.DefaultAction)
+	}
+	if c.PublicURL != "" {
+		u, err := url.Parse(c.PublicURL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return fmt.Errorf("bootapi: public URL %q: want http(s)://host[:port]", c.PublicURL)
+		}
+	}
+	if c.StallAfter <= 0 || c.SweepInterval <= 0 {
+		return errors.New("bootapi: stall-after and sweep interval must be positive")
+	}
+	return nil
+}
+
+// Server is a configured bootapi.
+type Server struct {
+	cfg      Config
+	log      *slog.Logger
+	state    *state.State
+	sessions *session.Recorder
+	http     *httpapi.Handler
+	httpLis  net.Listener
+	grpc     *grpcserver.Server
+	public   *url.URL
+}
+
+// New validates cfg, opens the listeners and prepares the service.
+func New(cfg Config) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.TracerProvider == nil {
+		cfg.TracerProvider = otel.GetTracerProvider()
+	}
+	log := cfg.Logger.With("service", "bootapi")
+	st := state.New(cfg.Store, log)
+	rec, err := session.New(session.Config{Store: cfg.Store, Service: "bootapi", Site: cfg.Site, TracerProvider: cfg.TracerProvider, Logger: log})
+	if err != nil {
+		return nil, err
+	}
+	lis, err := net.Listen("tcp", cfg.HTTPAddr)
+	if err != nil {
+		return nil, fmt.Errorf("bootapi: listen %s: %w", cfg.HTTPAddr, err)
+	}
+	public := cfg.PublicURL
+	if public == "" {
+		_, port, _ := net.SplitHostPort(lis.Addr().String())
+		public = "http://" + net.JoinHostPort(cfg.Advertise, port)
+	}
+	pu, _ := url.Parse(public)
+	artifactURL := cfg.ArtifactURL
+	if artifactURL == "" {
+		artifactURL = "http://" + net.JoinHostPort(cfg.Advertise, "8081")
+	}
+	cfg.GRPC.Logger = log
+	gs, err := grpcserver.New(cfg.GRPC)
+	if err != nil {
+		lis.Close()
+		return nil, err
+	}
+	grpcapi.New(st, rec, nil).Register(gs.GRPC)
+	h := httpapi.New(httpapi.Config{
+		State: st, Sessions: rec, PublicURL: pu, ArtifactURL: artifactURL, DefaultSite: cfg.Site,
+		DefaultAction: actions[cfg.DefaultAction], MenuTimeout: cfg.MenuTimeout, Logger: log,
+	})
+	return &Server{cfg: cfg, log: log, state: st, sessions: rec, http: h, httpLis: lis, grpc: gs, public: pu}, nil
+}
+
+// HTTPAddr is where the HTTP endpoint listens.
+func (s *Server) HTTPAddr() net.Addr { return s.httpLis.Addr() }
+
+// GRPCAddr is where the gRPC API listens.
+func (s *Server) GRPCAddr() net.Addr { return s.grpc.Addr() }
+
+// PublicURL is the base URL rendered into scripts.
+func (s *Server) PublicURL() string { return s.public.String() }
+
+// Endpoints describes the listeners for the launcher.
+func (s *Server) Endpoints() []string {
+	return []string{
+		"http " + s.HTTPAddr().String() + " (scripts: " + s.public.JoinPath("boot.ipxe").String() + ")",
+		"grpc " + s.GRPCAddr().String(),
+	}
+}
+
+// Handler is the HTTP handler (for tests and embedding).
+func (s *Server) Handler() http.Handler { return s.http }
+
+// Run serves until ctx ends. The HTTP and gRPC servers start once the caches have
+// loaded, so no request is answered from an empty cache.
+func (s *Server) Run(ctx context.Context) error {
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return s.state.Run(ctx) })
+	g.Go(func() error { return s.sessions.Run(ctx) })
+	g.Go(func() error { return s.http.Run(ctx) })
+	if err := s.state.WaitReady(ctx); err != nil {
+		s.httpLis.Close()
+		g.Wait()
+		return nil
+	}
+	if err := s.sessions.WaitReady(ctx); err != nil {
+		s.httpLis.Close()
+		g.Wait()
+		return nil
+	}
+	g.Go(func() error { return s.sweep(ctx) })
+	g.Go(func() error { return s.grpc.Serve(ctx) })
+	g.Go(func() error {
+		srv := &http.Server{Handler: s.http, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 120 * time.Second}
+		errc := make(chan error, 1)
+		go func() { errc <- srv.Serve(s.httpLis) }()
+		select {
+		case err := <-errc:
+			return fmt.Errorf("bootapi http: %w", err)
+		case <-ctx.Done():
+		}
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		srv.Shutdown(sctx)
+		return nil
+	})
+	s.log.Info("bootapi serving", "http", s.HTTPAddr().String(), "grpc", s.GRPCAddr().String(), "public_url", s.public.String())
+	return g.Wait()
+}
+
+// sweep expires jobs past their deadline and marks stalled sessions.
+func (s *Server) sweep(ctx context.Context) error {
+	t := time.NewTicker(s.cfg.SweepInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		now := time.Now()
+		if n, err := s.state.ExpireJobs(ctx, now); err != nil && ctx.Err() == nil {
+			s.log.Warn("job expiry sweep", "err", err)
+		} else if n > 0 {
+			s.log.Info("jobs expired", "count", n)
+		}
+		if n := s.sessions.MarkStalled(s.cfg.StallAfter, now); n > 0 {
+			s.log.Info("boot sessions stalled", "count", n)
+		}
+	}
+}

@@ -1,0 +1,636 @@
+// Package httpapi serves bootapi's HTTP endpoints for iPXE and installers:
+//
+//	GET  /boot.ipxe           bootstrap: chain to the config URL with the machine's facts
+//	GET  /ipxe/v1/config      the script for one machine (job, default action, menu)
+//	POST /ipxe/v1/report      installer callbacks (running, succeeded, failed)
+//	GET  /healthz             200 once the caches are loaded
+//
+// The config path reads only from watch-fed caches; the one etcd write it may make
+// is the transaction that moves a pending job to dispatched.
+package httpapi
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/bootchain/bootchain/pkg/artifacturl"
+	bootapiv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/bootapi/v1"
+	"github.com/bootchain/bootchain/pkg/macaddr"
+	"github.com/bootchain/bootchain/pkg/session"
+	"github.com/bootchain/bootchain/pkg/store"
+	"github.com/bootchain/bootchain/services/bootapi/internal/script"
+	"github.com/bootchain/bootchain/services/bootapi/internal/state"
+	"go.opentelemetry.io/otel/attribute"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+)
+
+// Config configures the handler.
+type Config struct {
+	State    *state.State
+	Sessions *session.Recorder
+	// PublicURL is bootapi's base URL as machines reach it.
+	PublicURL *url.URL
+	// ArtifactURL is the artifactstore base URL for sites that set none.
+	ArtifactURL string
+	// DefaultSite for machines that name none.
+	DefaultSite string
+	// DefaultAction when neither the machine nor its site sets one.
+	DefaultAction bootapiv1.Action
+	// MenuTimeout before the menu boots the local disk.
+	MenuTimeout time.Duration
+	Logger      *slog.Logger
+	// Now is the clock; default time.Now.
+	Now func() time.Time
+}
+
+// Handler is the HTTP API.
+type Handler struct {
+	cfg   Config
+	log   *slog.Logger
+	mux   *http.ServeMux
+	touch *toucher
+	// Counters for tests and metrics.
+	Scripts, Dispatches, Reports, Rejected atomic.Int64
+}
+
+// New returns the handler; Run starts its background writer.
+func New(cfg Config) *Handler {
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.DefaultAction == bootapiv1.Action_ACTION_UNSPECIFIED {
+		cfg.DefaultAction = bootapiv1.Action_ACTION_MENU
+	}
+	h := &Handler{cfg: cfg, log: cfg.Logger, mux: http.NewServeMux()}
+	h.touch = newToucher(cfg.State, cfg.Logger, cfg.Now)
+	h.mux.HandleFunc("GET /boot.ipxe", h.bootstrap)
+	h.mux.HandleFunc("GET /ipxe/v1/config", h.config)
+	h.mux.HandleFunc("POST /ipxe/v1/report", h.report)
+	h.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), 50*time.Millisecond)
+		defer cancel()
+		if err := cfg.State.WaitReady(ctx); err != nil {
+			http.Error(w, "caches loading", http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ok")
+	})
+	return h
+}
+
+// Run writes machine sightings until ctx ends.
+func (h *Handler) Run(ctx context.Context) error { return h.touch.run(ctx) }
+
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.mux.ServeHTTP(w, r) }
+
+func (h *Handler) configURL() *url.URL { return h.cfg.PublicURL.JoinPath("ipxe", "v1", "config") }
+
+func (h *Handler) bootstrap(w http.ResponseWriter, r *http.Request) {
+	s, err := script.Bootstrap(h.configURL())
+	if err != nil {
+		h.log.Error("bootstrap script", "err", err)
+		http.Error(w, "cannot render bootstrap", http.StatusInternalServerError)
+		return
+	}
+	writeScript(w, s)
+}
+
+func writeScript(w http.ResponseWriter, s string) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("Content-Length", strconv.Itoa(len(s)))
+	w.Write([]byte(s))
+}
+
+// facts reads what iPXE reported, bounded and stripped of anything unprintable.
+func facts(q url.Values, ip string) *bootapiv1.MachineFacts {
+	clean := func(k string) string {
+		v := q.Get(k)
+		if len(v) > 128 {
+			v = v[:128]
+		}
+		return strings.Map(func(r rune) rune {
+			if r < 0x20 || r == 0x7f || r == '\uFFFD' {
+				return -1
+			}
+			return r
+		}, v)
+	}
+	return &bootapiv1.MachineFacts{
+		Arch: clean("arch"), Platform: clean("platform"), Uuid: clean("uuid"), Serial: clean("serial"),
+		Manufacturer: clean("manufacturer"), Product: clean("product"), Ip: ip,
+	}
+}
+
+func remoteIP(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+// decision is what a machine boots and why.
+type decision struct {
+	script string
+	detail string
+	jobID  string
+	// final: the boot leaves bootchain here (local disk, shell, menu shown).
+	final bool
+}
+
+func (h *Handler) config(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	mac, err := macaddr.Normalize(q.Get("mac"))
+	if err != nil {
+		h.Rejected.Add(1)
+		http.Error(w, "mac: "+err.Error(), http.StatusBadRequest)
+		return
+	}
+	h.Scripts.Add(1)
+	ip := remoteIP(r)
+	ctx := r.Context()
+	sess := h.cfg.Sessions.Open(ctx, mac, session.OpenOptions{IP: ip})
+	ctx, hop := sess.StartHop(ctx, "script",
+		attribute.String("http.request.method", r.Method), attribute.String("url.path", r.URL.Path),
+		attribute.String("client.address", ip), attribute.String("bootchain.arch", q.Get("arch")))
+	defer hop.End()
+
+	d := h.decide(ctx, mac, q, sess)
+	hop.SetDetail(d.detail)
+	hop.SetBytes(int64(len(d.script)))
+	if d.jobID != "" {
+		hop.Span().SetAttributes(session.AttrJobID.String(d.jobID))
+		sess.SetJob(d.jobID)
+	}
+	if d.final {
+		sess.Finish(bootapiv1.SessionState_SESSION_STATE_SUCCEEDED, "", d.detail)
+	}
+	h.touch.seen(mac, facts(q, ip))
+	writeScript(w, d.script)
+}
+
+func (h *Handler) decide(ctx context.Context, mac string, q url.Values, sess *session.Session) decision {
+	st := h.cfg.State
+	mit, known := st.Machines.Get(mac)
+	m := mit.Value
+	if !known {
+		m = &bootapiv1.Machine{Mac: mac}
+	}
+	siteName := m.GetSite()
+	if siteName == "" {
+		siteName = h.cfg.DefaultSite
+	}
+	site := &bootapiv1.Site{Name: siteName}
+	if sit, ok := st.Sites.Get(siteName); ok {
+		site = sit.Value
+	}
+	if !known {
+		switch site.GetDiscoveryPolicy() {
+		case bootapiv1.DiscoveryPolicy_DISCOVERY_POLICY_REJECT:
+			return h.local(mac, false, "unknown machine rejected by site policy")
+		case bootapiv1.DiscoveryPolicy_DISCOVERY_POLICY_IGNORE:
+		default:
+			h.touch.discovered(mac, siteName)
+		}
+	}
+
+	// First match wins: a profile chosen in the menu, a pending job, the machine's
+	// default, the site's default, bootapi's default.
+	if p := q.Get("profile"); p != "" {
+		pit, ok := st.Profiles.Get(p)
+		if !ok || !(pit.Value.GetMenu() || p == m.GetDefaultProfile() || p == site.GetDefaultProfile()) {
+			return decision{script: script.Failure(mac, "profile "+p+" is not offered to this machine"), detail: "menu choice refused: " + p, final: true}
+		}
+		return h.profileBoot(m, site, pit.Value, nil, "", sess, "menu choice "+p)
+	}
+	if jit, ok := st.ActiveJob(mac); ok && jit.Value.GetState() == bootapiv1.JobState_JOB_STATE_PENDING {
+		if d, ok := h.dispatch(ctx, m, site, jit, sess); ok {
+			return d
+		}
+	}
+	action, profile := m.GetDefaultAction(), m.GetDefaultProfile()
+	if action == bootapiv1.Action_ACTION_UNSPECIFIED {
+		action, profile = site.GetDefaultAction(), site.GetDefaultProfile()
+	}
+	if action == bootapiv1.Action_ACTION_UNSPECIFIED {
+		action = h.cfg.DefaultAction
+	}
+	switch action {
+	case bootapiv1.Action_ACTION_LOCAL_DISK:
+		return h.local(mac, false, "default: local disk")
+	case bootapiv1.Action_ACTION_SANBOOT:
+		return h.local(mac, true, "default: sanboot first disk")
+	case bootapiv1.Action_ACTION_SHELL:
+		s, _ := script.Shell(mac)
+		return decision{script: s, detail: "default: iPXE shell", final: true}
+	case bootapiv1.Action_ACTION_PROFILE:
+		pit, ok := st.Profiles.Get(profile)
+		if !ok {
+			return decision{script: script.Failure(mac, "default profile "+profile+" does not exist"), detail: "default profile missing: " + profile, final: true}
+		}
+		return h.profileBoot(m, site, pit.Value, nil, "", sess, "default profile "+profile)
+	}
+	return h.menu(m, site)
+}
+
+func (h *Handler) local(mac string, sanboot bool, why string) decision {
+	s, _ := script.LocalDisk(mac, sanboot, why)
+	return decision{script: s, detail: why, final: true}
+}
+
+func (h *Handler) menu(m *bootapiv1.Machine, site *bootapiv1.Site) decision {
+	var items []script.MenuItem
+	for _, it := range h.cfg.State.Profiles.List(func(it store.Item[*bootapiv1.Profile]) bool { return it.Value.GetMenu() }) {
+		u := h.configURL()
+		u.RawQuery = url.Values{"mac": {m.GetMac()}, "profile": {it.Value.GetName()}}.Encode()
+		items = append(items, script.MenuItem{Profile: it.Value.GetName(), Description: it.Value.GetDescription(), URL: u})
+	}
+	s, err := script.RenderMenu(script.Menu{MAC: m.GetMac(), Hostname: m.GetHostname(), Site: site.GetName(), Items: items, Timeout: h.cfg.MenuTimeout})
+	if err != nil {
+		h.log.Error("menu not rendered", "mac", m.GetMac(), "err", err)
+		return decision{script: script.Failure(m.GetMac(), "menu could not be rendered"), detail: "menu render failed: " + err.Error(), final: true}
+	}
+	return decision{script: s, detail: fmt.Sprintf("menu (%d profiles)", len(items)), final: true}
+}
+
+// dispatch renders the job's script and moves the job pending -> dispatched in one
+// compare-and-swap; if another request (or replica) got there first, it reports
+// false and the machine gets its default.
+func (h *Handler) dispatch(ctx context.Context, m *bootapiv1.Machine, site *bootapiv1.Site, jit store.Item[*bootapiv1.Job], sess *session.Session) (decision, bool) {
+	job := jit.Value
+	pit, ok := h.cfg.State.Profiles.Get(job.GetProfile())
+	now := h.cfg.Now()
+	if !ok {
+		h.failJob(ctx, jit, "profile "+job.GetProfile()+" no longer exists", now)
+		return decision{}, false
+	}
+	var raw [32]byte
+	rand.Read(raw[:])
+	token := hex.EncodeToString(raw[:])
+	d := h.profileBoot(m, site, pit.Value, job, token, sess, "job "+job.GetId()+" profile "+job.GetProfile())
+	if d.script == "" {
+		h.failJob(ctx, jit, d.detail, now)
+		return decision{}, false
+	}
+	next := proto.Clone(job).(*bootapiv1.Job)
+	sum := sha256.Sum256([]byte(token))
+	next.State, next.TokenHash, next.Traceparent = bootapiv1.JobState_JOB_STATE_DISPATCHED, sum[:], sess.Traceparent()
+	next.DispatchTime, next.UpdateTime = timestamppb.New(now), timestamppb.New(now)
+	next.DeadlineTime = timestamppb.New(now.Add(job.GetTimeout().AsDuration()))
+	if _, err := h.cfg.State.Transition(ctx, next, jit.ModRevision); err != nil {
+		if !errors.Is(err, store.ErrConflict) {
+			h.log.Error("job not dispatched", "job", job.GetId(), "mac", m.GetMac(), "err", err)
+		}
+		return decision{}, false
+	}
+	h.Dispatches.Add(1)
+	d.jobID = job.GetId()
+	return d, true
+}
+
+func (h *Handler) failJob(ctx context.Context, jit store.Item[*bootapiv1.Job], msg string, now time.Time) {
+	j := proto.Clone(jit.Value).(*bootapiv1.Job)
+	state.Finish(j, bootapiv1.JobState_JOB_STATE_FAILED, msg, now)
+	if _, err := h.cfg.State.Transition(ctx, j, jit.ModRevision); err != nil && !errors.Is(err, store.ErrConflict) {
+		h.log.Error("job not failed", "job", j.GetId(), "err", err)
+	}
+}
+
+// profileBoot renders a kernel boot of p. For a job it adds the callback, token and
+// traceparent parameters. A render failure returns an empty script and the reason.
+func (h *Handler) profileBoot(m *bootapiv1.Machine, site *bootapiv1.Site, p *bootapiv1.Profile, job *bootapiv1.Job, token string, sess *session.Session, why string) decision {
+	fail := func(err error) decision {
+		msg := fmt.Sprintf("profile %s cannot be booted: %v", p.GetName(), err)
+		h.log.Error("boot script not rendered", "mac", m.GetMac(), "profile", p.GetName(), "err", err)
+		if job != nil {
+			return decision{detail: msg}
+		}
+		return decision{script: script.Failure(m.GetMac(), "profile "+p.GetName()+" cannot be booted"), detail: msg, final: true}
+	}
+	tp := sess.Traceparent()
+	kernel, err := h.resolve(site, p.GetKernel(), tp)
+	if err != nil {
+		return fail(fmt.Errorf("kernel: %w", err))
+	}
+	bt := script.Boot{MAC: m.GetMac(), Hostname: m.GetHostname(), Profile: p.GetName(), Kernel: script.File{URL: kernel}}
+	seen := map[string]bool{}
+	for i, ref := range p.GetInitrds() {
+		u, err := h.resolve(site, ref, tp)
+		if err != nil {
+			return fail(fmt.Errorf("initrd %d: %w", i, err))
+		}
+		name := script.ImageName(u, i)
+		if seen[name] {
+			name = fmt.Sprintf("%d-%s", i, name)
+		}
+		seen[name] = true
+		bt.Initrds = append(bt.Initrds, script.File{URL: u, Name: name})
+	}
+	var td script.TemplateData
+	td.Machine.MAC, td.Machine.Hostname, td.Machine.Site, td.Machine.Labels = m.GetMac(), m.GetHostname(), site.GetName(), m.GetLabels()
+	td.Profile.Name = p.GetName()
+	if job != nil {
+		td.Job.ID = job.GetId()
+	}
+	args, err := script.Cmdline(p.GetCmdline()+" "+site.GetExtraCmdline(), td)
+	if err != nil {
+		return fail(err)
+	}
+	if job != nil {
+		cb := h.cfg.PublicURL.JoinPath("ipxe", "v1", "report")
+		cb.RawQuery = url.Values{"job": {job.GetId()}}.Encode()
+		args = append(args, "bootchain.callback="+cb.String(), "bootchain.token="+token, "bootchain.job="+job.GetId())
+	}
+	if tp != "" {
+		args = append(args, "bootchain.traceparent="+tp)
+	}
+	bt.Args = args
+	if job != nil {
+		bt.JobID = job.GetId()
+	}
+	s, err := script.RenderBoot(bt)
+	if err != nil {
+		return fail(err)
+	}
+	return decision{script: s, detail: why}
+}
+
+// resolve turns an artifact reference into the URL the machine downloads from: its
+// site's artifactstore for artifact names, the URL itself otherwise.
+func (h *Handler) resolve(site *bootapiv1.Site, ref *bootapiv1.ArtifactRef, traceparent string) (*url.URL, error) {
+	var raw string
+	switch src := ref.GetSource().(type) {
+	case *bootapiv1.ArtifactRef_Artifact:
+		base := site.GetArtifactUrl()
+		if base == "" {
+			base = h.cfg.ArtifactURL
+		}
+		if base == "" {
+			return nil, errors.New("no artifactstore URL for site " + site.GetName())
+		}
+		raw = artifacturl.HTTPURL(base, src.Artifact, traceparent)
+	case *bootapiv1.ArtifactRef_Url:
+		raw = src.Url
+	default:
+		return nil, errors.New("empty reference")
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		return nil, err
+	}
+	return u, nil
+}
+
+// report takes an installer callback: form fields job (or the job query
+// parameter), token, state (running, succeeded, failed), message, progress.
+func (h *Handler) report(w http.ResponseWriter, r *http.Request) {
+	r.Body = http.MaxBytesReader(w, r.Body, 64<<10)
+	if err := r.ParseForm(); err != nil {
+		h.Rejected.Add(1)
+		http.Error(w, "body: "+err.Error(), http.StatusBadRequest)
+		return
+	}
+	id := r.Form.Get("job")
+	token := r.Form.Get("token")
+	var st bootapiv1.JobState
+	switch r.Form.Get("state") {
+	case "running":
+		st = bootapiv1.JobState_JOB_STATE_RUNNING
+	case "succeeded":
+		st = bootapiv1.JobState_JOB_STATE_SUCCEEDED
+	case "failed":
+		st = bootapiv1.JobState_JOB_STATE_FAILED
+	default:
+		h.Rejected.Add(1)
+		http.Error(w, "state: want running, succeeded or failed", http.StatusBadRequest)
+		return
+	}
+	progress := int32(0)
+	if p := r.Form.Get("progress"); p != "" {
+		n, err := strconv.Atoi(p)
+		if err != nil || n < 0 || n > 100 {
+			h.Rejected.Add(1)
+			http.Error(w, "progress: want 0-100", http.StatusBadRequest)
+			return
+		}
+		progress = int32(n)
+	}
+	msg := r.Form.Get("message")
+	if len(msg) > 1024 {
+		msg = msg[:1024]
+	}
+	msg = strings.ToValidUTF8(msg, "?")
+	if id == "" || token == "" {
+		h.Rejected.Add(1)
+		http.Error(w, "job and token are required", http.StatusBadRequest)
+		return
+	}
+	now := h.cfg.Now()
+	var code int
+	var why string
+	job, _, err := h.cfg.State.Update(r.Context(), id, func(j *bootapiv1.Job) error {
+		sum := sha256.Sum256([]byte(token))
+		if len(j.GetTokenHash()) == 0 || subtle.ConstantTimeCompare(sum[:], j.GetTokenHash()) != 1 {
+			code, why = http.StatusForbidden, "token does not match this job"
+			return errRefused
+		}
+		switch j.GetState() {
+		case bootapiv1.JobState_JOB_STATE_DISPATCHED, bootapiv1.JobState_JOB_STATE_RUNNING:
+		default:
+			code, why = http.StatusConflict, "job is "+strings.ToLower(strings.TrimPrefix(j.GetState().String(), "JOB_STATE_"))+": reports are closed"
+			return errRefused
+		}
+		j.Reports = append(j.Reports, &bootapiv1.JobReport{State: st, Message: msg, Progress: progress, Time: timestamppb.New(now)})
+		if len(j.Reports) > 100 {
+			j.Reports = j.Reports[len(j.Reports)-100:]
+		}
+		j.Progress, j.Message, j.UpdateTime = progress, msg, timestamppb.New(now)
+		if st == bootapiv1.JobState_JOB_STATE_RUNNING {
+			j.State = st
+			return nil
+		}
+		state.Finish(j, st, msg, now)
+		return nil
+	})
+	// The callback is a hop of the boot session it belongs to, accepted or not.
+	var sess *session.Session
+	tp := r.Header.Get("traceparent")
+	if tp == "" && job != nil {
+		tp = job.GetTraceparent()
+	}
+	if tp == "" {
+		if jit, ok := h.cfg.State.Jobs.Get(id); ok {
+			tp = jit.Value.GetTraceparent()
+		}
+	}
+	mac := ""
+	if jit, ok := h.cfg.State.Jobs.Get(id); ok {
+		mac = jit.Value.GetMac()
+	}
+	if s, ok := h.cfg.Sessions.FromTraceparent(tp, mac); ok {
+		sess = s
+	}
+	var hop *session.Hop
+	if sess != nil {
+		_, hop = sess.StartHop(r.Context(), "callback", session.AttrJobID.String(id), attribute.String("bootchain.report_state", r.Form.Get("state")))
+		defer hop.End()
+		hop.SetDetail(r.Form.Get("state") + ": " + msg)
+	}
+	switch {
+	case errors.Is(err, errRefused):
+		h.Rejected.Add(1)
+		if hop != nil {
+			hop.Fail(errors.New(why))
+		}
+		http.Error(w, why, code)
+		return
+	case errors.Is(err, store.ErrNotFound):
+		h.Rejected.Add(1)
+		if hop != nil {
+			hop.Fail(errors.New("no such job"))
+		}
+		http.Error(w, "job: no such job", http.StatusNotFound)
+		return
+	case err != nil:
+		h.log.Error("report not recorded", "job", id, "err", err)
+		if hop != nil {
+			hop.Fail(err)
+		}
+		http.Error(w, "report not recorded, retry", http.StatusServiceUnavailable)
+		return
+	}
+	h.Reports.Add(1)
+	if sess != nil {
+		switch st {
+		case bootapiv1.JobState_JOB_STATE_SUCCEEDED:
+			sess.Finish(bootapiv1.SessionState_SESSION_STATE_SUCCEEDED, "", "installer reported success: "+msg)
+		case bootapiv1.JobState_JOB_STATE_FAILED:
+			sess.Finish(bootapiv1.SessionState_SESSION_STATE_FAILED, "callback", "installer reported failure: "+msg)
+		}
+	}
+	h.log.Info("job report", "job", id, "mac", job.GetMac(), "state", r.Form.Get("state"), "progress", progress)
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	fmt.Fprintf(w, "ok %s %s\n", id, strings.ToLower(strings.TrimPrefix(job.GetState().String(), "JOB_STATE_")))
+}
+
+var errRefused = errors.New("report refused")
+
+// toucher records machine sightings (last seen, facts) and discovered machines off
+// the request path, coalesced per machine and bounded in memory.
+type toucher struct {
+	st  *state.State
+	log *slog.Logger
+	now func() time.Time
+
+	mu      sync.Mutex
+	pending map[string]sighting
+	kick    chan struct{}
+	Dropped atomic.Int64
+}
+
+type sighting struct {
+	facts *bootapiv1.MachineFacts
+	site  string
+	isNew bool
+}
+
+const maxPendingSightings = 65536
+
+func newToucher(st *state.State, log *slog.Logger, now func() time.Time) *toucher {
+	return &toucher{st: st, log: log, now: now, pending: map[string]sighting{}, kick: make(chan struct{}, 1)}
+}
+
+func (t *toucher) discovered(mac, site string) {
+	t.add(mac, sighting{site: site, isNew: true})
+}
+
+// seen records facts, at most once a minute per machine unless they changed.
+func (t *toucher) seen(mac string, f *bootapiv1.MachineFacts) {
+	if it, ok := t.st.Machines.Get(mac); ok {
+		last := it.Value.GetLastSeenTime()
+		if last != nil && t.now().Sub(last.AsTime()) < time.Minute && proto.Equal(it.Value.GetFacts(), f) {
+			return
+		}
+	}
+	t.add(mac, sighting{facts: f})
+}
+
+func (t *toucher) add(mac string, s sighting) {
+	t.mu.Lock()
+	old, ok := t.pending[mac]
+	if !ok && len(t.pending) >= maxPendingSightings {
+		t.mu.Unlock()
+		t.Dropped.Add(1)
+		return
+	}
+	if s.facts == nil {
+		s.facts = old.facts
+	}
+	s.isNew = s.isNew || old.isNew
+	if s.site == "" {
+		s.site = old.site
+	}
+	t.pending[mac] = s
+	t.mu.Unlock()
+	select {
+	case t.kick <- struct{}{}:
+	default:
+	}
+}
+
+func (t *toucher) run(ctx context.Context) error {
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.kick:
+		}
+		t.mu.Lock()
+		batch := t.pending
+		t.pending = map[string]sighting{}
+		t.mu.Unlock()
+		for mac, s := range batch {
+			if ctx.Err() != nil {
+				return nil
+			}
+			if err := t.write(ctx, mac, s); err != nil {
+				t.log.Warn("machine sighting not recorded", "mac", mac, "err", err)
+			}
+		}
+	}
+}
+
+func (t *toucher) write(ctx context.Context, mac string, s sighting) error {
+	now := timestamppb.New(t.now())
+	_, _, err := store.Mutate(ctx, t.st.Store(), store.Key("machines", mac), func() *bootapiv1.Machine { return &bootapiv1.Machine{} },
+		func(m *bootapiv1.Machine, exists bool) (*bootapiv1.Machine, error) {
+			if !exists {
+				if !s.isNew {
+					return nil, nil // deleted meanwhile: do not resurrect it
+				}
+				m.Mac, m.Site, m.Discovered, m.CreateTime, m.UpdateTime = mac, s.site, true, now, now
+			}
+			if s.facts != nil {
+				m.Facts = s.facts
+			}
+			m.LastSeenTime = now
+			return m, nil
+		})
+	return err
+}

@@ -1,0 +1,295 @@
+// Package script renders bootapi's iPXE scripts: the bootstrap that chains to the
+// per-machine config URL, a one-shot or profile boot, the menu, local disk, the
+// shell. Every value passes through pkg/ipxe, so nothing from a user, a machine
+// record or a request can add a command or expand a variable.
+package script
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net/url"
+	"path"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"text/template"
+	"time"
+
+	"github.com/bootchain/bootchain/pkg/ipxe"
+)
+
+// BootstrapParams are what /boot.ipxe asks iPXE to send to the config URL.
+var BootstrapParams = []struct{ Key, Setting string }{
+	{"mac", "net0/mac"}, {"arch", "buildarch"}, {"platform", "platform"}, {"uuid", "uuid"},
+	{"serial", "serial"}, {"manufacturer", "manufacturer"}, {"product", "product"},
+}
+
+// Bootstrap renders /boot.ipxe: chain to the config URL with the machine's facts,
+// URL-encoded by iPXE's :uristring type. The ${...} references are bootchain's own.
+func Bootstrap(configURL *url.URL) (string, error) {
+	var q []string
+	for _, p := range BootstrapParams {
+		q = append(q, p.Key+"=${"+p.Setting+":uristring}")
+	}
+	u := *configURL
+	u.RawQuery = ""
+	var b ipxe.Builder
+	b.Comment("bootchain bootstrap: ask bootapi what this machine boots")
+	chain := ipxe.Raw(ipxe.EscapeURL(u.String()) + "?" + strings.Join(q, "&"))
+	b.Line("chain", ipxe.Raw("--autofree"), chain, ipxe.Raw("|| goto retry"))
+	b.Label("retry")
+	b.Line("echo", ipxe.Raw("bootchain: cannot reach bootapi, retrying in 5 seconds"))
+	b.Line("sleep", ipxe.Raw("5"))
+	b.Line("chain", ipxe.Raw("--autofree"), chain, ipxe.Raw("|| goto giveup"))
+	b.Label("giveup")
+	b.Line("echo", ipxe.Raw("bootchain: bootapi unreachable, booting the next device"))
+	b.Line("exit")
+	return b.Script()
+}
+
+// File is one resolved boot file.
+type File struct {
+	URL *url.URL
+	// Name is the name iPXE gives the image (initrd=<name> on UEFI).
+	Name string
+}
+
+// Boot is everything a kernel boot needs.
+type Boot struct {
+	MAC      string
+	Hostname string
+	Profile  string
+	JobID    string
+	Kernel   File
+	Initrds  []File
+	// Args are the kernel command line, already split and checked.
+	Args []string
+}
+
+// RenderBoot renders a kernel + initrd boot. On failure it falls back to the next
+// boot device after a pause, so a broken profile never loops a machine.
+func RenderBoot(bt Boot) (string, error) {
+	var b ipxe.Builder
+	what := "profile " + bt.Profile
+	if bt.JobID != "" {
+		what = "job " + bt.JobID + ", " + what
+	}
+	b.Comment("bootchain: " + what + ", machine " + bt.MAC)
+	who := bt.Hostname
+	if who == "" {
+		who = bt.MAC
+	}
+	b.Line("echo", ipxe.Text("bootchain: booting "+bt.Profile+" on "+who))
+	args := []ipxe.Arg{ipxe.URL(bt.Kernel.URL)}
+	for _, f := range bt.Initrds {
+		// UEFI iPXE hands initrds to the kernel's EFI stub by name.
+		args = append(args, ipxe.Word("initrd="+f.Name))
+	}
+	for _, a := range bt.Args {
+		args = append(args, ipxe.Word(a))
+	}
+	b.Line("kernel", append(args, ipxe.Raw("|| goto failed"))...)
+	for _, f := range bt.Initrds {
+		b.Line("initrd", ipxe.Raw("--name"), ipxe.Word(f.Name), ipxe.URL(f.URL), ipxe.Raw("|| goto failed"))
+	}
+	b.Line("boot", ipxe.Raw("|| goto failed"))
+	b.Label("failed")
+	b.Line("echo", ipxe.Raw("bootchain: boot failed, booting the next device in 5 seconds"))
+	b.Line("sleep", ipxe.Raw("5"))
+	b.Line("exit", ipxe.Raw("1"))
+	return b.Script()
+}
+
+// LocalDisk renders a script that leaves iPXE for the next boot device (exit) or
+// boots the first disk (sanboot).
+func LocalDisk(mac string, sanboot bool, why string) (string, error) {
+	var b ipxe.Builder
+	b.Comment("bootchain: machine " + mac + ": " + why)
+	if sanboot {
+		b.Line("sanboot", ipxe.Raw("--no-describe --drive 0x80 || exit"))
+	} else {
+		b.Line("exit")
+	}
+	return b.Script()
+}
+
+// Shell renders a script that drops to the iPXE shell.
+func Shell(mac string) (string, error) {
+	var b ipxe.Builder
+	b.Comment("bootchain: machine " + mac + ": iPXE shell")
+	b.Line("shell")
+	return b.Script()
+}
+
+// MenuItem is one profile offered in the menu.
+type MenuItem struct {
+	Profile     string
+	Description string
+	// URL boots the profile for this machine.
+	URL *url.URL
+}
+
+// Menu is the boot menu of a machine.
+type Menu struct {
+	MAC, Hostname, Site string
+	Items               []MenuItem
+	Timeout             time.Duration
+}
+
+// RenderMenu renders the menu: local disk (the default on timeout), the menu
+// profiles, the iPXE shell, reboot.
+func RenderMenu(m Menu) (string, error) {
+	var b ipxe.Builder
+	b.Comment("bootchain: menu for " + m.MAC)
+	title := m.Hostname
+	if title == "" {
+		title = m.MAC
+	}
+	if m.Site != "" {
+		title += " (site " + m.Site + ")"
+	}
+	b.Label("start")
+	b.Line("menu", ipxe.Text("bootchain: "+title))
+	b.Line("item", ipxe.Raw("--gap --"), ipxe.Raw("Boot"))
+	b.Line("item", ipxe.Raw("local"), ipxe.Raw("Boot from local disk"))
+	items := append([]MenuItem(nil), m.Items...)
+	sort.Slice(items, func(i, j int) bool { return items[i].Profile < items[j].Profile })
+	if len(items) > 0 {
+		b.Line("item", ipxe.Raw("--gap --"), ipxe.Raw("Install"))
+	}
+	for _, it := range items {
+		if !ipxe.IsLabel(it.Profile) {
+			return "", fmt.Errorf("%w: profile name %q", ipxe.ErrUnsafe, it.Profile)
+		}
+		label := it.Profile
+		if it.Description != "" {
+			label += ": " + it.Description
+		}
+		b.Line("item", ipxe.Raw("p-"+it.Profile), ipxe.Text(label))
+	}
+	b.Line("item", ipxe.Raw("--gap --"), ipxe.Raw("Tools"))
+	b.Line("item", ipxe.Raw("shell"), ipxe.Raw("iPXE shell"))
+	b.Line("item", ipxe.Raw("reboot"), ipxe.Raw("Reboot"))
+	ms := m.Timeout.Milliseconds()
+	if ms <= 0 {
+		ms = 10000
+	}
+	b.Line("choose", ipxe.Raw("--default local --timeout "+strconv.FormatInt(ms, 10)+" target || goto local"))
+	b.Line("goto", ipxe.Raw("${target}"))
+	b.Label("local")
+	b.Line("exit")
+	for _, it := range items {
+		b.Label("p-" + it.Profile)
+		b.Line("chain", ipxe.Raw("--autofree"), ipxe.URL(it.URL), ipxe.Raw("|| goto start"))
+	}
+	b.Label("shell")
+	b.Line("shell")
+	b.Line("goto", ipxe.Raw("start"))
+	b.Label("reboot")
+	b.Line("reboot")
+	return b.Script()
+}
+
+// Failure renders a script that tells the console what went wrong and falls back
+// to the next boot device.
+func Failure(mac, msg string) string {
+	var b ipxe.Builder
+	b.Comment("bootchain: machine " + mac)
+	b.Line("echo", ipxe.Text("bootchain: "+msg))
+	if b.Err() != nil {
+		b = ipxe.Builder{}
+		b.Line("echo", ipxe.Raw("bootchain: cannot boot this machine (see bootapi's log)"))
+	}
+	b.Line("sleep", ipxe.Raw("5"))
+	b.Line("exit", ipxe.Raw("1"))
+	s, _ := b.Script()
+	return s
+}
+
+// TemplateData is what a profile's cmdline template can use.
+type TemplateData struct {
+	Machine struct {
+		MAC, Hostname, Site string
+		Labels              map[string]string
+	}
+	Profile struct{ Name string }
+	Job     struct{ ID string }
+}
+
+// MaxCmdline bounds a rendered command line.
+const MaxCmdline = 4096
+
+var (
+	tmplMu    sync.Mutex
+	tmplCache = map[string]*template.Template{}
+)
+
+// ErrCmdline wraps every command line template failure.
+var ErrCmdline = errors.New("cmdline")
+
+// Cmdline renders a profile's command line template and splits it into checked
+// kernel arguments.
+func Cmdline(tmpl string, d TemplateData) ([]string, error) {
+	t, err := parse(tmpl)
+	if err != nil {
+		return nil, err
+	}
+	var buf limitedBuffer
+	if err := t.Execute(&buf, d); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrCmdline, err)
+	}
+	args := strings.Fields(buf.String())
+	for _, a := range args {
+		if err := ipxe.CheckWord(a); err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrCmdline, err)
+		}
+	}
+	return args, nil
+}
+
+func parse(tmpl string) (*template.Template, error) {
+	tmplMu.Lock()
+	defer tmplMu.Unlock()
+	if t, ok := tmplCache[tmpl]; ok {
+		return t, nil
+	}
+	t, err := template.New("cmdline").Option("missingkey=zero").Parse(tmpl)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrCmdline, err)
+	}
+	if len(tmplCache) > 1024 {
+		clear(tmplCache)
+	}
+	tmplCache[tmpl] = t
+	return t, nil
+}
+
+type limitedBuffer struct{ bytes.Buffer }
+
+func (l *limitedBuffer) Write(p []byte) (int, error) {
+	if l.Len()+len(p) > MaxCmdline {
+		return 0, fmt.Errorf("longer than %d bytes", MaxCmdline)
+	}
+	return l.Buffer.Write(p)
+}
+
+// ImageName derives the iPXE image name of a boot file from its URL path: the
+// base name with anything outside [A-Za-z0-9._-] replaced.
+func ImageName(u *url.URL, i int) string {
+	base := path.Base(u.Path)
+	out := strings.Map(func(r rune) rune {
+		if r < 128 && (r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '_' || r == '-') {
+			return r
+		}
+		return '_'
+	}, base)
+	if out == "" || out == "." || out == ".." || out == "/" || out == "_" {
+		out = "initrd" + strconv.Itoa(i)
+	}
+	if len(out) > 64 {
+		out = out[:64]
+	}
+	return out
+}

@@ -1,0 +1,317 @@
+// Package state is bootapi's view of etcd: watch-fed caches of machines, profiles,
+// jobs and sites (so the iPXE path never reads etcd), an index of each machine's
+// active job, and the job state machine as etcd transactions.
+//
+// Invariant: a machine has at most one unfinished job. The key
+// activejobs/<mac> names it; it is created in the same transaction as the job and
+// removed in the same transaction that finishes the job, so two bootapi replicas
+// can neither queue two jobs for one machine nor both dispatch one job.
+package state
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	bootapiv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/bootapi/v1"
+	"github.com/bootchain/bootchain/pkg/store"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+)
+
+// Errors of the job state machine.
+var (
+	// ErrActiveJob: the machine already has an unfinished job.
+	ErrActiveJob = errors.New("machine already has an unfinished job")
+	// ErrJobState: the job is not in a state that allows the change.
+	ErrJobState = errors.New("job state does not allow this")
+)
+
+// DefaultJobTimeout applies to jobs created without a timeout.
+const DefaultJobTimeout = time.Hour
+
+// State holds bootapi's caches.
+type State struct {
+	st       *store.Store
+	log      *slog.Logger
+	Machines *store.Cache[*bootapiv1.Machine]
+	Profiles *store.Cache[*bootapiv1.Profile]
+	Jobs     *store.Cache[*bootapiv1.Job]
+	Sites    *store.Cache[*bootapiv1.Site]
+
+	mu     sync.RWMutex
+	active map[string]string // mac -> unfinished job id
+	ready  chan struct{}
+}
+
+// New returns a State; call Run.
+func New(st *store.Store, log *slog.Logger) *State {
+	return &State{
+		st: st, log: log,
+		Machines: store.NewCache(st, store.Prefix("machines"), func() *bootapiv1.Machine { return &bootapiv1.Machine{} }, log),
+		Profiles: store.NewCache(st, store.Prefix("profiles"), func() *bootapiv1.Profile { return &bootapiv1.Profile{} }, log),
+		Jobs:     store.NewCache(st, store.Prefix("jobs"), func() *bootapiv1.Job { return &bootapiv1.Job{} }, log),
+		Sites:    store.NewCache(st, store.Prefix("sites"), func() *bootapiv1.Site { return &bootapiv1.Site{} }, log),
+		active:   map[string]string{},
+		ready:    make(chan struct{}),
+	}
+}
+
+// Store is the etcd store.
+func (s *State) Store() *store.Store { return s.st }
+
+// Run feeds the caches and the active-job index until ctx ends.
+func (s *State) Run(ctx context.Context) error {
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return s.Machines.Run(ctx) })
+	g.Go(func() error { return s.Profiles.Run(ctx) })
+	g.Go(func() error { return s.Jobs.Run(ctx) })
+	g.Go(func() error { return s.Sites.Run(ctx) })
+	g.Go(func() error { return s.indexJobs(ctx) })
+	return g.Wait()
+}
+
+// WaitReady waits for every cache's first load.
+func (s *State) WaitReady(ctx context.Context) error {
+	for _, w := range []func(context.Context) error{s.Machines.WaitReady, s.Profiles.WaitReady, s.Jobs.WaitReady, s.Sites.WaitReady} {
+		if err := w(ctx); err != nil {
+			return err
+		}
+	}
+	select {
+	case <-s.ready:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// indexJobs keeps mac -> unfinished job from the jobs cache's events.
+func (s *State) indexJobs(ctx context.Context) error {
+	if err := s.Jobs.WaitReady(ctx); err != nil {
+		return nil
+	}
+	var once sync.Once
+	for ctx.Err() == nil {
+		snap, events, cancel := s.Jobs.Subscribe(4096)
+		idx := map[string]string{}
+		for _, it := range snap {
+			if Unfinished(it.Value.GetState()) {
+				idx[it.Value.GetMac()] = it.Value.GetId()
+			}
+		}
+		s.mu.Lock()
+		s.active = idx
+		s.mu.Unlock()
+		once.Do(func() { close(s.ready) })
+		for open := true; open; {
+			select {
+			case <-ctx.Done():
+				cancel()
+				return nil
+			case ev, ok := <-events:
+				if !ok {
+					open = false // fell behind: resubscribe from a fresh snapshot
+					break
+				}
+				j := ev.Value
+				s.mu.Lock()
+				if !ev.Deleted && Unfinished(j.GetState()) {
+					s.active[j.GetMac()] = j.GetId()
+				} else if s.active[j.GetMac()] == j.GetId() {
+					delete(s.active, j.GetMac())
+				}
+				s.mu.Unlock()
+			}
+		}
+		cancel()
+	}
+	return nil
+}
+
+// Unfinished reports whether a job in state st still waits for the machine.
+func Unfinished(st bootapiv1.JobState) bool {
+	switch st {
+	case bootapiv1.JobState_JOB_STATE_PENDING, bootapiv1.JobState_JOB_STATE_DISPATCHED, bootapiv1.JobState_JOB_STATE_RUNNING:
+		return true
+	}
+	return false
+}
+
+// ActiveJob returns the machine's unfinished job from the cache.
+func (s *State) ActiveJob(mac string) (store.Item[*bootapiv1.Job], bool) {
+	s.mu.RLock()
+	id, ok := s.active[mac]
+	s.mu.RUnlock()
+	if !ok {
+		return store.Item[*bootapiv1.Job]{}, false
+	}
+	return s.Jobs.Get(id)
+}
+
+// NewJobID returns a sortable unique ID: milliseconds since the epoch, then random.
+func NewJobID(now time.Time) string {
+	var r [5]byte
+	rand.Read(r[:])
+	return fmt.Sprintf("%011x%s", now.UnixMilli(), hex.EncodeToString(r[:]))
+}
+
+func activeKey(mac string) string { return store.Key("activejobs", mac) }
+
+// JobKey is the etcd key of a job.
+func JobKey(id string) string { return store.Key("jobs", id) }
+
+// CreateJob queues a job for mac, in one transaction that checks the machine and
+// profile exist and the machine has no unfinished job.
+func (s *State) CreateJob(ctx context.Context, mac, profile string, timeout time.Duration, now time.Time) (*bootapiv1.Job, int64, error) {
+	if timeout <= 0 {
+		timeout = DefaultJobTimeout
+	}
+	j := &bootapiv1.Job{
+		Id: NewJobID(now), Mac: mac, Profile: profile, State: bootapiv1.JobState_JOB_STATE_PENDING,
+		Timeout: durationpb.New(timeout), CreateTime: timestamppb.New(now), UpdateTime: timestamppb.New(now),
+	}
+	jb, err := proto.Marshal(j)
+	if err != nil {
+		return nil, 0, err
+	}
+	ab, _ := proto.Marshal(wrapperspb.String(j.Id))
+	mkey, pkey, akey, jkey := store.Key("machines", mac), store.Key("profiles", profile), activeKey(mac), JobKey(j.Id)
+	tctx, cancel := s.st.WithTimeout(ctx)
+	defer cancel()
+	resp, err := s.st.Client().Txn(tctx).If(
+		clientv3.Compare(clientv3.CreateRevision(mkey), ">", 0),
+		clientv3.Compare(clientv3.CreateRevision(pkey), ">", 0),
+		clientv3.Compare(clientv3.CreateRevision(akey), "=", 0),
+	).Then(
+		clientv3.OpPut(jkey, string(jb)), clientv3.OpPut(akey, string(ab)),
+	).Else(
+		clientv3.OpGet(mkey, clientv3.WithCountOnly()), clientv3.OpGet(pkey, clientv3.WithCountOnly()), clientv3.OpGet(akey),
+	).Commit()
+	if err != nil {
+		return nil, 0, fmt.Errorf("create job: %w", err)
+	}
+	if !resp.Succeeded {
+		switch {
+		case resp.Responses[0].GetResponseRange().Count == 0:
+			return nil, 0, fmt.Errorf("machine %s: %w", mac, store.ErrNotFound)
+		case resp.Responses[1].GetResponseRange().Count == 0:
+			return nil, 0, fmt.Errorf("profile %s: %w", profile, store.ErrNotFound)
+		default:
+			other := &wrapperspb.StringValue{}
+			if kvs := resp.Responses[2].GetResponseRange().Kvs; len(kvs) > 0 {
+				proto.Unmarshal(kvs[0].Value, other)
+			}
+			return nil, 0, fmt.Errorf("%w: %s", ErrActiveJob, other.GetValue())
+		}
+	}
+	return j, resp.Header.Revision, nil
+}
+
+// Transition writes next in place of the job at rev. When next is finished, the
+// machine's active-job marker is removed in the same transaction.
+func (s *State) Transition(ctx context.Context, next *bootapiv1.Job, rev int64) (int64, error) {
+	b, err := proto.Marshal(next)
+	if err != nil {
+		return 0, err
+	}
+	jkey, akey := JobKey(next.GetId()), activeKey(next.GetMac())
+	ops := []clientv3.Op{clientv3.OpPut(jkey, string(b))}
+	if !Unfinished(next.GetState()) {
+		ab, _ := proto.Marshal(wrapperspb.String(next.GetId()))
+		// Remove the marker only if it is this job's.
+		ops = append(ops, clientv3.OpTxn(
+			[]clientv3.Cmp{clientv3.Compare(clientv3.Value(akey), "=", string(ab))},
+			[]clientv3.Op{clientv3.OpDelete(akey)}, nil))
+	}
+	tctx, cancel := s.st.WithTimeout(ctx)
+	defer cancel()
+	resp, err := s.st.Client().Txn(tctx).If(clientv3.Compare(clientv3.ModRevision(jkey), "=", rev)).Then(ops...).Commit()
+	if err != nil {
+		return 0, fmt.Errorf("job %s: %w", next.GetId(), err)
+	}
+	if !resp.Succeeded {
+		return 0, fmt.Errorf("job %s: %w", next.GetId(), store.ErrConflict)
+	}
+	return resp.Header.Revision, nil
+}
+
+// Update applies fn to the latest stored job and writes it, retrying when another
+// writer got there first. fn returns ErrJobState (wrapped) to refuse.
+func (s *State) Update(ctx context.Context, id string, fn func(j *bootapiv1.Job) error) (*bootapiv1.Job, int64, error) {
+	for attempt := 0; attempt < 16; attempt++ {
+		j := &bootapiv1.Job{}
+		rev, err := s.st.Get(ctx, JobKey(id), j)
+		if err != nil {
+			return nil, 0, err
+		}
+		if err := fn(j); err != nil {
+			return nil, 0, err
+		}
+		nrev, err := s.Transition(ctx, j, rev)
+		if errors.Is(err, store.ErrConflict) {
+			continue
+		}
+		if err != nil {
+			return nil, 0, err
+		}
+		return j, nrev, nil
+	}
+	return nil, 0, fmt.Errorf("job %s: %w", id, store.ErrConflict)
+}
+
+// DeleteMachine removes a machine and cancels its unfinished job.
+func (s *State) DeleteMachine(ctx context.Context, mac string, now time.Time) error {
+	if it, ok := s.ActiveJob(mac); ok {
+		_, _, err := s.Update(ctx, it.Value.GetId(), func(j *bootapiv1.Job) error {
+			if !Unfinished(j.GetState()) {
+				return nil
+			}
+			Finish(j, bootapiv1.JobState_JOB_STATE_CANCELED, "machine deleted", now)
+			return nil
+		})
+		if err != nil && !errors.Is(err, store.ErrNotFound) {
+			return err
+		}
+	}
+	return s.st.Delete(ctx, store.Key("machines", mac), 0)
+}
+
+// Finish moves j to a final state.
+func Finish(j *bootapiv1.Job, st bootapiv1.JobState, msg string, now time.Time) {
+	j.State, j.Message = st, msg
+	j.UpdateTime, j.FinishTime = timestamppb.New(now), timestamppb.New(now)
+}
+
+// ExpireJobs expires every dispatched or running job past its deadline. Any replica
+// may run it: each change is a compare-and-swap.
+func (s *State) ExpireJobs(ctx context.Context, now time.Time) (int, error) {
+	n := 0
+	for _, it := range s.Jobs.List(func(it store.Item[*bootapiv1.Job]) bool {
+		st := it.Value.GetState()
+		return (st == bootapiv1.JobState_JOB_STATE_DISPATCHED || st == bootapiv1.JobState_JOB_STATE_RUNNING) &&
+			it.Value.GetDeadlineTime() != nil && now.After(it.Value.GetDeadlineTime().AsTime())
+	}) {
+		j := proto.Clone(it.Value).(*bootapiv1.Job)
+		Finish(j, bootapiv1.JobState_JOB_STATE_EXPIRED, fmt.Sprintf("no final report within %s of dispatch", j.GetTimeout().AsDuration()), now)
+		_, err := s.Transition(ctx, j, it.ModRevision)
+		switch {
+		case err == nil:
+			n++
+		case errors.Is(err, store.ErrConflict):
+			// Changed meanwhile (a report arrived): the next sweep looks again.
+		default:
+			return n, err
+		}
+	}
+	return n, nil
+}
