@@ -21,6 +21,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	bootapiv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/bootapi/v1"
@@ -76,7 +77,7 @@ type Recorder struct {
 	mu sync.Mutex
 	// local holds sessions this process opened or changed whose writes etcd has not
 	// echoed back yet, so reads here see them at once.
-	local   map[string]*bootapiv1.BootSession
+	local map[string]*bootapiv1.BootSession
 	// written is the etcd revision of the last write of a local entry; once the
 	// cache has seen it, the cache is the truth again.
 	written map[string]int64
@@ -86,10 +87,21 @@ type Recorder struct {
 	kick    chan struct{}
 	flushed *sync.Cond
 
+	// Dropped counts session changes not recorded because the write queue was full.
+	Dropped atomic.Int64
+
 	leaseMu   sync.Mutex
 	lease     clientv3.LeaseID
 	leaseTime time.Time
 }
+
+// Bounds of the write queue: machines with pending changes, and changes queued for
+// one machine.
+const (
+	maxPendingSessions   = 20000
+	maxPendingPerSession = 64
+	writeWorkers         = 8
+)
 
 type mutation func(s *bootapiv1.BootSession) *bootapiv1.BootSession
 
@@ -336,6 +348,14 @@ func (r *Recorder) sessionFor(bs *bootapiv1.BootSession) *Session {
 // that need an existing session).
 func (r *Recorder) enqueue(mac string, open *bootapiv1.BootSession, m mutation) {
 	r.mu.Lock()
+	q, queued := r.pending[mac]
+	if (!queued && len(r.pending) >= maxPendingSessions) || (len(q) >= maxPendingPerSession && open == nil) {
+		// etcd is not keeping up: drop the record (the span is still exported)
+		// rather than grow without bound.
+		r.mu.Unlock()
+		r.Dropped.Add(1)
+		return
+	}
 	base := r.currentLocked(mac)
 	if open != nil {
 		base = nil
@@ -349,7 +369,7 @@ func (r *Recorder) enqueue(mac string, open *bootapiv1.BootSession, m mutation) 
 	if next != nil {
 		r.local[mac] = next
 	}
-	r.pending[mac] = append(r.pending[mac], m)
+	r.pending[mac] = append(q, m)
 	r.mu.Unlock()
 	select {
 	case r.kick <- struct{}{}:
@@ -367,13 +387,29 @@ func (r *Recorder) writePending(ctx context.Context) {
 		return
 	}
 	revs := make(map[string]int64, len(batch))
-	for mac, muts := range batch {
-		rev, err := r.write(ctx, mac, muts)
-		if err != nil && ctx.Err() == nil {
-			r.log.Warn("boot session not recorded", "mac", mac, "err", err)
-		}
-		revs[mac] = rev
+	var revMu sync.Mutex
+	work := make(chan string)
+	var wg sync.WaitGroup
+	for w := 0; w < min(writeWorkers, len(batch)); w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for mac := range work {
+				rev, err := r.write(ctx, mac, batch[mac])
+				if err != nil && ctx.Err() == nil {
+					r.log.Warn("boot session not recorded", "mac", mac, "err", err)
+				}
+				revMu.Lock()
+				revs[mac] = rev
+				revMu.Unlock()
+			}
+		}()
 	}
+	for mac := range batch {
+		work <- mac
+	}
+	close(work)
+	wg.Wait()
 	r.mu.Lock()
 	for mac, rev := range revs {
 		if rev == 0 {
@@ -401,11 +437,23 @@ func (r *Recorder) write(ctx context.Context, mac string, muts []mutation) (int6
 	key := store.Key("sessions", mac)
 	cli := r.cfg.Store.Client()
 	for attempt := 0; attempt < 16; attempt++ {
-		cur := &bootapiv1.BootSession{}
-		rev, err := r.cfg.Store.Get(ctx, key, cur)
-		exists := err == nil
-		if err != nil && !errors.Is(err, store.ErrNotFound) {
-			return 0, err
+		var (
+			cur    *bootapiv1.BootSession
+			rev    int64
+			exists bool
+		)
+		if it, ok := r.cache.Get(mac); ok && attempt == 0 {
+			// Start from the cache: usually current, and a stale copy only costs a
+			// failed compare and one more round.
+			cur, rev, exists = proto.Clone(it.Value).(*bootapiv1.BootSession), it.ModRevision, true
+		} else {
+			cur = &bootapiv1.BootSession{}
+			var err error
+			rev, err = r.cfg.Store.Get(ctx, key, cur)
+			exists = err == nil
+			if err != nil && !errors.Is(err, store.ErrNotFound) {
+				return 0, err
+			}
 		}
 		var s *bootapiv1.BootSession
 		if exists {
