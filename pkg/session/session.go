@@ -15,6 +15,7 @@ package session
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -27,9 +28,9 @@ import (
 	bootapiv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/bootapi/v1"
 	"github.com/bootchain/bootchain/pkg/store"
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -56,7 +57,7 @@ type Config struct {
 	Service string
 	// Site this process serves.
 	Site string
-	// TracerProvider for hop spans; default otel.GetTracerProvider().
+	// TracerProvider for hop spans; default an SDK provider that exports nothing.
 	TracerProvider trace.TracerProvider
 	// TTL of a session in etcd after its last write; default 24h.
 	TTL time.Duration
@@ -114,7 +115,9 @@ func New(cfg Config) (*Recorder, error) {
 		return nil, errors.New("session: no service name")
 	}
 	if cfg.TracerProvider == nil {
-		cfg.TracerProvider = otel.GetTracerProvider()
+		// Sessions need real trace and span IDs even with no collector: they are
+		// what ties the hops in etcd together.
+		cfg.TracerProvider = sdktrace.NewTracerProvider()
 	}
 	if cfg.TTL == 0 {
 		cfg.TTL = 24 * time.Hour
@@ -287,6 +290,15 @@ func (r *Recorder) Open(ctx context.Context, mac string, opts OpenOptions) *Sess
 		trace.WithAttributes(AttrMAC.String(mac), AttrSite.String(site), attribute.String("bootchain.service", r.cfg.Service)))
 	root.End()
 	sc := root.SpanContext()
+	if !sc.IsValid() {
+		// A no-op TracerProvider: make the IDs ourselves so the session still has
+		// a trace to carry.
+		var tid trace.TraceID
+		var sid trace.SpanID
+		rand.Read(tid[:])
+		rand.Read(sid[:])
+		sc = trace.NewSpanContext(trace.SpanContextConfig{TraceID: tid, SpanID: sid, TraceFlags: trace.FlagsSampled})
+	}
 	bs := &bootapiv1.BootSession{
 		Mac: mac, Site: site, TraceId: sc.TraceID().String(), Traceparent: Format(sc),
 		StartTime: timestamppb.New(now), UpdateTime: timestamppb.New(now),

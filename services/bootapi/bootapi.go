@@ -25,7 +25,6 @@ import (
 	"github.com/bootchain/bootchain/services/bootapi/internal/grpcapi"
 	"github.com/bootchain/bootchain/services/bootapi/internal/httpapi"
 	"github.com/bootchain/bootchain/services/bootapi/internal/state"
-	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sync/errgroup"
 )
@@ -132,9 +131,6 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
-	}
-	if cfg.TracerProvider == nil {
-		cfg.TracerProvider = otel.GetTracerProvider()
 	}
 	log := cfg.Logger.With("service", "bootapi")
 	st := state.New(cfg.Store, log)

@@ -232,6 +232,20 @@ var ErrCmdline = errors.New("cmdline")
 // Cmdline renders a profile's command line template and splits it into checked
 // kernel arguments.
 func Cmdline(tmpl string, d TemplateData) ([]string, error) {
+	// A substituted value must stay one word inside one argument: a hostname of
+	// "x init=/bin/sh" must not add a kernel parameter.
+	values := []string{d.Machine.MAC, d.Machine.Hostname, d.Machine.Site, d.Profile.Name, d.Job.ID}
+	for k, v := range d.Machine.Labels {
+		values = append(values, k, v)
+	}
+	for _, v := range values {
+		if v == "" {
+			continue
+		}
+		if err := ipxe.CheckWord(v); err != nil {
+			return nil, fmt.Errorf("%w: template value: %v", ErrCmdline, err)
+		}
+	}
 	t, err := parse(tmpl)
 	if err != nil {
 		return nil, err
