@@ -384,7 +384,9 @@ func TestJobExpires(t *testing.T) {
 	if _, body := h.get(t, "/ipxe/v1/config?mac="+mac); !strings.Contains(body, "kernel ") {
 		t.Fatalf("no job script:\n%s", body)
 	}
-	waitFor(t, "expiry", func() bool { return getJob(t, h, r.GetJob().GetId()).GetState() == bootapiv1.JobState_JOB_STATE_EXPIRED })
+	waitFor(t, "expiry", func() bool {
+		return getJob(t, h, r.GetJob().GetId()).GetState() == bootapiv1.JobState_JOB_STATE_EXPIRED
+	})
 	// An expired job frees the machine for a new one.
 	if _, err := h.jobs.CreateJob(ctx, &bootapiv1.CreateJobRequest{Mac: mac, Profile: "debian-12"}); err != nil {
 		t.Fatal(err)

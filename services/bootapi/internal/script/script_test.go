@@ -52,7 +52,7 @@ func TestGolden(t *testing.T) {
 	tp := "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 	boot := script.Boot{
 		MAC: "52:54:00:12:34:56", Hostname: "node1", Profile: "debian-12", JobID: "0190f0a1b2c3d4e5f6",
-		Kernel: script.File{URL: mustURL("http://198.18.0.1:8081/artifacts/debian/12/linux?traceparent=" + tp)},
+		Kernel:  script.File{URL: mustURL("http://198.18.0.1:8081/artifacts/debian/12/linux?traceparent=" + tp)},
 		Initrds: []script.File{{URL: mustURL("http://198.18.0.1:8081/artifacts/debian/12/initrd.gz?traceparent=" + tp), Name: "initrd.gz"}},
 		Args:    append(args, "bootchain.callback=http://198.18.0.1:8080/ipxe/v1/report?job=0190f0a1b2c3d4e5f6", "bootchain.token=abc123", "bootchain.traceparent="+tp),
 	}
