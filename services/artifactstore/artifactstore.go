@@ -1,0 +1,324 @@
+// Package artifactstore is bootchain's artifact service: kernels, initrds and iPXE
+// binaries stored by name in a content-addressed store (metadata in etcd under
+// artifacts/<name>, contents on local disk by sha256), served over HTTP with Range
+// and sendfile to booting machines, and over gRPC (Upload, Stat, List, Delete, Read)
+// to operators, tftpd and site replicas.
+//
+// A site replica (Config.Origin set) serves what it holds and pulls what it lacks
+// from the origin, verifying the sha256 before it serves a byte.
+//
+//	cfg := artifactstore.DefaultConfig()
+//	cfg.Store, cfg.DataDir = st, "/var/lib/bootchain/artifactstore"
+//	srv, err := artifactstore.New(cfg)
+//	err = srv.Run(ctx)
+package artifactstore
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	artifactv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/artifactstore/v1"
+	"github.com/bootchain/bootchain/pkg/grpcclient"
+	"github.com/bootchain/bootchain/pkg/grpcserver"
+	"github.com/bootchain/bootchain/pkg/session"
+	"github.com/bootchain/bootchain/pkg/store"
+	"github.com/bootchain/bootchain/pkg/tlsconf"
+	"github.com/bootchain/bootchain/services/artifactstore/internal/blobstore"
+	"github.com/bootchain/bootchain/services/artifactstore/internal/catalog"
+	"github.com/bootchain/bootchain/services/artifactstore/internal/grpcapi"
+	"github.com/bootchain/bootchain/services/artifactstore/internal/httpapi"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.opentelemetry.io/otel/trace"
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
+)
+
+// Config configures an artifactstore.
+type Config struct {
+	// HTTPAddr serves GET/HEAD /artifacts/<name> (and /metrics); default ":8081".
+	HTTPAddr string
+	// GRPCAddr serves bootchain.artifactstore.v1.ArtifactService; default ":9081".
+	GRPCAddr string
+	// GRPCTLS: TLS (and mTLS) of the gRPC server.
+	GRPCTLS tlsconf.Files
+	// DataDir holds the blobs (blobs/sha256/..) and upload temp files (tmp/). Required.
+	DataDir string
+	// MaxSize bounds one artifact in bytes; default 4 GiB.
+	MaxSize int64
+	// Site this artifactstore serves; recorded as the origin site of uploads.
+	Site string
+	// Origin is the gRPC address of the origin artifactstore, on a site replica.
+	Origin string
+	// OriginTLS: TLS to the origin.
+	OriginTLS tlsconf.Files
+	// Store is the etcd store. Required.
+	Store *store.Store
+	// Logger; default slog.Default().
+	Logger *slog.Logger
+	// TracerProvider for download hops; default the global one.
+	TracerProvider trace.TracerProvider
+	// Sessions records downloads as boot-session hops; default a recorder of its own.
+	Sessions *session.Recorder
+	// HTTPListener, when set, is used instead of listening on HTTPAddr (socket
+	// activation, tests).
+	HTTPListener net.Listener
+	// GRPCOptions are extra gRPC server options (interceptors in tests).
+	GRPCOptions []grpc.ServerOption
+}
+
+// DefaultConfig returns the defaults of DESIGN.md.
+func DefaultConfig() Config {
+	return Config{HTTPAddr: ":8081", GRPCAddr: ":9081", MaxSize: 4 << 30, Site: "default"}
+}
+
+// AddFlags binds the configuration to flags named prefix+"http-addr", ... (the
+// launcher uses prefix "artifactstore-", the service's own main "").
+func (c *Config) AddFlags(fs *flag.FlagSet, prefix string) {
+	fs.StringVar(&c.HTTPAddr, prefix+"http-addr", c.HTTPAddr, "HTTP address serving /artifacts/<name>")
+	fs.StringVar(&c.GRPCAddr, prefix+"grpc-addr", c.GRPCAddr, "gRPC address of the ArtifactService")
+	c.GRPCTLS.AddServerFlags(fs, prefix+"grpc-")
+	if prefix != "" {
+		fs.StringVar(&c.DataDir, prefix+"data-dir", c.DataDir, "folder of blobs and temp files (default <data-dir>/artifactstore)")
+	} else {
+		fs.StringVar(&c.DataDir, "data-dir", c.DataDir, "folder of blobs and temp files")
+	}
+	fs.Var((*sizeFlag)(&c.MaxSize), prefix+"max-size", "largest artifact accepted (bytes, or with K, M, G, T suffix)")
+	fs.StringVar(&c.Origin, prefix+"origin", c.Origin, "gRPC address of the origin artifactstore (makes this a pull-through site replica)")
+	c.OriginTLS.AddClientFlags(fs, prefix+"origin-")
+}
+
+// Validate reports a configuration that cannot work.
+func (c Config) Validate() error {
+	var errs []error
+	if c.Store == nil {
+		errs = append(errs, errors.New("no etcd store"))
+	}
+	if c.DataDir == "" {
+		errs = append(errs, errors.New("no data dir"))
+	}
+	if c.HTTPAddr == "" {
+		errs = append(errs, errors.New("no HTTP address"))
+	}
+	if c.GRPCAddr == "" {
+		errs = append(errs, errors.New("no gRPC address"))
+	}
+	if c.MaxSize <= 0 {
+		errs = append(errs, fmt.Errorf("max size %d: want > 0", c.MaxSize))
+	}
+	if c.Origin != "" {
+		if _, _, err := net.SplitHostPort(c.Origin); err != nil {
+			errs = append(errs, fmt.Errorf("origin %q: want host:port: %w", c.Origin, err))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("artifactstore: %w", err)
+	}
+	return nil
+}
+
+// Server is a configured artifactstore, listening but not yet serving.
+type Server struct {
+	cfg      Config
+	log      *slog.Logger
+	cat      *catalog.Catalog
+	grpc     *grpcserver.Server
+	http     *http.Server
+	httpLis  net.Listener
+	sessions *session.Recorder
+	ownRec   bool
+	origin   *grpc.ClientConn
+	reg      *prometheus.Registry
+}
+
+// New validates cfg, prepares the data dir (removing temp files of interrupted
+// uploads) and opens the listeners.
+func New(cfg Config) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	log := cfg.Logger.With("service", "artifactstore", "site", cfg.Site)
+	blobs, err := blobstore.Open(cfg.DataDir, cfg.MaxSize, log)
+	if err != nil {
+		return nil, fmt.Errorf("artifactstore: %w", err)
+	}
+	s := &Server{cfg: cfg, log: log, reg: prometheus.NewRegistry()}
+	metrics := catalog.NewMetrics()
+	if err := metrics.Register(s.reg); err != nil {
+		return nil, fmt.Errorf("artifactstore: metrics: %w", err)
+	}
+	ccfg := catalog.Config{Store: cfg.Store, Blobs: blobs, Site: cfg.Site, Logger: log, Metrics: metrics}
+	if cfg.Origin != "" {
+		s.origin, err = grpcclient.Dial(cfg.Origin, cfg.OriginTLS)
+		if err != nil {
+			return nil, fmt.Errorf("artifactstore: origin: %w", err)
+		}
+		ccfg.Origin = artifactv1.NewArtifactServiceClient(s.origin)
+	}
+	if s.cat, err = catalog.New(ccfg); err != nil {
+		s.close()
+		return nil, fmt.Errorf("artifactstore: %w", err)
+	}
+	s.sessions = cfg.Sessions
+	if s.sessions == nil {
+		s.sessions, err = session.New(session.Config{Store: cfg.Store, Service: "artifactstore", Site: cfg.Site, TracerProvider: cfg.TracerProvider, Logger: log})
+		if err != nil {
+			s.close()
+			return nil, fmt.Errorf("artifactstore: %w", err)
+		}
+		s.ownRec = true
+	}
+	s.grpc, err = grpcserver.New(grpcserver.Config{Addr: cfg.GRPCAddr, TLS: cfg.GRPCTLS, Logger: log}, cfg.GRPCOptions...)
+	if err != nil {
+		s.close()
+		return nil, fmt.Errorf("artifactstore: %w", err)
+	}
+	artifactv1.RegisterArtifactServiceServer(s.grpc.GRPC, grpcapi.New(s.cat, cfg.MaxSize, log))
+	s.httpLis = cfg.HTTPListener
+	if s.httpLis == nil {
+		s.httpLis, err = net.Listen("tcp", cfg.HTTPAddr)
+	}
+	if err != nil {
+		s.close()
+		return nil, fmt.Errorf("artifactstore: listen %s: %w", cfg.HTTPAddr, err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok\n")) })
+	s.http = &http.Server{
+		Handler:           httpapi.New(httpapi.Config{Catalog: s.cat, Sessions: s.sessions, Other: mux, Logger: log}),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	}
+	return s, nil
+}
+
+func (s *Server) close() {
+	if s.origin != nil {
+		s.origin.Close()
+	}
+	if s.httpLis != nil {
+		s.httpLis.Close()
+	}
+	if s.grpc != nil {
+		s.grpc.GRPC.Stop()
+	}
+}
+
+// HTTPAddr is where HTTP listens.
+func (s *Server) HTTPAddr() net.Addr { return s.httpLis.Addr() }
+
+// GRPCAddr is where gRPC listens.
+func (s *Server) GRPCAddr() net.Addr { return s.grpc.Addr() }
+
+// Endpoints describes the listeners for the launcher.
+func (s *Server) Endpoints() []string {
+	eps := []string{"http " + s.HTTPAddr().String() + "/artifacts/", "grpc " + s.GRPCAddr().String()}
+	if s.cfg.Origin != "" {
+		eps = append(eps, "replica of "+s.cfg.Origin)
+	}
+	return eps
+}
+
+// Metrics is the registry of the server's metrics (also served on /metrics).
+func (s *Server) Metrics() *prometheus.Registry { return s.reg }
+
+// BlobDir is where the blobs live (for tests and operators).
+func (s *Server) BlobDir() string { return filepath.Join(s.cfg.DataDir, "blobs") }
+
+// Run serves until ctx ends; it returns nil after a clean stop.
+func (s *Server) Run(ctx context.Context) error {
+	defer s.close()
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return s.cat.Run(gctx) })
+	if s.ownRec {
+		g.Go(func() error { return s.sessions.Run(gctx) })
+	}
+	g.Go(func() error {
+		// Serve requests only once the metadata is loaded: a GET must not 404 on an
+		// artifact etcd has.
+		if err := s.cat.WaitReady(gctx); err != nil {
+			return nil
+		}
+		return s.grpc.Serve(gctx)
+	})
+	g.Go(func() error {
+		if err := s.cat.WaitReady(gctx); err != nil {
+			return nil
+		}
+		errc := make(chan error, 1)
+		go func() { errc <- s.http.Serve(s.httpLis) }()
+		select {
+		case err := <-errc:
+			return fmt.Errorf("artifactstore: http: %w", err)
+		case <-gctx.Done():
+		}
+		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := s.http.Shutdown(sctx); err != nil {
+			s.http.Close()
+		}
+		<-errc
+		return nil
+	})
+	s.log.Info("artifactstore serving", "http", s.HTTPAddr().String(), "grpc", s.GRPCAddr().String(), "origin", s.cfg.Origin)
+	err := g.Wait()
+	if errors.Is(err, context.Canceled) {
+		return nil
+	}
+	return err
+}
+
+// sizeFlag parses sizes like "4G" or "512M" (powers of 1024).
+type sizeFlag int64
+
+func (f *sizeFlag) String() string { return strconv.FormatInt(int64(*f), 10) }
+
+func (f *sizeFlag) Set(v string) error {
+	n, err := ParseSize(v)
+	if err != nil {
+		return err
+	}
+	*f = sizeFlag(n)
+	return nil
+}
+
+// ParseSize parses a byte count with an optional K, M, G or T suffix (powers of 1024).
+func ParseSize(v string) (int64, error) {
+	s := strings.ToUpper(strings.TrimSpace(v))
+	s = strings.TrimSuffix(strings.TrimSuffix(s, "B"), "I")
+	mult := int64(1)
+	if s != "" {
+		switch s[len(s)-1] {
+		case 'K':
+			mult = 1 << 10
+		case 'M':
+			mult = 1 << 20
+		case 'G':
+			mult = 1 << 30
+		case 'T':
+			mult = 1 << 40
+		}
+		if mult > 1 {
+			s = s[:len(s)-1]
+		}
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n < 0 || n > (1<<62)/mult {
+		return 0, fmt.Errorf("size %q: want a byte count like 4294967296 or 4G", v)
+	}
+	return n * mult, nil
+}

@@ -1,0 +1,247 @@
+// Package blobstore keeps artifact contents on local disk, addressed by SHA-256:
+// <dir>/blobs/sha256/ab/abcdef.... A blob is written to a temp file under
+// <dir>/tmp while it is hashed, fsynced, renamed into place and its folder fsynced,
+// so a blob path either does not exist or holds exactly the content its name says,
+// whatever crashes when. Temp files left by a crash are removed by Open.
+package blobstore
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"syscall"
+)
+
+// Errors; compare with errors.Is.
+var (
+	ErrNotFound       = errors.New("blob not found")
+	ErrTooLarge       = errors.New("content larger than the size limit")
+	ErrDigestMismatch = errors.New("sha256 mismatch")
+	ErrSizeMismatch   = errors.New("size mismatch")
+	ErrDiskFull       = errors.New("disk full")
+	ErrBadDigest      = errors.New("not a sha256 digest (want 64 lower-case hex digits)")
+)
+
+// Store is a content-addressed folder of blobs.
+type Store struct {
+	dir     string
+	maxSize int64
+}
+
+// Open prepares dir (creating its folders) and removes temp files a crashed upload
+// left behind. maxSize bounds every blob (0: no bound).
+func Open(dir string, maxSize int64, log *slog.Logger) (*Store, error) {
+	s := &Store{dir: dir, maxSize: maxSize}
+	for _, d := range []string{s.blobDir(), s.tmpDir()} {
+		if err := os.MkdirAll(d, 0o750); err != nil {
+			return nil, fmt.Errorf("blobstore: %w", err)
+		}
+	}
+	ents, err := os.ReadDir(s.tmpDir())
+	if err != nil {
+		return nil, fmt.Errorf("blobstore: %w", err)
+	}
+	for _, e := range ents {
+		p := filepath.Join(s.tmpDir(), e.Name())
+		if err := os.RemoveAll(p); err != nil {
+			return nil, fmt.Errorf("blobstore: remove orphaned temp file: %w", err)
+		}
+		if log != nil {
+			log.Info("removed temp file of an interrupted upload", "path", p)
+		}
+	}
+	return s, nil
+}
+
+func (s *Store) blobDir() string { return filepath.Join(s.dir, "blobs", "sha256") }
+func (s *Store) tmpDir() string  { return filepath.Join(s.dir, "tmp") }
+
+// ValidDigest reports whether d is 64 lower-case hex digits.
+func ValidDigest(d string) bool {
+	if len(d) != 64 {
+		return false
+	}
+	for i := 0; i < len(d); i++ {
+		c := d[i]
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+// Path is where the blob with digest d lives (whether or not it exists).
+func (s *Store) Path(d string) (string, error) {
+	if !ValidDigest(d) {
+		return "", fmt.Errorf("%w: %q", ErrBadDigest, d)
+	}
+	return filepath.Join(s.blobDir(), d[:2], d), nil
+}
+
+// Has reports whether the blob with digest d is on disk.
+func (s *Store) Has(d string) bool {
+	p, err := s.Path(d)
+	if err != nil {
+		return false
+	}
+	_, err = os.Stat(p)
+	return err == nil
+}
+
+// Open opens the blob with digest d for reading.
+func (s *Store) Open(d string) (*os.File, error) {
+	p, err := s.Path(d)
+	if err != nil {
+		return nil, err
+	}
+	f, err := os.Open(p)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("%w: %s", ErrNotFound, d)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("blobstore: %w", err)
+	}
+	return f, nil
+}
+
+// Remove deletes the blob with digest d; a missing blob is not an error. Readers
+// that have it open keep reading it.
+func (s *Store) Remove(d string) error {
+	p, err := s.Path(d)
+	if err != nil {
+		return err
+	}
+	if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("blobstore: %w", err)
+	}
+	return nil
+}
+
+// TempFiles lists the temp files of uploads in progress (for tests and metrics).
+func (s *Store) TempFiles() ([]string, error) {
+	ents, err := os.ReadDir(s.tmpDir())
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, e := range ents {
+		out = append(out, filepath.Join(s.tmpDir(), e.Name()))
+	}
+	return out, nil
+}
+
+// Writer receives one blob. Write the content, then Commit or Abort; Abort after
+// Commit does nothing, so `defer w.Abort()` is the usual pattern.
+type Writer struct {
+	s    *Store
+	f    *os.File
+	h    hash.Hash
+	n    int64
+	done bool
+}
+
+// Create starts a new blob in a temp file.
+func (s *Store) Create() (*Writer, error) {
+	f, err := os.CreateTemp(s.tmpDir(), "upload-*")
+	if err != nil {
+		return nil, diskErr("create temp file", err)
+	}
+	return &Writer{s: s, f: f, h: sha256.New()}, nil
+}
+
+// Size is how many bytes were written so far.
+func (w *Writer) Size() int64 { return w.n }
+
+// Write appends p, hashing it. It fails with ErrTooLarge past the store's limit
+// and ErrDiskFull when the disk is full; the caller then Aborts.
+func (w *Writer) Write(p []byte) (int, error) {
+	if w.s.maxSize > 0 && w.n+int64(len(p)) > w.s.maxSize {
+		return 0, fmt.Errorf("%w: more than %d bytes", ErrTooLarge, w.s.maxSize)
+	}
+	n, err := w.f.Write(p)
+	w.h.Write(p[:n])
+	w.n += int64(n)
+	if err != nil {
+		return n, diskErr("write temp file", err)
+	}
+	return n, nil
+}
+
+// Commit checks the content against wantDigest and wantSize (each optional: "" and
+// -1 skip the check), makes it durable and moves it into place. It returns the
+// digest. On error nothing is left behind.
+func (w *Writer) Commit(wantDigest string, wantSize int64) (string, error) {
+	if w.done {
+		return "", errors.New("blobstore: commit after commit or abort")
+	}
+	d := hex.EncodeToString(w.h.Sum(nil))
+	if wantSize >= 0 && w.n != wantSize {
+		w.Abort()
+		return "", fmt.Errorf("%w: got %d bytes, want %d", ErrSizeMismatch, w.n, wantSize)
+	}
+	if wantDigest != "" && d != wantDigest {
+		w.Abort()
+		return "", fmt.Errorf("%w: content has %s, want %s", ErrDigestMismatch, d, wantDigest)
+	}
+	if err := w.f.Sync(); err != nil {
+		w.Abort()
+		return "", diskErr("fsync temp file", err)
+	}
+	if err := w.f.Close(); err != nil {
+		w.Abort()
+		return "", diskErr("close temp file", err)
+	}
+	dst, _ := w.s.Path(d)
+	if err := os.MkdirAll(filepath.Dir(dst), 0o750); err != nil {
+		w.Abort()
+		return "", diskErr("create blob folder", err)
+	}
+	if err := os.Chmod(w.f.Name(), 0o640); err != nil {
+		w.Abort()
+		return "", diskErr("chmod temp file", err)
+	}
+	if err := os.Rename(w.f.Name(), dst); err != nil {
+		w.Abort()
+		return "", diskErr("rename into place", err)
+	}
+	w.done = true
+	if err := syncDir(filepath.Dir(dst)); err != nil {
+		return "", diskErr("fsync blob folder", err)
+	}
+	if err := syncDir(filepath.Dir(filepath.Dir(dst))); err != nil {
+		return "", diskErr("fsync blob folder", err)
+	}
+	return d, nil
+}
+
+// Abort drops the temp file.
+func (w *Writer) Abort() {
+	if w.done {
+		return
+	}
+	w.done = true
+	w.f.Close()
+	os.Remove(w.f.Name())
+}
+
+func syncDir(dir string) error {
+	f, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return f.Sync()
+}
+
+func diskErr(what string, err error) error {
+	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
+		return fmt.Errorf("%w: %s: %v", ErrDiskFull, what, err)
+	}
+	return fmt.Errorf("blobstore: %s: %w", what, err)
+}

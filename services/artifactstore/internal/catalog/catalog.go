@@ -1,0 +1,498 @@
+// Package catalog is artifactstore's core: artifact metadata in etcd (fed to an
+// in-memory cache by list+watch), contents in a local blobstore, and, on a site
+// replica, pull-through from the origin artifactstore.
+//
+// The order of writes is what keeps half an artifact from ever being served: the
+// blob is complete, verified and durable on disk before the metadata that points at
+// it is written, and the metadata is the only way to reach a blob.
+package catalog
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	artifactv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/artifactstore/v1"
+	bootapiv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/bootapi/v1"
+	"github.com/bootchain/bootchain/pkg/store"
+	"github.com/bootchain/bootchain/services/artifactstore/internal/blobstore"
+	"github.com/bootchain/bootchain/services/artifactstore/internal/name"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"golang.org/x/sync/singleflight"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+)
+
+// DefaultContentType is stored when an upload names none.
+const DefaultContentType = "application/octet-stream"
+
+// Errors; the gRPC and HTTP layers map them to statuses.
+var (
+	ErrNotFound   = errors.New("artifact not found")
+	ErrReferenced = errors.New("artifact referenced by profiles")
+	ErrOrigin     = errors.New("origin artifactstore")
+)
+
+// FieldError is a request field that is wrong.
+type FieldError struct {
+	Field string
+	Err   error
+}
+
+func (e *FieldError) Error() string { return e.Field + ": " + e.Err.Error() }
+func (e *FieldError) Unwrap() error { return e.Err }
+
+func fieldErr(field string, err error) error { return &FieldError{Field: field, Err: err} }
+
+// Config configures a Catalog.
+type Config struct {
+	// Store is the etcd store. Required.
+	Store *store.Store
+	// Blobs is the local content store. Required.
+	Blobs *blobstore.Store
+	// Site recorded as origin_site of uploads.
+	Site string
+	// Origin, on a replica, is the origin artifactstore pulled from; nil on an origin.
+	Origin artifactv1.ArtifactServiceClient
+	// FetchTimeout bounds one pull from the origin; default 30m.
+	FetchTimeout time.Duration
+	// RemoteTTL: how long a replica trusts metadata it got from the origin when its
+	// own etcd has none (a replica with a separate etcd); default 30s.
+	RemoteTTL time.Duration
+	// Logger; default slog.Default().
+	Logger *slog.Logger
+	// Metrics; default a fresh unregistered set.
+	Metrics *Metrics
+}
+
+// Catalog serves artifacts.
+type Catalog struct {
+	cfg   Config
+	log   *slog.Logger
+	cache *store.Cache[*artifactv1.Artifact]
+	fetch singleflight.Group
+	// shaLocks serializes "write blob + its metadata" with "drop an unreferenced
+	// blob" for the same digest.
+	shaLocks [64]sync.Mutex
+
+	mu     sync.Mutex
+	remote map[string]remoteEntry
+}
+
+type remoteEntry struct {
+	a    *artifactv1.Artifact
+	when time.Time
+}
+
+// New returns a Catalog; call Run.
+func New(cfg Config) (*Catalog, error) {
+	if cfg.Store == nil || cfg.Blobs == nil {
+		return nil, errors.New("catalog: store and blobs are required")
+	}
+	if cfg.FetchTimeout == 0 {
+		cfg.FetchTimeout = 30 * time.Minute
+	}
+	if cfg.RemoteTTL == 0 {
+		cfg.RemoteTTL = 30 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = NewMetrics()
+	}
+	return &Catalog{
+		cfg: cfg, log: cfg.Logger,
+		cache:  store.NewCache(cfg.Store, store.Prefix("artifacts"), func() *artifactv1.Artifact { return &artifactv1.Artifact{} }, cfg.Logger),
+		remote: map[string]remoteEntry{},
+	}, nil
+}
+
+// Metrics are the catalog's counters.
+func (c *Catalog) Metrics() *Metrics { return c.cfg.Metrics }
+
+// Run feeds the metadata cache and drops blobs no artifact refers to any more,
+// until ctx ends.
+func (c *Catalog) Run(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() { c.cache.Run(ctx); close(done) }()
+	defer func() { <-done }()
+	if err := c.cache.WaitReady(ctx); err != nil {
+		return nil
+	}
+	for ctx.Err() == nil {
+		c.collect(ctx)
+	}
+	return nil
+}
+
+// collect follows metadata changes; when a digest loses its last name, its blob goes.
+func (c *Catalog) collect(ctx context.Context) {
+	snap, events, cancel := c.cache.Subscribe(1024)
+	defer cancel()
+	shas := make(map[string]string, len(snap))
+	for _, it := range snap {
+		shas[it.Name] = it.Value.GetSha256()
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case ev, ok := <-events:
+			if !ok {
+				return // fell behind: resubscribe from a fresh snapshot
+			}
+			old := shas[ev.Name]
+			if ev.Deleted {
+				delete(shas, ev.Name)
+				old = ev.Value.GetSha256()
+			} else {
+				shas[ev.Name] = ev.Value.GetSha256()
+				if old == ev.Value.GetSha256() {
+					continue
+				}
+			}
+			if old != "" {
+				c.dropIfUnreferenced(old)
+			}
+		}
+	}
+}
+
+func (c *Catalog) shaLock(d string) *sync.Mutex {
+	var h byte
+	if len(d) >= 2 {
+		h = d[0] ^ d[1]
+	}
+	return &c.shaLocks[int(h)%len(c.shaLocks)]
+}
+
+func (c *Catalog) dropIfUnreferenced(d string) {
+	l := c.shaLock(d)
+	l.Lock()
+	defer l.Unlock()
+	if len(c.cache.List(func(it store.Item[*artifactv1.Artifact]) bool { return it.Value.GetSha256() == d })) > 0 {
+		return
+	}
+	if err := c.cfg.Blobs.Remove(d); err != nil {
+		c.log.Warn("could not remove unreferenced blob", "sha256", d, "err", err)
+		return
+	}
+	c.log.Debug("removed unreferenced blob", "sha256", d)
+}
+
+// WaitReady waits until the metadata cache has loaded.
+func (c *Catalog) WaitReady(ctx context.Context) error { return c.cache.WaitReady(ctx) }
+
+// ValidateName checks a name from a request field.
+func ValidateName(field, n string) error {
+	if err := name.Validate(n); err != nil {
+		return fieldErr(field, err)
+	}
+	return nil
+}
+
+// Lookup returns the metadata of name: from etcd (through the cache), or on a
+// replica whose etcd does not know it, from the origin.
+func (c *Catalog) Lookup(ctx context.Context, n string) (*artifactv1.Artifact, error) {
+	if err := ValidateName("name", n); err != nil {
+		return nil, err
+	}
+	if it, ok := c.cache.Get(n); ok {
+		return it.Value, nil
+	}
+	if c.cfg.Origin == nil {
+		return nil, fmt.Errorf("%w: %q", ErrNotFound, n)
+	}
+	c.mu.Lock()
+	e, ok := c.remote[n]
+	c.mu.Unlock()
+	if ok && time.Since(e.when) < c.cfg.RemoteTTL {
+		return e.a, nil
+	}
+	resp, err := c.cfg.Origin.Stat(ctx, &artifactv1.StatRequest{Name: n})
+	if err != nil {
+		if isNotFound(err) {
+			return nil, fmt.Errorf("%w: %q (not at the origin either)", ErrNotFound, n)
+		}
+		return nil, fmt.Errorf("%w: stat %q: %w", ErrOrigin, n, err)
+	}
+	c.mu.Lock()
+	c.remote[n] = remoteEntry{a: resp.GetArtifact(), when: time.Now()}
+	c.mu.Unlock()
+	return resp.GetArtifact(), nil
+}
+
+// Local reports whether the content of a is on this artifactstore's disk.
+func (c *Catalog) Local(a *artifactv1.Artifact) bool { return c.cfg.Blobs.Has(a.GetSha256()) }
+
+// List returns the artifacts whose name starts with prefix, sorted by name.
+func (c *Catalog) List(prefix string) []*artifactv1.Artifact {
+	items := c.cache.List(func(it store.Item[*artifactv1.Artifact]) bool { return strings.HasPrefix(it.Name, prefix) })
+	out := make([]*artifactv1.Artifact, len(items))
+	for i, it := range items {
+		out[i] = it.Value
+	}
+	return out
+}
+
+// Open opens the content of a for reading. A replica that lacks it pulls it from
+// the origin first (once, however many ask at the same time) and verifies its
+// sha256 before anyone reads a byte.
+func (c *Catalog) Open(ctx context.Context, a *artifactv1.Artifact) (*os.File, error) {
+	f, err := c.cfg.Blobs.Open(a.GetSha256())
+	if err == nil || !errors.Is(err, blobstore.ErrNotFound) || c.cfg.Origin == nil {
+		if errors.Is(err, blobstore.ErrNotFound) {
+			return nil, fmt.Errorf("%w: content of %q (%s) is missing on this artifactstore", ErrNotFound, a.GetName(), a.GetSha256())
+		}
+		return f, err
+	}
+	ch := c.fetch.DoChan(a.GetSha256(), func() (any, error) {
+		// The pull outlives the request that started it: others wait on it too.
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.FetchTimeout)
+		defer cancel()
+		return nil, c.pull(fctx, a)
+	})
+	select {
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case res := <-ch:
+		if res.Err != nil {
+			return nil, res.Err
+		}
+	}
+	return c.cfg.Blobs.Open(a.GetSha256())
+}
+
+func (c *Catalog) pull(ctx context.Context, a *artifactv1.Artifact) (err error) {
+	if c.cfg.Blobs.Has(a.GetSha256()) {
+		return nil
+	}
+	start := time.Now()
+	log := c.log.With("artifact", a.GetName(), "sha256", a.GetSha256())
+	defer func() {
+		c.cfg.Metrics.fetch(err)
+		if err != nil {
+			log.Warn("pull from origin failed", "err", err)
+			return
+		}
+		log.Info("pulled from origin", "bytes", a.GetSize(), "duration", time.Since(start))
+	}()
+	stream, err := c.cfg.Origin.Read(ctx, &artifactv1.ReadRequest{Name: a.GetName(), Sha256: a.GetSha256()})
+	if err != nil {
+		return fmt.Errorf("%w: read %q: %w", ErrOrigin, a.GetName(), err)
+	}
+	w, err := c.cfg.Blobs.Create()
+	if err != nil {
+		return err
+	}
+	defer w.Abort()
+	for {
+		msg, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("%w: read %q: %w", ErrOrigin, a.GetName(), err)
+		}
+		if _, err := w.Write(msg.GetChunk()); err != nil {
+			return err
+		}
+	}
+	if _, err := w.Commit(a.GetSha256(), a.GetSize()); err != nil {
+		return fmt.Errorf("%w: content of %q: %w", ErrOrigin, a.GetName(), err)
+	}
+	return nil
+}
+
+// Upload is one upload in progress, from Put's point of view.
+type Upload struct {
+	// Header as received.
+	Header *artifactv1.UploadHeader
+	// Next returns the next chunk, io.EOF at the end.
+	Next func() ([]byte, error)
+}
+
+// Put stores an upload: the blob first, then the metadata. It returns the stored
+// metadata and whether the name already had this content.
+func (c *Catalog) Put(ctx context.Context, up Upload, maxSize int64) (*artifactv1.Artifact, bool, error) {
+	h := up.Header
+	if h == nil {
+		return nil, false, fieldErr("header", errors.New("the first message must be the header"))
+	}
+	if err := ValidateName("header.name", h.GetName()); err != nil {
+		return nil, false, err
+	}
+	if h.GetSha256() != "" && !blobstore.ValidDigest(h.GetSha256()) {
+		return nil, false, fieldErr("header.sha256", fmt.Errorf("%w: %q", blobstore.ErrBadDigest, h.GetSha256()))
+	}
+	if h.GetSize() < 0 {
+		return nil, false, fieldErr("header.size", errors.New("negative"))
+	}
+	if maxSize > 0 && h.GetSize() > maxSize {
+		return nil, false, fieldErr("header.size", fmt.Errorf("%w: %d bytes, the limit is %d", blobstore.ErrTooLarge, h.GetSize(), maxSize))
+	}
+	ct := h.GetContentType()
+	if ct == "" {
+		ct = DefaultContentType
+	}
+	if len(ct) > 255 || strings.ContainsAny(ct, "\r\n\x00") {
+		return nil, false, fieldErr("header.content_type", errors.New("not a MIME type"))
+	}
+
+	w, err := c.cfg.Blobs.Create()
+	if err != nil {
+		return nil, false, err
+	}
+	defer w.Abort()
+	for {
+		chunk, err := up.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return nil, false, fmt.Errorf("upload of %q interrupted after %d bytes: %w", h.GetName(), w.Size(), err)
+		}
+		if h.GetSize() > 0 && w.Size()+int64(len(chunk)) > h.GetSize() {
+			return nil, false, fieldErr("header.size", fmt.Errorf("%w: more than the %d bytes announced", blobstore.ErrSizeMismatch, h.GetSize()))
+		}
+		if _, err := w.Write(chunk); err != nil {
+			if errors.Is(err, blobstore.ErrTooLarge) {
+				return nil, false, fieldErr("chunk", err)
+			}
+			return nil, false, err
+		}
+	}
+	wantSize := int64(-1)
+	if h.GetSize() > 0 {
+		wantSize = h.GetSize()
+	}
+	// Hold the digest's lock from the blob landing until its metadata is visible, so
+	// a concurrent delete of another name with the same content cannot drop it.
+	digest, err := w.Commit(h.GetSha256(), wantSize)
+	if err != nil {
+		switch {
+		case errors.Is(err, blobstore.ErrDigestMismatch):
+			return nil, false, fieldErr("header.sha256", err)
+		case errors.Is(err, blobstore.ErrSizeMismatch):
+			return nil, false, fieldErr("header.size", err)
+		}
+		return nil, false, err
+	}
+	l := c.shaLock(digest)
+	l.Lock()
+	defer l.Unlock()
+	// The blob may have been dropped between Commit and the lock (another name with
+	// the same content deleted); write it again in that case.
+	if !c.cfg.Blobs.Has(digest) {
+		return nil, false, fmt.Errorf("content of %q was removed concurrently; retry the upload", h.GetName())
+	}
+	size := w.Size()
+	now := timestamppb.Now()
+	unchanged := false
+	stored, rev, err := store.Mutate(ctx, c.cfg.Store, store.Key("artifacts", h.GetName()), func() *artifactv1.Artifact { return &artifactv1.Artifact{} },
+		func(cur *artifactv1.Artifact, exists bool) (*artifactv1.Artifact, error) {
+			next := &artifactv1.Artifact{
+				Name: h.GetName(), Sha256: digest, Size: size, ContentType: ct,
+				OriginSite: c.cfg.Site, CreateTime: now, UpdateTime: now,
+			}
+			unchanged = false
+			if exists {
+				next.CreateTime = cur.GetCreateTime()
+				if cur.GetSha256() == digest {
+					next.UpdateTime = cur.GetUpdateTime()
+					next.OriginSite = cur.GetOriginSite()
+					unchanged = proto.Equal(cur, next)
+				}
+			}
+			return next, nil
+		})
+	if err != nil {
+		return nil, false, fmt.Errorf("store metadata of %q: %w", h.GetName(), err)
+	}
+	if err := c.cache.WaitRevision(ctx, rev); err != nil {
+		return nil, false, err
+	}
+	return stored, unchanged, nil
+}
+
+// Delete removes name. Unless force, it refuses while a profile refers to it. It
+// returns the deleted metadata and the profiles that refer to it.
+func (c *Catalog) Delete(ctx context.Context, n string, force bool) (*artifactv1.Artifact, []string, error) {
+	if err := ValidateName("name", n); err != nil {
+		return nil, nil, err
+	}
+	refs, err := c.referencedBy(ctx, n)
+	if err != nil {
+		return nil, nil, err
+	}
+	if len(refs) > 0 && !force {
+		return nil, refs, fmt.Errorf("%w: %q is used by %s (delete with force to remove it anyway)", ErrReferenced, n, strings.Join(refs, ", "))
+	}
+	a := &artifactv1.Artifact{}
+	key := store.Key("artifacts", n)
+	rev, err := c.cfg.Store.Get(ctx, key, a)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, nil, fmt.Errorf("%w: %q", ErrNotFound, n)
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	tctx, cancel := c.cfg.Store.WithTimeout(ctx)
+	defer cancel()
+	resp, err := c.cfg.Store.Client().Txn(tctx).If(clientv3.Compare(clientv3.ModRevision(key), "=", rev)).Then(clientv3.OpDelete(key)).Commit()
+	if err != nil {
+		return nil, nil, fmt.Errorf("delete metadata of %q: %w", n, err)
+	}
+	if !resp.Succeeded {
+		return nil, nil, fmt.Errorf("%w: %s", store.ErrConflict, key)
+	}
+	// Reads after the delete must not find it.
+	if err := c.cache.WaitRevision(ctx, resp.Header.Revision); err != nil {
+		return nil, nil, err
+	}
+	return a, refs, nil
+}
+
+// referencedBy lists the profiles whose kernel or initrds name n. It reads etcd,
+// not a cache: a profile created a moment ago must count.
+func (c *Catalog) referencedBy(ctx context.Context, n string) ([]string, error) {
+	tctx, cancel := c.cfg.Store.WithTimeout(ctx)
+	defer cancel()
+	resp, err := c.cfg.Store.Client().Get(tctx, store.Prefix("profiles"), clientv3.WithPrefix())
+	if err != nil {
+		return nil, fmt.Errorf("list profiles: %w", err)
+	}
+	var out []string
+	for _, kv := range resp.Kvs {
+		p := &bootapiv1.Profile{}
+		if err := proto.Unmarshal(kv.Value, p); err != nil {
+			continue
+		}
+		uses := p.GetKernel().GetArtifact() == n
+		for _, r := range p.GetInitrds() {
+			uses = uses || r.GetArtifact() == n
+		}
+		if uses {
+			pn := p.GetName()
+			if pn == "" {
+				pn = strings.TrimPrefix(string(kv.Key), store.Prefix("profiles"))
+			}
+			out = append(out, pn)
+		}
+	}
+	return out, nil
+}
+
+func isNotFound(err error) bool { return status.Code(err) == codes.NotFound }
+
+// Blobs is the local content store.
+func (c *Catalog) Blobs() *blobstore.Store { return c.cfg.Blobs }
