@@ -9,6 +9,7 @@ package bootapiv1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	durationpb "google.golang.org/protobuf/types/known/durationpb"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
@@ -79,6 +80,114 @@ func (DiscoveryPolicy) EnumDescriptor() ([]byte, []int) {
 	return file_bootchain_bootapi_v1_site_proto_rawDescGZIP(), []int{0}
 }
 
+// DhcpMode says how a site's dhcpd answers.
+type DhcpMode int32
+
+const (
+	// DHCP_MODE_UNSPECIFIED means DHCP_MODE_AUTHORITATIVE.
+	DhcpMode_DHCP_MODE_UNSPECIFIED DhcpMode = 0
+	// DHCP_MODE_AUTHORITATIVE hands out addresses from the site's pools and PXE data.
+	DhcpMode_DHCP_MODE_AUTHORITATIVE DhcpMode = 1
+	// DHCP_MODE_PROXY answers PXE clients only (ports 67 and 4011), never with an
+	// address: the site keeps its own DHCP server.
+	DhcpMode_DHCP_MODE_PROXY DhcpMode = 2
+)
+
+// Enum value maps for DhcpMode.
+var (
+	DhcpMode_name = map[int32]string{
+		0: "DHCP_MODE_UNSPECIFIED",
+		1: "DHCP_MODE_AUTHORITATIVE",
+		2: "DHCP_MODE_PROXY",
+	}
+	DhcpMode_value = map[string]int32{
+		"DHCP_MODE_UNSPECIFIED":   0,
+		"DHCP_MODE_AUTHORITATIVE": 1,
+		"DHCP_MODE_PROXY":         2,
+	}
+)
+
+func (x DhcpMode) Enum() *DhcpMode {
+	p := new(DhcpMode)
+	*p = x
+	return p
+}
+
+func (x DhcpMode) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (DhcpMode) Descriptor() protoreflect.EnumDescriptor {
+	return file_bootchain_bootapi_v1_site_proto_enumTypes[1].Descriptor()
+}
+
+func (DhcpMode) Type() protoreflect.EnumType {
+	return &file_bootchain_bootapi_v1_site_proto_enumTypes[1]
+}
+
+func (x DhcpMode) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use DhcpMode.Descriptor instead.
+func (DhcpMode) EnumDescriptor() ([]byte, []int) {
+	return file_bootchain_bootapi_v1_site_proto_rawDescGZIP(), []int{1}
+}
+
+// DhcpUnknownClients says which PXE clients get a boot file.
+type DhcpUnknownClients int32
+
+const (
+	// DHCP_UNKNOWN_CLIENTS_UNSPECIFIED means DHCP_UNKNOWN_CLIENTS_BOOT.
+	DhcpUnknownClients_DHCP_UNKNOWN_CLIENTS_UNSPECIFIED DhcpUnknownClients = 0
+	// DHCP_UNKNOWN_CLIENTS_BOOT answers every PXE client.
+	DhcpUnknownClients_DHCP_UNKNOWN_CLIENTS_BOOT DhcpUnknownClients = 1
+	// DHCP_UNKNOWN_CLIENTS_IGNORE gives a boot file only to machines with a record
+	// (they still get an address in authoritative mode).
+	DhcpUnknownClients_DHCP_UNKNOWN_CLIENTS_IGNORE DhcpUnknownClients = 2
+)
+
+// Enum value maps for DhcpUnknownClients.
+var (
+	DhcpUnknownClients_name = map[int32]string{
+		0: "DHCP_UNKNOWN_CLIENTS_UNSPECIFIED",
+		1: "DHCP_UNKNOWN_CLIENTS_BOOT",
+		2: "DHCP_UNKNOWN_CLIENTS_IGNORE",
+	}
+	DhcpUnknownClients_value = map[string]int32{
+		"DHCP_UNKNOWN_CLIENTS_UNSPECIFIED": 0,
+		"DHCP_UNKNOWN_CLIENTS_BOOT":        1,
+		"DHCP_UNKNOWN_CLIENTS_IGNORE":      2,
+	}
+)
+
+func (x DhcpUnknownClients) Enum() *DhcpUnknownClients {
+	p := new(DhcpUnknownClients)
+	*p = x
+	return p
+}
+
+func (x DhcpUnknownClients) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (DhcpUnknownClients) Descriptor() protoreflect.EnumDescriptor {
+	return file_bootchain_bootapi_v1_site_proto_enumTypes[2].Descriptor()
+}
+
+func (DhcpUnknownClients) Type() protoreflect.EnumType {
+	return &file_bootchain_bootapi_v1_site_proto_enumTypes[2]
+}
+
+func (x DhcpUnknownClients) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use DhcpUnknownClients.Descriptor instead.
+func (DhcpUnknownClients) EnumDescriptor() ([]byte, []int) {
+	return file_bootchain_bootapi_v1_site_proto_rawDescGZIP(), []int{2}
+}
+
 // Site is one place machines boot at.
 type Site struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -99,7 +208,9 @@ type Site struct {
 	// Default kernel command line appended to every profile's at this site.
 	ExtraCmdline string `protobuf:"bytes,8,opt,name=extra_cmdline,json=extraCmdline,proto3" json:"extra_cmdline,omitempty"`
 	// When the site last changed.
-	UpdateTime    *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
+	UpdateTime *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
+	// DHCP settings of the site's dhcpd (owned by dhcpd; see docs/dhcpd.md).
+	Dhcp          *SiteDhcp `protobuf:"bytes,20,opt,name=dhcp,proto3" json:"dhcp,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -197,6 +308,283 @@ func (x *Site) GetUpdateTime() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *Site) GetDhcp() *SiteDhcp {
+	if x != nil {
+		return x.Dhcp
+	}
+	return nil
+}
+
+// SiteDhcp is the DHCP configuration of one site.
+type SiteDhcp struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Mode of the site's dhcpd.
+	Mode DhcpMode `protobuf:"varint,1,opt,name=mode,proto3,enum=bootchain.bootapi.v1.DhcpMode" json:"mode,omitempty"`
+	// Subnets served: the one on dhcpd's interface and any behind relay agents.
+	Subnets []*DhcpSubnet `protobuf:"bytes,2,rep,name=subnets,proto3" json:"subnets,omitempty"`
+	// Boot file per client kind, overriding the defaults. Keys: "bios"
+	// (undionly.kpxe), "uefi-x64" (ipxe.efi; snponly.efi is the usual alternative),
+	// "uefi-arm64" (ipxe-arm64.efi), "http-x64" and "http-arm64" (artifact names served
+	// over HTTP to UEFI HTTP-boot clients).
+	BootFiles map[string]string `protobuf:"bytes,3,rep,name=boot_files,json=bootFiles,proto3" json:"boot_files,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Chain-load our own iPXE binary even when the client's ROM is already iPXE, then
+	// give the boot script to the iPXE we loaded.
+	ChainloadOwnIpxe bool `protobuf:"varint,4,opt,name=chainload_own_ipxe,json=chainloadOwnIpxe,proto3" json:"chainload_own_ipxe,omitempty"`
+	// Which PXE clients get a boot file.
+	UnknownClients DhcpUnknownClients `protobuf:"varint,5,opt,name=unknown_clients,json=unknownClients,proto3,enum=bootchain.bootapi.v1.DhcpUnknownClients" json:"unknown_clients,omitempty"`
+	// Answer IPv6 router solicitations on the boot interface with a router
+	// advertisement of lifetime 0 and no prefix (iPXE then stops waiting for a router).
+	RouterAdvertisements bool `protobuf:"varint,6,opt,name=router_advertisements,json=routerAdvertisements,proto3" json:"router_advertisements,omitempty"`
+	// Default lease time; default 1h.
+	LeaseTime *durationpb.Duration `protobuf:"bytes,7,opt,name=lease_time,json=leaseTime,proto3" json:"lease_time,omitempty"`
+	// Relay agent addresses (giaddr) accepted; empty accepts any relay whose giaddr
+	// lies in one of the subnets.
+	RelayAddresses []string `protobuf:"bytes,8,rep,name=relay_addresses,json=relayAddresses,proto3" json:"relay_addresses,omitempty"`
+	// How long an address declined by a client stays out of use; default 10m.
+	DeclineQuarantine *durationpb.Duration `protobuf:"bytes,9,opt,name=decline_quarantine,json=declineQuarantine,proto3" json:"decline_quarantine,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *SiteDhcp) Reset() {
+	*x = SiteDhcp{}
+	mi := &file_bootchain_bootapi_v1_site_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SiteDhcp) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SiteDhcp) ProtoMessage() {}
+
+func (x *SiteDhcp) ProtoReflect() protoreflect.Message {
+	mi := &file_bootchain_bootapi_v1_site_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SiteDhcp.ProtoReflect.Descriptor instead.
+func (*SiteDhcp) Descriptor() ([]byte, []int) {
+	return file_bootchain_bootapi_v1_site_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *SiteDhcp) GetMode() DhcpMode {
+	if x != nil {
+		return x.Mode
+	}
+	return DhcpMode_DHCP_MODE_UNSPECIFIED
+}
+
+func (x *SiteDhcp) GetSubnets() []*DhcpSubnet {
+	if x != nil {
+		return x.Subnets
+	}
+	return nil
+}
+
+func (x *SiteDhcp) GetBootFiles() map[string]string {
+	if x != nil {
+		return x.BootFiles
+	}
+	return nil
+}
+
+func (x *SiteDhcp) GetChainloadOwnIpxe() bool {
+	if x != nil {
+		return x.ChainloadOwnIpxe
+	}
+	return false
+}
+
+func (x *SiteDhcp) GetUnknownClients() DhcpUnknownClients {
+	if x != nil {
+		return x.UnknownClients
+	}
+	return DhcpUnknownClients_DHCP_UNKNOWN_CLIENTS_UNSPECIFIED
+}
+
+func (x *SiteDhcp) GetRouterAdvertisements() bool {
+	if x != nil {
+		return x.RouterAdvertisements
+	}
+	return false
+}
+
+func (x *SiteDhcp) GetLeaseTime() *durationpb.Duration {
+	if x != nil {
+		return x.LeaseTime
+	}
+	return nil
+}
+
+func (x *SiteDhcp) GetRelayAddresses() []string {
+	if x != nil {
+		return x.RelayAddresses
+	}
+	return nil
+}
+
+func (x *SiteDhcp) GetDeclineQuarantine() *durationpb.Duration {
+	if x != nil {
+		return x.DeclineQuarantine
+	}
+	return nil
+}
+
+// DhcpSubnet is one IPv4 subnet with its pools and options.
+type DhcpSubnet struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Subnet in CIDR form (198.18.0.0/24).
+	Cidr string `protobuf:"bytes,1,opt,name=cidr,proto3" json:"cidr,omitempty"`
+	// Ranges addresses are handed out from.
+	Pools []*DhcpPool `protobuf:"bytes,2,rep,name=pools,proto3" json:"pools,omitempty"`
+	// Routers (option 3).
+	Routers []string `protobuf:"bytes,3,rep,name=routers,proto3" json:"routers,omitempty"`
+	// DNS servers (option 6).
+	DnsServers []string `protobuf:"bytes,4,rep,name=dns_servers,json=dnsServers,proto3" json:"dns_servers,omitempty"`
+	// Domain name (option 15).
+	DomainName string `protobuf:"bytes,5,opt,name=domain_name,json=domainName,proto3" json:"domain_name,omitempty"`
+	// Lease time in this subnet; default the site's.
+	LeaseTime     *durationpb.Duration `protobuf:"bytes,6,opt,name=lease_time,json=leaseTime,proto3" json:"lease_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DhcpSubnet) Reset() {
+	*x = DhcpSubnet{}
+	mi := &file_bootchain_bootapi_v1_site_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DhcpSubnet) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DhcpSubnet) ProtoMessage() {}
+
+func (x *DhcpSubnet) ProtoReflect() protoreflect.Message {
+	mi := &file_bootchain_bootapi_v1_site_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DhcpSubnet.ProtoReflect.Descriptor instead.
+func (*DhcpSubnet) Descriptor() ([]byte, []int) {
+	return file_bootchain_bootapi_v1_site_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *DhcpSubnet) GetCidr() string {
+	if x != nil {
+		return x.Cidr
+	}
+	return ""
+}
+
+func (x *DhcpSubnet) GetPools() []*DhcpPool {
+	if x != nil {
+		return x.Pools
+	}
+	return nil
+}
+
+func (x *DhcpSubnet) GetRouters() []string {
+	if x != nil {
+		return x.Routers
+	}
+	return nil
+}
+
+func (x *DhcpSubnet) GetDnsServers() []string {
+	if x != nil {
+		return x.DnsServers
+	}
+	return nil
+}
+
+func (x *DhcpSubnet) GetDomainName() string {
+	if x != nil {
+		return x.DomainName
+	}
+	return ""
+}
+
+func (x *DhcpSubnet) GetLeaseTime() *durationpb.Duration {
+	if x != nil {
+		return x.LeaseTime
+	}
+	return nil
+}
+
+// DhcpPool is an inclusive range of addresses.
+type DhcpPool struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// First address.
+	Start string `protobuf:"bytes,1,opt,name=start,proto3" json:"start,omitempty"`
+	// Last address.
+	End           string `protobuf:"bytes,2,opt,name=end,proto3" json:"end,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DhcpPool) Reset() {
+	*x = DhcpPool{}
+	mi := &file_bootchain_bootapi_v1_site_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DhcpPool) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DhcpPool) ProtoMessage() {}
+
+func (x *DhcpPool) ProtoReflect() protoreflect.Message {
+	mi := &file_bootchain_bootapi_v1_site_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DhcpPool.ProtoReflect.Descriptor instead.
+func (*DhcpPool) Descriptor() ([]byte, []int) {
+	return file_bootchain_bootapi_v1_site_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *DhcpPool) GetStart() string {
+	if x != nil {
+		return x.Start
+	}
+	return ""
+}
+
+func (x *DhcpPool) GetEnd() string {
+	if x != nil {
+		return x.End
+	}
+	return ""
+}
+
 // PutSiteRequest creates or replaces a site.
 type PutSiteRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -208,7 +596,7 @@ type PutSiteRequest struct {
 
 func (x *PutSiteRequest) Reset() {
 	*x = PutSiteRequest{}
-	mi := &file_bootchain_bootapi_v1_site_proto_msgTypes[1]
+	mi := &file_bootchain_bootapi_v1_site_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -220,7 +608,7 @@ func (x *PutSiteRequest) String() string {
 func (*PutSiteRequest) ProtoMessage() {}
 
 func (x *PutSiteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_bootchain_bootapi_v1_site_proto_msgTypes[1]
+	mi := &file_bootchain_bootapi_v1_site_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -233,7 +621,7 @@ func (x *PutSiteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutSiteRequest.ProtoReflect.Descriptor instead.
 func (*PutSiteRequest) Descriptor() ([]byte, []int) {
-	return file_bootchain_bootapi_v1_site_proto_rawDescGZIP(), []int{1}
+	return file_bootchain_bootapi_v1_site_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *PutSiteRequest) GetSite() *Site {
@@ -254,7 +642,7 @@ type PutSiteResponse struct {
 
 func (x *PutSiteResponse) Reset() {
 	*x = PutSiteResponse{}
-	mi := &file_bootchain_bootapi_v1_site_proto_msgTypes[2]
+	mi := &file_bootchain_bootapi_v1_site_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -266,7 +654,7 @@ func (x *PutSiteResponse) String() string {
 func (*PutSiteResponse) ProtoMessage() {}
 
 func (x *PutSiteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_bootchain_bootapi_v1_site_proto_msgTypes[2]
+	mi := &file_bootchain_bootapi_v1_site_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -279,7 +667,7 @@ func (x *PutSiteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutSiteResponse.ProtoReflect.Descriptor instead.
 func (*PutSiteResponse) Descriptor() ([]byte, []int) {
-	return file_bootchain_bootapi_v1_site_proto_rawDescGZIP(), []int{2}
+	return file_bootchain_bootapi_v1_site_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *PutSiteResponse) GetSite() *Site {
@@ -300,7 +688,7 @@ type GetSiteRequest struct {
 
 func (x *GetSiteRequest) Reset() {
 	*x = GetSiteRequest{}
-	mi := &file_bootchain_bootapi_v1_site_proto_msgTypes[3]
+	mi := &file_bootchain_bootapi_v1_site_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -312,7 +700,7 @@ func (x *GetSiteRequest) String() string {
 func (*GetSiteRequest) ProtoMessage() {}
 
 func (x *GetSiteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_bootchain_bootapi_v1_site_proto_msgTypes[3]
+	mi := &file_bootchain_bootapi_v1_site_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -325,7 +713,7 @@ func (x *GetSiteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSiteRequest.ProtoReflect.Descriptor instead.
 func (*GetSiteRequest) Descriptor() ([]byte, []int) {
-	return file_bootchain_bootapi_v1_site_proto_rawDescGZIP(), []int{3}
+	return file_bootchain_bootapi_v1_site_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *GetSiteRequest) GetName() string {
@@ -346,7 +734,7 @@ type GetSiteResponse struct {
 
 func (x *GetSiteResponse) Reset() {
 	*x = GetSiteResponse{}
-	mi := &file_bootchain_bootapi_v1_site_proto_msgTypes[4]
+	mi := &file_bootchain_bootapi_v1_site_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -358,7 +746,7 @@ func (x *GetSiteResponse) String() string {
 func (*GetSiteResponse) ProtoMessage() {}
 
 func (x *GetSiteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_bootchain_bootapi_v1_site_proto_msgTypes[4]
+	mi := &file_bootchain_bootapi_v1_site_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -371,7 +759,7 @@ func (x *GetSiteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSiteResponse.ProtoReflect.Descriptor instead.
 func (*GetSiteResponse) Descriptor() ([]byte, []int) {
-	return file_bootchain_bootapi_v1_site_proto_rawDescGZIP(), []int{4}
+	return file_bootchain_bootapi_v1_site_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *GetSiteResponse) GetSite() *Site {
@@ -390,7 +778,7 @@ type ListSitesRequest struct {
 
 func (x *ListSitesRequest) Reset() {
 	*x = ListSitesRequest{}
-	mi := &file_bootchain_bootapi_v1_site_proto_msgTypes[5]
+	mi := &file_bootchain_bootapi_v1_site_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -402,7 +790,7 @@ func (x *ListSitesRequest) String() string {
 func (*ListSitesRequest) ProtoMessage() {}
 
 func (x *ListSitesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_bootchain_bootapi_v1_site_proto_msgTypes[5]
+	mi := &file_bootchain_bootapi_v1_site_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -415,7 +803,7 @@ func (x *ListSitesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSitesRequest.ProtoReflect.Descriptor instead.
 func (*ListSitesRequest) Descriptor() ([]byte, []int) {
-	return file_bootchain_bootapi_v1_site_proto_rawDescGZIP(), []int{5}
+	return file_bootchain_bootapi_v1_site_proto_rawDescGZIP(), []int{8}
 }
 
 // ListSitesResponse lists sites.
@@ -429,7 +817,7 @@ type ListSitesResponse struct {
 
 func (x *ListSitesResponse) Reset() {
 	*x = ListSitesResponse{}
-	mi := &file_bootchain_bootapi_v1_site_proto_msgTypes[6]
+	mi := &file_bootchain_bootapi_v1_site_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -441,7 +829,7 @@ func (x *ListSitesResponse) String() string {
 func (*ListSitesResponse) ProtoMessage() {}
 
 func (x *ListSitesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_bootchain_bootapi_v1_site_proto_msgTypes[6]
+	mi := &file_bootchain_bootapi_v1_site_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -454,7 +842,7 @@ func (x *ListSitesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSitesResponse.ProtoReflect.Descriptor instead.
 func (*ListSitesResponse) Descriptor() ([]byte, []int) {
-	return file_bootchain_bootapi_v1_site_proto_rawDescGZIP(), []int{6}
+	return file_bootchain_bootapi_v1_site_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ListSitesResponse) GetSites() []*Site {
@@ -475,7 +863,7 @@ type DeleteSiteRequest struct {
 
 func (x *DeleteSiteRequest) Reset() {
 	*x = DeleteSiteRequest{}
-	mi := &file_bootchain_bootapi_v1_site_proto_msgTypes[7]
+	mi := &file_bootchain_bootapi_v1_site_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -487,7 +875,7 @@ func (x *DeleteSiteRequest) String() string {
 func (*DeleteSiteRequest) ProtoMessage() {}
 
 func (x *DeleteSiteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_bootchain_bootapi_v1_site_proto_msgTypes[7]
+	mi := &file_bootchain_bootapi_v1_site_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -500,7 +888,7 @@ func (x *DeleteSiteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteSiteRequest.ProtoReflect.Descriptor instead.
 func (*DeleteSiteRequest) Descriptor() ([]byte, []int) {
-	return file_bootchain_bootapi_v1_site_proto_rawDescGZIP(), []int{7}
+	return file_bootchain_bootapi_v1_site_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *DeleteSiteRequest) GetName() string {
@@ -519,7 +907,7 @@ type DeleteSiteResponse struct {
 
 func (x *DeleteSiteResponse) Reset() {
 	*x = DeleteSiteResponse{}
-	mi := &file_bootchain_bootapi_v1_site_proto_msgTypes[8]
+	mi := &file_bootchain_bootapi_v1_site_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -531,7 +919,7 @@ func (x *DeleteSiteResponse) String() string {
 func (*DeleteSiteResponse) ProtoMessage() {}
 
 func (x *DeleteSiteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_bootchain_bootapi_v1_site_proto_msgTypes[8]
+	mi := &file_bootchain_bootapi_v1_site_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -544,14 +932,14 @@ func (x *DeleteSiteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteSiteResponse.ProtoReflect.Descriptor instead.
 func (*DeleteSiteResponse) Descriptor() ([]byte, []int) {
-	return file_bootchain_bootapi_v1_site_proto_rawDescGZIP(), []int{8}
+	return file_bootchain_bootapi_v1_site_proto_rawDescGZIP(), []int{11}
 }
 
 var File_bootchain_bootapi_v1_site_proto protoreflect.FileDescriptor
 
 const file_bootchain_bootapi_v1_site_proto_rawDesc = "" +
 	"\n" +
-	"\x1fbootchain/bootapi/v1/site.proto\x12\x14bootchain.bootapi.v1\x1a\"bootchain/bootapi/v1/machine.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa1\x03\n" +
+	"\x1fbootchain/bootapi/v1/site.proto\x12\x14bootchain.bootapi.v1\x1a\"bootchain/bootapi/v1/machine.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd5\x03\n" +
 	"\x04Site\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12C\n" +
 	"\x0edefault_action\x18\x02 \x01(\x0e2\x1c.bootchain.bootapi.v1.ActionR\rdefaultAction\x12'\n" +
@@ -564,7 +952,37 @@ const file_bootchain_bootapi_v1_site_proto_rawDesc = "" +
 	"\x10discovery_policy\x18\a \x01(\x0e2%.bootchain.bootapi.v1.DiscoveryPolicyR\x0fdiscoveryPolicy\x12#\n" +
 	"\rextra_cmdline\x18\b \x01(\tR\fextraCmdline\x12;\n" +
 	"\vupdate_time\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"updateTime\"@\n" +
+	"updateTime\x122\n" +
+	"\x04dhcp\x18\x14 \x01(\v2\x1e.bootchain.bootapi.v1.SiteDhcpR\x04dhcp\"\xe9\x04\n" +
+	"\bSiteDhcp\x122\n" +
+	"\x04mode\x18\x01 \x01(\x0e2\x1e.bootchain.bootapi.v1.DhcpModeR\x04mode\x12:\n" +
+	"\asubnets\x18\x02 \x03(\v2 .bootchain.bootapi.v1.DhcpSubnetR\asubnets\x12L\n" +
+	"\n" +
+	"boot_files\x18\x03 \x03(\v2-.bootchain.bootapi.v1.SiteDhcp.BootFilesEntryR\tbootFiles\x12,\n" +
+	"\x12chainload_own_ipxe\x18\x04 \x01(\bR\x10chainloadOwnIpxe\x12Q\n" +
+	"\x0funknown_clients\x18\x05 \x01(\x0e2(.bootchain.bootapi.v1.DhcpUnknownClientsR\x0eunknownClients\x123\n" +
+	"\x15router_advertisements\x18\x06 \x01(\bR\x14routerAdvertisements\x128\n" +
+	"\n" +
+	"lease_time\x18\a \x01(\v2\x19.google.protobuf.DurationR\tleaseTime\x12'\n" +
+	"\x0frelay_addresses\x18\b \x03(\tR\x0erelayAddresses\x12H\n" +
+	"\x12decline_quarantine\x18\t \x01(\v2\x19.google.protobuf.DurationR\x11declineQuarantine\x1a<\n" +
+	"\x0eBootFilesEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xec\x01\n" +
+	"\n" +
+	"DhcpSubnet\x12\x12\n" +
+	"\x04cidr\x18\x01 \x01(\tR\x04cidr\x124\n" +
+	"\x05pools\x18\x02 \x03(\v2\x1e.bootchain.bootapi.v1.DhcpPoolR\x05pools\x12\x18\n" +
+	"\arouters\x18\x03 \x03(\tR\arouters\x12\x1f\n" +
+	"\vdns_servers\x18\x04 \x03(\tR\n" +
+	"dnsServers\x12\x1f\n" +
+	"\vdomain_name\x18\x05 \x01(\tR\n" +
+	"domainName\x128\n" +
+	"\n" +
+	"lease_time\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\tleaseTime\"2\n" +
+	"\bDhcpPool\x12\x14\n" +
+	"\x05start\x18\x01 \x01(\tR\x05start\x12\x10\n" +
+	"\x03end\x18\x02 \x01(\tR\x03end\"@\n" +
 	"\x0ePutSiteRequest\x12.\n" +
 	"\x04site\x18\x01 \x01(\v2\x1a.bootchain.bootapi.v1.SiteR\x04site\"A\n" +
 	"\x0fPutSiteResponse\x12.\n" +
@@ -583,7 +1001,15 @@ const file_bootchain_bootapi_v1_site_proto_rawDesc = "" +
 	"\x1cDISCOVERY_POLICY_UNSPECIFIED\x10\x00\x12\x1b\n" +
 	"\x17DISCOVERY_POLICY_RECORD\x10\x01\x12\x1b\n" +
 	"\x17DISCOVERY_POLICY_IGNORE\x10\x02\x12\x1b\n" +
-	"\x17DISCOVERY_POLICY_REJECT\x10\x032\x86\x03\n" +
+	"\x17DISCOVERY_POLICY_REJECT\x10\x03*W\n" +
+	"\bDhcpMode\x12\x19\n" +
+	"\x15DHCP_MODE_UNSPECIFIED\x10\x00\x12\x1b\n" +
+	"\x17DHCP_MODE_AUTHORITATIVE\x10\x01\x12\x13\n" +
+	"\x0fDHCP_MODE_PROXY\x10\x02*z\n" +
+	"\x12DhcpUnknownClients\x12$\n" +
+	" DHCP_UNKNOWN_CLIENTS_UNSPECIFIED\x10\x00\x12\x1d\n" +
+	"\x19DHCP_UNKNOWN_CLIENTS_BOOT\x10\x01\x12\x1f\n" +
+	"\x1bDHCP_UNKNOWN_CLIENTS_IGNORE\x10\x022\x86\x03\n" +
 	"\vSiteService\x12V\n" +
 	"\aPutSite\x12$.bootchain.bootapi.v1.PutSiteRequest\x1a%.bootchain.bootapi.v1.PutSiteResponse\x12[\n" +
 	"\aGetSite\x12$.bootchain.bootapi.v1.GetSiteRequest\x1a%.bootchain.bootapi.v1.GetSiteResponse\"\x03\x90\x02\x01\x12a\n" +
@@ -604,43 +1030,59 @@ func file_bootchain_bootapi_v1_site_proto_rawDescGZIP() []byte {
 	return file_bootchain_bootapi_v1_site_proto_rawDescData
 }
 
-var file_bootchain_bootapi_v1_site_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_bootchain_bootapi_v1_site_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
+var file_bootchain_bootapi_v1_site_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
+var file_bootchain_bootapi_v1_site_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
 var file_bootchain_bootapi_v1_site_proto_goTypes = []any{
 	(DiscoveryPolicy)(0),          // 0: bootchain.bootapi.v1.DiscoveryPolicy
-	(*Site)(nil),                  // 1: bootchain.bootapi.v1.Site
-	(*PutSiteRequest)(nil),        // 2: bootchain.bootapi.v1.PutSiteRequest
-	(*PutSiteResponse)(nil),       // 3: bootchain.bootapi.v1.PutSiteResponse
-	(*GetSiteRequest)(nil),        // 4: bootchain.bootapi.v1.GetSiteRequest
-	(*GetSiteResponse)(nil),       // 5: bootchain.bootapi.v1.GetSiteResponse
-	(*ListSitesRequest)(nil),      // 6: bootchain.bootapi.v1.ListSitesRequest
-	(*ListSitesResponse)(nil),     // 7: bootchain.bootapi.v1.ListSitesResponse
-	(*DeleteSiteRequest)(nil),     // 8: bootchain.bootapi.v1.DeleteSiteRequest
-	(*DeleteSiteResponse)(nil),    // 9: bootchain.bootapi.v1.DeleteSiteResponse
-	(Action)(0),                   // 10: bootchain.bootapi.v1.Action
-	(*timestamppb.Timestamp)(nil), // 11: google.protobuf.Timestamp
+	(DhcpMode)(0),                 // 1: bootchain.bootapi.v1.DhcpMode
+	(DhcpUnknownClients)(0),       // 2: bootchain.bootapi.v1.DhcpUnknownClients
+	(*Site)(nil),                  // 3: bootchain.bootapi.v1.Site
+	(*SiteDhcp)(nil),              // 4: bootchain.bootapi.v1.SiteDhcp
+	(*DhcpSubnet)(nil),            // 5: bootchain.bootapi.v1.DhcpSubnet
+	(*DhcpPool)(nil),              // 6: bootchain.bootapi.v1.DhcpPool
+	(*PutSiteRequest)(nil),        // 7: bootchain.bootapi.v1.PutSiteRequest
+	(*PutSiteResponse)(nil),       // 8: bootchain.bootapi.v1.PutSiteResponse
+	(*GetSiteRequest)(nil),        // 9: bootchain.bootapi.v1.GetSiteRequest
+	(*GetSiteResponse)(nil),       // 10: bootchain.bootapi.v1.GetSiteResponse
+	(*ListSitesRequest)(nil),      // 11: bootchain.bootapi.v1.ListSitesRequest
+	(*ListSitesResponse)(nil),     // 12: bootchain.bootapi.v1.ListSitesResponse
+	(*DeleteSiteRequest)(nil),     // 13: bootchain.bootapi.v1.DeleteSiteRequest
+	(*DeleteSiteResponse)(nil),    // 14: bootchain.bootapi.v1.DeleteSiteResponse
+	nil,                           // 15: bootchain.bootapi.v1.SiteDhcp.BootFilesEntry
+	(Action)(0),                   // 16: bootchain.bootapi.v1.Action
+	(*timestamppb.Timestamp)(nil), // 17: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 18: google.protobuf.Duration
 }
 var file_bootchain_bootapi_v1_site_proto_depIdxs = []int32{
-	10, // 0: bootchain.bootapi.v1.Site.default_action:type_name -> bootchain.bootapi.v1.Action
+	16, // 0: bootchain.bootapi.v1.Site.default_action:type_name -> bootchain.bootapi.v1.Action
 	0,  // 1: bootchain.bootapi.v1.Site.discovery_policy:type_name -> bootchain.bootapi.v1.DiscoveryPolicy
-	11, // 2: bootchain.bootapi.v1.Site.update_time:type_name -> google.protobuf.Timestamp
-	1,  // 3: bootchain.bootapi.v1.PutSiteRequest.site:type_name -> bootchain.bootapi.v1.Site
-	1,  // 4: bootchain.bootapi.v1.PutSiteResponse.site:type_name -> bootchain.bootapi.v1.Site
-	1,  // 5: bootchain.bootapi.v1.GetSiteResponse.site:type_name -> bootchain.bootapi.v1.Site
-	1,  // 6: bootchain.bootapi.v1.ListSitesResponse.sites:type_name -> bootchain.bootapi.v1.Site
-	2,  // 7: bootchain.bootapi.v1.SiteService.PutSite:input_type -> bootchain.bootapi.v1.PutSiteRequest
-	4,  // 8: bootchain.bootapi.v1.SiteService.GetSite:input_type -> bootchain.bootapi.v1.GetSiteRequest
-	6,  // 9: bootchain.bootapi.v1.SiteService.ListSites:input_type -> bootchain.bootapi.v1.ListSitesRequest
-	8,  // 10: bootchain.bootapi.v1.SiteService.DeleteSite:input_type -> bootchain.bootapi.v1.DeleteSiteRequest
-	3,  // 11: bootchain.bootapi.v1.SiteService.PutSite:output_type -> bootchain.bootapi.v1.PutSiteResponse
-	5,  // 12: bootchain.bootapi.v1.SiteService.GetSite:output_type -> bootchain.bootapi.v1.GetSiteResponse
-	7,  // 13: bootchain.bootapi.v1.SiteService.ListSites:output_type -> bootchain.bootapi.v1.ListSitesResponse
-	9,  // 14: bootchain.bootapi.v1.SiteService.DeleteSite:output_type -> bootchain.bootapi.v1.DeleteSiteResponse
-	11, // [11:15] is the sub-list for method output_type
-	7,  // [7:11] is the sub-list for method input_type
-	7,  // [7:7] is the sub-list for extension type_name
-	7,  // [7:7] is the sub-list for extension extendee
-	0,  // [0:7] is the sub-list for field type_name
+	17, // 2: bootchain.bootapi.v1.Site.update_time:type_name -> google.protobuf.Timestamp
+	4,  // 3: bootchain.bootapi.v1.Site.dhcp:type_name -> bootchain.bootapi.v1.SiteDhcp
+	1,  // 4: bootchain.bootapi.v1.SiteDhcp.mode:type_name -> bootchain.bootapi.v1.DhcpMode
+	5,  // 5: bootchain.bootapi.v1.SiteDhcp.subnets:type_name -> bootchain.bootapi.v1.DhcpSubnet
+	15, // 6: bootchain.bootapi.v1.SiteDhcp.boot_files:type_name -> bootchain.bootapi.v1.SiteDhcp.BootFilesEntry
+	2,  // 7: bootchain.bootapi.v1.SiteDhcp.unknown_clients:type_name -> bootchain.bootapi.v1.DhcpUnknownClients
+	18, // 8: bootchain.bootapi.v1.SiteDhcp.lease_time:type_name -> google.protobuf.Duration
+	18, // 9: bootchain.bootapi.v1.SiteDhcp.decline_quarantine:type_name -> google.protobuf.Duration
+	6,  // 10: bootchain.bootapi.v1.DhcpSubnet.pools:type_name -> bootchain.bootapi.v1.DhcpPool
+	18, // 11: bootchain.bootapi.v1.DhcpSubnet.lease_time:type_name -> google.protobuf.Duration
+	3,  // 12: bootchain.bootapi.v1.PutSiteRequest.site:type_name -> bootchain.bootapi.v1.Site
+	3,  // 13: bootchain.bootapi.v1.PutSiteResponse.site:type_name -> bootchain.bootapi.v1.Site
+	3,  // 14: bootchain.bootapi.v1.GetSiteResponse.site:type_name -> bootchain.bootapi.v1.Site
+	3,  // 15: bootchain.bootapi.v1.ListSitesResponse.sites:type_name -> bootchain.bootapi.v1.Site
+	7,  // 16: bootchain.bootapi.v1.SiteService.PutSite:input_type -> bootchain.bootapi.v1.PutSiteRequest
+	9,  // 17: bootchain.bootapi.v1.SiteService.GetSite:input_type -> bootchain.bootapi.v1.GetSiteRequest
+	11, // 18: bootchain.bootapi.v1.SiteService.ListSites:input_type -> bootchain.bootapi.v1.ListSitesRequest
+	13, // 19: bootchain.bootapi.v1.SiteService.DeleteSite:input_type -> bootchain.bootapi.v1.DeleteSiteRequest
+	8,  // 20: bootchain.bootapi.v1.SiteService.PutSite:output_type -> bootchain.bootapi.v1.PutSiteResponse
+	10, // 21: bootchain.bootapi.v1.SiteService.GetSite:output_type -> bootchain.bootapi.v1.GetSiteResponse
+	12, // 22: bootchain.bootapi.v1.SiteService.ListSites:output_type -> bootchain.bootapi.v1.ListSitesResponse
+	14, // 23: bootchain.bootapi.v1.SiteService.DeleteSite:output_type -> bootchain.bootapi.v1.DeleteSiteResponse
+	20, // [20:24] is the sub-list for method output_type
+	16, // [16:20] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_bootchain_bootapi_v1_site_proto_init() }
@@ -654,8 +1096,8 @@ func file_bootchain_bootapi_v1_site_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_bootchain_bootapi_v1_site_proto_rawDesc), len(file_bootchain_bootapi_v1_site_proto_rawDesc)),
-			NumEnums:      1,
-			NumMessages:   9,
+			NumEnums:      3,
+			NumMessages:   13,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -1,0 +1,538 @@
+// Package dhcpd is bootchain's DHCP server as a library: addresses from each
+// site's pools (authoritative mode) or PXE answers only (proxy mode, ports 67 and
+// 4011), boot files chosen per client architecture, leases durable in etcd and
+// safe with several replicas, boot sessions opened on the firmware's DISCOVER, an
+// optional IPv6 router-advertisement responder, and a gRPC admin API.
+//
+//	cfg := dhcpd.DefaultConfig()
+//	cfg.Store, cfg.Site, cfg.Interface = st, "lab", "br0"
+//	srv, err := dhcpd.New(cfg)
+//	err = srv.Run(ctx)
+//
+// The site's DHCP settings live on its Site record (sites/<site>, field dhcp);
+// Config.Seed writes them when the site has none. See docs/dhcpd.md.
+package dhcpd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+	"time"
+
+	bootapiv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/bootapi/v1"
+	dhcpdv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/dhcpd/v1"
+	"github.com/bootchain/bootchain/pkg/grpcserver"
+	"github.com/bootchain/bootchain/pkg/session"
+	"github.com/bootchain/bootchain/pkg/store"
+	"github.com/bootchain/bootchain/services/dhcpd/internal/admin"
+	"github.com/bootchain/bootchain/services/dhcpd/internal/lease"
+	"github.com/bootchain/bootchain/services/dhcpd/internal/ra"
+	"github.com/bootchain/bootchain/services/dhcpd/internal/server"
+	"github.com/insomniacslk/dhcp/dhcpv4/server4"
+	"go.opentelemetry.io/otel/trace"
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+)
+
+// Config configures a dhcpd.
+type Config struct {
+	// Store is the etcd store. Required.
+	Store *store.Store
+	// Site this dhcpd serves. Required.
+	Site string
+	// Interface to serve on (bound with SO_BINDTODEVICE); empty serves every
+	// interface, which only suits relayed traffic and tests.
+	Interface string
+	// ListenAddr of the DHCP socket; default ":67".
+	ListenAddr string
+	// PXEAddr of the proxy-mode boot server socket; default ":4011"; "-" disables.
+	PXEAddr string
+	// GRPC is the admin API server; default address ":9082".
+	GRPC grpcserver.Config
+	// ServerIP is the server identifier and default next-server; default the
+	// interface's first IPv4 address, else Advertise.
+	ServerIP string
+	// Advertise is this host's address as machines reach it: the default of the
+	// site's bootapi, artifactstore and tftpd addresses.
+	Advertise string
+	// Name of this replica, written into leases; default the host name.
+	Name string
+	// Workers answering packets concurrently; default 512.
+	Workers int
+	// LeaseWriters are the etcd transactions in flight; default 8.
+	LeaseWriters int
+	// LeaseBatch is the most lease writes per transaction; default 128.
+	LeaseBatch int
+	// OfferHold is how long an offered address is held; default 30s.
+	OfferHold time.Duration
+	// ReclaimInterval is how often expired leases are reclaimed; default 10s.
+	ReclaimInterval time.Duration
+	// ChainloadWindow: see server.Config; default 2m.
+	ChainloadWindow time.Duration
+	// Seed is written as the site's DHCP settings when the site has none.
+	Seed *bootapiv1.SiteDhcp
+	// TracerProvider for boot-session hops; default the global one.
+	TracerProvider trace.TracerProvider
+	// Logger; default slog.Default().
+	Logger *slog.Logger
+}
+
+// DefaultConfig returns the defaults.
+func DefaultConfig() Config {
+	return Config{
+		Site: "default", ListenAddr: ":67", PXEAddr: ":4011", GRPC: grpcserver.Config{Addr: ":9082"},
+		Workers: 512, LeaseWriters: 8, LeaseBatch: 128, OfferHold: 30 * time.Second,
+		ReclaimInterval: 10 * time.Second, ChainloadWindow: 2 * time.Minute,
+	}
+}
+
+// Validate reports a configuration that cannot work.
+func (c Config) Validate() error {
+	if c.Store == nil {
+		return errors.New("dhcpd: no store")
+	}
+	if c.Site == "" {
+		return errors.New("dhcpd: no site")
+	}
+	if c.ServerIP != "" {
+		if a, err := netip.ParseAddr(c.ServerIP); err != nil || !a.Is4() {
+			return fmt.Errorf("dhcpd: server IP %q: want an IPv4 address", c.ServerIP)
+		}
+	}
+	if c.Advertise != "" {
+		if _, err := netip.ParseAddr(c.Advertise); err != nil {
+			return fmt.Errorf("dhcpd: advertise %q: want an IP address", c.Advertise)
+		}
+	}
+	if c.Workers < 0 || c.LeaseWriters < 0 || c.LeaseBatch < 0 || c.LeaseBatch > 128 {
+		return errors.New("dhcpd: workers, lease writers and batch (<= 128) must not be negative")
+	}
+	if c.Seed != nil {
+		if _, err := server.Compile(&bootapiv1.Site{Dhcp: c.Seed}, server.Defaults{}); err != nil {
+			return fmt.Errorf("dhcpd: seed: %w", err)
+		}
+	}
+	return nil
+}
+
+// Server is a running dhcpd.
+type Server struct {
+	cfg      Config
+	log      *slog.Logger
+	conn     *net.UDPConn
+	pxe      *net.UDPConn
+	grpc     *grpcserver.Server
+	writer   *lease.EtcdWriter
+	alloc    *lease.Allocator
+	handler  *server.Handler
+	rec      *session.Recorder
+	leases   *store.Cache[*dhcpdv1.Lease]
+	sites    *store.Cache[*bootapiv1.Site]
+	machines *store.Cache[*bootapiv1.Machine]
+	defaults server.Defaults
+
+	ready chan struct{}
+	ra    *ra.Responder
+}
+
+// New opens the sockets and prepares the server; Run serves.
+func New(cfg Config) (*Server, error) {
+	def := DefaultConfig()
+	if cfg.ListenAddr == "" {
+		cfg.ListenAddr = def.ListenAddr
+	}
+	if cfg.PXEAddr == "" {
+		cfg.PXEAddr = def.PXEAddr
+	}
+	if cfg.GRPC.Addr == "" {
+		cfg.GRPC.Addr = def.GRPC.Addr
+	}
+	if cfg.OfferHold == 0 {
+		cfg.OfferHold = def.OfferHold
+	}
+	if cfg.ReclaimInterval == 0 {
+		cfg.ReclaimInterval = def.ReclaimInterval
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Name == "" {
+		cfg.Name, _ = os.Hostname()
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	log := cfg.Logger.With("service", "dhcpd", "site", cfg.Site)
+	local, err := localPrefixes(cfg.Interface)
+	if err != nil {
+		return nil, err
+	}
+	serverIP := netip.Addr{}
+	if cfg.ServerIP != "" {
+		serverIP = netip.MustParseAddr(cfg.ServerIP)
+	} else if cfg.Interface != "" && len(local) > 0 {
+		serverIP = local[0].Addr()
+	} else if a, err := netip.ParseAddr(cfg.Advertise); err == nil && a.Is4() && !a.IsLoopback() {
+		serverIP = a
+	}
+	adv, _ := netip.ParseAddr(cfg.Advertise)
+	if !adv.IsValid() {
+		adv = serverIP
+	}
+	s := &Server{cfg: cfg, log: log, defaults: server.Defaults{Advertise: adv}, ready: make(chan struct{})}
+	s.writer = lease.NewEtcdWriter(cfg.Store, cfg.Site, cfg.LeaseWriters, cfg.LeaseBatch)
+	s.alloc = lease.New(lease.Config{Site: cfg.Site, Server: cfg.Name, Writer: s.writer, OfferHold: cfg.OfferHold})
+	s.rec, err = session.New(session.Config{Store: cfg.Store, Service: "dhcpd", Site: cfg.Site, TracerProvider: cfg.TracerProvider, Logger: cfg.Logger})
+	if err != nil {
+		return nil, err
+	}
+	s.leases = store.NewCache(cfg.Store, store.Prefix("leases", cfg.Site), func() *dhcpdv1.Lease { return &dhcpdv1.Lease{} }, log)
+	s.sites = store.NewCache(cfg.Store, store.Prefix("sites"), func() *bootapiv1.Site { return &bootapiv1.Site{} }, log)
+	s.machines = store.NewCache(cfg.Store, store.Prefix("machines"), func() *bootapiv1.Machine { return &bootapiv1.Machine{} }, log)
+	s.handler = server.New(server.Config{
+		Site: cfg.Site, ServerIP: serverIP, Local: local, Alloc: s.alloc, Sessions: s.rec,
+		ChainloadWindow: cfg.ChainloadWindow, Logger: log, Machines: s.machine,
+	})
+
+	udp, err := net.ResolveUDPAddr("udp4", cfg.ListenAddr)
+	if err != nil {
+		return nil, fmt.Errorf("dhcpd: listen address %q: %w", cfg.ListenAddr, err)
+	}
+	if s.conn, err = server4.NewIPv4UDPConn(cfg.Interface, udp); err != nil {
+		return nil, fmt.Errorf("dhcpd: listen %s on %q: %w", cfg.ListenAddr, cfg.Interface, err)
+	}
+	if cfg.PXEAddr != "-" {
+		pa, err := net.ResolveUDPAddr("udp4", cfg.PXEAddr)
+		if err != nil {
+			s.conn.Close()
+			return nil, fmt.Errorf("dhcpd: PXE address %q: %w", cfg.PXEAddr, err)
+		}
+		if s.pxe, err = server4.NewIPv4UDPConn(cfg.Interface, pa); err != nil {
+			s.conn.Close()
+			return nil, fmt.Errorf("dhcpd: listen %s: %w", cfg.PXEAddr, err)
+		}
+	}
+	if cfg.Interface != "" {
+		// Opened now, in the caller's network namespace; the site's
+		// router_advertisements flag decides per solicitation whether to answer.
+		if s.ra, err = ra.Listen(cfg.Interface, log); err != nil {
+			log.Info("no IPv6 router-advertisement responder", "err", err)
+			s.ra = nil
+		}
+	}
+	gcfg := cfg.GRPC
+	if gcfg.Logger == nil {
+		gcfg.Logger = log
+	}
+	if s.grpc, err = grpcserver.New(gcfg); err != nil {
+		s.closeSockets()
+		return nil, err
+	}
+	dhcpdv1.RegisterLeaseServiceServer(s.grpc.GRPC, &admin.Server{Site: cfg.Site, Store: cfg.Store, Leases: s.leases, Alloc: s.alloc})
+	return s, nil
+}
+
+func (s *Server) closeSockets() {
+	s.conn.Close()
+	if s.ra != nil {
+		s.ra.Close()
+	}
+	if s.pxe != nil {
+		s.pxe.Close()
+	}
+}
+
+// localPrefixes are the IPv4 addresses of iface (of every interface when empty).
+func localPrefixes(iface string) ([]netip.Prefix, error) {
+	var addrs []net.Addr
+	var err error
+	if iface != "" {
+		ifi, ierr := net.InterfaceByName(iface)
+		if ierr != nil {
+			return nil, fmt.Errorf("dhcpd: interface %q: %w", iface, ierr)
+		}
+		addrs, err = ifi.Addrs()
+	} else {
+		addrs, err = net.InterfaceAddrs()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("dhcpd: addresses of %q: %w", iface, err)
+	}
+	var out []netip.Prefix
+	for _, a := range addrs {
+		ipn, ok := a.(*net.IPNet)
+		if !ok || ipn.IP.To4() == nil || ipn.IP.IsLoopback() {
+			continue
+		}
+		ip, _ := netip.AddrFromSlice(ipn.IP.To4())
+		ones, _ := ipn.Mask.Size()
+		out = append(out, netip.PrefixFrom(ip, ones))
+	}
+	return out, nil
+}
+
+// Endpoints says where the server listens.
+func (s *Server) Endpoints() []string {
+	on := s.cfg.Interface
+	if on == "" {
+		on = "all interfaces"
+	}
+	out := []string{fmt.Sprintf("dhcp udp %s on %s", s.conn.LocalAddr(), on)}
+	if s.pxe != nil {
+		out = append(out, fmt.Sprintf("pxe udp %s", s.pxe.LocalAddr()))
+	}
+	return append(out, "grpc "+s.grpc.Addr().String())
+}
+
+// GRPCAddr is the admin API's listening address.
+func (s *Server) GRPCAddr() net.Addr { return s.grpc.Addr() }
+
+// DHCPAddr is the DHCP socket's address.
+func (s *Server) DHCPAddr() net.Addr { return s.conn.LocalAddr() }
+
+// Ready is closed once the caches are loaded and packets are answered.
+func (s *Server) Ready() <-chan struct{} { return s.ready }
+
+// Stats are the packet counters.
+func (s *Server) Stats() *server.Stats { return &s.handler.Stats }
+
+// Sessions is the boot-session recorder (for tests: Flush).
+func (s *Server) Sessions() *session.Recorder { return s.rec }
+
+// LeaseWrites returns the etcd transactions and lease writes committed.
+func (s *Server) LeaseWrites() (txns, writes uint64) { return s.writer.Stats() }
+
+func (s *Server) machine(mac string) *bootapiv1.Machine {
+	it, ok := s.machines.Get(mac)
+	if !ok {
+		return nil
+	}
+	site := it.Value.GetSite()
+	if site == "" {
+		site = "default"
+	}
+	if site != s.cfg.Site {
+		return nil
+	}
+	return it.Value
+}
+
+// Run serves until ctx ends; it returns nil after a clean stop.
+func (s *Server) Run(ctx context.Context) error {
+	g, gctx := errgroup.WithContext(ctx)
+	caches, stopCaches := context.WithCancel(context.Background())
+	defer stopCaches()
+	var cwg sync.WaitGroup
+	for _, run := range []func(context.Context) error{s.leases.Run, s.sites.Run, s.machines.Run} {
+		cwg.Add(1)
+		go func() { defer cwg.Done(); run(caches) }()
+	}
+	defer cwg.Wait()
+	defer stopCaches()
+	wctx, stopWriter := context.WithCancel(context.Background())
+	wdone := make(chan struct{})
+	go func() { s.writer.Run(wctx); close(wdone) }()
+	defer func() { stopWriter(); <-wdone }()
+	rdone := make(chan struct{})
+	rctx, stopRec := context.WithCancel(context.Background())
+	go func() { s.rec.Run(rctx); close(rdone) }()
+	defer func() { stopRec(); <-rdone }()
+
+	seedRev, err := s.seed(ctx)
+	if err != nil {
+		s.closeSockets()
+		return err
+	}
+	for _, w := range []func(context.Context) error{s.leases.WaitReady, s.sites.WaitReady, s.machines.WaitReady, s.rec.WaitReady} {
+		if err := w(ctx); err != nil {
+			s.closeSockets()
+			return nil
+		}
+	}
+	// The site cache must show our own seed before the first packet.
+	if err := s.sites.WaitRevision(ctx, seedRev); err != nil {
+		s.closeSockets()
+		return nil
+	}
+	s.applySite()
+	// Until the allocator has the leases etcd holds it would offer taken addresses:
+	// apply the first snapshot before the first packet.
+	snap, events, cancelSub := s.leases.Subscribe(1 << 16)
+	for _, it := range snap {
+		s.alloc.Apply(it.Name, it.Value, it.ModRevision, false)
+	}
+	g.Go(func() error { s.feedLeases(gctx, events, cancelSub); return nil })
+	g.Go(func() error { s.watchSites(gctx); return nil })
+	g.Go(func() error { s.watchMachines(gctx); return nil })
+	g.Go(func() error { s.reclaim(gctx); return nil })
+	g.Go(func() error { return s.grpc.Serve(gctx) })
+	g.Go(func() error { return server.Serve(gctx, s.conn, server.ServerPort, s.handler, s.cfg.Workers) })
+	if s.pxe != nil {
+		g.Go(func() error { return server.Serve(gctx, s.pxe, server.PXEPort, s.handler, 64) })
+	}
+	if s.ra != nil {
+		g.Go(func() error { return s.ra.Run(gctx, func() bool { return s.handler.SiteConfig().RA }) })
+	}
+	s.log.Info("dhcpd serving", "endpoints", s.Endpoints())
+	close(s.ready)
+	err = g.Wait()
+	s.log.Info("dhcpd stopped", "stats", s.handler.Stats.String())
+	if ctx.Err() != nil {
+		return nil
+	}
+	return err
+}
+
+// seed writes Config.Seed as the site's DHCP settings when it has none.
+func (s *Server) seed(ctx context.Context) (int64, error) {
+	if s.cfg.Seed == nil {
+		return 0, nil
+	}
+	_, rev, err := store.Mutate(ctx, s.cfg.Store, store.Key("sites", s.cfg.Site), func() *bootapiv1.Site { return &bootapiv1.Site{} },
+		func(cur *bootapiv1.Site, exists bool) (*bootapiv1.Site, error) {
+			if exists && len(cur.GetDhcp().GetSubnets()) > 0 {
+				return cur, nil
+			}
+			if !exists {
+				cur.Name = s.cfg.Site
+			}
+			cur.Dhcp = proto.Clone(s.cfg.Seed).(*bootapiv1.SiteDhcp)
+			cur.UpdateTime = timestamppb.Now()
+			return cur, nil
+		})
+	if err != nil {
+		return 0, fmt.Errorf("dhcpd: seed site %s: %w", s.cfg.Site, err)
+	}
+	return rev, nil
+}
+
+func (s *Server) applySite() {
+	it, _ := s.sites.Get(s.cfg.Site)
+	sc, err := server.Compile(it.Value, s.defaults)
+	if err != nil {
+		s.log.Error("site DHCP settings rejected; keeping the previous ones", "err", err)
+		return
+	}
+	s.handler.SetSite(sc)
+}
+
+func (s *Server) watchSites(ctx context.Context) {
+	for ctx.Err() == nil {
+		_, events, cancel := s.sites.Subscribe(64)
+		// Anything that changed before the subscription is in the cache already.
+		s.applySite()
+	loop:
+		for {
+			select {
+			case <-ctx.Done():
+				cancel()
+				return
+			case ev, ok := <-events:
+				if !ok {
+					break loop
+				}
+				if ev.Name == s.cfg.Site {
+					s.applySite()
+				}
+			}
+		}
+		cancel()
+		s.applySite()
+	}
+}
+
+// RA returns the router-advertisement responder, nil without an interface or IPv6.
+func (s *Server) RA() *ra.Responder { return s.ra }
+
+func (s *Server) watchMachines(ctx context.Context) {
+	for ctx.Err() == nil {
+		_, events, cancel := s.machines.Subscribe(1024)
+		s.reservations()
+	loop:
+		for {
+			select {
+			case <-ctx.Done():
+				cancel()
+				return
+			case _, ok := <-events:
+				if !ok {
+					break loop
+				}
+				// Coalesce a burst of changes into one recomputation.
+			drain:
+				for {
+					select {
+					case _, ok := <-events:
+						if !ok {
+							break drain
+						}
+					default:
+						break drain
+					}
+				}
+				s.reservations()
+			}
+		}
+		cancel()
+	}
+}
+
+func (s *Server) reservations() {
+	r := map[netip.Addr]string{}
+	for _, it := range s.machines.List(nil) {
+		if s.machine(it.Name) == nil || it.Value.GetIpv4Address() == "" {
+			continue
+		}
+		if a, err := netip.ParseAddr(it.Value.GetIpv4Address()); err == nil && a.Is4() {
+			r[a] = it.Value.GetMac()
+		}
+	}
+	s.alloc.SetReservations(r)
+}
+
+func (s *Server) feedLeases(ctx context.Context, events <-chan store.Event[*dhcpdv1.Lease], cancel func()) {
+	for ctx.Err() == nil {
+		for {
+			select {
+			case <-ctx.Done():
+				cancel()
+				return
+			case ev, ok := <-events:
+				if !ok {
+					goto again
+				}
+				s.alloc.Apply(ev.Name, ev.Value, ev.ModRevision, ev.Deleted)
+			}
+		}
+	again:
+		cancel()
+		// Fell behind the watch: start over from a fresh snapshot.
+		var snap []store.Item[*dhcpdv1.Lease]
+		snap, events, cancel = s.leases.Subscribe(1 << 16)
+		for _, it := range snap {
+			s.alloc.Apply(it.Name, it.Value, it.ModRevision, false)
+		}
+	}
+	cancel()
+}
+
+func (s *Server) reclaim(ctx context.Context) {
+	t := time.NewTicker(s.cfg.ReclaimInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if n := s.alloc.Reclaim(ctx, 4096); n > 0 {
+				s.log.Debug("expired leases reclaimed", "count", n)
+			}
+		}
+	}
+}

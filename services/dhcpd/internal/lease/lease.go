@@ -1,0 +1,649 @@
+// Package lease hands out IPv4 addresses from a site's pools, durably and without
+// duplicates across replicas.
+//
+// The Allocator keeps every lease of the site in memory (fed by the etcd watch
+// through Apply and by its own writes), so choosing an address never reads etcd.
+// Every offer and every bind is a write that compares the lease key's mod_revision
+// (see EtcdWriter), so two replicas that pick the same address at the same moment
+// cannot both win: the loser sees ErrConflict, learns the winner's lease and picks
+// another address. A bind returns only after its write is committed, so an ACK is
+// never sent for a lease etcd does not hold.
+//
+//	a := lease.New(lease.Config{Site: "lab", Server: "dhcpd-1", Writer: w})
+//	a.SetSubnets(subnets)
+//	ip, l, err := a.Offer(ctx, lease.Client{MAC: mac}, subnet)
+//	l, err = a.Bind(ctx, lease.Client{MAC: mac}, ip, subnet, nil)
+package lease
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"sort"
+	"sync"
+	"time"
+
+	dhcpdv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/dhcpd/v1"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+)
+
+// Errors of the Allocator; compare with errors.Is.
+var (
+	// ErrExhausted: no free address in the subnet's pools.
+	ErrExhausted = errors.New("lease: pool exhausted")
+	// ErrTaken: the address belongs to another client (answer NAK).
+	ErrTaken = errors.New("lease: address held by another client")
+	// ErrNotServed: the address is not one this subnet hands out (answer NAK).
+	ErrNotServed = errors.New("lease: address not served here")
+	// ErrNotOwner: a release or decline from a client that does not hold the address.
+	ErrNotOwner = errors.New("lease: client does not hold the address")
+)
+
+// Range is an inclusive range of addresses.
+type Range struct {
+	Start, End netip.Addr
+}
+
+// Size is the number of addresses in r.
+func (r Range) Size() uint32 {
+	s, e := r.Start.As4(), r.End.As4()
+	return be32(e) - be32(s) + 1
+}
+
+// Contains reports whether ip lies in r.
+func (r Range) Contains(ip netip.Addr) bool {
+	return ip.Is4() && r.Start.Compare(ip) <= 0 && ip.Compare(r.End) <= 0
+}
+
+func be32(b [4]byte) uint32 {
+	return uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
+}
+
+func fromU32(v uint32) netip.Addr {
+	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
+}
+
+// Subnet is one subnet with the pools the Allocator hands out from.
+type Subnet struct {
+	Prefix    netip.Prefix
+	Pools     []Range
+	LeaseTime time.Duration
+}
+
+// InPool reports whether ip lies in one of s's pools.
+func (s *Subnet) InPool(ip netip.Addr) bool {
+	for _, r := range s.Pools {
+		if r.Contains(ip) {
+			return true
+		}
+	}
+	return false
+}
+
+// Client is who asks for an address and what they said about themselves.
+type Client struct {
+	MAC      string
+	ClientID []byte
+	Hostname string
+	Relay    *dhcpdv1.RelayInfo
+	Giaddr   string
+	// Requested is the address the client asked for (option 50 or ciaddr).
+	Requested netip.Addr
+	// Reserved is the machine record's fixed address, if any.
+	Reserved netip.Addr
+}
+
+// Config configures an Allocator.
+type Config struct {
+	// Site whose leases these are.
+	Site string
+	// Server names this replica in the leases it writes.
+	Server string
+	// Writer makes changes durable. Required.
+	Writer Writer
+	// OfferHold is how long an offered address stays held for the client; default 30s.
+	OfferHold time.Duration
+	// Quarantine is how long a declined address stays out of use; default 10m.
+	Quarantine time.Duration
+	// Now is the clock; default time.Now.
+	Now func() time.Time
+}
+
+type entry struct {
+	l   *dhcpdv1.Lease
+	rev int64
+	// busy: a write of this address is in flight from this process.
+	busy bool
+}
+
+// Allocator is the in-memory view of a site's leases plus the logic that changes
+// them.
+type Allocator struct {
+	cfg Config
+
+	mu      sync.Mutex
+	leases  map[netip.Addr]*entry
+	byMAC   map[string]netip.Addr
+	subnets []*Subnet
+	cursor  map[netip.Prefix]uint32
+	// reserved maps fixed addresses of machine records to their MAC.
+	reserved map[netip.Addr]string
+}
+
+// New returns an empty Allocator.
+func New(cfg Config) *Allocator {
+	if cfg.OfferHold == 0 {
+		cfg.OfferHold = 30 * time.Second
+	}
+	if cfg.Quarantine == 0 {
+		cfg.Quarantine = 10 * time.Minute
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return &Allocator{cfg: cfg, leases: map[netip.Addr]*entry{}, byMAC: map[string]netip.Addr{},
+		cursor: map[netip.Prefix]uint32{}, reserved: map[netip.Addr]string{}}
+}
+
+// SetSubnets replaces the subnets served.
+func (a *Allocator) SetSubnets(subs []*Subnet) {
+	a.mu.Lock()
+	a.subnets = subs
+	a.mu.Unlock()
+}
+
+// SetQuarantine changes how long declined addresses stay out of use.
+func (a *Allocator) SetQuarantine(d time.Duration) {
+	if d <= 0 {
+		return
+	}
+	a.mu.Lock()
+	a.cfg.Quarantine = d
+	a.mu.Unlock()
+}
+
+// SetReservations replaces the fixed addresses (address -> MAC).
+func (a *Allocator) SetReservations(r map[netip.Addr]string) {
+	a.mu.Lock()
+	a.reserved = r
+	a.mu.Unlock()
+}
+
+// Apply records a lease as seen in etcd (from the watch). Older revisions than
+// the one held are ignored, so the watch and this process's own writes can arrive
+// in any order.
+func (a *Allocator) Apply(ipStr string, l *dhcpdv1.Lease, rev int64, deleted bool) {
+	ip, err := netip.ParseAddr(ipStr)
+	if err != nil {
+		return
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.applyLocked(ip, l, rev, deleted)
+}
+
+func (a *Allocator) applyLocked(ip netip.Addr, l *dhcpdv1.Lease, rev int64, deleted bool) {
+	e := a.leases[ip]
+	if e != nil && rev <= e.rev && rev != 0 {
+		return
+	}
+	if e != nil && e.l != nil {
+		if cur, ok := a.byMAC[e.l.GetMac()]; ok && cur == ip {
+			delete(a.byMAC, e.l.GetMac())
+		}
+	}
+	if deleted || l == nil {
+		if e != nil {
+			if e.busy {
+				e.l, e.rev = nil, rev
+			} else {
+				delete(a.leases, ip)
+			}
+		}
+		return
+	}
+	if e == nil {
+		e = &entry{}
+		a.leases[ip] = e
+	}
+	e.l, e.rev = l, rev
+	if m := l.GetMac(); m != "" && l.GetState() != dhcpdv1.LeaseState_LEASE_STATE_DECLINED {
+		a.byMAC[m] = ip
+	}
+}
+
+// live reports whether l keeps its address from anyone else at now.
+func live(l *dhcpdv1.Lease, now time.Time) bool {
+	if l == nil {
+		return false
+	}
+	switch l.GetState() {
+	case dhcpdv1.LeaseState_LEASE_STATE_OFFERED, dhcpdv1.LeaseState_LEASE_STATE_BOUND, dhcpdv1.LeaseState_LEASE_STATE_DECLINED:
+		return now.Before(l.GetExpireTime().AsTime())
+	}
+	return false
+}
+
+// usableLocked reports whether ip may be given to mac now.
+func (a *Allocator) usableLocked(ip netip.Addr, mac string, now time.Time) bool {
+	if r, ok := a.reserved[ip]; ok && r != mac {
+		return false
+	}
+	e := a.leases[ip]
+	if e == nil {
+		return true
+	}
+	if e.busy {
+		return false
+	}
+	if !live(e.l, now) {
+		return true
+	}
+	return e.l.GetMac() == mac && e.l.GetState() != dhcpdv1.LeaseState_LEASE_STATE_DECLINED
+}
+
+// Lookup returns the lease of ip (read-only) and its revision.
+func (a *Allocator) Lookup(ip netip.Addr) (*dhcpdv1.Lease, int64, bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	e := a.leases[ip]
+	if e == nil || e.l == nil {
+		return nil, 0, false
+	}
+	return e.l, e.rev, true
+}
+
+// ByMAC returns the lease last held by mac (read-only).
+func (a *Allocator) ByMAC(mac string) (*dhcpdv1.Lease, bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	ip, ok := a.byMAC[mac]
+	if !ok {
+		return nil, false
+	}
+	e := a.leases[ip]
+	if e == nil || e.l == nil {
+		return nil, false
+	}
+	return e.l, true
+}
+
+// Len is the number of addresses with a lease record.
+func (a *Allocator) Len() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return len(a.leases)
+}
+
+// pickLocked chooses an address for c in sub, in order: the machine's fixed
+// address, the client's current or last address, the address it asked for, then
+// the next free address of the pools.
+func (a *Allocator) pickLocked(c Client, sub *Subnet, now time.Time, avoid map[netip.Addr]bool) (netip.Addr, bool) {
+	ok := func(ip netip.Addr) bool {
+		return ip.IsValid() && !avoid[ip] && sub.Prefix.Contains(ip) && a.usableLocked(ip, c.MAC, now)
+	}
+	if c.Reserved.IsValid() {
+		if ok(c.Reserved) {
+			return c.Reserved, true
+		}
+	}
+	if ip, found := a.byMAC[c.MAC]; found && sub.InPool(ip) && ok(ip) {
+		return ip, true
+	}
+	if sub.InPool(c.Requested) && ok(c.Requested) {
+		return c.Requested, true
+	}
+	var total uint32
+	for _, r := range sub.Pools {
+		total += r.Size()
+	}
+	if total == 0 {
+		return netip.Addr{}, false
+	}
+	start := a.cursor[sub.Prefix] % total
+	for i := uint32(0); i < total; i++ {
+		n := (start + i) % total
+		ip := nth(sub.Pools, n)
+		if ok(ip) {
+			a.cursor[sub.Prefix] = n + 1
+			return ip, true
+		}
+	}
+	return netip.Addr{}, false
+}
+
+func nth(pools []Range, n uint32) netip.Addr {
+	for _, r := range pools {
+		if s := r.Size(); n < s {
+			return fromU32(be32(r.Start.As4()) + n)
+		} else {
+			n -= s
+		}
+	}
+	return netip.Addr{}
+}
+
+func (a *Allocator) newLease(c Client, ip netip.Addr, sub *Subnet, state dhcpdv1.LeaseState, until time.Time, now time.Time) *dhcpdv1.Lease {
+	return &dhcpdv1.Lease{
+		Ip: ip.String(), Mac: c.MAC, State: state, ExpireTime: timestamppb.New(until),
+		Hostname: c.Hostname, ClientId: c.ClientID, Relay: c.Relay, Giaddr: c.Giaddr,
+		Subnet: sub.Prefix.String(), UpdateTime: timestamppb.New(now), Site: a.cfg.Site, Server: a.cfg.Server,
+	}
+}
+
+// write performs w with ip marked busy and folds the outcome into the view.
+// The caller holds a.mu and has set the entry busy; write releases and retakes it.
+func (a *Allocator) writeLocked(ctx context.Context, ip netip.Addr, w Write) Result {
+	a.mu.Unlock()
+	res := a.cfg.Writer.Write(ctx, w)
+	a.mu.Lock()
+	if e := a.leases[ip]; e != nil {
+		e.busy = false
+	}
+	switch {
+	case res.Err == nil:
+		a.applyLocked(ip, w.Lease, res.Rev, false)
+	case errors.Is(res.Err, ErrConflict):
+		a.applyLocked(ip, res.Current, res.CurrentRev, res.Current == nil)
+	}
+	if e := a.leases[ip]; e != nil && e.l == nil && !e.busy {
+		delete(a.leases, ip)
+	}
+	return res
+}
+
+func (a *Allocator) markBusyLocked(ip netip.Addr) int64 {
+	e := a.leases[ip]
+	if e == nil {
+		e = &entry{}
+		a.leases[ip] = e
+	}
+	e.busy = true
+	return e.rev
+}
+
+// Offer picks an address for c in sub and holds it for OfferHold. A client that
+// already holds a live lease is offered that lease again without a write.
+func (a *Allocator) Offer(ctx context.Context, c Client, sub *Subnet) (*dhcpdv1.Lease, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	avoid := map[netip.Addr]bool{}
+	for attempt := 0; attempt < 8; attempt++ {
+		now := a.cfg.Now()
+		ip, ok := a.pickLocked(c, sub, now, avoid)
+		if !ok {
+			return nil, fmt.Errorf("%w: %s", ErrExhausted, sub.Prefix)
+		}
+		if e := a.leases[ip]; e != nil && live(e.l, now) && e.l.GetMac() == c.MAC &&
+			e.l.GetExpireTime().AsTime().Sub(now) > a.cfg.OfferHold/2 {
+			return e.l, nil
+		}
+		until := now.Add(a.cfg.OfferHold)
+		if e := a.leases[ip]; e != nil && e.l.GetState() == dhcpdv1.LeaseState_LEASE_STATE_BOUND &&
+			e.l.GetMac() == c.MAC && e.l.GetExpireTime().AsTime().After(until) {
+			until = e.l.GetExpireTime().AsTime()
+		}
+		l := a.newLease(c, ip, sub, dhcpdv1.LeaseState_LEASE_STATE_OFFERED, until, now)
+		prev := a.markBusyLocked(ip)
+		res := a.writeLocked(ctx, ip, Write{IP: ip.String(), Lease: l, PrevRev: prev})
+		if res.Err == nil {
+			return l, nil
+		}
+		if !errors.Is(res.Err, ErrConflict) {
+			return nil, res.Err
+		}
+		avoid[ip] = true
+	}
+	return nil, fmt.Errorf("%w: %s: too many conflicts", ErrExhausted, sub.Prefix)
+}
+
+// Bind gives ip to c for the subnet's lease time, or extends c's lease. mutate, if
+// set, may add fields to the lease before it is written. Bind returns only after
+// the lease is durable; a client that re-sends a request for a lease it was just
+// granted gets that lease back without another write.
+func (a *Allocator) Bind(ctx context.Context, c Client, ip netip.Addr, sub *Subnet, mutate func(*dhcpdv1.Lease)) (*dhcpdv1.Lease, error) {
+	if !ip.Is4() || !sub.Prefix.Contains(ip) {
+		return nil, fmt.Errorf("%w: %s not in %s", ErrNotServed, ip, sub.Prefix)
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	leaseTime := sub.LeaseTime
+	if leaseTime <= 0 {
+		leaseTime = time.Hour
+	}
+	for attempt := 0; attempt < 4; attempt++ {
+		now := a.cfg.Now()
+		if r, ok := a.reserved[ip]; ok && r != c.MAC {
+			return nil, fmt.Errorf("%w: %s is reserved for %s", ErrTaken, ip, r)
+		}
+		if !sub.InPool(ip) && c.Reserved != ip {
+			return nil, fmt.Errorf("%w: %s", ErrNotServed, ip)
+		}
+		e := a.leases[ip]
+		if e != nil && e.busy {
+			// Another packet of ours is writing this address; wait for it.
+			a.mu.Unlock()
+			select {
+			case <-ctx.Done():
+				a.mu.Lock()
+				return nil, ctx.Err()
+			case <-time.After(2 * time.Millisecond):
+			}
+			a.mu.Lock()
+			continue
+		}
+		var cur *dhcpdv1.Lease
+		var prev int64
+		if e != nil {
+			cur, prev = e.l, e.rev
+		}
+		if live(cur, now) && cur.GetMac() != c.MAC {
+			return nil, fmt.Errorf("%w: %s held by %s", ErrTaken, ip, cur.GetMac())
+		}
+		if live(cur, now) && cur.GetState() == dhcpdv1.LeaseState_LEASE_STATE_DECLINED {
+			return nil, fmt.Errorf("%w: %s is quarantined", ErrTaken, ip)
+		}
+		l := a.newLease(c, ip, sub, dhcpdv1.LeaseState_LEASE_STATE_BOUND, now.Add(leaseTime), now)
+		if cur != nil && cur.GetMac() == c.MAC {
+			l.ChainloadTime = cur.GetChainloadTime()
+			if l.Relay == nil {
+				l.Relay = cur.GetRelay()
+			}
+		}
+		if mutate != nil {
+			mutate(l)
+		}
+		if fresh(cur, l, leaseTime, now) {
+			return cur, nil
+		}
+		a.markBusyLocked(ip)
+		res := a.writeLocked(ctx, ip, Write{IP: ip.String(), Lease: l, PrevRev: prev})
+		if res.Err == nil {
+			return l, nil
+		}
+		if !errors.Is(res.Err, ErrConflict) {
+			return nil, res.Err
+		}
+	}
+	return nil, fmt.Errorf("%w: %s: too many conflicts", ErrTaken, ip)
+}
+
+// fresh reports whether cur is a bound lease for the same client, written within
+// the last eighth of its lease time, that next would not change: a retransmitted
+// REQUEST needs no second write.
+func fresh(cur, next *dhcpdv1.Lease, leaseTime time.Duration, now time.Time) bool {
+	if cur == nil || cur.GetState() != dhcpdv1.LeaseState_LEASE_STATE_BOUND || cur.GetMac() != next.GetMac() {
+		return false
+	}
+	if cur.GetExpireTime().AsTime().Sub(now) < leaseTime*7/8 {
+		return false
+	}
+	a := proto.Clone(next).(*dhcpdv1.Lease)
+	a.ExpireTime, a.UpdateTime, a.Server = cur.GetExpireTime(), cur.GetUpdateTime(), cur.GetServer()
+	return proto.Equal(a, cur)
+}
+
+// change rewrites the lease of ip with fn while it still satisfies check.
+func (a *Allocator) change(ctx context.Context, ip netip.Addr, check func(*dhcpdv1.Lease) error, fn func(*dhcpdv1.Lease)) (*dhcpdv1.Lease, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for attempt := 0; attempt < 4; attempt++ {
+		e := a.leases[ip]
+		if e != nil && e.busy {
+			a.mu.Unlock()
+			select {
+			case <-ctx.Done():
+				a.mu.Lock()
+				return nil, ctx.Err()
+			case <-time.After(2 * time.Millisecond):
+			}
+			a.mu.Lock()
+			continue
+		}
+		var cur *dhcpdv1.Lease
+		var prev int64
+		if e != nil {
+			cur, prev = e.l, e.rev
+		}
+		if err := check(cur); err != nil {
+			return nil, err
+		}
+		var l *dhcpdv1.Lease
+		if cur != nil {
+			l = proto.Clone(cur).(*dhcpdv1.Lease)
+		} else {
+			l = &dhcpdv1.Lease{Ip: ip.String(), Site: a.cfg.Site}
+		}
+		fn(l)
+		l.UpdateTime, l.Server = timestamppb.New(a.cfg.Now()), a.cfg.Server
+		a.markBusyLocked(ip)
+		res := a.writeLocked(ctx, ip, Write{IP: ip.String(), Lease: l, PrevRev: prev})
+		if res.Err == nil {
+			return l, nil
+		}
+		if !errors.Is(res.Err, ErrConflict) {
+			return nil, res.Err
+		}
+	}
+	return nil, fmt.Errorf("%w: %s", ErrConflict, ip)
+}
+
+// Release ends the lease of ip. mac empty releases whoever holds it (admin).
+func (a *Allocator) Release(ctx context.Context, ip netip.Addr, mac string) (*dhcpdv1.Lease, error) {
+	return a.change(ctx, ip, func(cur *dhcpdv1.Lease) error {
+		if cur == nil || (mac != "" && cur.GetMac() != mac) {
+			return fmt.Errorf("%w: %s", ErrNotOwner, ip)
+		}
+		return nil
+	}, func(l *dhcpdv1.Lease) {
+		l.State, l.ExpireTime, l.ChainloadTime = dhcpdv1.LeaseState_LEASE_STATE_RELEASED, timestamppb.New(a.cfg.Now()), nil
+	})
+}
+
+// Decline quarantines ip after mac found it in use; only a client that was
+// offered or holds the address may decline it.
+func (a *Allocator) Decline(ctx context.Context, ip netip.Addr, mac string, sub *Subnet) (*dhcpdv1.Lease, error) {
+	if sub == nil || !sub.InPool(ip) {
+		return nil, fmt.Errorf("%w: %s", ErrNotServed, ip)
+	}
+	return a.change(ctx, ip, func(cur *dhcpdv1.Lease) error {
+		if cur == nil || cur.GetMac() != mac {
+			return fmt.Errorf("%w: %s", ErrNotOwner, ip)
+		}
+		return nil
+	}, func(l *dhcpdv1.Lease) {
+		l.State, l.ExpireTime = dhcpdv1.LeaseState_LEASE_STATE_DECLINED, timestamppb.New(a.cfg.Now().Add(a.cfg.Quarantine))
+		l.ChainloadTime = nil
+	})
+}
+
+// Reclaim marks offered and bound leases whose time ran out as expired, so the
+// pool shows them free and `bootctl leases` tells them apart. Any replica may run
+// it; the writes compare revisions. It returns how many it reclaimed.
+func (a *Allocator) Reclaim(ctx context.Context, limit int) int {
+	now := a.cfg.Now()
+	a.mu.Lock()
+	var due []netip.Addr
+	for ip, e := range a.leases {
+		if e.busy || e.l == nil {
+			continue
+		}
+		switch e.l.GetState() {
+		case dhcpdv1.LeaseState_LEASE_STATE_OFFERED, dhcpdv1.LeaseState_LEASE_STATE_BOUND, dhcpdv1.LeaseState_LEASE_STATE_DECLINED:
+			if !now.Before(e.l.GetExpireTime().AsTime()) {
+				due = append(due, ip)
+			}
+		}
+		if limit > 0 && len(due) >= limit {
+			break
+		}
+	}
+	a.mu.Unlock()
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	n := 0
+	sem := make(chan struct{}, 64)
+	for _, ip := range due {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			_, err := a.change(ctx, ip, func(cur *dhcpdv1.Lease) error {
+				if cur == nil || live(cur, now) || cur.GetState() == dhcpdv1.LeaseState_LEASE_STATE_EXPIRED ||
+					cur.GetState() == dhcpdv1.LeaseState_LEASE_STATE_RELEASED {
+					return ErrNotOwner
+				}
+				return nil
+			}, func(l *dhcpdv1.Lease) {
+				l.State, l.ChainloadTime = dhcpdv1.LeaseState_LEASE_STATE_EXPIRED, nil
+			})
+			if err == nil {
+				mu.Lock()
+				n++
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	return n
+}
+
+// Usage counts one pool's addresses by state.
+type Usage struct {
+	Subnet                               netip.Prefix
+	Pool                                 Range
+	Size, Bound, Offered, Declined, Free uint32
+}
+
+// Usage returns the usage of every pool.
+func (a *Allocator) Usage() []Usage {
+	now := a.cfg.Now()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var out []Usage
+	for _, s := range a.subnets {
+		for _, r := range s.Pools {
+			u := Usage{Subnet: s.Prefix, Pool: r, Size: r.Size()}
+			for ip, e := range a.leases {
+				if !r.Contains(ip) || !live(e.l, now) {
+					continue
+				}
+				switch e.l.GetState() {
+				case dhcpdv1.LeaseState_LEASE_STATE_BOUND:
+					u.Bound++
+				case dhcpdv1.LeaseState_LEASE_STATE_OFFERED:
+					u.Offered++
+				case dhcpdv1.LeaseState_LEASE_STATE_DECLINED:
+					u.Declined++
+				}
+			}
+			u.Free = u.Size - u.Bound - u.Offered - u.Declined
+			out = append(out, u)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Pool.Start.Less(out[j].Pool.Start) })
+	return out
+}
