@@ -198,6 +198,11 @@ func (r *Recorder) Get(mac string) (*bootapiv1.BootSession, bool) {
 	if s == nil {
 		return nil, false
 	}
+	// The local view holds no hops (see enqueue): the cache has them, once the
+	// writes land.
+	if it, ok := r.cache.Get(mac); ok && it.Value.GetTraceId() == s.GetTraceId() {
+		s = it.Value
+	}
 	return proto.Clone(s).(*bootapiv1.BootSession), true
 }
 
@@ -372,13 +377,16 @@ func (r *Recorder) enqueue(mac string, open *bootapiv1.BootSession, m mutation) 
 	if open != nil {
 		base = nil
 	}
+	// The local view answers "which session, in what state" at once; it keeps no
+	// hops, so a busy machine does not copy its whole history on every hop.
 	var next *bootapiv1.BootSession
 	if base != nil {
-		next = m(proto.Clone(base).(*bootapiv1.BootSession))
+		next = m(head(base))
 	} else {
 		next = m(nil)
 	}
 	if next != nil {
+		next.Hops = nil
 		r.local[mac] = next
 	}
 	r.pending[mac] = append(q, m)
@@ -719,4 +727,14 @@ func stallVerdict(bs *bootapiv1.BootSession, after time.Duration) (bootapiv1.Ses
 		return bootapiv1.SessionState_SESSION_STATE_FAILED, last.GetName(), fmt.Sprintf("%s (%s) failed: %s", last.GetName(), last.GetService(), last.GetDetail())
 	}
 	return bootapiv1.SessionState_SESSION_STATE_STALLED, last.GetName(), fmt.Sprintf("no progress for %s after %s (%s) %s", after, last.GetName(), last.GetService(), last.GetDetail())
+}
+
+// head copies a session without its hops. bs may be a shared cache value: it is
+// only read.
+func head(bs *bootapiv1.BootSession) *bootapiv1.BootSession {
+	return &bootapiv1.BootSession{
+		Mac: bs.GetMac(), Site: bs.GetSite(), TraceId: bs.GetTraceId(), Traceparent: bs.GetTraceparent(),
+		StartTime: bs.GetStartTime(), UpdateTime: bs.GetUpdateTime(), State: bs.GetState(), Ip: bs.GetIp(),
+		JobId: bs.GetJobId(), FailedHop: bs.GetFailedHop(), Message: bs.GetMessage(),
+	}
 }

@@ -64,6 +64,11 @@ type Handler struct {
 	log   *slog.Logger
 	mux   *http.ServeMux
 	touch *toucher
+
+	menuMu    sync.Mutex
+	menuRev   int64
+	menuCache string
+	menuItems int
 	// Counters for tests and metrics.
 	Scripts, Dispatches, Reports, Rejected atomic.Int64
 }
@@ -255,18 +260,39 @@ func (h *Handler) local(mac string, sanboot bool, why string) decision {
 }
 
 func (h *Handler) menu(m *bootapiv1.Machine, site *bootapiv1.Site) decision {
-	var items []script.MenuItem
-	for _, it := range h.cfg.State.Profiles.List(func(it store.Item[*bootapiv1.Profile]) bool { return it.Value.GetMenu() }) {
-		u := h.configURL()
-		u.RawQuery = url.Values{"mac": {m.GetMac()}, "profile": {it.Value.GetName()}}.Encode()
-		items = append(items, script.MenuItem{Profile: it.Value.GetName(), Description: it.Value.GetDescription(), URL: u})
+	body, n, err := h.menuBody()
+	if err == nil {
+		var head string
+		head, err = script.MenuHead(m.GetMac(), m.GetHostname(), site.GetName())
+		body = head + body
 	}
-	s, err := script.RenderMenu(script.Menu{MAC: m.GetMac(), Hostname: m.GetHostname(), Site: site.GetName(), Items: items, Timeout: h.cfg.MenuTimeout})
 	if err != nil {
 		h.log.Error("menu not rendered", "mac", m.GetMac(), "err", err)
 		return decision{script: script.Failure(m.GetMac(), "menu could not be rendered"), detail: "menu render failed: " + err.Error(), final: true}
 	}
-	return decision{script: s, detail: fmt.Sprintf("menu (%d profiles)", len(items)), final: true}
+	return decision{script: body, detail: fmt.Sprintf("menu (%d profiles)", n), final: true}
+}
+
+// menuBody renders the shared part of the menu once per change of the profiles.
+func (h *Handler) menuBody() (string, int, error) {
+	rev := h.cfg.State.Profiles.Revision()
+	h.menuMu.Lock()
+	defer h.menuMu.Unlock()
+	if h.menuRev == rev && h.menuCache != "" {
+		return h.menuCache, h.menuItems, nil
+	}
+	var items []script.MenuItem
+	for _, it := range h.cfg.State.Profiles.List(func(it store.Item[*bootapiv1.Profile]) bool { return it.Value.GetMenu() }) {
+		u := h.configURL()
+		u.RawQuery = url.Values{"profile": {it.Value.GetName()}}.Encode()
+		items = append(items, script.MenuItem{Profile: it.Value.GetName(), Description: it.Value.GetDescription(), URL: u})
+	}
+	body, err := script.MenuBody(items, h.cfg.MenuTimeout)
+	if err != nil {
+		return "", 0, err
+	}
+	h.menuRev, h.menuCache, h.menuItems = rev, body, len(items)
+	return body, len(items), nil
 }
 
 // dispatch renders the job's script and moves the job pending -> dispatched in one

@@ -48,7 +48,9 @@ func checkScript(t *testing.T, s string, wantLines int) {
 				t.Fatalf("separator in line %q", l)
 			}
 		}
-		if i := strings.Index(l, "${"); i >= 0 && l != "goto ${target}" {
+		// bootchain's own references are the only expansions allowed.
+		own := strings.NewReplacer("${target}", "", "${net0/mac:uristring}", "").Replace(l)
+		if strings.Contains(own, "${") {
 			t.Fatalf("expansion in line %q", l)
 		}
 	}

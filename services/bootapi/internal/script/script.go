@@ -127,7 +127,8 @@ func Shell(mac string) (string, error) {
 type MenuItem struct {
 	Profile     string
 	Description string
-	// URL boots the profile for this machine.
+	// URL boots the profile; the menu adds the machine's MAC from iPXE's own
+	// ${net0/mac}, so one rendered menu serves every machine.
 	URL *url.URL
 }
 
@@ -141,20 +142,40 @@ type Menu struct {
 // RenderMenu renders the menu: local disk (the default on timeout), the menu
 // profiles, the iPXE shell, reboot.
 func RenderMenu(m Menu) (string, error) {
-	var b ipxe.Builder
-	b.Comment("bootchain: menu for " + m.MAC)
-	title := m.Hostname
-	if title == "" {
-		title = m.MAC
+	body, err := MenuBody(m.Items, m.Timeout)
+	if err != nil {
+		return "", err
 	}
-	if m.Site != "" {
-		title += " (site " + m.Site + ")"
+	head, err := MenuHead(m.MAC, m.Hostname, m.Site)
+	if err != nil {
+		return "", err
+	}
+	return head + body, nil
+}
+
+// MenuHead renders the per-machine start of the menu: its title.
+func MenuHead(mac, hostname, site string) (string, error) {
+	var b ipxe.Builder
+	b.Comment("bootchain: menu for " + mac)
+	title := hostname
+	if title == "" {
+		title = mac
+	}
+	if site != "" {
+		title += " (site " + site + ")"
 	}
 	b.Label("start")
 	b.Line("menu", ipxe.Text("bootchain: "+title))
+	return b.Script()
+}
+
+// MenuBody renders the part of the menu every machine shares: the items and what
+// they do. Callers cache it until the profiles change.
+func MenuBody(items []MenuItem, timeout time.Duration) (string, error) {
+	var b ipxe.Builder
 	b.Line("item", ipxe.Raw("--gap --"), ipxe.Raw("Boot"))
 	b.Line("item", ipxe.Raw("local"), ipxe.Raw("Boot from local disk"))
-	items := append([]MenuItem(nil), m.Items...)
+	items = append([]MenuItem(nil), items...)
 	sort.Slice(items, func(i, j int) bool { return items[i].Profile < items[j].Profile })
 	if len(items) > 0 {
 		b.Line("item", ipxe.Raw("--gap --"), ipxe.Raw("Install"))
@@ -172,7 +193,7 @@ func RenderMenu(m Menu) (string, error) {
 	b.Line("item", ipxe.Raw("--gap --"), ipxe.Raw("Tools"))
 	b.Line("item", ipxe.Raw("shell"), ipxe.Raw("iPXE shell"))
 	b.Line("item", ipxe.Raw("reboot"), ipxe.Raw("Reboot"))
-	ms := m.Timeout.Milliseconds()
+	ms := timeout.Milliseconds()
 	if ms <= 0 {
 		ms = 10000
 	}
@@ -182,14 +203,23 @@ func RenderMenu(m Menu) (string, error) {
 	b.Line("exit")
 	for _, it := range items {
 		b.Label("p-" + it.Profile)
-		b.Line("chain", ipxe.Raw("--autofree"), ipxe.URL(it.URL), ipxe.Raw("|| goto start"))
+		u, err := ipxe.URL(it.URL).String()
+		if err != nil {
+			return "", err
+		}
+		sep := "?"
+		if strings.Contains(u, "?") {
+			sep = "&"
+		}
+		b.Line("chain", ipxe.Raw("--autofree"), ipxe.Raw(u+sep+"mac=${net0/mac:uristring}"), ipxe.Raw("|| goto start"))
 	}
 	b.Label("shell")
 	b.Line("shell")
 	b.Line("goto", ipxe.Raw("start"))
 	b.Label("reboot")
 	b.Line("reboot")
-	return b.Script()
+	s, err := b.Script()
+	return strings.TrimPrefix(s, "#!ipxe\n"), err
 }
 
 // Failure renders a script that tells the console what went wrong and falls back

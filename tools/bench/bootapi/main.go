@@ -1,0 +1,333 @@
+// Command bootapi benchmarks bootapi's script endpoint against nginx serving a
+// static script of the same size, in the same run, with wrk (64 connections).
+//
+//	go run ./tools/bench/bootapi -machines 10000 -duration 10s
+//
+// bootapi runs in this process on a real (fsyncing) embedded etcd with -machines
+// registered machines; each wrk request asks for a random one of them, so the
+// cache, the session recorder and the renderer all do their real work. nginx serves
+// a file holding a rendered script: the upper bound for "answer a small GET".
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"runtime/pprof"
+	"strconv"
+	"sync"
+	"time"
+
+	bootapiv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/bootapi/v1"
+	"github.com/bootchain/bootchain/pkg/grpcclient"
+	"github.com/bootchain/bootchain/pkg/grpcserver"
+	"github.com/bootchain/bootchain/pkg/store"
+	"github.com/bootchain/bootchain/pkg/tlsconf"
+	"github.com/bootchain/bootchain/services/bootapi"
+)
+
+var cpuProfile string
+
+func main() {
+	machines := flag.Int("machines", 10000, "registered machines")
+	duration := flag.Duration("duration", 10*time.Second, "wrk duration per server")
+	conns := flag.Int("connections", 64, "wrk connections")
+	threads := flag.Int("threads", 2, "wrk threads")
+	flag.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of bootapi's run to this file")
+	flag.Parse()
+	if err := run(*machines, *duration, *conns, *threads); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+type result struct {
+	name     string
+	rps      float64
+	p50, p99 time.Duration
+	errors   int
+}
+
+func run(n int, d time.Duration, conns, threads int) error {
+	for _, bin := range []string{"wrk", "nginx"} {
+		if _, err := exec.LookPath(bin); err != nil {
+			return fmt.Errorf("%s not found (make deps installs it)", bin)
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	dir, err := os.MkdirTemp("", "bench-bootapi-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	// nginx's workers drop privileges: let them read the script.
+	if err := os.Chmod(dir, 0o755); err != nil {
+		return err
+	}
+
+	emb, err := store.StartEmbedded(ctx, store.EmbedConfig{Dir: filepath.Join(dir, "etcd"), ClientAddr: "127.0.0.1:0", PeerAddr: "127.0.0.1:0"})
+	if err != nil {
+		return err
+	}
+	defer emb.Close()
+	st, err := store.Open(ctx, store.Config{Endpoints: emb.Endpoints()})
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	cfg := bootapi.DefaultConfig()
+	cfg.Store, cfg.HTTPAddr, cfg.GRPC = st, "127.0.0.1:0", grpcserver.Config{Addr: "127.0.0.1:0"}
+	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	srv, err := bootapi.New(cfg)
+	if err != nil {
+		return err
+	}
+	done := make(chan error, 1)
+	go func() { done <- srv.Run(ctx) }()
+	base := "http://" + srv.HTTPAddr().String()
+	if err := waitHTTP(base + "/healthz"); err != nil {
+		return err
+	}
+	macs, err := seed(ctx, srv.GRPCAddr().String(), n)
+	if err != nil {
+		return err
+	}
+	// The script nginx serves is a real one, so both answer the same bytes.
+	resp, err := http.Get(base + "/ipxe/v1/config?mac=" + macs[0])
+	if err != nil {
+		return err
+	}
+	sample, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	fmt.Printf("bootapi: %d machines registered; script is %d bytes\n", n, len(sample))
+
+	lua := filepath.Join(dir, "macs.lua")
+	if err := writeLua(lua, macs); err != nil {
+		return err
+	}
+	if cpuProfile != "" {
+		f, err := os.Create(cpuProfile)
+		if err != nil {
+			return err
+		}
+		pprof.StartCPUProfile(f)
+	}
+	ours, err := wrk(base, lua, d, conns, threads)
+	if cpuProfile != "" {
+		pprof.StopCPUProfile()
+	}
+	if err != nil {
+		return err
+	}
+	ours.name = "bootapi"
+
+	ngx, stop, err := startNginx(dir, sample)
+	if err != nil {
+		return err
+	}
+	theirs, err := wrk(ngx, lua, d, conns, threads)
+	stop()
+	if err != nil {
+		return err
+	}
+	theirs.name = "nginx (static file)"
+
+	cancel()
+	<-done
+	fmt.Printf("\n%-22s %12s %10s %10s %8s\n", "server", "req/s", "p50", "p99", "errors")
+	for _, r := range []result{ours, theirs} {
+		fmt.Printf("%-22s %12.0f %10s %10s %8d\n", r.name, r.rps, r.p50, r.p99, r.errors)
+	}
+	fmt.Printf("\nratio bootapi/nginx: %.2fx requests/s (target >= 0.5x); bootapi p99 %s (target <= 5ms)\n", ours.rps/theirs.rps, ours.p99)
+	return nil
+}
+
+func waitHTTP(u string) error {
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		if resp, err := http.Get(u); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return nil
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return fmt.Errorf("%s not ready", u)
+}
+
+func seed(ctx context.Context, addr string, n int) ([]string, error) {
+	cc, err := grpcclient.Dial(addr, tlsconf.Files{})
+	if err != nil {
+		return nil, err
+	}
+	defer cc.Close()
+	pc, mc := bootapiv1.NewProfileServiceClient(cc), bootapiv1.NewMachineServiceClient(cc)
+	for _, name := range []string{"debian-12", "ubuntu-24.04", "memtest"} {
+		_, err := pc.CreateProfile(ctx, &bootapiv1.CreateProfileRequest{Profile: &bootapiv1.Profile{
+			Name: name, Description: "installer " + name, Menu: true,
+			Kernel: &bootapiv1.ArtifactRef{Source: &bootapiv1.ArtifactRef_Artifact{Artifact: name + "/linux"}},
+		}})
+		if err != nil {
+			return nil, err
+		}
+	}
+	macs := make([]string, n)
+	for i := range macs {
+		macs[i] = fmt.Sprintf("52:54:%02x:%02x:%02x:%02x", byte(i>>24), byte(i>>16), byte(i>>8), byte(i))
+	}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var firstErr error
+	work := make(chan int)
+	for w := 0; w < 32; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range work {
+				_, err := mc.RegisterMachine(ctx, &bootapiv1.RegisterMachineRequest{Machine: &bootapiv1.Machine{
+					Mac: macs[i], Hostname: fmt.Sprintf("node%05d", i), Labels: map[string]string{"rack": fmt.Sprintf("r%02d", i%40)},
+				}})
+				if err != nil {
+					mu.Lock()
+					firstErr = errors.Join(firstErr, err)
+					mu.Unlock()
+				}
+			}
+		}()
+	}
+	for i := range macs {
+		work <- i
+	}
+	close(work)
+	wg.Wait()
+	return macs, firstErr
+}
+
+// writeLua writes a wrk script that asks for a random registered machine each time.
+func writeLua(path string, macs []string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	w := bufio.NewWriter(f)
+	fmt.Fprintln(w, "local macs = {")
+	for _, m := range macs {
+		fmt.Fprintf(w, "%q,\n", m)
+	}
+	fmt.Fprintln(w, "}\nlocal n = #macs\nrequest = function()\n  return wrk.format(\"GET\", \"/ipxe/v1/config?mac=\" .. macs[math.random(n)] .. \"&arch=x86_64&platform=pcbios\")\nend")
+	if err := w.Flush(); err != nil {
+		return err
+	}
+	return f.Close()
+}
+
+var (
+	rpsRE  = regexp.MustCompile(`Requests/sec:\s+([0-9.]+)`)
+	latRE  = regexp.MustCompile(`(?m)^\s+(50|99)%\s+([0-9.]+)(us|ms|s)\s*$`)
+	errsRE = regexp.MustCompile(`Non-2xx or 3xx responses: (\d+)|Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)`)
+)
+
+func wrk(base, lua string, d time.Duration, conns, threads int) (result, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), d+30*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "wrk", "-t", strconv.Itoa(threads), "-c", strconv.Itoa(conns), "-d", d.String(), "--latency", "-s", lua, base).CombinedOutput()
+	if err != nil {
+		return result{}, fmt.Errorf("wrk: %v\n%s", err, out)
+	}
+	var r result
+	m := rpsRE.FindSubmatch(out)
+	if m == nil {
+		return r, fmt.Errorf("wrk output without Requests/sec:\n%s", out)
+	}
+	r.rps, _ = strconv.ParseFloat(string(m[1]), 64)
+	for _, lm := range latRE.FindAllSubmatch(out, -1) {
+		v, _ := strconv.ParseFloat(string(lm[2]), 64)
+		unit := map[string]time.Duration{"us": time.Microsecond, "ms": time.Millisecond, "s": time.Second}[string(lm[3])]
+		dur := time.Duration(v * float64(unit))
+		if string(lm[1]) == "50" {
+			r.p50 = dur
+		} else {
+			r.p99 = dur
+		}
+	}
+	for _, em := range errsRE.FindAllSubmatch(out, -1) {
+		for _, g := range em[1:] {
+			if n, err := strconv.Atoi(string(g)); err == nil {
+				r.errors += n
+			}
+		}
+	}
+	return r, nil
+}
+
+// startNginx serves body at every path from a foreground nginx on a free port.
+func startNginx(dir string, body []byte) (string, func(), error) {
+	root := filepath.Join(dir, "nginx")
+	if err := os.MkdirAll(filepath.Join(root, "tmp"), 0o755); err != nil {
+		return "", nil, err
+	}
+	if err := os.MkdirAll(filepath.Join(root, "logs"), 0o755); err != nil {
+		return "", nil, err
+	}
+	if err := os.WriteFile(filepath.Join(root, "script.ipxe"), body, 0o644); err != nil {
+		return "", nil, err
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", nil, err
+	}
+	addr := l.Addr().String()
+	l.Close()
+	conf := fmt.Sprintf(`worker_processes auto;
+error_log %[1]s/logs/error.log;
+pid %[1]s/nginx.pid;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  client_body_temp_path %[1]s/tmp; proxy_temp_path %[1]s/tmp; fastcgi_temp_path %[1]s/tmp; uwsgi_temp_path %[1]s/tmp; scgi_temp_path %[1]s/tmp;
+  server {
+    listen %[2]s;
+    root %[1]s;
+    location / { default_type text/plain; try_files /script.ipxe =404; }
+  }
+}
+`, root, addr)
+	cf := filepath.Join(root, "nginx.conf")
+	if err := os.WriteFile(cf, []byte(conf), 0o644); err != nil {
+		return "", nil, err
+	}
+	cmd := exec.Command("nginx", "-p", root, "-c", cf, "-g", "daemon off;")
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		return "", nil, err
+	}
+	stop := func() {
+		cmd.Process.Signal(os.Interrupt)
+		done := make(chan struct{})
+		go func() { cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			cmd.Process.Kill()
+			<-done
+		}
+	}
+	base := "http://" + addr
+	if err := waitHTTP(base + "/x"); err != nil {
+		stop()
+		return "", nil, err
+	}
+	return base, stop, nil
+}
