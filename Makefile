@@ -46,3 +46,9 @@ run: build
 
 clean:
 	rm -rf ./var
+
+GRPCURL := $(GO) -C tools/grpcurl tool grpcurl
+
+.PHONY: grpcurl-list
+grpcurl-list:
+	$(GRPCURL) -plaintext localhost:9080 list
