@@ -1,0 +1,89 @@
+# bootchain.sh: shell functions of the bootchain e2e initramfs (busybox ash).
+# Sourced by /init; also sourced on the host by the e2e package's tests, so it must
+# not do anything when sourced.
+#
+# Contract with bootapi (see DESIGN.md, "Boot session and trace contract"): the kernel
+# cmdline carries bootchain.callback=<URL>, bootchain.token=<token> and
+# bootchain.traceparent=<W3C traceparent>. A report is
+#   POST <callback URL, as given>
+#   Content-Type: application/x-www-form-urlencoded
+#   traceparent: <traceparent>            (only if one was given)
+#   state=<state>&progress=<n>&message=<text>&token=<token>
+
+BOOTCHAIN_MARK="BOOTCHAIN-E2E:"
+
+# say MESSAGE: a console marker, "BOOTCHAIN-E2E: MESSAGE (uptime S)"; the kernel's
+# uptime lets a benchmark place the marker on its own time line.
+say() {
+	up=
+	[ -r /proc/uptime ] && read -r up _ </proc/uptime
+	echo "$BOOTCHAIN_MARK $*${up:+ (uptime $up)}"
+}
+
+# bootchain_cmdline FILE: set CALLBACK, TOKEN, TRACEPARENT, IFACE from a kernel
+# command line (default /proc/cmdline). bootchain.fallback= is used as the callback
+# URL when bootchain.callback= is absent.
+bootchain_cmdline() {
+	CALLBACK= TOKEN= TRACEPARENT= FALLBACK= IFACE=eth0
+	# The callback URL contains '?': no globbing while splitting words.
+	set -f
+	for arg in $(cat "${1:-/proc/cmdline}"); do
+		case "$arg" in
+		bootchain.callback=*) CALLBACK="${arg#*=}" ;;
+		bootchain.token=*) TOKEN="${arg#*=}" ;;
+		bootchain.traceparent=*) TRACEPARENT="${arg#*=}" ;;
+		bootchain.fallback=*) FALLBACK="${arg#*=}" ;;
+		bootchain.iface=*) IFACE="${arg#*=}" ;;
+		esac
+	done
+	set +f
+	[ -n "$CALLBACK" ] || CALLBACK="$FALLBACK"
+}
+
+# urlencode STRING: percent-encode everything but RFC 3986 unreserved characters.
+urlencode() {
+	s="$1"
+	out=
+	while [ -n "$s" ]; do
+		rest="${s#?}"
+		c="${s%"$rest"}"
+		s="$rest"
+		case "$c" in
+		[A-Za-z0-9._~-]) out="$out$c" ;;
+		*) out="$out$(printf '%%%02X' "'$c")" ;;
+		esac
+	done
+	printf '%s' "$out"
+}
+
+# report STATE PROGRESS MESSAGE: POST one report to $CALLBACK; up to 3 attempts of
+# at most 10 s each. Returns 0 when the server answered 2xx.
+report() {
+	if [ -z "$CALLBACK" ]; then
+		say "no callback on cmdline, not reporting $1"
+		return 1
+	fi
+	body="state=$(urlencode "$1")&progress=$(urlencode "$2")&message=$(urlencode "$3")"
+	[ -n "$TOKEN" ] && body="$body&token=$(urlencode "$TOKEN")"
+	n=1
+	while [ "$n" -le 3 ]; do
+		if [ -n "$TRACEPARENT" ]; then
+			timeout 10 wget -q -O /tmp/bootchain-response \
+				--header "traceparent: $TRACEPARENT" \
+				--post-data "$body" "$CALLBACK"
+		else
+			timeout 10 wget -q -O /tmp/bootchain-response \
+				--post-data "$body" "$CALLBACK"
+		fi
+		rc=$?
+		if [ "$rc" -eq 0 ]; then
+			say "callback $1 ok"
+			return 0
+		fi
+		say "callback $1 attempt $n failed (exit $rc)"
+		n=$((n + 1))
+		sleep 1
+	done
+	say "callback $1 failed"
+	return 1
+}

@@ -1,0 +1,174 @@
+package e2e
+
+import (
+	"context"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestReportWire runs the initramfs's report code (initramfs/bootchain.sh) with the
+// host's busybox against a CallbackServer on loopback and checks the requests on the
+// wire: the same code and the same busybox wget as inside the VM, without the VM.
+func TestReportWire(t *testing.T) {
+	if _, err := os.Stat("/bin/busybox"); err != nil {
+		t.Skip("no /bin/busybox (install busybox-static)")
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cb := ServeCallbacks(ln)
+	defer cb.Close()
+
+	dir := t.TempDir()
+	lib := filepath.Join(dir, "bootchain.sh")
+	if err := os.WriteFile(lib, bootchainLib, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	const (
+		token = "tok+en/with=odd&chars"
+		tp    = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+	)
+	callback := cb.URL("job-42")
+
+	tests := map[string]struct {
+		cmdline       string
+		wantTP        string
+		wantToken     bool
+		wantReports   int
+		wantCallback  string
+		wantSayOutput string
+	}{
+		"full": {
+			cmdline:     "console=ttyS0 bootchain.callback=" + callback + " bootchain.token=" + token + " bootchain.traceparent=" + tp + " quiet",
+			wantTP:      tp,
+			wantToken:   true,
+			wantReports: 2,
+		},
+		"no traceparent": {
+			cmdline:     "bootchain.callback=" + callback + " bootchain.token=" + token,
+			wantToken:   true,
+			wantReports: 2,
+		},
+		"fallback, no token": {
+			cmdline:     "bootchain.fallback=" + callback,
+			wantReports: 2,
+		},
+		"no callback": {
+			cmdline:       "console=ttyS0",
+			wantReports:   0,
+			wantSayOutput: "no callback on cmdline",
+		},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			before := len(cb.Reports())
+			cmdline := filepath.Join(t.TempDir(), "cmdline")
+			if err := os.WriteFile(cmdline, []byte(tc.cmdline+"\n"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			script := `. "$1"; bootchain_cmdline "$2"; report running 50 "initrd up, eth0 198.18.0.100"; report succeeded 100 "done"; true`
+			cmd := exec.CommandContext(ctx, "/bin/busybox", "sh", "-c", script, "sh", lib, cmdline)
+			// busybox runs its applets (wget, timeout) from PATH, as in the initrd.
+			bin := t.TempDir()
+			for _, a := range []string{"wget", "timeout", "cat", "sleep"} {
+				if err := os.Symlink("/bin/busybox", filepath.Join(bin, a)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			cmd.Env = []string{"PATH=" + bin}
+			out, err := cmd.CombinedOutput()
+			if err != nil {
+				t.Fatalf("script: %v\n%s", err, out)
+			}
+			if tc.wantSayOutput != "" && !strings.Contains(string(out), tc.wantSayOutput) {
+				t.Errorf("output lacks %q:\n%s", tc.wantSayOutput, out)
+			}
+			reps := cb.Reports()[before:]
+			if len(reps) != tc.wantReports {
+				t.Fatalf("got %d reports, want %d; output:\n%s", len(reps), tc.wantReports, out)
+			}
+			if tc.wantReports == 0 {
+				return
+			}
+			if !strings.Contains(string(out), "BOOTCHAIN-E2E: callback running ok") ||
+				!strings.Contains(string(out), "BOOTCHAIN-E2E: callback succeeded ok") {
+				t.Errorf("markers missing:\n%s", out)
+			}
+			want := []struct{ state, progress, message string }{
+				{"running", "50", "initrd up, eth0 198.18.0.100"},
+				{"succeeded", "100", "done"},
+			}
+			for i, r := range reps {
+				t.Logf("%s %s?%s traceparent=%q body=%q", r.Method, r.Path, r.Query.Encode(), r.Header.Get("traceparent"), r.Body)
+				if r.Method != "POST" || r.Path != "/report" || r.Query.Get("job") != "job-42" {
+					t.Errorf("report %d: %s %s?%s", i, r.Method, r.Path, r.Query.Encode())
+				}
+				if ct := r.Header.Get("Content-Type"); ct != "application/x-www-form-urlencoded" {
+					t.Errorf("report %d: Content-Type %q", i, ct)
+				}
+				if got := r.Header.Get("traceparent"); got != tc.wantTP {
+					t.Errorf("report %d: traceparent %q, want %q", i, got, tc.wantTP)
+				}
+				if _, ok := r.Header["Traceparent"]; !ok && tc.wantTP != "" {
+					t.Errorf("report %d: no traceparent header", i)
+				}
+				if r.State() != want[i].state || r.Form.Get("progress") != want[i].progress || r.Form.Get("message") != want[i].message {
+					t.Errorf("report %d: form %v, want %+v", i, r.Form, want[i])
+				}
+				_, hasToken := r.Form["token"]
+				if hasToken != tc.wantToken || (tc.wantToken && r.Form.Get("token") != token) {
+					t.Errorf("report %d: token %q (present %v), want %q (present %v)", i, r.Form.Get("token"), hasToken, token, tc.wantToken)
+				}
+				if !strings.HasPrefix(r.Body, "state="+want[i].state+"&progress="+want[i].progress+"&message=") {
+					t.Errorf("report %d: body %q", i, r.Body)
+				}
+			}
+		})
+	}
+}
+
+func TestCallbackServerWaitState(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cb := ServeCallbacks(ln)
+	defer cb.Close()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	if _, err := cb.WaitState(ctx, "succeeded"); err == nil {
+		t.Fatal("WaitState succeeded with no reports")
+	}
+
+	done := make(chan Report, 1)
+	go func() {
+		r, _ := cb.WaitState(context.Background(), "succeeded")
+		done <- r
+	}()
+	resp, err := http.Post(cb.URL("j"), "application/x-www-form-urlencoded", strings.NewReader("state=succeeded&progress=100"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("status %d", resp.StatusCode)
+	}
+	select {
+	case r := <-done:
+		if r.Query.Get("job") != "j" || r.Form.Get("progress") != "100" {
+			t.Errorf("report %+v", r)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("WaitState did not return")
+	}
+}

@@ -1,0 +1,560 @@
+//go:build linux
+
+// Command boot measures network boot time, power-on to the installer's "succeeded"
+// callback, for the same VM booted through different boot stacks: stock dnsmasq +
+// nginx, hand-tuned dnsmasq + nginx, and (once it exists) bootchain's defaults.
+//
+// Each boot runs in a fresh private lab (package test/lab): a network namespace with
+// a bridge on 198.18.0.1/24 and no route out, the stack under test, a callback
+// receiver on 198.18.0.1:8080 and QEMU (TCG) with its NIC on a tap on the bridge.
+// The VM's firmware PXE-boots iPXE, iPXE fetches a script, the kernel and the e2e
+// initrd (package test/e2e) over HTTP, and the initrd reports "running" and
+// "succeeded" to the callback URL on its kernel cmdline, then powers off.
+//
+//	go run ./tools/bench/boot              # BIOS (SeaBIOS, iPXE ROM on virtio-net)
+//	go run ./tools/bench/boot -uefi        # also UEFI (OVMF's PXE, romfile=, ipxe.efi)
+//	go run ./tools/bench/boot -n 3 -v      # three boots per row, with phase timings
+//
+// Needs root and the packages of scripts/install-deps.sh.
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/bootchain/bootchain/test/e2e"
+	"github.com/bootchain/bootchain/test/lab"
+)
+
+// Setup is one row of the table: a named boot stack.
+type Setup struct {
+	// Key selects the setup with -setups.
+	Key string
+	// Name is the row's label.
+	Name string
+	// New returns a fresh stack for one boot.
+	New func() Server
+}
+
+// setups are the rows, in order; the first is the baseline of the ratios.
+var setups = []Setup{
+	{Key: "stock", Name: "stock dnsmasq + nginx", New: func() Server { return &dnsmasqNginx{} }},
+	{Key: "tuned", Name: "tuned dnsmasq + nginx", New: func() Server { return &dnsmasqNginx{tuned: true} }},
+	// {Key: "bootchain", Name: "bootchain defaults", New: func() Server { return FuncServer(startBootchain) }},
+}
+
+// ipxeDir holds Debian's iPXE builds (package ipxe).
+const ipxeDir = "/usr/lib/ipxe"
+
+type options struct {
+	uefi, bios bool
+	runs       int
+	timeout    time.Duration
+	keep       bool
+	pcap       bool
+	verbose    bool
+	only       map[string]bool
+	ipxeEFI    string
+}
+
+func main() {
+	var o options
+	var only string
+	flag.BoolVar(&o.uefi, "uefi", false, "also boot UEFI (OVMF's own PXE client, NIC without option ROM, ipxe.efi over TFTP)")
+	flag.BoolVar(&o.bios, "bios", true, "boot BIOS (SeaBIOS, iPXE option ROM on virtio-net)")
+	flag.IntVar(&o.runs, "n", 1, "boots per setup and firmware (the table shows the median)")
+	flag.DurationVar(&o.timeout, "timeout", 150*time.Second, "limit for one boot, power-on to power-off")
+	flag.BoolVar(&o.keep, "keep", false, "keep each boot's lab directory (configs, logs, serial output)")
+	flag.BoolVar(&o.pcap, "pcap", false, "capture the bridge's traffic with tcpdump into the lab directory (implies -keep)")
+	flag.BoolVar(&o.verbose, "v", false, "print each boot's phases and server log summary")
+	flag.StringVar(&only, "setups", "", "comma-separated setup keys to run (default all: "+setupKeys()+")")
+	flag.StringVar(&o.ipxeEFI, "ipxe-efi", "ipxe.efi", "UEFI iPXE binary in "+ipxeDir+" (ipxe.efi or snponly.efi)")
+	flag.Parse()
+	if only != "" {
+		o.only = map[string]bool{}
+		for _, k := range strings.Split(only, ",") {
+			o.only[strings.TrimSpace(k)] = true
+		}
+	}
+	if o.pcap {
+		o.keep = true
+	}
+	if o.runs < 1 || o.runs > 20 {
+		fatalf("-n must be 1..20")
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, o, os.Stdout); err != nil {
+		stop()
+		fatalf("%v", err)
+	}
+}
+
+func fatalf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "bench/boot: "+format+"\n", args...)
+	os.Exit(1)
+}
+
+func setupKeys() string {
+	var ks []string
+	for _, s := range setups {
+		ks = append(ks, s.Key)
+	}
+	return strings.Join(ks, ",")
+}
+
+// result is one boot.
+type result struct {
+	setup    Setup
+	firmware e2e.Firmware
+	total    time.Duration // power-on to "succeeded" received
+	phases   []phase
+	err      error
+}
+
+type phase struct {
+	name string
+	at   time.Duration // since power-on
+}
+
+func run(ctx context.Context, o options, w io.Writer) error {
+	if err := lab.Check(); err != nil {
+		return err
+	}
+	var firmwares []e2e.Firmware
+	if o.bios {
+		firmwares = append(firmwares, e2e.BIOS)
+	}
+	if o.uefi {
+		firmwares = append(firmwares, e2e.UEFI)
+	}
+	var rows []Setup
+	for _, s := range setups {
+		if o.only == nil || o.only[s.Key] {
+			rows = append(rows, s)
+		}
+	}
+	if len(firmwares) == 0 || len(rows) == 0 {
+		return errors.New("nothing to run (check -bios, -uefi, -setups)")
+	}
+	if err := checkFiles(o); err != nil {
+		return err
+	}
+
+	rd, err := e2e.BuildInitrd(ctx, e2e.InitrdConfig{})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "kernel %s, initrd %s (%d bytes, cached %v)\n", rd.Kernel.Version, rd.Path, rd.Size, rd.Cached)
+	fmt.Fprintf(w, "%d CPUs, load average at start: %s\n", runtime.NumCPU(), loadavg())
+
+	var results []result
+	for _, fw := range firmwares {
+		for i := 0; i < o.runs; i++ {
+			// Rows interleaved, so slow drift of the machine's load hits all alike.
+			for _, s := range rows {
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
+				r := bootOnce(ctx, o, s, fw, rd)
+				results = append(results, r)
+				if r.err != nil {
+					fmt.Fprintf(w, "%-5s %-24s run %d: FAILED: %v\n", fw, s.Name, i+1, r.err)
+					continue
+				}
+				fmt.Fprintf(w, "%-5s %-24s run %d: %6.2f s\n", fw, s.Name, i+1, r.total.Seconds())
+				if o.verbose {
+					for _, p := range r.phases {
+						fmt.Fprintf(w, "        %7.2f s  %s\n", p.at.Seconds(), p.name)
+					}
+				}
+			}
+		}
+	}
+	fmt.Fprintf(w, "load average at end: %s\n\n", loadavg())
+	printTable(w, rows, firmwares, results)
+	for _, r := range results {
+		if r.err != nil {
+			return errors.New("some boots failed")
+		}
+	}
+	return nil
+}
+
+func checkFiles(o options) error {
+	need := []string{filepath.Join(ipxeDir, "undionly.kpxe")}
+	if o.uefi {
+		need = append(need, filepath.Join(ipxeDir, o.ipxeEFI), e2e.DefaultOVMFCode, e2e.DefaultOVMFVars)
+	}
+	for _, p := range need {
+		if _, err := os.Stat(p); err != nil {
+			return fmt.Errorf("%w (scripts/install-deps.sh installs it)", err)
+		}
+	}
+	for _, bin := range []string{"qemu-system-x86_64", "dnsmasq", "nginx"} {
+		if _, err := exec.LookPath(bin); err != nil {
+			return fmt.Errorf("%w (scripts/install-deps.sh installs it)", err)
+		}
+	}
+	return nil
+}
+
+func loadavg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "?"
+	}
+	return strings.Join(f[:3], " ")
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// bootOnce boots the VM once through setup s in a fresh lab.
+func bootOnce(ctx context.Context, o options, s Setup, fw e2e.Firmware, rd *e2e.Initrd) (res result) {
+	res = result{setup: s, firmware: fw}
+	ctx, cancel := context.WithTimeout(ctx, o.timeout+30*time.Second)
+	defer cancel()
+
+	l, err := lab.New(ctx, lab.Config{IPv6: true, KeepDir: o.keep})
+	if err != nil {
+		res.err = err
+		return res
+	}
+	defer func() {
+		if err := l.Close(); err != nil && res.err == nil {
+			res.err = err
+		}
+		if o.keep {
+			fmt.Fprintf(os.Stderr, "kept %s\n", l.Dir())
+		}
+	}()
+
+	f, err := prepareFiles(l, o, fw, rd)
+	if err != nil {
+		res.err = err
+		return res
+	}
+	tap, err := l.AddTap(ctx, "tap0")
+	if err != nil {
+		res.err = err
+		return res
+	}
+	ln, err := l.Main().Listen("tcp", net.JoinHostPort(f.ServerAddr.String(), "8080"))
+	if err != nil {
+		res.err = err
+		return res
+	}
+	cb := e2e.ServeCallbacks(ln)
+	defer cb.Close()
+
+	if o.pcap {
+		if err := startCapture(ctx, l, filepath.Join(l.Dir(), "bridge.pcap")); err != nil {
+			res.err = err
+			return res
+		}
+	}
+
+	srv := s.New()
+	if err := srv.Start(ctx, l, f); err != nil {
+		res.err = fmt.Errorf("start %s: %w", s.Name, err)
+		srv.Stop()
+		return res
+	}
+	defer srv.Stop()
+
+	vm, err := e2e.StartVM(l, l.Main(), e2e.VMConfig{
+		Name:     "bench",
+		Dir:      filepath.Join(f.Dir, "vm"),
+		Firmware: fw,
+		NoNICROM: fw == e2e.UEFI,
+		MAC:      f.MAC,
+		Tap:      tap,
+	})
+	if err != nil {
+		res.err = err
+		return res
+	}
+
+	bootCtx, bootCancel := context.WithTimeout(ctx, o.timeout)
+	defer bootCancel()
+	var succeeded time.Time
+	if rep, ok := srv.(Reporter); ok {
+		succeeded, err = rep.WaitSucceeded(bootCtx)
+	} else {
+		var r e2e.Report
+		r, err = cb.WaitState(bootCtx, "succeeded")
+		succeeded = r.Time
+	}
+	if err != nil {
+		serial, _ := vm.Wait(ctx) // kills it at once: bootCtx is over
+		res.err = fmt.Errorf("%w\nserial tail:\n%s", err, lastLines(serial, 15))
+		if d, ok := srv.(*dnsmasqNginx); ok {
+			res.err = fmt.Errorf("%w\n%s", res.err, d.describe())
+		}
+		return res
+	}
+	res.total = succeeded.Sub(vm.Started)
+
+	// The initrd powers off right after reporting; a VM that does not is a failure.
+	offCtx, offCancel := context.WithTimeout(ctx, 30*time.Second)
+	defer offCancel()
+	if serial, err := vm.Wait(offCtx); err != nil {
+		res.err = fmt.Errorf("after succeeded: %w\nserial tail:\n%s", err, lastLines(serial, 15))
+		return res
+	}
+	res.phases = phases(vm, srv, cb, succeeded)
+	return res
+}
+
+// startCapture runs tcpdump on the lab's bridge, tracked by the lab, and waits until
+// it captures.
+func startCapture(ctx context.Context, l *lab.Lab, path string) error {
+	errPath := path + ".stderr"
+	stderr, err := os.Create(errPath)
+	if err != nil {
+		return err
+	}
+	defer stderr.Close()
+	cmd := l.Main().Command("tcpdump", "-i", l.Bridge(), "-n", "-U", "-s", "512", "-w", path)
+	cmd.Stderr = stderr
+	p, err := l.Start(cmd)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		b, _ := os.ReadFile(errPath)
+		if strings.Contains(string(b), "listening on") {
+			return nil
+		}
+		select {
+		case <-p.Done():
+			return fmt.Errorf("tcpdump exited: %v: %s", p.Err(), b)
+		case <-ctx.Done():
+			return fmt.Errorf("tcpdump not ready: %w: %s", ctx.Err(), b)
+		case <-tick.C:
+		}
+	}
+}
+
+// prepareFiles lays out the TFTP and HTTP roots and the iPXE script for one boot.
+func prepareFiles(l *lab.Lab, o options, fw e2e.Firmware, rd *e2e.Initrd) (Files, error) {
+	server := l.BridgeAddr().Addr()
+	base := server.As4()
+	f := Files{
+		Dir:          filepath.Join(l.Dir(), "stack"),
+		TFTPRoot:     filepath.Join(l.Dir(), "tftp"),
+		HTTPRoot:     filepath.Join(l.Dir(), "http"),
+		BIOSBootFile: "undionly.kpxe",
+		UEFIBootFile: o.ipxeEFI,
+		ScriptName:   "boot.ipxe",
+		KernelName:   "vmlinuz",
+		InitrdName:   "initrd.img",
+		Kernel:       rd.Kernel.Image,
+		Initrd:       rd.Path,
+		Token:        randomHex(16),
+		Traceparent:  "00-" + randomHex(16) + "-" + randomHex(8) + "-01",
+		Interface:    l.Bridge(),
+		ServerAddr:   server,
+		RangeStart:   netip.AddrFrom4([4]byte{base[0], base[1], base[2], 100}),
+		RangeEnd:     netip.AddrFrom4([4]byte{base[0], base[1], base[2], 200}),
+		MAC:          net.HardwareAddr{0x52, 0x54, 0x00, 0xbc, 0x00, 0x01},
+		Firmware:     fw,
+	}
+	f.ScriptURL = fmt.Sprintf("http://%s/%s", server, f.ScriptName)
+	f.CallbackURL = fmt.Sprintf("http://%s/report?job=bench-%s", net.JoinHostPort(server.String(), "8080"), randomHex(4))
+	// initrd=<name>: on UEFI this iPXE hands the initrd over by name, and the kernel
+	// finds it only when the cmdline names it (FIELD-NOTES); harmless on BIOS.
+	f.Cmdline = fmt.Sprintf("initrd=%s console=ttyS0 panic=1 bootchain.callback=%s bootchain.token=%s bootchain.traceparent=%s",
+		f.InitrdName, f.CallbackURL, f.Token, f.Traceparent)
+
+	for _, d := range []string{f.Dir, f.TFTPRoot, f.HTTPRoot} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return f, err
+		}
+	}
+	copies := map[string]string{
+		filepath.Join(f.TFTPRoot, f.BIOSBootFile): filepath.Join(ipxeDir, f.BIOSBootFile),
+		filepath.Join(f.HTTPRoot, f.KernelName):   f.Kernel,
+		filepath.Join(f.HTTPRoot, f.InitrdName):   f.Initrd,
+	}
+	if fw == e2e.UEFI {
+		copies[filepath.Join(f.TFTPRoot, f.UEFIBootFile)] = filepath.Join(ipxeDir, f.UEFIBootFile)
+	}
+	for dst, src := range copies {
+		if err := copyFile(src, dst); err != nil {
+			return f, err
+		}
+	}
+	script := fmt.Sprintf(`#!ipxe
+echo bootchain bench: ${net0/mac} ${platform} ${buildarch}
+kernel http://%[1]s/%[2]s %[3]s
+initrd http://%[1]s/%[4]s
+boot
+`, server, f.KernelName, f.Cmdline, f.InitrdName)
+	return f, os.WriteFile(filepath.Join(f.HTTPRoot, f.ScriptName), []byte(script), 0o644)
+}
+
+func copyFile(src, dst string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.Create(dst)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return fmt.Errorf("copy %s: %w", src, err)
+	}
+	return out.Close()
+}
+
+// phases lists what the servers saw of the boot, as offsets from power-on.
+func phases(vm *e2e.VM, srv Server, cb *e2e.CallbackServer, succeeded time.Time) []phase {
+	var ps []phase
+	if d, ok := srv.(*dnsmasqNginx); ok && d.nginx != nil {
+		reqs, _ := d.nginx.Requests()
+		for _, r := range reqs {
+			ps = append(ps, phase{name: fmt.Sprintf("HTTP %s -> %d, %d bytes", r.Request, r.Status, r.Bytes), at: r.Done.Sub(vm.Started)})
+		}
+	}
+	for _, r := range cb.Reports() {
+		ps = append(ps, phase{name: "callback " + r.State(), at: r.Time.Sub(vm.Started)})
+	}
+	ps = append(ps, serialPhases(vm, cb)...)
+	if d, ok := srv.(*dnsmasqNginx); ok {
+		ps = append(ps, phase{name: d.describe(), at: succeeded.Sub(vm.Started)})
+	}
+	sort.SliceStable(ps, func(i, j int) bool { return ps[i].at < ps[j].at })
+	return ps
+}
+
+// markerRE matches the initrd's console markers stamped with the kernel's uptime.
+var markerRE = regexp.MustCompile(`BOOTCHAIN-E2E: (.*) \(uptime ([0-9.]+)\)`)
+
+// serialPhases places the initrd's console markers on the power-on time line. The
+// kernel's clock starts at an unknown moment; the "running" callback, seen both on
+// the console (kernel uptime) and by the callback server (wall clock), anchors it.
+func serialPhases(vm *e2e.VM, cb *e2e.CallbackServer) []phase {
+	type mark struct {
+		up   float64
+		text string
+	}
+	var marks []mark
+	anchor := -1.0
+	for _, m := range markerRE.FindAllStringSubmatch(vm.Serial(), -1) {
+		up, err := strconv.ParseFloat(m[2], 64)
+		if err != nil {
+			continue
+		}
+		marks = append(marks, mark{up, strings.TrimSpace(m[1])})
+		if strings.HasPrefix(m[1], "callback running ok") {
+			anchor = up
+		}
+	}
+	var running time.Time
+	for _, r := range cb.Reports() {
+		if r.State() == "running" {
+			running = r.Time
+			break
+		}
+	}
+	if anchor < 0 || running.IsZero() {
+		return nil
+	}
+	kernelStart := running.Add(-time.Duration(anchor * float64(time.Second))).Sub(vm.Started)
+	ps := []phase{{name: "kernel started (from console uptime)", at: kernelStart}}
+	for _, m := range marks {
+		ps = append(ps, phase{name: "console: " + m.text, at: kernelStart + time.Duration(m.up*float64(time.Second))})
+	}
+	return ps
+}
+
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// printTable prints one row per firmware and setup: median seconds and the ratio to
+// the first setup (the stock baseline) of the same firmware.
+func printTable(w io.Writer, rows []Setup, firmwares []e2e.Firmware, results []result) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "firmware\tsetup\tboots\tmedian s\tmin s\tmax s\tstock / this")
+	for _, fw := range firmwares {
+		var base float64
+		for i, s := range rows {
+			var secs []float64
+			failed := 0
+			for _, r := range results {
+				if r.firmware != fw || r.setup.Key != s.Key {
+					continue
+				}
+				if r.err != nil {
+					failed++
+					continue
+				}
+				secs = append(secs, r.total.Seconds())
+			}
+			if len(secs) == 0 {
+				fmt.Fprintf(tw, "%s\t%s\t0 (%d failed)\t-\t-\t-\t-\n", fw, s.Name, failed)
+				continue
+			}
+			sort.Float64s(secs)
+			med := secs[len(secs)/2]
+			if len(secs)%2 == 0 {
+				med = (secs[len(secs)/2-1] + secs[len(secs)/2]) / 2
+			}
+			ratio := "1.00x"
+			if i == 0 {
+				base = med
+			} else if base > 0 {
+				ratio = fmt.Sprintf("%.2fx", base/med)
+			} else {
+				ratio = "-"
+			}
+			boots := fmt.Sprint(len(secs))
+			if failed > 0 {
+				boots += fmt.Sprintf(" (%d failed)", failed)
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%.2f\t%.2f\t%.2f\t%s\n", fw, s.Name, boots, med, secs[0], secs[len(secs)-1], ratio)
+		}
+	}
+	tw.Flush()
+}
