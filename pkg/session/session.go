@@ -267,14 +267,17 @@ type OpenOptions struct {
 	Site string
 }
 
-// Open returns the machine's active session, or opens a new one (a new trace) when
-// there is none, the last one ended, it has been idle for IdleRestart, or opts.New.
+// Open returns the machine's current session, or opens a new one (a new trace) when
+// there is none, it has been idle for IdleRestart, or opts.New.
 func (r *Recorder) Open(ctx context.Context, mac string, opts OpenOptions) *Session {
 	now := time.Now()
 	r.mu.Lock()
 	cur := r.currentLocked(mac)
-	if cur != nil && !opts.New && cur.GetState() == bootapiv1.SessionState_SESSION_STATE_ACTIVE &&
-		now.Sub(cur.GetUpdateTime().AsTime()) < r.cfg.IdleRestart {
+	// A machine seen again soon is still in the same boot attempt, even after the
+	// session reached a verdict (iPXE re-fetching a script after the menu, a retry
+	// after a failed download). A new attempt starts with the firmware's DISCOVER
+	// (opts.New) or after IdleRestart of silence.
+	if cur != nil && !opts.New && now.Sub(cur.GetUpdateTime().AsTime()) < r.cfg.IdleRestart {
 		s := r.sessionFor(cur)
 		r.mu.Unlock()
 		if opts.IP != "" && cur.GetIp() != opts.IP {
@@ -582,6 +585,13 @@ func (s *Session) SetJob(id string) {
 
 // Finish ends the session: succeeded, or failed/stalled at hop with message.
 func (s *Session) Finish(state bootapiv1.SessionState, hop, message string) {
+	s.r.mu.Lock()
+	cur := s.r.currentLocked(s.MAC)
+	same := cur != nil && cur.GetTraceId() == s.TraceID() && cur.GetState() == state && cur.GetFailedHop() == hop && cur.GetMessage() == message
+	s.r.mu.Unlock()
+	if same {
+		return // nothing new: a machine re-fetching its menu
+	}
 	now := timestamppb.Now()
 	s.mutate(func(bs *bootapiv1.BootSession) *bootapiv1.BootSession {
 		bs.State, bs.FailedHop, bs.Message, bs.UpdateTime = state, hop, message, now
