@@ -478,3 +478,23 @@ func TestWatchJobs(t *testing.T) {
 		t.Fatalf("watched states %v", states)
 	}
 }
+
+// TestSiteArtifactURL: a machine's script points at its own site's artifactstore.
+func TestSiteArtifactURL(t *testing.T) {
+	h := start(t, storetest.New(t))
+	h.seed(t)
+	ctx := context.Background()
+	if _, err := h.sites.PutSite(ctx, &bootapiv1.PutSiteRequest{Site: &bootapiv1.Site{Name: "rack-b", ArtifactUrl: "http://198.18.2.1:8081"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.machines.RegisterMachine(ctx, &bootapiv1.RegisterMachineRequest{Machine: &bootapiv1.Machine{Mac: mac, Site: "rack-b"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.jobs.CreateJob(ctx, &bootapiv1.CreateJobRequest{Mac: mac, Profile: "debian-12"}); err != nil {
+		t.Fatal(err)
+	}
+	_, body := h.get(t, "/ipxe/v1/config?mac="+mac)
+	if !strings.Contains(body, "kernel http://198.18.2.1:8081/artifacts/debian/linux?traceparent=") || !strings.Contains(body, " http://198.18.2.1:8081/artifacts/debian/initrd.gz?traceparent=") {
+		t.Fatalf("script does not use the site's artifactstore:\n%s", body)
+	}
+}
