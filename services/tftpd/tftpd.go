@@ -1,0 +1,408 @@
+// Package tftpd serves the iPXE binaries (and other boot files) over TFTP for one
+// site, from artifactstore through a local disk cache.
+//
+// Read requests on UDP 69 are checked (path, mode, options, caps on concurrent and
+// per-client transfers) before pin/tftp serves them; writes are refused. Files come
+// from artifactstore's gRPC Read stream and are cached on disk by sha256, verified
+// before first use, refreshed when etcd reports the artifact changed and served from
+// the cache while artifactstore is unreachable. Each transfer is a "tftp" hop of the
+// client's boot session. A gRPC admin API (bootchain.tftpd.v1) lists and evicts the
+// cache and reports transfer statistics.
+//
+//	cfg := tftpd.DefaultConfig()
+//	cfg.Store, cfg.DataDir = st, "/var/lib/bootchain/tftpd"
+//	srv, err := tftpd.New(cfg)
+//	err = srv.Run(ctx)
+package tftpd
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"sync/atomic"
+	"time"
+
+	artifactstorev1 "github.com/bootchain/bootchain/pkg/gen/bootchain/artifactstore/v1"
+	dhcpdv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/dhcpd/v1"
+	tftpdv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/tftpd/v1"
+	"github.com/bootchain/bootchain/pkg/grpcclient"
+	"github.com/bootchain/bootchain/pkg/grpcserver"
+	"github.com/bootchain/bootchain/pkg/session"
+	"github.com/bootchain/bootchain/pkg/store"
+	"github.com/bootchain/bootchain/pkg/tlsconf"
+	"github.com/bootchain/bootchain/services/tftpd/internal/admin"
+	"github.com/bootchain/bootchain/services/tftpd/internal/cache"
+	"github.com/bootchain/bootchain/services/tftpd/internal/filemap"
+	"github.com/bootchain/bootchain/services/tftpd/internal/source"
+	"github.com/bootchain/bootchain/services/tftpd/internal/transfer"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/trace"
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
+)
+
+// Config configures tftpd.
+type Config struct {
+	// Addr is the TFTP request port (UDP).
+	Addr string
+	// GRPCAddr is the admin API's address.
+	GRPCAddr string
+	// GRPCTLS are the admin API's TLS files (none: plaintext).
+	GRPCTLS tlsconf.Files
+	// ArtifactStore is artifactstore's gRPC address.
+	ArtifactStore string
+	// ArtifactStoreTLS are the client TLS files for artifactstore.
+	ArtifactStoreTLS tlsconf.Files
+	// DataDir holds the cache (blobs/ and index.json). Required.
+	DataDir string
+	// Site this tftpd serves; its file map is read from tftp/<site>/map.
+	Site string
+	// Map is the file-name map from the command line: "name=artifact,prefix*=artprefix".
+	// The etcd map is laid over it; the well-known iPXE names map to themselves.
+	Map string
+	// SinglePort serves every transfer from the request port (NAT, firewalls).
+	SinglePort bool
+	// MaxBlksize caps the negotiated blksize; the interface MTU caps it too.
+	MaxBlksize int
+	// Timeout waiting for an ACK before sending a packet again.
+	Timeout time.Duration
+	// Retries: sends of one packet before a transfer fails.
+	Retries int
+	// MaxTransfers caps concurrent transfers; 0 means no cap.
+	MaxTransfers int
+	// MaxPerClient caps concurrent transfers per client IP; 0 means no cap.
+	MaxPerClient int
+	// FetchTimeout bounds fetching an artifact that is not cached.
+	FetchTimeout time.Duration
+	// RefreshWait bounds how long a request for a changed artifact waits for the new
+	// content before the cached one is served.
+	RefreshWait time.Duration
+	// Warm fetches the mapped artifacts at start.
+	Warm bool
+	// Anticipate > 1 turns on pin/tftp's experimental sender window: that many
+	// blocks are sent before waiting for the ACK of the last (not RFC 7440: no
+	// windowsize is negotiated). 0 is lock-step, as RFC 1350.
+	Anticipate int
+
+	// Store is the etcd store (sessions, file map, artifact watch). Required.
+	Store *store.Store
+	// TracerProvider for transfer spans; default otel's global.
+	TracerProvider trace.TracerProvider
+	// Logger; default slog.Default().
+	Logger *slog.Logger
+	// Source overrides the artifactstore client (tests).
+	Source source.Source
+}
+
+// DefaultConfig returns the defaults of DESIGN.md: TFTP on :69, admin on :9083,
+// artifactstore on 127.0.0.1:9081.
+func DefaultConfig() Config {
+	return Config{
+		Addr: ":69", GRPCAddr: ":9083", ArtifactStore: "127.0.0.1:9081", Site: "default",
+		MaxBlksize: 1468, Timeout: time.Second, Retries: 5, MaxTransfers: 512, MaxPerClient: 8,
+		FetchTimeout: 20 * time.Second, RefreshWait: time.Second, Warm: true,
+	}
+}
+
+// AddFlags binds the configuration to flags named prefix+name ("tftpd-" in the
+// launcher, "" in the tftpd binary).
+func (c *Config) AddFlags(fs *flag.FlagSet, prefix string) {
+	fs.StringVar(&c.Addr, prefix+"addr", c.Addr, "TFTP listen address (UDP)")
+	fs.StringVar(&c.GRPCAddr, prefix+"grpc-addr", c.GRPCAddr, "gRPC admin API address")
+	c.GRPCTLS.AddServerFlags(fs, prefix+"grpc-")
+	fs.StringVar(&c.ArtifactStore, prefix+"artifactstore", c.ArtifactStore, "artifactstore gRPC address")
+	c.ArtifactStoreTLS.AddClientFlags(fs, prefix+"artifactstore-")
+	fs.StringVar(&c.Map, prefix+"map", c.Map, "file-name map: name=artifact,... (a name ending in * maps a prefix); laid under the etcd map tftp/<site>/map")
+	fs.BoolVar(&c.SinglePort, prefix+"single-port", c.SinglePort, "serve every transfer from the request port (NAT/firewalled sites)")
+	fs.IntVar(&c.MaxBlksize, prefix+"max-blksize", c.MaxBlksize, "largest blksize offered (the interface MTU caps it too)")
+	fs.DurationVar(&c.Timeout, prefix+"timeout", c.Timeout, "wait for an ACK before sending a packet again")
+	fs.IntVar(&c.Retries, prefix+"retries", c.Retries, "sends of one packet before a transfer fails")
+	fs.IntVar(&c.MaxTransfers, prefix+"max-transfers", c.MaxTransfers, "cap on concurrent transfers (0: none)")
+	fs.IntVar(&c.MaxPerClient, prefix+"max-per-client", c.MaxPerClient, "cap on concurrent transfers per client IP (0: none)")
+	fs.DurationVar(&c.FetchTimeout, prefix+"fetch-timeout", c.FetchTimeout, "bound on fetching an artifact that is not cached")
+	fs.DurationVar(&c.RefreshWait, prefix+"refresh-wait", c.RefreshWait, "wait for a changed artifact before serving the cached copy")
+	fs.BoolVar(&c.Warm, prefix+"warm", c.Warm, "fetch the mapped artifacts at start")
+	fs.IntVar(&c.Anticipate, prefix+"anticipate", c.Anticipate, "experimental: pin/tftp's sender window, blocks sent before waiting for an ACK (0: lock-step); see docs/tftpd.md")
+}
+
+// Validate reports a configuration that cannot work.
+func (c Config) Validate() error {
+	var errs []error
+	if c.Store == nil {
+		errs = append(errs, errors.New("no etcd store"))
+	}
+	if c.DataDir == "" {
+		errs = append(errs, errors.New("no data dir"))
+	}
+	if c.Addr == "" {
+		errs = append(errs, errors.New("no TFTP address"))
+	}
+	if c.ArtifactStore == "" && c.Source == nil {
+		errs = append(errs, errors.New("no artifactstore address"))
+	}
+	if c.MaxBlksize < 512 || c.MaxBlksize > 65464 {
+		errs = append(errs, fmt.Errorf("max-blksize %d: want 512..65464", c.MaxBlksize))
+	}
+	if c.Timeout <= 0 || c.Timeout > time.Minute {
+		errs = append(errs, fmt.Errorf("timeout %s: want >0 and at most 1m", c.Timeout))
+	}
+	if c.Retries < 1 || c.Retries > 50 {
+		errs = append(errs, fmt.Errorf("retries %d: want 1..50", c.Retries))
+	}
+	if c.Anticipate < 0 || c.Anticipate > 60 {
+		errs = append(errs, fmt.Errorf("anticipate %d: want 0..60", c.Anticipate))
+	}
+	if c.MaxTransfers < 0 || c.MaxPerClient < 0 {
+		errs = append(errs, errors.New("transfer caps must not be negative"))
+	}
+	if _, err := filemap.Parse(c.Map); err != nil {
+		errs = append(errs, err)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("tftpd: %w", err)
+	}
+	return nil
+}
+
+// Server is a tftpd ready to Run.
+type Server struct {
+	cfg       Config
+	log       *slog.Logger
+	grpc      *grpcserver.Server
+	conn      *grpc.ClientConn
+	cache     *cache.Cache
+	transfers *transfer.Server
+	sessions  *session.Recorder
+	maps      *store.Cache[*tftpdv1.FileMap]
+	artifacts *store.Cache[*artifactstorev1.Artifact]
+	leases    *store.Cache[*dhcpdv1.Lease]
+	admin     *admin.Service
+	base      *filemap.Map
+	current   atomic.Pointer[filemap.Map]
+}
+
+// New listens on the TFTP and gRPC ports and prepares the service.
+func New(cfg Config) (_ *Server, err error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.TracerProvider == nil {
+		cfg.TracerProvider = otel.GetTracerProvider()
+	}
+	log := cfg.Logger.With("service", "tftpd", "site", cfg.Site)
+	s := &Server{cfg: cfg, log: log}
+	var closers []func()
+	defer func() {
+		if err != nil {
+			for _, c := range closers {
+				c()
+			}
+		}
+	}()
+	s.base, _ = filemap.Parse(cfg.Map)
+	s.current.Store(s.base)
+
+	src := cfg.Source
+	if src == nil {
+		s.conn, err = grpcclient.Dial(cfg.ArtifactStore, cfg.ArtifactStoreTLS)
+		if err != nil {
+			return nil, fmt.Errorf("tftpd: %w", err)
+		}
+		closers = append(closers, func() { s.conn.Close() })
+		src = source.NewGRPC(s.conn)
+	}
+	s.cache, err = cache.New(cache.Config{
+		Dir: filepath.Join(cfg.DataDir, "cache"), Source: src, FetchTimeout: cfg.FetchTimeout,
+		RefreshWait: cfg.RefreshWait, Logger: log,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("tftpd: %w", err)
+	}
+	s.sessions, err = session.New(session.Config{Store: cfg.Store, Service: "tftpd", Site: cfg.Site, TracerProvider: cfg.TracerProvider, Logger: log})
+	if err != nil {
+		return nil, fmt.Errorf("tftpd: %w", err)
+	}
+	s.maps = store.NewCache(cfg.Store, store.Prefix("tftp", cfg.Site), func() *tftpdv1.FileMap { return &tftpdv1.FileMap{} }, log)
+	s.leases = store.NewCache(cfg.Store, store.Prefix("leases", cfg.Site), func() *dhcpdv1.Lease { return &dhcpdv1.Lease{} }, log)
+	s.artifacts = store.NewCache(cfg.Store, store.Prefix("artifacts"), func() *artifactstorev1.Artifact { return &artifactstorev1.Artifact{} }, log)
+
+	ua, err := net.ResolveUDPAddr("udp", cfg.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("tftpd: %s: %w", cfg.Addr, err)
+	}
+	udp, err := net.ListenUDP("udp", ua)
+	if err != nil {
+		return nil, fmt.Errorf("tftpd: listen %s: %w", cfg.Addr, err)
+	}
+	closers = append(closers, func() { udp.Close() })
+	// A boot storm arrives at once: let the kernel queue it rather than drop it.
+	_ = udp.SetReadBuffer(4 << 20)
+	s.transfers, err = transfer.New(transfer.Config{
+		Conn: udp, SinglePort: cfg.SinglePort, MaxBlksize: cfg.MaxBlksize, Timeout: cfg.Timeout,
+		Retries: cfg.Retries, MaxTransfers: cfg.MaxTransfers, MaxPerClient: cfg.MaxPerClient, Anticipate: cfg.Anticipate,
+		Resolve: s.resolve, Open: s.cache.Open, Sessions: s.sessions, MACByIP: s.macByIP,
+		Tracer: cfg.TracerProvider.Tracer("github.com/bootchain/bootchain/services/tftpd"), Logger: log,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("tftpd: %w", err)
+	}
+	s.admin = &admin.Service{Cache: s.cache, Transfers: s.transfers}
+	if cfg.GRPCAddr != "" {
+		s.grpc, err = grpcserver.New(grpcserver.Config{Addr: cfg.GRPCAddr, TLS: cfg.GRPCTLS, Logger: log})
+		if err != nil {
+			return nil, fmt.Errorf("tftpd: %w", err)
+		}
+		tftpdv1.RegisterTftpServiceServer(s.grpc.GRPC, s.admin)
+	}
+	return s, nil
+}
+
+// Addr is the TFTP request port's address.
+func (s *Server) Addr() *net.UDPAddr { return s.transfers.Addr() }
+
+// GRPCAddr is the admin API's address (nil when disabled).
+func (s *Server) GRPCAddr() net.Addr {
+	if s.grpc == nil {
+		return nil
+	}
+	return s.grpc.Addr()
+}
+
+// Stats returns the transfer counters (what the admin API's GetTransferStats says).
+func (s *Server) Stats() *tftpdv1.TransferStats {
+	resp, _ := s.admin.GetTransferStats(context.Background(), &tftpdv1.GetTransferStatsRequest{})
+	return resp.GetStats()
+}
+
+// Sessions is the boot-session recorder (tests flush it).
+func (s *Server) Sessions() *session.Recorder { return s.sessions }
+
+// Endpoints describes where the service listens.
+func (s *Server) Endpoints() []string {
+	out := []string{"tftp udp " + s.Addr().String()}
+	if s.grpc != nil {
+		out = append(out, "grpc "+s.grpc.Addr().String())
+	}
+	return out
+}
+
+// Run serves until ctx ends; it returns nil after a clean stop.
+func (s *Server) Run(ctx context.Context) error {
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return s.sessions.Run(gctx) })
+	g.Go(func() error { return s.maps.Run(gctx) })
+	g.Go(func() error { return s.artifacts.Run(gctx) })
+	g.Go(func() error { return s.leases.Run(gctx) })
+	g.Go(func() error { return s.cache.Run(gctx) })
+	g.Go(func() error { s.watchMap(gctx); return nil })
+	g.Go(func() error { s.watchArtifacts(gctx); return nil })
+	g.Go(func() error { return s.transfers.Run(gctx) })
+	if s.grpc != nil {
+		g.Go(func() error { return s.grpc.Serve(gctx) })
+	}
+	if s.cfg.Warm {
+		g.Go(func() error {
+			if s.maps.WaitReady(gctx) == nil {
+				s.cache.Warm(gctx, s.current.Load().Artifacts())
+			}
+			return nil
+		})
+	}
+	s.log.Info("tftpd serving", "tftp", s.Addr().String(), "single_port", s.cfg.SinglePort, "artifactstore", s.cfg.ArtifactStore)
+	err := g.Wait()
+	if s.conn != nil {
+		s.conn.Close()
+	}
+	if errors.Is(err, context.Canceled) {
+		return nil
+	}
+	return err
+}
+
+func (s *Server) resolve(name string) (string, bool) { return s.current.Load().Resolve(name) }
+
+// macByIP returns the MAC of the client holding ip by dhcpd's lease (leases/<site>/<ip>).
+func (s *Server) macByIP(ip string) (string, bool) {
+	it, ok := s.leases.Get(ip)
+	if !ok || it.Value.GetMac() == "" {
+		return "", false
+	}
+	switch it.Value.GetState() {
+	case dhcpdv1.LeaseState_LEASE_STATE_OFFERED, dhcpdv1.LeaseState_LEASE_STATE_BOUND:
+		return it.Value.GetMac(), true
+	}
+	return "", false
+}
+
+// watchMap keeps the current map = command-line map overlaid by tftp/<site>/map.
+func (s *Server) watchMap(ctx context.Context) {
+	for ctx.Err() == nil {
+		snap, events, cancel := s.maps.Subscribe(16)
+		apply := func() {
+			m := s.base
+			if it, ok := s.maps.Get("map"); ok {
+				m = filemap.Overlay(s.base, filemap.FromProto(it.Value))
+			}
+			s.current.Store(m)
+		}
+		_ = snap
+		apply()
+		for open := true; open; {
+			select {
+			case <-ctx.Done():
+				cancel()
+				return
+			case _, open = <-events:
+				apply()
+			}
+		}
+		cancel()
+	}
+}
+
+// watchArtifacts marks cached artifacts stale when etcd says their content changed or
+// they were deleted; the cache fetches the new content in the background.
+func (s *Server) watchArtifacts(ctx context.Context) {
+	if s.artifacts.WaitReady(ctx) != nil {
+		return
+	}
+	for ctx.Err() == nil {
+		snap, events, cancel := s.artifacts.Subscribe(256)
+		// Whatever changed while we were not watching (or not running).
+		have := map[string]string{}
+		for _, it := range snap {
+			have[it.Name] = it.Value.GetSha256()
+		}
+		for _, name := range s.cache.Names() {
+			sha, _ := s.cache.SHA256(name)
+			if have[name] != sha {
+				s.cache.Changed(name)
+			}
+		}
+		for open := true; open; {
+			select {
+			case <-ctx.Done():
+				cancel()
+				return
+			case ev, ok := <-events:
+				if !ok {
+					open = false
+					break
+				}
+				sha, cached := s.cache.SHA256(ev.Name)
+				if cached && (ev.Deleted || ev.Value.GetSha256() != sha) {
+					s.log.Info("artifact changed; refreshing cache", "artifact", ev.Name, "deleted", ev.Deleted)
+					s.cache.Changed(ev.Name)
+				}
+			}
+		}
+		cancel()
+	}
+}
