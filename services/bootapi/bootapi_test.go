@@ -422,7 +422,7 @@ func TestDiscoveryAndDefaults(t *testing.T) {
 	if code, _ := h.get(t, "/ipxe/v1/config?mac=nonsense"); code != http.StatusBadRequest {
 		t.Fatalf("bad mac: %d", code)
 	}
-	if _, body := h.get(t, "/boot.ipxe"); !strings.Contains(body, "/ipxe/v1/config?mac=${net0/mac:uristring}&arch=${buildarch:uristring}") {
+	if _, body := h.get(t, "/boot.ipxe"); !strings.Contains(body, "/ipxe/v1/config?mac=${net0/mac:hexhyp}&arch=${buildarch:uristring}") {
 		t.Fatalf("bootstrap:\n%s", body)
 	}
 }

@@ -39,7 +39,7 @@ func (f *SeedFlags) AddFlags(fs *flag.FlagSet, prefix string) {
 	fs.StringVar(&f.Domain, prefix+"domain", "", "domain name (option 15)")
 	fs.DurationVar(&f.LeaseTime, prefix+"lease-time", time.Hour, "lease time")
 	fs.BoolVar(&f.Chainload, prefix+"chainload-own-ipxe", false, "give iPXE ROMs our own iPXE binary before the boot script")
-	fs.BoolVar(&f.RA, prefix+"router-advertisements", false, "answer IPv6 router solicitations with a lifetime-0 RA")
+	fs.BoolVar(&f.RA, prefix+"router-advertisements", true, "answer IPv6 router solicitations on the boot network with a lifetime-0 RA (iPXE otherwise waits 13-16 s for an IPv6 router)")
 	fs.StringVar(&f.Unknown, prefix+"unknown-clients", "boot", "PXE clients without a machine record: boot or ignore")
 	fs.Var(&f.BootFiles, prefix+"boot-file", "boot file override key=file (bios, uefi-x64, uefi-arm64, http-x64, http-arm64)")
 	fs.Var(&f.RelayAddrs, prefix+"relay", "accepted relay agent addresses (default: any relay in a served subnet)")

@@ -49,7 +49,7 @@ func checkScript(t *testing.T, s string, wantLines int) {
 			}
 		}
 		// bootchain's own references are the only expansions allowed.
-		own := strings.NewReplacer("${target}", "", "${net0/mac:uristring}", "").Replace(l)
+		own := strings.NewReplacer("${target}", "", "${net0/mac:hexhyp}", "").Replace(l)
 		if strings.Contains(own, "${") {
 			t.Fatalf("expansion in line %q", l)
 		}

@@ -20,18 +20,26 @@ import (
 	"github.com/bootchain/bootchain/pkg/ipxe"
 )
 
-// BootstrapParams are what /boot.ipxe asks iPXE to send to the config URL.
-var BootstrapParams = []struct{ Key, Setting string }{
-	{"mac", "net0/mac"}, {"arch", "buildarch"}, {"platform", "platform"}, {"uuid", "uuid"},
-	{"serial", "serial"}, {"manufacturer", "manufacturer"}, {"product", "product"},
+// BootstrapParams are what /boot.ipxe asks iPXE to send to the config URL, with
+// the iPXE type each is formatted as. A type applies to the setting's raw bytes:
+// ${net0/mac:uristring} would percent-encode the six binary bytes of the MAC, so the
+// MAC goes as hexhyp (52-54-00-12-34-56) and the UUID as a uuid; both are URL-safe.
+// Text settings go as uristring (percent-encoded).
+var BootstrapParams = []struct{ Key, Setting, Type string }{
+	{"mac", "net0/mac", "hexhyp"}, {"arch", "buildarch", "uristring"}, {"platform", "platform", "uristring"},
+	{"uuid", "uuid", "uuid"}, {"serial", "serial", "uristring"}, {"manufacturer", "manufacturer", "uristring"},
+	{"product", "product", "uristring"},
 }
 
-// Bootstrap renders /boot.ipxe: chain to the config URL with the machine's facts,
-// URL-encoded by iPXE's :uristring type. The ${...} references are bootchain's own.
+// MACExpansion is how scripts hand iPXE's own MAC to bootapi in a URL.
+const MACExpansion = "${net0/mac:hexhyp}"
+
+// Bootstrap renders /boot.ipxe: chain to the config URL with the machine's facts
+// (see BootstrapParams). The ${...} references are bootchain's own.
 func Bootstrap(configURL *url.URL) (string, error) {
 	var q []string
 	for _, p := range BootstrapParams {
-		q = append(q, p.Key+"=${"+p.Setting+":uristring}")
+		q = append(q, p.Key+"=${"+p.Setting+":"+p.Type+"}")
 	}
 	u := *configURL
 	u.RawQuery = ""
@@ -39,10 +47,14 @@ func Bootstrap(configURL *url.URL) (string, error) {
 	b.Comment("bootchain bootstrap: ask bootapi what this machine boots")
 	chain := ipxe.Raw(ipxe.EscapeURL(u.String()) + "?" + strings.Join(q, "&"))
 	b.Line("chain", ipxe.Raw("--autofree"), chain, ipxe.Raw("|| goto retry"))
+	// A chained script that returns (local disk: "exit") is done; without this
+	// line iPXE would fall through into the retry below and ask again.
+	b.Line("exit")
 	b.Label("retry")
 	b.Line("echo", ipxe.Raw("bootchain: cannot reach bootapi, retrying in 5 seconds"))
 	b.Line("sleep", ipxe.Raw("5"))
 	b.Line("chain", ipxe.Raw("--autofree"), chain, ipxe.Raw("|| goto giveup"))
+	b.Line("exit")
 	b.Label("giveup")
 	b.Line("echo", ipxe.Raw("bootchain: bootapi unreachable, booting the next device"))
 	b.Line("exit")
@@ -211,7 +223,7 @@ func MenuBody(items []MenuItem, timeout time.Duration) (string, error) {
 		if strings.Contains(u, "?") {
 			sep = "&"
 		}
-		b.Line("chain", ipxe.Raw("--autofree"), ipxe.Raw(u+sep+"mac=${net0/mac:uristring}"), ipxe.Raw("|| goto start"))
+		b.Line("chain", ipxe.Raw("--autofree"), ipxe.Raw(u+sep+"mac="+MACExpansion), ipxe.Raw("|| goto start"))
 	}
 	b.Label("shell")
 	b.Line("shell")

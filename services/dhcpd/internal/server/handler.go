@@ -319,15 +319,26 @@ func (h *Handler) hop(ctx context.Context, in *info, d bootfile.Decision) (*sess
 		}
 		h.xids[in.mac] = in.msg.TransactionID
 		h.mu.Unlock()
-		s = h.cfg.Sessions.Open(ctx, in.mac, session.OpenOptions{New: firmware && !(seen && last == in.msg.TransactionID), Site: h.cfg.Site})
+		// A DISCOVER starts a new boot attempt when it comes from the firmware, or
+		// when the machine's last session is over: an iPXE ROM that is not
+		// chain-loaded (or within the chain-load window) sends iPXE's DISCOVER after
+		// a reboot, and must not add its hops to the finished boot before it.
+		fresh := firmware
+		if !fresh {
+			_, active := h.cfg.Sessions.Join(in.mac)
+			fresh = !active
+		}
+		s = h.cfg.Sessions.Open(ctx, in.mac, session.OpenOptions{New: fresh && !(seen && last == in.msg.TransactionID), Site: h.cfg.Site})
 	} else {
 		var ok bool
 		if s, ok = h.cfg.Sessions.Join(in.mac); !ok {
 			s = h.cfg.Sessions.Open(ctx, in.mac, session.OpenOptions{Site: h.cfg.Site})
 		}
 	}
+	// An iPXE ROM that we chain-load acts as the firmware: its exchange is the
+	// boot's firmware DHCP, and "ipxe.dhcp" is the iPXE we loaded.
 	name := "ipxe.dhcp"
-	if !in.ipxe {
+	if firmware {
 		name = "dhcp.request"
 		if in.mt == dhcpv4.MessageTypeDiscover {
 			name = "dhcp.discover"
@@ -521,8 +532,14 @@ func (h *Handler) proxy(ctx context.Context, sc *SiteConfig, in *info) *Reply {
 	case in.mt == dhcpv4.MessageTypeInform:
 		h.Stats.Informs.Add(1)
 		mt = dhcpv4.MessageTypeAck
+	case in.mt == dhcpv4.MessageTypeRequest:
+		// REQUESTs on 67 belong to the site's own DHCP server. We only note the
+		// exchange on the session, with the address the client asks for: that
+		// address is how tftpd finds the machine's session in proxy mode.
+		h.Stats.NotForUs.Add(1)
+		h.observeRequest(ctx, in, d)
+		return nil
 	default:
-		// REQUESTs on 67 belong to the site's own DHCP server.
 		h.Stats.NotForUs.Add(1)
 		return nil
 	}
@@ -638,4 +655,28 @@ func (s *Stats) String() string {
 	return fmt.Sprintf("received=%d replied=%d offers=%d acks=%d naks=%d exhausted=%d malformed=%d wrong_op=%d store_errors=%d overrun=%d",
 		s.Received.Load(), s.Replied.Load(), s.Offers.Load(), s.Acks.Load(), s.Naks.Load(), s.Exhausted.Load(),
 		s.Malformed.Load(), s.WrongOp.Load(), s.StoreErrors.Load(), s.Overrun.Load())
+}
+
+// observeRequest records, in proxy mode, a client's REQUEST to the site's own DHCP
+// server as a hop of its session and sets the session's IP to the requested
+// address.
+func (h *Handler) observeRequest(ctx context.Context, in *info, d bootfile.Decision) {
+	ip := addrOf(in.msg.RequestedIPAddress())
+	if !ip.IsValid() || ip.IsUnspecified() {
+		ip = addrOf(in.msg.ClientIPAddr)
+	}
+	if !ip.IsValid() || ip.IsUnspecified() {
+		return
+	}
+	s, hop := h.hop(ctx, in, d)
+	if s == nil {
+		return
+	}
+	s.SetIP(ip.String())
+	detail := "request " + ip.String()
+	if sid := addrOf(in.msg.ServerIdentifier()); sid.IsValid() {
+		detail += " from " + sid.String() + " (the site's DHCP server answers)"
+	}
+	hop.SetAttr("dhcp.offered_ip", ip.String())
+	endHop(hop, nil, detail)
 }
