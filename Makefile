@@ -52,3 +52,15 @@ GRPCURL := $(GO) -C tools/grpcurl tool grpcurl
 .PHONY: grpcurl-list
 grpcurl-list:
 	$(GRPCURL) -plaintext localhost:9080 list
+
+# The whole chain for real (root, QEMU under TCG): a lab namespace, `bootchain up`
+# inside it, VMs PXE-booting BIOS and UEFI through authoritative and proxy DHCP,
+# one OTLP trace per boot, a failed boot. Also part of `make unit` (go test ./...).
+e2e: deps
+	$(GO) test -count=1 -timeout 15m -v ./test/e2e/
+
+# One VM booted through the chain in a private lab, its trace timeline, cleanup.
+# DEMO_FLAGS=-uefi boots UEFI; DEMO_FLAGS=-keep keeps the logs.
+DEMO_FLAGS ?=
+demo: deps
+	$(GO) run ./test/e2e/cmd/demo $(DEMO_FLAGS)

@@ -2,7 +2,8 @@
 
 // Command boot measures network boot time, power-on to the installer's "succeeded"
 // callback, for the same VM booted through different boot stacks: stock dnsmasq +
-// nginx, hand-tuned dnsmasq + nginx, and (once it exists) bootchain's defaults.
+// nginx, hand-tuned dnsmasq + nginx, and bootchain's defaults (the launcher built
+// from this tree, started with only the boot network's interface, subnet and pool).
 //
 // Each boot runs in a fresh private lab (package test/lab): a network namespace with
 // a bridge on 198.18.0.1/24 and no route out, the stack under test, a callback
@@ -59,7 +60,7 @@ type Setup struct {
 var setups = []Setup{
 	{Key: "stock", Name: "stock dnsmasq + nginx", New: func() Server { return &dnsmasqNginx{} }},
 	{Key: "tuned", Name: "tuned dnsmasq + nginx", New: func() Server { return &dnsmasqNginx{tuned: true} }},
-	// {Key: "bootchain", Name: "bootchain defaults", New: func() Server { return FuncServer(startBootchain) }},
+	{Key: "bootchain", Name: "bootchain defaults", New: func() Server { return &bootchainDefaults{} }},
 }
 
 // ipxeDir holds Debian's iPXE builds (package ipxe).
@@ -267,7 +268,7 @@ func bootOnce(ctx context.Context, o options, s Setup, fw e2e.Firmware, rd *e2e.
 		res.err = err
 		return res
 	}
-	ln, err := l.Main().Listen("tcp", net.JoinHostPort(f.ServerAddr.String(), "8080"))
+	ln, err := l.Main().Listen("tcp", net.JoinHostPort(f.ServerAddr.String(), callbackPort))
 	if err != nil {
 		res.err = err
 		return res
@@ -393,7 +394,7 @@ func prepareFiles(l *lab.Lab, o options, fw e2e.Firmware, rd *e2e.Initrd) (Files
 		Firmware:     fw,
 	}
 	f.ScriptURL = fmt.Sprintf("http://%s/%s", server, f.ScriptName)
-	f.CallbackURL = fmt.Sprintf("http://%s/report?job=bench-%s", net.JoinHostPort(server.String(), "8080"), randomHex(4))
+	f.CallbackURL = fmt.Sprintf("http://%s/report?job=bench-%s", net.JoinHostPort(server.String(), callbackPort), randomHex(4))
 	// initrd=<name>: on UEFI this iPXE hands the initrd over by name, and the kernel
 	// finds it only when the cmdline names it (FIELD-NOTES); harmless on BIOS.
 	f.Cmdline = fmt.Sprintf("initrd=%s console=ttyS0 panic=1 bootchain.callback=%s bootchain.token=%s bootchain.traceparent=%s",
@@ -558,3 +559,7 @@ func printTable(w io.Writer, rows []Setup, firmwares []e2e.Firmware, results []r
 	}
 	tw.Flush()
 }
+
+// callbackPort is where the harness receives the callbacks of the dnsmasq + nginx
+// rows; not 8080, which bootchain's bootapi serves in its own row.
+const callbackPort = "8099"

@@ -1,0 +1,206 @@
+//go:build linux
+
+// Command demo boots a VM through the whole bootchain chain in a private lab and
+// prints what happened: `make demo` runs it (as root, after scripts/install-deps.sh).
+//
+// It builds a lab (network namespace, bridge 198.18.0.1/24, tap; no route out),
+// starts `bootchain up` inside it (embedded etcd, dhcpd on the bridge, tftpd,
+// bootapi, artifactstore), imports Debian's iPXE binaries, uploads a Debian kernel
+// and a small test initrd, registers the VM, creates a reinstall job, powers on a
+// QEMU VM (TCG) that PXE-boots, and prints the job's states and the boot's trace
+// timeline (`bootctl trace`). Everything it started is stopped by PID and the
+// namespace deleted at the end, also on Ctrl-C.
+//
+//	go run ./test/e2e/cmd/demo            # BIOS: SeaBIOS, iPXE ROM -> undionly.kpxe over TFTP
+//	go run ./test/e2e/cmd/demo -uefi      # UEFI: OVMF's own PXE -> ipxe.efi over TFTP
+//	go run ./test/e2e/cmd/demo -keep      # keep logs and the serial console output
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	bootapiv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/bootapi/v1"
+	"github.com/bootchain/bootchain/test/e2e"
+	"github.com/bootchain/bootchain/test/lab"
+)
+
+func main() {
+	uefi := flag.Bool("uefi", false, "boot UEFI (OVMF, NIC without option ROM) instead of BIOS")
+	keep := flag.Bool("keep", false, "keep the lab directory (logs, serial output) after the demo")
+	timeout := flag.Duration("timeout", 4*time.Minute, "give up on the boot after this long")
+	flag.Parse()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, *uefi, *keep, *timeout); err != nil {
+		fmt.Fprintln(os.Stderr, "demo:", err)
+		os.Exit(1)
+	}
+}
+
+func step(format string, args ...any) {
+	fmt.Printf("==> "+format+"\n", args...)
+}
+
+func run(ctx context.Context, uefi, keep bool, timeout time.Duration) (err error) {
+	if err := lab.Check(); err != nil {
+		return fmt.Errorf("%w (run as root: sudo make demo)", err)
+	}
+	// Leftovers of a demo that was killed before it could clean up.
+	if gone, _ := lab.RemoveStale(ctx, "bcdemo"); len(gone) > 0 {
+		step("removed stale lab namespaces %v", gone)
+	}
+	step("building the test initrd (busybox + virtio-net modules of the installed Debian kernel)")
+	rd, err := e2e.BuildInitrd(ctx, e2e.InitrdConfig{})
+	if err != nil {
+		return err
+	}
+	fmt.Printf("    kernel %s, initrd %s (%d bytes)\n", rd.Kernel.Image, rd.Path, rd.Size)
+
+	l, err := lab.New(ctx, lab.Config{Prefix: "bcdemo", IPv6: true, KeepDir: keep})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		step("cleaning up: stopping processes by PID, deleting namespace %s", l.Name())
+		if cerr := l.Close(); cerr != nil && err == nil {
+			err = cerr
+		}
+		if keep {
+			fmt.Printf("    kept %s\n", l.Dir())
+		}
+	}()
+	step("lab: namespace %s, bridge %s %s (no route out), dir %s", l.Name(), l.Bridge(), l.BridgeAddr(), l.Dir())
+
+	step("building bootchain and bootctl")
+	tools, err := e2e.BuildTools(ctx, filepath.Join(l.Dir(), "bin"))
+	if err != nil {
+		return err
+	}
+	tap, err := l.AddTap(ctx, "tap0")
+	if err != nil {
+		return err
+	}
+	args := []string{"--dhcpd-interface", l.Bridge(), "--dhcpd-subnet", "198.18.0.0/24", "--dhcpd-pool", "198.18.0.100-198.18.0.200"}
+	if !uefi {
+		// The BIOS NIC's ROM is iPXE already; chain-loading our own undionly.kpxe
+		// shows the TFTP hop too.
+		args = append(args, "--dhcpd-chainload-own-ipxe")
+	}
+	step("starting: bootchain up %s", strings.Join(args, " "))
+	st, err := e2e.StartStack(ctx, l, l.Main(), e2e.StackConfig{Tools: tools, Dir: filepath.Join(l.Dir(), "bootchain"), Args: args, DHCP: true})
+	if err != nil {
+		return err
+	}
+	defer st.Stop()
+
+	const macs = "52:54:00:bc:de:01"
+	step("bootctl: import iPXE, upload kernel and initrd, profile e2e, machine %s, reinstall job", macs)
+	if _, err := st.Provision(ctx, e2e.BootConfig{MAC: macs, Initrd: rd, NoJob: true}); err != nil {
+		return err
+	}
+	cc, err := st.Conn("bootapi")
+	if err != nil {
+		return err
+	}
+	wctx, wcancel := context.WithCancel(ctx)
+	defer wcancel()
+	stream, err := bootapiv1.NewJobServiceClient(cc).WatchJobs(wctx, &bootapiv1.WatchJobsRequest{Mac: macs})
+	if err != nil {
+		return err
+	}
+	job, err := st.CreateJob(ctx, macs, "e2e")
+	if err != nil {
+		return err
+	}
+
+	fw := e2e.BIOS
+	if uefi {
+		fw = e2e.UEFI
+	}
+	mac, _ := net.ParseMAC(macs)
+	step("powering on a %s VM (QEMU, TCG) with MAC %s", strings.ToUpper(string(fw)), macs)
+	vm, err := e2e.StartVM(l, l.Main(), e2e.VMConfig{Name: "demo", Firmware: fw, NoNICROM: uefi, MAC: mac, Tap: tap})
+	if err != nil {
+		return err
+	}
+	defer vm.Kill()
+
+	bctx, bcancel := context.WithTimeout(ctx, timeout)
+	defer bcancel()
+	go func() { <-bctx.Done(); wcancel() }()
+	var final bootapiv1.JobState
+	for {
+		r, err := stream.Recv()
+		if err != nil {
+			return fmt.Errorf("job %s did not finish: %w; serial tail:\n%s", job, err, lastLines(vm.Serial(), 20))
+		}
+		j := r.GetJob()
+		if j.GetId() != job {
+			continue
+		}
+		state := strings.ToLower(strings.TrimPrefix(j.GetState().String(), "JOB_STATE_"))
+		fmt.Printf("    %6.2fs  job %s %s %s\n", time.Since(vm.Started).Seconds(), job, state, j.GetMessage())
+		if s := j.GetState(); s == bootapiv1.JobState_JOB_STATE_SUCCEEDED || s == bootapiv1.JobState_JOB_STATE_FAILED {
+			final = s
+			break
+		}
+	}
+	wcancel()
+	if _, err := vm.Wait(ctx); err != nil && !errors.Is(err, context.Canceled) {
+		fmt.Printf("    VM: %v\n", err)
+	}
+	step("the VM powered off %.2fs after power-on", time.Since(vm.Started).Seconds())
+
+	// The last hops' records reach etcd asynchronously: wait for the session to end.
+	tick := time.NewTicker(200 * time.Millisecond)
+	defer tick.Stop()
+	for i := 0; i < 50; i++ {
+		r, err := bootapiv1.NewSessionServiceClient(cc).GetSession(ctx, &bootapiv1.GetSessionRequest{Mac: macs})
+		if err == nil && r.GetSession().GetState() != bootapiv1.SessionState_SESSION_STATE_ACTIVE {
+			break
+		}
+		<-tick.C
+	}
+	step("bootctl trace %s", macs)
+	out, err := st.Bootctl(ctx, "trace", macs)
+	if err != nil {
+		return fmt.Errorf("bootctl trace: %w: %s", err, out)
+	}
+	fmt.Println(out)
+	out, _ = st.Bootctl(ctx, "jobs", "list", "-mac", macs)
+	fmt.Println(out)
+
+	step("where to look")
+	fmt.Printf(`    launcher log          %s
+    VM serial console     %s
+    lab namespace         %s (commands: ip netns exec %[3]s %s <command>)
+    while a lab runs:     ip netns exec <ns> bootctl sessions | trace <mac> | jobs list | leases list
+    traces:               set OTEL_EXPORTER_OTLP_ENDPOINT (and _PROTOCOL=grpc) for bootchain up
+    the same, as a test:  make e2e   (test/e2e: BIOS + UEFI, authoritative + proxy DHCP, one OTLP trace per boot)
+`, st.LogPath, vm.SerialPath, l.Name(), tools.Bootctl)
+	if !keep {
+		fmt.Println("    (run with -keep, or `make demo DEMO_FLAGS=-keep`, to keep these files)")
+	}
+	if final != bootapiv1.JobState_JOB_STATE_SUCCEEDED {
+		return fmt.Errorf("job %s ended %v", job, final)
+	}
+	return nil
+}
+
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}

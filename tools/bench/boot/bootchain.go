@@ -1,0 +1,107 @@
+//go:build linux
+
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	bootapiv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/bootapi/v1"
+	"github.com/bootchain/bootchain/test/e2e"
+	"github.com/bootchain/bootchain/test/lab"
+)
+
+// bootchainDefaults is the "bootchain defaults" row: `bootchain up` (the all-in-one
+// launcher, built from this tree) in the lab namespace with only what a user must
+// say (the interface, subnet and pool), the same iPXE binaries, kernel and initrd
+// uploaded as artifacts, the VM registered and a reinstall job created. bootapi
+// renders the script and receives the callbacks itself, so the row's time is the
+// job's "succeeded" report.
+type bootchainDefaults struct {
+	st  *e2e.Stack
+	job string
+	mac string
+}
+
+var (
+	toolsOnce sync.Once
+	tools     e2e.Tools
+	toolsErr  error
+)
+
+func buildTools(ctx context.Context) (e2e.Tools, error) {
+	toolsOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "bootchain-bench-tools-")
+		if err != nil {
+			toolsErr = err
+			return
+		}
+		tools, toolsErr = e2e.BuildTools(ctx, dir)
+	})
+	return tools, toolsErr
+}
+
+func (b *bootchainDefaults) Start(ctx context.Context, l *lab.Lab, f Files) error {
+	tl, err := buildTools(ctx)
+	if err != nil {
+		return err
+	}
+	args := []string{
+		"--dhcpd-interface", f.Interface,
+		"--dhcpd-subnet", l.BridgeAddr().Masked().String(),
+		"--dhcpd-pool", f.RangeStart.String() + "-" + f.RangeEnd.String(),
+	}
+	b.st, err = e2e.StartStack(ctx, l, l.Main(), e2e.StackConfig{Tools: tl, Dir: filepath.Join(f.Dir, "bootchain"), Args: args, DHCP: true})
+	if err != nil {
+		return err
+	}
+	b.mac = f.MAC.String()
+	rd := &e2e.Initrd{Path: f.Initrd, Kernel: e2e.Kernel{Image: f.Kernel}}
+	b.job, err = b.st.Provision(ctx, e2e.BootConfig{MAC: f.MAC.String(), Initrd: rd, IPXEDir: ipxeDir})
+	return err
+}
+
+func (b *bootchainDefaults) Stop() {
+	if b.st != nil {
+		b.st.Stop()
+	}
+}
+
+// WaitSucceeded polls the job and returns the time bootapi recorded the
+// "succeeded" report.
+func (b *bootchainDefaults) WaitSucceeded(ctx context.Context) (time.Time, error) {
+	cc, err := b.st.Conn("bootapi")
+	if err != nil {
+		return time.Time{}, err
+	}
+	jobs := bootapiv1.NewJobServiceClient(cc)
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		r, err := jobs.GetJob(ctx, &bootapiv1.GetJobRequest{Id: b.job})
+		if err == nil {
+			j := r.GetJob()
+			switch j.GetState() {
+			case bootapiv1.JobState_JOB_STATE_SUCCEEDED:
+				for _, rep := range j.GetReports() {
+					if rep.GetState() == bootapiv1.JobState_JOB_STATE_SUCCEEDED {
+						return rep.GetTime().AsTime(), nil
+					}
+				}
+				return j.GetFinishTime().AsTime(), nil
+			case bootapiv1.JobState_JOB_STATE_FAILED, bootapiv1.JobState_JOB_STATE_EXPIRED, bootapiv1.JobState_JOB_STATE_CANCELED:
+				return time.Time{}, fmt.Errorf("job %s ended %v: %s", b.job, j.GetState(), j.GetMessage())
+			}
+		}
+		select {
+		case <-ctx.Done():
+			out, _ := b.st.Bootctl(context.Background(), "trace", b.mac)
+			return time.Time{}, fmt.Errorf("job %s: %w\n%s", b.job, ctx.Err(), out)
+		case <-tick.C:
+		}
+	}
+}
