@@ -4,9 +4,13 @@
 // The first service that sees a machine opens the session (a root span, stored at
 // sessions/<mac> in etcd with a lease TTL); every later step (DHCP, TFTP, script,
 // downloads, callbacks) is a Hop: a span that is a child of the session's root and a
-// record on the session, so `bootctl trace <mac>` shows the timeline with no
-// collector. Writes to etcd are asynchronous and coalesced: the DHCP and HTTP hot
-// paths never wait for them.
+// record in etcd, so `bootctl trace <mac>` shows the timeline with no collector.
+//
+// The session record (the head: trace, state, IP, job) is small and every service
+// caches it; each hop is a key of its own under
+// sessionhops/<mac>/<trace id>/<start>-<span id>, written blind (no read, no
+// compare: the key is unique) in batches, and read back only when someone asks for
+// the timeline. Writes are asynchronous: the DHCP and HTTP hot paths never wait.
 //
 //	s := rec.Open(ctx, mac, session.OpenOptions{IP: ip})
 //	ctx, hop := s.StartHop(ctx, "dhcp.discover")
@@ -19,7 +23,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -85,6 +88,10 @@ type Recorder struct {
 	pending map[string][]mutation
 	// writing is true while a batch is being written.
 	writing bool
+	// hops waiting to be written, and how many each trace has had (to bound a
+	// machine stuck in a loop).
+	hops     []pendingHop
+	hopCount map[string]int
 	kick    chan struct{}
 	flushed *sync.Cond
 
@@ -103,6 +110,18 @@ const (
 	maxPendingPerSession = 64
 	writeWorkers         = 8
 )
+
+type pendingHop struct {
+	key string
+	hop *bootapiv1.Hop
+}
+
+// maxPendingHops bounds the hop write queue.
+const maxPendingHops = 50000
+
+// touchEvery is how stale a session's update time may get in etcd while hops keep
+// arriving (hops themselves do not rewrite the session record).
+const touchEvery = 5 * time.Second
 
 type mutation func(s *bootapiv1.BootSession) *bootapiv1.BootSession
 
@@ -135,6 +154,7 @@ func New(cfg Config) (*Recorder, error) {
 		local:   map[string]*bootapiv1.BootSession{},
 		written: map[string]int64{},
 		pending: map[string][]mutation{},
+		hopCount: map[string]int{},
 		kick:    make(chan struct{}, 1),
 	}
 	r.flushed = sync.NewCond(&r.mu)
@@ -172,7 +192,7 @@ func (r *Recorder) Flush(ctx context.Context) error {
 	done := make(chan struct{})
 	go func() {
 		r.mu.Lock()
-		for len(r.pending) > 0 || r.writing {
+		for len(r.pending) > 0 || len(r.hops) > 0 || r.writing {
 			r.flushed.Wait()
 		}
 		r.mu.Unlock()
@@ -198,12 +218,37 @@ func (r *Recorder) Get(mac string) (*bootapiv1.BootSession, bool) {
 	if s == nil {
 		return nil, false
 	}
-	// The local view holds no hops (see enqueue): the cache has them, once the
-	// writes land.
-	if it, ok := r.cache.Get(mac); ok && it.Value.GetTraceId() == s.GetTraceId() {
-		s = it.Value
+	out := proto.Clone(s).(*bootapiv1.BootSession)
+	r.mu.Unlock()
+	hops, err := r.readHops(context.Background(), mac, out.GetTraceId(), MaxHops)
+	r.mu.Lock()
+	if err != nil {
+		r.log.Warn("boot session hops not read", "mac", mac, "err", err)
 	}
-	return proto.Clone(s).(*bootapiv1.BootSession), true
+	out.Hops = hops
+	return out, true
+}
+
+func hopPrefix(mac, traceID string) string { return store.Prefix("sessionhops", mac, traceID) }
+
+// readHops reads the last n hops of a session, oldest first.
+func (r *Recorder) readHops(ctx context.Context, mac, traceID string, n int64) ([]*bootapiv1.Hop, error) {
+	ctx, cancel := r.cfg.Store.WithTimeout(ctx)
+	defer cancel()
+	resp, err := r.cfg.Store.Client().Get(ctx, hopPrefix(mac, traceID), clientv3.WithPrefix(),
+		clientv3.WithSort(clientv3.SortByKey, clientv3.SortDescend), clientv3.WithLimit(n))
+	if err != nil {
+		return nil, fmt.Errorf("read hops: %w", err)
+	}
+	hops := make([]*bootapiv1.Hop, 0, len(resp.Kvs))
+	for i := len(resp.Kvs) - 1; i >= 0; i-- {
+		h := &bootapiv1.Hop{}
+		if err := proto.Unmarshal(resp.Kvs[i].Value, h); err != nil {
+			continue
+		}
+		hops = append(hops, h)
+	}
+	return hops, nil
 }
 
 // FindByIP returns the active session of the machine that has ip, newest first.
@@ -404,16 +449,21 @@ func (r *Recorder) writePending(ctx context.Context) {
 	r.mu.Lock()
 	batch := r.pending
 	r.pending = map[string][]mutation{}
-	r.writing = len(batch) > 0
+	hops := r.hops
+	r.hops = nil
+	r.writing = len(batch) > 0 || len(hops) > 0
 	r.mu.Unlock()
-	if len(batch) == 0 {
+	if len(batch) == 0 && len(hops) == 0 {
 		return
+	}
+	if err := r.writeHops(ctx, hops); err != nil && ctx.Err() == nil {
+		r.log.Warn("boot session hops not recorded", "hops", len(hops), "err", err)
 	}
 	revs := make(map[string]int64, len(batch))
 	var revMu sync.Mutex
 	work := make(chan string)
 	var wg sync.WaitGroup
-	for w := 0; w < min(writeWorkers, len(batch)); w++ {
+	for w := 0; w < min(writeWorkers, max(len(batch), 1)); w++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -488,7 +538,7 @@ func (r *Recorder) write(ctx context.Context, mac string, muts []mutation) (int6
 		if s == nil {
 			return 0, nil
 		}
-		trimHops(s)
+		s.Hops = nil // hops are keys of their own
 		b, err := proto.Marshal(s)
 		if err != nil {
 			return 0, err
@@ -510,6 +560,72 @@ func (r *Recorder) write(ctx context.Context, mac string, muts []mutation) (int6
 	return 0, fmt.Errorf("write session %s: %w", mac, store.ErrConflict)
 }
 
+// writeHops puts hops in transactions of up to 64 keys, each with the session
+// lease. The keys are unique, so nothing is compared and nothing can conflict.
+func (r *Recorder) writeHops(ctx context.Context, hops []pendingHop) error {
+	if len(hops) == 0 {
+		return nil
+	}
+	lease, err := r.leaseID(ctx)
+	if err != nil {
+		return err
+	}
+	for len(hops) > 0 {
+		n := min(len(hops), 64)
+		ops := make([]clientv3.Op, 0, n)
+		for _, ph := range hops[:n] {
+			b, err := proto.Marshal(ph.hop)
+			if err != nil {
+				return err
+			}
+			ops = append(ops, clientv3.OpPut(ph.key, string(b), clientv3.WithLease(lease)))
+		}
+		tctx, cancel := r.cfg.Store.WithTimeout(ctx)
+		_, err := r.cfg.Store.Client().Txn(tctx).Then(ops...).Commit()
+		cancel()
+		if err != nil {
+			return fmt.Errorf("write hops: %w", err)
+		}
+		hops = hops[n:]
+	}
+	return nil
+}
+
+// enqueueHop queues a hop record and, when the session's update time in etcd is
+// getting stale, a touch of the session record.
+func (r *Recorder) enqueueHop(s *Session, h *bootapiv1.Hop, end time.Time) {
+	tid := s.TraceID()
+	key := store.Key("sessionhops", s.MAC, tid, fmt.Sprintf("%019d-%s", h.GetStartTime().AsTime().UnixNano(), h.GetSpanId()))
+	r.mu.Lock()
+	if len(r.hops) >= maxPendingHops || r.hopCount[tid] >= MaxHops {
+		r.mu.Unlock()
+		r.Dropped.Add(1)
+		return
+	}
+	if len(r.hopCount) > 100000 {
+		clear(r.hopCount)
+	}
+	r.hopCount[tid]++
+	r.hops = append(r.hops, pendingHop{key: key, hop: h})
+	cur := r.currentLocked(s.MAC)
+	touch := cur != nil && cur.GetTraceId() == tid && end.Sub(cur.GetUpdateTime().AsTime()) > touchEvery
+	r.mu.Unlock()
+	if touch {
+		ts := timestamppb.New(end)
+		s.mutate(func(bs *bootapiv1.BootSession) *bootapiv1.BootSession {
+			if ts.AsTime().After(bs.GetUpdateTime().AsTime()) {
+				bs.UpdateTime = ts
+			}
+			return bs
+		})
+		return
+	}
+	select {
+	case r.kick <- struct{}{}:
+	default:
+	}
+}
+
 // leaseID returns a lease for session keys. One lease serves every write for a tenth
 // of the TTL, so etcd holds a handful of leases, not one per machine.
 func (r *Recorder) leaseID(ctx context.Context) (clientv3.LeaseID, error) {
@@ -526,15 +642,6 @@ func (r *Recorder) leaseID(ctx context.Context) (clientv3.LeaseID, error) {
 	}
 	r.lease, r.leaseTime = resp.ID, time.Now()
 	return r.lease, nil
-}
-
-func trimHops(s *bootapiv1.BootSession) {
-	sort.SliceStable(s.Hops, func(i, j int) bool {
-		return s.Hops[i].GetStartTime().AsTime().Before(s.Hops[j].GetStartTime().AsTime())
-	})
-	if n := len(s.Hops); n > MaxHops {
-		s.Hops = append(s.Hops[:0:0], s.Hops[n-MaxHops:]...)
-	}
 }
 
 // Session is a handle on one machine's boot session.
@@ -693,14 +800,9 @@ func (h *Hop) End() {
 		h.span.SetAttributes(attribute.Int64("bootchain.bytes", rec.Bytes))
 	}
 	h.span.End()
-	ts := timestamppb.New(now)
-	h.s.mutate(func(bs *bootapiv1.BootSession) *bootapiv1.BootSession {
-		bs.Hops = append(bs.Hops, rec)
-		if ts.AsTime().After(bs.GetUpdateTime().AsTime()) {
-			bs.UpdateTime = ts
-		}
-		return bs
-	})
+	if h.s.MAC != "" {
+		h.s.r.enqueueHop(h.s, rec, now)
+	}
 }
 
 // MarkStalled ends every active session whose last hop is older than after: FAILED
@@ -710,14 +812,28 @@ func (r *Recorder) MarkStalled(after time.Duration, now time.Time) int {
 	n := 0
 	for _, it := range r.cache.List(nil) {
 		bs := it.Value
+		// The record's update time trails the hops by at most touchEvery: a cheap
+		// first filter before reading the last hop.
 		if bs.GetState() != bootapiv1.SessionState_SESSION_STATE_ACTIVE || now.Sub(bs.GetUpdateTime().AsTime()) < after {
 			continue
 		}
-		s := r.sessionFor(bs)
-		state, hop, msg := stallVerdict(bs, after)
-		s.mutate(func(cur *bootapiv1.BootSession) *bootapiv1.BootSession {
-			// Re-check against the latest state: a hop may have arrived meanwhile.
-			if cur.GetState() != bootapiv1.SessionState_SESSION_STATE_ACTIVE || now.Sub(cur.GetUpdateTime().AsTime()) < after {
+		hops, err := r.readHops(context.Background(), bs.GetMac(), bs.GetTraceId(), 1)
+		if err != nil {
+			r.log.Warn("stall check", "mac", bs.GetMac(), "err", err)
+			continue
+		}
+		var last *bootapiv1.Hop
+		if len(hops) > 0 {
+			last = hops[0]
+			if end := last.GetStartTime().AsTime().Add(last.GetDuration().AsDuration()); now.Sub(end) < after {
+				continue
+			}
+		}
+		state, hop, msg := stallVerdict(last, after)
+		seen := bs.GetUpdateTime().AsTime()
+		r.sessionFor(bs).mutate(func(cur *bootapiv1.BootSession) *bootapiv1.BootSession {
+			// Re-check against the latest record: the machine may have moved on.
+			if cur.GetState() != bootapiv1.SessionState_SESSION_STATE_ACTIVE || cur.GetUpdateTime().AsTime().After(seen) {
 				return cur
 			}
 			cur.State, cur.FailedHop, cur.Message = state, hop, msg
@@ -728,11 +844,10 @@ func (r *Recorder) MarkStalled(after time.Duration, now time.Time) int {
 	return n
 }
 
-func stallVerdict(bs *bootapiv1.BootSession, after time.Duration) (bootapiv1.SessionState, string, string) {
-	if len(bs.GetHops()) == 0 {
+func stallVerdict(last *bootapiv1.Hop, after time.Duration) (bootapiv1.SessionState, string, string) {
+	if last == nil {
 		return bootapiv1.SessionState_SESSION_STATE_STALLED, "", fmt.Sprintf("no hop recorded within %s of the session opening", after)
 	}
-	last := bs.GetHops()[len(bs.GetHops())-1]
 	if last.GetFailed() {
 		return bootapiv1.SessionState_SESSION_STATE_FAILED, last.GetName(), fmt.Sprintf("%s (%s) failed: %s", last.GetName(), last.GetService(), last.GetDetail())
 	}

@@ -561,9 +561,9 @@ func TestDownloadIsAHop(t *testing.T) {
 		if err := rec.Flush(ctx); err != nil {
 			t.Fatal(err)
 		}
-		bs := &bootapiv1.BootSession{}
-		if _, err := in.st.Get(ctx, store.Key("sessions", mac), bs); err != nil {
-			t.Fatal(err)
+		bs, found := rec.Get(mac)
+		if !found {
+			t.Fatal("no session")
 		}
 		hops = hops[:0]
 		for _, h := range bs.GetHops() {

@@ -42,13 +42,9 @@ func runSessions(ctx context.Context, g *Global, args []string) error {
 	}
 	var rows [][]string
 	for _, s := range r.GetSessions() {
-		last := "-"
-		if n := len(s.GetHops()); n > 0 {
-			last = s.GetHops()[n-1].GetName()
-		}
-		rows = append(rows, []string{s.GetMac(), dash(s.GetIp()), sessionState(s.GetState()), ts(s.GetStartTime()), fmt.Sprint(len(s.GetHops())), last, dash(s.GetJobId()), s.GetTraceId()})
+		rows = append(rows, []string{s.GetMac(), dash(s.GetIp()), sessionState(s.GetState()), ts(s.GetStartTime()), ago(s.GetUpdateTime()), dash(s.GetFailedHop()), dash(s.GetJobId()), s.GetTraceId()})
 	}
-	return printTable(g, []string{"MAC", "IP", "STATE", "STARTED", "HOPS", "LAST HOP", "JOB", "TRACE"}, rows)
+	return printTable(g, []string{"MAC", "IP", "STATE", "STARTED", "LAST ACTIVITY", "STOPPED AT", "JOB", "TRACE"}, rows)
 }
 
 // runTrace prints the machine's latest session: one row per hop with its offset

@@ -106,7 +106,8 @@ type BootSession struct {
 	Ip string `protobuf:"bytes,8,opt,name=ip,proto3" json:"ip,omitempty"`
 	// Job dispatched in this session, if any.
 	JobId string `protobuf:"bytes,9,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
-	// Hops in the order they started.
+	// Hops in the order they started (filled by GetSession; stored as keys of their
+	// own under sessionhops/<mac>/<trace id>/).
 	Hops []*Hop `protobuf:"bytes,10,rep,name=hops,proto3" json:"hops,omitempty"`
 	// For failed and stalled sessions: the hop where the boot stopped.
 	FailedHop string `protobuf:"bytes,11,opt,name=failed_hop,json=failedHop,proto3" json:"failed_hop,omitempty"`

@@ -32,7 +32,8 @@ const (
 type SessionServiceClient interface {
 	// GetSession returns the latest boot session of a machine with its hops.
 	GetSession(ctx context.Context, in *GetSessionRequest, opts ...grpc.CallOption) (*GetSessionResponse, error)
-	// ListSessions returns the sessions still kept, newest first.
+	// ListSessions returns the sessions still kept, newest first, without their hops
+	// (GetSession returns those).
 	ListSessions(ctx context.Context, in *ListSessionsRequest, opts ...grpc.CallOption) (*ListSessionsResponse, error)
 }
 
@@ -73,7 +74,8 @@ func (c *sessionServiceClient) ListSessions(ctx context.Context, in *ListSession
 type SessionServiceServer interface {
 	// GetSession returns the latest boot session of a machine with its hops.
 	GetSession(context.Context, *GetSessionRequest) (*GetSessionResponse, error)
-	// ListSessions returns the sessions still kept, newest first.
+	// ListSessions returns the sessions still kept, newest first, without their hops
+	// (GetSession returns those).
 	ListSessions(context.Context, *ListSessionsRequest) (*ListSessionsResponse, error)
 	mustEmbedUnimplementedSessionServiceServer()
 }
