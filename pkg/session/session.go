@@ -92,8 +92,8 @@ type Recorder struct {
 	// machine stuck in a loop).
 	hops     []pendingHop
 	hopCount map[string]int
-	kick    chan struct{}
-	flushed *sync.Cond
+	kick     chan struct{}
+	flushed  *sync.Cond
 
 	// Dropped counts session changes not recorded because the write queue was full.
 	Dropped atomic.Int64
@@ -148,14 +148,14 @@ func New(cfg Config) (*Recorder, error) {
 		cfg.Logger = slog.Default()
 	}
 	r := &Recorder{
-		cfg:     cfg,
-		tracer:  cfg.TracerProvider.Tracer("github.com/bootchain/bootchain/pkg/session"),
-		log:     cfg.Logger.With("component", "session"),
-		local:   map[string]*bootapiv1.BootSession{},
-		written: map[string]int64{},
-		pending: map[string][]mutation{},
+		cfg:      cfg,
+		tracer:   cfg.TracerProvider.Tracer("github.com/bootchain/bootchain/pkg/session"),
+		log:      cfg.Logger.With("component", "session"),
+		local:    map[string]*bootapiv1.BootSession{},
+		written:  map[string]int64{},
+		pending:  map[string][]mutation{},
 		hopCount: map[string]int{},
-		kick:    make(chan struct{}, 1),
+		kick:     make(chan struct{}, 1),
 	}
 	r.flushed = sync.NewCond(&r.mu)
 	r.cache = store.NewCache(cfg.Store, store.Prefix("sessions"), func() *bootapiv1.BootSession { return &bootapiv1.BootSession{} }, cfg.Logger)
