@@ -95,6 +95,11 @@ type Recorder struct {
 	kick     chan struct{}
 	flushed  *sync.Cond
 
+	// parsed caches traceparent -> span context: the hot paths hand out a session
+	// handle per packet or request.
+	parsed  sync.Map
+	parsedN atomic.Int64
+
 	// Dropped counts session changes not recorded because the write queue was full.
 	Dropped atomic.Int64
 
@@ -404,8 +409,18 @@ func (r *Recorder) FromTraceparent(traceparent, mac string) (*Session, bool) {
 }
 
 func (r *Recorder) sessionFor(bs *bootapiv1.BootSession) *Session {
-	sc, _ := Parse(bs.GetTraceparent())
-	return &Session{r: r, MAC: bs.GetMac(), root: sc}
+	tp := bs.GetTraceparent()
+	sc, ok := r.parsed.Load(tp)
+	if !ok {
+		parsed, _ := Parse(tp)
+		if r.parsedN.Add(1) > 100000 {
+			r.parsed.Clear()
+			r.parsedN.Store(0)
+		}
+		r.parsed.Store(tp, parsed)
+		sc = parsed
+	}
+	return &Session{r: r, MAC: bs.GetMac(), root: sc.(trace.SpanContext)}
 }
 
 // enqueue applies m to the local view at once and queues it for etcd. open is the
@@ -724,11 +739,12 @@ func (s *Session) StartHop(ctx context.Context, name string, attrs ...attribute.
 	if !parent.IsValid() || parent.TraceID() != s.root.TraceID() {
 		ctx = s.Context(ctx)
 	}
-	base := []attribute.KeyValue{AttrMAC.String(s.MAC), AttrHop.String(name), attribute.String("bootchain.service", s.r.cfg.Service)}
+	all := make([]attribute.KeyValue, 0, 4+len(attrs))
+	all = append(all, AttrMAC.String(s.MAC), AttrHop.String(name), attribute.String("bootchain.service", s.r.cfg.Service))
 	if s.r.cfg.Site != "" {
-		base = append(base, AttrSite.String(s.r.cfg.Site))
+		all = append(all, AttrSite.String(s.r.cfg.Site))
 	}
-	ctx, span := s.r.tracer.Start(ctx, name, trace.WithSpanKind(trace.SpanKindServer), trace.WithAttributes(append(base, attrs...)...))
+	ctx, span := s.r.tracer.Start(ctx, name, trace.WithSpanKind(trace.SpanKindServer), trace.WithAttributes(append(all, attrs...)...))
 	now := time.Now()
 	return ctx, &Hop{
 		s: s, span: span, start: now,
@@ -742,14 +758,18 @@ func (h *Hop) Span() trace.Span { return h.span }
 // SetBytes records how many bytes the hop sent.
 func (h *Hop) SetBytes(n int64) {
 	h.mu.Lock()
-	h.rec.Bytes = n
+	if !h.ended {
+		h.rec.Bytes = n
+	}
 	h.mu.Unlock()
 }
 
 // SetDetail records a short description (file name, address, state).
 func (h *Hop) SetDetail(d string) {
 	h.mu.Lock()
-	h.rec.Detail = d
+	if !h.ended {
+		h.rec.Detail = d
+	}
 	h.mu.Unlock()
 }
 
@@ -757,20 +777,25 @@ func (h *Hop) SetDetail(d string) {
 func (h *Hop) SetAttr(key, value string) {
 	h.span.SetAttributes(attribute.String(key, value))
 	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.ended {
+		return
+	}
 	if h.rec.Attributes == nil {
 		h.rec.Attributes = map[string]string{}
 	}
 	h.rec.Attributes[key] = value
-	h.mu.Unlock()
 }
 
 // Fail marks the hop failed with err (span status Error).
 func (h *Hop) Fail(err error) {
 	h.mu.Lock()
-	h.failed = true
-	h.rec.Failed = true
-	if h.rec.Detail == "" || err != nil {
-		h.rec.Detail = strings.TrimSpace(h.rec.Detail + " " + errString(err))
+	if !h.ended {
+		h.failed = true
+		h.rec.Failed = true
+		if h.rec.Detail == "" || err != nil {
+			h.rec.Detail = strings.TrimSpace(h.rec.Detail + " " + errString(err))
+		}
 	}
 	h.mu.Unlock()
 	h.span.RecordError(err)
@@ -794,7 +819,8 @@ func (h *Hop) End() {
 	h.ended = true
 	now := time.Now()
 	h.rec.Duration = durationpb.New(now.Sub(h.start))
-	rec := proto.Clone(h.rec).(*bootapiv1.Hop)
+	// Setters check ended, so after this the record is no longer written: no copy.
+	rec := h.rec
 	h.mu.Unlock()
 	if rec.Bytes > 0 {
 		h.span.SetAttributes(attribute.Int64("bootchain.bytes", rec.Bytes))

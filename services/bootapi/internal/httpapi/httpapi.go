@@ -65,6 +65,8 @@ type Handler struct {
 	mux   *http.ServeMux
 	touch *toucher
 
+	heads     sync.Map // headKey -> rendered menu title lines
+	headsN    atomic.Int64
 	menuMu    sync.Mutex
 	menuRev   int64
 	menuCache string
@@ -186,8 +188,8 @@ func (h *Handler) config(w http.ResponseWriter, r *http.Request) {
 	if d.final {
 		sess.Finish(bootapiv1.SessionState_SESSION_STATE_SUCCEEDED, "", d.detail)
 	}
-	h.touch.seen(mac, facts(q, ip))
 	writeScript(w, d.script)
+	h.touch.seen(mac, q, ip)
 }
 
 func (h *Handler) decide(ctx context.Context, mac string, q url.Values, sess *session.Session) decision {
@@ -263,7 +265,7 @@ func (h *Handler) menu(m *bootapiv1.Machine, site *bootapiv1.Site) decision {
 	body, n, err := h.menuBody()
 	if err == nil {
 		var head string
-		head, err = script.MenuHead(m.GetMac(), m.GetHostname(), site.GetName())
+		head, err = h.menuHead(m.GetMac(), m.GetHostname(), site.GetName())
 		body = head + body
 	}
 	if err != nil {
@@ -271,6 +273,26 @@ func (h *Handler) menu(m *bootapiv1.Machine, site *bootapiv1.Site) decision {
 		return decision{script: script.Failure(m.GetMac(), "menu could not be rendered"), detail: "menu render failed: " + err.Error(), final: true}
 	}
 	return decision{script: body, detail: fmt.Sprintf("menu (%d profiles)", n), final: true}
+}
+
+type headKey struct{ mac, hostname, site string }
+
+// menuHead renders (once per machine, hostname and site) the menu's title lines.
+func (h *Handler) menuHead(mac, hostname, site string) (string, error) {
+	k := headKey{mac, hostname, site}
+	if v, ok := h.heads.Load(k); ok {
+		return v.(string), nil
+	}
+	head, err := script.MenuHead(mac, hostname, site)
+	if err != nil {
+		return "", err
+	}
+	if h.headsN.Add(1) > 100000 {
+		h.heads.Clear()
+		h.headsN.Store(0)
+	}
+	h.heads.Store(k, head)
+	return head, nil
 }
 
 // menuBody renders the shared part of the menu once per change of the profiles.
@@ -587,14 +609,22 @@ func (t *toucher) discovered(mac, site string) {
 }
 
 // seen records facts, at most once a minute per machine unless they changed.
-func (t *toucher) seen(mac string, f *bootapiv1.MachineFacts) {
+func (t *toucher) seen(mac string, q url.Values, ip string) {
 	if it, ok := t.st.Machines.Get(mac); ok {
 		last := it.Value.GetLastSeenTime()
-		if last != nil && t.now().Sub(last.AsTime()) < time.Minute && proto.Equal(it.Value.GetFacts(), f) {
+		if last != nil && t.now().Sub(last.AsTime()) < time.Minute && sameFacts(it.Value.GetFacts(), q, ip) {
 			return
 		}
 	}
-	t.add(mac, sighting{facts: f})
+	t.add(mac, sighting{facts: facts(q, ip)})
+}
+
+// sameFacts compares stored facts with a request's without building a message (the
+// common case on the script path).
+func sameFacts(f *bootapiv1.MachineFacts, q url.Values, ip string) bool {
+	return f.GetIp() == ip && f.GetArch() == q.Get("arch") && f.GetPlatform() == q.Get("platform") &&
+		f.GetUuid() == q.Get("uuid") && f.GetSerial() == q.Get("serial") &&
+		f.GetManufacturer() == q.Get("manufacturer") && f.GetProduct() == q.Get("product")
 }
 
 func (t *toucher) add(mac string, s sighting) {
