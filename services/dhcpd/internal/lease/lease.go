@@ -116,6 +116,8 @@ type entry struct {
 	rev int64
 	// busy: a write of this address is in flight from this process.
 	busy bool
+	// wake, when set, is closed when busy ends (someone waits for it).
+	wake chan struct{}
 }
 
 // Allocator is the in-memory view of a site's leases plus the logic that changes
@@ -341,6 +343,10 @@ func (a *Allocator) writeLocked(ctx context.Context, ip netip.Addr, w Write) Res
 	a.mu.Lock()
 	if e := a.leases[ip]; e != nil {
 		e.busy = false
+		if e.wake != nil {
+			close(e.wake)
+			e.wake = nil
+		}
 	}
 	switch {
 	case res.Err == nil:
@@ -352,6 +358,31 @@ func (a *Allocator) writeLocked(ctx context.Context, ip netip.Addr, w Write) Res
 		delete(a.leases, ip)
 	}
 	return res
+}
+
+// waitIdleLocked returns once no write of this process to ip is in flight; such
+// a write ends within the writer's bounds (QueueWait plus one transaction). a.mu
+// is held on entry and on return.
+func (a *Allocator) waitIdleLocked(ctx context.Context, ip netip.Addr) error {
+	for {
+		e := a.leases[ip]
+		if e == nil || !e.busy {
+			return nil
+		}
+		if e.wake == nil {
+			e.wake = make(chan struct{})
+		}
+		w := e.wake
+		a.mu.Unlock()
+		select {
+		case <-w:
+		case <-ctx.Done():
+		}
+		a.mu.Lock()
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+	}
 }
 
 func (a *Allocator) markBusyLocked(ip netip.Addr) int64 {
@@ -421,19 +452,11 @@ func (a *Allocator) Bind(ctx context.Context, c Client, ip netip.Addr, sub *Subn
 		if !sub.InPool(ip) && c.Reserved != ip {
 			return nil, fmt.Errorf("%w: %s", ErrNotServed, ip)
 		}
-		e := a.leases[ip]
-		if e != nil && e.busy {
-			// Another packet of ours is writing this address; wait for it.
-			a.mu.Unlock()
-			select {
-			case <-ctx.Done():
-				a.mu.Lock()
-				return nil, ctx.Err()
-			case <-time.After(2 * time.Millisecond):
-			}
-			a.mu.Lock()
-			continue
+		// Another packet of ours may be writing this address; wait for it.
+		if err := a.waitIdleLocked(ctx, ip); err != nil {
+			return nil, err
 		}
+		e := a.leases[ip]
 		var cur *dhcpdv1.Lease
 		var prev int64
 		if e != nil {
@@ -490,18 +513,10 @@ func (a *Allocator) change(ctx context.Context, ip netip.Addr, check func(*dhcpd
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	for attempt := 0; attempt < 4; attempt++ {
-		e := a.leases[ip]
-		if e != nil && e.busy {
-			a.mu.Unlock()
-			select {
-			case <-ctx.Done():
-				a.mu.Lock()
-				return nil, ctx.Err()
-			case <-time.After(2 * time.Millisecond):
-			}
-			a.mu.Lock()
-			continue
+		if err := a.waitIdleLocked(ctx, ip); err != nil {
+			return nil, err
 		}
+		e := a.leases[ip]
 		var cur *dhcpdv1.Lease
 		var prev int64
 		if e != nil {

@@ -2,6 +2,7 @@ package lease
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 	"sync"
@@ -184,5 +185,19 @@ func TestReclaimAndQuarantine(t *testing.T) {
 	}
 	if _, err := a.Offer(ctx, Client{MAC: "m3"}, sub); err != nil {
 		t.Errorf("offer after reclaim: %v", err)
+	}
+}
+
+func TestQueuedTooLongIsNotWritten(t *testing.T) {
+	st := storetest.New(t)
+	w := NewEtcdWriter(st, "lab", 1, 128)
+	ip := "198.18.0.9"
+	p := &pending{w: Write{IP: ip, Lease: &dhcpdv1.Lease{Ip: ip, Mac: "me"}}, deadline: time.Now().Add(-time.Second), done: make(chan Result, 1)}
+	w.commit(context.Background(), []*pending{p})
+	if r := <-p.done; !errors.Is(r.Err, ErrTimeout) {
+		t.Fatalf("expired write: %v, want ErrTimeout", r.Err)
+	}
+	if got := allLeases(t, st); len(got) != 0 {
+		t.Fatalf("etcd holds %v after an expired write", got)
 	}
 }

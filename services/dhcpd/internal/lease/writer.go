@@ -16,6 +16,17 @@ import (
 // ErrConflict means the lease changed since the revision the write compared against.
 var ErrConflict = errors.New("lease: changed concurrently")
 
+// ErrTimeout means a write waited in the queue longer than QueueWait and was
+// dropped unwritten: the client has retransmitted by then.
+var ErrTimeout = errors.New("lease: write queued too long")
+
+// QueueWait is how long a write may wait for a transaction before it is dropped.
+// It replaces a timer per packet: a DHCP client retransmits after 4 s.
+const QueueWait = 3 * time.Second
+
+// txnTimeout bounds one etcd transaction.
+const txnTimeout = 10 * time.Second
+
 // Write is one lease change: put Lease at IP if the key is still at PrevRev (0: the
 // key must not exist).
 type Write struct {
@@ -57,16 +68,21 @@ type EtcdWriter struct {
 }
 
 type pending struct {
-	w    Write
-	done chan Result
+	w        Write
+	deadline time.Time
+	done     chan Result
 }
+
+// pendings are reused: a Write under load allocates neither the record nor its
+// channel. Only a pending whose result was received goes back.
+var pendings = sync.Pool{New: func() any { return &pending{done: make(chan Result, 1)} }}
 
 // NewEtcdWriter writes leases of site under leases/<site>/. workers bounds the
 // transactions in flight; maxBatch the keys per transaction (etcd's --max-txn-ops,
 // 128 by default).
 func NewEtcdWriter(st *store.Store, site string, workers, maxBatch int) *EtcdWriter {
 	if workers <= 0 {
-		workers = 8
+		workers = 2
 	}
 	if maxBatch <= 0 || maxBatch > 128 {
 		maxBatch = 128
@@ -78,16 +94,23 @@ func NewEtcdWriter(st *store.Store, site string, workers, maxBatch int) *EtcdWri
 // Key is the etcd key of the lease of ip at site.
 func Key(site, ip string) string { return store.Key("leases", site, ip) }
 
-// Write queues w and waits until it is committed (or conflicts).
+// Write queues w and waits until it is committed, conflicts, or waited QueueWait
+// in the queue (ErrTimeout). ctx ends the wait early (shutdown); the write may
+// still be committed then.
 func (e *EtcdWriter) Write(ctx context.Context, w Write) Result {
-	p := &pending{w: w, done: make(chan Result, 1)}
+	p := pendings.Get().(*pending)
+	p.w, p.deadline = w, time.Now().Add(QueueWait)
 	select {
 	case e.queue <- p:
 	case <-ctx.Done():
+		p.w = Write{}
+		pendings.Put(p)
 		return Result{Err: ctx.Err()}
 	}
 	select {
 	case r := <-p.done:
+		p.w = Write{}
+		pendings.Put(p)
 		return r
 	case <-ctx.Done():
 		return Result{Err: ctx.Err()}
@@ -101,45 +124,84 @@ func (e *EtcdWriter) Stats() (txns, writes uint64) {
 	return e.txns, e.written
 }
 
-// Run commits queued writes until ctx ends.
-func (e *EtcdWriter) Run(ctx context.Context) error {
-	var wg sync.WaitGroup
-	for i := 0; i < e.workers; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			e.work(ctx)
-		}()
-	}
-	wg.Wait()
-	return nil
-}
+// linger is how long a small batch waits for company while another transaction
+// is in flight. With nothing in flight a write goes out at once.
+const linger = 2 * time.Millisecond
 
-func (e *EtcdWriter) work(ctx context.Context) {
-	batch := make([]*pending, 0, e.maxBatch)
+// Run commits queued writes until ctx ends. It is a group commit: writes gather
+// while transactions are in flight (at most workers of them), and a new
+// transaction starts when a slot is free and either nothing is in flight, the
+// batch is worth a transaction (an eighth of MaxBatch), or its oldest write has
+// lingered. Light load gets one-write transactions at once; heavy load gets full
+// batches, a few in flight, and etcd's raft folds their fsyncs together.
+func (e *EtcdWriter) Run(ctx context.Context) error {
+	done := make(chan struct{}, e.workers)
+	inflight := 0
+	var batch []*pending
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	armed, lingered := false, false
+	worth := max(e.maxBatch/4, 1)
 	for {
-		select {
-		case <-ctx.Done():
-			return
-		case p := <-e.queue:
-			batch = append(batch[:0], p)
-		}
-		// Take whatever else is waiting: under load the queue fills while the other
-		// workers' transactions are being fsynced.
-	drain:
-		for len(batch) < e.maxBatch {
-			select {
-			case p := <-e.queue:
-				batch = append(batch, p)
-			default:
-				break drain
+		for len(batch) > 0 && inflight < e.workers && (inflight == 0 || lingered || len(batch) >= worth) {
+			n := min(len(batch), e.maxBatch)
+			b := make([]*pending, n)
+			copy(b, batch)
+			batch = append(batch[:0], batch[n:]...)
+			inflight++
+			go func() {
+				e.commit(ctx, b)
+				done <- struct{}{}
+			}()
+			if len(batch) == 0 {
+				lingered = false
 			}
 		}
-		e.commit(ctx, batch)
+		if len(batch) > 0 && !armed && !lingered {
+			timer.Reset(linger)
+			armed = true
+		}
+		select {
+		case p := <-e.queue:
+			batch = append(batch, p)
+		drain:
+			for len(batch) < 4*e.maxBatch {
+				select {
+				case p := <-e.queue:
+					batch = append(batch, p)
+				default:
+					break drain
+				}
+			}
+		case <-done:
+			inflight--
+		case <-timer.C:
+			armed = false
+			lingered = len(batch) > 0
+		case <-ctx.Done():
+			for ; inflight > 0; inflight-- {
+				<-done
+			}
+			for _, p := range batch {
+				p.done <- Result{Err: ctx.Err()}
+			}
+			return nil
+		}
 	}
 }
 
 func (e *EtcdWriter) commit(ctx context.Context, batch []*pending) {
+	// Writes that waited past their deadline are dropped unwritten (zero: none).
+	now := time.Now()
+	live := make([]*pending, 0, len(batch))
+	for _, p := range batch {
+		if !p.deadline.IsZero() && now.After(p.deadline) {
+			p.done <- Result{Err: fmt.Errorf("%w: %s", ErrTimeout, p.w.IP)}
+			continue
+		}
+		live = append(live, p)
+	}
+	batch = live
 	// etcd rejects a transaction that names a key twice; a second write of the same
 	// key goes into the next round.
 	var later []*pending
@@ -161,11 +223,15 @@ func (e *EtcdWriter) commit(ctx context.Context, batch []*pending) {
 	}
 }
 
-// commitOnce runs one transaction and returns the writes to retry.
+// commitOnce runs one transaction and returns the writes to retry. The
+// transaction carries only the compares and the puts: no else-branch (it would
+// travel through raft and the WAL with every batch) and no read-back. Only when
+// a compare fails are the keys read, in a separate read-only transaction.
 func (e *EtcdWriter) commitOnce(ctx context.Context, todo []*pending) []*pending {
 	cmps := make([]clientv3.Cmp, 0, len(todo))
 	puts := make([]clientv3.Op, 0, len(todo))
-	gets := make([]clientv3.Op, 0, len(todo))
+	keys := make([]string, 0, len(todo))
+	sent := todo[:0:0]
 	for _, p := range todo {
 		key := Key(e.site, p.w.IP)
 		b, err := proto.Marshal(p.w.Lease)
@@ -179,15 +245,18 @@ func (e *EtcdWriter) commitOnce(ctx context.Context, todo []*pending) []*pending
 			cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(key), "=", p.w.PrevRev))
 		}
 		puts = append(puts, clientv3.OpPut(key, string(b)))
-		gets = append(gets, clientv3.OpGet(key))
+		keys = append(keys, key)
+		sent = append(sent, p)
 	}
-	tctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	resp, err := e.cli.Txn(tctx).If(cmps...).Then(puts...).Else(gets...).Commit()
-	cancel()
+	if len(sent) == 0 {
+		return nil
+	}
+	todo = sent
+	tctx, cancel := context.WithTimeout(ctx, txnTimeout)
+	defer cancel()
+	resp, err := e.cli.Txn(tctx).If(cmps...).Then(puts...).Commit()
 	if err != nil {
-		for _, p := range todo {
-			p.done <- Result{Err: fmt.Errorf("lease: write %s: %w", p.w.IP, err)}
-		}
+		e.fail(todo, err)
 		return nil
 	}
 	e.mu.Lock()
@@ -202,14 +271,23 @@ func (e *EtcdWriter) commitOnce(ctx context.Context, todo []*pending) []*pending
 		}
 		return nil
 	}
+	gets := make([]clientv3.Op, len(keys))
+	for i, k := range keys {
+		gets[i] = clientv3.OpGet(k)
+	}
+	cur, err := e.cli.Txn(tctx).Then(gets...).Commit()
+	if err != nil {
+		e.fail(todo, err)
+		return nil
+	}
 	var retry []*pending
 	for i, p := range todo {
-		var cur *dhcpdv1.Lease
+		var l *dhcpdv1.Lease
 		var curRev int64
-		if rr := resp.Responses[i].GetResponseRange(); rr != nil && len(rr.Kvs) > 0 {
-			cur = &dhcpdv1.Lease{}
-			if err := proto.Unmarshal(rr.Kvs[0].Value, cur); err != nil {
-				cur = nil
+		if rr := cur.Responses[i].GetResponseRange(); rr != nil && len(rr.Kvs) > 0 {
+			l = &dhcpdv1.Lease{}
+			if err := proto.Unmarshal(rr.Kvs[0].Value, l); err != nil {
+				l = nil
 			}
 			curRev = rr.Kvs[0].ModRevision
 		}
@@ -217,9 +295,15 @@ func (e *EtcdWriter) commitOnce(ctx context.Context, todo []*pending) []*pending
 			retry = append(retry, p)
 			continue
 		}
-		p.done <- Result{Current: cur, CurrentRev: curRev, Err: fmt.Errorf("%w: %s", ErrConflict, p.w.IP)}
+		p.done <- Result{Current: l, CurrentRev: curRev, Err: fmt.Errorf("%w: %s", ErrConflict, p.w.IP)}
 	}
 	return retry
+}
+
+func (e *EtcdWriter) fail(todo []*pending, err error) {
+	for _, p := range todo {
+		p.done <- Result{Err: fmt.Errorf("lease: write %s: %w", p.w.IP, err)}
+	}
 }
 
 // MemWriter keeps leases in memory with the same compare semantics as EtcdWriter:

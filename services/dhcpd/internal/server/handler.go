@@ -575,14 +575,26 @@ func (h *Handler) proxy(ctx context.Context, sc *SiteConfig, in *info) *Reply {
 	return h.send(in, resp)
 }
 
+// reply starts the answer to in: what dhcpv4.NewReplyFromRequest sets, without
+// drawing a random xid (a getrandom call per packet) only to overwrite it.
 func (h *Handler) reply(in *info, mt dhcpv4.MessageType) *dhcpv4.DHCPv4 {
-	resp, err := dhcpv4.NewReplyFromRequest(in.msg, dhcpv4.WithMessageType(mt))
-	if err != nil {
-		// Only fails when no random xid can be drawn; the reply copies the request's
-		// xid anyway.
-		resp = &dhcpv4.DHCPv4{Options: dhcpv4.Options{}}
+	req := in.msg
+	resp := &dhcpv4.DHCPv4{
+		OpCode: dhcpv4.OpcodeBootReply, HWType: req.HWType, ClientHWAddr: req.ClientHWAddr,
+		TransactionID: req.TransactionID, Flags: req.Flags,
+		ClientIPAddr: net.IPv4zero, YourIPAddr: net.IPv4zero, ServerIPAddr: net.IPv4zero, GatewayIPAddr: req.GatewayIPAddr,
+		Options: make(dhcpv4.Options, 8),
 	}
-	resp.TransactionID = in.msg.TransactionID
+	if resp.GatewayIPAddr == nil {
+		resp.GatewayIPAddr = net.IPv4zero
+	}
+	resp.UpdateOption(dhcpv4.OptMessageType(mt))
+	// Option 82 goes back to the relay; RFC 6842: the client identifier is echoed.
+	for _, c := range []dhcpv4.OptionCode{dhcpv4.OptionRelayAgentInformation, dhcpv4.OptionClientIdentifier} {
+		if v := req.Options.Get(c); v != nil {
+			resp.UpdateOption(dhcpv4.OptGeneric(c, v))
+		}
+	}
 	if h.cfg.ServerIP.IsValid() {
 		resp.UpdateOption(dhcpv4.OptServerIdentifier(h.cfg.ServerIP.AsSlice()))
 	}

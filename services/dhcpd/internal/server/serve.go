@@ -6,12 +6,13 @@ import (
 	"net"
 	"net/netip"
 	"sync"
-	"time"
+	"syscall"
 )
 
-// packetTimeout bounds the work on one packet (mostly waiting for its lease write):
-// a client retransmits after 4 s, so an answer later than that is of no use.
-const packetTimeout = 4 * time.Second
+// sockBuf is the receive and send buffer asked for: a burst of packets (a batch
+// of lease commits answers up to 128 clients at once; many firmwares power on
+// together) must not overflow the kernel's default ~200 KiB.
+const sockBuf = 4 << 20
 
 type packet struct {
 	buf []byte
@@ -29,6 +30,7 @@ func Serve(ctx context.Context, conn *net.UDPConn, port int, h *Handler, workers
 	if workers <= 0 {
 		workers = 512
 	}
+	growBuffers(conn)
 	queue := make(chan packet, 4*workers)
 	var wg sync.WaitGroup
 	for i := 0; i < workers; i++ {
@@ -37,9 +39,9 @@ func Serve(ctx context.Context, conn *net.UDPConn, port int, h *Handler, workers
 			defer wg.Done()
 			for p := range queue {
 				b := p.buf[:p.n]
-				pctx, cancel := context.WithTimeout(ctx, packetTimeout)
-				r := h.Handle(pctx, b, p.src, port)
-				cancel()
+				// No timer per packet: the lease writer bounds every wait
+				// (lease.QueueWait plus one transaction).
+				r := h.Handle(ctx, b, p.src, port)
 				bb := p.buf
 				bufPool.Put(&bb)
 				if r == nil {
@@ -75,4 +77,25 @@ func Serve(ctx context.Context, conn *net.UDPConn, port int, h *Handler, workers
 	wg.Wait()
 	conn.Close()
 	return err
+}
+
+// growBuffers raises conn's socket buffers to sockBuf: with SO_RCVBUFFORCE /
+// SO_SNDBUFFORCE when allowed (root, CAP_NET_ADMIN), else as far as
+// net.core.rmem_max / wmem_max let it.
+func growBuffers(conn *net.UDPConn) {
+	raw, err := conn.SyscallConn()
+	if err != nil {
+		return
+	}
+	var rerr, werr error
+	_ = raw.Control(func(fd uintptr) {
+		rerr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUFFORCE, sockBuf)
+		werr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_SNDBUFFORCE, sockBuf)
+	})
+	if rerr != nil {
+		_ = conn.SetReadBuffer(sockBuf)
+	}
+	if werr != nil {
+		_ = conn.SetWriteBuffer(sockBuf)
+	}
 }
