@@ -19,10 +19,11 @@ package session
 
 import (
 	"context"
-	"crypto/rand"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -33,8 +34,8 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
-	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -139,9 +140,9 @@ func New(cfg Config) (*Recorder, error) {
 		return nil, errors.New("session: no service name")
 	}
 	if cfg.TracerProvider == nil {
-		// Sessions need real trace and span IDs even with no collector: they are
+		// No spans to export: the session makes its own trace and span IDs, which is
 		// what ties the hops in etcd together.
-		cfg.TracerProvider = sdktrace.NewTracerProvider()
+		cfg.TracerProvider = noop.NewTracerProvider()
 	}
 	if cfg.TTL == 0 {
 		cfg.TTL = 24 * time.Hour
@@ -352,10 +353,9 @@ func (r *Recorder) Open(ctx context.Context, mac string, opts OpenOptions) *Sess
 		// A no-op TracerProvider: make the IDs ourselves so the session still has
 		// a trace to carry.
 		var tid trace.TraceID
-		var sid trace.SpanID
-		rand.Read(tid[:])
-		rand.Read(sid[:])
-		sc = trace.NewSpanContext(trace.SpanContextConfig{TraceID: tid, SpanID: sid, TraceFlags: trace.FlagsSampled})
+		binary.BigEndian.PutUint64(tid[:8], rand.Uint64())
+		binary.BigEndian.PutUint64(tid[8:], rand.Uint64())
+		sc = trace.NewSpanContext(trace.SpanContextConfig{TraceID: tid, SpanID: newSpanID(), TraceFlags: trace.FlagsSampled})
 	}
 	bs := &bootapiv1.BootSession{
 		Mac: mac, Site: site, TraceId: sc.TraceID().String(), Traceparent: Format(sc),
@@ -745,6 +745,13 @@ func (s *Session) StartHop(ctx context.Context, name string, attrs ...attribute.
 		all = append(all, AttrSite.String(s.r.cfg.Site))
 	}
 	ctx, span := s.r.tracer.Start(ctx, name, trace.WithSpanKind(trace.SpanKindServer), trace.WithAttributes(append(all, attrs...)...))
+	if !span.IsRecording() {
+		// A provider that records nothing hands back the parent's context: give
+		// the hop an ID of its own so its children and the record still name it.
+		sc := trace.NewSpanContext(trace.SpanContextConfig{TraceID: s.root.TraceID(), SpanID: newSpanID(), TraceFlags: s.root.TraceFlags()})
+		ctx = trace.ContextWithSpanContext(ctx, sc)
+		span = trace.SpanFromContext(ctx)
+	}
 	now := time.Now()
 	return ctx, &Hop{
 		s: s, span: span, start: now,
@@ -878,6 +885,16 @@ func stallVerdict(last *bootapiv1.Hop, after time.Duration) (bootapiv1.SessionSt
 		return bootapiv1.SessionState_SESSION_STATE_FAILED, last.GetName(), fmt.Sprintf("%s (%s) failed: %s", last.GetName(), last.GetService(), last.GetDetail())
 	}
 	return bootapiv1.SessionState_SESSION_STATE_STALLED, last.GetName(), fmt.Sprintf("no progress for %s after %s (%s) %s", after, last.GetName(), last.GetService(), last.GetDetail())
+}
+
+// newSpanID returns a random non-zero span ID (math/rand: IDs need to be unique,
+// not secret, as in the OTel SDK's own generator).
+func newSpanID() trace.SpanID {
+	var sid trace.SpanID
+	for !sid.IsValid() {
+		binary.BigEndian.PutUint64(sid[:], rand.Uint64())
+	}
+	return sid
 }
 
 // head copies a session without its hops. bs may be a shared cache value: it is

@@ -26,6 +26,7 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	semconv "go.opentelemetry.io/otel/semconv/v1.37.0"
 	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 )
 
 // Config configures tracing. Empty fields come from OTEL_* variables.
@@ -91,8 +92,14 @@ func disabled() bool {
 }
 
 // Provider returns the TracerProvider for a service ("dhcpd", "bootapi", ...). The
-// sampler is ParentBased(AlwaysOn) unless OTEL_TRACES_SAMPLER says otherwise.
+// sampler is ParentBased(AlwaysOn) unless OTEL_TRACES_SAMPLER says otherwise. With no
+// exporter configured it is a no-op provider.
 func (t *Telemetry) Provider(service string) trace.TracerProvider {
+	if t.exporter == nil {
+		// Spans nobody exports are pure cost on the hot paths; boot sessions make
+		// their own trace and span IDs when the provider records nothing.
+		return noop.NewTracerProvider()
+	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if tp, ok := t.providers[service]; ok {
