@@ -76,8 +76,10 @@ type Config struct {
 type Recorder struct {
 	cfg    Config
 	tracer trace.Tracer
-	log    *slog.Logger
-	cache  *store.Cache[*bootapiv1.BootSession]
+	// spans is false for a no-op provider: hops then skip span bookkeeping.
+	spans bool
+	log   *slog.Logger
+	cache *store.Cache[*bootapiv1.BootSession]
 
 	mu sync.Mutex
 	// local holds sessions this process opened or changed whose writes etcd has not
@@ -156,6 +158,7 @@ func New(cfg Config) (*Recorder, error) {
 	r := &Recorder{
 		cfg:      cfg,
 		tracer:   cfg.TracerProvider.Tracer("github.com/bootchain/bootchain/pkg/session"),
+		spans:    !isNoop(cfg.TracerProvider),
 		log:      cfg.Logger.With("component", "session"),
 		local:    map[string]*bootapiv1.BootSession{},
 		written:  map[string]int64{},
@@ -739,13 +742,16 @@ func (s *Session) StartHop(ctx context.Context, name string, attrs ...attribute.
 	if !parent.IsValid() || parent.TraceID() != s.root.TraceID() {
 		ctx = s.Context(ctx)
 	}
-	all := make([]attribute.KeyValue, 0, 4+len(attrs))
-	all = append(all, AttrMAC.String(s.MAC), AttrHop.String(name), attribute.String("bootchain.service", s.r.cfg.Service))
-	if s.r.cfg.Site != "" {
-		all = append(all, AttrSite.String(s.r.cfg.Site))
+	var span trace.Span
+	if s.r.spans {
+		all := make([]attribute.KeyValue, 0, 4+len(attrs))
+		all = append(all, AttrMAC.String(s.MAC), AttrHop.String(name), attribute.String("bootchain.service", s.r.cfg.Service))
+		if s.r.cfg.Site != "" {
+			all = append(all, AttrSite.String(s.r.cfg.Site))
+		}
+		ctx, span = s.r.tracer.Start(ctx, name, trace.WithSpanKind(trace.SpanKindServer), trace.WithAttributes(append(all, attrs...)...))
 	}
-	ctx, span := s.r.tracer.Start(ctx, name, trace.WithSpanKind(trace.SpanKindServer), trace.WithAttributes(append(all, attrs...)...))
-	if !span.IsRecording() {
+	if span == nil || !span.IsRecording() {
 		// A provider that records nothing hands back the parent's context: give
 		// the hop an ID of its own so its children and the record still name it.
 		sc := trace.NewSpanContext(trace.SpanContextConfig{TraceID: s.root.TraceID(), SpanID: newSpanID(), TraceFlags: s.root.TraceFlags()})
@@ -885,6 +891,14 @@ func stallVerdict(last *bootapiv1.Hop, after time.Duration) (bootapiv1.SessionSt
 		return bootapiv1.SessionState_SESSION_STATE_FAILED, last.GetName(), fmt.Sprintf("%s (%s) failed: %s", last.GetName(), last.GetService(), last.GetDetail())
 	}
 	return bootapiv1.SessionState_SESSION_STATE_STALLED, last.GetName(), fmt.Sprintf("no progress for %s after %s (%s) %s", after, last.GetName(), last.GetService(), last.GetDetail())
+}
+
+func isNoop(tp trace.TracerProvider) bool {
+	switch tp.(type) {
+	case noop.TracerProvider, *noop.TracerProvider:
+		return true
+	}
+	return false
 }
 
 // newSpanID returns a random non-zero span ID (math/rand: IDs need to be unique,

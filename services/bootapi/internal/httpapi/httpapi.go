@@ -17,6 +17,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -66,6 +67,7 @@ type Handler struct {
 	touch *toucher
 
 	heads     sync.Map // headKey -> rendered menu title lines
+	details   sync.Map // profile count -> menu hop detail
 	headsN    atomic.Int64
 	menuMu    sync.Mutex
 	menuRev   int64
@@ -117,11 +119,25 @@ func (h *Handler) bootstrap(w http.ResponseWriter, r *http.Request) {
 	writeScript(w, s)
 }
 
-func writeScript(w http.ResponseWriter, s string) {
-	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-	w.Header().Set("Cache-Control", "no-store")
-	w.Header().Set("Content-Length", strconv.Itoa(len(s)))
-	w.Write([]byte(s))
+// Header values shared by every script response (net/http only reads them).
+var (
+	hdrText    = []string{"text/plain; charset=utf-8"}
+	hdrNoStore = []string{"no-store"}
+)
+
+// writeScript sends a script as parts (a cached menu head and body go out without
+// being joined first).
+func writeScript(w http.ResponseWriter, parts ...string) {
+	n := 0
+	for _, p := range parts {
+		n += len(p)
+	}
+	h := w.Header()
+	h["Content-Type"], h["Cache-Control"] = hdrText, hdrNoStore
+	h["Content-Length"] = []string{strconv.Itoa(n)}
+	for _, p := range parts {
+		io.WriteString(w, p)
+	}
 }
 
 // facts reads what iPXE reported, bounded and stripped of anything unprintable.
@@ -154,6 +170,8 @@ func remoteIP(r *http.Request) string {
 
 // decision is what a machine boots and why.
 type decision struct {
+	// head, when set, goes out before script (the menu's per-machine title lines).
+	head   string
 	script string
 	detail string
 	jobID  string
@@ -180,7 +198,7 @@ func (h *Handler) config(w http.ResponseWriter, r *http.Request) {
 
 	d := h.decide(ctx, mac, q, sess)
 	hop.SetDetail(d.detail)
-	hop.SetBytes(int64(len(d.script)))
+	hop.SetBytes(int64(len(d.head) + len(d.script)))
 	if d.jobID != "" {
 		hop.Span().SetAttributes(session.AttrJobID.String(d.jobID))
 		sess.SetJob(d.jobID)
@@ -188,7 +206,7 @@ func (h *Handler) config(w http.ResponseWriter, r *http.Request) {
 	if d.final {
 		sess.Finish(bootapiv1.SessionState_SESSION_STATE_SUCCEEDED, "", d.detail)
 	}
-	writeScript(w, d.script)
+	writeScript(w, d.head, d.script)
 	h.touch.seen(mac, q, ip)
 }
 
@@ -263,16 +281,25 @@ func (h *Handler) local(mac string, sanboot bool, why string) decision {
 
 func (h *Handler) menu(m *bootapiv1.Machine, site *bootapiv1.Site) decision {
 	body, n, err := h.menuBody()
+	var head string
 	if err == nil {
-		var head string
 		head, err = h.menuHead(m.GetMac(), m.GetHostname(), site.GetName())
-		body = head + body
 	}
 	if err != nil {
 		h.log.Error("menu not rendered", "mac", m.GetMac(), "err", err)
 		return decision{script: script.Failure(m.GetMac(), "menu could not be rendered"), detail: "menu render failed: " + err.Error(), final: true}
 	}
-	return decision{script: body, detail: fmt.Sprintf("menu (%d profiles)", n), final: true}
+	return decision{head: head, script: body, detail: h.menuDetail(n), final: true}
+}
+
+// menuDetail is the hop detail of a menu answer (one string per profile count).
+func (h *Handler) menuDetail(n int) string {
+	if v, ok := h.details.Load(n); ok {
+		return v.(string)
+	}
+	d := fmt.Sprintf("menu (%d profiles)", n)
+	h.details.Store(n, d)
+	return d
 }
 
 type headKey struct{ mac, hostname, site string }
