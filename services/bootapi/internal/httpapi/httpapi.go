@@ -368,12 +368,19 @@ func (h *Handler) dispatch(ctx context.Context, m *bootapiv1.Machine, site *boot
 	next.State, next.TokenHash, next.Traceparent = bootapiv1.JobState_JOB_STATE_DISPATCHED, sum[:], sess.Traceparent()
 	next.DispatchTime, next.UpdateTime = timestamppb.New(now), timestamppb.New(now)
 	next.DeadlineTime = timestamppb.New(now.Add(job.GetTimeout().AsDuration()))
-	if _, err := h.cfg.State.Transition(ctx, next, jit.ModRevision); err != nil {
+	rev, err := h.cfg.State.Transition(ctx, next, jit.ModRevision)
+	if err != nil {
 		if !errors.Is(err, store.ErrConflict) {
 			h.log.Error("job not dispatched", "job", job.GetId(), "mac", m.GetMac(), "err", err)
 		}
 		return decision{}, false
 	}
+	// Dispatches are rare: let this replica's cache catch up before the script goes
+	// out, so whoever asks this bootapi next (the API, the machine's next request)
+	// sees the job dispatched.
+	wctx, cancel := context.WithTimeout(ctx, time.Second)
+	h.cfg.State.Jobs.WaitRevision(wctx, rev)
+	cancel()
 	h.Dispatches.Add(1)
 	d.jobID = job.GetId()
 	return d, true
@@ -519,7 +526,7 @@ func (h *Handler) report(w http.ResponseWriter, r *http.Request) {
 	now := h.cfg.Now()
 	var code int
 	var why string
-	job, _, err := h.cfg.State.Update(r.Context(), id, func(j *bootapiv1.Job) error {
+	job, rev, err := h.cfg.State.Update(r.Context(), id, func(j *bootapiv1.Job) error {
 		sum := sha256.Sum256([]byte(token))
 		if len(j.GetTokenHash()) == 0 || subtle.ConstantTimeCompare(sum[:], j.GetTokenHash()) != 1 {
 			code, why = http.StatusForbidden, "token does not match this job"
@@ -591,6 +598,10 @@ func (h *Handler) report(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	h.Reports.Add(1)
+	// As for dispatch: this replica reads its own write from here on.
+	wctx, cancel := context.WithTimeout(r.Context(), time.Second)
+	h.cfg.State.Jobs.WaitRevision(wctx, rev)
+	cancel()
 	if sess != nil {
 		switch st {
 		case bootapiv1.JobState_JOB_STATE_SUCCEEDED:
