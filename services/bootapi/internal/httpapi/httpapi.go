@@ -352,8 +352,19 @@ func (h *Handler) dispatch(ctx context.Context, m *bootapiv1.Machine, site *boot
 	pit, ok := h.cfg.State.Profiles.Get(job.GetProfile())
 	now := h.cfg.Now()
 	if !ok {
-		h.failJob(ctx, jit, "profile "+job.GetProfile()+" no longer exists", now)
-		return decision{}, false
+		// This replica's cache may simply not have the profile yet: ask etcd before
+		// failing anyone's job (a rare path: a job with a missing profile).
+		p := &bootapiv1.Profile{}
+		rev, err := h.cfg.State.Store().Get(ctx, store.Key("profiles", job.GetProfile()), p)
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			h.failJob(ctx, jit, "profile "+job.GetProfile()+" no longer exists", now)
+			return decision{}, false
+		case err != nil:
+			h.log.Error("job not dispatched: profile unreadable", "job", job.GetId(), "err", err)
+			return decision{}, false
+		}
+		pit = store.Item[*bootapiv1.Profile]{Name: p.GetName(), Value: p, ModRevision: rev}
 	}
 	var raw [32]byte
 	rand.Read(raw[:])
