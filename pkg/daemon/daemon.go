@@ -2,12 +2,9 @@
 // BOOTCHAIN_* variables) for etcd, logging and the site; the etcd store; tracing; and
 // a root context that ends on SIGINT/SIGTERM.
 //
-//	var d daemon.Options
-//	d.AddFlags(fs)
-//	cfg.AddFlags(fs)
-//	config.Parse(fs, os.Args[1:])
-//	env, err := d.Start(ctx, "dhcpd")
-//	defer env.Close()
+//	cfg := dhcpd.DefaultConfig()
+//	daemon.Run("dhcpd", func(fs *flag.FlagSet) { cfg.AddFlags(fs, "") },
+//		func(ctx context.Context, env *daemon.Env) error { ...; return srv.Run(ctx) })
 package daemon
 
 import (
@@ -104,6 +101,30 @@ func (o *Options) Start(ctx context.Context, endpoints ...string) (*Env, error) 
 		return nil, err
 	}
 	return &Env{Store: st, Logger: log, Telemetry: tel, Site: o.Site}, nil
+}
+
+// Run is the whole of a service's thin main: the shared flags and the service's own
+// (addFlags), parsed from the command line and BOOTCHAIN_* variables, the Env
+// started, then run until SIGINT/SIGTERM.
+func Run(name string, addFlags func(fs *flag.FlagSet), run func(ctx context.Context, env *Env) error) {
+	Main(name, func(ctx context.Context) error {
+		fs := flag.NewFlagSet(name, flag.ContinueOnError)
+		var o Options
+		o.AddFlags(fs)
+		addFlags(fs)
+		if err := config.Parse(fs, os.Args[1:]); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return nil
+			}
+			return err
+		}
+		env, err := o.Start(ctx)
+		if err != nil {
+			return err
+		}
+		defer env.Close()
+		return run(ctx, env)
+	})
 }
 
 // Main runs a daemon's body with a context canceled by SIGINT or SIGTERM, prints

@@ -6,36 +6,17 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
-	"os"
 
-	"github.com/bootchain/bootchain/pkg/config"
 	"github.com/bootchain/bootchain/pkg/daemon"
 	"github.com/bootchain/bootchain/services/artifactstore"
 )
 
 func main() {
-	daemon.Main("artifactstore", func(ctx context.Context) error {
-		fs := flag.NewFlagSet("artifactstore", flag.ContinueOnError)
-		var d daemon.Options
-		d.AddFlags(fs)
-		cfg := artifactstore.DefaultConfig()
-		cfg.DataDir = "/var/lib/bootchain/artifactstore"
-		cfg.AddFlags(fs, "")
-		if err := config.Parse(fs, os.Args[1:]); err != nil {
-			if errors.Is(err, flag.ErrHelp) {
-				return nil
-			}
-			return err
-		}
-		env, err := d.Start(ctx)
-		if err != nil {
-			return err
-		}
-		defer env.Close()
-		cfg.Store, cfg.Logger, cfg.Site = env.Store, env.Logger, env.Site
-		cfg.TracerProvider = env.Tracer("artifactstore")
+	cfg := artifactstore.DefaultConfig()
+	cfg.DataDir = "/var/lib/bootchain/artifactstore"
+	daemon.Run("artifactstore", func(fs *flag.FlagSet) { cfg.AddFlags(fs, "") }, func(ctx context.Context, env *daemon.Env) error {
+		cfg.Store, cfg.Logger, cfg.Site, cfg.TracerProvider = env.Store, env.Logger, env.Site, env.Tracer("artifactstore")
 		srv, err := artifactstore.New(cfg)
 		if err != nil {
 			return err

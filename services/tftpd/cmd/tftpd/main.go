@@ -6,36 +6,19 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
-	"os"
 
-	"github.com/bootchain/bootchain/pkg/config"
 	"github.com/bootchain/bootchain/pkg/daemon"
 	"github.com/bootchain/bootchain/services/tftpd"
 )
 
 func main() {
-	daemon.Main("tftpd", func(ctx context.Context) error {
-		fs := flag.NewFlagSet("tftpd", flag.ContinueOnError)
-		var d daemon.Options
-		d.AddFlags(fs)
-		cfg := tftpd.DefaultConfig()
+	cfg := tftpd.DefaultConfig()
+	daemon.Run("tftpd", func(fs *flag.FlagSet) {
 		fs.StringVar(&cfg.DataDir, "data-dir", "/var/lib/bootchain/tftpd", "folder of the artifact cache")
 		cfg.AddFlags(fs, "")
-		if err := config.Parse(fs, os.Args[1:]); err != nil {
-			if errors.Is(err, flag.ErrHelp) {
-				return nil
-			}
-			return err
-		}
-		env, err := d.Start(ctx)
-		if err != nil {
-			return err
-		}
-		defer env.Close()
-		cfg.Store, cfg.Logger, cfg.Site = env.Store, env.Logger, env.Site
-		cfg.TracerProvider = env.Tracer("tftpd")
+	}, func(ctx context.Context, env *daemon.Env) error {
+		cfg.Store, cfg.Logger, cfg.Site, cfg.TracerProvider = env.Store, env.Logger, env.Site, env.Tracer("tftpd")
 		srv, err := tftpd.New(cfg)
 		if err != nil {
 			return err
