@@ -222,15 +222,15 @@ func (r *Recorder) Flush(ctx context.Context) error {
 // Get returns the machine's latest session (a copy), as this process knows it.
 func (r *Recorder) Get(mac string) (*bootapiv1.BootSession, bool) {
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	s := r.currentLocked(mac)
 	if s == nil {
+		r.mu.Unlock()
 		return nil, false
 	}
 	out := proto.Clone(s).(*bootapiv1.BootSession)
 	r.mu.Unlock()
+	// The hops are read from etcd outside the lock: no hot path waits for them.
 	hops, err := r.readHops(context.Background(), mac, out.GetTraceId(), MaxHops)
-	r.mu.Lock()
 	if err != nil {
 		r.log.Warn("boot session hops not read", "mac", mac, "err", err)
 	}

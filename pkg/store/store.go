@@ -224,7 +224,7 @@ func Mutate[T proto.Message](ctx context.Context, s *Store, key string, newT fun
 			cmp = clientv3.Compare(clientv3.CreateRevision(key), "=", 0)
 		}
 		var op clientv3.Op
-		if proto.Message(next) == nil || isNil(next) {
+		if isNil(next) {
 			if !exists {
 				return zero, 0, nil
 			}

@@ -193,12 +193,8 @@ func (s *Server) Run(ctx context.Context) error {
 	g.Go(func() error { return s.state.Run(ctx) })
 	g.Go(func() error { return s.sessions.Run(ctx) })
 	g.Go(func() error { return s.http.Run(ctx) })
-	if err := s.state.WaitReady(ctx); err != nil {
-		s.httpLis.Close()
-		g.Wait()
-		return nil
-	}
-	if err := s.sessions.WaitReady(ctx); err != nil {
+	if s.state.WaitReady(ctx) != nil || s.sessions.WaitReady(ctx) != nil {
+		// Stopped before the caches loaded: nothing was served.
 		s.httpLis.Close()
 		g.Wait()
 		return nil

@@ -2,49 +2,22 @@ package bootapi_test
 
 import (
 	"context"
-	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
-	"time"
 
 	bootapiv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/bootapi/v1"
-	"github.com/bootchain/bootchain/pkg/store/storetest"
-	"github.com/bootchain/bootchain/services/bootapi"
 )
 
 // FuzzHTTP sends arbitrary query strings to the config endpoint and arbitrary form
 // bodies to the report endpoint of a real bootapi (embedded etcd): every answer is
 // a script or a 4xx that says what was wrong, never a 5xx or a crash.
 func FuzzHTTP(f *testing.F) {
-	st := storetest.New(f)
-	cfg := bootapi.DefaultConfig()
-	cfg.Store, cfg.HTTPAddr = st, "127.0.0.1:0"
-	cfg.GRPC.Addr = "127.0.0.1:0"
-	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
-	srv, err := bootapi.New(cfg)
-	if err != nil {
-		f.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { srv.Run(ctx); close(done) }()
-	f.Cleanup(func() { cancel(); <-done })
+	h, st := startHandler(f)
 	const mac = "52:54:00:12:34:56"
-	if _, err := st.Put(ctx, "/bootchain/v1/machines/"+mac, &bootapiv1.Machine{Mac: mac, Hostname: "n1"}); err != nil {
+	if _, err := st.Put(context.Background(), "/bootchain/v1/machines/"+mac, &bootapiv1.Machine{Mac: mac, Hostname: "n1"}); err != nil {
 		f.Fatal(err)
-	}
-	h := srv.Handler()
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		rec := httptest.NewRecorder()
-		h.ServeHTTP(rec, httptest.NewRequest("GET", "/healthz", nil))
-		if rec.Code == 200 || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(10 * time.Millisecond)
 	}
 
 	f.Add("mac=52:54:00:12:34:56&arch=x86_64", "job=x&token=y&state=running")

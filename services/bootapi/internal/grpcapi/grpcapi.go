@@ -7,6 +7,8 @@ package grpcapi
 import (
 	"context"
 	"errors"
+	"maps"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -169,29 +171,11 @@ func maskPaths(field string, mask *fieldmaskpb.FieldMask, known []string) ([]str
 		return known, nil
 	}
 	for _, p := range mask.GetPaths() {
-		if !contains(known, p) {
+		if !slices.Contains(known, p) {
 			return nil, apierr.InvalidArgument(field, "unknown or read-only field %q (writable: %s)", p, strings.Join(known, ", "))
 		}
 	}
 	return mask.GetPaths(), nil
-}
-
-func keys[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 func (a *API) UpdateMachine(ctx context.Context, req *bootapiv1.UpdateMachineRequest) (*bootapiv1.UpdateMachineResponse, error) {
@@ -199,7 +183,7 @@ func (a *API) UpdateMachine(ctx context.Context, req *bootapiv1.UpdateMachineReq
 	if err != nil {
 		return nil, apierr.FromError(err)
 	}
-	paths, err := maskPaths("update_mask", req.GetUpdateMask(), keys(machinePaths))
+	paths, err := maskPaths("update_mask", req.GetUpdateMask(), slices.Sorted(maps.Keys(machinePaths)))
 	if err != nil {
 		return nil, err
 	}
@@ -314,7 +298,7 @@ func (a *API) UpdateProfile(ctx context.Context, req *bootapiv1.UpdateProfileReq
 	if err := validate.Name("profile.name", name); err != nil {
 		return nil, apierr.FromError(err)
 	}
-	paths, err := maskPaths("update_mask", req.GetUpdateMask(), keys(profilePaths))
+	paths, err := maskPaths("update_mask", req.GetUpdateMask(), slices.Sorted(maps.Keys(profilePaths)))
 	if err != nil {
 		return nil, err
 	}

@@ -562,23 +562,18 @@ func (h *Handler) report(w http.ResponseWriter, r *http.Request) {
 		return nil
 	})
 	// The callback is a hop of the boot session it belongs to, accepted or not.
-	var sess *session.Session
-	tp := r.Header.Get("traceparent")
-	if tp == "" && job != nil {
-		tp = job.GetTraceparent()
-	}
-	if tp == "" {
+	// A refused report has no job from Update: the cache still knows its session.
+	known := job
+	if known == nil {
 		if jit, ok := h.cfg.State.Jobs.Get(id); ok {
-			tp = jit.Value.GetTraceparent()
+			known = jit.Value
 		}
 	}
-	mac := ""
-	if jit, ok := h.cfg.State.Jobs.Get(id); ok {
-		mac = jit.Value.GetMac()
+	tp := r.Header.Get("traceparent")
+	if tp == "" {
+		tp = known.GetTraceparent()
 	}
-	if s, ok := h.cfg.Sessions.FromTraceparent(tp, mac); ok {
-		sess = s
-	}
+	sess, _ := h.cfg.Sessions.FromTraceparent(tp, known.GetMac())
 	var hop *session.Hop
 	if sess != nil {
 		_, hop = sess.StartHop(r.Context(), "callback", session.AttrJobID.String(id), attribute.String("bootchain.report_state", r.Form.Get("state")))

@@ -1,0 +1,48 @@
+package bootapi_test
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"github.com/bootchain/bootchain/pkg/store"
+	"github.com/bootchain/bootchain/pkg/store/storetest"
+	"github.com/bootchain/bootchain/services/bootapi"
+)
+
+// startHandler runs a bootapi on an embedded etcd for benchmarks and fuzz targets,
+// which drive its HTTP handler directly (no sockets), and waits until it is ready.
+// It stops when tb ends.
+func startHandler(tb testing.TB) (http.Handler, *store.Store) {
+	tb.Helper()
+	st := storetest.New(tb)
+	cfg := bootapi.DefaultConfig()
+	cfg.Store, cfg.HTTPAddr = st, "127.0.0.1:0"
+	cfg.GRPC.Addr = "127.0.0.1:0"
+	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	srv, err := bootapi.New(cfg)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { srv.Run(ctx); close(done) }()
+	tb.Cleanup(func() { cancel(); <-done })
+	h := srv.Handler()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest("GET", "/healthz", nil))
+		if rec.Code == http.StatusOK {
+			return h, st
+		}
+		if time.Now().After(deadline) {
+			tb.Fatal("bootapi not ready")
+		}
+		time.Sleep(10 * time.Millisecond) // polling for readiness, not waiting a fixed time
+	}
+}
