@@ -185,7 +185,7 @@ func TestPXEChainBIOS(t *testing.T) {
 		t.Fatal(err)
 	}
 	for dst, src := range map[string]string{"vmlinuz": rd.Kernel.Image, "initrd.img": rd.Path} {
-		if err := copyFile(src, filepath.Join(root, dst)); err != nil {
+		if err := CopyFile(src, filepath.Join(root, dst)); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -149,7 +149,7 @@ func StartVM(l *lab.Lab, ns *lab.Netns, cfg VMConfig) (*VM, error) {
 			vars = DefaultOVMFVars
 		}
 		varsCopy := filepath.Join(cfg.Dir, cfg.Name+".OVMF_VARS.fd")
-		if err := copyFile(vars, varsCopy); err != nil {
+		if err := CopyFile(vars, varsCopy); err != nil {
 			return nil, fmt.Errorf("e2e: OVMF variable store: %w", err)
 		}
 		args = append(args,
@@ -198,7 +198,8 @@ func StartVM(l *lab.Lab, ns *lab.Netns, cfg VMConfig) (*VM, error) {
 	return vm, nil
 }
 
-func copyFile(src, dst string) error {
+// CopyFile copies src to dst (created or truncated).
+func CopyFile(src, dst string) error {
 	in, err := os.Open(src)
 	if err != nil {
 		return err
@@ -210,7 +211,7 @@ func copyFile(src, dst string) error {
 	}
 	if _, err := io.Copy(out, in); err != nil {
 		out.Close()
-		return err
+		return fmt.Errorf("copy %s: %w", src, err)
 	}
 	return out.Close()
 }

@@ -414,7 +414,7 @@ func prepareFiles(l *lab.Lab, o options, fw e2e.Firmware, rd *e2e.Initrd) (Files
 		copies[filepath.Join(f.TFTPRoot, f.UEFIBootFile)] = filepath.Join(ipxeDir, f.UEFIBootFile)
 	}
 	for dst, src := range copies {
-		if err := copyFile(src, dst); err != nil {
+		if err := e2e.CopyFile(src, dst); err != nil {
 			return f, err
 		}
 	}
@@ -425,23 +425,6 @@ initrd http://%[1]s/%[4]s
 boot
 `, server, f.KernelName, f.Cmdline, f.InitrdName)
 	return f, os.WriteFile(filepath.Join(f.HTTPRoot, f.ScriptName), []byte(script), 0o644)
-}
-
-func copyFile(src, dst string) error {
-	in, err := os.Open(src)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	out, err := os.Create(dst)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		out.Close()
-		return fmt.Errorf("copy %s: %w", src, err)
-	}
-	return out.Close()
 }
 
 // phases lists what the servers saw of the boot, as offsets from power-on.
