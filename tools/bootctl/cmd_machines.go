@@ -65,6 +65,28 @@ func machineFlags(fs *flag.FlagSet, m *bootapiv1.Machine, labels labelsFlag, act
 	fs.BoolVar(&m.NetbootDisabled, "no-netboot", false, "give this machine no boot file")
 }
 
+// parseMachine reads "MAC [flags]" into a machine; usage is the error without a MAC.
+// The flag set tells which flags were given.
+func parseMachine(usage string, args []string) (*bootapiv1.Machine, *flag.FlagSet, error) {
+	if len(args) < 1 {
+		return nil, nil, fmt.Errorf("%s", usage)
+	}
+	m := &bootapiv1.Machine{Mac: args[0]}
+	labels := labelsFlag{}
+	var action string
+	fs := flag.NewFlagSet(strings.Fields(usage)[0]+" "+strings.Fields(usage)[1], flag.ContinueOnError)
+	machineFlags(fs, m, labels, &action)
+	if err := fs.Parse(args[1:]); err != nil {
+		return nil, nil, err
+	}
+	a, err := parseAction(action)
+	if err != nil {
+		return nil, nil, err
+	}
+	m.DefaultAction, m.Labels = a, labels
+	return m, fs, nil
+}
+
 func runMachines(ctx context.Context, g *Global, args []string) error {
 	return subcommand(ctx, g, "machines", args, map[string]func(context.Context, *Global, []string) error{
 		"list": func(ctx context.Context, g *Global, args []string) error {
@@ -114,22 +136,10 @@ func runMachines(ctx context.Context, g *Global, args []string) error {
 			return printJSON(g, r.GetMachine())
 		},
 		"register": func(ctx context.Context, g *Global, args []string) error {
-			if len(args) < 1 {
-				return fmt.Errorf("machines register MAC [-hostname H] [-label k=v] [-action A] [-profile P]")
-			}
-			m := &bootapiv1.Machine{Mac: args[0]}
-			labels := labelsFlag{}
-			var action string
-			fs := flag.NewFlagSet("machines register", flag.ContinueOnError)
-			machineFlags(fs, m, labels, &action)
-			if err := fs.Parse(args[1:]); err != nil {
-				return err
-			}
-			a, err := parseAction(action)
+			m, _, err := parseMachine("machines register MAC [-hostname H] [-label k=v] [-action A] [-profile P]", args)
 			if err != nil {
 				return err
 			}
-			m.DefaultAction, m.Labels = a, labels
 			c, err := machineClient(g)
 			if err != nil {
 				return err
@@ -143,15 +153,8 @@ func runMachines(ctx context.Context, g *Global, args []string) error {
 			return printJSON(g, r.GetMachine())
 		},
 		"update": func(ctx context.Context, g *Global, args []string) error {
-			if len(args) < 1 {
-				return fmt.Errorf("machines update MAC [flags]: only the flags given change")
-			}
-			m := &bootapiv1.Machine{Mac: args[0]}
-			labels := labelsFlag{}
-			var action string
-			fs := flag.NewFlagSet("machines update", flag.ContinueOnError)
-			machineFlags(fs, m, labels, &action)
-			if err := fs.Parse(args[1:]); err != nil {
+			m, fs, err := parseMachine("machines update MAC [flags]: only the flags given change", args)
+			if err != nil {
 				return err
 			}
 			names := map[string]string{"hostname": "hostname", "site": "site", "label": "labels", "action": "default_action", "profile": "default_profile", "ip": "ipv4_address", "boot-file": "boot_file", "no-netboot": "netboot_disabled"}
@@ -160,11 +163,6 @@ func runMachines(ctx context.Context, g *Global, args []string) error {
 			if len(mask.Paths) == 0 {
 				return fmt.Errorf("machines update: nothing to change")
 			}
-			a, err := parseAction(action)
-			if err != nil {
-				return err
-			}
-			m.DefaultAction, m.Labels = a, labels
 			c, err := machineClient(g)
 			if err != nil {
 				return err
