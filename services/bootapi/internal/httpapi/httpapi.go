@@ -190,13 +190,14 @@ func (h *Handler) config(w http.ResponseWriter, r *http.Request) {
 	h.Scripts.Add(1)
 	ip := remoteIP(r)
 	ctx := r.Context()
+	mit, known := h.cfg.State.Machines.Get(mac) // one cache read serves the decision and the sighting
 	sess := h.cfg.Sessions.Open(ctx, mac, session.OpenOptions{IP: ip})
 	ctx, hop := sess.StartHop(ctx, "script",
 		attribute.String("http.request.method", r.Method), attribute.String("url.path", r.URL.Path),
 		attribute.String("client.address", ip), attribute.String("bootchain.arch", q.Get("arch")))
 	defer hop.End()
 
-	d := h.decide(ctx, mac, q, sess)
+	d := h.decide(ctx, mac, mit, known, q, sess)
 	hop.SetDetail(d.detail)
 	hop.SetBytes(int64(len(d.head) + len(d.script)))
 	if d.jobID != "" {
@@ -207,12 +208,12 @@ func (h *Handler) config(w http.ResponseWriter, r *http.Request) {
 		sess.Finish(bootapiv1.SessionState_SESSION_STATE_SUCCEEDED, "", d.detail)
 	}
 	writeScript(w, d.head, d.script)
-	h.touch.seen(mac, q, ip)
+	h.touch.seen(mac, mit.Value, q, ip)
 }
 
-func (h *Handler) decide(ctx context.Context, mac string, q url.Values, sess *session.Session) decision {
+// decide picks the script; mit is the machine from the cache (known false: none).
+func (h *Handler) decide(ctx context.Context, mac string, mit store.Item[*bootapiv1.Machine], known bool, q url.Values, sess *session.Session) decision {
 	st := h.cfg.State
-	mit, known := st.Machines.Get(mac)
 	m := mit.Value
 	if !known {
 		m = &bootapiv1.Machine{Mac: mac}
@@ -653,12 +654,10 @@ func (t *toucher) discovered(mac, site string) {
 }
 
 // seen records facts, at most once a minute per machine unless they changed.
-func (t *toucher) seen(mac string, q url.Values, ip string) {
-	if it, ok := t.st.Machines.Get(mac); ok {
-		last := it.Value.GetLastSeenTime()
-		if last != nil && t.now().Sub(last.AsTime()) < time.Minute && sameFacts(it.Value.GetFacts(), q, ip) {
-			return
-		}
+// m is the machine as the request found it in the cache (nil when unknown).
+func (t *toucher) seen(mac string, m *bootapiv1.Machine, q url.Values, ip string) {
+	if last := m.GetLastSeenTime(); last != nil && t.now().Sub(last.AsTime()) < time.Minute && sameFacts(m.GetFacts(), q, ip) {
+		return
 	}
 	t.add(mac, sighting{facts: facts(q, ip)})
 }
