@@ -81,6 +81,25 @@ func (o *Options) Logger() (*slog.Logger, error) { return logging.New(os.Stderr,
 
 // Start builds the logger, tracing and the etcd store.
 func (o *Options) Start(ctx context.Context, endpoints ...string) (*Env, error) {
+	if len(endpoints) == 0 {
+		endpoints = o.Etcd
+	}
+	tlsCfg, err := o.EtcdTLS.Client()
+	if err != nil {
+		return nil, err
+	}
+	return o.start(ctx, func() (*store.Store, error) {
+		return store.Open(ctx, store.Config{Endpoints: endpoints, TLS: tlsCfg, RequestTimeout: o.EtcdTimeout})
+	})
+}
+
+// StartEmbedded is Start with the store talking to emb in-process
+// (store.Embedded.Store): the all-in-one launcher's path.
+func (o *Options) StartEmbedded(ctx context.Context, emb *store.Embedded) (*Env, error) {
+	return o.start(ctx, func() (*store.Store, error) { return emb.Store(o.EtcdTimeout), nil })
+}
+
+func (o *Options) start(ctx context.Context, open func() (*store.Store, error)) (*Env, error) {
 	log, err := o.Logger()
 	if err != nil {
 		return nil, err
@@ -89,14 +108,7 @@ func (o *Options) Start(ctx context.Context, endpoints ...string) (*Env, error) 
 	if err != nil {
 		return nil, err
 	}
-	if len(endpoints) == 0 {
-		endpoints = o.Etcd
-	}
-	tlsCfg, err := o.EtcdTLS.Client()
-	if err != nil {
-		return nil, err
-	}
-	st, err := store.Open(ctx, store.Config{Endpoints: endpoints, TLS: tlsCfg, RequestTimeout: o.EtcdTimeout})
+	st, err := open()
 	if err != nil {
 		return nil, err
 	}

@@ -27,7 +27,9 @@ type Item[T proto.Message] struct {
 // Event is one change seen by a Cache.
 type Event[T proto.Message] struct {
 	Item[T]
-	// Deleted is true when the key was removed; Value is then the last known value.
+	// Deleted is true when the key was removed; Value is then the last known value
+	// (from the cache itself: the watch does not ask etcd for previous values,
+	// which would cost etcd a read transaction per event).
 	Deleted bool
 }
 
@@ -124,7 +126,7 @@ func (c *Cache[T]) listAndWatch(ctx context.Context) error {
 
 	wctx, wcancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 	defer wcancel()
-	wch := c.st.cli.Watch(wctx, c.prefix, clientv3.WithPrefix(), clientv3.WithRev(resp.Header.Revision+1), clientv3.WithPrevKV(), clientv3.WithProgressNotify())
+	wch := c.st.cli.Watch(wctx, c.prefix, clientv3.WithPrefix(), clientv3.WithRev(resp.Header.Revision+1), clientv3.WithProgressNotify())
 	for wr := range wch {
 		if err := wr.Err(); err != nil {
 			if errors.Is(err, rpctypes.ErrCompacted) {

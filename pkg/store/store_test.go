@@ -15,8 +15,16 @@ import (
 
 func newMachine() *bootapiv1.Machine { return &bootapiv1.Machine{} }
 
-func TestCreateUpdateDelete(t *testing.T) {
-	st := storetest.New(t)
+// clients runs test against both ways of reaching etcd: over gRPC, as a service
+// in its own process does, and in-process, as the all-in-one launcher does.
+func clients(t *testing.T, test func(t *testing.T, st *store.Store)) {
+	t.Run("grpc", func(t *testing.T) { test(t, storetest.New(t)) })
+	t.Run("inprocess", func(t *testing.T) { test(t, storetest.Start(t).InProcess(t)) })
+}
+
+func TestCreateUpdateDelete(t *testing.T) { clients(t, testCreateUpdateDelete) }
+
+func testCreateUpdateDelete(t *testing.T, st *store.Store) {
 	ctx := context.Background()
 	key := store.Key("machines", "aa:bb:cc:dd:ee:ff")
 	rev, err := st.Create(ctx, key, &bootapiv1.Machine{Mac: "aa:bb:cc:dd:ee:ff"})
@@ -46,8 +54,9 @@ func TestCreateUpdateDelete(t *testing.T) {
 
 // TestMutateConcurrent checks that compare-and-swap loses no update when many
 // writers change one key at once.
-func TestMutateConcurrent(t *testing.T) {
-	st := storetest.New(t)
+func TestMutateConcurrent(t *testing.T) { clients(t, testMutateConcurrent) }
+
+func testMutateConcurrent(t *testing.T, st *store.Store) {
 	ctx := context.Background()
 	key := store.Key("machines", "m")
 	const writers, each = 8, 10
@@ -80,8 +89,9 @@ func TestMutateConcurrent(t *testing.T) {
 	}
 }
 
-func TestCacheFollowsWrites(t *testing.T) {
-	st := storetest.New(t)
+func TestCacheFollowsWrites(t *testing.T) { clients(t, testCacheFollowsWrites) }
+
+func testCacheFollowsWrites(t *testing.T, st *store.Store) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	pre := store.Prefix("machines")

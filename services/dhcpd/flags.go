@@ -133,4 +133,5 @@ func (c *Config) AddFlags(fs *flag.FlagSet, prefix string) {
 	fs.StringVar(&c.ServerIP, prefix+"server-ip", c.ServerIP, "server identifier and next-server (default: the interface's address)")
 	fs.StringVar(&c.Name, prefix+"name", c.Name, "replica name written into leases (default: host name)")
 	fs.IntVar(&c.Workers, prefix+"workers", c.Workers, "packets answered concurrently")
+	fs.IntVar(&c.ReplyBurst, prefix+"reply-burst", c.ReplyBurst, "most replies sent back to back before arriving requests pace them (0: unpaced)")
 }

@@ -128,23 +128,29 @@ func up(ctx context.Context, args []string) error {
 		return err
 	}
 
-	endpoints := []string(opts.Etcd)
+	var emb *store.Embedded
 	if !*external {
 		start := time.Now()
-		emb, err := store.StartEmbedded(ctx, store.EmbedConfig{Dir: abs, ClientAddr: *etcdClient, PeerAddr: *etcdPeer})
+		emb, err = store.StartEmbedded(ctx, store.EmbedConfig{Dir: abs, ClientAddr: *etcdClient, PeerAddr: *etcdPeer})
 		if err != nil {
 			return err
 		}
 		defer emb.Close()
-		endpoints = emb.Endpoints()
-		fmt.Printf("%-14s %s (embedded, data %s, ready in %s)\n", "etcd", strings.Join(endpoints, ","), filepath.Join(abs, "etcd"), time.Since(start).Round(time.Millisecond))
+		fmt.Printf("%-14s %s (embedded, data %s, ready in %s)\n", "etcd", strings.Join(emb.Endpoints(), ","), filepath.Join(abs, "etcd"), time.Since(start).Round(time.Millisecond))
 		go func() {
 			if err := <-emb.Err(); err != nil {
 				log.Error("embedded etcd failed", "err", err)
 			}
 		}()
 	}
-	env, err := opts.Start(ctx, endpoints...)
+	// The services in this process reach the embedded etcd in-process; the client
+	// port stays open for bootctl, etcdctl and services in other processes.
+	var env *daemon.Env
+	if emb != nil {
+		env, err = opts.StartEmbedded(ctx, emb)
+	} else {
+		env, err = opts.Start(ctx)
+	}
 	if err != nil {
 		return err
 	}

@@ -40,6 +40,15 @@ func (e *Etcd) Client(t testing.TB) *store.Store {
 	return st
 }
 
+// InProcess returns a Store that calls e in-process (store.Embedded.Store), as
+// the all-in-one launcher's services do.
+func (e *Etcd) InProcess(t testing.TB) *store.Store {
+	t.Helper()
+	st := e.Store(0)
+	t.Cleanup(func() { st.Close() })
+	return st
+}
+
 // New starts an embedded etcd and returns a Store on it.
 func New(t testing.TB) *store.Store {
 	t.Helper()
