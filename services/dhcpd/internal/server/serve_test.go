@@ -71,4 +71,3 @@ func TestPacerDeliversBacklogInOrder(t *testing.T) {
 		})
 	}
 }
-
