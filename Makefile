@@ -24,7 +24,7 @@ proto:
 
 lint:
 	$(GO) tool buf lint
-	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '^pkg/gen/') 2>/dev/null); \
+	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v -e '^pkg/gen/' -e '^third_party/') 2>/dev/null); \
 	  if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(PKGS)
 

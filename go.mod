@@ -163,3 +163,5 @@ tool (
 	google.golang.org/grpc/cmd/protoc-gen-go-grpc
 	google.golang.org/protobuf/cmd/protoc-gen-go
 )
+
+replace github.com/pin/tftp/v3 => ./third_party/pin-tftp

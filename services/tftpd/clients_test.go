@@ -191,9 +191,10 @@ func startLossyProxy(t *testing.T, server *net.UDPAddr, every int) *lossyProxy {
 	return p
 }
 
-// pin/tftp's experimental sender window works with lock-step clients (no loss).
-func TestAnticipateWindow(t *testing.T) {
-	e := newEnv(t, func(c *tftpd.Config) { c.Anticipate = 8 })
+// The sender window is on by default (every other test uses it, with and without
+// loss); with it off (--tftpd-anticipate 0) transfers are RFC 1350 lock-step.
+func TestLockStep(t *testing.T) {
+	e := newEnv(t, func(c *tftpd.Config) { c.Anticipate = 0 })
 	efi := ipxeEFI(t)
 	e.arts.Put("ipxe.efi", efi)
 	for _, bs := range []int{512, 1468} {

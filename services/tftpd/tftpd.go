@@ -83,9 +83,12 @@ type Config struct {
 	RefreshWait time.Duration
 	// Warm fetches the mapped artifacts at start.
 	Warm bool
-	// Anticipate > 1 turns on pin/tftp's experimental sender window: that many
-	// blocks are sent before waiting for the ACK of the last (not RFC 7440: no
-	// windowsize is negotiated). 0 is lock-step, as RFC 1350.
+	// Anticipate > 1 is the sender window: that many blocks are sent before
+	// waiting for their ACKs, taken cumulatively; after a timeout the sender
+	// resends the first unacknowledged block and walks the rest lock-step
+	// (pin/tftp's "anticipate" sender with bootchain's go-back-N patch,
+	// third_party/pin-tftp). Not RFC 7440: no windowsize is negotiated, and
+	// lock-step clients need none. 0 is lock-step, as RFC 1350. Default 8.
 	Anticipate int
 
 	// Store is the etcd store (sessions, file map, artifact watch). Required.
@@ -103,7 +106,7 @@ type Config struct {
 func DefaultConfig() Config {
 	return Config{
 		Addr: ":69", GRPCAddr: ":9083", ArtifactStore: "127.0.0.1:9081", Site: "default",
-		MaxBlksize: 1468, Timeout: time.Second, Retries: 5, MaxTransfers: 512, MaxPerClient: 8,
+		MaxBlksize: 1468, Timeout: time.Second, Retries: 5, MaxTransfers: 512, MaxPerClient: 8, Anticipate: 8,
 		FetchTimeout: 20 * time.Second, RefreshWait: time.Second, Warm: true,
 	}
 }
@@ -126,7 +129,7 @@ func (c *Config) AddFlags(fs *flag.FlagSet, prefix string) {
 	fs.DurationVar(&c.FetchTimeout, prefix+"fetch-timeout", c.FetchTimeout, "bound on fetching an artifact that is not cached")
 	fs.DurationVar(&c.RefreshWait, prefix+"refresh-wait", c.RefreshWait, "wait for a changed artifact before serving the cached copy")
 	fs.BoolVar(&c.Warm, prefix+"warm", c.Warm, "fetch the mapped artifacts at start")
-	fs.IntVar(&c.Anticipate, prefix+"anticipate", c.Anticipate, "experimental: pin/tftp's sender window, blocks sent before waiting for an ACK (0: lock-step); see docs/tftpd.md")
+	fs.IntVar(&c.Anticipate, prefix+"anticipate", c.Anticipate, "sender window: blocks sent before waiting for their ACKs (0: lock-step); see docs/tftpd.md")
 }
 
 // Validate reports a configuration that cannot work.

@@ -175,6 +175,8 @@ type Negotiated struct {
 	WindowsizeAsked int
 	// Timeout requested in seconds (RFC 2349), 0 when absent.
 	TimeoutAsked int
+	// OACK: some option is acknowledged, so the transfer starts with an OACK.
+	OACK bool
 }
 
 // Clamp rewrites the request's options to what the server offers: blksize capped
@@ -212,6 +214,7 @@ func (r *Request) Clamp(lim Limits) Negotiated {
 		}
 	}
 	r.Options = kept
+	n.OACK = len(kept) > 0
 	if n.Blksize == 0 {
 		n.Blksize = 512
 	}

@@ -67,10 +67,10 @@ func TestClamp(t *testing.T) {
 		want     Negotiated
 	}{
 		"none":       {max: 1468, want: Negotiated{Blksize: 512}},
-		"capped":     {opts: []Option{{"blksize", "65464"}}, max: 1468, wantOpts: []Option{{"blksize", "1468"}}, want: Negotiated{BlksizeAsked: 65464, Blksize: 1468}},
-		"smaller":    {opts: []Option{{"blksize", "1024"}}, max: 1468, wantOpts: []Option{{"blksize", "1024"}}, want: Negotiated{BlksizeAsked: 1024, Blksize: 1024}},
+		"capped":     {opts: []Option{{"blksize", "65464"}}, max: 1468, wantOpts: []Option{{"blksize", "1468"}}, want: Negotiated{BlksizeAsked: 65464, Blksize: 1468, OACK: true}},
+		"smaller":    {opts: []Option{{"blksize", "1024"}}, max: 1468, wantOpts: []Option{{"blksize", "1024"}}, want: Negotiated{BlksizeAsked: 1024, Blksize: 1024, OACK: true}},
 		"tiny":       {opts: []Option{{"blksize", "8"}}, max: 1468, want: Negotiated{BlksizeAsked: 8, Blksize: 512}},
-		"garbage":    {opts: []Option{{"blksize", "x"}, {"tsize", "12"}}, max: 1468, wantOpts: []Option{{"tsize", "0"}}, want: Negotiated{Blksize: 512, Tsize: true}},
+		"garbage":    {opts: []Option{{"blksize", "x"}, {"tsize", "12"}}, max: 1468, wantOpts: []Option{{"tsize", "0"}}, want: Negotiated{Blksize: 512, Tsize: true, OACK: true}},
 		"windowsize": {opts: []Option{{"windowsize", "4"}, {"timeout", "3"}, {"multicast", ""}}, max: 1468, want: Negotiated{Blksize: 512, WindowsizeAsked: 4, TimeoutAsked: 3}},
 	}
 	for name, tt := range tests {

@@ -376,8 +376,21 @@ func (s *Server) handleRead(filename string, rf io.ReaderFrom) error {
 		s.count.succeeded.Add(1)
 	}
 	retrans := sent - acked
-	if outcome != "succeeded" && retrans > 0 {
-		retrans-- // the last packet was sent and never answered
+	if outcome != "succeeded" {
+		// Not every unanswered datagram is a retransmission: lock-step has one
+		// block in flight when a client goes away, a sender window several.
+		// Retransmissions are what was sent beyond the distinct datagrams: the
+		// OACK, each block read, and the empty block that ends a file whose size is
+		// a multiple of blksize.
+		blk := int64(max(x.neg.Blksize, 1))
+		distinct := int((n + blk - 1) / blk)
+		if x.neg.OACK {
+			distinct++
+		}
+		if n == h.Size && n%blk == 0 {
+			distinct++
+		}
+		retrans = max(sent-distinct, 0)
 	}
 	if retrans > 0 {
 		s.count.retransmits.Add(int64(retrans))
