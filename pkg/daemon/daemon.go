@@ -141,7 +141,9 @@ func Run(name string, addFlags func(fs *flag.FlagSet), run func(ctx context.Cont
 
 // Main runs a daemon's body with a context canceled by SIGINT or SIGTERM, prints
 // its error and exits non-zero on failure. context.Canceled counts as a clean exit.
+// It applies TuneRuntime first.
 func Main(name string, body func(ctx context.Context) error) {
+	TuneRuntime()
 	ctx, stop := signalContext()
 	defer stop()
 	if err := body(ctx); err != nil && !errors.Is(err, context.Canceled) {

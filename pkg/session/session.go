@@ -23,6 +23,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"strings"
 	"sync"
@@ -95,8 +96,14 @@ type Recorder struct {
 	// machine stuck in a loop).
 	hops     []pendingHop
 	hopCount map[string]int
-	kick     chan struct{}
-	flushed  *sync.Cond
+	// repeats folds identical hops that follow each other closely into one record
+	// (Hop.repeats): by trace and hop name, the run in progress. dirty are the runs
+	// whose count etcd has not seen yet; forceRepeats asks the next write for all.
+	repeats      map[string]*repeat
+	dirty        []*repeat
+	forceRepeats bool
+	kick         chan struct{}
+	flushed      *sync.Cond
 
 	// parsed caches traceparent -> span context: the hot paths hand out a session
 	// handle per packet or request.
@@ -124,12 +131,35 @@ type pendingHop struct {
 	hop *bootapiv1.Hop
 }
 
+// A repeat is a run of identical hops of one session: the first is recorded as
+// usual, the later ones only raise count, which is written at most every
+// repeatFlush (and by Flush).
+type repeat struct {
+	key     string
+	first   *bootapiv1.Hop // as recorded; never changed
+	count   uint32
+	last    time.Time // end of the latest repeat
+	dirty   bool
+	written time.Time
+}
+
+// RepeatWindow is the most time between the ends of two identical hops for the
+// second to be folded into the first as a repeat.
+const RepeatWindow = 2 * time.Second
+
+// repeatFlush is how often a growing repeat count is written; maxRepeatRuns bounds
+// the runs tracked.
+const (
+	repeatFlush   = 2 * time.Second
+	maxRepeatRuns = 100000
+)
+
 // maxPendingHops bounds the hop write queue.
 const maxPendingHops = 50000
 
 // touchEvery is how stale a session's update time may get in etcd while hops keep
 // arriving (hops themselves do not rewrite the session record).
-const touchEvery = 5 * time.Second
+const touchEvery = 30 * time.Second
 
 type mutation func(s *bootapiv1.BootSession) *bootapiv1.BootSession
 
@@ -164,6 +194,7 @@ func New(cfg Config) (*Recorder, error) {
 		written:  map[string]int64{},
 		pending:  map[string][]mutation{},
 		hopCount: map[string]int{},
+		repeats:  map[string]*repeat{},
 		kick:     make(chan struct{}, 1),
 	}
 	r.flushed = sync.NewCond(&r.mu)
@@ -179,8 +210,19 @@ func (r *Recorder) Cache() *store.Cache[*bootapiv1.BootSession] { return r.cache
 func (r *Recorder) Run(ctx context.Context) error {
 	cacheDone := make(chan struct{})
 	go func() { r.cache.Run(ctx); close(cacheDone) }()
+	var last time.Time
+	tick := time.NewTicker(repeatFlush)
+	defer tick.Stop()
 	for {
 		select {
+		case <-tick.C:
+			r.mu.Lock()
+			due := len(r.dirty) > 0
+			r.mu.Unlock()
+			if due {
+				last = time.Now()
+				r.writePending(ctx)
+			}
 		case <-ctx.Done():
 			fctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 			r.writePending(fctx)
@@ -188,10 +230,25 @@ func (r *Recorder) Run(ctx context.Context) error {
 			<-cacheDone
 			return nil
 		case <-r.kick:
+			// Under load, let changes gather for up to gatherFor after the last
+			// write: a machine's hops and session changes of that window then share
+			// transactions. A lone change after a quiet spell goes at once.
+			if wait := gatherFor - time.Since(last); wait > 0 {
+				select {
+				case <-time.After(wait):
+				case <-ctx.Done():
+				}
+			}
+			last = time.Now()
 			r.writePending(ctx)
 		}
 	}
 }
+
+// gatherFor is the least time between two writes of recorded changes. Writes are
+// asynchronous and nobody waits for them on a hot path; etcd's cost is per
+// transaction and per revision, so fewer, fuller batches are much cheaper.
+const gatherFor = 20 * time.Millisecond
 
 // WaitReady waits for the first load of the session cache.
 func (r *Recorder) WaitReady(ctx context.Context) error { return r.cache.WaitReady(ctx) }
@@ -201,7 +258,14 @@ func (r *Recorder) Flush(ctx context.Context) error {
 	done := make(chan struct{})
 	go func() {
 		r.mu.Lock()
-		for len(r.pending) > 0 || len(r.hops) > 0 || r.writing {
+		if len(r.dirty) > 0 {
+			r.forceRepeats = true
+			select {
+			case r.kick <- struct{}{}:
+			default:
+			}
+		}
+		for len(r.pending) > 0 || len(r.hops) > 0 || len(r.dirty) > 0 || r.writing {
 			r.flushed.Wait()
 		}
 		r.mu.Unlock()
@@ -469,6 +533,34 @@ func (r *Recorder) writePending(ctx context.Context) {
 	r.pending = map[string][]mutation{}
 	hops := r.hops
 	r.hops = nil
+	now := time.Now()
+	keep := r.dirty[:0]
+	var at map[string]int // hop key -> index in hops, once a repeat is written
+	for _, rp := range r.dirty {
+		if !r.forceRepeats && now.Sub(rp.written) < repeatFlush {
+			keep = append(keep, rp)
+			continue
+		}
+		rec := proto.Clone(rp.first).(*bootapiv1.Hop)
+		rec.Repeats, rec.LastRepeatTime = rp.count, timestamppb.New(rp.last)
+		if at == nil {
+			at = make(map[string]int, len(hops))
+			for i, ph := range hops {
+				at[ph.key] = i
+			}
+		}
+		// The first hop of the run may still be waiting here: one transaction must
+		// not name a key twice, so the repeat record takes its place.
+		if i, ok := at[rp.key]; ok {
+			hops[i].hop = rec
+		} else {
+			at[rp.key] = len(hops)
+			hops = append(hops, pendingHop{key: rp.key, hop: rec})
+		}
+		rp.dirty, rp.written = false, now
+	}
+	clear(r.dirty[len(keep):])
+	r.dirty, r.forceRepeats = keep, false
 	r.writing = len(batch) > 0 || len(hops) > 0
 	r.mu.Unlock()
 	if len(batch) == 0 && len(hops) == 0 {
@@ -514,7 +606,7 @@ func (r *Recorder) writePending(ctx context.Context) {
 		r.written[mac] = rev
 	}
 	r.writing = false
-	if len(r.pending) == 0 {
+	if len(r.pending) == 0 && len(r.dirty) == 0 {
 		r.flushed.Broadcast()
 	}
 	r.mu.Unlock()
@@ -613,18 +705,35 @@ func (r *Recorder) writeHops(ctx context.Context, hops []pendingHop) error {
 // getting stale, a touch of the session record.
 func (r *Recorder) enqueueHop(s *Session, h *bootapiv1.Hop, end time.Time) {
 	tid := s.TraceID()
-	key := store.Key("sessionhops", s.MAC, tid, fmt.Sprintf("%019d-%s", h.GetStartTime().AsTime().UnixNano(), h.GetSpanId()))
+	rk := tid + "/" + h.GetName()
 	r.mu.Lock()
-	if len(r.hops) >= maxPendingHops || r.hopCount[tid] >= MaxHops {
-		r.mu.Unlock()
-		r.Dropped.Add(1)
-		return
+	kick := true
+	if rp, ok := r.repeats[rk]; ok && end.Sub(rp.last) < RepeatWindow && sameOutcome(rp.first, h) {
+		// A repeat: only its count changes, written within repeatFlush.
+		rp.count++
+		rp.last = end
+		if !rp.dirty {
+			rp.dirty = true
+			r.dirty = append(r.dirty, rp)
+		}
+		kick = false
+	} else {
+		if len(r.hops) >= maxPendingHops || r.hopCount[tid] >= MaxHops {
+			r.mu.Unlock()
+			r.Dropped.Add(1)
+			return
+		}
+		if len(r.hopCount) > 100000 {
+			clear(r.hopCount)
+		}
+		r.hopCount[tid]++
+		key := store.Key("sessionhops", s.MAC, tid, fmt.Sprintf("%019d-%s", h.GetStartTime().AsTime().UnixNano(), h.GetSpanId()))
+		r.hops = append(r.hops, pendingHop{key: key, hop: h})
+		if len(r.repeats) >= maxRepeatRuns {
+			clear(r.repeats) // runs already dirty are still written from r.dirty
+		}
+		r.repeats[rk] = &repeat{key: key, first: h, last: end, written: end}
 	}
-	if len(r.hopCount) > 100000 {
-		clear(r.hopCount)
-	}
-	r.hopCount[tid]++
-	r.hops = append(r.hops, pendingHop{key: key, hop: h})
 	cur := r.currentLocked(s.MAC)
 	touch := cur != nil && cur.GetTraceId() == tid && end.Sub(cur.GetUpdateTime().AsTime()) > touchEvery
 	r.mu.Unlock()
@@ -638,9 +747,11 @@ func (r *Recorder) enqueueHop(s *Session, h *bootapiv1.Hop, end time.Time) {
 		})
 		return
 	}
-	select {
-	case r.kick <- struct{}{}:
-	default:
+	if kick {
+		select {
+		case r.kick <- struct{}{}:
+		default:
+		}
 	}
 }
 
@@ -864,7 +975,11 @@ func (r *Recorder) MarkStalled(after time.Duration, now time.Time) int {
 		var last *bootapiv1.Hop
 		if len(hops) > 0 {
 			last = hops[0]
-			if end := last.GetStartTime().AsTime().Add(last.GetDuration().AsDuration()); now.Sub(end) < after {
+			end := last.GetStartTime().AsTime().Add(last.GetDuration().AsDuration())
+			if lr := last.GetLastRepeatTime(); lr != nil && lr.AsTime().After(end) {
+				end = lr.AsTime()
+			}
+			if now.Sub(end) < after {
 				continue
 			}
 		}
@@ -919,4 +1034,11 @@ func head(bs *bootapiv1.BootSession) *bootapiv1.BootSession {
 		StartTime: bs.GetStartTime(), UpdateTime: bs.GetUpdateTime(), State: bs.GetState(), Ip: bs.GetIp(),
 		JobId: bs.GetJobId(), FailedHop: bs.GetFailedHop(), Message: bs.GetMessage(),
 	}
+}
+
+// sameOutcome reports whether hop b repeats hop a: same service, outcome, detail,
+// bytes and attributes (the name is part of the run's key).
+func sameOutcome(a, b *bootapiv1.Hop) bool {
+	return a.GetService() == b.GetService() && a.GetFailed() == b.GetFailed() && a.GetDetail() == b.GetDetail() &&
+		a.GetBytes() == b.GetBytes() && maps.Equal(a.GetAttributes(), b.GetAttributes())
 }

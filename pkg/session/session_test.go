@@ -149,3 +149,59 @@ func FuzzParseTraceparent(f *testing.F) {
 		}
 	})
 }
+
+// TestRepeatsFold checks that identical hops in quick succession (iPXE fetching
+// its script in a loop) become one record with a count, that every one still has
+// its span, and that a hop with another outcome starts a record of its own.
+func TestRepeatsFold(t *testing.T) {
+	e := storetest.Start(t)
+	exp := tracetest.NewInMemoryExporter()
+	api := newRecorder(t, e.Client(t), "bootapi", exp)
+	ctx := context.Background()
+	const mac = "52:54:00:12:34:57"
+	s := api.Open(ctx, mac, session.OpenOptions{New: true})
+	hop := func(detail string) {
+		_, h := s.StartHop(ctx, "script")
+		h.SetDetail(detail)
+		h.SetAttr("bootchain.decision", detail)
+		h.End()
+	}
+	for i := 0; i < 5; i++ {
+		hop("menu")
+	}
+	hop("job j1 profile p")
+	hop("job j1 profile p")
+	hop("menu")
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := api.Flush(wctx); err != nil {
+		t.Fatal(err)
+	}
+	got, ok := api.Get(mac)
+	if !ok {
+		t.Fatal("no session")
+	}
+	type rec struct {
+		detail  string
+		repeats uint32
+	}
+	var recs []rec
+	for _, h := range got.GetHops() {
+		recs = append(recs, rec{h.GetDetail(), h.GetRepeats()})
+		if h.GetRepeats() > 0 && !h.GetLastRepeatTime().AsTime().After(h.GetStartTime().AsTime()) {
+			t.Errorf("hop %q: last repeat %v not after start %v", h.GetDetail(), h.GetLastRepeatTime().AsTime(), h.GetStartTime().AsTime())
+		}
+	}
+	want := []rec{{"menu", 4}, {"job j1 profile p", 1}, {"menu", 0}}
+	if len(recs) != len(want) {
+		t.Fatalf("records %v, want %v", recs, want)
+	}
+	for i := range want {
+		if recs[i] != want[i] {
+			t.Fatalf("records %v, want %v", recs, want)
+		}
+	}
+	if n := len(exp.GetSpans()); n != 9 {
+		t.Errorf("spans: %d, want 9 (root + 8 hops: folding keeps every span)", n)
+	}
+}

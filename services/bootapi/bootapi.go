@@ -186,6 +186,13 @@ func (s *Server) Endpoints() []string {
 // Handler is the HTTP handler (for tests and embedding).
 func (s *Server) Handler() http.Handler { return s.http }
 
+// FlushSessions waits until every boot-session change recorded so far is in etcd.
+func (s *Server) FlushSessions(ctx context.Context) error { return s.sessions.Flush(ctx) }
+
+// SessionsDropped is how many session records were dropped because etcd did not
+// keep up (the spans were still exported).
+func (s *Server) SessionsDropped() int64 { return s.sessions.Dropped.Load() }
+
 // Run serves until ctx ends. The HTTP and gRPC servers start once the caches have
 // loaded, so no request is answered from an empty cache.
 func (s *Server) Run(ctx context.Context) error {

@@ -83,8 +83,14 @@ func runTrace(ctx context.Context, g *Global, args []string) error {
 		if h.GetBytes() > 0 {
 			bytes = humanBytes(h.GetBytes())
 		}
+		name := h.GetName()
+		if n := h.GetRepeats(); n > 0 {
+			// Folded repeats: the hop happened 1+n times, the last ending then.
+			name = fmt.Sprintf("%s x%d", name, n+1)
+			outcome += fmt.Sprintf(" (last +%s)", h.GetLastRepeatTime().AsTime().Sub(start).Round(time.Millisecond))
+		}
 		rows = append(rows, []string{
-			"+" + h.GetStartTime().AsTime().Sub(start).Round(time.Millisecond).String(), h.GetName(), h.GetService(),
+			"+" + h.GetStartTime().AsTime().Sub(start).Round(time.Millisecond).String(), name, h.GetService(),
 			h.GetDuration().AsDuration().Round(time.Microsecond).String(), bytes, outcome, dash(h.GetDetail()),
 		})
 	}

@@ -33,6 +33,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/bootchain/bootchain/pkg/daemon"
 	artifactv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/artifactstore/v1"
 	"github.com/bootchain/bootchain/pkg/grpcclient"
 	"github.com/bootchain/bootchain/pkg/store"
@@ -41,6 +42,7 @@ import (
 )
 
 func main() {
+	daemon.TuneRuntime() // the service runs in this process: measure it with the daemons' runtime settings
 	serve := flag.String("serve", "", "internal: run an artifactstore with its data under this folder")
 	sizeMB := flag.Int("size", 256, "size of the large file in MiB")
 	maxDownloads := flag.Int("downloads", 64, "large-file downloads per concurrency level (at least the concurrency)")

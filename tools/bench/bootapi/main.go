@@ -28,21 +28,28 @@ import (
 	"sync"
 	"time"
 
+	"github.com/bootchain/bootchain/pkg/daemon"
 	bootapiv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/bootapi/v1"
 	"github.com/bootchain/bootchain/pkg/grpcclient"
 	"github.com/bootchain/bootchain/pkg/grpcserver"
 	"github.com/bootchain/bootchain/pkg/store"
 	"github.com/bootchain/bootchain/pkg/tlsconf"
 	"github.com/bootchain/bootchain/services/bootapi"
+	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
-var cpuProfile string
+var (
+	cpuProfile string
+	etcdGRPC   bool
+)
 
 func main() {
+	daemon.TuneRuntime() // the service runs in this process: measure it with the daemons' runtime settings
 	machines := flag.Int("machines", 10000, "registered machines")
 	duration := flag.Duration("duration", 10*time.Second, "wrk duration per server")
 	conns := flag.Int("connections", 64, "wrk connections")
 	threads := flag.Int("threads", 2, "wrk threads")
+	flag.BoolVar(&etcdGRPC, "etcd-grpc", false, "bootapi talks to its embedded etcd over loopback gRPC instead of in-process")
 	flag.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of bootapi's run to this file")
 	flag.Parse()
 	if err := run(*machines, *duration, *conns, *threads); err != nil {
@@ -56,6 +63,7 @@ type result struct {
 	rps      float64
 	p50, p99 time.Duration
 	errors   int
+	requests int
 }
 
 func run(n int, d time.Duration, conns, threads int) error {
@@ -81,9 +89,13 @@ func run(n int, d time.Duration, conns, threads int) error {
 		return err
 	}
 	defer emb.Close()
-	st, err := store.Open(ctx, store.Config{Endpoints: emb.Endpoints()})
-	if err != nil {
-		return err
+	// In-process etcd client, as 'bootchain up' runs bootapi; -etcd-grpc dials it
+	// over loopback gRPC, as a bootapi in its own process would.
+	st := emb.Store(0)
+	if etcdGRPC {
+		if st, err = store.Open(ctx, store.Config{Endpoints: emb.Endpoints()}); err != nil {
+			return err
+		}
 	}
 	defer st.Close()
 	cfg := bootapi.DefaultConfig()
@@ -131,6 +143,17 @@ func run(n int, d time.Duration, conns, threads int) error {
 		return err
 	}
 	ours.name = "bootapi"
+	// Every answered request is a script hop of its machine's session, written
+	// to etcd asynchronously; count what arrived (the recorder drops and counts
+	// hops when etcd cannot keep up).
+	if err := srv.FlushSessions(ctx); err != nil {
+		return err
+	}
+	cr, err := st.Client().Get(ctx, store.Prefix("sessionhops"), clientv3.WithPrefix(), clientv3.WithCountOnly())
+	if err != nil {
+		return err
+	}
+	fmt.Printf("bootapi: %d requests answered, %d script hops recorded in etcd, %d session changes dropped\n", ours.requests, cr.Count, srv.SessionsDropped())
 
 	ngx, stop, err := startNginx(dir, sample)
 	if err != nil {
@@ -235,6 +258,7 @@ func writeLua(path string, macs []string) error {
 
 var (
 	rpsRE  = regexp.MustCompile(`Requests/sec:\s+([0-9.]+)`)
+	reqRE  = regexp.MustCompile(`(\d+) requests in`)
 	latRE  = regexp.MustCompile(`(?m)^\s+(50|99)%\s+([0-9.]+)(us|ms|s)\s*$`)
 	errsRE = regexp.MustCompile(`Non-2xx or 3xx responses: (\d+)|Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)`)
 )
@@ -252,6 +276,9 @@ func wrk(base, lua string, d time.Duration, conns, threads int) (result, error) 
 		return r, fmt.Errorf("wrk output without Requests/sec:\n%s", out)
 	}
 	r.rps, _ = strconv.ParseFloat(string(m[1]), 64)
+	if m := reqRE.FindSubmatch(out); m != nil {
+		r.requests, _ = strconv.Atoi(string(m[1]))
+	}
 	for _, lm := range latRE.FindAllSubmatch(out, -1) {
 		v, _ := strconv.ParseFloat(string(lm[2]), 64)
 		unit := map[string]time.Duration{"us": time.Microsecond, "ms": time.Millisecond, "s": time.Second}[string(lm[3])]

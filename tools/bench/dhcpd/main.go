@@ -28,6 +28,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/bootchain/bootchain/pkg/daemon"
 	bootapiv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/bootapi/v1"
 	dhcpdv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/dhcpd/v1"
 	"github.com/bootchain/bootchain/pkg/store"
@@ -63,6 +64,7 @@ type result struct {
 }
 
 func main() {
+	daemon.TuneRuntime() // the service runs in this process: measure it with the daemons' runtime settings
 	period := flag.Int("period", 5, "seconds per step")
 	ratesFlag := flag.String("rates", "100,250,500,1000,2000,4000,6000,8000,12000,16000", "offered DORA rates per second, rising")
 	only := flag.String("only", "dhcpd,kea,dnsmasq", "servers to run")

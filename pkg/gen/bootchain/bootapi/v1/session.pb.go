@@ -252,9 +252,17 @@ type Hop struct {
 	// Short description: file name, job state, offered address, error.
 	Detail string `protobuf:"bytes,8,opt,name=detail,proto3" json:"detail,omitempty"`
 	// Further attributes (blksize, retransmits, arch, ...).
-	Attributes    map[string]string `protobuf:"bytes,9,rep,name=attributes,proto3" json:"attributes,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Attributes map[string]string `protobuf:"bytes,9,rep,name=attributes,proto3" json:"attributes,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// How many more times the same hop (same name, outcome, detail, bytes and
+	// attributes) happened right after this one, each within two seconds of the
+	// previous: a DHCP retransmission, iPXE re-fetching a script in a loop. They are
+	// folded into this record instead of filling the session's timeline; each still
+	// has its own span. 0 when it happened once.
+	Repeats uint32 `protobuf:"varint,10,opt,name=repeats,proto3" json:"repeats,omitempty"`
+	// When the last repeat ended; unset when repeats is 0.
+	LastRepeatTime *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=last_repeat_time,json=lastRepeatTime,proto3" json:"last_repeat_time,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *Hop) Reset() {
@@ -346,6 +354,20 @@ func (x *Hop) GetDetail() string {
 func (x *Hop) GetAttributes() map[string]string {
 	if x != nil {
 		return x.Attributes
+	}
+	return nil
+}
+
+func (x *Hop) GetRepeats() uint32 {
+	if x != nil {
+		return x.Repeats
+	}
+	return 0
+}
+
+func (x *Hop) GetLastRepeatTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastRepeatTime
 	}
 	return nil
 }
@@ -555,7 +577,7 @@ const file_bootchain_bootapi_v1_session_proto_rawDesc = "" +
 	" \x03(\v2\x19.bootchain.bootapi.v1.HopR\x04hops\x12\x1d\n" +
 	"\n" +
 	"failed_hop\x18\v \x01(\tR\tfailedHop\x12\x18\n" +
-	"\amessage\x18\f \x01(\tR\amessage\"\x8e\x03\n" +
+	"\amessage\x18\f \x01(\tR\amessage\"\xee\x03\n" +
 	"\x03Hop\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aservice\x18\x02 \x01(\tR\aservice\x12\x17\n" +
@@ -568,7 +590,10 @@ const file_bootchain_bootapi_v1_session_proto_rawDesc = "" +
 	"\x06detail\x18\b \x01(\tR\x06detail\x12I\n" +
 	"\n" +
 	"attributes\x18\t \x03(\v2).bootchain.bootapi.v1.Hop.AttributesEntryR\n" +
-	"attributes\x1a=\n" +
+	"attributes\x12\x18\n" +
+	"\arepeats\x18\n" +
+	" \x01(\rR\arepeats\x12D\n" +
+	"\x10last_repeat_time\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\x0elastRepeatTime\x1a=\n" +
 	"\x0fAttributesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"%\n" +
@@ -626,18 +651,19 @@ var file_bootchain_bootapi_v1_session_proto_depIdxs = []int32{
 	8,  // 4: bootchain.bootapi.v1.Hop.start_time:type_name -> google.protobuf.Timestamp
 	9,  // 5: bootchain.bootapi.v1.Hop.duration:type_name -> google.protobuf.Duration
 	7,  // 6: bootchain.bootapi.v1.Hop.attributes:type_name -> bootchain.bootapi.v1.Hop.AttributesEntry
-	1,  // 7: bootchain.bootapi.v1.GetSessionResponse.session:type_name -> bootchain.bootapi.v1.BootSession
-	0,  // 8: bootchain.bootapi.v1.ListSessionsRequest.state:type_name -> bootchain.bootapi.v1.SessionState
-	1,  // 9: bootchain.bootapi.v1.ListSessionsResponse.sessions:type_name -> bootchain.bootapi.v1.BootSession
-	3,  // 10: bootchain.bootapi.v1.SessionService.GetSession:input_type -> bootchain.bootapi.v1.GetSessionRequest
-	5,  // 11: bootchain.bootapi.v1.SessionService.ListSessions:input_type -> bootchain.bootapi.v1.ListSessionsRequest
-	4,  // 12: bootchain.bootapi.v1.SessionService.GetSession:output_type -> bootchain.bootapi.v1.GetSessionResponse
-	6,  // 13: bootchain.bootapi.v1.SessionService.ListSessions:output_type -> bootchain.bootapi.v1.ListSessionsResponse
-	12, // [12:14] is the sub-list for method output_type
-	10, // [10:12] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	8,  // 7: bootchain.bootapi.v1.Hop.last_repeat_time:type_name -> google.protobuf.Timestamp
+	1,  // 8: bootchain.bootapi.v1.GetSessionResponse.session:type_name -> bootchain.bootapi.v1.BootSession
+	0,  // 9: bootchain.bootapi.v1.ListSessionsRequest.state:type_name -> bootchain.bootapi.v1.SessionState
+	1,  // 10: bootchain.bootapi.v1.ListSessionsResponse.sessions:type_name -> bootchain.bootapi.v1.BootSession
+	3,  // 11: bootchain.bootapi.v1.SessionService.GetSession:input_type -> bootchain.bootapi.v1.GetSessionRequest
+	5,  // 12: bootchain.bootapi.v1.SessionService.ListSessions:input_type -> bootchain.bootapi.v1.ListSessionsRequest
+	4,  // 13: bootchain.bootapi.v1.SessionService.GetSession:output_type -> bootchain.bootapi.v1.GetSessionResponse
+	6,  // 14: bootchain.bootapi.v1.SessionService.ListSessions:output_type -> bootchain.bootapi.v1.ListSessionsResponse
+	13, // [13:15] is the sub-list for method output_type
+	11, // [11:13] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_bootchain_bootapi_v1_session_proto_init() }
