@@ -66,7 +66,7 @@ type result struct {
 func main() {
 	daemon.TuneRuntime() // the service runs in this process: measure it with the daemons' runtime settings
 	period := flag.Int("period", 5, "seconds per step")
-	ratesFlag := flag.String("rates", "100,250,500,1000,2000,4000,6000,8000,12000,16000", "offered DORA rates per second, rising")
+	ratesFlag := flag.String("rates", "100,500,1000,2000,4000,8000,12000,14000,16000,18000,20000,22000,24000,26000,28000,32000", "offered DORA rates per second, rising")
 	only := flag.String("only", "dhcpd,kea,dnsmasq", "servers to run")
 	flag.BoolVar(&verbose, "v", false, "print perfdhcp's output")
 	flag.IntVar(&leaseWriters, "lease-writers", 0, "dhcpd LeaseWriters (0: default)")
