@@ -50,6 +50,7 @@ var (
 	leaseWriters, leaseBatch int
 	etcdGRPC                 bool
 	replyBurst               int
+	workers                  int
 
 	verbose    bool
 	profileDir string
@@ -71,6 +72,7 @@ func main() {
 	flag.BoolVar(&verbose, "v", false, "print perfdhcp's output")
 	flag.IntVar(&leaseWriters, "lease-writers", 0, "dhcpd LeaseWriters (0: default)")
 	flag.IntVar(&leaseBatch, "lease-batch", 0, "dhcpd LeaseBatch (0: default)")
+	flag.IntVar(&workers, "workers", 0, "dhcpd Workers (0: default)")
 	flag.IntVar(&replyBurst, "reply-burst", -1, "dhcpd ReplyBurst (-1: default; 0: unpaced)")
 	flag.BoolVar(&etcdGRPC, "etcd-grpc", false, "dhcpd talks to its embedded etcd over loopback gRPC (a separate process's path) instead of in-process")
 	flag.StringVar(&profileDir, "profile", "", "write CPU, mutex and block profiles of the dhcpd runs (dhcpd and its embedded etcd) into this directory")
@@ -245,6 +247,9 @@ func startDHCPD(ctx context.Context, ns *lab.Netns, dir string) (func() string, 
 	if leaseBatch > 0 {
 		cfg.LeaseBatch = leaseBatch
 	}
+	if workers > 0 {
+		cfg.Workers = workers
+	}
 	if replyBurst >= 0 {
 		cfg.ReplyBurst = replyBurst
 	}
@@ -270,6 +275,9 @@ func startDHCPD(ctx context.Context, ns *lab.Netns, dir string) (func() string, 
 	}
 	return func() string {
 		acks := srv.Stats().Acks.Load()
+		if verbose {
+			fmt.Fprintf(os.Stderr, "dhcpd stats: %s\n", srv.Stats().String())
+		}
 		txns, writes := srv.LeaseWrites()
 		cancel()
 		<-done
