@@ -11,6 +11,17 @@ import (
 // AA-BB-CC-DD-EE-FF, aabb.ccdd.eeff, aabbccddeeff) and returns the canonical
 // lower-case colon form.
 func Normalize(s string) (string, error) {
+	// Fast path for the forms on the hot paths, six hex pairs separated by ':'
+	// (API clients, DHCP) or '-' (iPXE's ${net0/mac:hexhyp}): at most one
+	// allocation, none when s is already canonical.
+	if c, ok := separated(s); ok {
+		return c, nil
+	}
+	return parse(s)
+}
+
+// parse is Normalize without the fast path.
+func parse(s string) (string, error) {
 	s = strings.TrimSpace(s)
 	if len(s) == 12 && !strings.ContainsAny(s, ":-.") {
 		var b strings.Builder
@@ -36,4 +47,37 @@ func MustNormalize(s string) string {
 		panic(err)
 	}
 	return m
+}
+
+// separated parses six hex pairs separated by ':' or '-' (the same separator
+// throughout) into the canonical form.
+func separated(s string) (string, bool) {
+	if len(s) != 17 || (s[2] != ':' && s[2] != '-') {
+		return "", false
+	}
+	sep, canon := s[2], s[2] == ':'
+	var b [17]byte
+	for i := 0; i < 17; i++ {
+		c := s[i]
+		if i%3 == 2 {
+			if c != sep {
+				return "", false
+			}
+			b[i] = ':'
+			continue
+		}
+		switch {
+		case '0' <= c && c <= '9', 'a' <= c && c <= 'f':
+		case 'A' <= c && c <= 'F':
+			c += 'a' - 'A'
+			canon = false
+		default:
+			return "", false
+		}
+		b[i] = c
+	}
+	if canon {
+		return s, true
+	}
+	return string(b[:]), true
 }

@@ -27,11 +27,15 @@ func TestNormalize(t *testing.T) {
 // FuzzNormalize: whatever comes in (a query parameter, a CLI argument), the result is
 // either an error or a canonical MAC that normalizes to itself.
 func FuzzNormalize(f *testing.F) {
-	for _, s := range []string{"52:54:00:12:34:56", "5254.0012.3456", "525400123456", "", "::::::"} {
+	for _, s := range []string{"52:54:00:12:34:56", "52-54-00-AB-cd-EF", "52:54-00:12:34:56", "5254.0012.3456", "525400123456", "", "::::::"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
 		m, err := Normalize(s)
+		// The fast path agrees with the full parser.
+		if slow, serr := parse(s); (err == nil) != (serr == nil) || slow != m {
+			t.Fatalf("Normalize(%q) = %q, %v; parse = %q, %v", s, m, err, slow, serr)
+		}
 		if err != nil {
 			return
 		}

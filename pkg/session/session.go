@@ -99,7 +99,7 @@ type Recorder struct {
 	// repeats folds identical hops that follow each other closely into one record
 	// (Hop.repeats): by trace and hop name, the run in progress. dirty are the runs
 	// whose count etcd has not seen yet; forceRepeats asks the next write for all.
-	repeats      map[string]*repeat
+	repeats      map[repeatKey]*repeat
 	dirty        []*repeat
 	forceRepeats bool
 	kick         chan struct{}
@@ -129,6 +129,12 @@ const (
 type pendingHop struct {
 	key string
 	hop *bootapiv1.Hop
+}
+
+// repeatKey names a run of repeats: the session's trace and the hop's name.
+type repeatKey struct {
+	trace trace.TraceID
+	name  string
 }
 
 // A repeat is a run of identical hops of one session: the first is recorded as
@@ -194,7 +200,7 @@ func New(cfg Config) (*Recorder, error) {
 		written:  map[string]int64{},
 		pending:  map[string][]mutation{},
 		hopCount: map[string]int{},
-		repeats:  map[string]*repeat{},
+		repeats:  map[repeatKey]*repeat{},
 		kick:     make(chan struct{}, 1),
 	}
 	r.flushed = sync.NewCond(&r.mu)
@@ -487,7 +493,7 @@ func (r *Recorder) sessionFor(bs *bootapiv1.BootSession) *Session {
 		r.parsed.Store(tp, parsed)
 		sc = parsed
 	}
-	return &Session{r: r, MAC: bs.GetMac(), root: sc.(trace.SpanContext)}
+	return &Session{r: r, MAC: bs.GetMac(), root: sc.(trace.SpanContext), tid: bs.GetTraceId()}
 }
 
 // enqueue applies m to the local view at once and queues it for etcd. open is the
@@ -703,9 +709,9 @@ func (r *Recorder) writeHops(ctx context.Context, hops []pendingHop) error {
 
 // enqueueHop queues a hop record and, when the session's update time in etcd is
 // getting stale, a touch of the session record.
-func (r *Recorder) enqueueHop(s *Session, h *bootapiv1.Hop, end time.Time) {
+func (r *Recorder) enqueueHop(s *Session, h *bootapiv1.Hop, spanID trace.SpanID, start, end time.Time) {
 	tid := s.TraceID()
-	rk := tid + "/" + h.GetName()
+	rk := repeatKey{s.root.TraceID(), h.GetName()}
 	r.mu.Lock()
 	kick := true
 	if rp, ok := r.repeats[rk]; ok && end.Sub(rp.last) < RepeatWindow && sameOutcome(rp.first, h) {
@@ -727,7 +733,8 @@ func (r *Recorder) enqueueHop(s *Session, h *bootapiv1.Hop, end time.Time) {
 			clear(r.hopCount)
 		}
 		r.hopCount[tid]++
-		key := store.Key("sessionhops", s.MAC, tid, fmt.Sprintf("%019d-%s", h.GetStartTime().AsTime().UnixNano(), h.GetSpanId()))
+		h.SpanId, h.StartTime, h.Duration = spanID.String(), timestamppb.New(start), durationpb.New(end.Sub(start))
+		key := store.Key("sessionhops", s.MAC, tid, fmt.Sprintf("%019d-%s", start.UnixNano(), h.SpanId))
 		r.hops = append(r.hops, pendingHop{key: key, hop: h})
 		if len(r.repeats) >= maxRepeatRuns {
 			clear(r.repeats) // runs already dirty are still written from r.dirty
@@ -778,13 +785,19 @@ type Session struct {
 	r    *Recorder
 	MAC  string
 	root trace.SpanContext
+	tid  string // root's trace ID in hex, when known (saves formatting it per hop)
 }
 
 // Traceparent is the W3C traceparent of the session's root span.
 func (s *Session) Traceparent() string { return Format(s.root) }
 
 // TraceID is the session's trace ID.
-func (s *Session) TraceID() string { return s.root.TraceID().String() }
+func (s *Session) TraceID() string {
+	if s.tid != "" {
+		return s.tid
+	}
+	return s.root.TraceID().String()
+}
 
 // Context returns ctx with the session's root as the remote parent span.
 func (s *Session) Context(ctx context.Context) context.Context {
@@ -872,7 +885,9 @@ func (s *Session) StartHop(ctx context.Context, name string, attrs ...attribute.
 	now := time.Now()
 	return ctx, &Hop{
 		s: s, span: span, start: now,
-		rec: &bootapiv1.Hop{Name: name, Service: s.r.cfg.Service, SpanId: span.SpanContext().SpanID().String(), StartTime: timestamppb.New(now)},
+		// Span ID, start and duration go into the record only when it becomes one
+		// (enqueueHop): a repeat folded into an earlier record needs none of them.
+		rec: &bootapiv1.Hop{Name: name, Service: s.r.cfg.Service},
 	}
 }
 
@@ -942,7 +957,6 @@ func (h *Hop) End() {
 	}
 	h.ended = true
 	now := time.Now()
-	h.rec.Duration = durationpb.New(now.Sub(h.start))
 	// Setters check ended, so after this the record is no longer written: no copy.
 	rec := h.rec
 	h.mu.Unlock()
@@ -951,7 +965,7 @@ func (h *Hop) End() {
 	}
 	h.span.End()
 	if h.s.MAC != "" {
-		h.s.r.enqueueHop(h.s, rec, now)
+		h.s.r.enqueueHop(h.s, rec, h.span.SpanContext().SpanID(), h.start, now)
 	}
 }
 
