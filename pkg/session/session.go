@@ -862,12 +862,11 @@ type Hop struct {
 // StartHop starts a hop span (a child of the session root, or of the span already in
 // ctx if it belongs to this session) and returns the context carrying it.
 func (s *Session) StartHop(ctx context.Context, name string, attrs ...attribute.KeyValue) (context.Context, *Hop) {
-	parent := trace.SpanContextFromContext(ctx)
-	if !parent.IsValid() || parent.TraceID() != s.root.TraceID() {
-		ctx = s.Context(ctx)
-	}
 	var span trace.Span
 	if s.r.spans {
+		if parent := trace.SpanContextFromContext(ctx); !parent.IsValid() || parent.TraceID() != s.root.TraceID() {
+			ctx = s.Context(ctx)
+		}
 		all := make([]attribute.KeyValue, 0, 4+len(attrs))
 		all = append(all, AttrMAC.String(s.MAC), AttrHop.String(name), attribute.String("bootchain.service", s.r.cfg.Service))
 		if s.r.cfg.Site != "" {

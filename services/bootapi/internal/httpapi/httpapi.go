@@ -141,9 +141,8 @@ func writeScript(w http.ResponseWriter, parts ...string) {
 }
 
 // facts reads what iPXE reported, bounded and stripped of anything unprintable.
-func facts(q url.Values, ip string) *bootapiv1.MachineFacts {
-	clean := func(k string) string {
-		v := q.Get(k)
+func facts(q params, ip string) *bootapiv1.MachineFacts {
+	clean := func(v string) string {
 		if len(v) > 128 {
 			v = v[:128]
 		}
@@ -155,8 +154,8 @@ func facts(q url.Values, ip string) *bootapiv1.MachineFacts {
 		}, v)
 	}
 	return &bootapiv1.MachineFacts{
-		Arch: clean("arch"), Platform: clean("platform"), Uuid: clean("uuid"), Serial: clean("serial"),
-		Manufacturer: clean("manufacturer"), Product: clean("product"), Ip: ip,
+		Arch: clean(q.arch), Platform: clean(q.platform), Uuid: clean(q.uuid), Serial: clean(q.serial),
+		Manufacturer: clean(q.manufacturer), Product: clean(q.product), Ip: ip,
 	}
 }
 
@@ -180,8 +179,8 @@ type decision struct {
 }
 
 func (h *Handler) config(w http.ResponseWriter, r *http.Request) {
-	q := r.URL.Query()
-	mac, err := macaddr.Normalize(q.Get("mac"))
+	q := parseParams(r.URL.RawQuery)
+	mac, err := macaddr.Normalize(q.mac)
 	if err != nil {
 		h.Rejected.Add(1)
 		http.Error(w, "mac: "+err.Error(), http.StatusBadRequest)
@@ -194,7 +193,7 @@ func (h *Handler) config(w http.ResponseWriter, r *http.Request) {
 	sess := h.cfg.Sessions.Open(ctx, mac, session.OpenOptions{IP: ip})
 	ctx, hop := sess.StartHop(ctx, "script",
 		attribute.String("http.request.method", r.Method), attribute.String("url.path", r.URL.Path),
-		attribute.String("client.address", ip), attribute.String("bootchain.arch", q.Get("arch")))
+		attribute.String("client.address", ip), attribute.String("bootchain.arch", q.arch))
 	defer hop.End()
 
 	d := h.decide(ctx, mac, mit, known, q, sess)
@@ -212,7 +211,7 @@ func (h *Handler) config(w http.ResponseWriter, r *http.Request) {
 }
 
 // decide picks the script; mit is the machine from the cache (known false: none).
-func (h *Handler) decide(ctx context.Context, mac string, mit store.Item[*bootapiv1.Machine], known bool, q url.Values, sess *session.Session) decision {
+func (h *Handler) decide(ctx context.Context, mac string, mit store.Item[*bootapiv1.Machine], known bool, q params, sess *session.Session) decision {
 	st := h.cfg.State
 	m := mit.Value
 	if !known {
@@ -238,7 +237,7 @@ func (h *Handler) decide(ctx context.Context, mac string, mit store.Item[*bootap
 
 	// First match wins: a profile chosen in the menu, a pending job, the machine's
 	// default, the site's default, bootapi's default.
-	if p := q.Get("profile"); p != "" {
+	if p := q.profile; p != "" {
 		pit, ok := st.Profiles.Get(p)
 		if !ok || !(pit.Value.GetMenu() || p == m.GetDefaultProfile() || p == site.GetDefaultProfile()) {
 			return decision{script: script.Failure(mac, "profile "+p+" is not offered to this machine"), detail: "menu choice refused: " + p, final: true}
@@ -655,7 +654,7 @@ func (t *toucher) discovered(mac, site string) {
 
 // seen records facts, at most once a minute per machine unless they changed.
 // m is the machine as the request found it in the cache (nil when unknown).
-func (t *toucher) seen(mac string, m *bootapiv1.Machine, q url.Values, ip string) {
+func (t *toucher) seen(mac string, m *bootapiv1.Machine, q params, ip string) {
 	if last := m.GetLastSeenTime(); last != nil && t.now().Sub(last.AsTime()) < time.Minute && sameFacts(m.GetFacts(), q, ip) {
 		return
 	}
@@ -664,10 +663,10 @@ func (t *toucher) seen(mac string, m *bootapiv1.Machine, q url.Values, ip string
 
 // sameFacts compares stored facts with a request's without building a message (the
 // common case on the script path).
-func sameFacts(f *bootapiv1.MachineFacts, q url.Values, ip string) bool {
-	return f.GetIp() == ip && f.GetArch() == q.Get("arch") && f.GetPlatform() == q.Get("platform") &&
-		f.GetUuid() == q.Get("uuid") && f.GetSerial() == q.Get("serial") &&
-		f.GetManufacturer() == q.Get("manufacturer") && f.GetProduct() == q.Get("product")
+func sameFacts(f *bootapiv1.MachineFacts, q params, ip string) bool {
+	return f.GetIp() == ip && f.GetArch() == q.arch && f.GetPlatform() == q.platform &&
+		f.GetUuid() == q.uuid && f.GetSerial() == q.serial &&
+		f.GetManufacturer() == q.manufacturer && f.GetProduct() == q.product
 }
 
 func (t *toucher) add(mac string, s sighting) {
