@@ -458,7 +458,7 @@ func TestRecordsWrittenAroundTheAPI(t *testing.T) {
 func TestWatchJobs(t *testing.T) {
 	h := start(t, storetest.New(t))
 	h.seed(t, mac)
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	stream, err := h.jobs.WatchJobs(ctx, &bootapiv1.WatchJobsRequest{Mac: mac})
 	if err != nil {
@@ -468,17 +468,25 @@ func TestWatchJobs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h.get(t, "/ipxe/v1/config?mac="+mac)
 	var states []bootapiv1.JobState
-	for len(states) < 2 {
-		ev, err := stream.Recv()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if ev.GetJob().GetId() == r.GetJob().GetId() {
-			states = append(states, ev.GetJob().GetState())
+	next := func() {
+		for {
+			ev, err := stream.Recv()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ev.GetJob().GetId() == r.GetJob().GetId() {
+				states = append(states, ev.GetJob().GetState())
+				return
+			}
 		}
 	}
+	// The server may subscribe after CreateJob (the client's stream opens before
+	// the handler runs): the pending job then comes in its snapshot. Either way it
+	// comes first, and only then is the subscription sure to see the dispatch.
+	next()
+	h.get(t, "/ipxe/v1/config?mac="+mac)
+	next()
 	if states[0] != bootapiv1.JobState_JOB_STATE_PENDING || states[1] != bootapiv1.JobState_JOB_STATE_DISPATCHED {
 		t.Fatalf("watched states %v", states)
 	}
