@@ -51,6 +51,10 @@ type State struct {
 	mu     sync.RWMutex
 	active map[string]string // mac -> unfinished job id
 	ready  chan struct{}
+	// idxRev is the jobs-cache revision the index reflects; idxCh is closed and
+	// replaced when it advances (WaitJobs).
+	idxRev int64
+	idxCh  chan struct{}
 }
 
 // New returns a State; call Run.
@@ -63,6 +67,7 @@ func New(st *store.Store, log *slog.Logger) *State {
 		Sites:    store.NewCache(st, store.Prefix("sites"), func() *bootapiv1.Site { return &bootapiv1.Site{} }, log),
 		active:   map[string]string{},
 		ready:    make(chan struct{}),
+		idxCh:    make(chan struct{}),
 	}
 }
 
@@ -102,6 +107,8 @@ func (s *State) indexJobs(ctx context.Context) error {
 	}
 	var once sync.Once
 	for ctx.Err() == nil {
+		// The snapshot holds at least what the cache had at rev.
+		rev := s.Jobs.Revision()
 		snap, events, cancel := s.Jobs.Subscribe(4096)
 		idx := map[string]string{}
 		for _, it := range snap {
@@ -111,6 +118,7 @@ func (s *State) indexJobs(ctx context.Context) error {
 		}
 		s.mu.Lock()
 		s.active = idx
+		s.advanceIndexLocked(rev)
 		s.mu.Unlock()
 		once.Do(func() { close(s.ready) })
 		for open := true; open; {
@@ -130,12 +138,44 @@ func (s *State) indexJobs(ctx context.Context) error {
 				} else if s.active[j.GetMac()] == j.GetId() {
 					delete(s.active, j.GetMac())
 				}
+				s.advanceIndexLocked(ev.ModRevision)
 				s.mu.Unlock()
 			}
 		}
 		cancel()
 	}
 	return nil
+}
+
+func (s *State) advanceIndexLocked(rev int64) {
+	if rev > s.idxRev {
+		s.idxRev = rev
+		close(s.idxCh)
+		s.idxCh = make(chan struct{})
+	}
+}
+
+// WaitJobs blocks until the jobs cache and the active-job index both reflect etcd
+// revision rev, so that a script request after a job write sees the write. (The
+// index follows the cache's events on its own goroutine: waiting for the cache
+// alone let a request right after CreateJob find no job.)
+func (s *State) WaitJobs(ctx context.Context, rev int64) error {
+	if err := s.Jobs.WaitRevision(ctx, rev); err != nil {
+		return err
+	}
+	for {
+		s.mu.RLock()
+		cur, ch := s.idxRev, s.idxCh
+		s.mu.RUnlock()
+		if cur >= rev {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 }
 
 // Unfinished reports whether a job in state st still waits for the machine.
