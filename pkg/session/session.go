@@ -672,6 +672,9 @@ func (r *Recorder) write(ctx context.Context, mac string, muts []mutation) (int6
 		if resp.Succeeded {
 			return resp.Header.Revision, nil
 		}
+		if err := store.RetryWait(ctx, attempt); err != nil {
+			return 0, err
+		}
 	}
 	return 0, fmt.Errorf("write session %s: %w", mac, store.ErrConflict)
 }

@@ -299,6 +299,9 @@ func (s *State) Update(ctx context.Context, id string, fn func(j *bootapiv1.Job)
 		}
 		nrev, err := s.Transition(ctx, j, rev)
 		if errors.Is(err, store.ErrConflict) {
+			if err := store.RetryWait(ctx, attempt); err != nil {
+				return nil, 0, err
+			}
 			continue
 		}
 		if err != nil {
