@@ -49,6 +49,8 @@ type Cache[T proto.Message] struct {
 	// revCh is closed and replaced whenever rev advances, waking WaitRevision.
 	revCh chan struct{}
 	subs  map[*subscriber[T]]struct{}
+	// onEvent, when set, sees every event under the cache's lock (OnEvent).
+	onEvent func(Event[T])
 }
 
 type subscriber[T proto.Message] struct {
@@ -168,7 +170,17 @@ func (c *Cache[T]) setRevLocked(rev int64) {
 	}
 }
 
+// OnEvent sets fn to be called with every change the cache applies, synchronously
+// and under its lock, before WaitRevision or a reader can see the change: the way
+// to keep state derived from the cache (an index) never behind it. The first list
+// arrives as events too. fn must be quick and must not call the cache. Set it
+// before Run.
+func (c *Cache[T]) OnEvent(fn func(Event[T])) { c.onEvent = fn }
+
 func (c *Cache[T]) publishLocked(ev Event[T]) {
+	if c.onEvent != nil {
+		c.onEvent(ev)
+	}
 	for s := range c.subs {
 		if s.lost {
 			continue

@@ -386,7 +386,7 @@ func (a *API) CreateJob(ctx context.Context, req *bootapiv1.CreateJobRequest) (*
 	case err != nil:
 		return nil, apierr.FromError(err)
 	}
-	a.wait(ctx, a.st.WaitJobs, rev)
+	a.wait(ctx, a.st.Jobs.WaitRevision, rev)
 	return &bootapiv1.CreateJobResponse{Job: public(j)}, nil
 }
 
@@ -443,7 +443,7 @@ func (a *API) CancelJob(ctx context.Context, req *bootapiv1.CancelJobRequest) (*
 	if err != nil {
 		return nil, apierr.FromError(err)
 	}
-	a.wait(ctx, a.st.WaitJobs, rev)
+	a.wait(ctx, a.st.Jobs.WaitRevision, rev)
 	return &bootapiv1.CancelJobResponse{Job: public(j)}, nil
 }
 

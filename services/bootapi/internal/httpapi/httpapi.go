@@ -390,7 +390,7 @@ func (h *Handler) dispatch(ctx context.Context, m *bootapiv1.Machine, site *boot
 	// out, so whoever asks this bootapi next (the API, the machine's next request)
 	// sees the job dispatched.
 	wctx, cancel := context.WithTimeout(ctx, time.Second)
-	h.cfg.State.WaitJobs(wctx, rev)
+	h.cfg.State.Jobs.WaitRevision(wctx, rev)
 	cancel()
 	h.Dispatches.Add(1)
 	d.jobID = job.GetId()
@@ -606,7 +606,7 @@ func (h *Handler) report(w http.ResponseWriter, r *http.Request) {
 	h.Reports.Add(1)
 	// As for dispatch: this replica reads its own write from here on.
 	wctx, cancel := context.WithTimeout(r.Context(), time.Second)
-	h.cfg.State.WaitJobs(wctx, rev)
+	h.cfg.State.Jobs.WaitRevision(wctx, rev)
 	cancel()
 	if sess != nil {
 		switch st {

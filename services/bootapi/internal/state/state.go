@@ -49,39 +49,34 @@ type State struct {
 	Sites    *store.Cache[*bootapiv1.Site]
 
 	mu     sync.RWMutex
-	active map[string]string // mac -> unfinished job id
-	ready  chan struct{}
-	// idxRev is the jobs-cache revision the index reflects; idxCh is closed and
-	// replaced when it advances (WaitJobs).
-	idxRev int64
-	idxCh  chan struct{}
+	active map[string]string // mac -> unfinished job id, kept by indexJob
 }
 
 // New returns a State; call Run.
 func New(st *store.Store, log *slog.Logger) *State {
-	return &State{
+	s := &State{
 		st: st, log: log,
 		Machines: store.NewCache(st, store.Prefix("machines"), func() *bootapiv1.Machine { return &bootapiv1.Machine{} }, log),
 		Profiles: store.NewCache(st, store.Prefix("profiles"), func() *bootapiv1.Profile { return &bootapiv1.Profile{} }, log),
 		Jobs:     store.NewCache(st, store.Prefix("jobs"), func() *bootapiv1.Job { return &bootapiv1.Job{} }, log),
 		Sites:    store.NewCache(st, store.Prefix("sites"), func() *bootapiv1.Site { return &bootapiv1.Site{} }, log),
 		active:   map[string]string{},
-		ready:    make(chan struct{}),
-		idxCh:    make(chan struct{}),
 	}
+	s.Jobs.OnEvent(s.indexJob)
+	return s
 }
 
 // Store is the etcd store.
 func (s *State) Store() *store.Store { return s.st }
 
-// Run feeds the caches and the active-job index until ctx ends.
+// Run feeds the caches (and through the jobs cache the active-job index) until ctx
+// ends.
 func (s *State) Run(ctx context.Context) error {
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return s.Machines.Run(ctx) })
 	g.Go(func() error { return s.Profiles.Run(ctx) })
 	g.Go(func() error { return s.Jobs.Run(ctx) })
 	g.Go(func() error { return s.Sites.Run(ctx) })
-	g.Go(func() error { return s.indexJobs(ctx) })
 	return g.Wait()
 }
 
@@ -92,89 +87,19 @@ func (s *State) WaitReady(ctx context.Context) error {
 			return err
 		}
 	}
-	select {
-	case <-s.ready:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
-// indexJobs keeps mac -> unfinished job from the jobs cache's events.
-func (s *State) indexJobs(ctx context.Context) error {
-	if err := s.Jobs.WaitReady(ctx); err != nil {
-		return nil
-	}
-	var once sync.Once
-	for ctx.Err() == nil {
-		// The snapshot holds at least what the cache had at rev.
-		rev := s.Jobs.Revision()
-		snap, events, cancel := s.Jobs.Subscribe(4096)
-		idx := map[string]string{}
-		for _, it := range snap {
-			if Unfinished(it.Value.GetState()) {
-				idx[it.Value.GetMac()] = it.Value.GetId()
-			}
-		}
-		s.mu.Lock()
-		s.active = idx
-		s.advanceIndexLocked(rev)
-		s.mu.Unlock()
-		once.Do(func() { close(s.ready) })
-		for open := true; open; {
-			select {
-			case <-ctx.Done():
-				cancel()
-				return nil
-			case ev, ok := <-events:
-				if !ok {
-					open = false // fell behind: resubscribe from a fresh snapshot
-					break
-				}
-				j := ev.Value
-				s.mu.Lock()
-				if !ev.Deleted && Unfinished(j.GetState()) {
-					s.active[j.GetMac()] = j.GetId()
-				} else if s.active[j.GetMac()] == j.GetId() {
-					delete(s.active, j.GetMac())
-				}
-				s.advanceIndexLocked(ev.ModRevision)
-				s.mu.Unlock()
-			}
-		}
-		cancel()
-	}
 	return nil
 }
 
-func (s *State) advanceIndexLocked(rev int64) {
-	if rev > s.idxRev {
-		s.idxRev = rev
-		close(s.idxCh)
-		s.idxCh = make(chan struct{})
-	}
-}
-
-// WaitJobs blocks until the jobs cache and the active-job index both reflect etcd
-// revision rev, so that a script request after a job write sees the write. (The
-// index follows the cache's events on its own goroutine: waiting for the cache
-// alone let a request right after CreateJob find no job.)
-func (s *State) WaitJobs(ctx context.Context, rev int64) error {
-	if err := s.Jobs.WaitRevision(ctx, rev); err != nil {
-		return err
-	}
-	for {
-		s.mu.RLock()
-		cur, ch := s.idxRev, s.idxCh
-		s.mu.RUnlock()
-		if cur >= rev {
-			return nil
-		}
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			return ctx.Err()
-		}
+// indexJob keeps mac -> unfinished job, inside the jobs cache's update: a script
+// request that sees a job write in the cache sees it in the index too.
+func (s *State) indexJob(ev store.Event[*bootapiv1.Job]) {
+	j := ev.Value
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !ev.Deleted && Unfinished(j.GetState()) {
+		s.active[j.GetMac()] = j.GetId()
+	} else if s.active[j.GetMac()] == j.GetId() {
+		delete(s.active, j.GetMac())
 	}
 }
 
