@@ -144,7 +144,7 @@ func (s *sender) sendDatagramAnticipate() (*net.UDPAddr, error) {
 	if knum > ksz {
 		return nil, fmt.Errorf("knum %v bigger than ksz %v", knum, ksz)
 	}
-	sendUpTo := func(end uint, from uint) error {
+	send := func(from, end uint) error { // blocks [from, end) of the window
 		for k := from; k < end; k++ {
 			lx := s.sendA.sendslens[k]
 			if lx < 4 {
@@ -162,7 +162,7 @@ func (s *sender) sendDatagramAnticipate() (*net.UDPAddr, error) {
 	if recovering {
 		sent = s.sendA.acked + 1
 	}
-	if err := sendUpTo(sent, s.sendA.acked); err != nil {
+	if err := send(s.sendA.acked, sent); err != nil {
 		return nil, err
 	}
 	for {
@@ -195,7 +195,7 @@ func (s *sender) sendDatagramAnticipate() (*net.UDPAddr, error) {
 			}
 			if sent < s.sendA.acked+1 {
 				// Recovering: the next block, lock-step.
-				if err := sendUpTo(s.sendA.acked+1, sent); err != nil {
+				if err := send(sent, s.sendA.acked+1); err != nil {
 					return nil, err
 				}
 				sent = s.sendA.acked + 1

@@ -182,11 +182,9 @@ func step(ctx context.Context, name string, rate, period int) (result, error) {
 		fmt.Fprintf(os.Stderr, "udp receive-buffer drops: server %s, client %s\n", udpDrops(srvNS), udpDrops(cliNS))
 	}
 	extra := stop()
-	r.note = strings.TrimSpace(note + " " + extraNote(extra))
+	r.note = strings.TrimSpace(note + " " + extra)
 	return r, perr
 }
-
-func extraNote(s string) string { return s }
 
 var statsRe = regexp.MustCompile(`(?s)Statistics for: REQUEST-ACK.*?sent packets: (\d+).*?received packets: (\d+).*?drops ratio: ([\d.]+)`)
 var discRe = regexp.MustCompile(`(?s)Statistics for: DISCOVER-OFFER.*?sent packets: (\d+).*?received packets: (\d+).*?drops ratio: ([\d.]+)`)
