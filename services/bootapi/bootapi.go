@@ -3,6 +3,9 @@
 // for each MAC over HTTP, takes installer callbacks, and serves the gRPC API that
 // bootctl and grpcurl use.
 //
+// The HTTP server is fasthttp (HTTP/1.x, which is what iPXE and installers speak):
+// net/http's per-request overhead was a third of bootapi's CPU per script.
+//
 //	srv, err := bootapi.New(cfg)
 //	err = srv.Run(ctx) // until ctx ends
 package bootapi
@@ -14,7 +17,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/http"
 	"net/url"
 	"time"
 
@@ -25,6 +27,7 @@ import (
 	"github.com/bootchain/bootchain/services/bootapi/internal/grpcapi"
 	"github.com/bootchain/bootchain/services/bootapi/internal/httpapi"
 	"github.com/bootchain/bootchain/services/bootapi/internal/state"
+	"github.com/valyala/fasthttp"
 	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sync/errgroup"
 )
@@ -122,6 +125,10 @@ type Server struct {
 	httpLis  net.Listener
 	grpc     *grpcserver.Server
 	public   *url.URL
+	// handler is what Run serves over HTTP. The context its requests work in
+	// ends with stopRequests, after the HTTP server's graceful shutdown.
+	handler      fasthttp.RequestHandler
+	stopRequests context.CancelFunc
 }
 
 // New validates cfg, opens the listeners and prepares the service.
@@ -163,7 +170,11 @@ func New(cfg Config) (*Server, error) {
 		State: st, Sessions: rec, PublicURL: pu, ArtifactURL: artifactURL, DefaultSite: cfg.Site,
 		DefaultAction: actions[cfg.DefaultAction], MenuTimeout: cfg.MenuTimeout, Logger: log,
 	})
-	return &Server{cfg: cfg, log: log, state: st, sessions: rec, http: h, httpLis: lis, grpc: gs, public: pu}, nil
+	requests, stop := context.WithCancel(context.Background())
+	return &Server{
+		cfg: cfg, log: log, state: st, sessions: rec, http: h, httpLis: lis, grpc: gs, public: pu,
+		handler: h.RequestHandler(requests), stopRequests: stop,
+	}, nil
 }
 
 // HTTPAddr is where the HTTP endpoint listens.
@@ -183,8 +194,8 @@ func (s *Server) Endpoints() []string {
 	}
 }
 
-// Handler is the HTTP handler (for tests and embedding).
-func (s *Server) Handler() http.Handler { return s.http }
+// Handler is the HTTP handler Run serves (for tests and embedding).
+func (s *Server) Handler() fasthttp.RequestHandler { return s.handler }
 
 // FlushSessions waits until every boot-session change recorded so far is in etcd.
 func (s *Server) FlushSessions(ctx context.Context) error { return s.sessions.Flush(ctx) }
@@ -196,6 +207,9 @@ func (s *Server) SessionsDropped() int64 { return s.sessions.Dropped.Load() }
 // Run serves until ctx ends. The HTTP and gRPC servers start once the caches have
 // loaded, so no request is answered from an empty cache.
 func (s *Server) Run(ctx context.Context) error {
+	// After the HTTP server's shutdown (below), whatever requests outlived its
+	// bound stop their work.
+	defer s.stopRequests()
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return s.state.Run(ctx) })
 	g.Go(func() error { return s.sessions.Run(ctx) })
@@ -209,9 +223,29 @@ func (s *Server) Run(ctx context.Context) error {
 	g.Go(func() error { return s.sweep(ctx) })
 	g.Go(func() error { return s.grpc.Serve(ctx) })
 	g.Go(func() error {
-		srv := &http.Server{Handler: s.http, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 120 * time.Second}
+		srv := &fasthttp.Server{
+			Handler:      s.handler,
+			ErrorHandler: httpapi.ReadError,
+			// net/http sent no Server header.
+			NoDefaultServerHeader: true,
+			// The whole request, header and body (a report's form: 64 KiB at most),
+			// where net/http's ReadHeaderTimeout bounded the header alone.
+			ReadTimeout: 10 * time.Second,
+			IdleTimeout: 120 * time.Second,
+			// fasthttp reads the body before the handler runs, so the report's limit
+			// is the server's: a larger body gets a 413 naming it.
+			MaxRequestBodySize: httpapi.MaxBodySize,
+			// The read buffer bounds the request header, URL included (431 past it):
+			// iPXE's config URL carries five SMBIOS strings percent-encoded, which
+			// can pass fasthttp's default 4 KiB.
+			ReadBufferSize: 16 << 10,
+			// net/http's ParseForm ignored multipart bodies; fasthttp would parse
+			// (and refuse malformed) ones before the handler.
+			DisablePreParseMultipartForm: true,
+			Logger:                       slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+		}
 		errc := make(chan error, 1)
-		go func() { errc <- srv.Serve(s.httpLis) }()
+		go func() { errc <- srv.Serve(httpapi.Listener(s.httpLis)) }()
 		select {
 		case err := <-errc:
 			return fmt.Errorf("bootapi http: %w", err)
@@ -219,7 +253,11 @@ func (s *Server) Run(ctx context.Context) error {
 		}
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		srv.Shutdown(sctx)
+		srv.ShutdownWithContext(sctx)
+		// Shutdown closes only the listeners Serve has registered: if ctx ended
+		// before Serve began, this close is what stops it.
+		s.httpLis.Close()
+		<-errc
 		return nil
 	})
 	s.log.Info("bootapi serving", "http", s.HTTPAddr().String(), "grpc", s.GRPCAddr().String(), "public_url", s.public.String())

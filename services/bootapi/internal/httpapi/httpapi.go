@@ -7,6 +7,14 @@
 //
 // The config path reads only from watch-fed caches; the one etcd write it may make
 // is the transaction that moves a pending job to dispatched.
+//
+// The server is fasthttp, not net/http: net/http's per-request work (parsing into a
+// Request, header maps, the ResponseWriter, their allocations) was about a third of
+// bootapi's CPU per script. fasthttp speaks HTTP/1.x only, which is what iPXE and
+// installers use; the answers (codes, texts, headers, HEAD, 405 with Allow) are
+// those net/http gave, except that a body over MaxBodySize is a 413. fasthttp
+// reuses a request's buffers once its handler returns, so nothing kept from a
+// request may point into them.
 package httpapi
 
 import (
@@ -17,11 +25,11 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
+	"mime"
 	"net"
-	"net/http"
 	"net/url"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -35,6 +43,7 @@ import (
 	"github.com/bootchain/bootchain/pkg/store"
 	"github.com/bootchain/bootchain/services/bootapi/internal/script"
 	"github.com/bootchain/bootchain/services/bootapi/internal/state"
+	"github.com/valyala/fasthttp"
 	"go.opentelemetry.io/otel/attribute"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -63,7 +72,6 @@ type Config struct {
 type Handler struct {
 	cfg   Config
 	log   *slog.Logger
-	mux   *http.ServeMux
 	touch *toucher
 
 	heads     sync.Map // headKey -> rendered menu title lines
@@ -85,58 +93,138 @@ func New(cfg Config) *Handler {
 	if cfg.DefaultAction == bootapiv1.Action_ACTION_UNSPECIFIED {
 		cfg.DefaultAction = bootapiv1.Action_ACTION_MENU
 	}
-	h := &Handler{cfg: cfg, log: cfg.Logger, mux: http.NewServeMux()}
+	h := &Handler{cfg: cfg, log: cfg.Logger}
 	h.touch = newToucher(cfg.State, cfg.Logger, cfg.Now)
-	h.mux.HandleFunc("GET /boot.ipxe", h.bootstrap)
-	h.mux.HandleFunc("GET /ipxe/v1/config", h.config)
-	h.mux.HandleFunc("POST /ipxe/v1/report", h.report)
-	h.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
-		ctx, cancel := context.WithTimeout(r.Context(), 50*time.Millisecond)
-		defer cancel()
-		if err := cfg.State.WaitReady(ctx); err != nil {
-			http.Error(w, "caches loading", http.StatusServiceUnavailable)
-			return
-		}
-		fmt.Fprintln(w, "ok")
-	})
 	return h
 }
 
 // Run writes machine sightings until ctx ends.
 func (h *Handler) Run(ctx context.Context) error { return h.touch.run(ctx) }
 
-func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.mux.ServeHTTP(w, r) }
+// MaxBodySize bounds a request body (a report's form): the server's
+// MaxRequestBodySize, since fasthttp reads the body before calling the handler.
+// A larger one gets ReadError's 413.
+const MaxBodySize = 64 << 10
+
+// RequestHandler routes requests as net/http's ServeMux did with "GET /boot.ipxe"
+// style patterns: GET routes also answer HEAD, a known path with another method is
+// a 405 naming the allowed ones, anything else a 404.
+//
+// base is the context of the requests' work (sessions, spans, etcd): a
+// RequestCtx's own Done only closes when the server starts shutting down, which
+// would cut off the requests that a graceful shutdown lets finish. A request lives
+// for its handler call; nothing it starts outlives that.
+func (h *Handler) RequestHandler(base context.Context) fasthttp.RequestHandler {
+	return func(rc *fasthttp.RequestCtx) {
+		defer h.recoverPanic(rc)
+		get := rc.IsGet() || rc.IsHead()
+		switch string(rc.Path()) {
+		case "/boot.ipxe":
+			if get {
+				h.bootstrap(rc)
+				return
+			}
+		case "/ipxe/v1/config":
+			if get {
+				h.config(base, rc)
+				return
+			}
+		case "/ipxe/v1/report":
+			if rc.IsPost() {
+				h.report(base, rc)
+				return
+			}
+			methodNotAllowed(rc, "POST")
+			return
+		case "/healthz":
+			if get {
+				h.healthz(base, rc)
+				return
+			}
+		default:
+			httpError(rc, "404 page not found", fasthttp.StatusNotFound)
+			return
+		}
+		methodNotAllowed(rc, "GET, HEAD")
+	}
+}
+
+// recoverPanic keeps a handler's panic to its request, as net/http did; in
+// fasthttp it would end the process (with, in bootchain up, etcd and every service).
+func (h *Handler) recoverPanic(rc *fasthttp.RequestCtx) {
+	p := recover()
+	if p == nil {
+		return
+	}
+	h.log.Error("panic serving HTTP", "path", string(rc.Path()), "panic", p, "stack", string(debug.Stack()))
+	httpError(rc, "bootapi failed on this request; see its log", fasthttp.StatusInternalServerError)
+	rc.SetConnectionClose()
+}
+
+// ReadError answers a request the server could not read (fasthttp.Server's
+// ErrorHandler) with fasthttp's default codes; a body over MaxBodySize is a 413
+// naming the body, where fasthttp would say 400.
+func ReadError(rc *fasthttp.RequestCtx, err error) {
+	var small *fasthttp.ErrSmallBuffer
+	var nerr net.Error
+	switch {
+	case errors.Is(err, fasthttp.ErrBodyTooLarge):
+		httpError(rc, "body: larger than "+strconv.Itoa(MaxBodySize)+" bytes", fasthttp.StatusRequestEntityTooLarge)
+	case errors.As(err, &small):
+		httpError(rc, "request header: too large", fasthttp.StatusRequestHeaderFieldsTooLarge)
+	case errors.As(err, &nerr) && nerr.Timeout():
+		httpError(rc, "request not received in time", fasthttp.StatusRequestTimeout)
+	default:
+		httpError(rc, "malformed request", fasthttp.StatusBadRequest)
+	}
+}
+
+// httpError answers as net/http's http.Error did: the message and a newline as
+// plain text.
+func httpError(rc *fasthttp.RequestCtx, msg string, code int) {
+	rc.Error(msg, code)
+	rc.Response.AppendBodyString("\n")
+	rc.Response.Header.Set("X-Content-Type-Options", "nosniff")
+}
+
+func methodNotAllowed(rc *fasthttp.RequestCtx, allow string) {
+	httpError(rc, "Method Not Allowed", fasthttp.StatusMethodNotAllowed)
+	rc.Response.Header.Set("Allow", allow)
+}
+
+func (h *Handler) healthz(base context.Context, rc *fasthttp.RequestCtx) {
+	ctx, cancel := context.WithTimeout(base, 50*time.Millisecond)
+	defer cancel()
+	if err := h.cfg.State.WaitReady(ctx); err != nil {
+		httpError(rc, "caches loading", fasthttp.StatusServiceUnavailable)
+		return
+	}
+	rc.SetContentType(textPlain)
+	rc.SetBodyString("ok\n")
+}
 
 func (h *Handler) configURL() *url.URL { return h.cfg.PublicURL.JoinPath("ipxe", "v1", "config") }
 
-func (h *Handler) bootstrap(w http.ResponseWriter, r *http.Request) {
+func (h *Handler) bootstrap(rc *fasthttp.RequestCtx) {
 	s, err := script.Bootstrap(h.configURL())
 	if err != nil {
 		h.log.Error("bootstrap script", "err", err)
-		http.Error(w, "cannot render bootstrap", http.StatusInternalServerError)
+		httpError(rc, "cannot render bootstrap", fasthttp.StatusInternalServerError)
 		return
 	}
-	writeScript(w, s)
+	writeScript(rc, s)
 }
 
-// Header values shared by every script response (net/http only reads them).
-var (
-	hdrText    = []string{"text/plain; charset=utf-8"}
-	hdrNoStore = []string{"no-store"}
-)
+const textPlain = "text/plain; charset=utf-8"
 
 // writeScript sends a script as parts (a cached menu head and body go out without
-// being joined first).
-func writeScript(w http.ResponseWriter, parts ...string) {
-	n := 0
+// being joined first); fasthttp copies them into the response's pooled buffer and
+// sets Content-Length.
+func writeScript(rc *fasthttp.RequestCtx, parts ...string) {
+	rc.SetContentType(textPlain)
+	rc.Response.Header.Set("Cache-Control", "no-store")
 	for _, p := range parts {
-		n += len(p)
-	}
-	h := w.Header()
-	h["Content-Type"], h["Cache-Control"] = hdrText, hdrNoStore
-	h["Content-Length"] = []string{strconv.Itoa(n)}
-	for _, p := range parts {
-		io.WriteString(w, p)
+		rc.Response.AppendBodyString(p)
 	}
 }
 
@@ -159,12 +247,42 @@ func facts(q params, ip string) *bootapiv1.MachineFacts {
 	}
 }
 
-func remoteIP(r *http.Request) string {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
+// remoteIP is the client's address without the port, formatted once per
+// connection when the server serves a Listener.
+func remoteIP(rc *fasthttp.RequestCtx) string {
+	if c, ok := rc.Conn().(*ipConn); ok {
+		return c.ip
+	}
+	return hostOf(rc.RemoteAddr())
+}
+
+func hostOf(a net.Addr) string {
+	s := a.String()
+	host, _, err := net.SplitHostPort(s)
 	if err != nil {
-		return r.RemoteAddr
+		return s
 	}
 	return host
+}
+
+// Listener wraps l so that each connection knows its client's IP as a string, as
+// net/http's Request.RemoteAddr did: formatting it per request would allocate on
+// the script path.
+func Listener(l net.Listener) net.Listener { return ipListener{l} }
+
+type ipListener struct{ net.Listener }
+
+func (l ipListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return &ipConn{Conn: c, ip: hostOf(c.RemoteAddr())}, nil
+}
+
+type ipConn struct {
+	net.Conn
+	ip string
 }
 
 // decision is what a machine boots and why.
@@ -178,21 +296,27 @@ type decision struct {
 	final bool
 }
 
-func (h *Handler) config(w http.ResponseWriter, r *http.Request) {
-	q := parseParams(r.URL.RawQuery)
+func (h *Handler) config(ctx context.Context, rc *fasthttp.RequestCtx) {
+	// One copy of the query: what is parsed from it (the MAC, the facts, the arch
+	// on the span) outlives the request in the session, the sightings and the
+	// exporter, while fasthttp reuses the request's bytes.
+	q := parseParams(string(rc.URI().QueryString()))
 	mac, err := macaddr.Normalize(q.mac)
 	if err != nil {
 		h.Rejected.Add(1)
-		http.Error(w, "mac: "+err.Error(), http.StatusBadRequest)
+		httpError(rc, "mac: "+err.Error(), fasthttp.StatusBadRequest)
 		return
 	}
 	h.Scripts.Add(1)
-	ip := remoteIP(r)
-	ctx := r.Context()
+	ip := remoteIP(rc)
+	method := fasthttp.MethodGet
+	if rc.IsHead() {
+		method = fasthttp.MethodHead
+	}
 	mit, known := h.cfg.State.Machines.Get(mac) // one cache read serves the decision and the sighting
 	sess := h.cfg.Sessions.Open(ctx, mac, session.OpenOptions{IP: ip})
 	ctx, hop := sess.StartHop(ctx, "script",
-		attribute.String("http.request.method", r.Method), attribute.String("url.path", r.URL.Path),
+		attribute.String("http.request.method", method), attribute.String("url.path", "/ipxe/v1/config"),
 		attribute.String("client.address", ip), attribute.String("bootchain.arch", q.arch))
 	defer hop.End()
 
@@ -206,7 +330,7 @@ func (h *Handler) config(w http.ResponseWriter, r *http.Request) {
 	if d.final {
 		sess.Finish(bootapiv1.SessionState_SESSION_STATE_SUCCEEDED, "", d.detail)
 	}
-	writeScript(w, d.head, d.script)
+	writeScript(rc, d.head, d.script)
 	h.touch.seen(mac, mit.Value, q, ip)
 }
 
@@ -492,17 +616,17 @@ func (h *Handler) resolve(site *bootapiv1.Site, ref *bootapiv1.ArtifactRef, trac
 
 // report takes an installer callback: form fields job (or the job query
 // parameter), token, state (running, succeeded, failed), message, progress.
-func (h *Handler) report(w http.ResponseWriter, r *http.Request) {
-	r.Body = http.MaxBytesReader(w, r.Body, 64<<10)
-	if err := r.ParseForm(); err != nil {
+func (h *Handler) report(ctx context.Context, rc *fasthttp.RequestCtx) {
+	form, err := reportForm(rc)
+	if err != nil {
 		h.Rejected.Add(1)
-		http.Error(w, "body: "+err.Error(), http.StatusBadRequest)
+		httpError(rc, "body: "+err.Error(), fasthttp.StatusBadRequest)
 		return
 	}
-	id := r.Form.Get("job")
-	token := r.Form.Get("token")
+	id := form.Get("job")
+	token := form.Get("token")
 	var st bootapiv1.JobState
-	switch r.Form.Get("state") {
+	switch form.Get("state") {
 	case "running":
 		st = bootapiv1.JobState_JOB_STATE_RUNNING
 	case "succeeded":
@@ -511,42 +635,42 @@ func (h *Handler) report(w http.ResponseWriter, r *http.Request) {
 		st = bootapiv1.JobState_JOB_STATE_FAILED
 	default:
 		h.Rejected.Add(1)
-		http.Error(w, "state: want running, succeeded or failed", http.StatusBadRequest)
+		httpError(rc, "state: want running, succeeded or failed", fasthttp.StatusBadRequest)
 		return
 	}
 	progress := int32(0)
-	if p := r.Form.Get("progress"); p != "" {
+	if p := form.Get("progress"); p != "" {
 		n, err := strconv.Atoi(p)
 		if err != nil || n < 0 || n > 100 {
 			h.Rejected.Add(1)
-			http.Error(w, "progress: want 0-100", http.StatusBadRequest)
+			httpError(rc, "progress: want 0-100", fasthttp.StatusBadRequest)
 			return
 		}
 		progress = int32(n)
 	}
-	msg := r.Form.Get("message")
+	msg := form.Get("message")
 	if len(msg) > 1024 {
 		msg = msg[:1024]
 	}
 	msg = strings.ToValidUTF8(msg, "?")
 	if id == "" || token == "" {
 		h.Rejected.Add(1)
-		http.Error(w, "job and token are required", http.StatusBadRequest)
+		httpError(rc, "job and token are required", fasthttp.StatusBadRequest)
 		return
 	}
 	now := h.cfg.Now()
 	var code int
 	var why string
-	job, rev, err := h.cfg.State.Update(r.Context(), id, func(j *bootapiv1.Job) error {
+	job, rev, err := h.cfg.State.Update(ctx, id, func(j *bootapiv1.Job) error {
 		sum := sha256.Sum256([]byte(token))
 		if len(j.GetTokenHash()) == 0 || subtle.ConstantTimeCompare(sum[:], j.GetTokenHash()) != 1 {
-			code, why = http.StatusForbidden, "token does not match this job"
+			code, why = fasthttp.StatusForbidden, "token does not match this job"
 			return errRefused
 		}
 		switch j.GetState() {
 		case bootapiv1.JobState_JOB_STATE_DISPATCHED, bootapiv1.JobState_JOB_STATE_RUNNING:
 		default:
-			code, why = http.StatusConflict, "job is "+strings.ToLower(strings.TrimPrefix(j.GetState().String(), "JOB_STATE_"))+": reports are closed"
+			code, why = fasthttp.StatusConflict, "job is "+strings.ToLower(strings.TrimPrefix(j.GetState().String(), "JOB_STATE_"))+": reports are closed"
 			return errRefused
 		}
 		j.Reports = append(j.Reports, &bootapiv1.JobReport{State: st, Message: msg, Progress: progress, Time: timestamppb.New(now)})
@@ -569,16 +693,16 @@ func (h *Handler) report(w http.ResponseWriter, r *http.Request) {
 			known = jit.Value
 		}
 	}
-	tp := r.Header.Get("traceparent")
+	tp := string(rc.Request.Header.Peek("traceparent"))
 	if tp == "" {
 		tp = known.GetTraceparent()
 	}
 	sess, _ := h.cfg.Sessions.FromTraceparent(tp, known.GetMac())
 	var hop *session.Hop
 	if sess != nil {
-		_, hop = sess.StartHop(r.Context(), "callback", session.AttrJobID.String(id), attribute.String("bootchain.report_state", r.Form.Get("state")))
+		_, hop = sess.StartHop(ctx, "callback", session.AttrJobID.String(id), attribute.String("bootchain.report_state", form.Get("state")))
 		defer hop.End()
-		hop.SetDetail(r.Form.Get("state") + ": " + msg)
+		hop.SetDetail(form.Get("state") + ": " + msg)
 	}
 	switch {
 	case errors.Is(err, errRefused):
@@ -586,26 +710,26 @@ func (h *Handler) report(w http.ResponseWriter, r *http.Request) {
 		if hop != nil {
 			hop.Fail(errors.New(why))
 		}
-		http.Error(w, why, code)
+		httpError(rc, why, code)
 		return
 	case errors.Is(err, store.ErrNotFound):
 		h.Rejected.Add(1)
 		if hop != nil {
 			hop.Fail(errors.New("no such job"))
 		}
-		http.Error(w, "job: no such job", http.StatusNotFound)
+		httpError(rc, "job: no such job", fasthttp.StatusNotFound)
 		return
 	case err != nil:
 		h.log.Error("report not recorded", "job", id, "err", err)
 		if hop != nil {
 			hop.Fail(err)
 		}
-		http.Error(w, "report not recorded, retry", http.StatusServiceUnavailable)
+		httpError(rc, "report not recorded, retry", fasthttp.StatusServiceUnavailable)
 		return
 	}
 	h.Reports.Add(1)
 	// As for dispatch: this replica reads its own write from here on.
-	wctx, cancel := context.WithTimeout(r.Context(), time.Second)
+	wctx, cancel := context.WithTimeout(ctx, time.Second)
 	h.cfg.State.Jobs.WaitRevision(wctx, rev)
 	cancel()
 	if sess != nil {
@@ -616,12 +740,40 @@ func (h *Handler) report(w http.ResponseWriter, r *http.Request) {
 			sess.Finish(bootapiv1.SessionState_SESSION_STATE_FAILED, "callback", "installer reported failure: "+msg)
 		}
 	}
-	h.log.Info("job report", "job", id, "mac", job.GetMac(), "state", r.Form.Get("state"), "progress", progress)
-	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-	fmt.Fprintf(w, "ok %s %s\n", id, strings.ToLower(strings.TrimPrefix(job.GetState().String(), "JOB_STATE_")))
+	h.log.Info("job report", "job", id, "mac", job.GetMac(), "state", form.Get("state"), "progress", progress)
+	rc.SetContentType(textPlain)
+	rc.SetBodyString("ok " + id + " " + strings.ToLower(strings.TrimPrefix(job.GetState().String(), "JOB_STATE_")) + "\n")
 }
 
 var errRefused = errors.New("report refused")
+
+// reportForm is what net/http's Request.ParseForm made of a POST, as
+// Request.Form: a url-encoded body's fields, then the query's, with the same errors
+// (the first of a bad Content-Type, the body's, the query's). Its strings are
+// copies, not views of fasthttp's buffers.
+func reportForm(rc *fasthttp.RequestCtx) (url.Values, error) {
+	ct := string(rc.Request.Header.ContentType())
+	if ct == "" {
+		ct = "application/octet-stream"
+	}
+	ct, _, err := mime.ParseMediaType(ct)
+	form := url.Values{}
+	if ct == "application/x-www-form-urlencoded" {
+		var berr error
+		form, berr = url.ParseQuery(string(rc.PostBody()))
+		if err == nil {
+			err = berr
+		}
+	}
+	q, qerr := url.ParseQuery(string(rc.URI().QueryString()))
+	if err == nil {
+		err = qerr
+	}
+	for k, vs := range q {
+		form[k] = append(form[k], vs...)
+	}
+	return form, err
+}
 
 // toucher records machine sightings (last seen, facts) and discovered machines off
 // the request path, coalesced per machine and bounded in memory.
