@@ -82,33 +82,19 @@ type Recorder struct {
 	log   *slog.Logger
 	cache *store.Cache[*bootapiv1.BootSession]
 
+	// shards hold everything the hot paths touch, by MAC: a request locks only
+	// its machine's shard, so one descheduled lock holder (2 cores shared with
+	// everything else) stalls 1/numShards of the requests, not all of them.
+	shards [numShards]shard
+
+	// mu guards the writer's state below; lock order: mu, then a shard.
 	mu sync.Mutex
-	// local holds sessions this process opened or changed whose writes etcd has not
-	// echoed back yet, so reads here see them at once.
-	local map[string]*bootapiv1.BootSession
-	// written is the etcd revision of the last write of a local entry; once the
-	// cache has seen it, the cache is the truth again.
-	written map[string]int64
-	pending map[string][]mutation
 	// writing is true while a batch is being written.
 	writing bool
-	// hops waiting to be written, and how many each trace has had (to bound a
-	// machine stuck in a loop).
-	hops     []pendingHop
-	hopCount map[string]int
-	// repeats folds identical hops that follow each other closely into one record
-	// (Hop.repeats): by trace and hop name, the run in progress. dirty are the runs
-	// whose count etcd has not seen yet; forceRepeats asks the next write for all.
-	repeats      map[repeatKey]*repeat
-	dirty        []*repeat
+	// forceRepeats asks the next write for every dirty repeat run.
 	forceRepeats bool
-	kick         chan struct{}
 	flushed      *sync.Cond
-
-	// parsed caches traceparent -> span context: the hot paths hand out a session
-	// handle per packet or request.
-	parsed  sync.Map
-	parsedN atomic.Int64
+	kick         chan struct{}
 
 	// Dropped counts session changes not recorded because the write queue was full.
 	Dropped atomic.Int64
@@ -118,13 +104,64 @@ type Recorder struct {
 	leaseTime time.Time
 }
 
-// Bounds of the write queue: machines with pending changes, and changes queued for
-// one machine.
+// Bounds of the write queue: machines with pending changes (per shard), and changes
+// queued for one machine.
 const (
-	maxPendingSessions   = 20000
+	maxPendingSessions   = 20000 / numShards
 	maxPendingPerSession = 64
 	writeWorkers         = 8
 )
+
+// numShards splits the recorder's state by MAC.
+const numShards = 64
+
+// A shard is the recorder's state for the machines whose MAC hashes to it.
+type shard struct {
+	mu sync.Mutex
+	// local holds sessions this process opened or changed whose writes etcd has not
+	// echoed back yet, so reads here see them at once.
+	local map[string]*bootapiv1.BootSession
+	// written is the etcd revision of the last write of a local entry; once the
+	// cache has seen it, the cache is the truth again.
+	written map[string]int64
+	pending map[string][]mutation
+	// hops waiting to be written, and how many each trace has had (to bound a
+	// machine stuck in a loop).
+	hops     []pendingHop
+	hopCount map[string]int
+	// repeats folds identical hops that follow each other closely into one record
+	// (Hop.repeats): by trace and hop name, the run in progress. dirty are the runs
+	// whose count etcd has not seen yet.
+	repeats map[repeatKey]*repeat
+	dirty   []*repeat
+	// parsed caches traceparent -> span context: the hot paths hand out a session
+	// handle per packet or request.
+	parsed map[string]trace.SpanContext
+}
+
+func (r *Recorder) shard(mac string) *shard {
+	// FNV-1a, inline: no allocation on the hot path.
+	h := uint32(2166136261)
+	for i := 0; i < len(mac); i++ {
+		h ^= uint32(mac[i])
+		h *= 16777619
+	}
+	return &r.shards[h%numShards]
+}
+
+// quiet reports whether no shard has anything waiting to be written.
+func (r *Recorder) quiet() bool {
+	for i := range r.shards {
+		sh := &r.shards[i]
+		sh.mu.Lock()
+		busy := len(sh.pending) > 0 || len(sh.hops) > 0 || len(sh.dirty) > 0
+		sh.mu.Unlock()
+		if busy {
+			return false
+		}
+	}
+	return true
+}
 
 type pendingHop struct {
 	key string
@@ -154,14 +191,14 @@ type repeat struct {
 const RepeatWindow = 2 * time.Second
 
 // repeatFlush is how often a growing repeat count is written; maxRepeatRuns bounds
-// the runs tracked.
+// the runs tracked (per shard).
 const (
 	repeatFlush   = 2 * time.Second
-	maxRepeatRuns = 100000
+	maxRepeatRuns = 100000 / numShards
 )
 
-// maxPendingHops bounds the hop write queue.
-const maxPendingHops = 50000
+// maxPendingHops bounds the hop write queue (per shard).
+const maxPendingHops = 50000 / numShards
 
 // touchEvery is how stale a session's update time may get in etcd while hops keep
 // arriving (hops themselves do not rewrite the session record).
@@ -192,16 +229,17 @@ func New(cfg Config) (*Recorder, error) {
 		cfg.Logger = slog.Default()
 	}
 	r := &Recorder{
-		cfg:      cfg,
-		tracer:   cfg.TracerProvider.Tracer("github.com/bootchain/bootchain/pkg/session"),
-		spans:    !isNoop(cfg.TracerProvider),
-		log:      cfg.Logger.With("component", "session"),
-		local:    map[string]*bootapiv1.BootSession{},
-		written:  map[string]int64{},
-		pending:  map[string][]mutation{},
-		hopCount: map[string]int{},
-		repeats:  map[repeatKey]*repeat{},
-		kick:     make(chan struct{}, 1),
+		cfg:    cfg,
+		tracer: cfg.TracerProvider.Tracer("github.com/bootchain/bootchain/pkg/session"),
+		spans:  !isNoop(cfg.TracerProvider),
+		log:    cfg.Logger.With("component", "session"),
+		kick:   make(chan struct{}, 1),
+	}
+	for i := range r.shards {
+		r.shards[i] = shard{
+			local: map[string]*bootapiv1.BootSession{}, written: map[string]int64{}, pending: map[string][]mutation{},
+			hopCount: map[string]int{}, repeats: map[repeatKey]*repeat{}, parsed: map[string]trace.SpanContext{},
+		}
 	}
 	r.flushed = sync.NewCond(&r.mu)
 	r.cache = store.NewCache(cfg.Store, store.Prefix("sessions"), func() *bootapiv1.BootSession { return &bootapiv1.BootSession{} }, cfg.Logger)
@@ -222,10 +260,7 @@ func (r *Recorder) Run(ctx context.Context) error {
 	for {
 		select {
 		case <-tick.C:
-			r.mu.Lock()
-			due := len(r.dirty) > 0
-			r.mu.Unlock()
-			if due {
+			if r.anyDirty() {
 				last = time.Now()
 				r.writePending(ctx)
 			}
@@ -251,6 +286,20 @@ func (r *Recorder) Run(ctx context.Context) error {
 	}
 }
 
+// anyDirty reports whether a repeat count waits to be written.
+func (r *Recorder) anyDirty() bool {
+	for i := range r.shards {
+		sh := &r.shards[i]
+		sh.mu.Lock()
+		n := len(sh.dirty)
+		sh.mu.Unlock()
+		if n > 0 {
+			return true
+		}
+	}
+	return false
+}
+
 // gatherFor is the least time between two writes of recorded changes. Writes are
 // asynchronous and nobody waits for them on a hot path; etcd's cost is per
 // transaction and per revision, so fewer, fuller batches are much cheaper.
@@ -264,14 +313,14 @@ func (r *Recorder) Flush(ctx context.Context) error {
 	done := make(chan struct{})
 	go func() {
 		r.mu.Lock()
-		if len(r.dirty) > 0 {
+		if r.anyDirty() {
 			r.forceRepeats = true
 			select {
 			case r.kick <- struct{}{}:
 			default:
 			}
 		}
-		for len(r.pending) > 0 || len(r.hops) > 0 || len(r.dirty) > 0 || r.writing {
+		for r.writing || !r.quiet() {
 			r.flushed.Wait()
 		}
 		r.mu.Unlock()
@@ -291,14 +340,15 @@ func (r *Recorder) Flush(ctx context.Context) error {
 
 // Get returns the machine's latest session (a copy), as this process knows it.
 func (r *Recorder) Get(mac string) (*bootapiv1.BootSession, bool) {
-	r.mu.Lock()
-	s := r.currentLocked(mac)
+	sh := r.shard(mac)
+	sh.mu.Lock()
+	s := sh.current(r, mac)
 	if s == nil {
-		r.mu.Unlock()
+		sh.mu.Unlock()
 		return nil, false
 	}
 	out := proto.Clone(s).(*bootapiv1.BootSession)
-	r.mu.Unlock()
+	sh.mu.Unlock()
 	// The hops are read from etcd outside the lock: no hot path waits for them.
 	hops, err := r.readHops(context.Background(), mac, out.GetTraceId(), MaxHops)
 	if err != nil {
@@ -344,23 +394,29 @@ func (r *Recorder) FindByIP(ip string) (*bootapiv1.BootSession, bool) {
 	for _, it := range r.cache.List(nil) {
 		consider(it.Value)
 	}
-	r.mu.Lock()
-	for _, s := range r.local {
-		consider(s)
+	for i := range r.shards {
+		sh := &r.shards[i]
+		sh.mu.Lock()
+		for _, s := range sh.local {
+			consider(s)
+		}
+		sh.mu.Unlock()
 	}
 	if best != nil {
+		// Local entries are replaced, never changed in place: a copy outside the
+		// lock is safe.
 		best = proto.Clone(best).(*bootapiv1.BootSession)
 	}
-	r.mu.Unlock()
 	return best, best != nil
 }
 
-func (r *Recorder) currentLocked(mac string) *bootapiv1.BootSession {
-	l := r.local[mac]
+// current is the machine's session as this process knows it. Called with sh.mu held.
+func (sh *shard) current(r *Recorder, mac string) *bootapiv1.BootSession {
+	l := sh.local[mac]
 	if l != nil {
-		if _, busy := r.pending[mac]; !busy && r.written[mac] > 0 && r.cache.Revision() >= r.written[mac] {
-			delete(r.local, mac)
-			delete(r.written, mac)
+		if _, busy := sh.pending[mac]; !busy && sh.written[mac] > 0 && r.cache.Revision() >= sh.written[mac] {
+			delete(sh.local, mac)
+			delete(sh.written, mac)
 			l = nil
 		}
 	}
@@ -395,21 +451,22 @@ type OpenOptions struct {
 // there is none, it has been idle for IdleRestart, or opts.New.
 func (r *Recorder) Open(ctx context.Context, mac string, opts OpenOptions) *Session {
 	now := time.Now()
-	r.mu.Lock()
-	cur := r.currentLocked(mac)
+	sh := r.shard(mac)
+	sh.mu.Lock()
+	cur := sh.current(r, mac)
 	// A machine seen again soon is still in the same boot attempt, even after the
 	// session reached a verdict (iPXE re-fetching a script after the menu, a retry
 	// after a failed download). A new attempt starts with the firmware's DISCOVER
 	// (opts.New) or after IdleRestart of silence.
 	if cur != nil && !opts.New && now.Sub(cur.GetUpdateTime().AsTime()) < r.cfg.IdleRestart {
-		s := r.sessionFor(cur)
-		r.mu.Unlock()
+		s := sh.sessionFor(r, cur)
+		sh.mu.Unlock()
 		if opts.IP != "" && cur.GetIp() != opts.IP {
 			s.SetIP(opts.IP)
 		}
 		return s
 	}
-	r.mu.Unlock()
+	sh.mu.Unlock()
 
 	site := opts.Site
 	if site == "" {
@@ -438,21 +495,22 @@ func (r *Recorder) Open(ctx context.Context, mac string, opts OpenOptions) *Sess
 	r.enqueue(mac, bs, func(_ *bootapiv1.BootSession) *bootapiv1.BootSession {
 		return proto.Clone(bs).(*bootapiv1.BootSession)
 	})
-	r.mu.Lock()
-	s := r.sessionFor(bs)
-	r.mu.Unlock()
+	sh.mu.Lock()
+	s := sh.sessionFor(r, bs)
+	sh.mu.Unlock()
 	return s
 }
 
 // Join returns the machine's active session without opening one.
 func (r *Recorder) Join(mac string) (*Session, bool) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	cur := r.currentLocked(mac)
+	sh := r.shard(mac)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	cur := sh.current(r, mac)
 	if cur == nil || cur.GetState() != bootapiv1.SessionState_SESSION_STATE_ACTIVE {
 		return nil, false
 	}
-	return r.sessionFor(cur), true
+	return sh.sessionFor(r, cur), true
 }
 
 // FromTraceparent returns a handle on the session whose root is traceparent (as
@@ -463,53 +521,57 @@ func (r *Recorder) FromTraceparent(traceparent, mac string) (*Session, bool) {
 	if err != nil {
 		return nil, false
 	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
 	if mac == "" {
+		tid := sc.TraceID().String()
 		for _, it := range r.cache.List(nil) {
-			if it.Value.GetTraceId() == sc.TraceID().String() {
+			if it.Value.GetTraceId() == tid {
 				mac = it.Value.GetMac()
 				break
 			}
 		}
-		for m, s := range r.local {
-			if s.GetTraceId() == sc.TraceID().String() {
-				mac = m
+		for i := range r.shards {
+			sh := &r.shards[i]
+			sh.mu.Lock()
+			for m, s := range sh.local {
+				if s.GetTraceId() == tid {
+					mac = m
+				}
 			}
+			sh.mu.Unlock()
 		}
 	}
 	return &Session{r: r, MAC: mac, root: sc}, true
 }
 
-func (r *Recorder) sessionFor(bs *bootapiv1.BootSession) *Session {
+// sessionFor is a handle on bs. Called with sh.mu held.
+func (sh *shard) sessionFor(r *Recorder, bs *bootapiv1.BootSession) *Session {
 	tp := bs.GetTraceparent()
-	sc, ok := r.parsed.Load(tp)
+	sc, ok := sh.parsed[tp]
 	if !ok {
-		parsed, _ := Parse(tp)
-		if r.parsedN.Add(1) > 100000 {
-			r.parsed.Clear()
-			r.parsedN.Store(0)
+		sc, _ = Parse(tp)
+		if len(sh.parsed) >= 100000/numShards {
+			clear(sh.parsed)
 		}
-		r.parsed.Store(tp, parsed)
-		sc = parsed
+		sh.parsed[tp] = sc
 	}
-	return &Session{r: r, MAC: bs.GetMac(), root: sc.(trace.SpanContext), tid: bs.GetTraceId()}
+	return &Session{r: r, MAC: bs.GetMac(), root: sc, tid: bs.GetTraceId()}
 }
 
 // enqueue applies m to the local view at once and queues it for etcd. open is the
 // session to start from when neither local nor cached state exists (nil for changes
 // that need an existing session).
 func (r *Recorder) enqueue(mac string, open *bootapiv1.BootSession, m mutation) {
-	r.mu.Lock()
-	q, queued := r.pending[mac]
-	if (!queued && len(r.pending) >= maxPendingSessions) || (len(q) >= maxPendingPerSession && open == nil) {
+	sh := r.shard(mac)
+	sh.mu.Lock()
+	q, queued := sh.pending[mac]
+	if (!queued && len(sh.pending) >= maxPendingSessions) || (len(q) >= maxPendingPerSession && open == nil) {
 		// etcd is not keeping up: drop the record (the span is still exported)
 		// rather than grow without bound.
-		r.mu.Unlock()
+		sh.mu.Unlock()
 		r.Dropped.Add(1)
 		return
 	}
-	base := r.currentLocked(mac)
+	base := sh.current(r, mac)
 	if open != nil {
 		base = nil
 	}
@@ -523,10 +585,10 @@ func (r *Recorder) enqueue(mac string, open *bootapiv1.BootSession, m mutation) 
 	}
 	if next != nil {
 		next.Hops = nil
-		r.local[mac] = next
+		sh.local[mac] = next
 	}
-	r.pending[mac] = append(q, m)
-	r.mu.Unlock()
+	sh.pending[mac] = append(q, m)
+	sh.mu.Unlock()
 	select {
 	case r.kick <- struct{}{}:
 	default:
@@ -535,15 +597,42 @@ func (r *Recorder) enqueue(mac string, open *bootapiv1.BootSession, m mutation) 
 
 func (r *Recorder) writePending(ctx context.Context) {
 	r.mu.Lock()
-	batch := r.pending
-	r.pending = map[string][]mutation{}
-	hops := r.hops
-	r.hops = nil
+	force := r.forceRepeats
+	r.forceRepeats, r.writing = false, true
+	r.mu.Unlock()
+	batch := map[string][]mutation{}
+	var hops []pendingHop
 	now := time.Now()
-	keep := r.dirty[:0]
+	for i := range r.shards {
+		sh := &r.shards[i]
+		sh.mu.Lock()
+		maps.Copy(batch, sh.pending)
+		if len(sh.pending) > 0 {
+			sh.pending = map[string][]mutation{}
+		}
+		hops = append(hops, sh.takeHops(now, force)...)
+		sh.mu.Unlock()
+	}
+	if len(batch) > 0 || len(hops) > 0 {
+		r.writeBatch(ctx, batch, hops)
+	}
+	r.mu.Lock()
+	r.writing = false
+	if r.quiet() {
+		r.flushed.Broadcast()
+	}
+	r.mu.Unlock()
+}
+
+// takeHops hands the shard's queued hops to the writer, with the repeat counts due
+// (all of them when force). Called with sh.mu held.
+func (sh *shard) takeHops(now time.Time, force bool) []pendingHop {
+	hops := sh.hops
+	sh.hops = nil
+	keep := sh.dirty[:0]
 	var at map[string]int // hop key -> index in hops, once a repeat is written
-	for _, rp := range r.dirty {
-		if !r.forceRepeats && now.Sub(rp.written) < repeatFlush {
+	for _, rp := range sh.dirty {
+		if !force && now.Sub(rp.written) < repeatFlush {
 			keep = append(keep, rp)
 			continue
 		}
@@ -565,13 +654,14 @@ func (r *Recorder) writePending(ctx context.Context) {
 		}
 		rp.dirty, rp.written = false, now
 	}
-	clear(r.dirty[len(keep):])
-	r.dirty, r.forceRepeats = keep, false
-	r.writing = len(batch) > 0 || len(hops) > 0
-	r.mu.Unlock()
-	if len(batch) == 0 && len(hops) == 0 {
-		return
-	}
+	clear(sh.dirty[len(keep):])
+	sh.dirty = keep
+	return hops
+}
+
+// writeBatch writes hops, then each machine's session changes, and notes the
+// revisions written so the local views can give way to the cache.
+func (r *Recorder) writeBatch(ctx context.Context, batch map[string][]mutation, hops []pendingHop) {
 	if err := r.writeHops(ctx, hops); err != nil && ctx.Err() == nil {
 		r.log.Warn("boot session hops not recorded", "hops", len(hops), "err", err)
 	}
@@ -599,23 +689,18 @@ func (r *Recorder) writePending(ctx context.Context) {
 	}
 	close(work)
 	wg.Wait()
-	r.mu.Lock()
 	for mac, rev := range revs {
-		if rev == 0 {
+		sh := r.shard(mac)
+		sh.mu.Lock()
+		if rev != 0 {
+			sh.written[mac] = rev
+		} else if _, more := sh.pending[mac]; !more {
 			// Not written: forget the local view rather than keep a state etcd never got.
-			if _, more := r.pending[mac]; !more {
-				delete(r.local, mac)
-				delete(r.written, mac)
-			}
-			continue
+			delete(sh.local, mac)
+			delete(sh.written, mac)
 		}
-		r.written[mac] = rev
+		sh.mu.Unlock()
 	}
-	r.writing = false
-	if len(r.pending) == 0 && len(r.dirty) == 0 {
-		r.flushed.Broadcast()
-	}
-	r.mu.Unlock()
 }
 
 func (r *Recorder) write(ctx context.Context, mac string, muts []mutation) (int64, error) {
@@ -715,38 +800,39 @@ func (r *Recorder) writeHops(ctx context.Context, hops []pendingHop) error {
 func (r *Recorder) enqueueHop(s *Session, h *bootapiv1.Hop, spanID trace.SpanID, start, end time.Time) {
 	tid := s.TraceID()
 	rk := repeatKey{s.root.TraceID(), h.GetName()}
-	r.mu.Lock()
+	sh := r.shard(s.MAC)
+	sh.mu.Lock()
 	kick := true
-	if rp, ok := r.repeats[rk]; ok && end.Sub(rp.last) < RepeatWindow && sameOutcome(rp.first, h) {
+	if rp, ok := sh.repeats[rk]; ok && end.Sub(rp.last) < RepeatWindow && sameOutcome(rp.first, h) {
 		// A repeat: only its count changes, written within repeatFlush.
 		rp.count++
 		rp.last = end
 		if !rp.dirty {
 			rp.dirty = true
-			r.dirty = append(r.dirty, rp)
+			sh.dirty = append(sh.dirty, rp)
 		}
 		kick = false
 	} else {
-		if len(r.hops) >= maxPendingHops || r.hopCount[tid] >= MaxHops {
-			r.mu.Unlock()
+		if len(sh.hops) >= maxPendingHops || sh.hopCount[tid] >= MaxHops {
+			sh.mu.Unlock()
 			r.Dropped.Add(1)
 			return
 		}
-		if len(r.hopCount) > 100000 {
-			clear(r.hopCount)
+		if len(sh.hopCount) > 100000/numShards {
+			clear(sh.hopCount)
 		}
-		r.hopCount[tid]++
+		sh.hopCount[tid]++
 		h.SpanId, h.StartTime, h.Duration = spanID.String(), timestamppb.New(start), durationpb.New(end.Sub(start))
 		key := store.Key("sessionhops", s.MAC, tid, fmt.Sprintf("%019d-%s", start.UnixNano(), h.SpanId))
-		r.hops = append(r.hops, pendingHop{key: key, hop: h})
-		if len(r.repeats) >= maxRepeatRuns {
-			clear(r.repeats) // runs already dirty are still written from r.dirty
+		sh.hops = append(sh.hops, pendingHop{key: key, hop: h})
+		if len(sh.repeats) >= maxRepeatRuns {
+			clear(sh.repeats) // runs already dirty are still written from sh.dirty
 		}
-		r.repeats[rk] = &repeat{key: key, first: h, last: end, written: end}
+		sh.repeats[rk] = &repeat{key: key, first: h, last: end, written: end}
 	}
-	cur := r.currentLocked(s.MAC)
+	cur := sh.current(r, s.MAC)
 	touch := cur != nil && cur.GetTraceId() == tid && end.Sub(cur.GetUpdateTime().AsTime()) > touchEvery
-	r.mu.Unlock()
+	sh.mu.Unlock()
 	if touch {
 		ts := timestamppb.New(end)
 		s.mutate(func(bs *bootapiv1.BootSession) *bootapiv1.BootSession {
@@ -837,10 +923,11 @@ func (s *Session) SetJob(id string) {
 
 // Finish ends the session: succeeded, or failed/stalled at hop with message.
 func (s *Session) Finish(state bootapiv1.SessionState, hop, message string) {
-	s.r.mu.Lock()
-	cur := s.r.currentLocked(s.MAC)
+	sh := s.r.shard(s.MAC)
+	sh.mu.Lock()
+	cur := sh.current(s.r, s.MAC)
 	same := cur != nil && cur.GetTraceId() == s.TraceID() && cur.GetState() == state && cur.GetFailedHop() == hop && cur.GetMessage() == message
-	s.r.mu.Unlock()
+	sh.mu.Unlock()
 	if same {
 		return // nothing new: a machine re-fetching its menu
 	}
@@ -1001,7 +1088,11 @@ func (r *Recorder) MarkStalled(after time.Duration, now time.Time) int {
 		}
 		state, hop, msg := stallVerdict(last, after)
 		seen := bs.GetUpdateTime().AsTime()
-		r.sessionFor(bs).mutate(func(cur *bootapiv1.BootSession) *bootapiv1.BootSession {
+		sh := r.shard(bs.GetMac())
+		sh.mu.Lock()
+		sess := sh.sessionFor(r, bs)
+		sh.mu.Unlock()
+		sess.mutate(func(cur *bootapiv1.BootSession) *bootapiv1.BootSession {
 			// Re-check against the latest record: the machine may have moved on.
 			if cur.GetState() != bootapiv1.SessionState_SESSION_STATE_ACTIVE || cur.GetUpdateTime().AsTime().After(seen) {
 				return cur

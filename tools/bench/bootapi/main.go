@@ -23,7 +23,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"runtime/pprof"
+	"runtime/trace"
 	"strconv"
 	"sync"
 	"time"
@@ -39,8 +41,10 @@ import (
 )
 
 var (
-	cpuProfile string
-	etcdGRPC   bool
+	cpuProfile   string
+	mutexProfile string
+	traceFile    string
+	etcdGRPC     bool
 )
 
 func main() {
@@ -51,6 +55,8 @@ func main() {
 	threads := flag.Int("threads", 2, "wrk threads")
 	flag.BoolVar(&etcdGRPC, "etcd-grpc", false, "bootapi talks to its embedded etcd over loopback gRPC instead of in-process")
 	flag.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of bootapi's run to this file")
+	flag.StringVar(&mutexProfile, "mutexprofile", "", "write a mutex contention profile of bootapi's run to this file")
+	flag.StringVar(&traceFile, "trace", "", "write an execution trace of the first 2 s of bootapi's run to this file (go tool trace -pprof=sched)")
 	flag.Parse()
 	if err := run(*machines, *duration, *conns, *threads); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
@@ -135,9 +141,25 @@ func run(n int, d time.Duration, conns, threads int) error {
 		}
 		pprof.StartCPUProfile(f)
 	}
+	if mutexProfile != "" {
+		runtime.SetMutexProfileFraction(10)
+	}
+	if traceFile != "" {
+		stop, err := startTrace(traceFile, 2*time.Second)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
 	ours, err := wrk(base, lua, d, conns, threads)
 	if cpuProfile != "" {
 		pprof.StopCPUProfile()
+	}
+	if mutexProfile != "" {
+		if err := writeProfile("mutex", mutexProfile); err != nil {
+			return err
+		}
+		runtime.SetMutexProfileFraction(0)
 	}
 	if err != nil {
 		return err
@@ -174,6 +196,39 @@ func run(n int, d time.Duration, conns, threads int) error {
 	}
 	fmt.Printf("\nratio bootapi/nginx: %.2fx requests/s (target >= 0.5x); bootapi p99 %s (target <= 5ms)\n", ours.rps/theirs.rps, ours.p99)
 	return nil
+}
+
+// startTrace writes an execution trace for d (or until stop).
+func startTrace(path string, d time.Duration) (stop func(), err error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := trace.Start(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			trace.Stop()
+			f.Close()
+		})
+	}
+	time.AfterFunc(d, stop)
+	return stop, nil
+}
+
+func writeProfile(name, path string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := pprof.Lookup(name).WriteTo(f, 0); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
 
 func waitHTTP(u string) error {
