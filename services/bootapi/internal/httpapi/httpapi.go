@@ -44,6 +44,7 @@ import (
 	"github.com/bootchain/bootchain/services/bootapi/internal/script"
 	"github.com/bootchain/bootchain/services/bootapi/internal/state"
 	"github.com/valyala/fasthttp"
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.opentelemetry.io/otel/attribute"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -74,7 +75,7 @@ type Handler struct {
 	log   *slog.Logger
 	touch *toucher
 
-	heads     sync.Map // headKey -> rendered menu title lines
+	heads     sync.Map // MAC -> *menuHeadEntry
 	details   sync.Map // profile count -> menu hop detail
 	headsN    atomic.Int64
 	menuMu    sync.Mutex
@@ -426,13 +427,18 @@ func (h *Handler) menuDetail(n int) string {
 	return d
 }
 
-type headKey struct{ mac, hostname, site string }
+// menuHeadEntry is a machine's rendered menu title lines and what they were
+// rendered from.
+type menuHeadEntry struct{ hostname, site, head string }
 
 // menuHead renders (once per machine, hostname and site) the menu's title lines.
+// The cache is keyed by MAC alone (a string key hashes far faster than a struct
+// of three); a changed hostname or site renders again.
 func (h *Handler) menuHead(mac, hostname, site string) (string, error) {
-	k := headKey{mac, hostname, site}
-	if v, ok := h.heads.Load(k); ok {
-		return v.(string), nil
+	if v, ok := h.heads.Load(mac); ok {
+		if e := v.(*menuHeadEntry); e.hostname == hostname && e.site == site {
+			return e.head, nil
+		}
 	}
 	head, err := script.MenuHead(mac, hostname, site)
 	if err != nil {
@@ -442,7 +448,7 @@ func (h *Handler) menuHead(mac, hostname, site string) (string, error) {
 		h.heads.Clear()
 		h.headsN.Store(0)
 	}
-	h.heads.Store(k, head)
+	h.heads.Store(mac, &menuHeadEntry{hostname: hostname, site: site, head: head})
 	return head, nil
 }
 
@@ -855,32 +861,98 @@ func (t *toucher) run(ctx context.Context) error {
 		batch := t.pending
 		t.pending = map[string]sighting{}
 		t.mu.Unlock()
-		for mac, s := range batch {
+		macs := make([]string, 0, len(batch))
+		for mac := range batch {
+			macs = append(macs, mac)
+		}
+		for len(macs) > 0 {
 			if ctx.Err() != nil {
 				return nil
 			}
-			if err := t.write(ctx, mac, s); err != nil {
-				t.log.Warn("machine sighting not recorded", "mac", mac, "err", err)
-			}
+			n := min(len(macs), sightingBatch)
+			t.writeBatch(ctx, macs[:n], batch)
+			macs = macs[n:]
 		}
 	}
+}
+
+// sightingBatch is how many sightings share one transaction: a fleet powering on
+// together (or a bootapi restart) sees thousands of machines within seconds, and
+// one fsynced transaction each would make etcd the bottleneck.
+const sightingBatch = 64
+
+// writeBatch records the sightings of macs in one transaction, each compared with
+// the machine's revision in the cache. When a compare fails (the cache was behind
+// a write), each sighting of the batch is written on its own.
+func (t *toucher) writeBatch(ctx context.Context, macs []string, batch map[string]sighting) {
+	now := timestamppb.New(t.now())
+	cmps := make([]clientv3.Cmp, 0, len(macs))
+	puts := make([]clientv3.Op, 0, len(macs))
+	var alone []string
+	for _, mac := range macs {
+		s := batch[mac]
+		key := store.Key("machines", mac)
+		it, exists := t.st.Machines.Get(mac)
+		var m *bootapiv1.Machine
+		if exists {
+			m = proto.Clone(it.Value).(*bootapiv1.Machine) // cache values are shared: change a copy
+		} else {
+			m = &bootapiv1.Machine{}
+		}
+		if m = s.apply(m, exists, mac, now); m == nil {
+			// Not in the cache and not new: deleted, or the cache is behind; etcd decides.
+			alone = append(alone, mac)
+			continue
+		}
+		b, err := proto.Marshal(m)
+		if err != nil {
+			t.log.Warn("machine sighting not recorded", "mac", mac, "err", err)
+			continue
+		}
+		if exists {
+			cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(key), "=", it.ModRevision))
+		} else {
+			cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(key), "=", 0))
+		}
+		puts = append(puts, clientv3.OpPut(key, string(b)))
+	}
+	if len(puts) > 0 {
+		tctx, cancel := t.st.Store().WithTimeout(ctx)
+		resp, err := t.st.Store().Client().Txn(tctx).If(cmps...).Then(puts...).Commit()
+		cancel()
+		if err != nil || !resp.Succeeded {
+			alone = macs
+		}
+	}
+	for _, mac := range alone {
+		if err := t.write(ctx, mac, batch[mac]); err != nil && ctx.Err() == nil {
+			t.log.Warn("machine sighting not recorded", "mac", mac, "err", err)
+		}
+	}
+}
+
+// apply records the sighting on m (exists: m is the stored record). It returns nil
+// when there is nothing to write: a machine that is gone and was not discovered
+// here is not resurrected.
+func (s sighting) apply(m *bootapiv1.Machine, exists bool, mac string, now *timestamppb.Timestamp) *bootapiv1.Machine {
+	if !exists {
+		if !s.isNew {
+			return nil
+		}
+		m.Mac, m.Site, m.Discovered, m.CreateTime, m.UpdateTime = mac, s.site, true, now, now
+	}
+	if s.facts != nil {
+		m.Facts = s.facts
+	}
+	m.LastSeenTime = now
+	return m
 }
 
 func (t *toucher) write(ctx context.Context, mac string, s sighting) error {
 	now := timestamppb.New(t.now())
 	_, _, err := store.Mutate(ctx, t.st.Store(), store.Key("machines", mac), func() *bootapiv1.Machine { return &bootapiv1.Machine{} },
 		func(m *bootapiv1.Machine, exists bool) (*bootapiv1.Machine, error) {
-			if !exists {
-				if !s.isNew {
-					return nil, nil // deleted meanwhile: do not resurrect it
-				}
-				m.Mac, m.Site, m.Discovered, m.CreateTime, m.UpdateTime = mac, s.site, true, now, now
-			}
-			if s.facts != nil {
-				m.Facts = s.facts
-			}
-			m.LastSeenTime = now
-			return m, nil
+			return s.apply(m, exists, mac, now), nil
 		})
 	return err
 }
