@@ -136,30 +136,46 @@ func (c *Cache[T]) listAndWatch(ctx context.Context) error {
 			}
 			return fmt.Errorf("watch %s: %w", c.prefix, err)
 		}
-		c.mu.Lock()
+		// Decode before taking the lock: readers on the hot paths wait only for
+		// the map updates, not for a whole watch response's unmarshalling.
+		changes := make([]change[T], 0, len(wr.Events))
 		for _, ev := range wr.Events {
-			name := strings.TrimPrefix(string(ev.Kv.Key), c.prefix)
-			if ev.Type == clientv3.EventTypeDelete {
-				if o, ok := c.items[name]; ok {
-					delete(c.items, name)
-					o.ModRevision = ev.Kv.ModRevision
+			ch := change[T]{name: strings.TrimPrefix(string(ev.Kv.Key), c.prefix), rev: ev.Kv.ModRevision, deleted: ev.Type == clientv3.EventTypeDelete}
+			if !ch.deleted {
+				ch.value = c.newT()
+				if err := proto.Unmarshal(ev.Kv.Value, ch.value); err != nil {
+					c.log.Error("skipping undecodable value", "key", string(ev.Kv.Key), "err", err)
+					continue
+				}
+			}
+			changes = append(changes, ch)
+		}
+		c.mu.Lock()
+		for _, ch := range changes {
+			if ch.deleted {
+				if o, ok := c.items[ch.name]; ok {
+					delete(c.items, ch.name)
+					o.ModRevision = ch.rev
 					c.publishLocked(Event[T]{Item: o, Deleted: true})
 				}
 				continue
 			}
-			v := c.newT()
-			if err := proto.Unmarshal(ev.Kv.Value, v); err != nil {
-				c.log.Error("skipping undecodable value", "key", string(ev.Kv.Key), "err", err)
-				continue
-			}
-			it := Item[T]{Name: name, Value: v, ModRevision: ev.Kv.ModRevision}
-			c.items[name] = it
+			it := Item[T]{Name: ch.name, Value: ch.value, ModRevision: ch.rev}
+			c.items[ch.name] = it
 			c.publishLocked(Event[T]{Item: it})
 		}
 		c.setRevLocked(wr.Header.Revision)
 		c.mu.Unlock()
 	}
 	return fmt.Errorf("watch %s closed", c.prefix)
+}
+
+// change is one watch event, decoded.
+type change[T proto.Message] struct {
+	name    string
+	value   T
+	rev     int64
+	deleted bool
 }
 
 func (c *Cache[T]) setRevLocked(rev int64) {

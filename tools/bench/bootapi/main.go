@@ -1,7 +1,7 @@
 // Command bootapi benchmarks bootapi's script endpoint against nginx serving a
 // static script of the same size, in the same run, with wrk (64 connections).
 //
-//	go run ./tools/bench/bootapi -machines 10000 -duration 10s
+//	go run ./tools/bench/bootapi -machines 10000 -duration 30s
 //
 // bootapi runs in this process on a real (fsyncing) embedded etcd with -machines
 // registered machines; each wrk request asks for a random one of them, so the
@@ -45,17 +45,19 @@ var (
 	mutexProfile string
 	traceFile    string
 	etcdGRPC     bool
+	verbose      bool
 )
 
 func main() {
 	daemon.TuneRuntime() // the service runs in this process: measure it with the daemons' runtime settings
 	machines := flag.Int("machines", 10000, "registered machines")
-	duration := flag.Duration("duration", 10*time.Second, "wrk duration per server")
+	duration := flag.Duration("duration", 30*time.Second, "wrk duration per server")
 	conns := flag.Int("connections", 64, "wrk connections")
 	threads := flag.Int("threads", 2, "wrk threads")
 	flag.BoolVar(&etcdGRPC, "etcd-grpc", false, "bootapi talks to its embedded etcd over loopback gRPC instead of in-process")
 	flag.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of bootapi's run to this file")
 	flag.StringVar(&mutexProfile, "mutexprofile", "", "write a mutex contention profile of bootapi's run to this file")
+	flag.BoolVar(&verbose, "v", false, "print wrk's output")
 	flag.StringVar(&traceFile, "trace", "", "write an execution trace of the first 2 s of bootapi's run to this file (go tool trace -pprof=sched)")
 	flag.Parse()
 	if err := run(*machines, *duration, *conns, *threads); err != nil {
@@ -324,6 +326,9 @@ func wrk(base, lua string, d time.Duration, conns, threads int) (result, error) 
 	out, err := exec.CommandContext(ctx, "wrk", "-t", strconv.Itoa(threads), "-c", strconv.Itoa(conns), "-d", d.String(), "--latency", "-s", lua, base).CombinedOutput()
 	if err != nil {
 		return result{}, fmt.Errorf("wrk: %v\n%s", err, out)
+	}
+	if verbose {
+		os.Stderr.Write(out)
 	}
 	var r result
 	m := rpsRE.FindSubmatch(out)

@@ -75,9 +75,9 @@ type Handler struct {
 	log   *slog.Logger
 	touch *toucher
 
-	heads     sync.Map // MAC -> *menuHeadEntry
-	details   sync.Map // profile count -> menu hop detail
-	headsN    atomic.Int64
+	headsMu   sync.RWMutex
+	heads     map[string]*menuHeadEntry // by MAC
+	details   sync.Map                  // profile count -> menu hop detail
 	menuMu    sync.Mutex
 	menuRev   int64
 	menuCache string
@@ -94,7 +94,7 @@ func New(cfg Config) *Handler {
 	if cfg.DefaultAction == bootapiv1.Action_ACTION_UNSPECIFIED {
 		cfg.DefaultAction = bootapiv1.Action_ACTION_MENU
 	}
-	h := &Handler{cfg: cfg, log: cfg.Logger}
+	h := &Handler{cfg: cfg, log: cfg.Logger, heads: map[string]*menuHeadEntry{}}
 	h.touch = newToucher(cfg.State, cfg.Logger, cfg.Now)
 	return h
 }
@@ -432,23 +432,25 @@ func (h *Handler) menuDetail(n int) string {
 type menuHeadEntry struct{ hostname, site, head string }
 
 // menuHead renders (once per machine, hostname and site) the menu's title lines.
-// The cache is keyed by MAC alone (a string key hashes far faster than a struct
-// of three); a changed hostname or site renders again.
+// The cache is a plain map keyed by MAC (sync.Map's boxed keys cost more than the
+// lookup); a changed hostname or site renders again.
 func (h *Handler) menuHead(mac, hostname, site string) (string, error) {
-	if v, ok := h.heads.Load(mac); ok {
-		if e := v.(*menuHeadEntry); e.hostname == hostname && e.site == site {
-			return e.head, nil
-		}
+	h.headsMu.RLock()
+	e := h.heads[mac]
+	h.headsMu.RUnlock()
+	if e != nil && e.hostname == hostname && e.site == site {
+		return e.head, nil
 	}
 	head, err := script.MenuHead(mac, hostname, site)
 	if err != nil {
 		return "", err
 	}
-	if h.headsN.Add(1) > 100000 {
-		h.heads.Clear()
-		h.headsN.Store(0)
+	h.headsMu.Lock()
+	if len(h.heads) >= 100000 {
+		clear(h.heads)
 	}
-	h.heads.Store(mac, &menuHeadEntry{hostname: hostname, site: site, head: head})
+	h.heads[mac] = &menuHeadEntry{hostname: hostname, site: site, head: head}
+	h.headsMu.Unlock()
 	return head, nil
 }
 
