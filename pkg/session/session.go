@@ -134,9 +134,11 @@ type shard struct {
 	// whose count etcd has not seen yet.
 	repeats map[repeatKey]*repeat
 	dirty   []*repeat
-	// parsed caches traceparent -> span context: the hot paths hand out a session
-	// handle per packet or request.
-	parsed map[string]trace.SpanContext
+	// parsed caches each machine's session root, parsed: the hot paths hand out a
+	// session handle per packet or request. Keyed by MAC, not by the (55-byte)
+	// traceparent: a shorter key to hash, and the string check on a hit is
+	// usually a pointer comparison.
+	parsed map[string]parsedRoot
 }
 
 func (r *Recorder) shard(mac string) *shard {
@@ -161,6 +163,11 @@ func (r *Recorder) quiet() bool {
 		}
 	}
 	return true
+}
+
+type parsedRoot struct {
+	traceparent string
+	root        trace.SpanContext
 }
 
 type pendingHop struct {
@@ -242,7 +249,7 @@ func New(cfg Config) (*Recorder, error) {
 	for i := range r.shards {
 		r.shards[i] = shard{
 			local: map[string]*bootapiv1.BootSession{}, written: map[string]int64{}, pending: map[string][]mutation{},
-			hopCount: map[string]int{}, repeats: map[repeatKey]*repeat{}, parsed: map[string]trace.SpanContext{},
+			hopCount: map[string]int{}, repeats: map[repeatKey]*repeat{}, parsed: map[string]parsedRoot{},
 		}
 	}
 	r.flushed = sync.NewCond(&r.mu)
@@ -549,16 +556,17 @@ func (r *Recorder) FromTraceparent(traceparent, mac string) (*Session, bool) {
 
 // sessionFor is a handle on bs. Called with sh.mu held.
 func (sh *shard) sessionFor(r *Recorder, bs *bootapiv1.BootSession) *Session {
-	tp := bs.GetTraceparent()
-	sc, ok := sh.parsed[tp]
-	if !ok {
-		sc, _ = Parse(tp)
-		if len(sh.parsed) >= 100000/numShards {
+	tp, mac := bs.GetTraceparent(), bs.GetMac()
+	p, ok := sh.parsed[mac]
+	if !ok || p.traceparent != tp {
+		p.traceparent = tp
+		p.root, _ = Parse(tp)
+		if !ok && len(sh.parsed) >= 100000/numShards {
 			clear(sh.parsed)
 		}
-		sh.parsed[tp] = sc
+		sh.parsed[mac] = p
 	}
-	return &Session{r: r, MAC: bs.GetMac(), root: sc, tid: bs.GetTraceId()}
+	return &Session{r: r, MAC: mac, root: p.root, tid: bs.GetTraceId()}
 }
 
 // enqueue applies m to the local view at once and queues it for etcd. open is the
