@@ -72,6 +72,8 @@ type result struct {
 	p50, p99 time.Duration
 	errors   int
 	requests int
+	// wrkCPU is the load generator's CPU time: on 2 cores, what the server leaves it.
+	wrkCPU time.Duration
 }
 
 func run(n int, d time.Duration, conns, threads int) error {
@@ -192,9 +194,9 @@ func run(n int, d time.Duration, conns, threads int) error {
 
 	cancel()
 	<-done
-	fmt.Printf("\n%-22s %12s %10s %10s %8s\n", "server", "req/s", "p50", "p99", "errors")
+	fmt.Printf("\n%-22s %12s %10s %10s %8s %10s\n", "server", "req/s", "p50", "p99", "errors", "wrk CPU")
 	for _, r := range []result{ours, theirs} {
-		fmt.Printf("%-22s %12.0f %10s %10s %8d\n", r.name, r.rps, r.p50, r.p99, r.errors)
+		fmt.Printf("%-22s %12.0f %10s %10s %8d %9.0f%%\n", r.name, r.rps, r.p50, r.p99, r.errors, 100*r.wrkCPU.Seconds()/d.Seconds())
 	}
 	fmt.Printf("\nratio bootapi/nginx: %.2fx requests/s (target >= 0.5x); bootapi p99 %s (target <= 5ms)\n", ours.rps/theirs.rps, ours.p99)
 	return nil
@@ -323,7 +325,8 @@ var (
 func wrk(base, lua string, d time.Duration, conns, threads int) (result, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), d+30*time.Second)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, "wrk", "-t", strconv.Itoa(threads), "-c", strconv.Itoa(conns), "-d", d.String(), "--latency", "-s", lua, base).CombinedOutput()
+	cmd := exec.CommandContext(ctx, "wrk", "-t", strconv.Itoa(threads), "-c", strconv.Itoa(conns), "-d", d.String(), "--latency", "-s", lua, base)
+	out, err := cmd.CombinedOutput()
 	if err != nil {
 		return result{}, fmt.Errorf("wrk: %v\n%s", err, out)
 	}
@@ -331,6 +334,7 @@ func wrk(base, lua string, d time.Duration, conns, threads int) (result, error) 
 		os.Stderr.Write(out)
 	}
 	var r result
+	r.wrkCPU = cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
 	m := rpsRE.FindSubmatch(out)
 	if m == nil {
 		return r, fmt.Errorf("wrk output without Requests/sec:\n%s", out)
