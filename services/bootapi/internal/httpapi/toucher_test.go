@@ -1,0 +1,109 @@
+package httpapi
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"testing"
+	"time"
+
+	bootapiv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/bootapi/v1"
+	"github.com/bootchain/bootchain/pkg/store"
+	"github.com/bootchain/bootchain/pkg/store/storetest"
+	"github.com/bootchain/bootchain/services/bootapi/internal/state"
+)
+
+// TestSightingsBatched records sightings of registered, new and deleted machines in
+// shared transactions, and loses no concurrent change when the cache it compared
+// against was behind (the fallback to one read-modify-write each).
+func TestSightingsBatched(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	st := storetest.New(t)
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	s := state.New(st, log)
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- s.Run(runCtx) }()
+	stopped := false
+	freeze := func() { // the caches keep what they hold and see no more changes
+		if !stopped {
+			stop()
+			<-done
+			stopped = true
+		}
+	}
+	defer freeze()
+	if err := s.WaitReady(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	const n = sightingBatch + 10 // more than one transaction
+	var rev int64
+	for i := 0; i < n; i++ {
+		mac := fmt.Sprintf("52:54:00:00:01:%02x", i)
+		r, err := st.Put(ctx, store.Key("machines", mac), &bootapiv1.Machine{Mac: mac, Hostname: fmt.Sprintf("h%d", i)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		rev = r
+	}
+	if err := s.Machines.WaitRevision(ctx, rev); err != nil {
+		t.Fatal(err)
+	}
+
+	now := time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC)
+	tc := newToucher(s, log, func() time.Time { return now })
+	batch := map[string]sighting{}
+	var macs []string
+	for i := 0; i < n; i++ {
+		mac := fmt.Sprintf("52:54:00:00:01:%02x", i)
+		batch[mac] = sighting{facts: &bootapiv1.MachineFacts{Arch: "x86_64", Ip: "198.18.0.10"}}
+		macs = append(macs, mac)
+	}
+	newMAC, goneMAC := "52:54:00:00:02:01", "52:54:00:00:02:02"
+	batch[newMAC] = sighting{site: "lab", isNew: true}
+	batch[goneMAC] = sighting{facts: &bootapiv1.MachineFacts{Arch: "arm64"}} // never registered: not resurrected
+	macs = append(macs, newMAC, goneMAC)
+
+	// Change machine 0 behind the cache's back: its batch's compare fails, and the
+	// fallback must keep this change as well as record the sighting.
+	freeze()
+	if _, err := st.Put(ctx, store.Key("machines", macs[0]), &bootapiv1.Machine{Mac: macs[0], Hostname: "renamed"}); err != nil {
+		t.Fatal(err)
+	}
+	for len(macs) > 0 {
+		k := min(len(macs), sightingBatch)
+		tc.writeBatch(ctx, macs[:k], batch)
+		macs = macs[k:]
+	}
+
+	for i := 0; i < n; i++ {
+		mac := fmt.Sprintf("52:54:00:00:01:%02x", i)
+		m := &bootapiv1.Machine{}
+		if _, err := st.Get(ctx, store.Key("machines", mac), m); err != nil {
+			t.Fatalf("%s: %v", mac, err)
+		}
+		if !m.GetLastSeenTime().AsTime().Equal(now) || m.GetFacts().GetArch() != "x86_64" {
+			t.Errorf("%s: last seen %v, facts %v; want %v, x86_64", mac, m.GetLastSeenTime().AsTime(), m.GetFacts(), now)
+		}
+		want := fmt.Sprintf("h%d", i)
+		if i == 0 {
+			want = "renamed"
+		}
+		if m.GetHostname() != want {
+			t.Errorf("%s: hostname %q, want %q (a concurrent change was lost)", mac, m.GetHostname(), want)
+		}
+	}
+	m := &bootapiv1.Machine{}
+	if _, err := st.Get(ctx, store.Key("machines", newMAC), m); err != nil {
+		t.Fatalf("discovered machine not recorded: %v", err)
+	}
+	if !m.GetDiscovered() || m.GetSite() != "lab" || !m.GetLastSeenTime().AsTime().Equal(now) {
+		t.Errorf("discovered machine = %v", m)
+	}
+	if _, err := st.Get(ctx, store.Key("machines", goneMAC), &bootapiv1.Machine{}); err == nil {
+		t.Errorf("a sighting of an unregistered, undiscovered machine created its record")
+	}
+}
