@@ -3,6 +3,8 @@ package session_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -203,5 +205,67 @@ func TestRepeatsFold(t *testing.T) {
 	}
 	if n := len(exp.GetSpans()); n != 9 {
 		t.Errorf("spans: %d, want 9 (root + 8 hops: folding keeps every span)", n)
+	}
+}
+
+// TestManyMachinesConcurrently records sessions of machines spread over every shard
+// from concurrent goroutines, as a busy script endpoint does: after Flush every
+// session and every hop is in etcd, each session is found by its IP and by its
+// traceparent alone, and a second recorder (another replica) reads the same.
+func TestManyMachinesConcurrently(t *testing.T) {
+	e := storetest.Start(t)
+	exp := tracetest.NewInMemoryExporter()
+	api := newRecorder(t, e.Client(t), "bootapi", exp)
+	ctx := context.Background()
+	const machines, workers, hopsEach = 300, 8, 3
+	macOf := func(i int) string { return fmt.Sprintf("52:54:00:aa:%02x:%02x", i>>8, i&0xff) }
+	ipOf := func(i int) string { return fmt.Sprintf("198.18.%d.%d", 10+i>>8, i&0xff) }
+	var wg sync.WaitGroup
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := w; i < machines; i += workers {
+				s := api.Open(ctx, macOf(i), session.OpenOptions{IP: ipOf(i)})
+				for k := 0; k < hopsEach; k++ {
+					_, h := s.StartHop(ctx, fmt.Sprintf("step%d", k))
+					h.SetDetail(fmt.Sprintf("machine %d step %d", i, k))
+					h.End()
+				}
+				s.Finish(bootapiv1.SessionState_SESSION_STATE_SUCCEEDED, "", "done")
+			}
+		}()
+	}
+	wg.Wait()
+	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := api.Flush(wctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := api.Dropped.Load(); n != 0 {
+		t.Fatalf("%d changes dropped", n)
+	}
+	other := newRecorder(t, e.Client(t), "dhcpd", tracetest.NewInMemoryExporter())
+	for i := 0; i < machines; i++ {
+		mac := macOf(i)
+		got, ok := api.Get(mac)
+		if !ok {
+			t.Fatalf("%s: no session", mac)
+		}
+		if got.GetState() != bootapiv1.SessionState_SESSION_STATE_SUCCEEDED || got.GetIp() != ipOf(i) || len(got.GetHops()) != hopsEach {
+			t.Fatalf("%s: state %v ip %q hops %d", mac, got.GetState(), got.GetIp(), len(got.GetHops()))
+		}
+		if byIP, ok := api.FindByIP(ipOf(i)); !ok || byIP.GetMac() != mac {
+			t.Fatalf("FindByIP(%s) = %v, %v", ipOf(i), byIP.GetMac(), ok)
+		}
+		if s, ok := api.FromTraceparent(got.GetTraceparent(), ""); !ok || s.MAC != mac {
+			t.Fatalf("FromTraceparent for %s: %v %v", mac, s, ok)
+		}
+		if err := other.Cache().WaitRevision(wctx, api.Cache().Revision()); err != nil {
+			t.Fatal(err)
+		}
+		if o, ok := other.Get(mac); !ok || o.GetTraceId() != got.GetTraceId() || len(o.GetHops()) != hopsEach {
+			t.Fatalf("%s from another replica: %v", mac, o)
+		}
 	}
 }
