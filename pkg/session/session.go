@@ -134,8 +134,8 @@ type shard struct {
 	// whose count etcd has not seen yet.
 	repeats map[repeatKey]*repeat
 	dirty   []*repeat
-	// parsed caches each machine's session root, parsed: the hot paths hand out a
-	// session handle per packet or request. Keyed by MAC, not by the (55-byte)
+	// parsed caches each machine's session handle, its root parsed: the hot paths
+	// hand one out per packet or request. Keyed by MAC, not by the (55-byte)
 	// traceparent: a shorter key to hash, and the string check on a hit is
 	// usually a pointer comparison.
 	parsed map[string]parsedRoot
@@ -167,7 +167,7 @@ func (r *Recorder) quiet() bool {
 
 type parsedRoot struct {
 	traceparent string
-	root        trace.SpanContext
+	sess        *Session
 }
 
 type pendingHop struct {
@@ -558,15 +558,16 @@ func (r *Recorder) FromTraceparent(traceparent, mac string) (*Session, bool) {
 func (sh *shard) sessionFor(r *Recorder, bs *bootapiv1.BootSession) *Session {
 	tp, mac := bs.GetTraceparent(), bs.GetMac()
 	p, ok := sh.parsed[mac]
-	if !ok || p.traceparent != tp {
-		p.traceparent = tp
-		p.root, _ = Parse(tp)
+	if !ok || p.traceparent != tp || p.sess.tid != bs.GetTraceId() {
+		root, _ := Parse(tp)
+		// A Session never changes: one handle serves every request of the session.
+		p = parsedRoot{traceparent: tp, sess: &Session{r: r, MAC: mac, root: root, tid: bs.GetTraceId()}}
 		if !ok && len(sh.parsed) >= 100000/numShards {
 			clear(sh.parsed)
 		}
 		sh.parsed[mac] = p
 	}
-	return &Session{r: r, MAC: mac, root: p.root, tid: bs.GetTraceId()}
+	return p.sess
 }
 
 // enqueue applies m to the local view at once and queues it for etcd. open is the
@@ -952,13 +953,14 @@ func (s *Session) Finish(state bootapiv1.SessionState, hop, message string) {
 
 // Hop is one step being recorded. End it exactly once.
 type Hop struct {
-	s      *Session
-	span   trace.Span
-	rec    *bootapiv1.Hop
-	start  time.Time
-	mu     sync.Mutex
-	ended  bool
-	failed bool
+	s     *Session
+	span  trace.Span
+	start time.Time
+	mu    sync.Mutex
+	ended bool
+	// rec is the hop's record, allocated with the Hop (one allocation per hop on
+	// the hot paths, not two); after End it belongs to the recorder.
+	rec bootapiv1.Hop
 }
 
 // StartHop starts a hop span (a child of the session root, or of the span already in
@@ -983,13 +985,11 @@ func (s *Session) StartHop(ctx context.Context, name string, attrs ...attribute.
 		ctx = trace.ContextWithSpanContext(ctx, sc)
 		span = trace.SpanFromContext(ctx)
 	}
-	now := time.Now()
-	return ctx, &Hop{
-		s: s, span: span, start: now,
-		// Span ID, start and duration go into the record only when it becomes one
-		// (enqueueHop): a repeat folded into an earlier record needs none of them.
-		rec: &bootapiv1.Hop{Name: name, Service: s.r.cfg.Service},
-	}
+	h := &Hop{s: s, span: span, start: time.Now()}
+	// Span ID, start and duration go into the record only when it becomes one
+	// (enqueueHop): a repeat folded into an earlier record needs none of them.
+	h.rec.Name, h.rec.Service = name, s.r.cfg.Service
+	return ctx, h
 }
 
 // Span is the hop's span, for attributes and events beyond what Hop records.
@@ -1031,7 +1031,6 @@ func (h *Hop) SetAttr(key, value string) {
 func (h *Hop) Fail(err error) {
 	h.mu.Lock()
 	if !h.ended {
-		h.failed = true
 		h.rec.Failed = true
 		if h.rec.Detail == "" || err != nil {
 			h.rec.Detail = strings.TrimSpace(h.rec.Detail + " " + errString(err))
@@ -1059,9 +1058,9 @@ func (h *Hop) End() {
 	h.ended = true
 	now := time.Now()
 	// Setters check ended, so after this the record is no longer written: no copy.
-	rec := h.rec
+	rec := &h.rec
 	h.mu.Unlock()
-	if rec.Bytes > 0 {
+	if rec.Bytes > 0 && h.s.r.spans {
 		h.span.SetAttributes(attribute.Int64("bootchain.bytes", rec.Bytes))
 	}
 	h.span.End()
