@@ -208,7 +208,7 @@ func TestRepeatsFold(t *testing.T) {
 	}
 }
 
-// TestManyMachinesConcurrently records sessions of machines spread over every shard
+// TestManyMachinesConcurrently records sessions of machines spread over the shards
 // from concurrent goroutines, as a busy script endpoint does: after Flush every
 // session and every hop is in etcd, each session is found by its IP and by its
 // traceparent alone, and a second recorder (another replica) reads the same.
