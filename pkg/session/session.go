@@ -151,18 +151,19 @@ func (r *Recorder) shard(mac string) *shard {
 	return &r.shards[h%numShards]
 }
 
-// quiet reports whether no shard has anything waiting to be written.
-func (r *Recorder) quiet() bool {
+// waiting reports whether any shard has something to write: session changes,
+// hops or repeat counts, or with repeatsOnly just repeat counts.
+func (r *Recorder) waiting(repeatsOnly bool) bool {
 	for i := range r.shards {
 		sh := &r.shards[i]
 		sh.mu.Lock()
-		busy := len(sh.pending) > 0 || len(sh.hops) > 0 || len(sh.dirty) > 0
+		busy := len(sh.dirty) > 0 || (!repeatsOnly && (len(sh.pending) > 0 || len(sh.hops) > 0))
 		sh.mu.Unlock()
 		if busy {
-			return false
+			return true
 		}
 	}
-	return true
+	return false
 }
 
 type parsedRoot struct {
@@ -271,7 +272,7 @@ func (r *Recorder) Run(ctx context.Context) error {
 	for {
 		select {
 		case <-tick.C:
-			if r.anyDirty() {
+			if r.waiting(true) {
 				last = time.Now()
 				r.writePending(ctx)
 			}
@@ -297,20 +298,6 @@ func (r *Recorder) Run(ctx context.Context) error {
 	}
 }
 
-// anyDirty reports whether a repeat count waits to be written.
-func (r *Recorder) anyDirty() bool {
-	for i := range r.shards {
-		sh := &r.shards[i]
-		sh.mu.Lock()
-		n := len(sh.dirty)
-		sh.mu.Unlock()
-		if n > 0 {
-			return true
-		}
-	}
-	return false
-}
-
 // gatherFor is the least time between two writes of recorded changes. Writes are
 // asynchronous and nobody waits for them on a hot path; etcd's cost is per
 // transaction and per revision, so fewer, fuller batches are much cheaper.
@@ -324,14 +311,14 @@ func (r *Recorder) Flush(ctx context.Context) error {
 	done := make(chan struct{})
 	go func() {
 		r.mu.Lock()
-		if r.anyDirty() {
+		if r.waiting(true) {
 			r.forceRepeats = true
 			select {
 			case r.kick <- struct{}{}:
 			default:
 			}
 		}
-		for r.writing || !r.quiet() {
+		for r.writing || r.waiting(false) {
 			r.flushed.Wait()
 		}
 		r.mu.Unlock()
@@ -558,7 +545,7 @@ func (r *Recorder) FromTraceparent(traceparent, mac string) (*Session, bool) {
 func (sh *shard) sessionFor(r *Recorder, bs *bootapiv1.BootSession) *Session {
 	tp, mac := bs.GetTraceparent(), bs.GetMac()
 	p, ok := sh.parsed[mac]
-	if !ok || p.traceparent != tp || p.sess.tid != bs.GetTraceId() {
+	if !ok || p.traceparent != tp {
 		root, _ := Parse(tp)
 		// A Session never changes: one handle serves every request of the session.
 		p = parsedRoot{traceparent: tp, sess: &Session{r: r, MAC: mac, root: root, tid: bs.GetTraceId()}}
@@ -631,7 +618,7 @@ func (r *Recorder) writePending(ctx context.Context) {
 	}
 	r.mu.Lock()
 	r.writing = false
-	if r.quiet() {
+	if !r.waiting(false) {
 		r.flushed.Broadcast()
 	}
 	r.mu.Unlock()
