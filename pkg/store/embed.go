@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"go.etcd.io/etcd/server/v3/embed"
@@ -59,16 +60,38 @@ func StartEmbedded(ctx context.Context, cfg EmbedConfig) (*Embedded, error) {
 	if cfg.LogLevel == "" {
 		cfg.LogLevel = "error"
 	}
-	var err error
-	if cfg.ClientAddr, err = resolvePort(cfg.ClientAddr); err != nil {
-		return nil, err
-	}
-	if cfg.PeerAddr, err = resolvePort(cfg.PeerAddr); err != nil {
-		return nil, err
-	}
 	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("store: embedded etcd data dir: %w", err)
 	}
+	// A port 0 is resolved by listening on a free port and closing it again, so
+	// something else can take the port before etcd binds it (parallel test
+	// binaries do). etcd binds its listeners before it touches the data dir, so a
+	// bind failure on a port picked here is retried with fresh ports; one on a
+	// port the caller chose is the caller's to fix.
+	for attempt := 1; ; attempt++ {
+		run := cfg
+		var err error
+		if run.ClientAddr, err = resolvePort(cfg.ClientAddr); err != nil {
+			return nil, err
+		}
+		if run.PeerAddr, err = resolvePort(cfg.PeerAddr); err != nil {
+			return nil, err
+		}
+		e, err := startEmbedded(ctx, run)
+		if err == nil || attempt == 5 || !addrInUse(err) ||
+			!(pickedInUse(cfg.ClientAddr, run.ClientAddr, err) || pickedInUse(cfg.PeerAddr, run.PeerAddr, err)) {
+			return e, err
+		}
+	}
+}
+
+// pickedInUse tells whether err is about addr, a port picked for asked (port 0).
+func pickedInUse(asked, addr string, err error) bool {
+	_, port, _ := net.SplitHostPort(asked)
+	return port == "0" && strings.Contains(err.Error(), addr)
+}
+
+func startEmbedded(ctx context.Context, cfg EmbedConfig) (*Embedded, error) {
 	ec := embed.NewConfig()
 	ec.Name = "bootchain"
 	ec.Dir = filepath.Join(cfg.Dir, "etcd")
@@ -127,6 +150,10 @@ func (e *Embedded) Err() <-chan error { return e.etcd.Err() }
 // Close stops etcd, waiting for in-flight requests to finish.
 func (e *Embedded) Close() { e.etcd.Close() }
 
+func addrInUse(err error) bool {
+	return errors.Is(err, syscall.EADDRINUSE) || strings.Contains(err.Error(), "address already in use")
+}
+
 func resolvePort(hostport string) (string, error) {
 	host, port, err := net.SplitHostPort(hostport)
 	if err != nil {
@@ -135,6 +162,12 @@ func resolvePort(hostport string) (string, error) {
 	if port != "0" {
 		return hostport, nil
 	}
+	return pickPort(host)
+}
+
+// pickPort returns host:port with a port that was free a moment ago. A variable
+// so that a test can hand out a busy one.
+var pickPort = func(host string) (string, error) {
 	l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
 	if err != nil {
 		return "", fmt.Errorf("store: pick a port on %s: %w", host, err)

@@ -1,0 +1,55 @@
+package store
+
+import (
+	"context"
+	"net"
+	"testing"
+)
+
+// A port picked for etcd can be taken by someone else before etcd binds it;
+// StartEmbedded then picks again instead of failing.
+func TestStartEmbeddedRetriesPickedPortInUse(t *testing.T) {
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+
+	real := pickPort
+	t.Cleanup(func() { pickPort = real })
+	calls := 0
+	pickPort = func(host string) (string, error) {
+		calls++
+		if calls == 1 { // the first client port handed out is already taken
+			return busy.Addr().String(), nil
+		}
+		return real(host)
+	}
+
+	e, err := StartEmbedded(context.Background(), EmbedConfig{
+		Dir: t.TempDir(), ClientAddr: "127.0.0.1:0", PeerAddr: "127.0.0.1:0", UnsafeNoFsync: true,
+	})
+	if err != nil {
+		t.Fatalf("StartEmbedded with a busy picked port: %v", err)
+	}
+	defer e.Close()
+	if calls < 4 {
+		t.Fatalf("pickPort called %d times, want a second pick of both ports", calls)
+	}
+	if ep := e.Endpoints()[0]; ep == busy.Addr().String() {
+		t.Fatalf("etcd reports the busy endpoint %s", ep)
+	}
+
+	// A fixed port that is in use is the caller's choice: no retry, a clear error.
+	calls = 0
+	pickPort = func(host string) (string, error) { calls++; return real(host) }
+	_, err = StartEmbedded(context.Background(), EmbedConfig{
+		Dir: t.TempDir(), ClientAddr: busy.Addr().String(), PeerAddr: "127.0.0.1:0", UnsafeNoFsync: true,
+	})
+	if err == nil || !addrInUse(err) {
+		t.Fatalf("fixed busy client port: err = %v, want address in use", err)
+	}
+	if calls != 1 {
+		t.Fatalf("fixed busy client port: pickPort called %d times, want 1 (no retry)", calls)
+	}
+}
