@@ -386,7 +386,7 @@ func (s *Server) watchArtifacts(ctx context.Context) {
 		for _, name := range s.cache.Names() {
 			sha, _ := s.cache.SHA256(name)
 			if have[name] != sha {
-				s.cache.Changed(name)
+				s.cache.Changed(name, have[name])
 			}
 		}
 		for open := true; open; {
@@ -402,7 +402,11 @@ func (s *Server) watchArtifacts(ctx context.Context) {
 				sha, cached := s.cache.SHA256(ev.Name)
 				if cached && (ev.Deleted || ev.Value.GetSha256() != sha) {
 					s.log.Info("artifact changed; refreshing cache", "artifact", ev.Name, "deleted", ev.Deleted)
-					s.cache.Changed(ev.Name)
+					want := ""
+					if !ev.Deleted {
+						want = ev.Value.GetSha256()
+					}
+					s.cache.Changed(ev.Name, want)
 				}
 			}
 		}

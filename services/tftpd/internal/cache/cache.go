@@ -34,6 +34,8 @@ var (
 	ErrNotCached = errors.New("not in cache")
 	// ErrCorrupt: content did not match its sha256.
 	ErrCorrupt = errors.New("content does not match sha256")
+	// errBehind: artifactstore does not serve the content etcd announced yet.
+	errBehind = errors.New("artifactstore behind etcd")
 )
 
 // Config configures a Cache.
@@ -67,6 +69,11 @@ type Entry struct {
 	LastUsed  time.Time `json:"last_used"`
 	Verified  bool      `json:"-"`
 	Stale     bool      `json:"-"`
+	// Want is the digest etcd announced with the change that made the entry stale
+	// ("" when not known: deleted, or a gap in the watch). artifactstore's answers
+	// can lag etcd by a moment; until it reports this content the entry stays stale
+	// and is retried.
+	Want string `json:"-"`
 	Hits      int64     `json:"-"`
 }
 
@@ -385,10 +392,16 @@ func (c *Cache) refresh(ctx context.Context, name string, force bool) error {
 func (c *Cache) doRefresh(ctx context.Context, name string, force bool) error {
 	c.mu.Lock()
 	cur := c.entries[name]
+	want := ""
+	if cur != nil {
+		want = cur.Want
+	}
 	c.mu.Unlock()
 	if cur != nil && !force {
 		m, err := c.cfg.Source.Stat(ctx, name)
 		switch {
+		case errors.Is(err, source.ErrNotFound) && want != "":
+			return fmt.Errorf("%w: %s: artifactstore does not have it yet, etcd says %s", errBehind, name, short(want))
 		case errors.Is(err, source.ErrNotFound):
 			c.drop(name, cur.SHA256)
 			return err
@@ -396,8 +409,13 @@ func (c *Cache) doRefresh(ctx context.Context, name string, force bool) error {
 			return err
 		case m.SHA256 == cur.SHA256:
 			c.mu.Lock()
-			cur.Stale = false
+			want = cur.Want
+			behind := want != "" && want != cur.SHA256
+			cur.Stale = behind
 			c.mu.Unlock()
+			if behind {
+				return fmt.Errorf("%w: %s: artifactstore still has %s, etcd says %s", errBehind, name, short(m.SHA256), short(want))
+			}
 			return nil
 		}
 	}
@@ -418,8 +436,9 @@ func (c *Cache) fetch(ctx context.Context, name string) error {
 		if errors.Is(err, source.ErrNotFound) {
 			c.mu.Lock()
 			cur := c.entries[name]
+			announced := cur != nil && cur.Want != ""
 			c.mu.Unlock()
-			if cur != nil {
+			if cur != nil && !announced {
 				c.drop(name, cur.SHA256)
 			}
 		}
@@ -461,7 +480,7 @@ func (c *Cache) fetch(ctx context.Context, name string) error {
 	now := time.Now()
 	if old := c.entries[name]; old != nil {
 		if old.SHA256 == sum {
-			old.Stale, old.FetchTime, old.Verified = false, now, true
+			old.Stale, old.FetchTime, old.Verified = old.Want != "" && old.Want != sum, now, true
 			c.saveLocked()
 			return nil
 		}
@@ -470,7 +489,11 @@ func (c *Cache) fetch(ctx context.Context, name string) error {
 		c.releaseLocked(ob)
 	}
 	b.names++
-	c.entries[name] = &Entry{Name: name, SHA256: sum, Size: cw.n, FetchTime: now, Verified: true}
+	want := ""
+	if old := c.entries[name]; old != nil && old.Want != sum {
+		want = old.Want // fetched something between the old and the announced content
+	}
+	c.entries[name] = &Entry{Name: name, SHA256: sum, Size: cw.n, FetchTime: now, Verified: true, Stale: want != "", Want: want}
 	c.saveLocked()
 	c.log.Info("artifact cached", "artifact", name, "sha256", sum, "size", cw.n)
 	return nil
@@ -492,6 +515,9 @@ func (c *Cache) drop(name, sha string) {
 	c.log.Info("artifact gone upstream; dropped from cache", "artifact", name)
 }
 
+// short is a digest's first 12 hex digits, for messages.
+func short(sha string) string { return sha[:min(len(sha), 12)] }
+
 type countWriter struct {
 	w io.Writer
 	n int64
@@ -503,13 +529,15 @@ func (w *countWriter) Write(p []byte) (int, error) {
 	return n, err
 }
 
-// Changed marks a cached artifact stale (artifactstore reported a change) and
-// refreshes it in the background. Names not cached are ignored.
-func (c *Cache) Changed(name string) {
+// Changed marks a cached artifact stale (etcd reported a change) and refreshes it
+// in the background. want is the new content's digest as etcd has it ("" when
+// deleted or not known); the entry stays stale until artifactstore serves that
+// content. Names not cached are ignored.
+func (c *Cache) Changed(name, want string) {
 	c.mu.Lock()
 	e := c.entries[name]
 	if e != nil {
-		e.Stale = true
+		e.Stale, e.Want = true, want
 	}
 	c.mu.Unlock()
 	if e != nil {
@@ -521,7 +549,7 @@ func (c *Cache) Changed(name string) {
 func (c *Cache) ChangedAll() {
 	c.mu.Lock()
 	for _, e := range c.entries {
-		e.Stale = true
+		e.Stale, e.Want = true, ""
 	}
 	c.mu.Unlock()
 	c.poke()
