@@ -118,27 +118,140 @@ const numShards = 64
 // A shard is the recorder's state for the machines whose MAC hashes to it.
 type shard struct {
 	mu sync.Mutex
-	// local holds sessions this process opened or changed whose writes etcd has not
-	// echoed back yet, so reads here see them at once.
-	local map[string]*bootapiv1.BootSession
-	// written is the etcd revision of the last write of a local entry; once the
-	// cache has seen it, the cache is the truth again.
-	written map[string]int64
-	pending map[string][]mutation
-	// hops waiting to be written, and how many each trace has had (to bound a
-	// machine stuck in a loop).
-	hops     []pendingHop
-	hopCount map[string]int
-	// repeats folds identical hops that follow each other closely into one record
-	// (Hop.repeats): by trace and hop name, the run in progress. dirty are the runs
-	// whose count etcd has not seen yet.
-	repeats map[repeatKey]*repeat
-	dirty   []*repeat
-	// parsed caches each machine's session handle, its root parsed: the hot paths
-	// hand one out per packet or request. Keyed by MAC, not by the (55-byte)
-	// traceparent: a shorter key to hash, and the string check on a hit is
-	// usually a pointer comparison.
-	parsed map[string]parsedRoot
+	// machines is everything the hot paths need about one machine, found with one
+	// lookup: its session as etcd has it (kept current by the cache's OnEvent, so
+	// no request reads the cache), the local view, the handle, the repeat runs.
+	machines map[string]*machine
+	pending  map[string][]mutation
+	// hops waiting to be written.
+	hops []pendingHop
+	// dirty are the repeat runs whose count etcd has not seen yet.
+	dirty []*repeat
+}
+
+// machine is a shard's state for one MAC.
+type machine struct {
+	// cached is the session in etcd as the cache last saw it (nil: none), at
+	// cachedRev (the key's mod revision, or the revision that deleted it).
+	cached    *bootapiv1.BootSession
+	cachedRev int64
+	cachedUpd int64 // cached's update time, Unix ns
+	// local is the session as this process changed it while etcd has not echoed
+	// the write back yet, so reads here see it at once; written is the revision
+	// of that write: once the cache has seen it, the cache is the truth again.
+	local    *bootapiv1.BootSession
+	written  int64
+	localUpd int64
+	// sess is the handle on the session with traceparent tp: the hot paths hand
+	// one out per packet or request without parsing the root again.
+	sess    *Session
+	tp      string
+	sessFor *bootapiv1.BootSession // the record sess was last handed out for
+	// finished is the last Finish applied to finFor, so a machine re-fetching
+	// its menu costs no comparison of the record's strings.
+	finFor                   *bootapiv1.BootSession
+	finState                 bootapiv1.SessionState
+	finHop, finMsg, finTrace string
+	// runs fold identical hops that follow each other closely into one record
+	// (Hop.repeats): the runs in progress, by trace and hop name (a few per
+	// machine: one per hop name this service records).
+	runs []*repeat
+	// hopTrace and hopCount bound the hops recorded for one trace (a machine
+	// stuck in a loop).
+	hopTrace string
+	hopCount int
+}
+
+// updated is bs's update time in Unix ns; bs is m's cached or local record
+// (whose times m keeps beside them: no trip to the Timestamp) or any other.
+func (m *machine) updated(bs *bootapiv1.BootSession) int64 {
+	switch bs {
+	case m.cached:
+		return m.cachedUpd
+	case m.local:
+		return m.localUpd
+	}
+	return unixNano(bs.GetUpdateTime())
+}
+
+func unixNano(ts *timestamppb.Timestamp) int64 {
+	if ts == nil {
+		return 0
+	}
+	return ts.AsTime().UnixNano()
+}
+
+// maxRuns bounds a machine's repeat runs in progress; the oldest goes first.
+const maxRuns = 8
+
+// get returns mac's machine, created when absent. Called with sh.mu held.
+func (sh *shard) get(mac string) *machine {
+	m := sh.machines[mac]
+	if m == nil {
+		m = &machine{}
+		sh.machines[mac] = m
+	}
+	return m
+}
+
+// forget drops mac's machine when nothing about it is left to keep. Called with
+// sh.mu held.
+func (sh *shard) forget(mac string, m *machine) {
+	if m.cached == nil && m.local == nil {
+		if _, busy := sh.pending[mac]; !busy {
+			delete(sh.machines, mac)
+		}
+	}
+}
+
+// run returns the run in progress of hop name in trace, or nil.
+func (m *machine) run(tr trace.TraceID, name string) *repeat {
+	for _, rp := range m.runs {
+		if rp.trace == tr && rp.name == name {
+			return rp
+		}
+	}
+	return nil
+}
+
+// setRun makes rp the run of its trace and hop name.
+func (m *machine) setRun(rp *repeat) {
+	for i, o := range m.runs {
+		if o.trace == rp.trace && o.name == rp.name {
+			m.runs[i] = rp
+			return
+		}
+	}
+	if len(m.runs) >= maxRuns {
+		// Runs already dirty are still written from the shard's dirty list.
+		oldest := 0
+		for i, o := range m.runs {
+			if o.last.Before(m.runs[oldest].last) {
+				oldest = i
+			}
+		}
+		m.runs[oldest] = rp
+		return
+	}
+	m.runs = append(m.runs, rp)
+}
+
+// onCacheEvent keeps each machine's cached session current. It runs under the
+// cache's lock (store.Cache.OnEvent): lock order cache, then shard, so nothing
+// may call the cache while holding a shard's lock.
+func (r *Recorder) onCacheEvent(ev store.Event[*bootapiv1.BootSession]) {
+	sh := r.shard(ev.Name)
+	sh.mu.Lock()
+	if ev.Deleted {
+		if m := sh.machines[ev.Name]; m != nil {
+			m.cached, m.cachedRev = nil, ev.ModRevision
+			sh.forget(ev.Name, m)
+		}
+	} else {
+		m := sh.get(ev.Name)
+		m.cached, m.cachedRev, m.cachedUpd = ev.Value, ev.ModRevision, unixNano(ev.Value.GetUpdateTime())
+	}
+	sh.mu.Unlock()
 }
 
 func (r *Recorder) shard(mac string) *shard {
@@ -166,28 +279,25 @@ func (r *Recorder) waiting(repeatsOnly bool) bool {
 	return false
 }
 
-type parsedRoot struct {
-	traceparent string
-	sess        *Session
-}
-
 type pendingHop struct {
 	key string
 	hop *bootapiv1.Hop
-}
-
-// repeatKey names a run of repeats: the session's trace and the hop's name.
-type repeatKey struct {
-	trace trace.TraceID
-	name  string
 }
 
 // A repeat is a run of identical hops of one session: the first is recorded as
 // usual, the later ones only raise count, which is written at most every
 // repeatFlush (and by Flush).
 type repeat struct {
+	// trace and name: the session's trace and the hop's name.
+	trace   trace.TraceID
+	name    string
 	key     string
 	first   *bootapiv1.Hop // as recorded; never changed
+	// The parts of first a repeat must match, kept here: checking a repeat then
+	// reads this struct, not the record too.
+	service, detail string
+	bytes           int64
+	failed, attrs   bool
 	count   uint32
 	last    time.Time // end of the latest repeat
 	dirty   bool
@@ -202,11 +312,9 @@ const RepeatWindow = 2 * time.Second
 // repeats every second or two; its count in etcd (what bootctl trace shows) may lag
 // by this much, and a crash loses at most this much of it. At 2 s, 10,000 machines
 // fetching scripts in a loop cost 5,000 rewrites a second: 10 % of bootapi's
-// throughput and 2 ms of its p99 (tools/bench/bootapi). maxRepeatRuns bounds the
-// runs tracked (per shard).
+// throughput and 2 ms of its p99 (tools/bench/bootapi).
 const (
-	repeatFlush   = 10 * time.Second
-	maxRepeatRuns = 100000 / numShards
+	repeatFlush = 10 * time.Second
 )
 
 // maxPendingHops bounds the hop write queue (per shard).
@@ -248,13 +356,11 @@ func New(cfg Config) (*Recorder, error) {
 		kick:   make(chan struct{}, 1),
 	}
 	for i := range r.shards {
-		r.shards[i] = shard{
-			local: map[string]*bootapiv1.BootSession{}, written: map[string]int64{}, pending: map[string][]mutation{},
-			hopCount: map[string]int{}, repeats: map[repeatKey]*repeat{}, parsed: map[string]parsedRoot{},
-		}
+		r.shards[i] = shard{machines: map[string]*machine{}, pending: map[string][]mutation{}}
 	}
 	r.flushed = sync.NewCond(&r.mu)
 	r.cache = store.NewCache(cfg.Store, store.Prefix("sessions"), func() *bootapiv1.BootSession { return &bootapiv1.BootSession{} }, cfg.Logger)
+	r.cache.OnEvent(r.onCacheEvent)
 	return r, nil
 }
 
@@ -340,7 +446,7 @@ func (r *Recorder) Flush(ctx context.Context) error {
 func (r *Recorder) Get(mac string) (*bootapiv1.BootSession, bool) {
 	sh := r.shard(mac)
 	sh.mu.Lock()
-	s := sh.current(r, mac)
+	s := sh.current(mac, sh.machines[mac])
 	if s == nil {
 		sh.mu.Unlock()
 		return nil, false
@@ -395,8 +501,10 @@ func (r *Recorder) FindByIP(ip string) (*bootapiv1.BootSession, bool) {
 	for i := range r.shards {
 		sh := &r.shards[i]
 		sh.mu.Lock()
-		for _, s := range sh.local {
-			consider(s)
+		for _, m := range sh.machines {
+			if m.local != nil {
+				consider(m.local)
+			}
 		}
 		sh.mu.Unlock()
 	}
@@ -408,28 +516,28 @@ func (r *Recorder) FindByIP(ip string) (*bootapiv1.BootSession, bool) {
 	return best, best != nil
 }
 
-// current is the machine's session as this process knows it. Called with sh.mu held.
-func (sh *shard) current(r *Recorder, mac string) *bootapiv1.BootSession {
-	l := sh.local[mac]
-	if l != nil {
-		if _, busy := sh.pending[mac]; !busy && sh.written[mac] > 0 && r.cache.Revision() >= sh.written[mac] {
-			delete(sh.local, mac)
-			delete(sh.written, mac)
-			l = nil
+// current is the machine's session as this process knows it (m may be nil).
+// Called with sh.mu held.
+func (sh *shard) current(mac string, m *machine) *bootapiv1.BootSession {
+	if m == nil {
+		return nil
+	}
+	l := m.local
+	if l != nil && m.written > 0 && m.cachedRev >= m.written {
+		if _, busy := sh.pending[mac]; !busy {
+			m.local, m.written, l = nil, 0, nil
 		}
 	}
-	it, ok := r.cache.Get(mac)
+	c := m.cached
 	switch {
-	case l == nil && !ok:
-		return nil
 	case l == nil:
-		return it.Value
-	case !ok:
+		return c
+	case c == nil:
 		return l
 	}
 	// Prefer whichever is newer: another process may have opened a later session.
-	if it.Value.GetTraceId() != l.GetTraceId() && it.Value.GetStartTime().AsTime().After(l.GetStartTime().AsTime()) {
-		return it.Value
+	if c.GetTraceId() != l.GetTraceId() && c.GetStartTime().AsTime().After(l.GetStartTime().AsTime()) {
+		return c
 	}
 	return l
 }
@@ -451,13 +559,14 @@ func (r *Recorder) Open(ctx context.Context, mac string, opts OpenOptions) *Sess
 	now := time.Now()
 	sh := r.shard(mac)
 	sh.mu.Lock()
-	cur := sh.current(r, mac)
+	m := sh.machines[mac]
+	cur := sh.current(mac, m)
 	// A machine seen again soon is still in the same boot attempt, even after the
 	// session reached a verdict (iPXE re-fetching a script after the menu, a retry
 	// after a failed download). A new attempt starts with the firmware's DISCOVER
 	// (opts.New) or after IdleRestart of silence.
-	if cur != nil && !opts.New && now.Sub(cur.GetUpdateTime().AsTime()) < r.cfg.IdleRestart {
-		s := sh.sessionFor(r, cur)
+	if cur != nil && !opts.New && now.UnixNano()-m.updated(cur) < int64(r.cfg.IdleRestart) {
+		s := sh.sessionFor(r, m, cur)
 		sh.mu.Unlock()
 		if opts.IP != "" && cur.GetIp() != opts.IP {
 			s.SetIP(opts.IP)
@@ -494,7 +603,7 @@ func (r *Recorder) Open(ctx context.Context, mac string, opts OpenOptions) *Sess
 		return proto.Clone(bs).(*bootapiv1.BootSession)
 	})
 	sh.mu.Lock()
-	s := sh.sessionFor(r, bs)
+	s := sh.sessionFor(r, sh.get(mac), bs)
 	sh.mu.Unlock()
 	return s
 }
@@ -504,11 +613,12 @@ func (r *Recorder) Join(mac string) (*Session, bool) {
 	sh := r.shard(mac)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	cur := sh.current(r, mac)
+	m := sh.machines[mac]
+	cur := sh.current(mac, m)
 	if cur == nil || cur.GetState() != bootapiv1.SessionState_SESSION_STATE_ACTIVE {
 		return nil, false
 	}
-	return sh.sessionFor(r, cur), true
+	return sh.sessionFor(r, m, cur), true
 }
 
 // FromTraceparent returns a handle on the session whose root is traceparent (as
@@ -530,9 +640,9 @@ func (r *Recorder) FromTraceparent(traceparent, mac string) (*Session, bool) {
 		for i := range r.shards {
 			sh := &r.shards[i]
 			sh.mu.Lock()
-			for m, s := range sh.local {
-				if s.GetTraceId() == tid {
-					mac = m
+			for name, m := range sh.machines {
+				if m.local != nil && m.local.GetTraceId() == tid {
+					mac = name
 				}
 			}
 			sh.mu.Unlock()
@@ -541,20 +651,19 @@ func (r *Recorder) FromTraceparent(traceparent, mac string) (*Session, bool) {
 	return &Session{r: r, MAC: mac, root: sc}, true
 }
 
-// sessionFor is a handle on bs. Called with sh.mu held.
-func (sh *shard) sessionFor(r *Recorder, bs *bootapiv1.BootSession) *Session {
-	tp, mac := bs.GetTraceparent(), bs.GetMac()
-	p, ok := sh.parsed[mac]
-	if !ok || p.traceparent != tp {
+// sessionFor is a handle on bs, m's session. Called with sh.mu held.
+func (sh *shard) sessionFor(r *Recorder, m *machine, bs *bootapiv1.BootSession) *Session {
+	if m.sess != nil && m.sessFor == bs {
+		return m.sess
+	}
+	m.sessFor = bs
+	tp := bs.GetTraceparent()
+	if m.sess == nil || m.tp != tp {
 		root, _ := Parse(tp)
 		// A Session never changes: one handle serves every request of the session.
-		p = parsedRoot{traceparent: tp, sess: &Session{r: r, MAC: mac, root: root, tid: bs.GetTraceId()}}
-		if !ok && len(sh.parsed) >= 100000/numShards {
-			clear(sh.parsed)
-		}
-		sh.parsed[mac] = p
+		m.sess, m.tp = &Session{r: r, MAC: bs.GetMac(), root: root, tid: bs.GetTraceId()}, tp
 	}
-	return p.sess
+	return m.sess
 }
 
 // enqueue applies m to the local view at once and queues it for etcd. open is the
@@ -571,7 +680,8 @@ func (r *Recorder) enqueue(mac string, open *bootapiv1.BootSession, m mutation) 
 		r.Dropped.Add(1)
 		return
 	}
-	base := sh.current(r, mac)
+	ms := sh.get(mac)
+	base := sh.current(mac, ms)
 	if open != nil {
 		base = nil
 	}
@@ -585,7 +695,7 @@ func (r *Recorder) enqueue(mac string, open *bootapiv1.BootSession, m mutation) 
 	}
 	if next != nil {
 		next.Hops = nil
-		sh.local[mac] = next
+		ms.local, ms.localUpd = next, unixNano(next.GetUpdateTime())
 	}
 	sh.pending[mac] = append(q, m)
 	sh.mu.Unlock()
@@ -692,12 +802,15 @@ func (r *Recorder) writeBatch(ctx context.Context, batch map[string][]mutation, 
 	for mac, rev := range revs {
 		sh := r.shard(mac)
 		sh.mu.Lock()
-		if rev != 0 {
-			sh.written[mac] = rev
-		} else if _, more := sh.pending[mac]; !more {
-			// Not written: forget the local view rather than keep a state etcd never got.
-			delete(sh.local, mac)
-			delete(sh.written, mac)
+		if m := sh.machines[mac]; m != nil {
+			if rev != 0 {
+				m.written = rev
+			} else if _, more := sh.pending[mac]; !more {
+				// Not written: forget the local view rather than keep a state etcd
+				// never got.
+				m.local, m.written = nil, 0
+				sh.forget(mac, m)
+			}
 		}
 		sh.mu.Unlock()
 	}
@@ -799,11 +912,12 @@ func (r *Recorder) writeHops(ctx context.Context, hops []pendingHop) error {
 // getting stale, a touch of the session record.
 func (r *Recorder) enqueueHop(s *Session, h *bootapiv1.Hop, spanID trace.SpanID, start, end time.Time) {
 	tid := s.TraceID()
-	rk := repeatKey{s.root.TraceID(), h.GetName()}
+	tr, name := s.root.TraceID(), h.GetName()
 	sh := r.shard(s.MAC)
 	sh.mu.Lock()
+	m := sh.get(s.MAC)
 	kick := true
-	if rp, ok := sh.repeats[rk]; ok && end.Sub(rp.last) < RepeatWindow && sameOutcome(rp.first, h) {
+	if rp := m.run(tr, name); rp != nil && end.Sub(rp.last) < RepeatWindow && rp.sameOutcome(h) {
 		// A repeat: only its count changes, written within repeatFlush.
 		rp.count++
 		rp.last = end
@@ -813,25 +927,23 @@ func (r *Recorder) enqueueHop(s *Session, h *bootapiv1.Hop, spanID trace.SpanID,
 		}
 		kick = false
 	} else {
-		if len(sh.hops) >= maxPendingHops || sh.hopCount[tid] >= MaxHops {
+		if m.hopTrace != tid {
+			m.hopTrace, m.hopCount = tid, 0
+		}
+		if len(sh.hops) >= maxPendingHops || m.hopCount >= MaxHops {
 			sh.mu.Unlock()
 			r.Dropped.Add(1)
 			return
 		}
-		if len(sh.hopCount) > 100000/numShards {
-			clear(sh.hopCount)
-		}
-		sh.hopCount[tid]++
+		m.hopCount++
 		h.SpanId, h.StartTime, h.Duration = spanID.String(), timestamppb.New(start), durationpb.New(end.Sub(start))
 		key := store.Key("sessionhops", s.MAC, tid, fmt.Sprintf("%019d-%s", start.UnixNano(), h.SpanId))
 		sh.hops = append(sh.hops, pendingHop{key: key, hop: h})
-		if len(sh.repeats) >= maxRepeatRuns {
-			clear(sh.repeats) // runs already dirty are still written from sh.dirty
-		}
-		sh.repeats[rk] = &repeat{key: key, first: h, last: end, written: end}
+		m.setRun(&repeat{trace: tr, name: name, key: key, first: h, last: end, written: end,
+			service: h.GetService(), detail: h.GetDetail(), bytes: h.GetBytes(), failed: h.GetFailed(), attrs: len(h.GetAttributes()) > 0})
 	}
-	cur := sh.current(r, s.MAC)
-	touch := cur != nil && cur.GetTraceId() == tid && end.Sub(cur.GetUpdateTime().AsTime()) > touchEvery
+	cur := sh.current(s.MAC, m)
+	touch := cur != nil && end.UnixNano()-m.updated(cur) > int64(touchEvery) && cur.GetTraceId() == tid
 	sh.mu.Unlock()
 	if touch {
 		ts := timestamppb.New(end)
@@ -925,8 +1037,19 @@ func (s *Session) SetJob(id string) {
 func (s *Session) Finish(state bootapiv1.SessionState, hop, message string) {
 	sh := s.r.shard(s.MAC)
 	sh.mu.Lock()
-	cur := sh.current(s.r, s.MAC)
-	same := cur != nil && cur.GetTraceId() == s.TraceID() && cur.GetState() == state && cur.GetFailedHop() == hop && cur.GetMessage() == message
+	m := sh.machines[s.MAC]
+	cur := sh.current(s.MAC, m)
+	var same bool
+	if cur != nil {
+		tid := s.TraceID()
+		// The same Finish on the same record again: pointers and short strings
+		// that are usually the very same ones, not the record's fields.
+		same = m.finFor == cur && m.finState == state && m.finHop == hop && m.finMsg == message && m.finTrace == tid
+		if !same && cur.GetTraceId() == tid && cur.GetState() == state && cur.GetFailedHop() == hop && cur.GetMessage() == message {
+			same = true
+			m.finFor, m.finState, m.finHop, m.finMsg, m.finTrace = cur, state, hop, message, tid
+		}
+	}
 	sh.mu.Unlock()
 	if same {
 		return // nothing new: a machine re-fetching its menu
@@ -1088,7 +1211,7 @@ func (r *Recorder) MarkStalled(after time.Duration, now time.Time) int {
 		seen := bs.GetUpdateTime().AsTime()
 		sh := r.shard(bs.GetMac())
 		sh.mu.Lock()
-		sess := sh.sessionFor(r, bs)
+		sess := sh.sessionFor(r, sh.get(bs.GetMac()), bs)
 		sh.mu.Unlock()
 		sess.mutate(func(cur *bootapiv1.BootSession) *bootapiv1.BootSession {
 			// Re-check against the latest record: the machine may have moved on.
@@ -1141,9 +1264,14 @@ func head(bs *bootapiv1.BootSession) *bootapiv1.BootSession {
 	}
 }
 
-// sameOutcome reports whether hop b repeats hop a: same service, outcome, detail,
-// bytes and attributes (the name is part of the run's key).
-func sameOutcome(a, b *bootapiv1.Hop) bool {
-	return a.GetService() == b.GetService() && a.GetFailed() == b.GetFailed() && a.GetDetail() == b.GetDetail() &&
-		a.GetBytes() == b.GetBytes() && maps.Equal(a.GetAttributes(), b.GetAttributes())
+// sameOutcome reports whether hop h repeats the run's first hop: same service,
+// outcome, detail, bytes and attributes.
+func (rp *repeat) sameOutcome(h *bootapiv1.Hop) bool {
+	if rp.service != h.GetService() || rp.failed != h.GetFailed() || rp.detail != h.GetDetail() || rp.bytes != h.GetBytes() {
+		return false
+	}
+	if !rp.attrs && len(h.GetAttributes()) == 0 {
+		return true
+	}
+	return maps.Equal(rp.first.GetAttributes(), h.GetAttributes())
 }
