@@ -289,19 +289,19 @@ type pendingHop struct {
 // repeatFlush (and by Flush).
 type repeat struct {
 	// trace and name: the session's trace and the hop's name.
-	trace   trace.TraceID
-	name    string
-	key     string
-	first   *bootapiv1.Hop // as recorded; never changed
+	trace trace.TraceID
+	name  string
+	key   string
+	first *bootapiv1.Hop // as recorded; never changed
 	// The parts of first a repeat must match, kept here: checking a repeat then
 	// reads this struct, not the record too.
 	service, detail string
 	bytes           int64
 	failed, attrs   bool
-	count   uint32
-	last    time.Time // end of the latest repeat
-	dirty   bool
-	written time.Time
+	count           uint32
+	last            time.Time // end of the latest repeat
+	dirty           bool
+	written         time.Time
 }
 
 // RepeatWindow is the most time between the ends of two identical hops for the

@@ -69,12 +69,12 @@ type Entry struct {
 	LastUsed  time.Time `json:"last_used"`
 	Verified  bool      `json:"-"`
 	Stale     bool      `json:"-"`
+	Hits      int64     `json:"-"`
 	// Want is the digest etcd announced with the change that made the entry stale
 	// ("" when not known: deleted, or a gap in the watch). artifactstore's answers
 	// can lag etcd by a moment; until it reports this content the entry stays stale
 	// and is retried.
 	Want string `json:"-"`
-	Hits      int64     `json:"-"`
 }
 
 type blob struct {
