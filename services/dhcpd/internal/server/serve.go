@@ -123,22 +123,16 @@ func growBuffers(conn *net.UDPConn) {
 // receiver's buffer loses replies, and each lost reply costs its client a
 // retransmission of 4 s or more.
 //
-// A backlog of up to burst replies goes out back to back. A larger backlog of n
-// replies leaves at n/horizon replies a second: a token bucket refilled at that
-// rate and holding at most burst tokens. The rate grows with the backlog, so
-// throughput is never capped, and a reply waits about one horizon at most. When
-// the pacer is woken late (it shares two cores with hundreds of workers, and the
-// runtime's timers are coarse when the process is idle), the tokens saved up let
-// a short burst go at once instead of one reply per wake-up, which had made the
-// pacer itself the bottleneck (workers blocked handing it replies). Arriving
-// requests wake the pacer (a fine clock under load); a timer does when none
-// arrive.
+// Up to burst replies go out back to back. A larger backlog of n replies is
+// spread over the horizon: the next reply leaves horizon/n after the previous
+// one. The rate thus grows with the backlog (n/horizon), so throughput is never
+// capped, and a reply waits about one horizon at most. Arriving requests wake
+// the pacer (a fine clock under load); a timer does when none arrive.
 type pacer struct {
 	burst   int
 	horizon time.Duration
 	waiting atomic.Bool
 	wake    chan struct{}
-	waits   int // times take slept (run's goroutine only)
 }
 
 func newPacer(burst int, horizon time.Duration) *pacer {
@@ -160,50 +154,31 @@ func (p *pacer) arrived() {
 func (p *pacer) run(ctx context.Context, conn *net.UDPConn, out <-chan *Reply, h *Handler) {
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
-	var (
-		tokens float64 // replies that may leave now
-		last   time.Time
-	)
+	var last time.Time
 	for r := range out {
 		if p != nil {
-			p.take(out, &tokens, &last, timer)
+			for {
+				n := len(out) + 1
+				if n <= p.burst {
+					break
+				}
+				wait := time.Until(last.Add(p.horizon / time.Duration(n)))
+				if wait <= 0 {
+					break
+				}
+				p.waiting.Store(true)
+				timer.Reset(wait)
+				select {
+				case <-p.wake:
+					timer.Stop()
+				case <-timer.C:
+				}
+				p.waiting.Store(false)
+			}
+			last = time.Now()
 		}
 		if _, err := conn.WriteToUDPAddrPort(r.Data, r.Dst); err != nil && ctx.Err() == nil {
 			h.log.Debug("reply not sent", "dst", r.Dst.String(), "err", err)
 		}
-	}
-}
-
-// take waits until the next reply may leave; out holds the ones behind it.
-func (p *pacer) take(out <-chan *Reply, tokens *float64, last *time.Time, timer *time.Timer) {
-	burst := float64(p.burst)
-	for {
-		n := len(out) + 1
-		now := time.Now()
-		if n <= p.burst {
-			// A small backlog goes at once; it still spends the bucket, so a
-			// larger one right behind it is paced.
-			*tokens = max(*tokens-1, 0)
-			*last = now
-			return
-		}
-		rate := float64(n) / p.horizon.Seconds() // replies per second
-		if !last.IsZero() {
-			*tokens = min(*tokens+now.Sub(*last).Seconds()*rate, burst)
-		}
-		*last = now
-		if *tokens >= 1 {
-			*tokens--
-			return
-		}
-		p.waits++
-		p.waiting.Store(true)
-		timer.Reset(time.Duration((1 - *tokens) / rate * float64(time.Second)))
-		select {
-		case <-p.wake:
-			timer.Stop()
-		case <-timer.C:
-		}
-		p.waiting.Store(false)
 	}
 }

@@ -71,32 +71,3 @@ func TestPacerDeliversBacklogInOrder(t *testing.T) {
 		})
 	}
 }
-
-// A pacer woken late sends the replies that came due meanwhile (up to burst) at
-// once: one reply per wake-up made the pacer the bottleneck under load.
-func TestPacerCatchesUpAfterLateWake(t *testing.T) {
-	const horizon = 200 * time.Millisecond
-	p := newPacer(16, horizon)
-	out := make(chan *Reply, 100)
-	for i := 0; i < cap(out); i++ {
-		out <- &Reply{}
-	}
-	timer := time.NewTimer(time.Hour)
-	timer.Stop()
-	// The last reply left a whole horizon ago: at 101/horizon a second, far more
-	// than burst replies are due now.
-	tokens, last := 0.0, time.Now().Add(-horizon)
-	for i := 0; i < 16; i++ {
-		p.take(out, &tokens, &last, timer)
-		<-out
-	}
-	if p.waits != 0 {
-		t.Fatalf("pacer slept %d times for replies already due", p.waits)
-	}
-	// The bucket holds at most burst: the next of the 84 left (one due every
-	// ~2.4 ms) waits.
-	p.take(out, &tokens, &last, timer)
-	if p.waits == 0 {
-		t.Fatal("the backlog beyond a full bucket went out unpaced")
-	}
-}
