@@ -918,13 +918,7 @@ func (r *Recorder) enqueueHop(s *Session, h *bootapiv1.Hop, spanID trace.SpanID,
 	m := sh.get(s.MAC)
 	kick := true
 	if rp := m.run(tr, name); rp != nil && end.Sub(rp.last) < RepeatWindow && rp.sameOutcome(h) {
-		// A repeat: only its count changes, written within repeatFlush.
-		rp.count++
-		rp.last = end
-		if !rp.dirty {
-			rp.dirty = true
-			sh.dirty = append(sh.dirty, rp)
-		}
+		sh.repeatLocked(rp, end)
 		kick = false
 	} else {
 		if m.hopTrace != tid {
@@ -942,17 +936,10 @@ func (r *Recorder) enqueueHop(s *Session, h *bootapiv1.Hop, spanID trace.SpanID,
 		m.setRun(&repeat{trace: tr, name: name, key: key, first: h, last: end, written: end,
 			service: h.GetService(), detail: h.GetDetail(), bytes: h.GetBytes(), failed: h.GetFailed(), attrs: len(h.GetAttributes()) > 0})
 	}
-	cur := sh.current(s.MAC, m)
-	touch := cur != nil && end.UnixNano()-m.updated(cur) > int64(touchEvery) && cur.GetTraceId() == tid
+	touch := sh.staleLocked(s, m, end)
 	sh.mu.Unlock()
 	if touch {
-		ts := timestamppb.New(end)
-		s.mutate(func(bs *bootapiv1.BootSession) *bootapiv1.BootSession {
-			if ts.AsTime().After(bs.GetUpdateTime().AsTime()) {
-				bs.UpdateTime = ts
-			}
-			return bs
-		})
+		s.touch(end)
 		return
 	}
 	if kick {
@@ -961,6 +948,69 @@ func (r *Recorder) enqueueHop(s *Session, h *bootapiv1.Hop, spanID trace.SpanID,
 		default:
 		}
 	}
+}
+
+// repeatLocked counts a repeat of rp's hop that ended at end; only the count
+// changes, written within repeatFlush. Called with sh.mu held.
+func (sh *shard) repeatLocked(rp *repeat, end time.Time) {
+	rp.count++
+	rp.last = end
+	if !rp.dirty {
+		rp.dirty = true
+		sh.dirty = append(sh.dirty, rp)
+	}
+}
+
+// staleLocked reports whether s, m's session, has a hop at end while etcd's
+// update time is more than touchEvery older. Called with sh.mu held.
+func (sh *shard) staleLocked(s *Session, m *machine, end time.Time) bool {
+	cur := sh.current(s.MAC, m)
+	return cur != nil && end.UnixNano()-m.updated(cur) > int64(touchEvery) && cur.GetTraceId() == s.TraceID()
+}
+
+// touch moves the session's update time up to t.
+func (s *Session) touch(t time.Time) {
+	ts := timestamppb.New(t)
+	s.mutate(func(bs *bootapiv1.BootSession) *bootapiv1.BootSession {
+		if ts.AsTime().After(bs.GetUpdateTime().AsTime()) {
+			bs.UpdateTime = ts
+		}
+		return bs
+	})
+}
+
+// Spans reports whether hops are exported as spans (a TracerProvider that records).
+func (s *Session) Spans() bool { return s.r.spans }
+
+// Repeat records a hop named name, with detail and bytes, that ended at end, if
+// it repeats the run in progress of that hop on this session (same outcome within
+// RepeatWindow, no attributes): the count of the run goes up and nothing is
+// allocated. It reports false when it is not a repeat, or when hops are exported
+// as spans (each request is then a span of its own): record the hop with StartHop
+// and End. A machine looping on one request costs a lookup and a comparison.
+func (s *Session) Repeat(name, detail string, bytes int64, end time.Time) bool {
+	if s.r.spans || s.MAC == "" {
+		return false
+	}
+	sh := s.r.shard(s.MAC)
+	sh.mu.Lock()
+	m := sh.machines[s.MAC]
+	var rp *repeat
+	if m != nil {
+		rp = m.run(s.root.TraceID(), name)
+	}
+	if rp == nil || end.Sub(rp.last) >= RepeatWindow || rp.service != s.r.cfg.Service || rp.failed || rp.attrs ||
+		rp.detail != detail || rp.bytes != bytes {
+		sh.mu.Unlock()
+		return false
+	}
+	sh.repeatLocked(rp, end)
+	touch := sh.staleLocked(s, m, end)
+	sh.mu.Unlock()
+	if touch {
+		s.touch(end)
+	}
+	return true
 }
 
 // leaseID returns a lease for session keys. One lease serves every write for a tenth
@@ -1076,6 +1126,11 @@ type Hop struct {
 // StartHop starts a hop span (a child of the session root, or of the span already in
 // ctx if it belongs to this session) and returns the context carrying it.
 func (s *Session) StartHop(ctx context.Context, name string, attrs ...attribute.KeyValue) (context.Context, *Hop) {
+	return s.StartHopAt(ctx, name, time.Now(), attrs...)
+}
+
+// StartHopAt is StartHop for a hop that started at start.
+func (s *Session) StartHopAt(ctx context.Context, name string, start time.Time, attrs ...attribute.KeyValue) (context.Context, *Hop) {
 	var span trace.Span
 	if s.r.spans {
 		if parent := trace.SpanContextFromContext(ctx); !parent.IsValid() || parent.TraceID() != s.root.TraceID() {
@@ -1086,7 +1141,7 @@ func (s *Session) StartHop(ctx context.Context, name string, attrs ...attribute.
 		if s.r.cfg.Site != "" {
 			all = append(all, AttrSite.String(s.r.cfg.Site))
 		}
-		ctx, span = s.r.tracer.Start(ctx, name, trace.WithSpanKind(trace.SpanKindServer), trace.WithAttributes(append(all, attrs...)...))
+		ctx, span = s.r.tracer.Start(ctx, name, trace.WithSpanKind(trace.SpanKindServer), trace.WithTimestamp(start), trace.WithAttributes(append(all, attrs...)...))
 	}
 	if span == nil || !span.IsRecording() {
 		// A provider that records nothing hands back the parent's context: give
@@ -1095,7 +1150,7 @@ func (s *Session) StartHop(ctx context.Context, name string, attrs ...attribute.
 		ctx = trace.ContextWithSpanContext(ctx, sc)
 		span = trace.SpanFromContext(ctx)
 	}
-	h := &Hop{s: s, span: span, start: time.Now()}
+	h := &Hop{s: s, span: span, start: start}
 	// Span ID, start and duration go into the record only when it becomes one
 	// (enqueueHop): a repeat folded into an earlier record needs none of them.
 	h.rec.Name, h.rec.Service = name, s.r.cfg.Service

@@ -269,3 +269,76 @@ func TestManyMachinesConcurrently(t *testing.T) {
 		}
 	}
 }
+
+// TestRepeatWithoutSpans checks the allocation-free path for a machine looping on
+// one request when nothing is exported: Repeat counts only true repeats of the run
+// in progress, and the counts reach etcd as with StartHop and End. With spans,
+// Repeat declines (every request is a span of its own).
+func TestRepeatWithoutSpans(t *testing.T) {
+	e := storetest.Start(t)
+	st := e.Client(t)
+	r, err := session.New(session.Config{Store: st, Service: "bootapi", Site: "lab"}) // no TracerProvider: no spans
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { r.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	if err := r.WaitReady(ctx); err != nil {
+		t.Fatal(err)
+	}
+	const mac = "52:54:00:12:34:58"
+	s := r.Open(ctx, mac, session.OpenOptions{New: true})
+	if s.Spans() {
+		t.Fatal("Spans() with no TracerProvider")
+	}
+	if s.Repeat("script", "menu", 873, time.Now()) {
+		t.Fatal("Repeat with no run in progress")
+	}
+	_, h := s.StartHop(ctx, "script")
+	h.SetDetail("menu")
+	h.SetBytes(873)
+	h.End()
+	for i := 0; i < 3; i++ {
+		if !s.Repeat("script", "menu", 873, time.Now()) {
+			t.Fatalf("repeat %d not counted", i+1)
+		}
+	}
+	for _, c := range []struct {
+		name, detail string
+		bytes        int64
+		end          time.Time
+	}{
+		{"script", "menu (2 profiles)", 873, time.Now()},
+		{"script", "menu", 874, time.Now()},
+		{"report", "menu", 873, time.Now()},
+		{"script", "menu", 873, time.Now().Add(session.RepeatWindow + time.Second)},
+	} {
+		if s.Repeat(c.name, c.detail, c.bytes, c.end) {
+			t.Errorf("Repeat(%q, %q, %d, +%s) counted as a repeat", c.name, c.detail, c.bytes, time.Until(c.end).Round(time.Second))
+		}
+	}
+	wctx, wcancel := context.WithTimeout(ctx, 10*time.Second)
+	defer wcancel()
+	if err := r.Flush(wctx); err != nil {
+		t.Fatal(err)
+	}
+	got, ok := newRecorder(t, st, "bootctl", tracetest.NewInMemoryExporter()).Get(mac)
+	if !ok || len(got.GetHops()) != 1 {
+		t.Fatalf("session %v, want one hop record", got)
+	}
+	if hop := got.GetHops()[0]; hop.GetDetail() != "menu" || hop.GetRepeats() != 3 || hop.GetBytes() != 873 {
+		t.Fatalf("hop %v, want menu, 873 bytes, 3 repeats", hop)
+	}
+
+	exp := tracetest.NewInMemoryExporter()
+	withSpans := newRecorder(t, st, "bootapi", exp)
+	s2 := withSpans.Open(ctx, "52:54:00:12:34:59", session.OpenOptions{New: true})
+	_, h2 := s2.StartHop(ctx, "script")
+	h2.SetDetail("menu")
+	h2.End()
+	if !s2.Spans() || s2.Repeat("script", "menu", 0, time.Now()) {
+		t.Fatal("Repeat counted a hop that is exported as a span")
+	}
+}

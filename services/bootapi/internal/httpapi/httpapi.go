@@ -315,17 +315,37 @@ func (h *Handler) config(ctx context.Context, rc *fasthttp.RequestCtx) {
 		method = fasthttp.MethodHead
 	}
 	mit, known := h.cfg.State.Machines.Get(mac) // one cache read serves the decision and the sighting
+	start := time.Now()
 	sess := h.cfg.Sessions.Open(ctx, mac, session.OpenOptions{IP: ip})
-	ctx, hop := sess.StartHop(ctx, "script",
-		attribute.String("http.request.method", method), attribute.String("url.path", "/ipxe/v1/config"),
-		attribute.String("client.address", ip), attribute.String("bootchain.arch", q.arch))
-	defer hop.End()
-
+	startHop := func() *session.Hop {
+		var hop *session.Hop
+		ctx, hop = sess.StartHopAt(ctx, "script", start,
+			attribute.String("http.request.method", method), attribute.String("url.path", "/ipxe/v1/config"),
+			attribute.String("client.address", ip), attribute.String("bootchain.arch", q.arch))
+		return hop
+	}
+	var hop *session.Hop
+	if sess.Spans() {
+		// The hop's span is the parent of whatever the decision does (a job's
+		// dispatch), so it starts first.
+		hop = startHop()
+	}
 	d := h.decide(ctx, mac, mit, known, q, sess)
-	hop.SetDetail(d.detail)
-	hop.SetBytes(int64(len(d.head) + len(d.script)))
+	n := int64(len(d.head) + len(d.script))
+	// Without spans a hop is only its record: a machine looping on its script
+	// (the same answer within session.RepeatWindow) just raises a count.
+	if hop == nil && (d.jobID != "" || !sess.Repeat("script", d.detail, n, time.Now())) {
+		hop = startHop()
+	}
+	if hop != nil {
+		defer hop.End()
+		hop.SetDetail(d.detail)
+		hop.SetBytes(n)
+		if d.jobID != "" {
+			hop.Span().SetAttributes(session.AttrJobID.String(d.jobID))
+		}
+	}
 	if d.jobID != "" {
-		hop.Span().SetAttributes(session.AttrJobID.String(d.jobID))
 		sess.SetJob(d.jobID)
 	}
 	if d.final {
