@@ -154,8 +154,14 @@ type machine struct {
 	finHop, finMsg, finTrace string
 	// runs fold identical hops that follow each other closely into one record
 	// (Hop.repeats): the runs in progress, by trace and hop name (a few per
-	// machine: one per hop name this service records).
+	// machine: one per hop name this service records). The first is usually the
+	// only one and lives in run0, in the same allocation as the rest.
 	runs []*repeat
+	run0 repeat
+	// ipFor is the record whose IP hashes to ipHash: a request's address is
+	// compared without reading the record's string.
+	ipFor  *bootapiv1.BootSession
+	ipHash uint64
 	// hopTrace and hopCount bound the hops recorded for one trace (a machine
 	// stuck in a loop).
 	hopTrace string
@@ -212,6 +218,43 @@ func (m *machine) run(tr trace.TraceID, name string) *repeat {
 		}
 	}
 	return nil
+}
+
+// ipChanged reports whether ip differs from the IP on cur, m's session.
+func (m *machine) ipChanged(cur *bootapiv1.BootSession, ip string) bool {
+	if m.ipFor != cur {
+		m.ipFor, m.ipHash = cur, hashString(cur.GetIp())
+	}
+	// Equal 64-bit hashes of two addresses are taken as equal addresses (reading
+	// the record's string is the cache miss this avoids); a collision would only
+	// leave an older IP on the session.
+	return hashString(ip) != m.ipHash
+}
+
+// hashString is FNV-1a, 64 bits.
+func hashString(s string) uint64 {
+	h := uint64(14695981039346656037)
+	for i := 0; i < len(s); i++ {
+		h ^= uint64(s[i])
+		h *= 1099511628211
+	}
+	return h
+}
+
+// newRun returns a run to fill for a new record of hop name in trace tr: run0
+// when no run in progress and no unwritten count uses it. Called with the
+// shard's lock held.
+func (m *machine) newRun(tr trace.TraceID, name string) *repeat {
+	r0 := &m.run0
+	if r0.dirty {
+		return &repeat{} // the writer still needs its count
+	}
+	for _, o := range m.runs {
+		if o == r0 && (o.trace != tr || o.name != name) {
+			return &repeat{} // another hop's run in progress
+		}
+	}
+	return r0
 }
 
 // setRun makes rp the run of its trace and hop name.
@@ -567,8 +610,9 @@ func (r *Recorder) Open(ctx context.Context, mac string, opts OpenOptions) *Sess
 	// (opts.New) or after IdleRestart of silence.
 	if cur != nil && !opts.New && now.UnixNano()-m.updated(cur) < int64(r.cfg.IdleRestart) {
 		s := sh.sessionFor(r, m, cur)
+		moved := opts.IP != "" && m.ipChanged(cur, opts.IP)
 		sh.mu.Unlock()
-		if opts.IP != "" && cur.GetIp() != opts.IP {
+		if moved {
 			s.SetIP(opts.IP)
 		}
 		return s
@@ -933,8 +977,10 @@ func (r *Recorder) enqueueHop(s *Session, h *bootapiv1.Hop, spanID trace.SpanID,
 		h.SpanId, h.StartTime, h.Duration = spanID.String(), timestamppb.New(start), durationpb.New(end.Sub(start))
 		key := store.Key("sessionhops", s.MAC, tid, fmt.Sprintf("%019d-%s", start.UnixNano(), h.SpanId))
 		sh.hops = append(sh.hops, pendingHop{key: key, hop: h})
-		m.setRun(&repeat{trace: tr, name: name, key: key, first: h, last: end, written: end,
-			service: h.GetService(), detail: h.GetDetail(), bytes: h.GetBytes(), failed: h.GetFailed(), attrs: len(h.GetAttributes()) > 0})
+		rp := m.newRun(tr, name)
+		*rp = repeat{trace: tr, name: name, key: key, first: h, last: end, written: end,
+			service: h.GetService(), detail: h.GetDetail(), bytes: h.GetBytes(), failed: h.GetFailed(), attrs: len(h.GetAttributes()) > 0}
+		m.setRun(rp)
 	}
 	touch := sh.staleLocked(s, m, end)
 	sh.mu.Unlock()

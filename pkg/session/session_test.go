@@ -332,6 +332,15 @@ func TestRepeatWithoutSpans(t *testing.T) {
 		t.Fatalf("hop %v, want menu, 873 bytes, 3 repeats", hop)
 	}
 
+	// A request from another address moves the session's IP; the same one again
+	// changes nothing.
+	for _, ip := range []string{"198.18.0.20", "198.18.0.21", "198.18.0.21"} {
+		r.Open(ctx, mac, session.OpenOptions{IP: ip})
+		if got, _ := r.Get(mac); got.GetIp() != ip {
+			t.Fatalf("session IP %q after a request from %s", got.GetIp(), ip)
+		}
+	}
+
 	exp := tracetest.NewInMemoryExporter()
 	withSpans := newRecorder(t, st, "bootapi", exp)
 	s2 := withSpans.Open(ctx, "52:54:00:12:34:59", session.OpenOptions{New: true})

@@ -75,9 +75,8 @@ type Handler struct {
 	log   *slog.Logger
 	touch *toucher
 
-	headsMu   sync.RWMutex
-	heads     map[string]*menuHeadEntry // by MAC
-	details   sync.Map                  // profile count -> menu hop detail
+	hot       [hotShards]hotShard
+	details   sync.Map // profile count -> menu hop detail
 	menuMu    sync.Mutex
 	menuRev   int64
 	menuCache string
@@ -94,7 +93,10 @@ func New(cfg Config) *Handler {
 	if cfg.DefaultAction == bootapiv1.Action_ACTION_UNSPECIFIED {
 		cfg.DefaultAction = bootapiv1.Action_ACTION_MENU
 	}
-	h := &Handler{cfg: cfg, log: cfg.Logger, heads: map[string]*menuHeadEntry{}}
+	h := &Handler{cfg: cfg, log: cfg.Logger}
+	for i := range h.hot {
+		h.hot[i].m = map[string]*hotEntry{}
+	}
 	h.touch = newToucher(cfg.State, cfg.Logger, cfg.Now)
 	return h
 }
@@ -330,7 +332,8 @@ func (h *Handler) config(ctx context.Context, rc *fasthttp.RequestCtx) {
 		// dispatch), so it starts first.
 		hop = startHop()
 	}
-	d := h.decide(ctx, mac, mit, known, q, sess)
+	e := h.hotEntry(mac)
+	d := h.decide(ctx, mac, mit, known, q, sess, e)
 	n := int64(len(d.head) + len(d.script))
 	// Without spans a hop is only its record: a machine looping on its script
 	// (the same answer within session.RepeatWindow) just raises a count.
@@ -352,11 +355,11 @@ func (h *Handler) config(ctx context.Context, rc *fasthttp.RequestCtx) {
 		sess.Finish(bootapiv1.SessionState_SESSION_STATE_SUCCEEDED, "", d.detail)
 	}
 	writeScript(rc, d.head, d.script)
-	h.touch.seen(mac, mit.Value, q, ip)
+	h.touch.seen(e, mac, mit.Value, q, ip)
 }
 
 // decide picks the script; mit is the machine from the cache (known false: none).
-func (h *Handler) decide(ctx context.Context, mac string, mit store.Item[*bootapiv1.Machine], known bool, q params, sess *session.Session) decision {
+func (h *Handler) decide(ctx context.Context, mac string, mit store.Item[*bootapiv1.Machine], known bool, q params, sess *session.Session, e *hotEntry) decision {
 	st := h.cfg.State
 	m := mit.Value
 	if !known {
@@ -416,7 +419,7 @@ func (h *Handler) decide(ctx context.Context, mac string, mit store.Item[*bootap
 		}
 		return h.profileBoot(m, site, pit.Value, nil, "", sess, "default profile "+profile)
 	}
-	return h.menu(m, site)
+	return h.menu(e, m, site)
 }
 
 func (h *Handler) local(mac string, sanboot bool, why string) decision {
@@ -424,11 +427,11 @@ func (h *Handler) local(mac string, sanboot bool, why string) decision {
 	return decision{script: s, detail: why, final: true}
 }
 
-func (h *Handler) menu(m *bootapiv1.Machine, site *bootapiv1.Site) decision {
+func (h *Handler) menu(e *hotEntry, m *bootapiv1.Machine, site *bootapiv1.Site) decision {
 	body, n, err := h.menuBody()
 	var head string
 	if err == nil {
-		head, err = h.menuHead(m.GetMac(), m.GetHostname(), site.GetName())
+		head, err = e.menuHead(m, site.GetName())
 	}
 	if err != nil {
 		h.log.Error("menu not rendered", "mac", m.GetMac(), "err", err)
@@ -447,31 +450,83 @@ func (h *Handler) menuDetail(n int) string {
 	return d
 }
 
-// menuHeadEntry is a machine's rendered menu title lines and what they were
-// rendered from.
-type menuHeadEntry struct{ hostname, site, head string }
+// hotShards split the per-machine memo by MAC, each with its own lock.
+const hotShards = 16
 
-// menuHead renders (once per machine, hostname and site) the menu's title lines.
-// The cache is a plain map keyed by MAC (sync.Map's boxed keys cost more than the
-// lookup); a changed hostname or site renders again.
-func (h *Handler) menuHead(mac, hostname, site string) (string, error) {
-	h.headsMu.RLock()
-	e := h.heads[mac]
-	h.headsMu.RUnlock()
-	if e != nil && e.hostname == hostname && e.site == site {
-		return e.head, nil
+type hotShard struct {
+	mu sync.RWMutex
+	m  map[string]*hotEntry
+}
+
+// hotEntry is what the script path remembers about one machine between requests,
+// so that a machine asking again costs one lookup: its rendered menu title lines
+// and what they were rendered from, and its last sighting that needed no write.
+// The *Machine fields are the cache's record the memo was checked against: the
+// same pointer means the same record (cache values are never changed in place),
+// so the memo holds without reading the record's strings again.
+type hotEntry struct {
+	mu sync.Mutex
+
+	headFor        *bootapiv1.Machine
+	hostname, site string
+	head           string
+
+	seenFor   *bootapiv1.Machine
+	seenKey   uint64 // hash of the request's facts and address
+	seenUntil int64  // Unix ns until which the record's last-seen time is fresh
+}
+
+// hotEntry returns mac's entry, created when absent. A shard holds at most
+// 100,000/hotShards machines; beyond that it starts over (a memo, not state).
+func (h *Handler) hotEntry(mac string) *hotEntry {
+	sh := &h.hot[hashString(mac)%hotShards]
+	sh.mu.RLock()
+	e := sh.m[mac]
+	sh.mu.RUnlock()
+	if e != nil {
+		return e
 	}
-	head, err := script.MenuHead(mac, hostname, site)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if e = sh.m[mac]; e == nil {
+		if len(sh.m) >= 100000/hotShards {
+			clear(sh.m)
+		}
+		e = &hotEntry{}
+		sh.m[mac] = e
+	}
+	return e
+}
+
+// menuHead renders (once per machine, hostname and site) the menu's title lines;
+// a changed hostname or site renders again.
+func (e *hotEntry) menuHead(m *bootapiv1.Machine, site string) (string, error) {
+	e.mu.Lock()
+	if e.head != "" && e.site == site && (e.headFor == m || e.hostname == m.GetHostname()) {
+		e.headFor = m
+		head := e.head
+		e.mu.Unlock()
+		return head, nil
+	}
+	e.mu.Unlock()
+	head, err := script.MenuHead(m.GetMac(), m.GetHostname(), site)
 	if err != nil {
 		return "", err
 	}
-	h.headsMu.Lock()
-	if len(h.heads) >= 100000 {
-		clear(h.heads)
-	}
-	h.heads[mac] = &menuHeadEntry{hostname: hostname, site: site, head: head}
-	h.headsMu.Unlock()
+	e.mu.Lock()
+	e.headFor, e.hostname, e.site, e.head = m, m.GetHostname(), site, head
+	e.mu.Unlock()
 	return head, nil
+}
+
+// hashString is FNV-1a, 64 bits.
+func hashString(s string) uint64 {
+	h := uint64(14695981039346656037)
+	for i := 0; i < len(s); i++ {
+		h ^= uint64(s[i])
+		h *= 1099511628211
+	}
+	return h
 }
 
 // menuBody renders the shared part of the menu once per change of the profiles.
@@ -833,12 +888,33 @@ func (t *toucher) discovered(mac, site string) {
 }
 
 // seen records facts, at most once a minute per machine unless they changed.
-// m is the machine as the request found it in the cache (nil when unknown).
-func (t *toucher) seen(mac string, m *bootapiv1.Machine, q params, ip string) {
-	if last := m.GetLastSeenTime(); last != nil && t.now().Sub(last.AsTime()) < time.Minute && sameFacts(m.GetFacts(), q, ip) {
+// m is the machine as the request found it in the cache (nil when unknown); e
+// remembers a check that found nothing to write, for the same record and facts.
+func (t *toucher) seen(e *hotEntry, mac string, m *bootapiv1.Machine, q params, ip string) {
+	now := t.now().UnixNano()
+	key := factsKey(q, ip)
+	e.mu.Lock()
+	fresh := m != nil && e.seenFor == m && e.seenKey == key && now < e.seenUntil
+	e.mu.Unlock()
+	if fresh {
+		return
+	}
+	if last := m.GetLastSeenTime(); last != nil && now-last.AsTime().UnixNano() < int64(time.Minute) && sameFacts(m.GetFacts(), q, ip) {
+		e.mu.Lock()
+		e.seenFor, e.seenKey, e.seenUntil = m, key, last.AsTime().Add(time.Minute).UnixNano()
+		e.mu.Unlock()
 		return
 	}
 	t.add(mac, sighting{facts: facts(q, ip)})
+}
+
+// factsKey hashes what a sighting records from a request.
+func factsKey(q params, ip string) uint64 {
+	h := hashString(ip)
+	for _, f := range [...]string{q.arch, q.platform, q.uuid, q.serial, q.manufacturer, q.product} {
+		h = (h ^ hashString(f)) * 1099511628211
+	}
+	return h
 }
 
 // sameFacts compares stored facts with a request's without building a message (the
