@@ -131,37 +131,45 @@ type shard struct {
 
 // machine is a shard's state for one MAC.
 type machine struct {
-	// cached is the session in etcd as the cache last saw it (nil: none), at
-	// cachedRev (the key's mod revision, or the revision that deleted it).
+	// The fields a request for a machine in a loop reads come first, so they
+	// share as few cache lines as possible.
+
+	// cached is the session in etcd as the cache last saw it (nil: none), with
+	// its update time in Unix ns.
 	cached    *bootapiv1.BootSession
-	cachedRev int64
-	cachedUpd int64 // cached's update time, Unix ns
+	cachedUpd int64
 	// local is the session as this process changed it while etcd has not echoed
-	// the write back yet, so reads here see it at once; written is the revision
-	// of that write: once the cache has seen it, the cache is the truth again.
-	local    *bootapiv1.BootSession
-	written  int64
-	localUpd int64
-	// sess is the handle on the session with traceparent tp: the hot paths hand
-	// one out per packet or request without parsing the root again.
+	// the write back yet, so reads here see it at once.
+	local *bootapiv1.BootSession
+	// sess is the handle on the session; sessFor the record it was last handed
+	// out for: the hot paths hand one out per packet or request without parsing
+	// the root again.
 	sess    *Session
-	tp      string
-	sessFor *bootapiv1.BootSession // the record sess was last handed out for
-	// finished is the last Finish applied to finFor, so a machine re-fetching
-	// its menu costs no comparison of the record's strings.
-	finFor                   *bootapiv1.BootSession
-	finState                 bootapiv1.SessionState
-	finHop, finMsg, finTrace string
+	sessFor *bootapiv1.BootSession
+	// ipFor is the record whose IP hashes to ipHash: a request's address is
+	// compared without reading the record's string.
+	ipFor  *bootapiv1.BootSession
+	ipHash uint64
+	// finFor is the record the last Finish was applied to, with its arguments,
+	// so a machine re-fetching its menu costs no comparison of the record's
+	// strings.
+	finFor   *bootapiv1.BootSession
+	finState bootapiv1.SessionState
 	// runs fold identical hops that follow each other closely into one record
 	// (Hop.repeats): the runs in progress, by trace and hop name (a few per
 	// machine: one per hop name this service records). The first is usually the
 	// only one and lives in run0, in the same allocation as the rest.
 	runs []*repeat
 	run0 repeat
-	// ipFor is the record whose IP hashes to ipHash: a request's address is
-	// compared without reading the record's string.
-	ipFor  *bootapiv1.BootSession
-	ipHash uint64
+
+	// cachedRev is cached's mod revision (or the revision that deleted it);
+	// written the revision of local's write: once the cache has seen it, the
+	// cache is the truth again.
+	cachedRev, written int64
+	localUpd           int64
+	tp                 string // sess's traceparent
+	finHop, finMsg     string
+	finTrace           string
 	// hopTrace and hopCount bound the hops recorded for one trace (a machine
 	// stuck in a loop).
 	hopTrace string
@@ -331,20 +339,22 @@ type pendingHop struct {
 // usual, the later ones only raise count, which is written at most every
 // repeatFlush (and by Flush).
 type repeat struct {
-	// trace and name: the session's trace and the hop's name.
-	trace trace.TraceID
-	name  string
-	key   string
-	first *bootapiv1.Hop // as recorded; never changed
-	// The parts of first a repeat must match, kept here: checking a repeat then
-	// reads this struct, not the record too.
-	service, detail string
-	bytes           int64
-	failed, attrs   bool
-	count           uint32
-	last            time.Time // end of the latest repeat
-	dirty           bool
-	written         time.Time
+	// trace and name: the session's trace and the hop's name. These, last and
+	// the parts of the first hop a repeat must match (kept here, so checking a
+	// repeat reads this struct, not the record too) come first.
+	trace         trace.TraceID
+	name          string
+	last          time.Time // end of the latest repeat
+	count         uint32
+	dirty         bool
+	failed, attrs bool
+	bytes         int64
+	service       string
+	detail        string
+
+	key     string
+	first   *bootapiv1.Hop // as recorded; never changed
+	written time.Time
 }
 
 // RepeatWindow is the most time between the ends of two identical hops for the
@@ -1027,6 +1037,9 @@ func (s *Session) touch(t time.Time) {
 
 // Spans reports whether hops are exported as spans (a TracerProvider that records).
 func (s *Session) Spans() bool { return s.r.spans }
+
+// Spans reports whether hops are exported as spans (a TracerProvider that records).
+func (r *Recorder) Spans() bool { return r.spans }
 
 // Repeat records a hop named name, with detail and bytes, that ended at end, if
 // it repeats the run in progress of that hop on this session (same outcome within

@@ -76,6 +76,7 @@ type Handler struct {
 	touch *toucher
 
 	hot       [hotShards]hotShard
+	spans     bool // the session recorder exports hops as spans
 	details   sync.Map // profile count -> menu hop detail
 	menuMu    sync.Mutex
 	menuRev   int64
@@ -93,7 +94,7 @@ func New(cfg Config) *Handler {
 	if cfg.DefaultAction == bootapiv1.Action_ACTION_UNSPECIFIED {
 		cfg.DefaultAction = bootapiv1.Action_ACTION_MENU
 	}
-	h := &Handler{cfg: cfg, log: cfg.Logger}
+	h := &Handler{cfg: cfg, log: cfg.Logger, spans: cfg.Sessions.Spans()}
 	for i := range h.hot {
 		h.hot[i].m = map[string]*hotEntry{}
 	}
@@ -327,7 +328,7 @@ func (h *Handler) config(ctx context.Context, rc *fasthttp.RequestCtx) {
 		return hop
 	}
 	var hop *session.Hop
-	if sess.Spans() {
+	if h.spans {
 		// The hop's span is the parent of whatever the decision does (a job's
 		// dispatch), so it starts first.
 		hop = startHop()
@@ -337,7 +338,7 @@ func (h *Handler) config(ctx context.Context, rc *fasthttp.RequestCtx) {
 	n := int64(len(d.head) + len(d.script))
 	// Without spans a hop is only its record: a machine looping on its script
 	// (the same answer within session.RepeatWindow) just raises a count.
-	if hop == nil && (d.jobID != "" || !sess.Repeat("script", d.detail, n, time.Now())) {
+	if hop == nil && (d.jobID != "" || !sess.Repeat("script", d.detail, n, start)) {
 		hop = startHop()
 	}
 	if hop != nil {
