@@ -76,7 +76,7 @@ type Handler struct {
 	touch *toucher
 
 	hot       [hotShards]hotShard
-	spans     bool // the session recorder exports hops as spans
+	spans     bool     // the session recorder exports hops as spans
 	details   sync.Map // profile count -> menu hop detail
 	menuMu    sync.Mutex
 	menuRev   int64
