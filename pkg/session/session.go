@@ -32,6 +32,7 @@ import (
 
 	bootapiv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/bootapi/v1"
 	"github.com/bootchain/bootchain/pkg/store"
+	"github.com/bootchain/bootchain/pkg/strhash"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
@@ -231,22 +232,12 @@ func (m *machine) run(tr trace.TraceID, name string) *repeat {
 // ipChanged reports whether ip differs from the IP on cur, m's session.
 func (m *machine) ipChanged(cur *bootapiv1.BootSession, ip string) bool {
 	if m.ipFor != cur {
-		m.ipFor, m.ipHash = cur, hashString(cur.GetIp())
+		m.ipFor, m.ipHash = cur, strhash.FNV64a(cur.GetIp())
 	}
 	// Equal 64-bit hashes of two addresses are taken as equal addresses (reading
 	// the record's string is the cache miss this avoids); a collision would only
 	// leave an older IP on the session.
-	return hashString(ip) != m.ipHash
-}
-
-// hashString is FNV-1a, 64 bits.
-func hashString(s string) uint64 {
-	h := uint64(14695981039346656037)
-	for i := 0; i < len(s); i++ {
-		h ^= uint64(s[i])
-		h *= 1099511628211
-	}
-	return h
+	return strhash.FNV64a(ip) != m.ipHash
 }
 
 // newRun returns a run to fill for a new record of hop name in trace tr: run0

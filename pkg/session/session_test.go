@@ -16,10 +16,15 @@ import (
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 )
 
+// newRecorder runs a recorder whose spans go to exp (nil: no TracerProvider, so
+// no spans) until the test ends.
 func newRecorder(t *testing.T, st *store.Store, service string, exp *tracetest.InMemoryExporter) *session.Recorder {
 	t.Helper()
-	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp))
-	r, err := session.New(session.Config{Store: st, Service: service, Site: "lab", TracerProvider: tp})
+	cfg := session.Config{Store: st, Service: service, Site: "lab"}
+	if exp != nil {
+		cfg.TracerProvider = sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp))
+	}
+	r, err := session.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -277,17 +282,8 @@ func TestManyMachinesConcurrently(t *testing.T) {
 func TestRepeatWithoutSpans(t *testing.T) {
 	e := storetest.Start(t)
 	st := e.Client(t)
-	r, err := session.New(session.Config{Store: st, Service: "bootapi", Site: "lab"}) // no TracerProvider: no spans
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { r.Run(ctx); close(done) }()
-	t.Cleanup(func() { cancel(); <-done })
-	if err := r.WaitReady(ctx); err != nil {
-		t.Fatal(err)
-	}
+	r := newRecorder(t, st, "bootapi", nil)
+	ctx := context.Background()
 	const mac = "52:54:00:12:34:58"
 	s := r.Open(ctx, mac, session.OpenOptions{New: true})
 	if s.Spans() {

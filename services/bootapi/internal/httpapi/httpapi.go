@@ -41,6 +41,7 @@ import (
 	"github.com/bootchain/bootchain/pkg/macaddr"
 	"github.com/bootchain/bootchain/pkg/session"
 	"github.com/bootchain/bootchain/pkg/store"
+	"github.com/bootchain/bootchain/pkg/strhash"
 	"github.com/bootchain/bootchain/services/bootapi/internal/script"
 	"github.com/bootchain/bootchain/services/bootapi/internal/state"
 	"github.com/valyala/fasthttp"
@@ -480,7 +481,7 @@ type hotEntry struct {
 // hotEntry returns mac's entry, created when absent. A shard holds at most
 // 100,000/hotShards machines; beyond that it starts over (a memo, not state).
 func (h *Handler) hotEntry(mac string) *hotEntry {
-	sh := &h.hot[hashString(mac)%hotShards]
+	sh := &h.hot[strhash.FNV64a(mac)%hotShards]
 	sh.mu.RLock()
 	e := sh.m[mac]
 	sh.mu.RUnlock()
@@ -518,16 +519,6 @@ func (e *hotEntry) menuHead(m *bootapiv1.Machine, site string) (string, error) {
 	e.headFor, e.hostname, e.site, e.head = m, m.GetHostname(), site, head
 	e.mu.Unlock()
 	return head, nil
-}
-
-// hashString is FNV-1a, 64 bits.
-func hashString(s string) uint64 {
-	h := uint64(14695981039346656037)
-	for i := 0; i < len(s); i++ {
-		h ^= uint64(s[i])
-		h *= 1099511628211
-	}
-	return h
 }
 
 // menuBody renders the shared part of the menu once per change of the profiles.
@@ -911,9 +902,9 @@ func (t *toucher) seen(e *hotEntry, mac string, m *bootapiv1.Machine, q params, 
 
 // factsKey hashes what a sighting records from a request.
 func factsKey(q params, ip string) uint64 {
-	h := hashString(ip)
+	h := strhash.FNV64a(ip)
 	for _, f := range [...]string{q.arch, q.platform, q.uuid, q.serial, q.manufacturer, q.product} {
-		h = (h ^ hashString(f)) * 1099511628211
+		h = (h ^ strhash.FNV64a(f)) * 1099511628211
 	}
 	return h
 }
