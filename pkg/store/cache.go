@@ -29,7 +29,8 @@ type Event[T proto.Message] struct {
 	Item[T]
 	// Deleted is true when the key was removed; Value is then the last known value
 	// (from the cache itself: the watch does not ask etcd for previous values,
-	// which would cost etcd a read transaction per event).
+	// which would cost etcd a read transaction per event) and ModRevision the
+	// revision that deleted it (after a relist: the list's revision).
 	Deleted bool
 }
 
@@ -120,6 +121,9 @@ func (c *Cache[T]) listAndWatch(ctx context.Context) error {
 	}
 	for name, o := range old {
 		if _, ok := fresh[name]; !ok {
+			// Deleted at or before the list's revision, as a watched delete carries
+			// the revision that deleted the key.
+			o.ModRevision = resp.Header.Revision
 			c.publishLocked(Event[T]{Item: o, Deleted: true})
 		}
 	}

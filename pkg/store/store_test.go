@@ -145,3 +145,60 @@ func testCacheFollowsWrites(t *testing.T, st *store.Store) {
 		t.Fatalf("Run: %v", err)
 	}
 }
+
+// A key deleted while the cache was not watching is reported as deleted when the
+// cache lists again, with a revision at or after the delete (as a watched delete
+// is): state derived from the cache that ignores events older than what it holds
+// must not skip it.
+func TestCacheRelistReportsDeleteRevision(t *testing.T) {
+	st := storetest.New(t)
+	ctx := context.Background()
+	pre := store.Prefix("machines")
+	put, err := st.Put(ctx, pre+"gone", &bootapiv1.Machine{Hostname: "gone"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := store.NewCache(st, pre, newMachine, nil)
+	var mu sync.Mutex
+	var deleted []store.Event[*bootapiv1.Machine]
+	c.OnEvent(func(ev store.Event[*bootapiv1.Machine]) {
+		if ev.Deleted {
+			mu.Lock()
+			deleted = append(deleted, ev)
+			mu.Unlock()
+		}
+	})
+	run := func() (stop func()) {
+		rctx, cancel := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() { c.Run(rctx); close(done) }()
+		return func() { cancel(); <-done }
+	}
+	stop := run()
+	if err := c.WaitRevision(ctx, put); err != nil {
+		t.Fatal(err)
+	}
+	stop() // not watching while the key goes
+	if err := st.Delete(ctx, pre+"gone", 0); err != nil {
+		t.Fatal(err)
+	}
+	del, err := st.Put(ctx, pre+"other", &bootapiv1.Machine{Hostname: "other"}) // a revision after the delete
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop = run()
+	defer stop()
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := c.WaitRevision(wctx, del); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(deleted) != 1 || deleted[0].Name != "gone" {
+		t.Fatalf("deleted events %v, want one for gone", deleted)
+	}
+	if deleted[0].ModRevision <= put {
+		t.Fatalf("relisted delete at revision %d, not after the key's last write %d", deleted[0].ModRevision, put)
+	}
+}
