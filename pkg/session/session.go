@@ -333,19 +333,43 @@ type repeat struct {
 	// trace and name: the session's trace and the hop's name. These, last and
 	// the parts of the first hop a repeat must match (kept here, so checking a
 	// repeat reads this struct, not the record too) come first.
-	trace         trace.TraceID
-	name          string
-	last          time.Time // end of the latest repeat
-	count         uint32
-	dirty         bool
-	failed, attrs bool
-	bytes         int64
-	service       string
-	detail        string
+	trace trace.TraceID
+	name  string
+	last  time.Time // end of the latest repeat
+	count uint32
+	dirty bool
+	outcome
 
 	key     string
 	first   *bootapiv1.Hop // as recorded; never changed
 	written time.Time
+}
+
+// outcome is what a hop must share with the first of a run to repeat it (its
+// name is part of the run's key). attrs tells whether the hop has attributes,
+// which are compared with the first hop's record.
+type outcome struct {
+	failed, attrs bool
+	bytes         int64
+	service       string
+	detail        string
+}
+
+func outcomeOf(h *bootapiv1.Hop) outcome {
+	return outcome{failed: h.GetFailed(), attrs: len(h.GetAttributes()) > 0, bytes: h.GetBytes(), service: h.GetService(), detail: h.GetDetail()}
+}
+
+// continued returns the run in progress of hop name in trace tr that a hop with
+// outcome o (and attributes attrs) ending at end repeats, or nil.
+func (m *machine) continued(tr trace.TraceID, name string, o outcome, attrs map[string]string, end time.Time) *repeat {
+	rp := m.run(tr, name)
+	if rp == nil || end.Sub(rp.last) >= RepeatWindow || rp.outcome != o {
+		return nil
+	}
+	if o.attrs && !maps.Equal(rp.first.GetAttributes(), attrs) {
+		return nil
+	}
+	return rp
 }
 
 // RepeatWindow is the most time between the ends of two identical hops for the
@@ -357,9 +381,7 @@ const RepeatWindow = 2 * time.Second
 // by this much, and a crash loses at most this much of it. At 2 s, 10,000 machines
 // fetching scripts in a loop cost 5,000 rewrites a second: 10 % of bootapi's
 // throughput and 2 ms of its p99 (tools/bench/bootapi).
-const (
-	repeatFlush = 10 * time.Second
-)
+const repeatFlush = 10 * time.Second
 
 // maxPendingHops bounds the hop write queue (per shard).
 const maxPendingHops = 50000 / numShards
@@ -610,7 +632,7 @@ func (r *Recorder) Open(ctx context.Context, mac string, opts OpenOptions) *Sess
 	// after a failed download). A new attempt starts with the firmware's DISCOVER
 	// (opts.New) or after IdleRestart of silence.
 	if cur != nil && !opts.New && now.UnixNano()-m.updated(cur) < int64(r.cfg.IdleRestart) {
-		s := sh.sessionFor(r, m, cur)
+		s := m.session(r, cur)
 		moved := opts.IP != "" && m.ipChanged(cur, opts.IP)
 		sh.mu.Unlock()
 		if moved {
@@ -648,7 +670,7 @@ func (r *Recorder) Open(ctx context.Context, mac string, opts OpenOptions) *Sess
 		return proto.Clone(bs).(*bootapiv1.BootSession)
 	})
 	sh.mu.Lock()
-	s := sh.sessionFor(r, sh.get(mac), bs)
+	s := sh.get(mac).session(r, bs)
 	sh.mu.Unlock()
 	return s
 }
@@ -663,7 +685,7 @@ func (r *Recorder) Join(mac string) (*Session, bool) {
 	if cur == nil || cur.GetState() != bootapiv1.SessionState_SESSION_STATE_ACTIVE {
 		return nil, false
 	}
-	return sh.sessionFor(r, m, cur), true
+	return m.session(r, cur), true
 }
 
 // FromTraceparent returns a handle on the session whose root is traceparent (as
@@ -696,8 +718,8 @@ func (r *Recorder) FromTraceparent(traceparent, mac string) (*Session, bool) {
 	return &Session{r: r, MAC: mac, root: sc}, true
 }
 
-// sessionFor is a handle on bs, m's session. Called with sh.mu held.
-func (sh *shard) sessionFor(r *Recorder, m *machine, bs *bootapiv1.BootSession) *Session {
+// session is a handle on bs, m's session. Called with the shard's lock held.
+func (m *machine) session(r *Recorder, bs *bootapiv1.BootSession) *Session {
 	if m.sess != nil && m.sessFor == bs {
 		return m.sess
 	}
@@ -962,7 +984,7 @@ func (r *Recorder) enqueueHop(s *Session, h *bootapiv1.Hop, spanID trace.SpanID,
 	sh.mu.Lock()
 	m := sh.get(s.MAC)
 	kick := true
-	if rp := m.run(tr, name); rp != nil && end.Sub(rp.last) < RepeatWindow && rp.sameOutcome(h) {
+	if rp := m.continued(tr, name, outcomeOf(h), h.GetAttributes(), end); rp != nil {
 		sh.repeatLocked(rp, end)
 		kick = false
 	} else {
@@ -979,8 +1001,7 @@ func (r *Recorder) enqueueHop(s *Session, h *bootapiv1.Hop, spanID trace.SpanID,
 		key := store.Key("sessionhops", s.MAC, tid, fmt.Sprintf("%019d-%s", start.UnixNano(), h.SpanId))
 		sh.hops = append(sh.hops, pendingHop{key: key, hop: h})
 		rp := m.newRun(tr, name)
-		*rp = repeat{trace: tr, name: name, key: key, first: h, last: end, written: end,
-			service: h.GetService(), detail: h.GetDetail(), bytes: h.GetBytes(), failed: h.GetFailed(), attrs: len(h.GetAttributes()) > 0}
+		*rp = repeat{trace: tr, name: name, key: key, first: h, last: end, written: end, outcome: outcomeOf(h)}
 		m.setRun(rp)
 	}
 	touch := sh.staleLocked(s, m, end)
@@ -1027,9 +1048,6 @@ func (s *Session) touch(t time.Time) {
 }
 
 // Spans reports whether hops are exported as spans (a TracerProvider that records).
-func (s *Session) Spans() bool { return s.r.spans }
-
-// Spans reports whether hops are exported as spans (a TracerProvider that records).
 func (r *Recorder) Spans() bool { return r.spans }
 
 // Repeat records a hop named name, with detail and bytes, that ended at end, if
@@ -1047,10 +1065,9 @@ func (s *Session) Repeat(name, detail string, bytes int64, end time.Time) bool {
 	m := sh.machines[s.MAC]
 	var rp *repeat
 	if m != nil {
-		rp = m.run(s.root.TraceID(), name)
+		rp = m.continued(s.root.TraceID(), name, outcome{bytes: bytes, service: s.r.cfg.Service, detail: detail}, nil, end)
 	}
-	if rp == nil || end.Sub(rp.last) >= RepeatWindow || rp.service != s.r.cfg.Service || rp.failed || rp.attrs ||
-		rp.detail != detail || rp.bytes != bytes {
+	if rp == nil {
 		sh.mu.Unlock()
 		return false
 	}
@@ -1316,7 +1333,7 @@ func (r *Recorder) MarkStalled(after time.Duration, now time.Time) int {
 		seen := bs.GetUpdateTime().AsTime()
 		sh := r.shard(bs.GetMac())
 		sh.mu.Lock()
-		sess := sh.sessionFor(r, sh.get(bs.GetMac()), bs)
+		sess := sh.get(bs.GetMac()).session(r, bs)
 		sh.mu.Unlock()
 		sess.mutate(func(cur *bootapiv1.BootSession) *bootapiv1.BootSession {
 			// Re-check against the latest record: the machine may have moved on.
@@ -1367,16 +1384,4 @@ func head(bs *bootapiv1.BootSession) *bootapiv1.BootSession {
 		StartTime: bs.GetStartTime(), UpdateTime: bs.GetUpdateTime(), State: bs.GetState(), Ip: bs.GetIp(),
 		JobId: bs.GetJobId(), FailedHop: bs.GetFailedHop(), Message: bs.GetMessage(),
 	}
-}
-
-// sameOutcome reports whether hop h repeats the run's first hop: same service,
-// outcome, detail, bytes and attributes.
-func (rp *repeat) sameOutcome(h *bootapiv1.Hop) bool {
-	if rp.service != h.GetService() || rp.failed != h.GetFailed() || rp.detail != h.GetDetail() || rp.bytes != h.GetBytes() {
-		return false
-	}
-	if !rp.attrs && len(h.GetAttributes()) == 0 {
-		return true
-	}
-	return maps.Equal(rp.first.GetAttributes(), h.GetAttributes())
 }

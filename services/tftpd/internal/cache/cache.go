@@ -410,8 +410,8 @@ func (c *Cache) doRefresh(ctx context.Context, name string, force bool) error {
 		case m.SHA256 == cur.SHA256:
 			c.mu.Lock()
 			want = cur.Want
-			behind := want != "" && want != cur.SHA256
-			cur.Stale = behind
+			cur.Stale = cur.behind()
+			behind := cur.Stale
 			c.mu.Unlock()
 			if behind {
 				return fmt.Errorf("%w: %s: artifactstore still has %s, etcd says %s", errBehind, name, short(m.SHA256), short(want))
@@ -478,22 +478,23 @@ func (c *Cache) fetch(ctx context.Context, name string) error {
 		}
 	}
 	now := time.Now()
+	e := &Entry{Name: name, SHA256: sum, Size: cw.n, FetchTime: now, Verified: true}
 	if old := c.entries[name]; old != nil {
 		if old.SHA256 == sum {
-			old.Stale, old.FetchTime, old.Verified = old.Want != "" && old.Want != sum, now, true
+			old.FetchTime, old.Verified = now, true
+			old.Stale = old.behind()
 			c.saveLocked()
 			return nil
 		}
 		ob := c.blobs[old.SHA256]
 		ob.names--
 		c.releaseLocked(ob)
+		// Fetched something between the old and the announced content: still stale.
+		e.Want = old.Want
+		e.Stale = e.behind()
 	}
 	b.names++
-	want := ""
-	if old := c.entries[name]; old != nil && old.Want != sum {
-		want = old.Want // fetched something between the old and the announced content
-	}
-	c.entries[name] = &Entry{Name: name, SHA256: sum, Size: cw.n, FetchTime: now, Verified: true, Stale: want != "", Want: want}
+	c.entries[name] = e
 	c.saveLocked()
 	c.log.Info("artifact cached", "artifact", name, "sha256", sum, "size", cw.n)
 	return nil
@@ -514,6 +515,9 @@ func (c *Cache) drop(name, sha string) {
 	c.saveLocked()
 	c.log.Info("artifact gone upstream; dropped from cache", "artifact", name)
 }
+
+// behind reports whether etcd announced content other than the entry's.
+func (e *Entry) behind() bool { return e.Want != "" && e.Want != e.SHA256 }
 
 // short is a digest's first 12 hex digits, for messages.
 func short(sha string) string { return sha[:min(len(sha), 12)] }
