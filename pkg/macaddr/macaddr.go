@@ -81,3 +81,30 @@ func separated(s string) (string, bool) {
 	}
 	return string(b[:]), true
 }
+
+// Bits returns the 48-bit value of mac in the canonical form Normalize returns
+// (a map key that compares without reading a string); false for anything else.
+func Bits(mac string) (uint64, bool) {
+	if len(mac) != 17 {
+		return 0, false
+	}
+	var v uint64
+	for i := 0; i < 17; i++ {
+		c := mac[i]
+		if i%3 == 2 {
+			if c != ':' {
+				return 0, false
+			}
+			continue
+		}
+		switch {
+		case '0' <= c && c <= '9':
+			v = v<<4 | uint64(c-'0')
+		case 'a' <= c && c <= 'f':
+			v = v<<4 | uint64(c-'a'+10)
+		default:
+			return 0, false
+		}
+	}
+	return v, true
+}

@@ -1,6 +1,7 @@
 package macaddr
 
 import (
+	"net"
 	"strings"
 	"testing"
 )
@@ -45,5 +46,26 @@ func FuzzNormalize(f *testing.F) {
 		if again, err := Normalize(m); err != nil || again != m {
 			t.Fatalf("not idempotent: %q -> %q -> %q, %v", s, m, again, err)
 		}
+		// Bits is the address's value: the same as net.ParseMAC's bytes.
+		hw, _ := net.ParseMAC(m)
+		var want uint64
+		for _, b := range hw {
+			want = want<<8 | uint64(b)
+		}
+		if v, ok := Bits(m); !ok || v != want {
+			t.Fatalf("Bits(%q) = %#x, %v; want %#x", m, v, ok, want)
+		}
 	})
+}
+
+func TestBits(t *testing.T) {
+	if v, ok := Bits("52:54:00:ab:cd:ef"); !ok || v != 0x525400abcdef {
+		t.Errorf("Bits = %#x, %v", v, ok)
+	}
+	// Only the canonical form: anything Normalize would still change is refused.
+	for _, s := range []string{"52:54:00:AB:CD:EF", "52-54-00-ab-cd-ef", "525400abcdef", "52:54:00:ab:cd:e", "52:54:00:ab:cd:eg", "52:54:00:ab:cd:ef "} {
+		if v, ok := Bits(s); ok {
+			t.Errorf("Bits(%q) = %#x, accepted", s, v)
+		}
+	}
 }

@@ -163,6 +163,10 @@ type machine struct {
 	runs []*repeat
 	run0 repeat
 
+	// gone: forgotten, no longer in the shard's map (a Session handle may still
+	// point here; it then looks the machine up again).
+	gone bool
+
 	// cachedRev is cached's mod revision (or the revision that deleted it);
 	// written the revision of local's write: once the cache has seen it, the
 	// cache is the truth again.
@@ -215,6 +219,7 @@ func (sh *shard) forget(mac string, m *machine) {
 	if m.cached == nil && m.local == nil {
 		if _, busy := sh.pending[mac]; !busy {
 			delete(sh.machines, mac)
+			m.gone = true
 		}
 	}
 }
@@ -617,15 +622,28 @@ type OpenOptions struct {
 	IP string
 	// Site of the machine; default the recorder's site.
 	Site string
+	// Now is the time of the request; default time.Now().
+	Now time.Time
+	// Last is the handle this caller was given last time for this MAC, if any:
+	// Open then finds the machine without looking it up.
+	Last *Session
 }
 
 // Open returns the machine's current session, or opens a new one (a new trace) when
 // there is none, it has been idle for IdleRestart, or opts.New.
 func (r *Recorder) Open(ctx context.Context, mac string, opts OpenOptions) *Session {
-	now := time.Now()
+	now := opts.Now
+	if now.IsZero() {
+		now = time.Now()
+	}
 	sh := r.shard(mac)
 	sh.mu.Lock()
-	m := sh.machines[mac]
+	var m *machine
+	if l := opts.Last; l != nil && l.MAC == mac && l.r == r {
+		m = l.machine(sh)
+	} else {
+		m = sh.machines[mac]
+	}
 	cur := sh.current(mac, m)
 	// A machine seen again soon is still in the same boot attempt, even after the
 	// session reached a verdict (iPXE re-fetching a script after the menu, a retry
@@ -728,7 +746,7 @@ func (m *machine) session(r *Recorder, bs *bootapiv1.BootSession) *Session {
 	if m.sess == nil || m.tp != tp {
 		root, _ := Parse(tp)
 		// A Session never changes: one handle serves every request of the session.
-		m.sess, m.tp = &Session{r: r, MAC: bs.GetMac(), root: root, tid: bs.GetTraceId()}, tp
+		m.sess, m.tp = &Session{r: r, MAC: bs.GetMac(), root: root, tid: bs.GetTraceId(), m: m}, tp
 	}
 	return m.sess
 }
@@ -1062,7 +1080,7 @@ func (s *Session) Repeat(name, detail string, bytes int64, end time.Time) bool {
 	}
 	sh := s.r.shard(s.MAC)
 	sh.mu.Lock()
-	m := sh.machines[s.MAC]
+	m := s.machine(sh)
 	var rp *repeat
 	if m != nil {
 		rp = m.continued(s.root.TraceID(), name, outcome{bytes: bytes, service: s.r.cfg.Service, detail: detail}, nil, end)
@@ -1104,6 +1122,17 @@ type Session struct {
 	MAC  string
 	root trace.SpanContext
 	tid  string // root's trace ID in hex, when known (saves formatting it per hop)
+	// m is the machine whose handle this is (nil for a handle made from a
+	// traceparent): the hot paths reach it without a map lookup.
+	m *machine
+}
+
+// machine returns s's machine in sh (nil: none). Called with sh.mu held.
+func (s *Session) machine(sh *shard) *machine {
+	if m := s.m; m != nil && !m.gone {
+		return m
+	}
+	return sh.machines[s.MAC]
 }
 
 // Traceparent is the W3C traceparent of the session's root span.
@@ -1154,7 +1183,7 @@ func (s *Session) SetJob(id string) {
 func (s *Session) Finish(state bootapiv1.SessionState, hop, message string) {
 	sh := s.r.shard(s.MAC)
 	sh.mu.Lock()
-	m := sh.machines[s.MAC]
+	m := s.machine(sh)
 	cur := sh.current(s.MAC, m)
 	var same bool
 	if cur != nil {

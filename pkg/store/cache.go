@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
@@ -44,7 +45,8 @@ type Cache[T proto.Message] struct {
 
 	mu    sync.RWMutex
 	items map[string]Item[T]
-	rev   int64
+	// rev is written under mu and read without it (Revision, on hot paths).
+	rev   atomic.Int64
 	ready chan struct{}
 	once  sync.Once
 	// revCh is closed and replaced whenever rev advances, waking WaitRevision.
@@ -183,8 +185,8 @@ type change[T proto.Message] struct {
 }
 
 func (c *Cache[T]) setRevLocked(rev int64) {
-	if rev > c.rev {
-		c.rev = rev
+	if rev > c.rev.Load() {
+		c.rev.Store(rev)
 		close(c.revCh)
 		c.revCh = make(chan struct{})
 	}
@@ -231,7 +233,7 @@ func (c *Cache[T]) WaitReady(ctx context.Context) error {
 func (c *Cache[T]) WaitRevision(ctx context.Context, rev int64) error {
 	for {
 		c.mu.RLock()
-		cur, ch := c.rev, c.revCh
+		cur, ch := c.rev.Load(), c.revCh
 		c.mu.RUnlock()
 		if cur >= rev {
 			return nil
@@ -245,11 +247,7 @@ func (c *Cache[T]) WaitRevision(ctx context.Context, rev int64) error {
 }
 
 // Revision is the etcd revision the cache reflects.
-func (c *Cache[T]) Revision() int64 {
-	c.mu.RLock()
-	defer c.mu.RUnlock()
-	return c.rev
-}
+func (c *Cache[T]) Revision() int64 { return c.rev.Load() }
 
 // Get returns the cached value for name (the key without the prefix).
 func (c *Cache[T]) Get(name string) (Item[T], bool) {

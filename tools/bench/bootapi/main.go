@@ -309,11 +309,22 @@ func writeLua(path string, macs []string) error {
 		fmt.Fprintf(w, "%q,\n", m)
 	}
 	fmt.Fprintln(w, "}\nlocal n = #macs\nrequest = function()\n  return wrk.format(\"GET\", \"/ipxe/v1/config?mac=\" .. macs[math.random(n)] .. \"&arch=x86_64&platform=pcbios\")\nend")
+	// The tail in more detail than wrk's --latency (printed with -v).
+	w.WriteString(luaDone)
 	if err := w.Flush(); err != nil {
 		return err
 	}
 	return f.Close()
 }
+
+// luaDone prints more of wrk's latency distribution than --latency does.
+const luaDone = `done = function(summary, latency, requests)
+  for _, p in ipairs({90, 95, 98, 99, 99.5, 99.9, 99.99}) do
+    io.write(string.format("  p%g %.2fms\n", p, latency:percentile(p) / 1000))
+  end
+  io.write(string.format("  max %.2fms\n", latency.max / 1000))
+end
+`
 
 var (
 	rpsRE  = regexp.MustCompile(`Requests/sec:\s+([0-9.]+)`)

@@ -48,7 +48,7 @@ func TestHotEntryMemo(t *testing.T) {
 		return ok
 	}
 	for i := 0; i < 2; i++ { // the second answer comes from the memo
-		tc.seen(e, mac, m, q, ip)
+		tc.seen(e, mac, m, q, ip, now)
 		if pending() {
 			t.Fatalf("round %d: a sighting queued for a machine seen 10 s ago with the same facts", i)
 		}
@@ -58,14 +58,14 @@ func TestHotEntryMemo(t *testing.T) {
 	}
 	q2 := q
 	q2.arch = "arm64"
-	if tc.seen(e, mac, m, q2, ip); !pending() {
+	if tc.seen(e, mac, m, q2, ip, now); !pending() {
 		t.Fatal("changed facts: no sighting queued")
 	}
-	if tc.seen(e, mac, m, q, "198.18.0.11"); !pending() {
+	if tc.seen(e, mac, m, q, "198.18.0.11", now); !pending() {
 		t.Fatal("changed address: no sighting queued")
 	}
 	now = now.Add(time.Minute)
-	if tc.seen(e, mac, m, q, ip); !pending() {
+	if tc.seen(e, mac, m, q, ip, now); !pending() {
 		t.Fatal("a minute later: no sighting queued")
 	}
 }

@@ -18,6 +18,7 @@
 package httpapi
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -76,13 +77,12 @@ type Handler struct {
 	log   *slog.Logger
 	touch *toucher
 
-	hot       [hotShards]hotShard
-	spans     bool     // the session recorder exports hops as spans
-	details   sync.Map // profile count -> menu hop detail
-	menuMu    sync.Mutex
-	menuRev   int64
-	menuCache string
-	menuItems int
+	hot   [hotShards]hotShard
+	spans bool // the session recorder exports hops as spans
+	// menu is the shared part of the menu as last rendered; menuMu serializes
+	// rendering it again after the profiles changed.
+	menuR  atomic.Pointer[menuRender]
+	menuMu sync.Mutex
 	// Counters for tests and metrics.
 	Scripts, Dispatches, Reports, Rejected atomic.Int64
 }
@@ -97,7 +97,7 @@ func New(cfg Config) *Handler {
 	}
 	h := &Handler{cfg: cfg, log: cfg.Logger, spans: cfg.Sessions.Spans()}
 	for i := range h.hot {
-		h.hot[i].m = map[string]*hotEntry{}
+		h.hot[i].m = map[uint64]*hotEntry{}
 	}
 	h.touch = newToucher(cfg.State, cfg.Logger, cfg.Now)
 	return h
@@ -123,15 +123,22 @@ func (h *Handler) RequestHandler(base context.Context) fasthttp.RequestHandler {
 	return func(rc *fasthttp.RequestCtx) {
 		defer h.recoverPanic(rc)
 		get := rc.IsGet() || rc.IsHead()
+		// iPXE's requests for a script name the path as it is: route them on the
+		// raw request line. Parsing and normalizing the URI (what rc.Path does) is
+		// a tenth of the script path's CPU; anything else takes that way.
+		if q, ok := configQuery(rc.RequestURI()); ok && get {
+			h.config(base, rc, q)
+			return
+		}
 		switch string(rc.Path()) {
 		case "/boot.ipxe":
 			if get {
 				h.bootstrap(rc)
 				return
 			}
-		case "/ipxe/v1/config":
+		case configPath:
 			if get {
-				h.config(base, rc)
+				h.config(base, rc, rc.URI().QueryString())
 				return
 			}
 		case "/ipxe/v1/report":
@@ -152,6 +159,33 @@ func (h *Handler) RequestHandler(base context.Context) fasthttp.RequestHandler {
 		}
 		methodNotAllowed(rc, "GET, HEAD")
 	}
+}
+
+// configPath is the script endpoint's path.
+const configPath = "/ipxe/v1/config"
+
+// configQuery returns the query of a request line's URI that names configPath
+// exactly (an origin-form URI: the path, then "?" or nothing), as fasthttp's
+// URI.QueryString would: up to a "#". Any other spelling of the path, and a URI
+// with a control byte (which fasthttp refuses), reports false and is routed
+// after normalizing.
+func configQuery(uri []byte) ([]byte, bool) {
+	rest, ok := bytes.CutPrefix(uri, []byte(configPath))
+	if !ok || (len(rest) > 0 && rest[0] != '?') {
+		return nil, false
+	}
+	for _, c := range rest {
+		if c < 0x20 || c == 0x7f {
+			return nil, false
+		}
+	}
+	if len(rest) > 0 {
+		rest = rest[1:]
+	}
+	if i := bytes.IndexByte(rest, '#'); i >= 0 {
+		rest = rest[:i]
+	}
+	return rest, true
 }
 
 // recoverPanic keeps a handler's panic to its request, as net/http did; in
@@ -222,12 +256,16 @@ func (h *Handler) bootstrap(rc *fasthttp.RequestCtx) {
 
 const textPlain = "text/plain; charset=utf-8"
 
+// The scripts' Cache-Control header, in canonical form (no normalizing per
+// request).
+var cacheControl, noStore = []byte("Cache-Control"), []byte("no-store")
+
 // writeScript sends a script as parts (a cached menu head and body go out without
 // being joined first); fasthttp copies them into the response's pooled buffer and
 // sets Content-Length.
 func writeScript(rc *fasthttp.RequestCtx, parts ...string) {
 	rc.SetContentType(textPlain)
-	rc.Response.Header.Set("Cache-Control", "no-store")
+	rc.Response.Header.SetCanonical(cacheControl, noStore)
 	for _, p := range parts {
 		rc.Response.AppendBodyString(p)
 	}
@@ -301,11 +339,12 @@ type decision struct {
 	final bool
 }
 
-func (h *Handler) config(ctx context.Context, rc *fasthttp.RequestCtx) {
+// config answers a script request; query is its raw query string.
+func (h *Handler) config(ctx context.Context, rc *fasthttp.RequestCtx, query []byte) {
 	// One copy of the query: what is parsed from it (the MAC, the facts, the arch
 	// on the span) outlives the request in the session, the sightings and the
 	// exporter, while fasthttp reuses the request's bytes.
-	q := parseParams(string(rc.URI().QueryString()))
+	q := parseParams(string(query))
 	mac, err := macaddr.Normalize(q.mac)
 	if err != nil {
 		h.Rejected.Add(1)
@@ -319,12 +358,14 @@ func (h *Handler) config(ctx context.Context, rc *fasthttp.RequestCtx) {
 		method = fasthttp.MethodHead
 	}
 	mit, known := h.cfg.State.Machines.Get(mac) // one cache read serves the decision and the sighting
-	start := time.Now()
-	sess := h.cfg.Sessions.Open(ctx, mac, session.OpenOptions{IP: ip})
+	start := h.cfg.Now()
+	e := h.hotEntry(mac)
+	sess := h.cfg.Sessions.Open(ctx, mac, session.OpenOptions{IP: ip, Now: start, Last: e.session()})
+	e.setSession(sess)
 	startHop := func() *session.Hop {
 		var hop *session.Hop
 		ctx, hop = sess.StartHopAt(ctx, "script", start,
-			attribute.String("http.request.method", method), attribute.String("url.path", "/ipxe/v1/config"),
+			attribute.String("http.request.method", method), attribute.String("url.path", configPath),
 			attribute.String("client.address", ip), attribute.String("bootchain.arch", q.arch))
 		return hop
 	}
@@ -334,7 +375,6 @@ func (h *Handler) config(ctx context.Context, rc *fasthttp.RequestCtx) {
 		// dispatch), so it starts first.
 		hop = startHop()
 	}
-	e := h.hotEntry(mac)
 	d := h.decide(ctx, mac, mit, known, q, sess, e)
 	n := int64(len(d.head) + len(d.script))
 	// Without spans a hop is only its record: a machine looping on its script
@@ -357,7 +397,7 @@ func (h *Handler) config(ctx context.Context, rc *fasthttp.RequestCtx) {
 		sess.Finish(bootapiv1.SessionState_SESSION_STATE_SUCCEEDED, "", d.detail)
 	}
 	writeScript(rc, d.head, d.script)
-	h.touch.seen(e, mac, mit.Value, q, ip)
+	h.touch.seen(e, mac, mit.Value, q, ip, start)
 }
 
 // decide picks the script; mit is the machine from the cache (known false: none).
@@ -430,7 +470,7 @@ func (h *Handler) local(mac string, sanboot bool, why string) decision {
 }
 
 func (h *Handler) menu(e *hotEntry, m *bootapiv1.Machine, site *bootapiv1.Site) decision {
-	body, n, err := h.menuBody()
+	r, err := h.menuBody()
 	var head string
 	if err == nil {
 		head, err = e.menuHead(m, site.GetName())
@@ -439,17 +479,7 @@ func (h *Handler) menu(e *hotEntry, m *bootapiv1.Machine, site *bootapiv1.Site) 
 		h.log.Error("menu not rendered", "mac", m.GetMac(), "err", err)
 		return decision{script: script.Failure(m.GetMac(), "menu could not be rendered"), detail: "menu render failed: " + err.Error(), final: true}
 	}
-	return decision{head: head, script: body, detail: h.menuDetail(n), final: true}
-}
-
-// menuDetail is the hop detail of a menu answer (one string per profile count).
-func (h *Handler) menuDetail(n int) string {
-	if v, ok := h.details.Load(n); ok {
-		return v.(string)
-	}
-	d := fmt.Sprintf("menu (%d profiles)", n)
-	h.details.Store(n, d)
-	return d
+	return decision{head: head, script: r.body, detail: r.detail, final: true}
 }
 
 // hotShards split the per-machine memo by MAC, each with its own lock.
@@ -457,7 +487,9 @@ const hotShards = 16
 
 type hotShard struct {
 	mu sync.RWMutex
-	m  map[string]*hotEntry
+	// m is keyed by the MAC's 48-bit value (macaddr.Bits): the key compares
+	// without reading a string elsewhere in memory.
+	m map[uint64]*hotEntry
 }
 
 // hotEntry is what the script path remembers about one machine between requests,
@@ -476,26 +508,42 @@ type hotEntry struct {
 	seenFor   *bootapiv1.Machine
 	seenKey   uint64 // hash of the request's facts and address
 	seenUntil int64  // Unix ns until which the record's last-seen time is fresh
+
+	// sess is the session handle the last request got (session.OpenOptions.Last).
+	sess *session.Session
+}
+
+func (e *hotEntry) session() *session.Session {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.sess
+}
+
+func (e *hotEntry) setSession(s *session.Session) {
+	e.mu.Lock()
+	e.sess = s
+	e.mu.Unlock()
 }
 
 // hotEntry returns mac's entry, created when absent. A shard holds at most
 // 100,000/hotShards machines; beyond that it starts over (a memo, not state).
 func (h *Handler) hotEntry(mac string) *hotEntry {
-	sh := &h.hot[strhash.FNV64a(mac)%hotShards]
+	k, _ := macaddr.Bits(mac) // mac is canonical
+	sh := &h.hot[(k*0x9e3779b97f4a7c15)>>60%hotShards]
 	sh.mu.RLock()
-	e := sh.m[mac]
+	e := sh.m[k]
 	sh.mu.RUnlock()
 	if e != nil {
 		return e
 	}
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	if e = sh.m[mac]; e == nil {
+	if e = sh.m[k]; e == nil {
 		if len(sh.m) >= 100000/hotShards {
 			clear(sh.m)
 		}
 		e = &hotEntry{}
-		sh.m[mac] = e
+		sh.m[k] = e
 	}
 	return e
 }
@@ -521,13 +569,24 @@ func (e *hotEntry) menuHead(m *bootapiv1.Machine, site string) (string, error) {
 	return head, nil
 }
 
-// menuBody renders the shared part of the menu once per change of the profiles.
-func (h *Handler) menuBody() (string, int, error) {
+// menuRender is the menu's shared part rendered from the profiles at rev, with
+// its hop detail.
+type menuRender struct {
+	rev          int64
+	body, detail string
+}
+
+// menuBody renders the shared part of the menu once per change of the profiles;
+// every request in between reads it without a lock.
+func (h *Handler) menuBody() (*menuRender, error) {
 	rev := h.cfg.State.Profiles.Revision()
+	if r := h.menuR.Load(); r != nil && r.rev == rev {
+		return r, nil
+	}
 	h.menuMu.Lock()
 	defer h.menuMu.Unlock()
-	if h.menuRev == rev && h.menuCache != "" {
-		return h.menuCache, h.menuItems, nil
+	if r := h.menuR.Load(); r != nil && r.rev == rev {
+		return r, nil
 	}
 	var items []script.MenuItem
 	for _, it := range h.cfg.State.Profiles.List(func(it store.Item[*bootapiv1.Profile]) bool { return it.Value.GetMenu() }) {
@@ -537,10 +596,11 @@ func (h *Handler) menuBody() (string, int, error) {
 	}
 	body, err := script.MenuBody(items, h.cfg.MenuTimeout)
 	if err != nil {
-		return "", 0, err
+		return nil, err
 	}
-	h.menuRev, h.menuCache, h.menuItems = rev, body, len(items)
-	return body, len(items), nil
+	r := &menuRender{rev: rev, body: body, detail: fmt.Sprintf("menu (%d profiles)", len(items))}
+	h.menuR.Store(r)
+	return r, nil
 }
 
 // dispatch renders the job's script and moves the job pending -> dispatched in one
@@ -879,11 +939,12 @@ func (t *toucher) discovered(mac, site string) {
 	t.add(mac, sighting{site: site, isNew: true})
 }
 
-// seen records facts, at most once a minute per machine unless they changed.
+// seen records facts, at most once a minute per machine unless they changed; at
+// is the time of the request.
 // m is the machine as the request found it in the cache (nil when unknown); e
 // remembers a check that found nothing to write, for the same record and facts.
-func (t *toucher) seen(e *hotEntry, mac string, m *bootapiv1.Machine, q params, ip string) {
-	now := t.now().UnixNano()
+func (t *toucher) seen(e *hotEntry, mac string, m *bootapiv1.Machine, q params, ip string, at time.Time) {
+	now := at.UnixNano()
 	key := factsKey(q, ip)
 	e.mu.Lock()
 	fresh := m != nil && e.seenFor == m && e.seenKey == key && now < e.seenUntil

@@ -2,7 +2,10 @@ package httpapi
 
 import (
 	"net/url"
+	"strings"
 	"testing"
+
+	"github.com/valyala/fasthttp"
 )
 
 // FuzzParams: the fast query reader agrees with url.ParseQuery on any input.
@@ -19,6 +22,43 @@ func FuzzParams(f *testing.F) {
 		q, _ := url.ParseQuery(raw)
 		if got, want := parseParams(raw), paramsFrom(q); got != want {
 			t.Fatalf("parseParams(%q) = %+v, url.ParseQuery gives %+v", raw, got, want)
+		}
+	})
+}
+
+// FuzzConfigQuery: a request line the raw router takes for the script endpoint
+// is one fasthttp's own parsing routes there too, with the same query; and the
+// forms iPXE sends are taken.
+func FuzzConfigQuery(f *testing.F) {
+	for _, s := range []string{
+		"/ipxe/v1/config?mac=52-54-00-12-34-56&arch=x86_64", "/ipxe/v1/config", "/ipxe/v1/config?",
+		"/ipxe/v1/config#x?mac=1", "/ipxe/v1/config?mac=1#frag", "/ipxe/v1/configx?mac=1",
+		"/ipxe/v1//config?mac=1", "/ipxe/v1/config/../config?mac=1", "http://h/ipxe/v1/config?mac=1", "/IPXE/v1/config",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, uri string) {
+		q, ok := configQuery([]byte(uri))
+		if strings.Contains(uri, "://") {
+			// fasthttp reads any URI with "://" in it (in the query too) as an
+			// absolute one; the raw router only takes origin-form URIs.
+			return
+		}
+		var u fasthttp.URI
+		if err := u.Parse(nil, []byte(uri)); err != nil {
+			if ok {
+				t.Fatalf("configQuery(%q) routed a URI fasthttp refuses: %v", uri, err)
+			}
+			return
+		}
+		if !ok {
+			if strings.HasPrefix(uri, configPath+"?") && !strings.Contains(uri, "#") {
+				t.Fatalf("configQuery(%q) refused iPXE's form", uri)
+			}
+			return
+		}
+		if string(u.Path()) != configPath || string(u.QueryString()) != string(q) {
+			t.Fatalf("configQuery(%q) = %q; fasthttp: path %q, query %q", uri, q, u.Path(), u.QueryString())
 		}
 	})
 }
