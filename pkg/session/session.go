@@ -31,6 +31,7 @@ import (
 	"time"
 
 	bootapiv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/bootapi/v1"
+	"github.com/bootchain/bootchain/pkg/macaddr"
 	"github.com/bootchain/bootchain/pkg/store"
 	"github.com/bootchain/bootchain/pkg/strhash"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -162,6 +163,9 @@ type machine struct {
 	// only one and lives in run0, in the same allocation as the rest.
 	runs []*repeat
 	run0 repeat
+	// runsArr backs runs until it outgrows it: the slice's array in the same
+	// allocation as the rest, not one more cache miss per request.
+	runsArr [2]*repeat
 
 	// gone: forgotten, no longer in the shard's map (a Session handle may still
 	// point here; it then looks the machine up again).
@@ -208,6 +212,7 @@ func (sh *shard) get(mac string) *machine {
 	m := sh.machines[mac]
 	if m == nil {
 		m = &machine{}
+		m.runs = m.runsArr[:0]
 		sh.machines[mac] = m
 	}
 	return m
@@ -613,6 +618,12 @@ func (sh *shard) current(mac string, m *machine) *bootapiv1.BootSession {
 	return l
 }
 
+// bitsOf is mac's value, 0 when mac is not canonical.
+func bitsOf(mac string) uint64 {
+	v, _ := macaddr.Bits(mac)
+	return v
+}
+
 // OpenOptions tune Open.
 type OpenOptions struct {
 	// New forces a new session even if one is active: the firmware started over
@@ -639,7 +650,7 @@ func (r *Recorder) Open(ctx context.Context, mac string, opts OpenOptions) *Sess
 	sh := r.shard(mac)
 	sh.mu.Lock()
 	var m *machine
-	if l := opts.Last; l != nil && l.MAC == mac && l.r == r {
+	if l := opts.Last; l != nil && l.r == r && l.bits != 0 && l.bits == bitsOf(mac) {
 		m = l.machine(sh)
 	} else {
 		m = sh.machines[mac]
@@ -746,7 +757,8 @@ func (m *machine) session(r *Recorder, bs *bootapiv1.BootSession) *Session {
 	if m.sess == nil || m.tp != tp {
 		root, _ := Parse(tp)
 		// A Session never changes: one handle serves every request of the session.
-		m.sess, m.tp = &Session{r: r, MAC: bs.GetMac(), root: root, tid: bs.GetTraceId(), m: m}, tp
+		bits, _ := macaddr.Bits(bs.GetMac())
+		m.sess, m.tp = &Session{r: r, MAC: bs.GetMac(), root: root, tid: bs.GetTraceId(), m: m, bits: bits}, tp
 	}
 	return m.sess
 }
@@ -1123,8 +1135,10 @@ type Session struct {
 	root trace.SpanContext
 	tid  string // root's trace ID in hex, when known (saves formatting it per hop)
 	// m is the machine whose handle this is (nil for a handle made from a
-	// traceparent): the hot paths reach it without a map lookup.
-	m *machine
+	// traceparent): the hot paths reach it without a map lookup. bits is the
+	// MAC's value (macaddr.Bits), which Open compares instead of the strings.
+	m    *machine
+	bits uint64
 }
 
 // machine returns s's machine in sh (nil: none). Called with sh.mu held.

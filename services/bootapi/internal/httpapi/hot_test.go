@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"fmt"
 	"io"
 	"log/slog"
 	"strings"
@@ -8,6 +9,7 @@ import (
 	"time"
 
 	bootapiv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/bootapi/v1"
+	"github.com/bootchain/bootchain/pkg/store"
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
@@ -67,5 +69,54 @@ func TestHotEntryMemo(t *testing.T) {
 	now = now.Add(time.Minute)
 	if tc.seen(e, mac, m, q, ip, now); !pending() {
 		t.Fatal("a minute later: no sighting queued")
+	}
+}
+
+// The entries mirror the machines cache's events: a request reads what
+// Machines.Get would, and the memos of unknown MACs stay bounded without ever
+// dropping a machine's record.
+func TestHotEntryMirrorsMachines(t *testing.T) {
+	h := &Handler{}
+	for i := range h.hot {
+		h.hot[i].m = map[uint64]*hotEntry{}
+	}
+	const mac = "52:54:00:00:04:01"
+	m1 := &bootapiv1.Machine{Mac: mac, Hostname: "alpha"}
+	h.onMachine(store.Event[*bootapiv1.Machine]{Item: store.Item[*bootapiv1.Machine]{Name: mac, Value: m1, ModRevision: 5}})
+	if it, known, _ := h.hotEntry(mac).load(); !known || it.Value != m1 || it.ModRevision != 5 {
+		t.Fatalf("after a put: %v %v", it, known)
+	}
+
+	// A MAC first seen by a request, then registered.
+	const late = "52:54:00:00:04:02"
+	if _, known, _ := h.hotEntry(late).load(); known {
+		t.Fatal("unknown MAC reported known")
+	}
+	m2 := &bootapiv1.Machine{Mac: late}
+	h.onMachine(store.Event[*bootapiv1.Machine]{Item: store.Item[*bootapiv1.Machine]{Name: late, Value: m2, ModRevision: 6}})
+	if it, known, _ := h.hotEntry(late).load(); !known || it.Value != m2 {
+		t.Fatalf("registered after a request: %v %v", it, known)
+	}
+	h.onMachine(store.Event[*bootapiv1.Machine]{Item: store.Item[*bootapiv1.Machine]{Name: late, ModRevision: 7}, Deleted: true})
+	if _, known, _ := h.hotEntry(late).load(); known {
+		t.Fatal("deleted machine still known")
+	}
+
+	// A flood of unknown MACs: bounded, and the machine's record stays.
+	for i := 0; i < 3*maxUnknown*hotShards; i++ {
+		h.hotEntry(fmt.Sprintf("02:00:%02x:%02x:%02x:%02x", byte(i>>24), byte(i>>16), byte(i>>8), byte(i)))
+	}
+	n := 0
+	for i := range h.hot {
+		n += len(h.hot[i].m)
+		if h.hot[i].unknown > maxUnknown {
+			t.Fatalf("shard %d holds %d unknown entries", i, h.hot[i].unknown)
+		}
+	}
+	if n > maxUnknown*hotShards+1 {
+		t.Fatalf("%d entries after the flood", n)
+	}
+	if it, known, _ := h.hotEntry(mac).load(); !known || it.Value != m1 {
+		t.Fatal("the flood dropped a machine's record")
 	}
 }

@@ -100,6 +100,7 @@ func New(cfg Config) *Handler {
 		h.hot[i].m = map[uint64]*hotEntry{}
 	}
 	h.touch = newToucher(cfg.State, cfg.Logger, cfg.Now)
+	cfg.State.Machines.OnEvent(h.onMachine)
 	return h
 }
 
@@ -357,11 +358,15 @@ func (h *Handler) config(ctx context.Context, rc *fasthttp.RequestCtx, query []b
 	if rc.IsHead() {
 		method = fasthttp.MethodHead
 	}
-	mit, known := h.cfg.State.Machines.Get(mac) // one cache read serves the decision and the sighting
 	start := h.cfg.Now()
+	// The machine's entry mirrors its record in the cache: one read serves the
+	// decision and the sighting.
 	e := h.hotEntry(mac)
-	sess := h.cfg.Sessions.Open(ctx, mac, session.OpenOptions{IP: ip, Now: start, Last: e.session()})
-	e.setSession(sess)
+	mit, known, last := e.load()
+	sess := h.cfg.Sessions.Open(ctx, mac, session.OpenOptions{IP: ip, Now: start, Last: last})
+	if sess != last {
+		e.setSession(sess)
+	}
 	startHop := func() *session.Hop {
 		var hop *session.Hop
 		ctx, hop = sess.StartHopAt(ctx, "script", start,
@@ -480,93 +485,6 @@ func (h *Handler) menu(e *hotEntry, m *bootapiv1.Machine, site *bootapiv1.Site) 
 		return decision{script: script.Failure(m.GetMac(), "menu could not be rendered"), detail: "menu render failed: " + err.Error(), final: true}
 	}
 	return decision{head: head, script: r.body, detail: r.detail, final: true}
-}
-
-// hotShards split the per-machine memo by MAC, each with its own lock.
-const hotShards = 16
-
-type hotShard struct {
-	mu sync.RWMutex
-	// m is keyed by the MAC's 48-bit value (macaddr.Bits): the key compares
-	// without reading a string elsewhere in memory.
-	m map[uint64]*hotEntry
-}
-
-// hotEntry is what the script path remembers about one machine between requests,
-// so that a machine asking again costs one lookup: its rendered menu title lines
-// and what they were rendered from, and its last sighting that needed no write.
-// The *Machine fields are the cache's record the memo was checked against: the
-// same pointer means the same record (cache values are never changed in place),
-// so the memo holds without reading the record's strings again.
-type hotEntry struct {
-	mu sync.Mutex
-
-	headFor        *bootapiv1.Machine
-	hostname, site string
-	head           string
-
-	seenFor   *bootapiv1.Machine
-	seenKey   uint64 // hash of the request's facts and address
-	seenUntil int64  // Unix ns until which the record's last-seen time is fresh
-
-	// sess is the session handle the last request got (session.OpenOptions.Last).
-	sess *session.Session
-}
-
-func (e *hotEntry) session() *session.Session {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return e.sess
-}
-
-func (e *hotEntry) setSession(s *session.Session) {
-	e.mu.Lock()
-	e.sess = s
-	e.mu.Unlock()
-}
-
-// hotEntry returns mac's entry, created when absent. A shard holds at most
-// 100,000/hotShards machines; beyond that it starts over (a memo, not state).
-func (h *Handler) hotEntry(mac string) *hotEntry {
-	k, _ := macaddr.Bits(mac) // mac is canonical
-	sh := &h.hot[(k*0x9e3779b97f4a7c15)>>60%hotShards]
-	sh.mu.RLock()
-	e := sh.m[k]
-	sh.mu.RUnlock()
-	if e != nil {
-		return e
-	}
-	sh.mu.Lock()
-	defer sh.mu.Unlock()
-	if e = sh.m[k]; e == nil {
-		if len(sh.m) >= 100000/hotShards {
-			clear(sh.m)
-		}
-		e = &hotEntry{}
-		sh.m[k] = e
-	}
-	return e
-}
-
-// menuHead renders (once per machine, hostname and site) the menu's title lines;
-// a changed hostname or site renders again.
-func (e *hotEntry) menuHead(m *bootapiv1.Machine, site string) (string, error) {
-	e.mu.Lock()
-	if e.head != "" && e.site == site && (e.headFor == m || e.hostname == m.GetHostname()) {
-		e.headFor = m
-		head := e.head
-		e.mu.Unlock()
-		return head, nil
-	}
-	e.mu.Unlock()
-	head, err := script.MenuHead(m.GetMac(), m.GetHostname(), site)
-	if err != nil {
-		return "", err
-	}
-	e.mu.Lock()
-	e.headFor, e.hostname, e.site, e.head = m, m.GetHostname(), site, head
-	e.mu.Unlock()
-	return head, nil
 }
 
 // menuRender is the menu's shared part rendered from the profiles at rev, with
