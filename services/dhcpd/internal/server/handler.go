@@ -135,6 +135,18 @@ type Reply struct {
 	Dst  netip.AddrPort
 	// Broadcast: Dst is the limited broadcast address.
 	Broadcast bool
+	// buf is the pooled buffer Data was encoded into; Release returns it.
+	buf *[]byte
+}
+
+// Release returns the reply's buffer for reuse; Data must not be used after.
+// A reply never released is only garbage.
+func (r *Reply) Release() {
+	if r.buf != nil {
+		*r.buf = r.Data[:0]
+		replyBufs.Put(r.buf)
+		r.buf, r.Data = nil, nil
+	}
 }
 
 // info is what a request says about its sender.
@@ -645,7 +657,8 @@ func (h *Handler) bootOptions(resp *dhcpv4.DHCPv4, sc *SiteConfig, in *info, d b
 
 // send encodes resp and picks its destination (RFC 2131 section 4.1).
 func (h *Handler) send(in *info, resp *dhcpv4.DHCPv4) *Reply {
-	out := &Reply{Data: resp.ToBytes()}
+	bp := replyBufs.Get().(*[]byte)
+	out := &Reply{Data: encode((*bp)[:0], resp), buf: bp}
 	h.Stats.Replied.Add(1)
 	msg := in.msg
 	switch {

@@ -180,5 +180,6 @@ func (p *pacer) run(ctx context.Context, conn *net.UDPConn, out <-chan *Reply, h
 		if _, err := conn.WriteToUDPAddrPort(r.Data, r.Dst); err != nil && ctx.Err() == nil {
 			h.log.Debug("reply not sent", "dst", r.Dst.String(), "err", err)
 		}
+		r.Release()
 	}
 }
