@@ -79,7 +79,7 @@ type Handler struct {
 
 	hot   [hotShards]hotShard
 	spans bool // the session recorder exports hops as spans
-	// menu is the shared part of the menu as last rendered; menuMu serializes
+	// menuR is the shared part of the menu as last rendered; menuMu serializes
 	// rendering it again after the profiles changed.
 	menuR  atomic.Pointer[menuRender]
 	menuMu sync.Mutex
