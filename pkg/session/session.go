@@ -307,13 +307,7 @@ func (r *Recorder) onCacheEvent(ev store.Event[*bootapiv1.BootSession]) {
 }
 
 func (r *Recorder) shard(mac string) *shard {
-	// FNV-1a, inline: no allocation on the hot path.
-	h := uint32(2166136261)
-	for i := 0; i < len(mac); i++ {
-		h ^= uint32(mac[i])
-		h *= 16777619
-	}
-	return &r.shards[h%numShards]
+	return &r.shards[strhash.FNV64a(mac)%numShards]
 }
 
 // waiting reports whether any shard has something to write: session changes,
@@ -618,12 +612,6 @@ func (sh *shard) current(mac string, m *machine) *bootapiv1.BootSession {
 	return l
 }
 
-// bitsOf is mac's value, 0 when mac is not canonical.
-func bitsOf(mac string) uint64 {
-	v, _ := macaddr.Bits(mac)
-	return v
-}
-
 // OpenOptions tune Open.
 type OpenOptions struct {
 	// New forces a new session even if one is active: the firmware started over
@@ -650,7 +638,7 @@ func (r *Recorder) Open(ctx context.Context, mac string, opts OpenOptions) *Sess
 	sh := r.shard(mac)
 	sh.mu.Lock()
 	var m *machine
-	if l := opts.Last; l != nil && l.r == r && l.bits != 0 && l.bits == bitsOf(mac) {
+	if l := opts.Last; l != nil && l.r == r && l.isFor(mac) {
 		m = l.machine(sh)
 	} else {
 		m = sh.machines[mac]
@@ -1139,6 +1127,13 @@ type Session struct {
 	// MAC's value (macaddr.Bits), which Open compares instead of the strings.
 	m    *machine
 	bits uint64
+}
+
+// isFor reports whether s is a handle for mac, comparing the MACs' values (0:
+// not known, never equal).
+func (s *Session) isFor(mac string) bool {
+	v, ok := macaddr.Bits(mac)
+	return ok && v != 0 && v == s.bits
 }
 
 // machine returns s's machine in sh (nil: none). Called with sh.mu held.

@@ -37,9 +37,9 @@ func encode(b []byte, d *dhcpv4.DHCPv4) []byte {
 	n, agent := 0, false
 	for c := range d.Options {
 		switch c {
-		case 0, 255:
+		case dhcpv4.OptionPad.Code(), dhcpv4.OptionEnd.Code():
 			continue
-		case 82:
+		case dhcpv4.OptionRelayAgentInformation.Code():
 			agent = true
 			continue
 		}
@@ -51,7 +51,7 @@ func encode(b []byte, d *dhcpv4.DHCPv4) []byte {
 		codes[i], n = c, n+1
 	}
 	if agent {
-		codes[n], n = 82, n+1
+		codes[n], n = dhcpv4.OptionRelayAgentInformation.Code(), n+1
 	}
 	for _, c := range codes[:n] {
 		v := d.Options[c]
@@ -66,7 +66,7 @@ func encode(b []byte, d *dhcpv4.DHCPv4) []byte {
 			v = v[k:]
 		}
 	}
-	b = append(b, 255)
+	b = append(b, dhcpv4.OptionEnd.Code())
 	for len(b)-start < bootpMinLen {
 		b = append(b, 0)
 	}
@@ -95,4 +95,4 @@ func appendField(b, v []byte, max, size int) []byte {
 }
 
 // replyBufs recycles reply buffers: the pacer returns each after sending it.
-var replyBufs = sync.Pool{New: func() any { b := make([]byte, 0, 576); return &b }}
+var replyBufs = sync.Pool{New: func() any { b := make([]byte, 0, dhcpv4.MaxMessageSize); return &b }}
