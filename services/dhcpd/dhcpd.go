@@ -139,6 +139,7 @@ type Server struct {
 	handler  *server.Handler
 	rec      *session.Recorder
 	leases   *store.Cache[*dhcpdv1.Lease]
+	blocks   *store.Cache[*dhcpdv1.OfferBlock]
 	sites    *store.Cache[*bootapiv1.Site]
 	machines *store.Cache[*bootapiv1.Machine]
 	defaults server.Defaults
@@ -199,6 +200,10 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s.leases = store.NewCache(cfg.Store, store.Prefix("leases", cfg.Site), func() *dhcpdv1.Lease { return &dhcpdv1.Lease{} }, log)
+	s.blocks = store.NewCache(cfg.Store, store.Prefix("offerblocks", cfg.Site), func() *dhcpdv1.OfferBlock { return &dhcpdv1.OfferBlock{} }, log)
+	s.blocks.OnEvent(func(ev store.Event[*dhcpdv1.OfferBlock]) {
+		s.alloc.ApplyBlock(ev.Name, ev.Value, ev.ModRevision, ev.Deleted)
+	})
 	s.sites = store.NewCache(cfg.Store, store.Prefix("sites"), func() *bootapiv1.Site { return &bootapiv1.Site{} }, log)
 	s.machines = store.NewCache(cfg.Store, store.Prefix("machines"), func() *bootapiv1.Machine { return &bootapiv1.Machine{} }, log)
 	s.handler = server.New(server.Config{
@@ -335,7 +340,7 @@ func (s *Server) Run(ctx context.Context) error {
 	caches, stopCaches := context.WithCancel(context.Background())
 	defer stopCaches()
 	var cwg sync.WaitGroup
-	for _, run := range []func(context.Context) error{s.leases.Run, s.sites.Run, s.machines.Run} {
+	for _, run := range []func(context.Context) error{s.leases.Run, s.blocks.Run, s.sites.Run, s.machines.Run} {
 		cwg.Add(1)
 		go func() { defer cwg.Done(); run(caches) }()
 	}
@@ -355,7 +360,7 @@ func (s *Server) Run(ctx context.Context) error {
 		s.closeSockets()
 		return err
 	}
-	for _, w := range []func(context.Context) error{s.leases.WaitReady, s.sites.WaitReady, s.machines.WaitReady, s.rec.WaitReady} {
+	for _, w := range []func(context.Context) error{s.leases.WaitReady, s.blocks.WaitReady, s.sites.WaitReady, s.machines.WaitReady, s.rec.WaitReady} {
 		if err := w(ctx); err != nil {
 			s.closeSockets()
 			return nil
@@ -390,6 +395,13 @@ func (s *Server) Run(ctx context.Context) error {
 	s.log.Info("dhcpd serving", "endpoints", s.Endpoints())
 	close(s.ready)
 	err = g.Wait()
+	// Give the offer blocks back so other replicas need not wait for the claims
+	// to run out; the offers made from them end with this process.
+	bctx, cancelBlocks := context.WithTimeout(context.Background(), 5*time.Second)
+	if berr := s.alloc.ReleaseBlocks(bctx); berr != nil {
+		s.log.Warn("offer blocks not given back; they free themselves when their claims run out", "err", berr)
+	}
+	cancelBlocks()
 	s.log.Info("dhcpd stopped", "stats", s.handler.Stats.String())
 	if ctx.Err() != nil {
 		return nil
@@ -533,10 +545,17 @@ func (s *Server) feedLeases(ctx context.Context, events <-chan store.Event[*dhcp
 func (s *Server) reclaim(ctx context.Context) {
 	t := time.NewTicker(s.cfg.ReclaimInterval)
 	defer t.Stop()
+	// Offer blocks are renewed well before a claim gets too short to offer from.
+	bt := time.NewTicker(s.cfg.OfferHold / 3)
+	defer bt.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
+		case <-bt.C:
+			if err := s.alloc.MaintainBlocks(ctx); err != nil && ctx.Err() == nil {
+				s.log.Warn("offer blocks not renewed", "err", err)
+			}
 		case <-t.C:
 			if n := s.alloc.Reclaim(ctx, 4096); n > 0 {
 				s.log.Debug("expired leases reclaimed", "count", n)

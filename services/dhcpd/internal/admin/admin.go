@@ -33,9 +33,21 @@ type Server struct {
 
 func (s *Server) leases(ctx context.Context, site string) ([]*dhcpdv1.Lease, error) {
 	if site == "" || site == s.Site {
+		// This replica's offers are held in memory, not in etcd; each stands for
+		// its address's stored record while it lasts.
+		var offers map[string]*dhcpdv1.Lease
 		var out []*dhcpdv1.Lease
+		if s.Alloc != nil {
+			offers = map[string]*dhcpdv1.Lease{}
+			for _, l := range s.Alloc.Offers() {
+				offers[l.GetIp()] = l
+				out = append(out, l)
+			}
+		}
 		for _, it := range s.Leases.List(nil) {
-			out = append(out, it.Value)
+			if offers[it.Value.GetIp()] == nil {
+				out = append(out, it.Value)
+			}
 		}
 		return out, nil
 	}

@@ -37,6 +37,12 @@ func replica(t *testing.T, ctx context.Context, st *store.Store, name string, su
 	if err := c.WaitReady(ctx); err != nil {
 		t.Fatal(err)
 	}
+	blocks := store.NewCache(st, store.Prefix("offerblocks", "lab"), func() *dhcpdv1.OfferBlock { return &dhcpdv1.OfferBlock{} }, nil)
+	blocks.OnEvent(func(ev store.Event[*dhcpdv1.OfferBlock]) { a.ApplyBlock(ev.Name, ev.Value, ev.ModRevision, ev.Deleted) })
+	go blocks.Run(ctx)
+	if err := blocks.WaitReady(ctx); err != nil {
+		t.Fatal(err)
+	}
 	snap, ev, cancel := c.Subscribe(1 << 16)
 	for _, it := range snap {
 		a.Apply(it.Name, it.Value, it.ModRevision, false)

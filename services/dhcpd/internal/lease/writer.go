@@ -44,9 +44,10 @@ type Result struct {
 	Err        error
 }
 
-// Writer makes lease changes durable.
+// Writer makes lease changes and offer-block claims durable.
 type Writer interface {
 	Write(ctx context.Context, w Write) Result
+	WriteBlock(ctx context.Context, w BlockWrite) BlockResult
 }
 
 // EtcdWriter gathers concurrent lease writes into etcd transactions: each
@@ -309,9 +310,10 @@ func (e *EtcdWriter) fail(todo []*pending, err error) {
 // MemWriter keeps leases in memory with the same compare semantics as EtcdWriter:
 // for the fuzz target and unit tests of the packet logic.
 type MemWriter struct {
-	mu   sync.Mutex
-	rev  int64
-	data map[string]memItem
+	mu     sync.Mutex
+	rev    int64
+	data   map[string]memItem
+	blocks map[string]memBlock
 }
 
 type memItem struct {
@@ -320,7 +322,9 @@ type memItem struct {
 }
 
 // NewMemWriter returns an empty MemWriter.
-func NewMemWriter() *MemWriter { return &MemWriter{data: map[string]memItem{}} }
+func NewMemWriter() *MemWriter {
+	return &MemWriter{data: map[string]memItem{}, blocks: map[string]memBlock{}}
+}
 
 // Write applies w if its compare holds.
 func (m *MemWriter) Write(_ context.Context, w Write) Result {

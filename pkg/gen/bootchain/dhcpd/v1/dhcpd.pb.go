@@ -416,6 +416,101 @@ func (x *PoolUsage) GetFree() uint32 {
 	return 0
 }
 
+// OfferBlock is a run of pool addresses that one dhcpd replica claimed, stored at
+// offerblocks/<site>/<first>. Until expire_time only that replica offers the
+// block's free addresses, and it holds those offers in memory instead of writing
+// each one; binding an address is still a lease write that compares revisions.
+type OfferBlock struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Site of the pool.
+	Site string `protobuf:"bytes,1,opt,name=site,proto3" json:"site,omitempty"`
+	// First address of the block.
+	First string `protobuf:"bytes,2,opt,name=first,proto3" json:"first,omitempty"`
+	// Last address of the block.
+	Last string `protobuf:"bytes,3,opt,name=last,proto3" json:"last,omitempty"`
+	// Name of the replica holding the claim.
+	Server string `protobuf:"bytes,4,opt,name=server,proto3" json:"server,omitempty"`
+	// The holding process (random per start): a restarted replica does not inherit
+	// the claims, and with them the offers, of its previous run.
+	Instance string `protobuf:"bytes,5,opt,name=instance,proto3" json:"instance,omitempty"`
+	// When the claim ends unless renewed.
+	ExpireTime    *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OfferBlock) Reset() {
+	*x = OfferBlock{}
+	mi := &file_bootchain_dhcpd_v1_dhcpd_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OfferBlock) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OfferBlock) ProtoMessage() {}
+
+func (x *OfferBlock) ProtoReflect() protoreflect.Message {
+	mi := &file_bootchain_dhcpd_v1_dhcpd_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OfferBlock.ProtoReflect.Descriptor instead.
+func (*OfferBlock) Descriptor() ([]byte, []int) {
+	return file_bootchain_dhcpd_v1_dhcpd_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *OfferBlock) GetSite() string {
+	if x != nil {
+		return x.Site
+	}
+	return ""
+}
+
+func (x *OfferBlock) GetFirst() string {
+	if x != nil {
+		return x.First
+	}
+	return ""
+}
+
+func (x *OfferBlock) GetLast() string {
+	if x != nil {
+		return x.Last
+	}
+	return ""
+}
+
+func (x *OfferBlock) GetServer() string {
+	if x != nil {
+		return x.Server
+	}
+	return ""
+}
+
+func (x *OfferBlock) GetInstance() string {
+	if x != nil {
+		return x.Instance
+	}
+	return ""
+}
+
+func (x *OfferBlock) GetExpireTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpireTime
+	}
+	return nil
+}
+
 // ListLeasesRequest filters leases; empty fields match everything.
 type ListLeasesRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -431,7 +526,7 @@ type ListLeasesRequest struct {
 
 func (x *ListLeasesRequest) Reset() {
 	*x = ListLeasesRequest{}
-	mi := &file_bootchain_dhcpd_v1_dhcpd_proto_msgTypes[3]
+	mi := &file_bootchain_dhcpd_v1_dhcpd_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -443,7 +538,7 @@ func (x *ListLeasesRequest) String() string {
 func (*ListLeasesRequest) ProtoMessage() {}
 
 func (x *ListLeasesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_bootchain_dhcpd_v1_dhcpd_proto_msgTypes[3]
+	mi := &file_bootchain_dhcpd_v1_dhcpd_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -456,7 +551,7 @@ func (x *ListLeasesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListLeasesRequest.ProtoReflect.Descriptor instead.
 func (*ListLeasesRequest) Descriptor() ([]byte, []int) {
-	return file_bootchain_dhcpd_v1_dhcpd_proto_rawDescGZIP(), []int{3}
+	return file_bootchain_dhcpd_v1_dhcpd_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *ListLeasesRequest) GetSite() string {
@@ -491,7 +586,7 @@ type ListLeasesResponse struct {
 
 func (x *ListLeasesResponse) Reset() {
 	*x = ListLeasesResponse{}
-	mi := &file_bootchain_dhcpd_v1_dhcpd_proto_msgTypes[4]
+	mi := &file_bootchain_dhcpd_v1_dhcpd_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -503,7 +598,7 @@ func (x *ListLeasesResponse) String() string {
 func (*ListLeasesResponse) ProtoMessage() {}
 
 func (x *ListLeasesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_bootchain_dhcpd_v1_dhcpd_proto_msgTypes[4]
+	mi := &file_bootchain_dhcpd_v1_dhcpd_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -516,7 +611,7 @@ func (x *ListLeasesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListLeasesResponse.ProtoReflect.Descriptor instead.
 func (*ListLeasesResponse) Descriptor() ([]byte, []int) {
-	return file_bootchain_dhcpd_v1_dhcpd_proto_rawDescGZIP(), []int{4}
+	return file_bootchain_dhcpd_v1_dhcpd_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *ListLeasesResponse) GetLeases() []*Lease {
@@ -541,7 +636,7 @@ type GetLeaseRequest struct {
 
 func (x *GetLeaseRequest) Reset() {
 	*x = GetLeaseRequest{}
-	mi := &file_bootchain_dhcpd_v1_dhcpd_proto_msgTypes[5]
+	mi := &file_bootchain_dhcpd_v1_dhcpd_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -553,7 +648,7 @@ func (x *GetLeaseRequest) String() string {
 func (*GetLeaseRequest) ProtoMessage() {}
 
 func (x *GetLeaseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_bootchain_dhcpd_v1_dhcpd_proto_msgTypes[5]
+	mi := &file_bootchain_dhcpd_v1_dhcpd_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -566,7 +661,7 @@ func (x *GetLeaseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetLeaseRequest.ProtoReflect.Descriptor instead.
 func (*GetLeaseRequest) Descriptor() ([]byte, []int) {
-	return file_bootchain_dhcpd_v1_dhcpd_proto_rawDescGZIP(), []int{5}
+	return file_bootchain_dhcpd_v1_dhcpd_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *GetLeaseRequest) GetSite() string {
@@ -601,7 +696,7 @@ type GetLeaseResponse struct {
 
 func (x *GetLeaseResponse) Reset() {
 	*x = GetLeaseResponse{}
-	mi := &file_bootchain_dhcpd_v1_dhcpd_proto_msgTypes[6]
+	mi := &file_bootchain_dhcpd_v1_dhcpd_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -613,7 +708,7 @@ func (x *GetLeaseResponse) String() string {
 func (*GetLeaseResponse) ProtoMessage() {}
 
 func (x *GetLeaseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_bootchain_dhcpd_v1_dhcpd_proto_msgTypes[6]
+	mi := &file_bootchain_dhcpd_v1_dhcpd_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -626,7 +721,7 @@ func (x *GetLeaseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetLeaseResponse.ProtoReflect.Descriptor instead.
 func (*GetLeaseResponse) Descriptor() ([]byte, []int) {
-	return file_bootchain_dhcpd_v1_dhcpd_proto_rawDescGZIP(), []int{6}
+	return file_bootchain_dhcpd_v1_dhcpd_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *GetLeaseResponse) GetLease() *Lease {
@@ -649,7 +744,7 @@ type ReleaseLeaseRequest struct {
 
 func (x *ReleaseLeaseRequest) Reset() {
 	*x = ReleaseLeaseRequest{}
-	mi := &file_bootchain_dhcpd_v1_dhcpd_proto_msgTypes[7]
+	mi := &file_bootchain_dhcpd_v1_dhcpd_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -661,7 +756,7 @@ func (x *ReleaseLeaseRequest) String() string {
 func (*ReleaseLeaseRequest) ProtoMessage() {}
 
 func (x *ReleaseLeaseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_bootchain_dhcpd_v1_dhcpd_proto_msgTypes[7]
+	mi := &file_bootchain_dhcpd_v1_dhcpd_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -674,7 +769,7 @@ func (x *ReleaseLeaseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseLeaseRequest.ProtoReflect.Descriptor instead.
 func (*ReleaseLeaseRequest) Descriptor() ([]byte, []int) {
-	return file_bootchain_dhcpd_v1_dhcpd_proto_rawDescGZIP(), []int{7}
+	return file_bootchain_dhcpd_v1_dhcpd_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ReleaseLeaseRequest) GetSite() string {
@@ -702,7 +797,7 @@ type ReleaseLeaseResponse struct {
 
 func (x *ReleaseLeaseResponse) Reset() {
 	*x = ReleaseLeaseResponse{}
-	mi := &file_bootchain_dhcpd_v1_dhcpd_proto_msgTypes[8]
+	mi := &file_bootchain_dhcpd_v1_dhcpd_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -714,7 +809,7 @@ func (x *ReleaseLeaseResponse) String() string {
 func (*ReleaseLeaseResponse) ProtoMessage() {}
 
 func (x *ReleaseLeaseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_bootchain_dhcpd_v1_dhcpd_proto_msgTypes[8]
+	mi := &file_bootchain_dhcpd_v1_dhcpd_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -727,7 +822,7 @@ func (x *ReleaseLeaseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseLeaseResponse.ProtoReflect.Descriptor instead.
 func (*ReleaseLeaseResponse) Descriptor() ([]byte, []int) {
-	return file_bootchain_dhcpd_v1_dhcpd_proto_rawDescGZIP(), []int{8}
+	return file_bootchain_dhcpd_v1_dhcpd_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ReleaseLeaseResponse) GetLease() *Lease {
@@ -748,7 +843,7 @@ type ListPoolsRequest struct {
 
 func (x *ListPoolsRequest) Reset() {
 	*x = ListPoolsRequest{}
-	mi := &file_bootchain_dhcpd_v1_dhcpd_proto_msgTypes[9]
+	mi := &file_bootchain_dhcpd_v1_dhcpd_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -760,7 +855,7 @@ func (x *ListPoolsRequest) String() string {
 func (*ListPoolsRequest) ProtoMessage() {}
 
 func (x *ListPoolsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_bootchain_dhcpd_v1_dhcpd_proto_msgTypes[9]
+	mi := &file_bootchain_dhcpd_v1_dhcpd_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -773,7 +868,7 @@ func (x *ListPoolsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPoolsRequest.ProtoReflect.Descriptor instead.
 func (*ListPoolsRequest) Descriptor() ([]byte, []int) {
-	return file_bootchain_dhcpd_v1_dhcpd_proto_rawDescGZIP(), []int{9}
+	return file_bootchain_dhcpd_v1_dhcpd_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ListPoolsRequest) GetSite() string {
@@ -794,7 +889,7 @@ type ListPoolsResponse struct {
 
 func (x *ListPoolsResponse) Reset() {
 	*x = ListPoolsResponse{}
-	mi := &file_bootchain_dhcpd_v1_dhcpd_proto_msgTypes[10]
+	mi := &file_bootchain_dhcpd_v1_dhcpd_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -806,7 +901,7 @@ func (x *ListPoolsResponse) String() string {
 func (*ListPoolsResponse) ProtoMessage() {}
 
 func (x *ListPoolsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_bootchain_dhcpd_v1_dhcpd_proto_msgTypes[10]
+	mi := &file_bootchain_dhcpd_v1_dhcpd_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -819,7 +914,7 @@ func (x *ListPoolsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPoolsResponse.ProtoReflect.Descriptor instead.
 func (*ListPoolsResponse) Descriptor() ([]byte, []int) {
-	return file_bootchain_dhcpd_v1_dhcpd_proto_rawDescGZIP(), []int{10}
+	return file_bootchain_dhcpd_v1_dhcpd_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ListPoolsResponse) GetPools() []*PoolUsage {
@@ -864,7 +959,16 @@ const file_bootchain_dhcpd_v1_dhcpd_proto_rawDesc = "" +
 	"\x05bound\x18\x06 \x01(\rR\x05bound\x12\x18\n" +
 	"\aoffered\x18\a \x01(\rR\aoffered\x12\x1a\n" +
 	"\bdeclined\x18\b \x01(\rR\bdeclined\x12\x12\n" +
-	"\x04free\x18\t \x01(\rR\x04free\"o\n" +
+	"\x04free\x18\t \x01(\rR\x04free\"\xbb\x01\n" +
+	"\n" +
+	"OfferBlock\x12\x12\n" +
+	"\x04site\x18\x01 \x01(\tR\x04site\x12\x14\n" +
+	"\x05first\x18\x02 \x01(\tR\x05first\x12\x12\n" +
+	"\x04last\x18\x03 \x01(\tR\x04last\x12\x16\n" +
+	"\x06server\x18\x04 \x01(\tR\x06server\x12\x1a\n" +
+	"\binstance\x18\x05 \x01(\tR\binstance\x12;\n" +
+	"\vexpire_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"expireTime\"o\n" +
 	"\x11ListLeasesRequest\x12\x12\n" +
 	"\x04site\x18\x01 \x01(\tR\x04site\x12\x10\n" +
 	"\x03mac\x18\x02 \x01(\tR\x03mac\x124\n" +
@@ -916,46 +1020,48 @@ func file_bootchain_dhcpd_v1_dhcpd_proto_rawDescGZIP() []byte {
 }
 
 var file_bootchain_dhcpd_v1_dhcpd_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_bootchain_dhcpd_v1_dhcpd_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_bootchain_dhcpd_v1_dhcpd_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_bootchain_dhcpd_v1_dhcpd_proto_goTypes = []any{
 	(LeaseState)(0),               // 0: bootchain.dhcpd.v1.LeaseState
 	(*RelayInfo)(nil),             // 1: bootchain.dhcpd.v1.RelayInfo
 	(*Lease)(nil),                 // 2: bootchain.dhcpd.v1.Lease
 	(*PoolUsage)(nil),             // 3: bootchain.dhcpd.v1.PoolUsage
-	(*ListLeasesRequest)(nil),     // 4: bootchain.dhcpd.v1.ListLeasesRequest
-	(*ListLeasesResponse)(nil),    // 5: bootchain.dhcpd.v1.ListLeasesResponse
-	(*GetLeaseRequest)(nil),       // 6: bootchain.dhcpd.v1.GetLeaseRequest
-	(*GetLeaseResponse)(nil),      // 7: bootchain.dhcpd.v1.GetLeaseResponse
-	(*ReleaseLeaseRequest)(nil),   // 8: bootchain.dhcpd.v1.ReleaseLeaseRequest
-	(*ReleaseLeaseResponse)(nil),  // 9: bootchain.dhcpd.v1.ReleaseLeaseResponse
-	(*ListPoolsRequest)(nil),      // 10: bootchain.dhcpd.v1.ListPoolsRequest
-	(*ListPoolsResponse)(nil),     // 11: bootchain.dhcpd.v1.ListPoolsResponse
-	(*timestamppb.Timestamp)(nil), // 12: google.protobuf.Timestamp
+	(*OfferBlock)(nil),            // 4: bootchain.dhcpd.v1.OfferBlock
+	(*ListLeasesRequest)(nil),     // 5: bootchain.dhcpd.v1.ListLeasesRequest
+	(*ListLeasesResponse)(nil),    // 6: bootchain.dhcpd.v1.ListLeasesResponse
+	(*GetLeaseRequest)(nil),       // 7: bootchain.dhcpd.v1.GetLeaseRequest
+	(*GetLeaseResponse)(nil),      // 8: bootchain.dhcpd.v1.GetLeaseResponse
+	(*ReleaseLeaseRequest)(nil),   // 9: bootchain.dhcpd.v1.ReleaseLeaseRequest
+	(*ReleaseLeaseResponse)(nil),  // 10: bootchain.dhcpd.v1.ReleaseLeaseResponse
+	(*ListPoolsRequest)(nil),      // 11: bootchain.dhcpd.v1.ListPoolsRequest
+	(*ListPoolsResponse)(nil),     // 12: bootchain.dhcpd.v1.ListPoolsResponse
+	(*timestamppb.Timestamp)(nil), // 13: google.protobuf.Timestamp
 }
 var file_bootchain_dhcpd_v1_dhcpd_proto_depIdxs = []int32{
 	0,  // 0: bootchain.dhcpd.v1.Lease.state:type_name -> bootchain.dhcpd.v1.LeaseState
-	12, // 1: bootchain.dhcpd.v1.Lease.expire_time:type_name -> google.protobuf.Timestamp
+	13, // 1: bootchain.dhcpd.v1.Lease.expire_time:type_name -> google.protobuf.Timestamp
 	1,  // 2: bootchain.dhcpd.v1.Lease.relay:type_name -> bootchain.dhcpd.v1.RelayInfo
-	12, // 3: bootchain.dhcpd.v1.Lease.update_time:type_name -> google.protobuf.Timestamp
-	12, // 4: bootchain.dhcpd.v1.Lease.chainload_time:type_name -> google.protobuf.Timestamp
-	0,  // 5: bootchain.dhcpd.v1.ListLeasesRequest.state:type_name -> bootchain.dhcpd.v1.LeaseState
-	2,  // 6: bootchain.dhcpd.v1.ListLeasesResponse.leases:type_name -> bootchain.dhcpd.v1.Lease
-	2,  // 7: bootchain.dhcpd.v1.GetLeaseResponse.lease:type_name -> bootchain.dhcpd.v1.Lease
-	2,  // 8: bootchain.dhcpd.v1.ReleaseLeaseResponse.lease:type_name -> bootchain.dhcpd.v1.Lease
-	3,  // 9: bootchain.dhcpd.v1.ListPoolsResponse.pools:type_name -> bootchain.dhcpd.v1.PoolUsage
-	4,  // 10: bootchain.dhcpd.v1.LeaseService.ListLeases:input_type -> bootchain.dhcpd.v1.ListLeasesRequest
-	6,  // 11: bootchain.dhcpd.v1.LeaseService.GetLease:input_type -> bootchain.dhcpd.v1.GetLeaseRequest
-	8,  // 12: bootchain.dhcpd.v1.LeaseService.ReleaseLease:input_type -> bootchain.dhcpd.v1.ReleaseLeaseRequest
-	10, // 13: bootchain.dhcpd.v1.LeaseService.ListPools:input_type -> bootchain.dhcpd.v1.ListPoolsRequest
-	5,  // 14: bootchain.dhcpd.v1.LeaseService.ListLeases:output_type -> bootchain.dhcpd.v1.ListLeasesResponse
-	7,  // 15: bootchain.dhcpd.v1.LeaseService.GetLease:output_type -> bootchain.dhcpd.v1.GetLeaseResponse
-	9,  // 16: bootchain.dhcpd.v1.LeaseService.ReleaseLease:output_type -> bootchain.dhcpd.v1.ReleaseLeaseResponse
-	11, // 17: bootchain.dhcpd.v1.LeaseService.ListPools:output_type -> bootchain.dhcpd.v1.ListPoolsResponse
-	14, // [14:18] is the sub-list for method output_type
-	10, // [10:14] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	13, // 3: bootchain.dhcpd.v1.Lease.update_time:type_name -> google.protobuf.Timestamp
+	13, // 4: bootchain.dhcpd.v1.Lease.chainload_time:type_name -> google.protobuf.Timestamp
+	13, // 5: bootchain.dhcpd.v1.OfferBlock.expire_time:type_name -> google.protobuf.Timestamp
+	0,  // 6: bootchain.dhcpd.v1.ListLeasesRequest.state:type_name -> bootchain.dhcpd.v1.LeaseState
+	2,  // 7: bootchain.dhcpd.v1.ListLeasesResponse.leases:type_name -> bootchain.dhcpd.v1.Lease
+	2,  // 8: bootchain.dhcpd.v1.GetLeaseResponse.lease:type_name -> bootchain.dhcpd.v1.Lease
+	2,  // 9: bootchain.dhcpd.v1.ReleaseLeaseResponse.lease:type_name -> bootchain.dhcpd.v1.Lease
+	3,  // 10: bootchain.dhcpd.v1.ListPoolsResponse.pools:type_name -> bootchain.dhcpd.v1.PoolUsage
+	5,  // 11: bootchain.dhcpd.v1.LeaseService.ListLeases:input_type -> bootchain.dhcpd.v1.ListLeasesRequest
+	7,  // 12: bootchain.dhcpd.v1.LeaseService.GetLease:input_type -> bootchain.dhcpd.v1.GetLeaseRequest
+	9,  // 13: bootchain.dhcpd.v1.LeaseService.ReleaseLease:input_type -> bootchain.dhcpd.v1.ReleaseLeaseRequest
+	11, // 14: bootchain.dhcpd.v1.LeaseService.ListPools:input_type -> bootchain.dhcpd.v1.ListPoolsRequest
+	6,  // 15: bootchain.dhcpd.v1.LeaseService.ListLeases:output_type -> bootchain.dhcpd.v1.ListLeasesResponse
+	8,  // 16: bootchain.dhcpd.v1.LeaseService.GetLease:output_type -> bootchain.dhcpd.v1.GetLeaseResponse
+	10, // 17: bootchain.dhcpd.v1.LeaseService.ReleaseLease:output_type -> bootchain.dhcpd.v1.ReleaseLeaseResponse
+	12, // 18: bootchain.dhcpd.v1.LeaseService.ListPools:output_type -> bootchain.dhcpd.v1.ListPoolsResponse
+	15, // [15:19] is the sub-list for method output_type
+	11, // [11:15] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_bootchain_dhcpd_v1_dhcpd_proto_init() }
@@ -969,7 +1075,7 @@ func file_bootchain_dhcpd_v1_dhcpd_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_bootchain_dhcpd_v1_dhcpd_proto_rawDesc), len(file_bootchain_dhcpd_v1_dhcpd_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   11,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
