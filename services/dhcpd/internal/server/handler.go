@@ -172,7 +172,7 @@ func (h *Handler) Handle(ctx context.Context, raw []byte, src netip.AddrPort, po
 		h.Stats.Malformed.Add(1)
 		return nil
 	}
-	msg, err := dhcpv4.FromBytes(raw)
+	msg, err := decode(raw)
 	if err != nil {
 		h.Stats.Malformed.Add(1)
 		return nil
