@@ -635,10 +635,17 @@ func (r *Recorder) Open(ctx context.Context, mac string, opts OpenOptions) *Sess
 	if now.IsZero() {
 		now = time.Now()
 	}
-	sh := r.shard(mac)
+	l := opts.Last
+	last := l != nil && l.r == r && l.isFor(mac)
+	var sh *shard
+	if last && l.sh != nil {
+		sh = l.sh
+	} else {
+		sh = r.shard(mac)
+	}
 	sh.mu.Lock()
 	var m *machine
-	if l := opts.Last; l != nil && l.r == r && l.isFor(mac) {
+	if last {
 		m = l.machine(sh)
 	} else {
 		m = sh.machines[mac]
@@ -649,7 +656,7 @@ func (r *Recorder) Open(ctx context.Context, mac string, opts OpenOptions) *Sess
 	// after a failed download). A new attempt starts with the firmware's DISCOVER
 	// (opts.New) or after IdleRestart of silence.
 	if cur != nil && !opts.New && now.UnixNano()-m.updated(cur) < int64(r.cfg.IdleRestart) {
-		s := m.session(r, cur)
+		s := m.session(r, sh, cur)
 		moved := opts.IP != "" && m.ipChanged(cur, opts.IP)
 		sh.mu.Unlock()
 		if moved {
@@ -687,7 +694,7 @@ func (r *Recorder) Open(ctx context.Context, mac string, opts OpenOptions) *Sess
 		return proto.Clone(bs).(*bootapiv1.BootSession)
 	})
 	sh.mu.Lock()
-	s := sh.get(mac).session(r, bs)
+	s := sh.get(mac).session(r, sh, bs)
 	sh.mu.Unlock()
 	return s
 }
@@ -702,7 +709,7 @@ func (r *Recorder) Join(mac string) (*Session, bool) {
 	if cur == nil || cur.GetState() != bootapiv1.SessionState_SESSION_STATE_ACTIVE {
 		return nil, false
 	}
-	return m.session(r, cur), true
+	return m.session(r, sh, cur), true
 }
 
 // FromTraceparent returns a handle on the session whose root is traceparent (as
@@ -735,8 +742,8 @@ func (r *Recorder) FromTraceparent(traceparent, mac string) (*Session, bool) {
 	return &Session{r: r, MAC: mac, root: sc}, true
 }
 
-// session is a handle on bs, m's session. Called with the shard's lock held.
-func (m *machine) session(r *Recorder, bs *bootapiv1.BootSession) *Session {
+// session is a handle on bs, m's session. Called with sh's lock held.
+func (m *machine) session(r *Recorder, sh *shard, bs *bootapiv1.BootSession) *Session {
 	if m.sess != nil && m.sessFor == bs {
 		return m.sess
 	}
@@ -746,7 +753,7 @@ func (m *machine) session(r *Recorder, bs *bootapiv1.BootSession) *Session {
 		root, _ := Parse(tp)
 		// A Session never changes: one handle serves every request of the session.
 		bits, _ := macaddr.Bits(bs.GetMac())
-		m.sess, m.tp = &Session{r: r, MAC: bs.GetMac(), root: root, tid: bs.GetTraceId(), m: m, bits: bits}, tp
+		m.sess, m.tp = &Session{r: r, MAC: bs.GetMac(), root: root, tid: bs.GetTraceId(), m: m, bits: bits, sh: sh}, tp
 	}
 	return m.sess
 }
@@ -1078,7 +1085,7 @@ func (s *Session) Repeat(name, detail string, bytes int64, end time.Time) bool {
 	if s.r.spans || s.MAC == "" {
 		return false
 	}
-	sh := s.r.shard(s.MAC)
+	sh := s.shard()
 	sh.mu.Lock()
 	m := s.machine(sh)
 	var rp *repeat
@@ -1127,6 +1134,17 @@ type Session struct {
 	// MAC's value (macaddr.Bits), which Open compares instead of the strings.
 	m    *machine
 	bits uint64
+	// sh is the MAC's shard (nil for a handle made from a traceparent): no hash
+	// of the MAC per call.
+	sh *shard
+}
+
+// shard returns the shard of s's MAC.
+func (s *Session) shard() *shard {
+	if s.sh != nil {
+		return s.sh
+	}
+	return s.r.shard(s.MAC)
 }
 
 // isFor reports whether s is a handle for mac, comparing the MACs' values (0:
@@ -1190,7 +1208,7 @@ func (s *Session) SetJob(id string) {
 
 // Finish ends the session: succeeded, or failed/stalled at hop with message.
 func (s *Session) Finish(state bootapiv1.SessionState, hop, message string) {
-	sh := s.r.shard(s.MAC)
+	sh := s.shard()
 	sh.mu.Lock()
 	m := s.machine(sh)
 	cur := sh.current(s.MAC, m)
@@ -1371,7 +1389,7 @@ func (r *Recorder) MarkStalled(after time.Duration, now time.Time) int {
 		seen := bs.GetUpdateTime().AsTime()
 		sh := r.shard(bs.GetMac())
 		sh.mu.Lock()
-		sess := sh.get(bs.GetMac()).session(r, bs)
+		sess := sh.get(bs.GetMac()).session(r, sh, bs)
 		sh.mu.Unlock()
 		sess.mutate(func(cur *bootapiv1.BootSession) *bootapiv1.BootSession {
 			// Re-check against the latest record: the machine may have moved on.
