@@ -116,7 +116,7 @@ func growBuffers(conn *net.UDPConn) {
 }
 
 // pacer spreads replies out. Lease writes are group-committed: one etcd
-// transaction (one fsync) lets a few dozen OFFERs and ACKs go at the same instant.
+// transaction (one fsync) lets a few dozen ACKs go at the same instant.
 // Sent back to back they arrive as one burst at a relay agent, which receives
 // every reply for its segments on one socket, or, broadcast, at every PXE ROM on
 // the segment, whose receive rings hold a few packets. A burst larger than the
