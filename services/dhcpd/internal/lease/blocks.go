@@ -30,33 +30,45 @@ import (
 // its blocks back (ReleaseBlocks); one that crashes loses its in-memory offers
 // with it, and its blocks become free when their claims run out.
 
-// blockSize is the number of addresses per block of a pool of n addresses: a
-// sixteenth of the pool, so a few replicas share even a small pool, within
-// [8, 1024]: at 20,000 offers/s a replica claims a block every 50 ms.
-func blockSize(n uint32) uint32 {
-	switch b := n / 16; {
-	case n <= 8:
-		return n
-	case b < 8:
-		return 8
-	case b > 1024:
-		return 1024
-	default:
-		return b
+// blockSpan is the number of addresses per block of sub: a sixteenth of its
+// pools, so a few replicas share even a small pool, within [8, 1024] (at 20,000
+// offers/s a replica claims a block every 50 ms), rounded down to a power of two
+// and never more than the subnet. Blocks are aligned to the subnet, so blocks of
+// two layouts (a pool resized) either nest or do not meet.
+func blockSpan(sub *Subnet) uint32 {
+	var pools uint64
+	for _, r := range sub.Pools {
+		if r.Start.Compare(r.End) <= 0 {
+			pools += uint64(r.Size())
+		}
 	}
+	n := uint64(8)
+	for n*2 <= min(pools/16, 1024) {
+		n *= 2
+	}
+	return uint32(min(n, uint64(1)<<(32-sub.Prefix.Bits())))
 }
 
 // block is one offer block, as etcd holds its claim, plus this replica's use of it.
 type block struct {
 	first, last netip.Addr
-	// rec and rev are the claim as seen in etcd; nil and 0 when unclaimed.
+	// rec is the claim as seen in etcd (nil: none); rev is the revision of the
+	// last change seen, a put or a delete, so that older events are ignored.
 	rec *dhcpdv1.OfferBlock
 	rev int64
+	// odd: the claim's range is not a block of the current layout (a subnet
+	// re-sized, or a replica with another configuration). Nobody offers from an
+	// odd claim of their own; a live odd claim of another keeps every block it
+	// overlaps from being offered or claimed here.
+	odd bool
+	// releasing: this replica is giving the block back; no more offers from it.
+	releasing bool
 	// used is when this replica last offered an address of the block.
 	used time.Time
 	// next is the offset where the search for a free address resumes.
 	next uint32
-	// full: the last search found no free address; skipped until claimed again.
+	// full: the last search found no free address; MaintainBlocks and
+	// freedLocked clear it.
 	full bool
 }
 
@@ -64,26 +76,31 @@ func (b *block) size() uint32 { return be32(b.last.As4()) - be32(b.first.As4()) 
 
 func (b *block) expiry() time.Time { return b.rec.GetExpireTime().AsTime() }
 
+func (b *block) overlaps(o *block) bool {
+	return !b.last.Less(o.first) && !o.last.Less(b.first)
+}
+
 func newInstance() string {
 	var b [8]byte
 	_, _ = rand.Read(b[:])
 	return hex.EncodeToString(b[:])
 }
 
-// blockLocked returns the block of sub's pools that holds ip, creating its entry.
+// blockLocked returns the block of sub that holds ip (nil: ip is not in sub's
+// pools), creating its entry.
 func (a *Allocator) blockLocked(sub *Subnet, ip netip.Addr) *block {
-	for _, r := range sub.Pools {
-		if !r.Contains(ip) {
-			continue
-		}
-		start, end := be32(r.Start.As4()), be32(r.End.As4())
-		n := blockSize(r.Size())
-		first := start + (be32(ip.As4())-start)/n*n
-		return a.blockAtLocked(first, min(first+n-1, end))
+	if !sub.InPool(ip) {
+		return nil
 	}
-	return nil
+	n := blockSpan(sub)
+	base := be32(sub.Prefix.Masked().Addr().As4())
+	first := base + (be32(ip.As4())-base)/n*n
+	return a.blockAtLocked(first, first+n-1)
 }
 
+// blockAtLocked returns the entry of the block [first, last] of the current
+// layout. An entry at that address made for another range (a claim's) takes
+// the layout's range when nobody holds it any more.
 func (a *Allocator) blockAtLocked(first, last uint32) *block {
 	f := fromU32(first)
 	b := a.blocks[f]
@@ -91,26 +108,78 @@ func (a *Allocator) blockAtLocked(first, last uint32) *block {
 		b = &block{first: f, last: fromU32(last)}
 		a.blocks[f] = b
 	}
+	if b.rec == nil && (b.odd || b.last != fromU32(last)) {
+		b.last, b.odd = fromU32(last), false
+	}
 	return b
+}
+
+// classifyLocked sets b.odd from the current layout and keeps a.odd, the odd
+// claims, in step.
+func (a *Allocator) classifyLocked(b *block) {
+	odd := false
+	if b.rec != nil {
+		odd = true
+		for _, sub := range a.subnets {
+			if !sub.Prefix.Contains(b.first) {
+				continue
+			}
+			n := blockSpan(sub)
+			base := be32(sub.Prefix.Masked().Addr().As4())
+			f := be32(b.first.As4())
+			odd = (f-base)%n != 0 || b.last != fromU32(f+n-1)
+			break
+		}
+	}
+	b.odd = odd
+	for i, o := range a.odd {
+		if o == b {
+			if !odd {
+				a.odd = append(a.odd[:i], a.odd[i+1:]...)
+			}
+			return
+		}
+	}
+	if odd {
+		a.odd = append(a.odd, b)
+	}
+}
+
+// coveredLocked reports whether a live odd claim of another process overlaps b.
+func (a *Allocator) coveredLocked(b *block, now time.Time) bool {
+	for _, o := range a.odd {
+		if o != b && o.overlaps(b) && a.theirsLocked(o, now) {
+			return true
+		}
+	}
+	return false
+}
+
+// theirsLocked reports whether another process holds b's claim. Its expiry is
+// the holder's clock: it counts as live for ClockSkew longer, so a holder whose
+// clock is behind ours by up to that still has its block to itself.
+func (a *Allocator) theirsLocked(b *block, now time.Time) bool {
+	return b.rec != nil && b.rec.GetInstance() != a.instance && now.Before(b.expiry().Add(a.cfg.ClockSkew))
 }
 
 // ownsLocked reports whether this process holds b long enough to offer from it:
 // an offer made now must expire before the claim does.
 func (a *Allocator) ownsLocked(b *block, now time.Time) bool {
-	return b != nil && b.rec.GetInstance() == a.instance && b.expiry().Sub(now) > a.cfg.OfferHold
+	return b != nil && !b.odd && !b.releasing && b.rec.GetInstance() == a.instance &&
+		b.expiry().Sub(now) > a.cfg.OfferHold && !a.coveredLocked(b, now)
 }
 
-// foreignLocked reports whether another process holds b.
+// foreignLocked reports whether another process holds b, or a block overlapping it.
 func (a *Allocator) foreignLocked(b *block, now time.Time) bool {
-	return b != nil && b.rec != nil && b.rec.GetInstance() != a.instance && now.Before(b.expiry())
+	return b != nil && (a.theirsLocked(b, now) || a.coveredLocked(b, now))
 }
 
-// freeInLocked returns a free address of b for mac, resuming after the last one.
-func (a *Allocator) freeInLocked(b *block, mac string, now time.Time) (netip.Addr, bool) {
+// freeInLocked returns a free pool address of b for mac, resuming after the last one.
+func (a *Allocator) freeInLocked(sub *Subnet, b *block, mac string, now time.Time) (netip.Addr, bool) {
 	n, first := b.size(), be32(b.first.As4())
 	for i := uint32(0); i < n; i++ {
 		off := (b.next + i) % n
-		if ip := fromU32(first + off); a.usableLocked(ip, mac, now) {
+		if ip := fromU32(first + off); sub.InPool(ip) && a.usableLocked(ip, mac, now) {
 			b.next = off + 1
 			return ip, true
 		}
@@ -120,38 +189,49 @@ func (a *Allocator) freeInLocked(b *block, mac string, now time.Time) (netip.Add
 
 // claimableLocked returns the next block of sub, from the subnet's cursor, that
 // no process holds (or this one holds too briefly to offer from) and that has a
-// free address for mac.
+// free pool address for mac.
 func (a *Allocator) claimableLocked(sub *Subnet, mac string, now time.Time) *block {
-	var total uint32
-	for _, r := range sub.Pools {
-		if r.Start.Compare(r.End) <= 0 {
-			total += (r.Size() + blockSize(r.Size()) - 1) / blockSize(r.Size())
-		}
+	if len(sub.Pools) == 0 {
+		return nil
 	}
+	n := blockSpan(sub)
+	base := be32(sub.Prefix.Masked().Addr().As4())
+	lo, hi := uint32(0), uint32(0)
+	for i, r := range sub.Pools {
+		s, e := be32(r.Start.As4()), be32(r.End.As4())
+		if e < s || !sub.Prefix.Contains(r.Start) || !sub.Prefix.Contains(r.End) {
+			continue
+		}
+		if i == 0 || s < lo {
+			lo = s
+		}
+		hi = max(hi, e)
+	}
+	if hi < lo || hi == 0 {
+		return nil
+	}
+	lo, hi = (lo-base)/n, (hi-base)/n // block indexes within the subnet
+	total := hi - lo + 1
 	from := a.cursor[sub.Prefix]
 	for i := range total {
 		k := (from + i) % total
-		var b *block
-		for j := k; b == nil; {
-			for _, r := range sub.Pools {
-				if r.Start.Compare(r.End) > 0 {
-					continue
-				}
-				n := blockSize(r.Size())
-				if nb := (r.Size() + n - 1) / n; j >= nb {
-					j -= nb
-					continue
-				}
-				first := be32(r.Start.As4()) + j*n
-				b = a.blockAtLocked(first, min(first+n-1, be32(r.End.As4())))
+		first := base + (lo+k)*n
+		overlapsPool := false
+		for _, r := range sub.Pools {
+			if be32(r.Start.As4()) <= first+n-1 && first <= be32(r.End.As4()) {
+				overlapsPool = true
 				break
 			}
 		}
-		if a.foreignLocked(b, now) || a.ownsLocked(b, now) {
+		if !overlapsPool {
+			continue
+		}
+		b := a.blockAtLocked(first, first+n-1)
+		if a.foreignLocked(b, now) || a.ownsLocked(b, now) || b.odd {
 			continue
 		}
 		next := b.next
-		_, ok := a.freeInLocked(b, mac, now)
+		_, ok := a.freeInLocked(sub, b, mac, now)
 		b.next = next // the address is taken once the claim is made
 		if ok {
 			a.cursor[sub.Prefix] = k + 1
@@ -161,36 +241,52 @@ func (a *Allocator) claimableLocked(sub *Subnet, mac string, now time.Time) *blo
 	return nil
 }
 
+// claim is a block claim in flight; err is its outcome once done is closed.
+type claim struct {
+	done chan struct{}
+	err  error
+}
+
 // waitClaim stands for "a claim is in flight: wait for it, then look again".
 var waitClaim = &block{}
 
 // claimLocked claims (or renews) b for this process. a.mu is held on entry and on
 // return; it is released while etcd writes. One claim is in flight at a time:
-// others wait for it and then look again, as it may have been all they needed.
+// others wait for it, get its error if it failed, and else look again, as it may
+// have been all they needed.
 func (a *Allocator) claimLocked(ctx context.Context, b *block, now time.Time) error {
-	if b == waitClaim && a.claiming == nil {
-		return nil
-	}
-	if ch := a.claiming; ch != nil {
+	if c := a.claiming; c != nil {
 		a.mu.Unlock()
 		select {
-		case <-ch:
+		case <-c.done:
 		case <-ctx.Done():
 		}
 		a.mu.Lock()
-		return ctx.Err()
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if c.err != nil && !errors.Is(c.err, ErrConflict) {
+			return c.err
+		}
+		return nil
 	}
-	ch := make(chan struct{})
-	a.claiming = ch
+	if b == waitClaim {
+		return nil
+	}
+	if a.closed {
+		return ErrClosed
+	}
+	c := &claim{done: make(chan struct{})}
+	a.claiming = c
 	defer func() {
 		a.claiming = nil
-		close(ch)
+		close(c.done)
 	}()
-	err := a.writeBlockLocked(ctx, b, a.claimRecord(b, now))
-	if err == nil {
-		b.used, b.full = now, false
+	c.err = a.writeBlockLocked(ctx, b, a.claimRecord(b, now))
+	if nb := a.blocks[b.first]; c.err == nil && nb != nil {
+		nb.used, nb.full, nb.releasing = now, false, false
 	}
-	return err
+	return c.err
 }
 
 // spareLocked reports whether, besides b, this process holds a block it has not
@@ -213,7 +309,7 @@ func (a *Allocator) prefetch(sub *Subnet) {
 	defer a.mu.Unlock()
 	defer func() { a.prefetching = false }()
 	now := a.cfg.Now()
-	if a.claiming != nil {
+	if a.claiming != nil || a.closed {
 		return
 	}
 	if b := a.claimableLocked(sub, "", now); b != nil {
@@ -233,6 +329,9 @@ func (a *Allocator) claimRecord(b *block, now time.Time) *dhcpdv1.OfferBlock {
 // changed the block; the view then holds their claim.
 func (a *Allocator) writeBlockLocked(ctx context.Context, b *block, rec *dhcpdv1.OfferBlock) error {
 	prev := b.rev
+	if b.rec == nil {
+		prev = 0 // absent (b.rev is then the delete's revision)
+	}
 	a.mu.Unlock()
 	res := a.cfg.Writer.WriteBlock(ctx, BlockWrite{First: b.first.String(), Block: rec, PrevRev: prev})
 	a.mu.Lock()
@@ -257,37 +356,70 @@ func (a *Allocator) ApplyBlock(first string, rec *dhcpdv1.OfferBlock, rev int64,
 }
 
 func (a *Allocator) applyBlockLocked(first netip.Addr, rec *dhcpdv1.OfferBlock, rev int64, deleted bool) {
+	if deleted {
+		rec = nil
+	}
+	var last netip.Addr
+	if rec != nil {
+		var err error
+		if last, err = netip.ParseAddr(rec.GetLast()); err != nil || !last.Is4() || last.Less(first) {
+			return // not a claim this version wrote: leave it alone
+		}
+	}
 	b := a.blocks[first]
 	if b == nil {
-		if deleted || rec == nil {
-			return
-		}
-		last, err := netip.ParseAddr(rec.GetLast())
-		if err != nil || !last.Is4() || last.Less(first) {
+		if rec == nil {
 			return
 		}
 		b = &block{first: first, last: last}
 		a.blocks[first] = b
 	}
-	if rev != 0 && rev <= b.rev && !deleted {
+	// Revisions order puts and deletes alike: a late event never undoes a newer
+	// one (a delete keeps its revision as b.rev).
+	if rev != 0 && rev <= b.rev {
 		return
 	}
-	if deleted || rec == nil {
-		b.rec, b.rev = nil, 0
-	} else {
-		b.rec, b.rev = rec, rev
+	wasMine := b.rec.GetInstance() == a.instance && b.rec != nil
+	b.rec, b.rev = rec, rev
+	if rec != nil {
+		b.last = last
 	}
-	mine := b.rec.GetInstance() == a.instance
-	for i, m := range a.mine {
-		if m == b {
-			if !mine {
+	a.classifyLocked(b)
+	mine := rec != nil && rec.GetInstance() == a.instance
+	if wasMine && !mine {
+		for i, m := range a.mine {
+			if m == b {
 				a.mine = append(a.mine[:i], a.mine[i+1:]...)
+				break
 			}
-			return
+		}
+		// Taken from us (not given back): our offers from it are void, as
+		// someone else now offers its addresses.
+		if !b.releasing {
+			a.dropOffersInLocked(b)
+		}
+		b.full = false
+	}
+	if mine && !wasMine {
+		a.mine = append(a.mine, b)
+	}
+}
+
+// dropOffersInLocked forgets this process's offers of b's addresses.
+func (a *Allocator) dropOffersInLocked(b *block) {
+	for ip := b.first; ip.IsValid() && !b.last.Less(ip); ip = ip.Next() {
+		if e := a.leases[ip]; e != nil && e.local != nil {
+			a.dropOfferLocked(ip, e.local.GetMac())
 		}
 	}
-	if mine {
-		a.mine = append(a.mine, b)
+}
+
+// relayoutLocked re-classifies every claim after the subnets changed. (Entries
+// nobody holds take the new layout's range when next looked up; they are kept,
+// with the revision of their last delete.)
+func (a *Allocator) relayoutLocked() {
+	for _, b := range a.blocks {
+		a.classifyLocked(b)
 	}
 }
 
@@ -306,10 +438,19 @@ func (a *Allocator) MaintainBlocks(ctx context.Context) error {
 	}
 	var errs []error
 	for _, b := range append([]*block(nil), a.mine...) {
+		// The lock was dropped for the last write: b may have changed hands.
+		if b.rec.GetInstance() != a.instance || b.rec == nil {
+			continue
+		}
+		b.full = false // look again: addresses free up without telling their block
 		var rec *dhcpdv1.OfferBlock
 		switch {
 		case now.Sub(b.used) >= a.cfg.OfferHold:
-			rec = nil
+			// Every offer from it has run out. No more: the delete drops the
+			// lock, and an offer made meanwhile would outlive the claim.
+			b.releasing = true
+		case b.odd || b.releasing:
+			continue // runs out unrenewed; given back once idle
 		case b.expiry().Sub(now) < a.cfg.BlockTTL/2:
 			rec = a.claimRecord(b, now)
 		default:
@@ -323,18 +464,34 @@ func (a *Allocator) MaintainBlocks(ctx context.Context) error {
 }
 
 // ReleaseBlocks gives back every block this process holds, when it stops; its
-// offers end with it.
+// offers end with it, and it claims nothing more.
 func (a *Allocator) ReleaseBlocks(ctx context.Context) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	var errs []error
-	for _, b := range append([]*block(nil), a.mine...) {
-		if err := a.writeBlockLocked(ctx, b, nil); err != nil && !errors.Is(err, ErrConflict) {
-			errs = append(errs, err)
+	a.closed = true
+	for c := a.claiming; c != nil; c = a.claiming {
+		a.mu.Unlock()
+		select {
+		case <-c.done:
+		case <-ctx.Done():
+		}
+		a.mu.Lock()
+		if ctx.Err() != nil {
+			break
 		}
 	}
 	for mac, ip := range a.offered {
 		a.dropOfferLocked(ip, mac)
+	}
+	var errs []error
+	for _, b := range append([]*block(nil), a.mine...) {
+		if b.rec.GetInstance() != a.instance || b.rec == nil {
+			continue
+		}
+		b.releasing = true
+		if err := a.writeBlockLocked(ctx, b, nil); err != nil && !errors.Is(err, ErrConflict) {
+			errs = append(errs, err)
+		}
 	}
 	return errors.Join(errs...)
 }
@@ -415,8 +572,8 @@ func (a *Allocator) Offers() []*dhcpdv1.Lease {
 	defer a.mu.Unlock()
 	now := a.cfg.Now()
 	var out []*dhcpdv1.Lease
-	for _, ip := range a.offered {
-		if e := a.leases[ip]; e != nil && live(e.local, now) {
+	for mac, ip := range a.offered {
+		if e := a.leases[ip]; e != nil && live(e.local, now) && e.local.GetMac() == mac {
 			out = append(out, e.local)
 		}
 	}
@@ -468,7 +625,7 @@ func (a *Allocator) pickLocked(c Client, sub *Subnet, now time.Time) (*dhcpdv1.L
 		}
 	}
 	if ip, ok := a.offered[c.MAC]; ok && usable(ip) {
-		if b := a.blockLocked(sub, ip); b == nil || a.ownsLocked(b, now) {
+		if b := a.blockLocked(sub, ip); a.ownsLocked(b, now) {
 			return a.offerLocked(c, ip, sub, b, now), nil
 		}
 	}
@@ -484,10 +641,10 @@ func (a *Allocator) pickLocked(c Client, sub *Subnet, now time.Time) (*dhcpdv1.L
 		}
 	}
 	for _, b := range a.mine {
-		if b.full || !a.ownsLocked(b, now) || !sub.InPool(b.first) {
+		if b.full || !sub.Prefix.Contains(b.first) || !a.ownsLocked(b, now) {
 			continue
 		}
-		if ip, ok := a.freeInLocked(b, c.MAC, now); ok {
+		if ip, ok := a.freeInLocked(sub, b, c.MAC, now); ok {
 			if b.next > b.size()/2 && !a.prefetching && a.claiming == nil && !a.spareLocked(b, now) {
 				a.prefetching = true
 				go a.prefetch(sub)

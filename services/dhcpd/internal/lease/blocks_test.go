@@ -115,7 +115,9 @@ func TestOfferBlockLifecycle(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	st := storetest.New(t)
-	sub := subnet(8) // one block
+	// One block: eight addresses, aligned to eight.
+	sub := &Subnet{Prefix: netip.MustParsePrefix("198.18.0.0/16"), LeaseTime: time.Hour,
+		Pools: []Range{{netip.MustParseAddr("198.18.0.16"), netip.MustParseAddr("198.18.0.23")}}}
 	a, b := replica(t, ctx, st, "a", sub), replica(t, ctx, st, "b", sub)
 	start := time.Now()
 	var mu sync.Mutex
@@ -202,10 +204,17 @@ func TestOfferBlockLifecycle(t *testing.T) {
 	}
 }
 
-func TestBlockSize(t *testing.T) {
-	for _, tc := range []struct{ pool, want uint32 }{{1, 1}, {8, 8}, {9, 8}, {200, 12}, {4096, 256}, {1 << 16, 1024}, {1 << 20, 1024}} {
-		if got := blockSize(tc.pool); got != tc.want {
-			t.Errorf("blockSize(%d) = %d, want %d", tc.pool, got, tc.want)
+func TestBlockSpan(t *testing.T) {
+	for _, tc := range []struct {
+		prefix string
+		pool   int
+		want   uint32
+	}{{"198.18.0.0/16", 1, 8}, {"198.18.0.0/16", 250, 8}, {"198.18.0.0/16", 256, 16}, {"198.18.0.0/16", 4096, 256},
+		{"198.18.0.0/15", 100000, 1024}, {"198.18.0.0/30", 2, 4}, {"198.18.0.0/32", 1, 1}} {
+		sub := &Subnet{Prefix: netip.MustParsePrefix(tc.prefix), Pools: []Range{{Start: netip.MustParseAddr("198.18.0.0")}}}
+		sub.Pools[0].End = fromU32(be32(sub.Pools[0].Start.As4()) + uint32(tc.pool) - 1)
+		if got := blockSpan(sub); got != tc.want {
+			t.Errorf("blockSpan(%s, pool of %d) = %d, want %d", tc.prefix, tc.pool, got, tc.want)
 		}
 	}
 }

@@ -41,6 +41,8 @@ var (
 	ErrNotServed = errors.New("lease: address not served here")
 	// ErrNotOwner: a release or decline from a client that does not hold the address.
 	ErrNotOwner = errors.New("lease: client does not hold the address")
+	// ErrClosed: the Allocator gave its offer blocks back (ReleaseBlocks).
+	ErrClosed = errors.New("lease: allocator stopped")
 )
 
 // Range is an inclusive range of addresses.
@@ -108,8 +110,11 @@ type Config struct {
 	// OfferHold is how long an offered address stays held for the client; default 30s.
 	OfferHold time.Duration
 	// BlockTTL is how long a claim of an offer block lasts unless renewed; default
-	// 3 x OfferHold, and at least 2 x OfferHold.
+	// and least 3 x OfferHold.
 	BlockTTL time.Duration
+	// ClockSkew is how far the replicas' clocks may disagree: another replica's
+	// claim counts as live that much past its expiry. Default OfferHold.
+	ClockSkew time.Duration
 	// Quarantine is how long a declined address stays out of use; default 10m.
 	Quarantine time.Duration
 	// Now is the clock; default time.Now.
@@ -149,8 +154,12 @@ type Allocator struct {
 	mine []*block
 	// offered maps a MAC to the address offered to it from memory.
 	offered map[string]netip.Addr
-	// claiming is set while a block claim is in flight and closed when it ends.
-	claiming chan struct{}
+	// claiming is the block claim in flight, if any.
+	claiming *claim
+	// odd are the claims whose range is not a block of the current layout.
+	odd []*block
+	// closed: ReleaseBlocks ran; no more claims.
+	closed bool
 	// prefetching: a claim ahead of need is under way (prefetch).
 	prefetching bool
 }
@@ -163,8 +172,11 @@ func New(cfg Config) *Allocator {
 	if cfg.Quarantine == 0 {
 		cfg.Quarantine = 10 * time.Minute
 	}
-	if cfg.BlockTTL < 2*cfg.OfferHold {
+	if cfg.BlockTTL < 3*cfg.OfferHold {
 		cfg.BlockTTL = 3 * cfg.OfferHold
+	}
+	if cfg.ClockSkew <= 0 {
+		cfg.ClockSkew = cfg.OfferHold
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -178,6 +190,7 @@ func New(cfg Config) *Allocator {
 func (a *Allocator) SetSubnets(subs []*Subnet) {
 	a.mu.Lock()
 	a.subnets = subs
+	a.relayoutLocked()
 	a.mu.Unlock()
 }
 
