@@ -95,8 +95,11 @@ type Recorder struct {
 	writing bool
 	// forceRepeats asks the next write for every dirty repeat run.
 	forceRepeats bool
-	flushed      *sync.Cond
-	kick         chan struct{}
+	// started and done count the writes begun and finished (Flush waits for
+	// one that begins after it was called).
+	started, done uint64
+	flushed       *sync.Cond
+	kick          chan struct{}
 
 	// Dropped counts session changes not recorded because the write queue was full.
 	Dropped atomic.Int64
@@ -482,19 +485,20 @@ const gatherFor = 20 * time.Millisecond
 // WaitReady waits for the first load of the session cache.
 func (r *Recorder) WaitReady(ctx context.Context) error { return r.cache.WaitReady(ctx) }
 
-// Flush waits until every change recorded so far is written to etcd.
+// Flush waits until every change recorded so far is written to etcd: until a
+// write that began after the call (and took every repeat count) has finished.
+// Changes recorded meanwhile do not keep it waiting.
 func (r *Recorder) Flush(ctx context.Context) error {
 	done := make(chan struct{})
 	go func() {
 		r.mu.Lock()
-		if r.waiting(true) {
-			r.forceRepeats = true
-			select {
-			case r.kick <- struct{}{}:
-			default:
-			}
+		target := r.started + 1
+		r.forceRepeats = true
+		select {
+		case r.kick <- struct{}{}:
+		default:
 		}
-		for r.writing || r.waiting(false) {
+		for r.done < target && ctx.Err() == nil {
 			r.flushed.Wait()
 		}
 		r.mu.Unlock()
@@ -801,6 +805,8 @@ func (r *Recorder) writePending(ctx context.Context) {
 	r.mu.Lock()
 	force := r.forceRepeats
 	r.forceRepeats, r.writing = false, true
+	r.started++
+	gen := r.started
 	r.mu.Unlock()
 	batch := map[string][]mutation{}
 	var hops []pendingHop
@@ -819,10 +825,8 @@ func (r *Recorder) writePending(ctx context.Context) {
 		r.writeBatch(ctx, batch, hops)
 	}
 	r.mu.Lock()
-	r.writing = false
-	if !r.waiting(false) {
-		r.flushed.Broadcast()
-	}
+	r.writing, r.done = false, gen
+	r.flushed.Broadcast()
 	r.mu.Unlock()
 }
 
@@ -1010,7 +1014,7 @@ func (r *Recorder) enqueueHop(s *Session, h *bootapiv1.Hop, spanID trace.SpanID,
 	m := sh.get(s.MAC)
 	kick := true
 	if rp := m.continued(tr, name, outcomeOf(h), h.GetAttributes(), end); rp != nil {
-		sh.repeatLocked(rp, end)
+		sh.repeatLocked(rp, end, 1)
 		kick = false
 	} else {
 		if m.hopTrace != tid {
@@ -1043,11 +1047,13 @@ func (r *Recorder) enqueueHop(s *Session, h *bootapiv1.Hop, spanID trace.SpanID,
 	}
 }
 
-// repeatLocked counts a repeat of rp's hop that ended at end; only the count
-// changes, written within repeatFlush. Called with sh.mu held.
-func (sh *shard) repeatLocked(rp *repeat, end time.Time) {
-	rp.count++
-	rp.last = end
+// repeatLocked counts n repeats of rp's hop, the last of which ended at end;
+// only the count changes, written within repeatFlush. Called with sh.mu held.
+func (sh *shard) repeatLocked(rp *repeat, end time.Time, n uint32) {
+	rp.count += n
+	if end.After(rp.last) {
+		rp.last = end
+	}
 	if !rp.dirty {
 		rp.dirty = true
 		sh.dirty = append(sh.dirty, rp)
@@ -1082,7 +1088,14 @@ func (r *Recorder) Spans() bool { return r.spans }
 // as spans (each request is then a span of its own): record the hop with StartHop
 // and End. A machine looping on one request costs a lookup and a comparison.
 func (s *Session) Repeat(name, detail string, bytes int64, end time.Time) bool {
-	if s.r.spans || s.MAC == "" {
+	return s.RepeatN(name, detail, bytes, end, 1)
+}
+
+// RepeatN is Repeat for n hops at once, the last of which ended at end: for a
+// caller that counted repeats of a run it knows to be in progress (a memo of
+// the answer) and hands them over later.
+func (s *Session) RepeatN(name, detail string, bytes int64, end time.Time, n uint32) bool {
+	if s.r.spans || s.MAC == "" || n == 0 {
 		return false
 	}
 	sh := s.shard()
@@ -1096,7 +1109,7 @@ func (s *Session) Repeat(name, detail string, bytes int64, end time.Time) bool {
 		sh.mu.Unlock()
 		return false
 	}
-	sh.repeatLocked(rp, end)
+	sh.repeatLocked(rp, end, n)
 	touch := sh.staleLocked(s, m, end)
 	sh.mu.Unlock()
 	if touch {

@@ -4,7 +4,7 @@
 package strhash
 
 // FNV64a is the 64-bit FNV-1a hash of s.
-func FNV64a(s string) uint64 {
+func FNV64a[T ~string | ~[]byte](s T) uint64 {
 	h := uint64(14695981039346656037)
 	for i := 0; i < len(s); i++ {
 		h ^= uint64(s[i])

@@ -12,5 +12,8 @@ func TestFNV64aMatchesHashFNV(t *testing.T) {
 		if got, want := FNV64a(s), h.Sum64(); got != want {
 			t.Errorf("FNV64a(%q) = %#x, want %#x", s, got, want)
 		}
+		if got, want := FNV64a([]byte(s)), h.Sum64(); got != want {
+			t.Errorf("FNV64a([]byte(%q)) = %#x, want %#x", s, got, want)
+		}
 	}
 }
