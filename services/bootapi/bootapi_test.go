@@ -231,6 +231,58 @@ func TestJobLifecycle(t *testing.T) {
 	}
 }
 
+// A machine asking for its script in a loop gets the same answer, mostly from
+// the memo on its entry, and every request is still counted in its session; a
+// job created or a record changed meanwhile changes the very next answer.
+func TestScriptMemo(t *testing.T) {
+	st := storetest.New(t)
+	h := start(t, st)
+	h.seed(t, mac)
+	ctx := context.Background()
+	path := "/ipxe/v1/config?mac=" + mac + "&arch=x86_64&platform=pcbios"
+	const n = 30
+	var first string
+	for i := 0; i < n; i++ {
+		code, body := h.get(t, path)
+		if code != 200 || !strings.Contains(body, "menu") {
+			t.Fatalf("request %d: %d\n%s", i, code, body)
+		}
+		if i == 0 {
+			first = body
+		} else if body != first {
+			t.Fatalf("request %d answered differently:\n%s\nfirst:\n%s", i, body, first)
+		}
+	}
+	waitFor(t, fmt.Sprintf("one script hop with %d repeats", n-1), func() bool {
+		if err := h.srv.FlushSessions(ctx); err != nil {
+			return false
+		}
+		s, err := h.sessions.GetSession(ctx, &bootapiv1.GetSessionRequest{Mac: mac})
+		hops := s.GetSession().GetHops()
+		return err == nil && len(hops) == 1 && hops[0].GetRepeats() == n-1
+	})
+
+	// A record changed: the next answer follows it, even while a memo of the
+	// last one holds.
+	h.get(t, path)
+	h.get(t, path)
+	if _, err := h.machines.UpdateMachine(ctx, &bootapiv1.UpdateMachineRequest{Machine: &bootapiv1.Machine{
+		Mac: mac, Hostname: "node0", DefaultAction: bootapiv1.Action_ACTION_LOCAL_DISK}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, body := h.get(t, path); !strings.Contains(body, "exit") || strings.Contains(body, "menu") {
+		t.Fatalf("after the machine's default became the local disk:\n%s", body)
+	}
+	h.get(t, path) // a repeat again: the memo is back
+	// A job created: the next request dispatches it.
+	if _, err := h.jobs.CreateJob(ctx, &bootapiv1.CreateJobRequest{Mac: mac, Profile: "debian-12"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, body := h.get(t, path); !strings.Contains(body, "kernel ") {
+		t.Fatalf("a pending job was not dispatched:\n%s", body)
+	}
+}
+
 func getJob(t *testing.T, h *harness, id string) *bootapiv1.Job {
 	t.Helper()
 	r, err := h.jobs.GetJob(context.Background(), &bootapiv1.GetJobRequest{Id: id})

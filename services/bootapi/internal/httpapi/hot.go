@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"sync"
+	"time"
 
 	bootapiv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/bootapi/v1"
 	"github.com/bootchain/bootchain/pkg/macaddr"
@@ -51,6 +52,13 @@ type hotEntry struct {
 	seenFor   *bootapiv1.Machine
 	seenKey   uint64 // hash of the request's facts and address
 	seenUntil int64  // Unix ns until which the record's last-seen time is fresh
+
+	// fast is the memo of the last answer (fast.go); fastPending counts the
+	// requests it answered that the session has not been given yet, the last
+	// of which ended at fastEnd.
+	fast        fastMemo
+	fastPending uint32
+	fastEnd     time.Time
 }
 
 // load returns the machine's record (known false: none) and the last session

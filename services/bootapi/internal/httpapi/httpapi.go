@@ -105,7 +105,13 @@ func New(cfg Config) *Handler {
 }
 
 // Run writes machine sightings until ctx ends.
-func (h *Handler) Run(ctx context.Context) error { return h.touch.run(ctx) }
+func (h *Handler) Run(ctx context.Context) error {
+	done := make(chan error, 1)
+	go func() { done <- h.runHandOver(ctx) }()
+	err := h.touch.run(ctx)
+	<-done
+	return err
+}
 
 // MaxBodySize bounds a request body (a report's form): the server's
 // MaxRequestBodySize, since fasthttp reads the body before calling the handler.
@@ -342,10 +348,14 @@ type decision struct {
 
 // config answers a script request; query is its raw query string.
 func (h *Handler) config(ctx context.Context, rc *fasthttp.RequestCtx, query []byte) {
+	if h.fastPath(rc, query) {
+		return
+	}
 	// One copy of the query: what is parsed from it (the MAC, the facts, the arch
 	// on the span) outlives the request in the session, the sightings and the
 	// exporter, while fasthttp reuses the request's bytes.
-	q := parseParams(string(query))
+	raw := string(query)
+	q := parseParams(raw)
 	mac, err := macaddr.Normalize(q.mac)
 	if err != nil {
 		h.Rejected.Add(1)
@@ -367,6 +377,9 @@ func (h *Handler) config(ctx context.Context, rc *fasthttp.RequestCtx, query []b
 	if sess != last {
 		e.setSession(sess)
 	}
+	// Requests the memo answered go to the session before this one.
+	handOver(e)
+	revs := h.revisions()
 	startHop := func() *session.Hop {
 		var hop *session.Hop
 		ctx, hop = sess.StartHopAt(ctx, "script", start,
@@ -384,7 +397,8 @@ func (h *Handler) config(ctx context.Context, rc *fasthttp.RequestCtx, query []b
 	n := int64(len(d.head) + len(d.script))
 	// Without spans a hop is only its record: a machine looping on its script
 	// (the same answer within session.RepeatWindow) just raises a count.
-	if hop == nil && (d.jobID != "" || !sess.Repeat("script", d.detail, n, start)) {
+	repeated := hop == nil && d.jobID == "" && sess.Repeat("script", d.detail, n, start)
+	if hop == nil && !repeated {
 		hop = startHop()
 	}
 	if hop != nil {
@@ -403,6 +417,14 @@ func (h *Handler) config(ctx context.Context, rc *fasthttp.RequestCtx, query []b
 	}
 	writeScript(rc, d.head, d.script)
 	h.touch.seen(e, mac, mit.Value, q, ip, start)
+	// A repeat of a known machine's run, no job: the same request gets the same
+	// answer from the memo for a while (fast.go).
+	if repeated && known && d.jobID == "" {
+		e.setFast(&fastMemo{query: strhash.FNV64a(raw), ip: strhash.FNV64a(ip), until: start.Add(fastWindow).UnixNano(), mit: mit.Value,
+			revs: revs, sess: sess, q: q, seenKey: factsKey(q, ip), head: d.head, script: d.script, detail: d.detail, bytes: n})
+	} else {
+		e.setFast(nil)
+	}
 }
 
 // decide picks the script; mit is the machine from the cache (known false: none).
