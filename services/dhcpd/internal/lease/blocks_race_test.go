@@ -1,5 +1,7 @@
 // Regression tests for races and edge cases of offer blocks found in review:
 // each failed before its fix.
+//
+// The replicas here share a MemWriter; busWriter stands in for the watch.
 package lease
 
 import (
@@ -51,9 +53,10 @@ func offersByIP(a *Allocator) map[string]string {
 	return out
 }
 
-// MaintainBlocks decides to give a block back, drops the lock for the delete,
-// and an Offer made meanwhile comes from that very block: after the delete the
-// offer lives on while another replica claims the block and offers the address.
+// MaintainBlocks decides to give a block back and drops the lock for the
+// delete; an Offer made meanwhile must not come from that block, or it would
+// outlive the claim while another replica claims the block and offers the
+// address. (It did, before blocks being given back were marked releasing.)
 func TestBlocksReleaseRacesOffer(t *testing.T) {
 	ctx := context.Background()
 	mem := NewMemWriter()
@@ -82,20 +85,14 @@ func TestBlocksReleaseRacesOffer(t *testing.T) {
 	t.Logf("a's blocks after release: %d; a's live offers: %v", len(a.Blocks()), offersByIP(a))
 	b := New(Config{Site: "lab", Server: "b", Writer: mem, Now: clk.Now})
 	b.SetSubnets([]*Subnet{sub})
-	for i := 0; i < 8; i++ {
-		l, err := b.Offer(ctx, Client{MAC: fmt.Sprintf("b%d", i)}, sub)
-		if err != nil {
-			break
-		}
-		if raced != nil && l.GetIp() == raced.GetIp() {
-			t.Errorf("%s offered by a to m2 (live until %v) and by b to %s", l.GetIp(), raced.GetExpireTime().AsTime(), l.GetMac())
-		}
+	if raced != nil {
+		offeredAgain(t, b, sub, 8, "b", raced.GetIp(), "a (to m2, during its release)")
 	}
 }
 
 // MaintainBlocks walks a copy of a.mine; a block taken over by another replica
-// while the lock was dropped is still "released" (or renewed) with the other
-// replica's revision, deleting that replica's live claim.
+// while the lock was dropped for an earlier write must be left alone, not
+// "released" with the other replica's revision (which deleted its live claim).
 func TestBlocksMaintainDeletesForeignClaim(t *testing.T) {
 	ctx := context.Background()
 	mem := NewMemWriter()
@@ -139,9 +136,9 @@ func TestBlocksMaintainDeletesForeignClaim(t *testing.T) {
 }
 
 // A put of our own claim that reaches applyBlockLocked after our delete (a
-// lagging watch, or a claim whose result is applied late) passes the revision
-// check, since a delete resets b.rev to 0: the block is "ours" again while etcd
-// holds no claim.
+// lagging watch, or a claim whose result is applied late) must be ignored: a
+// delete keeps its revision. (When it reset b.rev to 0, the block was "ours"
+// again while etcd held no claim.)
 func TestBlocksStalePutAfterDelete(t *testing.T) {
 	ctx := context.Background()
 	mem := NewMemWriter()
@@ -165,15 +162,7 @@ func TestBlocksStalePutAfterDelete(t *testing.T) {
 	}
 	b := New(Config{Site: "lab", Server: "b", Writer: mem, Now: clk.Now})
 	b.SetSubnets([]*Subnet{sub})
-	for i := 0; i < 8; i++ {
-		l, err := b.Offer(ctx, Client{MAC: fmt.Sprintf("b%d", i)}, sub)
-		if err != nil {
-			break
-		}
-		if l.GetIp() == la.GetIp() {
-			t.Errorf("%s offered by a to m2 and by b to %s", l.GetIp(), l.GetMac())
-		}
-	}
+	offeredAgain(t, b, sub, 8, "b", la.GetIp(), "a (to m2, after a late event)")
 }
 
 func pool(first string, n int) *Subnet {
@@ -185,8 +174,8 @@ func pool(first string, n int) *Subnet {
 	return &Subnet{Prefix: netip.MustParsePrefix("198.18.0.0/16"), Pools: []Range{{start, end}}, LeaseTime: time.Hour}
 }
 
-// Pool resize: block boundaries depend on the pool size, so keys of the old and
-// new geometry overlap without conflicting in etcd.
+// Pool resize: blocks of the old and the new layout overlap under different
+// keys, which etcd does not see conflict; the allocator must (odd claims).
 func TestBlocksResizeOverlap(t *testing.T) {
 	ctx := context.Background()
 	mem := NewMemWriter()
@@ -222,8 +211,8 @@ func TestBlocksResizeOverlap(t *testing.T) {
 	}
 }
 
-// A shrunk pool: the stale block entry keeps its old last address, so offers go
-// beyond the pool.
+// A shrunk pool: no offer may come from beyond it (a stale block entry's range
+// once reached past it).
 func TestBlocksShrinkOffersOutsidePool(t *testing.T) {
 	ctx := context.Background()
 	a := New(Config{Site: "lab", Server: "a", Writer: NewMemWriter()})
@@ -246,8 +235,8 @@ func TestBlocksShrinkOffersOutsidePool(t *testing.T) {
 	}
 }
 
-// A grown pool after the old block was given back: the stale entry's range
-// leaves a gap that is never offered.
+// A grown pool after the old block was given back: every address must be
+// offered (a stale entry's range once left a gap).
 func TestBlocksGrowLeavesGap(t *testing.T) {
 	ctx := context.Background()
 	clk := newClock()
@@ -275,8 +264,8 @@ func TestBlocksGrowLeavesGap(t *testing.T) {
 	}
 }
 
-// Offers lists an offer twice when an expired offer's address went to another
-// client before MaintainBlocks swept the first client's entry.
+// Offers must list an offer once, also when an expired offer's address went to
+// another client before MaintainBlocks swept the first client's entry.
 func TestBlocksOffersDuplicate(t *testing.T) {
 	ctx := context.Background()
 	clk := newClock()
@@ -303,6 +292,21 @@ func TestBlocksOffersDuplicate(t *testing.T) {
 	}
 }
 
+// offeredAgain has b offer up to n clients (named prefix0...) and reports an
+// error for any that gets ip, which another replica offered as what.
+func offeredAgain(t *testing.T, b *Allocator, sub *Subnet, n int, prefix, ip, what string) {
+	t.Helper()
+	for i := 0; i < n; i++ {
+		l, err := b.Offer(context.Background(), Client{MAC: fmt.Sprintf("%s%d", prefix, i)}, sub)
+		if err != nil {
+			return
+		}
+		if l.GetIp() == ip {
+			t.Errorf("%s offered %s and %s offered it to %s", what, ip, b.cfg.Server, l.GetMac())
+		}
+	}
+}
+
 // busWriter forwards every committed block write to all allocators, like the watch.
 type busWriter struct {
 	*MemWriter
@@ -322,9 +326,9 @@ func (w *busWriter) WriteBlock(ctx context.Context, bw BlockWrite) BlockResult {
 	return res
 }
 
-// B's clock runs 45 s ahead of A's (no NTP). A renews when less than TTL/2 is
-// left, every OfferHold/3, so its claim can have 35-45 s left; B sees it as run
-// out and takes the block over while A's offers from it are live.
+// B's clock runs 45 s ahead of A's. A renews when less than TTL/2 is left,
+// every OfferHold/3, so its claim can have 35-45 s left; without ClockSkew, B
+// saw it as run out and took the block over while A's offers from it lived.
 func TestBlocksClockSkew(t *testing.T) {
 	ctx := context.Background()
 	mem := NewMemWriter()
@@ -357,16 +361,7 @@ func TestBlocksClockSkew(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for i := 0; i < 8; i++ {
-		l, err := b.Offer(ctx, Client{MAC: fmt.Sprintf("b%d", i)}, sub)
-		if err != nil {
-			t.Logf("b: %v", err)
-			break
-		}
-		if l.GetIp() == la.GetIp() {
-			t.Errorf("clock skew: %s offered by a to m1 and by b to %s", l.GetIp(), l.GetMac())
-		}
-	}
+	offeredAgain(t, b, sub, 8, "b", la.GetIp(), "a (to m1, its clock 45 s behind)")
 }
 
 type slowFailWriter struct {
@@ -384,9 +379,9 @@ func (w *slowFailWriter) WriteBlock(ctx context.Context, bw BlockWrite) BlockRes
 	return BlockResult{Err: fmt.Errorf("lease: write block %s: %w", bw.First, context.DeadlineExceeded)}
 }
 
-// While claims fail (etcd slow: each attempt runs to txnTimeout), waiters do not
-// get the claimer's error: each wakes and claims in turn, so the n-th DISCOVER
-// waits n claim timeouts.
+// While claims fail (etcd slow: each attempt runs to txnTimeout), the waiters
+// must get the claimer's error, not each wake and claim in turn (the n-th
+// DISCOVER then waited n claim timeouts).
 func TestBlocksClaimWaitersSerialize(t *testing.T) {
 	w := &slowFailWriter{MemWriter: NewMemWriter(), d: 100 * time.Millisecond}
 	a := New(Config{Site: "lab", Server: "a", Writer: w})

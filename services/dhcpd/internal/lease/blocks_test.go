@@ -11,27 +11,13 @@ import (
 	dhcpdv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/dhcpd/v1"
 	"github.com/bootchain/bootchain/pkg/store"
 	"github.com/bootchain/bootchain/pkg/store/storetest"
-	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
 func allBlocks(t *testing.T, st *store.Store) map[string]*dhcpdv1.OfferBlock {
-	t.Helper()
-	resp, err := st.Client().Get(context.Background(), store.Prefix("offerblocks", "lab"), clientv3.WithPrefix())
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := map[string]*dhcpdv1.OfferBlock{}
-	for _, kv := range resp.Kvs {
-		b := &dhcpdv1.OfferBlock{}
-		if err := proto.Unmarshal(kv.Value, b); err != nil {
-			t.Fatal(err)
-		}
-		out[b.GetFirst()] = b
-	}
-	return out
+	return listed(t, st, store.Prefix("offerblocks", "lab"), func() *dhcpdv1.OfferBlock { return &dhcpdv1.OfferBlock{} })
 }
 
 // Offers from two replicas at once, with no binds to free anything: no address

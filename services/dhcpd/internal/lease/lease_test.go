@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -56,21 +57,26 @@ func replica(t *testing.T, ctx context.Context, st *store.Store, name string, su
 	return a
 }
 
-func allLeases(t *testing.T, st *store.Store) map[string]*dhcpdv1.Lease {
+// listed returns the values under prefix in etcd, by the rest of their key.
+func listed[T proto.Message](t *testing.T, st *store.Store, prefix string, newT func() T) map[string]T {
 	t.Helper()
-	resp, err := st.Client().Get(context.Background(), store.Prefix("leases", "lab"), clientv3.WithPrefix())
+	resp, err := st.Client().Get(context.Background(), prefix, clientv3.WithPrefix())
 	if err != nil {
 		t.Fatal(err)
 	}
-	out := map[string]*dhcpdv1.Lease{}
+	out := map[string]T{}
 	for _, kv := range resp.Kvs {
-		l := &dhcpdv1.Lease{}
-		if err := proto.Unmarshal(kv.Value, l); err != nil {
+		v := newT()
+		if err := proto.Unmarshal(kv.Value, v); err != nil {
 			t.Fatal(err)
 		}
-		out[l.GetIp()] = l
+		out[strings.TrimPrefix(string(kv.Key), prefix)] = v
 	}
 	return out
+}
+
+func allLeases(t *testing.T, st *store.Store) map[string]*dhcpdv1.Lease {
+	return listed(t, st, store.Prefix("leases", "lab"), func() *dhcpdv1.Lease { return &dhcpdv1.Lease{} })
 }
 
 // Two replicas on one etcd, many clients at once, each DORA sent to both replicas
