@@ -96,8 +96,9 @@ type Recorder struct {
 	// forceRepeats asks the next write for every dirty repeat run.
 	forceRepeats bool
 	// started and done count the writes begun and finished (Flush waits for
-	// one that begins after it was called).
+	// one that begins after it was called); stopped: Run has returned.
 	started, done uint64
+	stopped       bool
 	flushed       *sync.Cond
 	kick          chan struct{}
 
@@ -459,6 +460,10 @@ func (r *Recorder) Run(ctx context.Context) error {
 			fctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 			r.writePending(fctx)
 			cancel()
+			r.mu.Lock()
+			r.stopped = true
+			r.flushed.Broadcast()
+			r.mu.Unlock()
 			<-cacheDone
 			return nil
 		case <-r.kick:
@@ -486,8 +491,9 @@ const gatherFor = 20 * time.Millisecond
 func (r *Recorder) WaitReady(ctx context.Context) error { return r.cache.WaitReady(ctx) }
 
 // Flush waits until every change recorded so far is written to etcd: until a
-// write that began after the call (and took every repeat count) has finished.
-// Changes recorded meanwhile do not keep it waiting.
+// write that began after the call (and took every repeat count) has finished,
+// or Run has returned (after its last write). Changes recorded meanwhile do not
+// keep it waiting.
 func (r *Recorder) Flush(ctx context.Context) error {
 	done := make(chan struct{})
 	go func() {
@@ -498,7 +504,7 @@ func (r *Recorder) Flush(ctx context.Context) error {
 		case r.kick <- struct{}{}:
 		default:
 		}
-		for r.done < target && ctx.Err() == nil {
+		for r.done < target && !r.stopped && ctx.Err() == nil {
 			r.flushed.Wait()
 		}
 		r.mu.Unlock()
