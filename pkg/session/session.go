@@ -91,8 +91,6 @@ type Recorder struct {
 
 	// mu guards the writer's state below; lock order: mu, then a shard.
 	mu sync.Mutex
-	// writing is true while a batch is being written.
-	writing bool
 	// forceRepeats asks the next write for every dirty repeat run.
 	forceRepeats bool
 	// started and done count the writes begun and finished (Flush waits for
@@ -314,13 +312,12 @@ func (r *Recorder) shard(mac string) *shard {
 	return &r.shards[strhash.FNV64a(mac)%numShards]
 }
 
-// waiting reports whether any shard has something to write: session changes,
-// hops or repeat counts, or with repeatsOnly just repeat counts.
-func (r *Recorder) waiting(repeatsOnly bool) bool {
+// repeatsWaiting reports whether any shard has repeat counts to write.
+func (r *Recorder) repeatsWaiting() bool {
 	for i := range r.shards {
 		sh := &r.shards[i]
 		sh.mu.Lock()
-		busy := len(sh.dirty) > 0 || (!repeatsOnly && (len(sh.pending) > 0 || len(sh.hops) > 0))
+		busy := len(sh.dirty) > 0
 		sh.mu.Unlock()
 		if busy {
 			return true
@@ -452,7 +449,7 @@ func (r *Recorder) Run(ctx context.Context) error {
 	for {
 		select {
 		case <-tick.C:
-			if r.waiting(true) {
+			if r.repeatsWaiting() {
 				last = time.Now()
 				r.writePending(ctx)
 			}
@@ -810,7 +807,7 @@ func (r *Recorder) enqueue(mac string, open *bootapiv1.BootSession, m mutation) 
 func (r *Recorder) writePending(ctx context.Context) {
 	r.mu.Lock()
 	force := r.forceRepeats
-	r.forceRepeats, r.writing = false, true
+	r.forceRepeats = false
 	r.started++
 	gen := r.started
 	r.mu.Unlock()
@@ -831,7 +828,7 @@ func (r *Recorder) writePending(ctx context.Context) {
 		r.writeBatch(ctx, batch, hops)
 	}
 	r.mu.Lock()
-	r.writing, r.done = false, gen
+	r.done = gen
 	r.flushed.Broadcast()
 	r.mu.Unlock()
 }

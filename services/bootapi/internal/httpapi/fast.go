@@ -146,16 +146,17 @@ func handOverWith(e *hotEntry, then func()) {
 	}
 }
 
-// handOverIdle hands over the counts of memos that ran out: machines that
-// stopped asking, whose next full request would otherwise never come.
-func (h *Handler) handOverIdle(now time.Time) {
+// handOverIdle hands over the counts of memos that ran out at now (with all,
+// of every memo): machines that stopped asking, whose next full request would
+// otherwise never come.
+func (h *Handler) handOverIdle(now time.Time, all bool) {
 	for i := range h.hot {
 		sh := &h.hot[i]
 		sh.mu.RLock()
 		var due []*hotEntry
 		for _, e := range sh.m {
 			e.mu.Lock()
-			if e.fastPending > 0 && now.UnixNano() >= e.fast.until {
+			if e.fastPending > 0 && (all || now.UnixNano() >= e.fast.until) {
 				due = append(due, e)
 			}
 			e.mu.Unlock()
@@ -175,10 +176,10 @@ func (h *Handler) runHandOver(ctx context.Context) error {
 	for {
 		select {
 		case <-ctx.Done():
-			h.handOverIdle(time.Unix(1<<40, 0))
+			h.handOverIdle(time.Now(), true)
 			return nil
 		case now := <-t.C:
-			h.handOverIdle(now)
+			h.handOverIdle(now, false)
 		}
 	}
 }

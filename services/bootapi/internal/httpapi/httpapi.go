@@ -104,7 +104,8 @@ func New(cfg Config) *Handler {
 	return h
 }
 
-// Run writes machine sightings until ctx ends.
+// Run writes machine sightings, and hands the session the requests answered
+// from memos (fast.go), until ctx ends.
 func (h *Handler) Run(ctx context.Context) error {
 	done := make(chan error, 1)
 	go func() { done <- h.runHandOver(ctx) }()

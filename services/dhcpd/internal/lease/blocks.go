@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"time"
 
 	dhcpdv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/dhcpd/v1"
@@ -132,15 +133,10 @@ func (a *Allocator) classifyLocked(b *block) {
 		}
 	}
 	b.odd = odd
-	for i, o := range a.odd {
-		if o == b {
-			if !odd {
-				a.odd = append(a.odd[:i], a.odd[i+1:]...)
-			}
-			return
-		}
-	}
-	if odd {
+	switch i := slices.Index(a.odd, b); {
+	case i >= 0 && !odd:
+		a.odd = slices.Delete(a.odd, i, i+1)
+	case i < 0 && odd:
 		a.odd = append(a.odd, b)
 	}
 }
@@ -387,11 +383,8 @@ func (a *Allocator) applyBlockLocked(first netip.Addr, rec *dhcpdv1.OfferBlock, 
 	a.classifyLocked(b)
 	mine := rec != nil && rec.GetInstance() == a.instance
 	if wasMine && !mine {
-		for i, m := range a.mine {
-			if m == b {
-				a.mine = append(a.mine[:i], a.mine[i+1:]...)
-				break
-			}
+		if i := slices.Index(a.mine, b); i >= 0 {
+			a.mine = slices.Delete(a.mine, i, i+1)
 		}
 		// Taken from us (not given back): our offers from it are void, as
 		// someone else now offers its addresses.
@@ -436,31 +429,42 @@ func (a *Allocator) MaintainBlocks(ctx context.Context) error {
 			a.dropOfferLocked(ip, mac)
 		}
 	}
-	var errs []error
-	for _, b := range append([]*block(nil), a.mine...) {
-		// The lock was dropped for the last write: b may have changed hands.
-		if b.rec.GetInstance() != a.instance || b.rec == nil {
-			continue
-		}
+	return a.eachMineLocked(func(b *block) error {
 		b.full = false // look again: addresses free up without telling their block
-		var rec *dhcpdv1.OfferBlock
 		switch {
 		case now.Sub(b.used) >= a.cfg.OfferHold:
-			// Every offer from it has run out. No more: the delete drops the
-			// lock, and an offer made meanwhile would outlive the claim.
-			b.releasing = true
+			// Every offer from it has run out.
+			return a.releaseLocked(ctx, b)
 		case b.odd || b.releasing:
-			continue // runs out unrenewed; given back once idle
+			return nil // runs out unrenewed; given back once idle
 		case b.expiry().Sub(now) < a.cfg.BlockTTL/2:
-			rec = a.claimRecord(b, now)
-		default:
+			return a.writeBlockLocked(ctx, b, a.claimRecord(b, now))
+		}
+		return nil
+	})
+}
+
+// eachMineLocked runs fn on every block this process holds, skipping those
+// that changed hands while fn dropped the lock for an earlier one, and joins
+// the errors other than ErrConflict.
+func (a *Allocator) eachMineLocked(fn func(*block) error) error {
+	var errs []error
+	for _, b := range slices.Clone(a.mine) {
+		if b.rec == nil || b.rec.GetInstance() != a.instance {
 			continue
 		}
-		if err := a.writeBlockLocked(ctx, b, rec); err != nil && !errors.Is(err, ErrConflict) {
+		if err := fn(b); err != nil && !errors.Is(err, ErrConflict) {
 			errs = append(errs, err)
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// releaseLocked gives b back. It offers nothing more from then on: the delete
+// drops the lock, and an offer made meanwhile would outlive the claim.
+func (a *Allocator) releaseLocked(ctx context.Context, b *block) error {
+	b.releasing = true
+	return a.writeBlockLocked(ctx, b, nil)
 }
 
 // ReleaseBlocks gives back every block this process holds, when it stops; its
@@ -483,17 +487,7 @@ func (a *Allocator) ReleaseBlocks(ctx context.Context) error {
 	for mac, ip := range a.offered {
 		a.dropOfferLocked(ip, mac)
 	}
-	var errs []error
-	for _, b := range append([]*block(nil), a.mine...) {
-		if b.rec.GetInstance() != a.instance || b.rec == nil {
-			continue
-		}
-		b.releasing = true
-		if err := a.writeBlockLocked(ctx, b, nil); err != nil && !errors.Is(err, ErrConflict) {
-			errs = append(errs, err)
-		}
-	}
-	return errors.Join(errs...)
+	return a.eachMineLocked(func(b *block) error { return a.releaseLocked(ctx, b) })
 }
 
 // Blocks returns the offer blocks held by this process.
