@@ -12,6 +12,7 @@ import (
 	"github.com/bootchain/bootchain/pkg/session"
 	"github.com/bootchain/bootchain/pkg/store"
 	"github.com/bootchain/bootchain/pkg/store/storetest"
+	clientv3 "go.etcd.io/etcd/client/v3"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 )
@@ -410,5 +411,39 @@ func TestOpenWithLastHandle(t *testing.T) {
 	}
 	if s4 := r.Open(ctx, mac, session.OpenOptions{}); s4.TraceID() != s2.TraceID() {
 		t.Fatalf("lookup found session %s, the handle path %s", s4.TraceID(), s2.TraceID())
+	}
+}
+
+// TestSessionWritesShareTransactions opens sessions for many machines at once,
+// as a fleet powering on does, and checks that they reach etcd in shared
+// transactions (a transaction's keys share its revision), not one each.
+func TestSessionWritesShareTransactions(t *testing.T) {
+	e := storetest.Start(t)
+	st := e.Client(t)
+	r := newRecorder(t, st, "bootapi", nil)
+	ctx := context.Background()
+	const machines = 256
+	for i := 0; i < machines; i++ {
+		r.Open(ctx, fmt.Sprintf("52:54:00:bb:%02x:%02x", i>>8, i&0xff), session.OpenOptions{IP: fmt.Sprintf("198.18.1.%d", i)})
+	}
+	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := r.Flush(wctx); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := st.Client().Get(wctx, store.Prefix("sessions"), clientv3.WithPrefix())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.Kvs) != machines {
+		t.Fatalf("%d sessions in etcd, want %d", len(resp.Kvs), machines)
+	}
+	revs := map[int64]bool{}
+	for _, kv := range resp.Kvs {
+		revs[kv.ModRevision] = true
+	}
+	// Opens gather for 20 ms before a write; 64 sessions share a transaction.
+	if len(revs) > machines/8 {
+		t.Errorf("%d sessions written in %d transactions", machines, len(revs))
 	}
 }
