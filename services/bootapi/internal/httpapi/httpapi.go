@@ -900,7 +900,20 @@ func (t *toucher) seen(e *hotEntry, mac string, m *bootapiv1.Machine, q params, 
 		return
 	}
 	t.add(mac, sighting{facts: facts(q, ip)})
+	if m != nil {
+		// Until the cache has the write (a record other than m), requests with
+		// these facts need no sighting of their own: another write of the same
+		// thing would only fail its compare against the cache and be redone
+		// alone. A write that did not happen is tried again after this.
+		e.mu.Lock()
+		e.seenFor, e.seenKey, e.seenUntil = m, key, now+int64(sightingInFlight)
+		e.mu.Unlock()
+	}
 }
+
+// sightingInFlight is how long a machine's queued sighting stands for its
+// repeats of the same request while the write is on its way.
+const sightingInFlight = 5 * time.Second
 
 // factsKey hashes what a sighting records from a request.
 func factsKey(q params, ip string) uint64 {

@@ -12,6 +12,7 @@ import (
 	"github.com/bootchain/bootchain/pkg/store"
 	"github.com/bootchain/bootchain/pkg/store/storetest"
 	"github.com/bootchain/bootchain/services/bootapi/internal/state"
+	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
 // TestSightingsBatched records sightings of registered, new and deleted machines in
@@ -105,5 +106,43 @@ func TestSightingsBatched(t *testing.T) {
 	}
 	if _, err := st.Get(ctx, store.Key("machines", goneMAC), &bootapiv1.Machine{}); err == nil {
 		t.Errorf("a sighting of an unregistered, undiscovered machine created its record")
+	}
+}
+
+// TestSightingInFlight checks that a machine asking again while its sighting
+// is on its way queues no second one, unless its facts changed or the write
+// has not shown up in the cache within sightingInFlight.
+func TestSightingInFlight(t *testing.T) {
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	now := time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC)
+	tc := newToucher(state.New(storetest.New(t), log), log, func() time.Time { return now })
+	const mac = "52:54:00:00:03:01"
+	m := &bootapiv1.Machine{Mac: mac}
+	e := &hotEntry{}
+	q := params{arch: "x86_64", platform: "pcbios"}
+	queued := func(at time.Time, q params, ip string) bool {
+		tc.seen(e, mac, m, q, ip, at)
+		tc.mu.Lock()
+		defer tc.mu.Unlock()
+		_, ok := tc.pending[mac]
+		clear(tc.pending)
+		return ok
+	}
+	if !queued(now, q, "198.18.0.10") {
+		t.Fatal("first sighting not queued")
+	}
+	if queued(now.Add(time.Second), q, "198.18.0.10") {
+		t.Error("a repeat while the sighting is on its way queued another")
+	}
+	if !queued(now.Add(2*time.Second), q, "198.18.0.11") {
+		t.Error("a request from another address queued no sighting")
+	}
+	if !queued(now.Add(2*time.Second+sightingInFlight), q, "198.18.0.11") {
+		t.Error("a sighting whose write never showed up was not tried again")
+	}
+	seen := &bootapiv1.Machine{Mac: mac, LastSeenTime: timestamppb.New(now), Facts: facts(q, "198.18.0.11")}
+	m = seen
+	if queued(now.Add(3*time.Second), q, "198.18.0.11") {
+		t.Error("a machine seen a moment ago was sighted again")
 	}
 }
