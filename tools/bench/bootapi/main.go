@@ -58,7 +58,7 @@ func main() {
 	flag.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of bootapi's run to this file")
 	flag.StringVar(&mutexProfile, "mutexprofile", "", "write a mutex contention profile of bootapi's run to this file")
 	flag.BoolVar(&verbose, "v", false, "print wrk's output")
-	flag.StringVar(&traceFile, "trace", "", "write an execution trace of the first 2 s of bootapi's run to this file (go tool trace -pprof=sched)")
+	flag.StringVar(&traceFile, "trace", "", "write an execution trace of 3 s in the middle of bootapi's run to this file, with a probe's requests slower than 5 ms logged in it (go tool trace)")
 	flag.Parse()
 	if err := run(*machines, *duration, *conns, *threads); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
@@ -149,10 +149,7 @@ func run(n int, d time.Duration, conns, threads int) error {
 		runtime.SetMutexProfileFraction(10)
 	}
 	if traceFile != "" {
-		stop, err := startTrace(traceFile, 2*time.Second)
-		if err != nil {
-			return err
-		}
+		stop := traceWindow(traceFile, srv.HTTPAddr().String(), "/ipxe/v1/config?mac="+macs[0]+"&arch=x86_64&platform=pcbios", d/2, 3*time.Second)
 		defer stop()
 	}
 	ours, err := wrk(base, lua, d, conns, threads)
@@ -202,25 +199,76 @@ func run(n int, d time.Duration, conns, threads int) error {
 	return nil
 }
 
-// startTrace writes an execution trace for d (or until stop).
-func startTrace(path string, d time.Duration) (stop func(), err error) {
-	f, err := os.Create(path)
-	if err != nil {
-		return nil, err
-	}
-	if err := trace.Start(f); err != nil {
-		f.Close()
-		return nil, err
-	}
+// traceWindow writes an execution trace of the window [after, after+d) of the
+// run, while a probe asks addr for path every millisecond on a connection of
+// its own and logs each answer slower than 5 ms in the trace ("slow" events),
+// so that a stall seen by a client can be found among the scheduler's events.
+// stop ends the trace early.
+func traceWindow(path, addr, reqPath string, after, d time.Duration) (stop func()) {
+	quit := make(chan struct{})
 	var once sync.Once
-	stop = func() {
-		once.Do(func() {
-			trace.Stop()
-			f.Close()
-		})
+	stop = func() { once.Do(func() { close(quit) }) }
+	go func() {
+		select {
+		case <-quit:
+			return
+		case <-time.After(after):
+		}
+		f, err := os.Create(path)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "bench: trace:", err)
+			return
+		}
+		defer f.Close()
+		if err := trace.Start(f); err != nil {
+			fmt.Fprintln(os.Stderr, "bench: trace:", err)
+			return
+		}
+		defer trace.Stop()
+		slow, total := probe(addr, reqPath, d, quit)
+		fmt.Fprintf(os.Stderr, "bench: trace: %d of %d probe requests slower than 5ms\n", slow, total)
+	}()
+	return stop
+}
+
+// probe asks for reqPath every millisecond for d (or until quit) and logs the
+// slow answers in the execution trace.
+func probe(addr, reqPath string, d time.Duration, quit <-chan struct{}) (slow, total int) {
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		return 0, 0
 	}
-	time.AfterFunc(d, stop)
-	return stop, nil
+	defer c.Close()
+	req := []byte("GET " + reqPath + " HTTP/1.1\r\nHost: bench\r\n\r\n")
+	br := bufio.NewReader(c)
+	ctx := context.Background()
+	tick := time.NewTicker(time.Millisecond)
+	defer tick.Stop()
+	end := time.After(d)
+	for {
+		select {
+		case <-quit:
+			return
+		case <-end:
+			return
+		case <-tick.C:
+		}
+		start := time.Now()
+		if _, err := c.Write(req); err != nil {
+			return
+		}
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			return
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		total++
+		if lat := time.Since(start); lat > 5*time.Millisecond {
+			slow++
+			trace.Log(ctx, "slow", lat.String())
+		}
+	}
 }
 
 func writeProfile(name, path string) error {
