@@ -44,6 +44,7 @@ var (
 	cpuProfile   string
 	mutexProfile string
 	traceFile    string
+	traceAt      time.Duration
 	etcdGRPC     bool
 	verbose      bool
 )
@@ -58,7 +59,8 @@ func main() {
 	flag.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of bootapi's run to this file")
 	flag.StringVar(&mutexProfile, "mutexprofile", "", "write a mutex contention profile of bootapi's run to this file")
 	flag.BoolVar(&verbose, "v", false, "print wrk's output")
-	flag.StringVar(&traceFile, "trace", "", "write an execution trace of 3 s in the middle of bootapi's run to this file, with a probe's requests slower than 5 ms logged in it (go tool trace)")
+	flag.StringVar(&traceFile, "trace", "", "write an execution trace of 3 s of bootapi's run to this file, with a probe's requests slower than 5 ms logged in it (go tool trace)")
+	flag.DurationVar(&traceAt, "trace-at", -1, "with -trace, start the trace this long into the run (default: the middle)")
 	flag.Parse()
 	if err := run(*machines, *duration, *conns, *threads); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
@@ -149,7 +151,11 @@ func run(n int, d time.Duration, conns, threads int) error {
 		runtime.SetMutexProfileFraction(10)
 	}
 	if traceFile != "" {
-		stop := traceWindow(traceFile, srv.HTTPAddr().String(), "/ipxe/v1/config?mac="+macs[0]+"&arch=x86_64&platform=pcbios", d/2, 3*time.Second)
+		at := traceAt
+		if at < 0 {
+			at = d / 2
+		}
+		stop := traceWindow(traceFile, srv.HTTPAddr().String(), "/ipxe/v1/config?mac="+macs[0]+"&arch=x86_64&platform=pcbios", at, 3*time.Second)
 		defer stop()
 	}
 	ours, err := wrk(base, lua, d, conns, threads)
