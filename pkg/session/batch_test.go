@@ -12,11 +12,13 @@ import (
 )
 
 // TestWriteGroupBehindCache writes a group of sessions while the recorder's
-// cache is behind etcd (never loaded, here): one session exists in etcd with a
-// state of its own. The group's transaction fails its compare, and each session
-// is then written from etcd's copy: the new one created, the existing one
-// changed without losing what it had, also by a change that only applies to
-// an existing session (which the cache does not have).
+// cache is behind etcd (never loaded, here): two sessions exist in etcd with a
+// state of their own. The change to the first would create a session, so the
+// group's compare (no such key) fails and each session of the group is written
+// on its own from etcd's copy; the change to the second only applies to an
+// existing session, which the cache does not have, so it goes to etcd's copy
+// at once. Nothing is lost: the new session is created, the existing ones
+// changed and keep what they had.
 func TestWriteGroupBehindCache(t *testing.T) {
 	st := storetest.New(t)
 	ctx := context.Background()
@@ -24,9 +26,11 @@ func TestWriteGroupBehindCache(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	const old, fresh = "52:54:00:00:00:01", "52:54:00:00:00:02"
-	if _, err := st.Put(ctx, store.Key("sessions", old), &bootapiv1.BootSession{Mac: old, TraceId: "t-old", Ip: "198.18.0.1"}); err != nil {
-		t.Fatal(err)
+	const old, old2, fresh = "52:54:00:00:00:01", "52:54:00:00:00:03", "52:54:00:00:00:02"
+	for _, mac := range []string{old, old2} {
+		if _, err := st.Put(ctx, store.Key("sessions", mac), &bootapiv1.BootSession{Mac: mac, TraceId: "t-" + mac, Ip: "198.18.0.1"}); err != nil {
+			t.Fatal(err)
+		}
 	}
 	setState := func(s *bootapiv1.BootSession) *bootapiv1.BootSession {
 		if s == nil {
@@ -41,8 +45,8 @@ func TestWriteGroupBehindCache(t *testing.T) {
 		}
 		return setState(s)
 	}
-	revs := r.writeGroup(ctx, []string{old, fresh}, map[string][]mutation{old: {finish}, fresh: {setState}})
-	for mac, want := range map[string]string{old: "t-old", fresh: "t-new"} {
+	revs := r.writeGroup(ctx, []string{old, old2, fresh}, map[string][]mutation{old: {setState}, old2: {finish}, fresh: {setState}})
+	for mac, want := range map[string]string{old: "t-" + old, old2: "t-" + old2, fresh: "t-new"} {
 		var got bootapiv1.BootSession
 		rev, err := st.Get(ctx, store.Key("sessions", mac), &got)
 		if err != nil {
@@ -51,13 +55,12 @@ func TestWriteGroupBehindCache(t *testing.T) {
 		if got.GetTraceId() != want || got.GetState() != bootapiv1.SessionState_SESSION_STATE_SUCCEEDED {
 			t.Errorf("%s: trace %q state %v, want %q succeeded", mac, got.GetTraceId(), got.GetState(), want)
 		}
+		if mac != fresh && got.GetIp() != "198.18.0.1" {
+			t.Errorf("%s: existing session lost its address: %q", mac, got.GetIp())
+		}
 		if revs[mac] != rev {
 			t.Errorf("%s: written at %d, etcd has %d", mac, revs[mac], rev)
 		}
-	}
-	var got bootapiv1.BootSession
-	if _, err := st.Get(ctx, store.Key("sessions", old), &got); err == nil && got.GetIp() != "198.18.0.1" {
-		t.Errorf("existing session lost its address: %q", got.GetIp())
 	}
 }
 

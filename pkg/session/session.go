@@ -313,14 +313,15 @@ func (r *Recorder) shard(mac string) *shard {
 	return &r.shards[strhash.FNV64a(mac)%numShards]
 }
 
-// repeatsWaiting reports whether any shard has repeat counts to write.
-func (r *Recorder) repeatsWaiting() bool {
+// repeatsDue reports whether any shard has a repeat count due for writing at
+// now.
+func (r *Recorder) repeatsDue(now time.Time) bool {
 	for i := range r.shards {
 		sh := &r.shards[i]
 		sh.mu.Lock()
-		busy := len(sh.dirty) > 0
+		due := slices.ContainsFunc(sh.dirty, func(rp *repeat) bool { return now.Sub(rp.written) >= repeatFlush })
 		sh.mu.Unlock()
-		if busy {
+		if due {
 			return true
 		}
 	}
@@ -468,7 +469,7 @@ func (r *Recorder) Run(ctx context.Context) error {
 	for {
 		select {
 		case <-tick.C:
-			if r.repeatsWaiting() {
+			if r.repeatsDue(time.Now()) {
 				last = time.Now()
 				r.writePending(ctx, dueRepeats)
 			}
@@ -971,6 +972,9 @@ func (r *Recorder) writeGroup(ctx context.Context, macs []string, batch map[stri
 		if ctx.Err() == nil {
 			r.log.Warn("boot sessions not recorded", "sessions", len(macs), "err", err)
 		}
+		for _, mac := range macs {
+			revs[mac] = 0
+		}
 		return revs
 	}
 	cmps := make([]clientv3.Cmp, 0, len(macs))
@@ -1018,12 +1022,22 @@ func (r *Recorder) writeGroup(ctx context.Context, macs []string, batch map[stri
 	tctx, cancel := r.cfg.Store.WithTimeout(ctx)
 	resp, err := r.cfg.Store.Client().Txn(tctx).If(cmps...).Then(puts...).Commit()
 	cancel()
-	if err != nil || !resp.Succeeded {
+	switch {
+	case err != nil:
+		// Not written, or written with no answer: as a single write, no retry
+		// (one that replaced a record wholesale could undo a later change).
+		if ctx.Err() == nil {
+			r.log.Warn("boot sessions not recorded", "sessions", len(written), "err", err)
+		}
+		for _, mac := range written {
+			revs[mac] = 0
+		}
+	case !resp.Succeeded:
 		alone(written)
-		return revs
-	}
-	for _, mac := range written {
-		revs[mac] = resp.Header.Revision
+	default:
+		for _, mac := range written {
+			revs[mac] = resp.Header.Revision
+		}
 	}
 	return revs
 }

@@ -899,8 +899,7 @@ func (t *toucher) seen(e *hotEntry, mac string, m *bootapiv1.Machine, q params, 
 		e.mu.Unlock()
 		return
 	}
-	t.add(mac, sighting{facts: facts(q, ip)})
-	if m != nil {
+	if t.add(mac, sighting{facts: facts(q, ip)}) && m != nil {
 		// Until the cache has the write (a record other than m), requests with
 		// these facts need no sighting of their own: another write of the same
 		// thing would only fail its compare against the cache and be redone
@@ -932,13 +931,15 @@ func sameFacts(f *bootapiv1.MachineFacts, q params, ip string) bool {
 		f.GetManufacturer() == q.manufacturer && f.GetProduct() == q.product
 }
 
-func (t *toucher) add(mac string, s sighting) {
+// add queues a sighting; it reports false when the queue was full and the
+// sighting is dropped.
+func (t *toucher) add(mac string, s sighting) bool {
 	t.mu.Lock()
 	old, ok := t.pending[mac]
 	if !ok && len(t.pending) >= maxPendingSightings {
 		t.mu.Unlock()
 		t.Dropped.Add(1)
-		return
+		return false
 	}
 	if s.facts == nil {
 		s.facts = old.facts
@@ -953,6 +954,7 @@ func (t *toucher) add(mac string, s sighting) {
 	case t.kick <- struct{}{}:
 	default:
 	}
+	return true
 }
 
 func (t *toucher) run(ctx context.Context) error {

@@ -145,4 +145,18 @@ func TestSightingInFlight(t *testing.T) {
 	if queued(now.Add(3*time.Second), q, "198.18.0.11") {
 		t.Error("a machine seen a moment ago was sighted again")
 	}
+	// A sighting dropped from a full queue leaves no note: the next request's
+	// goes in.
+	m = &bootapiv1.Machine{Mac: mac}
+	tc.mu.Lock()
+	for i := 0; i < maxPendingSightings; i++ {
+		tc.pending[fmt.Sprintf("other%d", i)] = sighting{}
+	}
+	tc.mu.Unlock()
+	if queued(now.Add(4*time.Second), q, "198.18.0.12") {
+		t.Error("a sighting went into a full queue")
+	}
+	if !queued(now.Add(4*time.Second), q, "198.18.0.12") {
+		t.Error("a dropped sighting held back the next request's")
+	}
 }
