@@ -131,6 +131,10 @@ type Server struct {
 	stopRequests context.CancelFunc
 }
 
+// httpTimeout bounds the reading of one HTTP request and a keep-alive
+// connection's wait for the next.
+const httpTimeout = 30 * time.Second
+
 // New validates cfg, opens the listeners and prepares the service.
 func New(cfg Config) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
@@ -229,9 +233,12 @@ func (s *Server) Run(ctx context.Context) error {
 			// net/http sent no Server header.
 			NoDefaultServerHeader: true,
 			// The whole request, header and body (a report's form: 64 KiB at most),
-			// where net/http's ReadHeaderTimeout bounded the header alone.
-			ReadTimeout: 10 * time.Second,
-			IdleTimeout: 120 * time.Second,
+			// where net/http's ReadHeaderTimeout bounded the header alone; and the
+			// wait for a keep-alive connection's next request. nginx's defaults are
+			// 60 s and 75 s. The two are equal so that the listener can leave a
+			// busy connection's deadline where it is (httpapi.DeadlineSlack).
+			ReadTimeout: httpTimeout,
+			IdleTimeout: httpTimeout,
 			// fasthttp reads the body before the handler runs, so the report's limit
 			// is the server's: a larger body gets a 413 naming it.
 			MaxRequestBodySize: httpapi.MaxBodySize,

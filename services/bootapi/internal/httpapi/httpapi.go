@@ -317,9 +317,19 @@ func hostOf(a net.Addr) string {
 }
 
 // Listener wraps l so that each connection knows its client's IP as a string, as
-// net/http's Request.RemoteAddr did: formatting it per request would allocate on
-// the script path.
+// net/http's Request.RemoteAddr did (formatting it per request would allocate on
+// the script path), and keeps its read deadline within DeadlineSlack of what
+// the server asks instead of moving it on every request.
 func Listener(l net.Listener) net.Listener { return ipListener{l} }
+
+// DeadlineSlack is how much later than asked a connection's read deadline may
+// be moved. fasthttp moves it twice per request (the idle timeout, then the
+// read timeout), and each move re-arms a runtime timer: 4 % of the script
+// path's CPU. With both timeouts equal, the moves between two requests are
+// microseconds apart, and the deadline is re-armed about once per DeadlineSlack
+// on a busy connection. A timeout then fires up to DeadlineSlack early; an
+// earlier deadline is always armed at once.
+const DeadlineSlack = time.Second
 
 type ipListener struct{ net.Listener }
 
@@ -334,6 +344,33 @@ func (l ipListener) Accept() (net.Conn, error) {
 type ipConn struct {
 	net.Conn
 	ip string
+
+	mu sync.Mutex
+	// armed is the read deadline set on Conn (zero: none).
+	armed time.Time
+}
+
+func (c *ipConn) SetReadDeadline(t time.Time) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !t.IsZero() && !c.armed.IsZero() && !t.Before(c.armed) && t.Sub(c.armed) <= DeadlineSlack {
+		return nil
+	}
+	if err := c.Conn.SetReadDeadline(t); err != nil {
+		return err
+	}
+	c.armed = t
+	return nil
+}
+
+func (c *ipConn) SetDeadline(t time.Time) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err := c.Conn.SetDeadline(t); err != nil {
+		return err
+	}
+	c.armed = t
+	return nil
 }
 
 // decision is what a machine boots and why.
