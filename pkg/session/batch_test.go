@@ -96,3 +96,19 @@ func TestRepeatCountsSpread(t *testing.T) {
 		t.Fatalf("%d counts still waiting", len(sh.dirty))
 	}
 }
+
+// TestTouchAfterSpread checks that sessions' update-time touches are spread:
+// each MAC has its own staleness bound within [touchEvery, 1.5 touchEvery).
+func TestTouchAfterSpread(t *testing.T) {
+	bounds := map[time.Duration]bool{}
+	for i := 0; i < 100; i++ {
+		d := touchAfter(fmt.Sprintf("52:54:00:00:06:%02x", i))
+		if d < touchEvery || d >= touchEvery*3/2 {
+			t.Fatalf("bound %v outside [%v, %v)", d, touchEvery, touchEvery*3/2)
+		}
+		bounds[d.Truncate(time.Second)] = true
+	}
+	if len(bounds) < 10 {
+		t.Errorf("100 machines share %d bounds (whole seconds)", len(bounds))
+	}
+}

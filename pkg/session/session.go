@@ -334,8 +334,8 @@ type pendingHop struct {
 }
 
 // A repeat is a run of identical hops of one session: the first is recorded as
-// usual, the later ones only raise count, which is written at most every
-// repeatFlush (and by Flush).
+// usual, the later ones only raise count, which is written once it is
+// repeatFlush old, spread by repeatSpread (and by Flush, and at stop).
 type repeat struct {
 	// trace and name: the session's trace and the hop's name. These, last and
 	// the parts of the first hop a repeat must match (kept here, so checking a
@@ -412,8 +412,15 @@ const (
 const maxPendingHops = 50000 / numShards
 
 // touchEvery is how stale a session's update time may get in etcd while hops keep
-// arriving (hops themselves do not rewrite the session record).
+// arriving (hops themselves do not rewrite the session record), plus up to half
+// of it more, fixed per MAC (touchAfter): sessions opened together are then not
+// all touched in the same second.
 const touchEvery = 30 * time.Second
+
+// touchAfter is how stale mac's session update time may get.
+func touchAfter(mac string) time.Duration {
+	return touchEvery + time.Duration(strhash.FNV64a(mac)%uint64(touchEvery/2))
+}
 
 type mutation func(s *bootapiv1.BootSession) *bootapiv1.BootSession
 
@@ -1193,10 +1200,10 @@ func (sh *shard) repeatLocked(rp *repeat, end time.Time, n uint32) {
 }
 
 // staleLocked reports whether s, m's session, has a hop at end while etcd's
-// update time is more than touchEvery older. Called with sh.mu held.
+// update time is more than touchAfter older. Called with sh.mu held.
 func (sh *shard) staleLocked(s *Session, m *machine, end time.Time) bool {
 	cur := sh.current(s.MAC, m)
-	return cur != nil && end.UnixNano()-m.updated(cur) > int64(touchEvery) && cur.GetTraceId() == s.TraceID()
+	return cur != nil && end.UnixNano()-m.updated(cur) > int64(touchAfter(s.MAC)) && cur.GetTraceId() == s.TraceID()
 }
 
 // touch moves the session's update time up to t.
@@ -1509,7 +1516,7 @@ func (r *Recorder) MarkStalled(after time.Duration, now time.Time) int {
 	n := 0
 	for _, it := range r.cache.List(nil) {
 		bs := it.Value
-		// The record's update time trails the hops by at most touchEvery: a cheap
+		// The record's update time trails the hops by at most touchAfter: a cheap
 		// first filter before reading the last hop.
 		if bs.GetState() != bootapiv1.SessionState_SESSION_STATE_ACTIVE || now.Sub(bs.GetUpdateTime().AsTime()) < after {
 			continue

@@ -66,9 +66,25 @@ func TestHotEntryMemo(t *testing.T) {
 	if tc.seen(e, mac, m, q, "198.18.0.11", now); !pending() {
 		t.Fatal("changed address: no sighting queued")
 	}
-	now = now.Add(time.Minute)
+	now = now.Add(sightingEvery(mac))
 	if tc.seen(e, mac, m, q, ip, now); !pending() {
-		t.Fatal("a minute later: no sighting queued")
+		t.Fatal("sightingEvery later: no sighting queued")
+	}
+}
+
+// TestSightingEverySpread checks that machines' last-seen rewrites are spread:
+// each MAC has its own period within [1 min, 1.5 min).
+func TestSightingEverySpread(t *testing.T) {
+	periods := map[time.Duration]bool{}
+	for i := 0; i < 100; i++ {
+		d := sightingEvery(fmt.Sprintf("52:54:00:00:05:%02x", i))
+		if d < time.Minute || d >= 90*time.Second {
+			t.Fatalf("period %v outside [1m, 1m30s)", d)
+		}
+		periods[d.Truncate(time.Second)] = true
+	}
+	if len(periods) < 20 {
+		t.Errorf("100 machines share %d periods (whole seconds)", len(periods))
 	}
 }
 

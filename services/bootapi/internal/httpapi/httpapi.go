@@ -917,8 +917,8 @@ func (t *toucher) discovered(mac, site string) {
 	t.add(mac, sighting{site: site, isNew: true})
 }
 
-// seen records facts, at most once a minute per machine unless they changed; at
-// is the time of the request.
+// seen records facts, at most once per sightingEvery per machine unless they
+// changed; at is the time of the request.
 // m is the machine as the request found it in the cache (nil when unknown); e
 // remembers a check that found nothing to write, for the same record and facts.
 func (t *toucher) seen(e *hotEntry, mac string, m *bootapiv1.Machine, q params, ip string, at time.Time) {
@@ -930,9 +930,9 @@ func (t *toucher) seen(e *hotEntry, mac string, m *bootapiv1.Machine, q params, 
 	if fresh {
 		return
 	}
-	if last := m.GetLastSeenTime(); last != nil && now-last.AsTime().UnixNano() < int64(time.Minute) && sameFacts(m.GetFacts(), q, ip) {
+	if last := m.GetLastSeenTime(); last != nil && now-last.AsTime().UnixNano() < int64(sightingEvery(mac)) && sameFacts(m.GetFacts(), q, ip) {
 		e.mu.Lock()
-		e.seenFor, e.seenKey, e.seenUntil = m, key, last.AsTime().Add(time.Minute).UnixNano()
+		e.seenFor, e.seenKey, e.seenUntil = m, key, last.AsTime().Add(sightingEvery(mac)).UnixNano()
 		e.mu.Unlock()
 		return
 	}
@@ -945,6 +945,14 @@ func (t *toucher) seen(e *hotEntry, mac string, m *bootapiv1.Machine, q params, 
 		e.seenFor, e.seenKey, e.seenUntil = m, key, now+int64(sightingInFlight)
 		e.mu.Unlock()
 	}
+}
+
+// sightingEvery is how often a machine that keeps asking has its last-seen
+// time rewritten: a minute and up to 30 s more, fixed per MAC, so that
+// machines first seen together (a fleet powering on) do not all come due in
+// the same second every minute.
+func sightingEvery(mac string) time.Duration {
+	return time.Minute + time.Duration(strhash.FNV64a(mac)%uint64(30*time.Second))
 }
 
 // sightingInFlight is how long a machine's queued sighting stands for its
