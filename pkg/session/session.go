@@ -1203,7 +1203,12 @@ func (sh *shard) repeatLocked(rp *repeat, end time.Time, n uint32) {
 // update time is more than touchAfter older. Called with sh.mu held.
 func (sh *shard) staleLocked(s *Session, m *machine, end time.Time) bool {
 	cur := sh.current(s.MAC, m)
-	return cur != nil && end.UnixNano()-m.updated(cur) > int64(touchAfter(s.MAC)) && cur.GetTraceId() == s.TraceID()
+	if cur == nil {
+		return false
+	}
+	// The MAC's own bound only past the shortest: no hash on most hops.
+	age := end.UnixNano() - m.updated(cur)
+	return age > int64(touchEvery) && age > int64(touchAfter(s.MAC)) && cur.GetTraceId() == s.TraceID()
 }
 
 // touch moves the session's update time up to t.

@@ -322,8 +322,8 @@ func hostOf(a net.Addr) string {
 // the server asks instead of moving it on every request.
 func Listener(l net.Listener) net.Listener { return ipListener{l} }
 
-// DeadlineSlack is how much later than asked a connection's read deadline may
-// be moved. fasthttp moves it twice per request (the idle timeout, then the
+// DeadlineSlack is how much earlier than asked a connection's read deadline
+// may stay where it is. fasthttp moves it twice per request (the idle timeout, then the
 // read timeout), and each move re-arms a runtime timer: 4 % of the script
 // path's CPU. With both timeouts equal, the moves between two requests are
 // microseconds apart, and the deadline is re-armed about once per DeadlineSlack
@@ -930,9 +930,10 @@ func (t *toucher) seen(e *hotEntry, mac string, m *bootapiv1.Machine, q params, 
 	if fresh {
 		return
 	}
-	if last := m.GetLastSeenTime(); last != nil && now-last.AsTime().UnixNano() < int64(sightingEvery(mac)) && sameFacts(m.GetFacts(), q, ip) {
+	every := sightingEvery(mac)
+	if last := m.GetLastSeenTime(); last != nil && now-last.AsTime().UnixNano() < int64(every) && sameFacts(m.GetFacts(), q, ip) {
 		e.mu.Lock()
-		e.seenFor, e.seenKey, e.seenUntil = m, key, last.AsTime().Add(sightingEvery(mac)).UnixNano()
+		e.seenFor, e.seenKey, e.seenUntil = m, key, last.AsTime().Add(every).UnixNano()
 		e.mu.Unlock()
 		return
 	}
