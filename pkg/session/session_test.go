@@ -443,6 +443,7 @@ func TestSessionWritesShareTransactions(t *testing.T) {
 		revs[kv.ModRevision] = true
 	}
 	// Opens gather for 20 ms before a write; 64 sessions share a transaction.
+	t.Logf("%d sessions written in %d transactions", machines, len(revs))
 	if len(revs) > machines/8 {
 		t.Errorf("%d sessions written in %d transactions", machines, len(revs))
 	}
