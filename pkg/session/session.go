@@ -989,16 +989,12 @@ func (r *Recorder) writeGroup(ctx context.Context, macs []string, batch map[stri
 	var written, unsure []string
 	for _, mac := range macs {
 		key := store.Key("sessions", mac)
-		var (
-			s   *bootapiv1.BootSession
-			cmp clientv3.Cmp
-		)
+		var s *bootapiv1.BootSession
 		it, cached := r.cache.Get(mac)
 		if cached {
-			s, cmp = proto.Clone(it.Value).(*bootapiv1.BootSession), clientv3.Compare(clientv3.ModRevision(key), "=", it.ModRevision)
-		} else {
-			cmp = clientv3.Compare(clientv3.CreateRevision(key), "=", 0)
+			s = proto.Clone(it.Value).(*bootapiv1.BootSession)
 		}
+		cmp := store.Unchanged(key, it.ModRevision) // 0 when not cached
 		for _, m := range batch[mac] {
 			s = m(s)
 		}
@@ -1092,12 +1088,8 @@ func (r *Recorder) write(ctx context.Context, mac string, muts []mutation) (int6
 		if err != nil {
 			return 0, err
 		}
-		cmp := clientv3.Compare(clientv3.ModRevision(key), "=", rev)
-		if !exists {
-			cmp = clientv3.Compare(clientv3.CreateRevision(key), "=", 0)
-		}
 		tctx, cancel := r.cfg.Store.WithTimeout(ctx)
-		resp, err := cli.Txn(tctx).If(cmp).Then(clientv3.OpPut(key, string(b), clientv3.WithLease(lease))).Commit()
+		resp, err := cli.Txn(tctx).If(store.Unchanged(key, rev)).Then(clientv3.OpPut(key, string(b), clientv3.WithLease(lease))).Commit()
 		cancel()
 		if err != nil {
 			return 0, fmt.Errorf("write session: %w", err)

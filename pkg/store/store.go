@@ -138,14 +138,23 @@ func (s *Store) Get(ctx context.Context, key string, m proto.Message) (int64, er
 	return resp.Kvs[0].ModRevision, nil
 }
 
+// Unchanged is the compare of a compare-and-swap write: key is still at rev, the
+// mod_revision it was read at, or, with rev 0, still absent.
+func Unchanged(key string, rev int64) clientv3.Cmp {
+	if rev == 0 {
+		return clientv3.Compare(clientv3.CreateRevision(key), "=", 0)
+	}
+	return clientv3.Compare(clientv3.ModRevision(key), "=", rev)
+}
+
 // Create writes m at key only if key does not exist; it returns the new revision.
 func (s *Store) Create(ctx context.Context, key string, m proto.Message, opts ...clientv3.OpOption) (int64, error) {
-	return s.txnPut(ctx, key, m, clientv3.Compare(clientv3.CreateRevision(key), "=", 0), ErrExists, opts...)
+	return s.txnPut(ctx, key, m, Unchanged(key, 0), ErrExists, opts...)
 }
 
 // Update writes m at key only if key is still at modRev.
 func (s *Store) Update(ctx context.Context, key string, m proto.Message, modRev int64, opts ...clientv3.OpOption) (int64, error) {
-	return s.txnPut(ctx, key, m, clientv3.Compare(clientv3.ModRevision(key), "=", modRev), ErrConflict, opts...)
+	return s.txnPut(ctx, key, m, Unchanged(key, modRev), ErrConflict, opts...)
 }
 
 // Put writes m at key unconditionally.
@@ -218,12 +227,7 @@ func Mutate[T proto.Message](ctx context.Context, s *Store, key string, newT fun
 		if err != nil {
 			return zero, 0, err
 		}
-		var cmp clientv3.Cmp
-		if exists {
-			cmp = clientv3.Compare(clientv3.ModRevision(key), "=", rev)
-		} else {
-			cmp = clientv3.Compare(clientv3.CreateRevision(key), "=", 0)
-		}
+		cmp := Unchanged(key, rev) // rev is 0 when the key does not exist
 		var op clientv3.Op
 		if isNil(next) {
 			if !exists {

@@ -1062,11 +1062,7 @@ func (t *toucher) writeBatch(ctx context.Context, macs []string, batch map[strin
 			t.log.Warn("machine sighting not recorded", "mac", mac, "err", err)
 			continue
 		}
-		if exists {
-			cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(key), "=", it.ModRevision))
-		} else {
-			cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(key), "=", 0))
-		}
+		cmps = append(cmps, store.Unchanged(key, it.ModRevision)) // 0 when not cached
 		puts = append(puts, clientv3.OpPut(key, string(b)))
 	}
 	if len(puts) > 0 {

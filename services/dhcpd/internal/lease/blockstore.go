@@ -35,10 +35,7 @@ type BlockResult struct {
 // and a renewal a minute), so they are not batched like lease writes.
 func (e *EtcdWriter) WriteBlock(ctx context.Context, w BlockWrite) BlockResult {
 	key := BlockKey(e.site, w.First)
-	cmp := clientv3.Compare(clientv3.ModRevision(key), "=", w.PrevRev)
-	if w.PrevRev == 0 {
-		cmp = clientv3.Compare(clientv3.CreateRevision(key), "=", 0)
-	}
+	cmp := store.Unchanged(key, w.PrevRev)
 	op := clientv3.OpDelete(key)
 	if w.Block != nil {
 		b, err := proto.Marshal(w.Block)

@@ -240,11 +240,7 @@ func (e *EtcdWriter) commitOnce(ctx context.Context, todo []*pending) []*pending
 			p.done <- Result{Err: fmt.Errorf("lease: encode %s: %w", p.w.IP, err)}
 			continue
 		}
-		if p.w.PrevRev == 0 {
-			cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(key), "=", 0))
-		} else {
-			cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(key), "=", p.w.PrevRev))
-		}
+		cmps = append(cmps, store.Unchanged(key, p.w.PrevRev))
 		puts = append(puts, clientv3.OpPut(key, string(b)))
 		keys = append(keys, key)
 		sent = append(sent, p)
