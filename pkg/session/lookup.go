@@ -12,8 +12,10 @@ import (
 	"google.golang.org/protobuf/proto"
 )
 
-// Get returns the machine's latest session (a copy), as this process knows it.
-func (r *Recorder) Get(mac string) (*bootapiv1.BootSession, bool) {
+// Get returns a copy of the machine's latest session as this process knows it,
+// with its latest MaxHops hops, read from etcd within ctx. Hops that could not
+// be read are logged and left out.
+func (r *Recorder) Get(ctx context.Context, mac string) (*bootapiv1.BootSession, bool) {
 	sh := r.shard(mac)
 	sh.mu.Lock()
 	s := sh.current(mac, sh.machines[mac])
@@ -24,7 +26,7 @@ func (r *Recorder) Get(mac string) (*bootapiv1.BootSession, bool) {
 	out := proto.Clone(s).(*bootapiv1.BootSession)
 	sh.mu.Unlock()
 	// The hops are read from etcd outside the lock: no hot path waits for them.
-	hops, err := r.readHops(context.Background(), mac, out.GetTraceId(), MaxHops)
+	hops, err := r.readHops(ctx, mac, out.GetTraceId(), MaxHops)
 	if err != nil {
 		r.log.Warn("boot session hops not read", "mac", mac, "err", err)
 	}

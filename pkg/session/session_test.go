@@ -86,7 +86,7 @@ func TestOneTraceAcrossServices(t *testing.T) {
 	if err := api.Flush(wctx); err != nil {
 		t.Fatal(err)
 	}
-	got, ok := dhcp.Get(mac)
+	got, ok := dhcp.Get(ctx, mac)
 	if !ok {
 		t.Fatal("no session")
 	}
@@ -103,7 +103,7 @@ func TestOneTraceAcrossServices(t *testing.T) {
 	}
 
 	// A session whose last hop failed ends as failed, naming the hop.
-	for api.MarkStalled(0, time.Now().Add(time.Second)) == 0 {
+	for api.MarkStalled(wctx, 0, time.Now().Add(time.Second)) == 0 {
 		select {
 		case <-wctx.Done():
 			t.Fatal("nothing marked")
@@ -185,7 +185,7 @@ func TestRepeatsFold(t *testing.T) {
 	if err := api.Flush(wctx); err != nil {
 		t.Fatal(err)
 	}
-	got, ok := api.Get(mac)
+	got, ok := api.Get(ctx, mac)
 	if !ok {
 		t.Fatal("no session")
 	}
@@ -254,7 +254,7 @@ func TestManyMachinesConcurrently(t *testing.T) {
 	other := newRecorder(t, e.Client(t), "dhcpd", tracetest.NewInMemoryExporter())
 	for i := 0; i < machines; i++ {
 		mac := macOf(i)
-		got, ok := api.Get(mac)
+		got, ok := api.Get(ctx, mac)
 		if !ok {
 			t.Fatalf("%s: no session", mac)
 		}
@@ -270,7 +270,7 @@ func TestManyMachinesConcurrently(t *testing.T) {
 		if err := other.Cache().WaitRevision(wctx, api.Cache().Revision()); err != nil {
 			t.Fatal(err)
 		}
-		if o, ok := other.Get(mac); !ok || o.GetTraceId() != got.GetTraceId() || len(o.GetHops()) != hopsEach {
+		if o, ok := other.Get(ctx, mac); !ok || o.GetTraceId() != got.GetTraceId() || len(o.GetHops()) != hopsEach {
 			t.Fatalf("%s from another replica: %v", mac, o)
 		}
 	}
@@ -328,7 +328,7 @@ func TestRepeatWithoutSpans(t *testing.T) {
 	if err := r.Flush(wctx); err != nil {
 		t.Fatal(err)
 	}
-	got, ok := newRecorder(t, st, "bootctl", tracetest.NewInMemoryExporter()).Get(mac)
+	got, ok := newRecorder(t, st, "bootctl", tracetest.NewInMemoryExporter()).Get(ctx, mac)
 	if !ok || len(got.GetHops()) != 1 {
 		t.Fatalf("session %v, want one hop record", got)
 	}
@@ -340,7 +340,7 @@ func TestRepeatWithoutSpans(t *testing.T) {
 	// changes nothing.
 	for _, ip := range []string{"198.18.0.20", "198.18.0.21", "198.18.0.21"} {
 		r.Open(ctx, mac, session.OpenOptions{IP: ip})
-		if got, _ := r.Get(mac); got.GetIp() != ip {
+		if got, _ := r.Get(ctx, mac); got.GetIp() != ip {
 			t.Fatalf("session IP %q after a request from %s", got.GetIp(), ip)
 		}
 	}
@@ -388,12 +388,12 @@ func TestOpenWithLastHandle(t *testing.T) {
 	if err := r.Cache().WaitRevision(wctx, resp.Header.Revision); err != nil {
 		t.Fatal(err)
 	}
-	r.Get(mac)
+	r.Get(ctx, mac)
 	if _, err := st.Client().Delete(wctx, store.Prefix("sessions")+mac); err != nil {
 		t.Fatal(err)
 	}
 	for {
-		if _, ok := r.Get(mac); !ok {
+		if _, ok := r.Get(ctx, mac); !ok {
 			break
 		}
 		select {

@@ -6,23 +6,31 @@ import (
 	"time"
 
 	bootapiv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/bootapi/v1"
+	"github.com/bootchain/bootchain/pkg/store"
 )
 
 // MarkStalled ends every active session whose last hop is older than after: FAILED
 // when that hop failed, STALLED otherwise, naming the hop in both cases. It returns
 // how many it marked. Any replica may run it; the writes are compare-and-swap.
-func (r *Recorder) MarkStalled(after time.Duration, now time.Time) int {
+// Its etcd reads take ctx, and it stops early when ctx ends.
+func (r *Recorder) MarkStalled(ctx context.Context, after time.Duration, now time.Time) int {
 	n := 0
-	for _, it := range r.cache.List(nil) {
+	// The record's update time trails the hops by at most touchAfter: a cheap
+	// first filter before reading the last hop.
+	stale := r.cache.List(func(it store.Item[*bootapiv1.BootSession]) bool {
 		bs := it.Value
-		// The record's update time trails the hops by at most touchAfter: a cheap
-		// first filter before reading the last hop.
-		if bs.GetState() != bootapiv1.SessionState_SESSION_STATE_ACTIVE || now.Sub(bs.GetUpdateTime().AsTime()) < after {
-			continue
+		return bs.GetState() == bootapiv1.SessionState_SESSION_STATE_ACTIVE && now.Sub(bs.GetUpdateTime().AsTime()) >= after
+	})
+	for _, it := range stale {
+		if ctx.Err() != nil {
+			break
 		}
-		hops, err := r.readHops(context.Background(), bs.GetMac(), bs.GetTraceId(), 1)
+		bs := it.Value
+		hops, err := r.readHops(ctx, bs.GetMac(), bs.GetTraceId(), 1)
 		if err != nil {
-			r.log.Warn("stall check", "mac", bs.GetMac(), "err", err)
+			if ctx.Err() == nil {
+				r.log.Warn("stall check", "mac", bs.GetMac(), "err", err)
+			}
 			continue
 		}
 		var last *bootapiv1.Hop
