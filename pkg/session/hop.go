@@ -18,9 +18,16 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
-// MaxHops bounds the hops kept on one session; the oldest beyond it are dropped
-// (a machine stuck in a retry loop must not grow its record without bound).
+// MaxHops bounds the hops kept on one session: a machine stuck in a retry loop
+// must not grow its record without bound. The latest are kept (what the machine
+// does now, and the last hop the stall sweep names) and the oldest deleted: each
+// recorder cuts a session back to MaxHops once it has recorded another
+// trimEvery hops past the bound, so etcd holds at most MaxHops+trimEvery hops
+// per recorder. Get reads the latest MaxHops.
 const MaxHops = 200
+
+// trimEvery spreads the cuts: one read and one delete per trimEvery hops.
+const trimEvery = MaxHops / 4
 
 // Hop is one step being recorded. End it exactly once.
 type Hop struct {
@@ -169,12 +176,15 @@ func (r *Recorder) enqueueHop(s *Session, h *bootapiv1.Hop, spanID trace.SpanID,
 		if m.hopTrace != tid {
 			m.hopTrace, m.hopCount = tid, 0
 		}
-		if len(sh.hops) >= maxPendingHops || m.hopCount >= MaxHops {
+		if len(sh.hops) >= maxPendingHops {
 			sh.mu.Unlock()
 			r.Dropped.Add(1)
 			return
 		}
 		m.hopCount++
+		if over := m.hopCount - MaxHops; over > 0 && over%trimEvery == 0 {
+			sh.trims = append(sh.trims, hopPrefix(s.MAC, tid))
+		}
 		h.SpanId, h.StartTime, h.Duration = spanID.String(), timestamppb.New(start), durationpb.New(end.Sub(start))
 		key := store.Key("sessionhops", s.MAC, tid, fmt.Sprintf("%019d-%s", start.UnixNano(), h.SpanId))
 		sh.hops = append(sh.hops, pendingHop{key: key, hop: h})

@@ -26,6 +26,9 @@ type shard struct {
 	hops []pendingHop
 	// dirty are the repeat runs whose count etcd has not seen yet.
 	dirty []*repeat
+	// trims are the hop prefixes of sessions to cut back to their latest
+	// MaxHops hops.
+	trims []string
 }
 
 // machine is a shard's state for one MAC.
@@ -76,8 +79,8 @@ type machine struct {
 	tp                 string // sess's traceparent
 	finHop, finMsg     string
 	finTrace           string
-	// hopTrace and hopCount bound the hops recorded for one trace (a machine
-	// stuck in a loop).
+	// hopTrace and hopCount count the hops recorded for one trace, to cut its
+	// oldest ones when it passes MaxHops (a machine stuck in a loop).
 	hopTrace string
 	hopCount int
 }

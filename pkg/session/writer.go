@@ -77,7 +77,10 @@ func (r *Recorder) writePending(ctx context.Context, take repeatTake) {
 	gen := r.started
 	r.mu.Unlock()
 	batch := map[string][]mutation{}
-	var hops []pendingHop
+	var (
+		hops  []pendingHop
+		trims []string
+	)
 	now := time.Now()
 	for i := range r.shards {
 		sh := &r.shards[i]
@@ -87,10 +90,18 @@ func (r *Recorder) writePending(ctx context.Context, take repeatTake) {
 			sh.pending = map[string][]mutation{}
 		}
 		hops = append(hops, sh.takeHops(now, take)...)
+		trims = append(trims, sh.trims...)
+		sh.trims = nil
 		sh.mu.Unlock()
 	}
 	if len(batch) > 0 || len(hops) > 0 {
 		r.writeBatch(ctx, batch, hops)
+	}
+	// After the hops: a cut counts the ones just written.
+	for _, prefix := range trims {
+		if err := r.trimHops(ctx, prefix); err != nil && ctx.Err() == nil {
+			r.log.Warn("boot session hops not cut", "prefix", prefix, "err", err)
+		}
 	}
 	r.mu.Lock()
 	r.done = gen
@@ -387,4 +398,25 @@ func (r *Recorder) leaseID(ctx context.Context) (clientv3.LeaseID, error) {
 	}
 	r.lease, r.leaseTime = resp.ID, time.Now()
 	return r.lease, nil
+}
+
+// trimHops deletes the hops under prefix (one session's) but the latest
+// MaxHops. Hop keys sort by start time.
+func (r *Recorder) trimHops(ctx context.Context, prefix string) error {
+	tctx, cancel := r.cfg.Store.WithTimeout(ctx)
+	defer cancel()
+	cli := r.cfg.Store.Client()
+	resp, err := cli.Get(tctx, prefix, clientv3.WithPrefix(), clientv3.WithKeysOnly(),
+		clientv3.WithSort(clientv3.SortByKey, clientv3.SortDescend), clientv3.WithLimit(MaxHops+1))
+	if err != nil {
+		return fmt.Errorf("read hop keys: %w", err)
+	}
+	if len(resp.Kvs) <= MaxHops {
+		return nil
+	}
+	// Everything from the prefix up to (not including) the oldest hop kept.
+	if _, err := cli.Delete(tctx, prefix, clientv3.WithRange(string(resp.Kvs[MaxHops-1].Key))); err != nil {
+		return fmt.Errorf("delete old hops: %w", err)
+	}
+	return nil
 }
