@@ -3,6 +3,7 @@ package session
 import (
 	"context"
 	"fmt"
+	"slices"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
@@ -36,7 +37,7 @@ func (r *Recorder) Get(ctx context.Context, mac string) (*bootapiv1.BootSession,
 
 func hopPrefix(mac, traceID string) string { return store.Prefix("sessionhops", mac, traceID) }
 
-// readHops reads the last n hops of a session, oldest first.
+// readHops reads the latest n hops of a session, oldest first.
 func (r *Recorder) readHops(ctx context.Context, mac, traceID string, n int64) ([]*bootapiv1.Hop, error) {
 	ctx, cancel := r.cfg.Store.WithTimeout(ctx)
 	defer cancel()
@@ -56,64 +57,81 @@ func (r *Recorder) readHops(ctx context.Context, mac, traceID string, n int64) (
 	return hops, nil
 }
 
-// FindByIP returns the active session of the machine that has ip, newest first.
+// FindByIP returns a copy of the session that has ip, in any state: of the
+// records that carry it (as etcd has them, or as this process changed them and
+// etcd has not echoed yet) the one updated last. On equal update times a
+// record from etcd comes before a local one, then the lower MAC.
 func (r *Recorder) FindByIP(ip string) (*bootapiv1.BootSession, bool) {
 	if ip == "" {
 		return nil, false
 	}
-	var best *bootapiv1.BootSession
-	consider := func(s *bootapiv1.BootSession) {
-		if s.GetIp() == ip && (best == nil || s.GetUpdateTime().AsTime().After(best.GetUpdateTime().AsTime())) {
-			best = s
-		}
-	}
-	for _, it := range r.cache.List(nil) {
-		consider(it.Value)
-	}
-	for i := range r.shards {
-		sh := &r.shards[i]
+	var (
+		buf       [4]string
+		best      *bootapiv1.BootSession
+		bestU     int64
+		bestLocal bool
+	)
+	macs := r.byIP.lookup(ip, buf[:0])
+	slices.Sort(macs)
+	for _, mac := range macs {
+		sh := r.shard(mac)
 		sh.mu.Lock()
-		for _, m := range sh.machines {
-			if m.local != nil {
-				consider(m.local)
+		if m := sh.machines[mac]; m != nil {
+			sh.current(mac, m) // drops a local view etcd has caught up with
+			for i, bs := range [2]*bootapiv1.BootSession{m.cached, m.local} {
+				if bs == nil || bs.GetIp() != ip {
+					continue
+				}
+				local := i == 1
+				// MACs come in order: on a tie the lower one stays.
+				if u := m.updated(bs); best == nil || u > bestU || (u == bestU && bestLocal && !local) {
+					best, bestU, bestLocal = proto.Clone(bs).(*bootapiv1.BootSession), u, local
+				}
 			}
 		}
 		sh.mu.Unlock()
-	}
-	if best != nil {
-		// Local entries are replaced, never changed in place: a copy outside the
-		// lock is safe.
-		best = proto.Clone(best).(*bootapiv1.BootSession)
 	}
 	return best, best != nil
 }
 
 // FromTraceparent returns a handle on the session whose root is traceparent (as
-// carried in a URL or a header). The MAC may be empty when not known; hops are then
-// matched to the session with that trace ID.
+// carried in a URL or a header). The MAC may be empty when not known; it is
+// then the MAC of the session with that trace ID (empty when there is none: the
+// handle's hops are then not recorded).
 func (r *Recorder) FromTraceparent(traceparent, mac string) (*Session, bool) {
 	sc, err := Parse(traceparent)
 	if err != nil {
 		return nil, false
 	}
 	if mac == "" {
-		tid := sc.TraceID().String()
-		for _, it := range r.cache.List(nil) {
-			if it.Value.GetTraceId() == tid {
-				mac = it.Value.GetMac()
-				break
-			}
-		}
-		for i := range r.shards {
-			sh := &r.shards[i]
-			sh.mu.Lock()
-			for name, m := range sh.machines {
-				if m.local != nil && m.local.GetTraceId() == tid {
-					mac = name
-				}
-			}
-			sh.mu.Unlock()
-		}
+		mac = r.macOfTrace(sc.TraceID().String())
 	}
 	return &Session{r: r, MAC: mac, root: sc}, true
+}
+
+// macOfTrace returns the MAC of the session with trace ID tid: one this process
+// changed first, else one as etcd has it ("" when none). Trace IDs are random,
+// so two machines with one is not expected; the lower MAC wins if it happens.
+func (r *Recorder) macOfTrace(tid string) string {
+	var buf [2]string
+	macs := r.byTrace.lookup(tid, buf[:0])
+	slices.Sort(macs)
+	var fromCache string
+	for _, mac := range macs {
+		sh := r.shard(mac)
+		sh.mu.Lock()
+		m := sh.machines[mac]
+		if m != nil {
+			sh.current(mac, m) // drops a local view etcd has caught up with
+		}
+		local := m != nil && m.local.GetTraceId() == tid
+		if m != nil && !local && fromCache == "" && m.cached.GetTraceId() == tid {
+			fromCache = m.cached.GetMac()
+		}
+		sh.mu.Unlock()
+		if local {
+			return mac
+		}
+	}
+	return fromCache
 }

@@ -29,6 +29,9 @@ type shard struct {
 	// trims are the hop prefixes of sessions to cut back to their latest
 	// MaxHops hops.
 	trims []string
+	// byIP and byTrace are the recorder's indexes (index.go), which every
+	// change of a machine's records updates (setCached, setLocal).
+	byIP, byTrace *index
 }
 
 // machine is a shard's state for one MAC.
@@ -79,6 +82,8 @@ type machine struct {
 	tp                 string // sess's traceparent
 	finHop, finMsg     string
 	finTrace           string
+	// ips and traces are the IPs and trace IDs m is indexed under.
+	ips, traces values
 	// hopTrace and hopCount count the hops recorded for one trace, to cut its
 	// oldest ones when it passes MaxHops (a machine stuck in a loop).
 	hopTrace string
@@ -115,8 +120,8 @@ func (sh *shard) get(mac string) *machine {
 	return m
 }
 
-// forget drops mac's machine when nothing about it is left to keep. Called with
-// sh.mu held.
+// forget drops mac's machine when nothing about it is left to keep (with no
+// records it is in no index). Called with sh.mu held.
 func (sh *shard) forget(mac string, m *machine) {
 	if m.cached == nil && m.local == nil {
 		if _, busy := sh.pending[mac]; !busy {
@@ -145,12 +150,12 @@ func (r *Recorder) onCacheEvent(ev store.Event[*bootapiv1.BootSession]) {
 	sh.mu.Lock()
 	if ev.Deleted {
 		if m := sh.machines[ev.Name]; m != nil {
-			m.cached, m.cachedRev = nil, ev.ModRevision
+			sh.setCached(ev.Name, m, nil, ev.ModRevision)
 			sh.forget(ev.Name, m)
 		}
 	} else {
 		m := sh.get(ev.Name)
-		m.cached, m.cachedRev, m.cachedUpd = ev.Value, ev.ModRevision, unixNano(ev.Value.GetUpdateTime())
+		sh.setCached(ev.Name, m, ev.Value, ev.ModRevision)
 	}
 	sh.mu.Unlock()
 }
@@ -168,7 +173,8 @@ func (sh *shard) current(mac string, m *machine) *bootapiv1.BootSession {
 	l := m.local
 	if l != nil && m.written > 0 && m.cachedRev >= m.written {
 		if _, busy := sh.pending[mac]; !busy {
-			m.local, m.written, l = nil, 0, nil
+			sh.setLocal(mac, m, nil)
+			l = nil
 		}
 	}
 	c := m.cached

@@ -58,6 +58,8 @@ type Recorder struct {
 	// its machine's shard, so one descheduled lock holder (2 cores shared with
 	// everything else) stalls 1/numShards of the requests, not all of them.
 	shards [numShards]shard
+	// byIP and byTrace find machines by their session's IP and trace ID.
+	byIP, byTrace index
 
 	// mu guards the writer's state below; lock order: mu, then a shard.
 	mu sync.Mutex
@@ -108,8 +110,10 @@ func New(cfg Config) (*Recorder, error) {
 		kick:   make(chan struct{}, 1),
 	}
 	for i := range r.shards {
-		r.shards[i] = shard{machines: map[string]*machine{}, pending: map[string][]mutation{}}
+		r.shards[i] = shard{machines: map[string]*machine{}, pending: map[string][]mutation{}, byIP: &r.byIP, byTrace: &r.byTrace}
 	}
+	r.byIP.init()
+	r.byTrace.init()
 	r.flushed = sync.NewCond(&r.mu)
 	r.cache = store.NewCache(cfg.Store, store.Prefix("sessions"), func() *bootapiv1.BootSession { return &bootapiv1.BootSession{} }, cfg.Logger)
 	r.cache.OnEvent(r.onCacheEvent)

@@ -57,7 +57,7 @@ func (r *Recorder) enqueue(mac string, open *bootapiv1.BootSession, m mutation) 
 	}
 	if next != nil {
 		next.Hops = nil
-		ms.local, ms.localUpd = next, unixNano(next.GetUpdateTime())
+		sh.setLocal(mac, ms, next)
 	}
 	sh.pending[mac] = append(q, m)
 	sh.mu.Unlock()
@@ -188,7 +188,7 @@ func (r *Recorder) writeBatch(ctx context.Context, batch map[string][]mutation, 
 			} else if _, more := sh.pending[mac]; !more {
 				// Not written: forget the local view rather than keep a state etcd
 				// never got.
-				m.local, m.written = nil, 0
+				sh.setLocal(mac, m, nil)
 				sh.forget(mac, m)
 			}
 		}
