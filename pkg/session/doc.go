@@ -12,7 +12,14 @@
 // compare: the key is unique) in batches, and read back only when someone asks for
 // the timeline. Writes are asynchronous: the DHCP and HTTP hot paths never wait.
 //
+// A service that does not know the MAC finds the session by the machine's
+// address (FindByIP, as tftpd does) or by the traceparent a URL carries
+// (FromTraceparent, as the artifact store does); both look the value up in an
+// index, at a cost that does not grow with the number of sessions.
+//
 //	s := rec.Open(ctx, mac, session.OpenOptions{IP: ip})
 //	ctx, hop := s.StartHop(ctx, "dhcp.discover")
 //	defer hop.End()
+//
+// The package example runs a recorder on an embedded etcd end to end.
 package session
