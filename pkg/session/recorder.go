@@ -72,7 +72,8 @@ type Recorder struct {
 	flushed       *sync.Cond
 	kick          chan struct{}
 
-	// Dropped counts session changes not recorded because the write queue was full.
+	// Dropped counts session changes and hops not recorded because the write
+	// queue was full.
 	Dropped atomic.Int64
 
 	leaseMu   sync.Mutex

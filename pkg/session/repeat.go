@@ -163,17 +163,16 @@ func (s *Session) RepeatN(name, detail string, bytes int64, end time.Time, n uin
 
 // repeatFlush is how often a growing repeat count is written. A machine in a loop
 // repeats every second or two; its count in etcd (what bootctl trace shows) may lag
-// by this much, and a crash loses at most this much of it. At 2 s, 10,000 machines
-// fetching scripts in a loop cost 5,000 rewrites a second: 10 % of bootapi's
-// throughput and 2 ms of its p99 (tools/bench/bootapi).
+// by this much, and a crash loses at most this much of it. Shorter, and a fleet
+// looping on its scripts costs etcd a rewrite per machine every few seconds.
 const repeatFlush = 10 * time.Second
 
 // repeatSpread: due repeat counts are written repeatSpread times per
 // repeatFlush, at most 1/repeatSpread of a shard's waiting counts each time.
 // Runs that began together (a fleet powering on, a restarted bootapi) then come
 // due together but are written spread over repeatFlush rather than in one burst
-// (10,000 counts at once took the 64-connection p99 of tools/bench/bootapi over
-// 5 ms), and stay spread. The cost: a count may lag by up to twice repeatFlush.
+// that would stall the requests waiting on etcd behind it, and stay spread. The
+// cost: a count may lag by up to twice repeatFlush.
 const repeatSpread = 10
 
 // repeatTake says which repeat counts a write takes besides the queued hops and
