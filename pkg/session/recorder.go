@@ -143,7 +143,8 @@ func (r *Recorder) Run(ctx context.Context) error {
 				r.writePending(ctx, dueRepeats)
 			}
 		case <-ctx.Done():
-			fctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+			// The last flush outlives ctx (it is why Run waits), keeping its values.
+			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 3*time.Second)
 			r.writePending(fctx, allRepeats)
 			cancel()
 			r.mu.Lock()
