@@ -542,7 +542,7 @@ func TestDownloadIsAHop(t *testing.T) {
 	if err := dhcp.Flush(ctx); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, func() bool { _, ok := rec.Get(mac); return ok })
+	waitFor(t, func() bool { _, ok := rec.Get(ctx, mac); return ok })
 
 	url := in.base + "/artifacts/vmlinuz?traceparent=" + s.Traceparent()
 	if resp, _ := httpGet(t, url, map[string]string{"Range": "bytes=0-99"}); resp.StatusCode != 206 {
@@ -561,7 +561,7 @@ func TestDownloadIsAHop(t *testing.T) {
 		if err := rec.Flush(ctx); err != nil {
 			t.Fatal(err)
 		}
-		bs, found := rec.Get(mac)
+		bs, found := rec.Get(ctx, mac)
 		if !found {
 			t.Fatal("no session")
 		}

@@ -287,7 +287,7 @@ func (s *Server) sweep(ctx context.Context) error {
 		} else if n > 0 {
 			s.log.Info("jobs expired", "count", n)
 		}
-		if n := s.sessions.MarkStalled(s.cfg.StallAfter, now); n > 0 {
+		if n := s.sessions.MarkStalled(ctx, s.cfg.StallAfter, now); n > 0 {
 			s.log.Info("boot sessions stalled", "count", n)
 		}
 	}

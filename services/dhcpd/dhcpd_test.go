@@ -180,7 +180,7 @@ func TestLabAuthoritative(t *testing.T) {
 	if err := r.srv.Sessions().Flush(ctx); err != nil {
 		t.Fatal(err)
 	}
-	bs, ok := r.srv.Sessions().Get(mac)
+	bs, ok := r.srv.Sessions().Get(ctx, mac)
 	if !ok {
 		t.Fatal("no boot session for the PXE client")
 	}
@@ -198,7 +198,7 @@ func TestLabAuthoritative(t *testing.T) {
 			udhcpcMAC = le.GetMac()
 		}
 	}
-	if _, ok := r.srv.Sessions().Get(udhcpcMAC); ok {
+	if _, ok := r.srv.Sessions().Get(ctx, udhcpcMAC); ok {
 		t.Errorf("plain client %s got a session", udhcpcMAC)
 	}
 

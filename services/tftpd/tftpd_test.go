@@ -398,13 +398,13 @@ func TestTsizeProbeAbortAndSession(t *testing.T) {
 		t.Fatalf("transfer after the probe: %v", err)
 	}
 	waitFor(t, "two hops", 10*time.Second, func() bool {
-		bs, ok := rec.Get(mac)
+		bs, ok := rec.Get(t.Context(), mac)
 		return ok && len(bs.GetHops()) == 2
 	})
 	if err := rec.Flush(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	bs, _ := rec.Get(mac)
+	bs, _ := rec.Get(t.Context(), mac)
 	if bs.GetTraceId() != sess.TraceID() {
 		t.Fatalf("hops went to another session")
 	}
@@ -522,10 +522,10 @@ func TestHopFoundByLease(t *testing.T) {
 	waitFor(t, "a tftp hop on the lease's session", 10*time.Second, func() bool {
 		mustGet(t, e.addr(), "snponly.efi", []byte("snp"))
 		waitFor(t, "transfers to end", 5*time.Second, func() bool { return e.stats().GetActive() == 0 })
-		bs, ok := rec.Get(mac)
+		bs, ok := rec.Get(t.Context(), mac)
 		return ok && len(bs.GetHops()) > 0
 	})
-	bs, _ := rec.Get(mac)
+	bs, _ := rec.Get(t.Context(), mac)
 	if h := bs.GetHops()[0]; h.GetName() != "tftp" || h.GetService() != "tftpd" || h.GetFailed() || h.GetBytes() != 3 {
 		t.Errorf("hop: %v", h)
 	}

@@ -491,7 +491,7 @@ func (a *API) GetSession(ctx context.Context, req *bootapiv1.GetSessionRequest) 
 	if err != nil {
 		return nil, apierr.FromError(err)
 	}
-	s, ok := a.sessions.Get(mac)
+	s, ok := a.sessions.Get(ctx, mac)
 	if !ok {
 		return nil, apierr.NotFound("boot session of machine", mac)
 	}

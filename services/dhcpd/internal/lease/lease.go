@@ -12,8 +12,9 @@
 //
 //	a := lease.New(lease.Config{Site: "lab", Server: "dhcpd-1", Writer: w})
 //	a.SetSubnets(subnets)
-//	ip, l, err := a.Offer(ctx, lease.Client{MAC: mac}, subnet)
-//	l, err = a.Bind(ctx, lease.Client{MAC: mac}, ip, subnet, nil)
+//	offer, err := a.Offer(ctx, lease.Client{MAC: mac}, subnet)
+//	...
+//	l, err := a.Bind(ctx, lease.Client{MAC: mac}, netip.MustParseAddr(offer.GetIp()), subnet, nil)
 package lease
 
 import (
