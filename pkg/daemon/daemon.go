@@ -93,10 +93,10 @@ func (o *Options) Start(ctx context.Context, endpoints ...string) (*Env, error) 
 	})
 }
 
-// StartEmbedded is Start with the store talking to emb in-process
-// (store.Embedded.Store): the all-in-one launcher's path.
-func (o *Options) StartEmbedded(ctx context.Context, emb *store.Embedded) (*Env, error) {
-	return o.start(ctx, func() (*store.Store, error) { return emb.Store(o.EtcdTimeout), nil })
+// StartWith is Start with a store the caller opened (the all-in-one launcher's
+// in-process one); Env.Close closes it.
+func (o *Options) StartWith(ctx context.Context, st *store.Store) (*Env, error) {
+	return o.start(ctx, func() (*store.Store, error) { return st, nil })
 }
 
 func (o *Options) start(ctx context.Context, open func() (*store.Store, error)) (*Env, error) {

@@ -2,6 +2,7 @@ package dhcpd_test
 
 import (
 	"context"
+	"github.com/bootchain/bootchain/pkg/etcdembed"
 	"net"
 	"net/netip"
 	"regexp"
@@ -213,7 +214,7 @@ func TestLabRestartKeepsLeases(t *testing.T) {
 	l := lab.NewT(t, lab.Config{})
 	dir := t.TempDir()
 	start := func() (*closeOnce, *store.Store) {
-		e, err := store.StartEmbedded(context.Background(), store.EmbedConfig{Dir: dir, ClientAddr: "127.0.0.1:0", PeerAddr: "127.0.0.1:0"})
+		e, err := etcdembed.Start(context.Background(), etcdembed.Config{Dir: dir, ClientAddr: "127.0.0.1:0", PeerAddr: "127.0.0.1:0"})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -354,7 +355,7 @@ func TestLabRouterAdvertisement(t *testing.T) {
 }
 
 type closeOnce struct {
-	e    *store.Embedded
+	e    *etcdembed.Etcd
 	once *sync.Once
 }
 

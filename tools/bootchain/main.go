@@ -18,7 +18,7 @@ import (
 
 	"github.com/bootchain/bootchain/pkg/config"
 	"github.com/bootchain/bootchain/pkg/daemon"
-	"github.com/bootchain/bootchain/pkg/store"
+	"github.com/bootchain/bootchain/pkg/etcdembed"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -128,10 +128,10 @@ func up(ctx context.Context, args []string) error {
 		return err
 	}
 
-	var emb *store.Embedded
+	var emb *etcdembed.Etcd
 	if !*external {
 		start := time.Now()
-		emb, err = store.StartEmbedded(ctx, store.EmbedConfig{Dir: abs, ClientAddr: *etcdClient, PeerAddr: *etcdPeer})
+		emb, err = etcdembed.Start(ctx, etcdembed.Config{Dir: abs, ClientAddr: *etcdClient, PeerAddr: *etcdPeer})
 		if err != nil {
 			return err
 		}
@@ -147,7 +147,7 @@ func up(ctx context.Context, args []string) error {
 	// port stays open for bootctl, etcdctl and services in other processes.
 	var env *daemon.Env
 	if emb != nil {
-		env, err = opts.StartEmbedded(ctx, emb)
+		env, err = opts.StartWith(ctx, emb.Store(opts.EtcdTimeout))
 	} else {
 		env, err = opts.Start(ctx)
 	}

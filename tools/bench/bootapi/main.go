@@ -15,6 +15,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/bootchain/bootchain/pkg/etcdembed"
 	"io"
 	"log/slog"
 	"net"
@@ -96,7 +97,7 @@ func run(n int, d time.Duration, conns, threads int) error {
 		return err
 	}
 
-	emb, err := store.StartEmbedded(ctx, store.EmbedConfig{Dir: filepath.Join(dir, "etcd"), ClientAddr: "127.0.0.1:0", PeerAddr: "127.0.0.1:0"})
+	emb, err := etcdembed.Start(ctx, etcdembed.Config{Dir: filepath.Join(dir, "etcd"), ClientAddr: "127.0.0.1:0", PeerAddr: "127.0.0.1:0"})
 	if err != nil {
 		return err
 	}

@@ -15,6 +15,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"github.com/bootchain/bootchain/pkg/etcdembed"
 	"log/slog"
 	"net/netip"
 	"os"
@@ -223,7 +224,7 @@ func perf(ctx context.Context, ns *lab.Netns, rate, period int) (result, error) 
 }
 
 func startDHCPD(ctx context.Context, ns *lab.Netns, dir string) (func() string, string, error) {
-	emb, err := store.StartEmbedded(ctx, store.EmbedConfig{Dir: filepath.Join(dir, "etcd"), ClientAddr: "127.0.0.1:0", PeerAddr: "127.0.0.1:0"})
+	emb, err := etcdembed.Start(ctx, etcdembed.Config{Dir: filepath.Join(dir, "etcd"), ClientAddr: "127.0.0.1:0", PeerAddr: "127.0.0.1:0"})
 	if err != nil {
 		return nil, "", err
 	}

@@ -3,6 +3,7 @@ package lease
 import (
 	"context"
 	"fmt"
+	"github.com/bootchain/bootchain/pkg/etcdembed"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -22,7 +23,7 @@ func BenchmarkEtcdWriter(b *testing.B) {
 		b.Run(fmt.Sprintf("writers=%d/batch=%d/clients=%d", bc.writers, bc.batch, bc.clients), func(b *testing.B) {
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
-			emb, err := store.StartEmbedded(ctx, store.EmbedConfig{Dir: b.TempDir(), ClientAddr: "127.0.0.1:0", PeerAddr: "127.0.0.1:0"})
+			emb, err := etcdembed.Start(ctx, etcdembed.Config{Dir: b.TempDir(), ClientAddr: "127.0.0.1:0", PeerAddr: "127.0.0.1:0"})
 			if err != nil {
 				b.Fatal(err)
 			}
