@@ -311,7 +311,7 @@ func TestLabRouterAdvertisement(t *testing.T) {
 	l := lab.NewT(t, lab.Config{IPv6: true})
 	st := storetest.New(t)
 	r := startDHCPD(t, l, st, seed(bootapiv1.DhcpMode_DHCP_MODE_AUTHORITATIVE))
-	if r.srv.RA() == nil {
+	if !r.srv.Stats().RA {
 		t.Fatal("no RA responder")
 	}
 	ns := client(t, l, "c1", "")
@@ -351,7 +351,7 @@ func TestLabRouterAdvertisement(t *testing.T) {
 			return
 		}
 	}
-	t.Fatalf("no router advertisement; responder stats: %d solicitations", r.srv.RA().Stats.Solicitations.Load())
+	t.Fatalf("no router advertisement; responder stats: %d solicitations", r.srv.Stats().RouterSolicitations)
 }
 
 type closeOnce struct {

@@ -93,7 +93,7 @@ func command(name string) *Command {
 	return nil
 }
 
-// defaultAddrs are the gRPC ports of DESIGN.md.
+// defaultAddrs are the services' default gRPC ports.
 var defaultAddrs = map[string]string{
 	"bootapi": "localhost:9080", "artifactstore": "localhost:9081", "dhcpd": "localhost:9082", "tftpd": "localhost:9083",
 }

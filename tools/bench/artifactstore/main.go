@@ -76,7 +76,7 @@ func runServer(dir string) error {
 		return err
 	}
 	cfg := artifactstore.DefaultConfig()
-	cfg.HTTPAddr, cfg.GRPCAddr, cfg.DataDir, cfg.Store = "127.0.0.1:0", "127.0.0.1:0", filepath.Join(dir, "data"), st
+	cfg.HTTPAddr, cfg.GRPC.Addr, cfg.DataDir, cfg.Store = "127.0.0.1:0", "127.0.0.1:0", filepath.Join(dir, "data"), st
 	srv, err := artifactstore.New(cfg)
 	if err != nil {
 		return err

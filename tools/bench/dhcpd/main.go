@@ -273,11 +273,11 @@ func startDHCPD(ctx context.Context, ns *lab.Netns, dir string) (func() string, 
 		return nil, "", fmt.Errorf("dhcpd: %v", err)
 	}
 	return func() string {
-		acks := srv.Stats().Acks.Load()
+		stats := srv.Stats()
+		acks, txns, writes := stats.Acks, stats.LeaseTxns, stats.LeaseWrites
 		if verbose {
-			fmt.Fprintf(os.Stderr, "dhcpd stats: %s\n", srv.Stats().String())
+			fmt.Fprintf(os.Stderr, "dhcpd stats: %+v\n", stats)
 		}
-		txns, writes := srv.LeaseWrites()
 		cancel()
 		<-done
 		bound := countBound(st)
