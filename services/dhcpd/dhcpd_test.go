@@ -2,7 +2,6 @@ package dhcpd_test
 
 import (
 	"context"
-	"github.com/bootchain/bootchain/pkg/etcdembed"
 	"net"
 	"net/netip"
 	"regexp"
@@ -11,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bootchain/bootchain/pkg/etcdembed"
 	bootapiv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/bootapi/v1"
 	dhcpdv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/dhcpd/v1"
 	"github.com/bootchain/bootchain/pkg/store"

@@ -18,7 +18,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"github.com/bootchain/bootchain/pkg/etcdembed"
 	"io"
 	mrand "math/rand/v2"
 	"net"
@@ -35,6 +34,7 @@ import (
 	"time"
 
 	"github.com/bootchain/bootchain/pkg/daemon"
+	"github.com/bootchain/bootchain/pkg/etcdembed"
 	artifactv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/artifactstore/v1"
 	"github.com/bootchain/bootchain/pkg/grpcclient"
 	"github.com/bootchain/bootchain/pkg/store"

@@ -15,7 +15,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"github.com/bootchain/bootchain/pkg/etcdembed"
 	"io"
 	"log/slog"
 	"net"
@@ -32,6 +31,7 @@ import (
 	"time"
 
 	"github.com/bootchain/bootchain/pkg/daemon"
+	"github.com/bootchain/bootchain/pkg/etcdembed"
 	bootapiv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/bootapi/v1"
 	"github.com/bootchain/bootchain/pkg/grpcclient"
 	"github.com/bootchain/bootchain/pkg/grpcserver"

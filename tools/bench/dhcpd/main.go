@@ -15,7 +15,6 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"github.com/bootchain/bootchain/pkg/etcdembed"
 	"log/slog"
 	"net/netip"
 	"os"
@@ -30,6 +29,7 @@ import (
 	"time"
 
 	"github.com/bootchain/bootchain/pkg/daemon"
+	"github.com/bootchain/bootchain/pkg/etcdembed"
 	bootapiv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/bootapi/v1"
 	dhcpdv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/dhcpd/v1"
 	"github.com/bootchain/bootchain/pkg/store"

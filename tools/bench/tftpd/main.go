@@ -21,7 +21,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"github.com/bootchain/bootchain/pkg/etcdembed"
 	"hash/crc32"
 	"io"
 	"net"
@@ -36,6 +35,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/bootchain/bootchain/pkg/etcdembed"
 	artifactstorev1 "github.com/bootchain/bootchain/pkg/gen/bootchain/artifactstore/v1"
 	"github.com/pin/tftp/v3"
 	"google.golang.org/grpc"

@@ -3,13 +3,13 @@ package lease
 import (
 	"context"
 	"fmt"
-	"github.com/bootchain/bootchain/pkg/etcdembed"
 	"net/netip"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/bootchain/bootchain/pkg/etcdembed"
 	dhcpdv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/dhcpd/v1"
 	"github.com/bootchain/bootchain/pkg/store"
 	"google.golang.org/protobuf/types/known/timestamppb"
