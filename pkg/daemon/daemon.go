@@ -1,10 +1,9 @@
-// Package daemon is the common start-up of bootchain's thin mains: flags (or
-// BOOTCHAIN_* variables) for etcd, logging and the site; the etcd store; tracing; and
-// a root context that ends on SIGINT/SIGTERM.
+// Package daemon is the common start-up of bootchain's thin mains and of the
+// all-in-one launcher: flags (or BOOTCHAIN_* variables) for etcd, logging and the
+// site; the etcd store; tracing; a root context that ends on SIGINT/SIGTERM; and
+// Component, a service's flags and constructor, which both of them run.
 //
-//	cfg := dhcpd.DefaultConfig()
-//	daemon.Run("dhcpd", func(fs *flag.FlagSet) { cfg.AddFlags(fs, "") },
-//		func(ctx context.Context, env *daemon.Env) error { ...; return srv.Run(ctx) })
+//	func main() { daemon.Run(tftpd.Component()) }
 package daemon
 
 import (
@@ -59,6 +58,11 @@ type Env struct {
 	Logger    *slog.Logger
 	Telemetry *telemetry.Telemetry
 	Site      string
+	// DataDir is the service's own folder (Component.DataDir).
+	DataDir string
+	// Advertise is the address machines and peers reach this host at; empty:
+	// the service's default.
+	Advertise string
 }
 
 // Tracer returns the TracerProvider for service.
@@ -93,10 +97,10 @@ func (o *Options) Start(ctx context.Context, endpoints ...string) (*Env, error) 
 	})
 }
 
-// StartEmbedded is Start with the store talking to emb in-process
-// (store.Embedded.Store): the all-in-one launcher's path.
-func (o *Options) StartEmbedded(ctx context.Context, emb *store.Embedded) (*Env, error) {
-	return o.start(ctx, func() (*store.Store, error) { return emb.Store(o.EtcdTimeout), nil })
+// StartWith is Start with a store the caller opened (the all-in-one launcher's
+// in-process one); Env.Close closes it.
+func (o *Options) StartWith(ctx context.Context, st *store.Store) (*Env, error) {
+	return o.start(ctx, func() (*store.Store, error) { return st, nil })
 }
 
 func (o *Options) start(ctx context.Context, open func() (*store.Store, error)) (*Env, error) {
@@ -115,15 +119,22 @@ func (o *Options) start(ctx context.Context, open func() (*store.Store, error)) 
 	return &Env{Store: st, Logger: log, Telemetry: tel, Site: o.Site}, nil
 }
 
-// Run is the whole of a service's thin main: the shared flags and the service's own
-// (addFlags), parsed from the command line and BOOTCHAIN_* variables, the Env
-// started, then run until SIGINT/SIGTERM.
-func Run(name string, addFlags func(fs *flag.FlagSet), run func(ctx context.Context, env *Env) error) {
-	Main(name, func(ctx context.Context) error {
-		fs := flag.NewFlagSet(name, flag.ContinueOnError)
+// Run is the whole of a service's thin main: the shared flags and the
+// component's own, parsed from the command line and BOOTCHAIN_* variables, the
+// Env started, the service built and run until SIGINT/SIGTERM.
+func Run(c Component) {
+	Main(c.Name, func(ctx context.Context) error {
+		fs := flag.NewFlagSet(c.Name, flag.ContinueOnError)
 		var o Options
 		o.AddFlags(fs)
-		addFlags(fs)
+		c.AddFlags(fs, "")
+		var dataDir, advertise string
+		if c.DataDir != "" {
+			fs.StringVar(&dataDir, "data-dir", c.DataDir, "folder of the service's files")
+		}
+		if c.Advertise {
+			fs.StringVar(&advertise, "advertise", "", "IP machines and peers reach this host at (default: the service's)")
+		}
 		if err := config.Parse(fs, os.Args[1:]); err != nil {
 			if errors.Is(err, flag.ErrHelp) {
 				return nil
@@ -135,7 +146,12 @@ func Run(name string, addFlags func(fs *flag.FlagSet), run func(ctx context.Cont
 			return err
 		}
 		defer env.Close()
-		return run(ctx, env)
+		env.DataDir, env.Advertise = dataDir, advertise
+		svc, err := c.New(ctx, env)
+		if err != nil {
+			return err
+		}
+		return svc.Run(ctx)
 	})
 }
 

@@ -12,8 +12,7 @@ const (
 	// gcPercent replaces Go's default GOGC=100. The servers allocate a little per
 	// packet or request and keep a large, long-lived heap (the watch-fed caches,
 	// the embedded etcd's index), so at 100 the collector runs often and mostly
-	// rescans what has not changed: at GOGC=400 bootapi answers ~20 % more
-	// script requests (docs/benchmarks.md).
+	// rescans what has not changed.
 	gcPercent = 400
 	// memLimitShare of physical memory is the soft limit that keeps the larger GC
 	// goal from growing the heap without bound: the collector works harder as the

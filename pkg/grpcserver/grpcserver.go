@@ -75,6 +75,13 @@ func New(cfg Config, opts ...grpc.ServerOption) (*Server, error) {
 // Addr is where the server listens.
 func (s *Server) Addr() net.Addr { return s.lis.Addr() }
 
+// Close stops the server at once and releases its listener, which Serve would
+// otherwise close: for a service that stops before it serves.
+func (s *Server) Close() {
+	s.GRPC.Stop()
+	s.lis.Close()
+}
+
 // Serve serves until ctx ends, then stops gracefully. It returns nil after a clean
 // stop.
 func (s *Server) Serve(ctx context.Context) error {

@@ -104,6 +104,15 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	return s, nil
 }
 
+// FromClient wraps an etcd client that is already connected (an in-process one, as
+// etcdembed hands out); requestTimeout bounds each call (default 5s). Close closes cli.
+func FromClient(cli *clientv3.Client, requestTimeout time.Duration) *Store {
+	if requestTimeout == 0 {
+		requestTimeout = 5 * time.Second
+	}
+	return &Store{cli: cli, timeout: requestTimeout}
+}
+
 // Client is the underlying etcd client, for transactions Store does not wrap.
 func (s *Store) Client() *clientv3.Client { return s.cli }
 

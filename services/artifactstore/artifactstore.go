@@ -18,6 +18,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/bootchain/bootchain/pkg/daemon"
 	"log/slog"
 	"net"
 	"net/http"
@@ -29,6 +30,7 @@ import (
 	artifactv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/artifactstore/v1"
 	"github.com/bootchain/bootchain/pkg/grpcclient"
 	"github.com/bootchain/bootchain/pkg/grpcserver"
+	"github.com/bootchain/bootchain/pkg/lifecycle"
 	"github.com/bootchain/bootchain/pkg/session"
 	"github.com/bootchain/bootchain/pkg/store"
 	"github.com/bootchain/bootchain/pkg/tlsconf"
@@ -39,7 +41,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.opentelemetry.io/otel/trace"
-	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 )
 
@@ -47,10 +48,9 @@ import (
 type Config struct {
 	// HTTPAddr serves GET/HEAD /artifacts/<name> (and /metrics); default ":8081".
 	HTTPAddr string
-	// GRPCAddr serves bootchain.artifactstore.v1.ArtifactService; default ":9081".
-	GRPCAddr string
-	// GRPCTLS: TLS (and mTLS) of the gRPC server.
-	GRPCTLS tlsconf.Files
+	// GRPC serves bootchain.artifactstore.v1.ArtifactService; default address
+	// ":9081". TLS (and mTLS) with GRPC.TLS.
+	GRPC grpcserver.Config
 	// DataDir holds the blobs (blobs/sha256/..) and upload temp files (tmp/). Required.
 	DataDir string
 	// MaxSize bounds one artifact in bytes; default 4 GiB.
@@ -76,25 +76,37 @@ type Config struct {
 	GRPCOptions []grpc.ServerOption
 }
 
-// DefaultConfig returns the defaults of DESIGN.md.
+// DefaultConfig returns the defaults: HTTP on :8081, gRPC on :9081, 4 GiB artifacts.
 func DefaultConfig() Config {
-	return Config{HTTPAddr: ":8081", GRPCAddr: ":9081", MaxSize: 4 << 30, Site: "default"}
+	return Config{HTTPAddr: ":8081", GRPC: grpcserver.Config{Addr: ":9081"}, MaxSize: 4 << 30, Site: "default"}
 }
 
 // AddFlags binds the configuration to flags named prefix+"http-addr", ... (the
-// launcher uses prefix "artifactstore-", the service's own main "").
+// launcher uses prefix "artifactstore-", the service's own main ""). The data
+// folder is the Component's --data-dir.
 func (c *Config) AddFlags(fs *flag.FlagSet, prefix string) {
 	fs.StringVar(&c.HTTPAddr, prefix+"http-addr", c.HTTPAddr, "HTTP address serving /artifacts/<name>")
-	fs.StringVar(&c.GRPCAddr, prefix+"grpc-addr", c.GRPCAddr, "gRPC address of the ArtifactService")
-	c.GRPCTLS.AddServerFlags(fs, prefix+"grpc-")
-	if prefix != "" {
-		fs.StringVar(&c.DataDir, prefix+"data-dir", c.DataDir, "folder of blobs and temp files (default <data-dir>/artifactstore)")
-	} else {
-		fs.StringVar(&c.DataDir, "data-dir", c.DataDir, "folder of blobs and temp files")
-	}
+	fs.StringVar(&c.GRPC.Addr, prefix+"grpc-addr", c.GRPC.Addr, "gRPC address of the ArtifactService")
+	c.GRPC.TLS.AddServerFlags(fs, prefix+"grpc-")
 	fs.Var((*sizeFlag)(&c.MaxSize), prefix+"max-size", "largest artifact accepted (bytes, or with K, M, G, T suffix)")
 	fs.StringVar(&c.Origin, prefix+"origin", c.Origin, "gRPC address of the origin artifactstore (makes this a pull-through site replica)")
 	c.OriginTLS.AddClientFlags(fs, prefix+"origin-")
+}
+
+// Component is artifactstore as its binary and the launcher run it: its flags
+// ("artifactstore-" in the launcher) and New from them.
+func Component() daemon.Component {
+	cfg := DefaultConfig()
+	return daemon.Component{
+		Name: "artifactstore", DataDir: "/var/lib/bootchain/artifactstore",
+		AddFlags: cfg.AddFlags,
+		New: func(ctx context.Context, env *daemon.Env) (daemon.Service, error) {
+			c := cfg
+			c.DataDir = env.DataDir
+			c.Store, c.Logger, c.Site, c.TracerProvider = env.Store, env.Logger, env.Site, env.Tracer("artifactstore")
+			return New(c)
+		},
+	}
 }
 
 // Validate reports a configuration that cannot work.
@@ -109,7 +121,7 @@ func (c Config) Validate() error {
 	if c.HTTPAddr == "" {
 		errs = append(errs, errors.New("no HTTP address"))
 	}
-	if c.GRPCAddr == "" {
+	if c.GRPC.Addr == "" {
 		errs = append(errs, errors.New("no gRPC address"))
 	}
 	if c.MaxSize <= 0 {
@@ -180,7 +192,11 @@ func New(cfg Config) (*Server, error) {
 		}
 		s.ownRec = true
 	}
-	s.grpc, err = grpcserver.New(grpcserver.Config{Addr: cfg.GRPCAddr, TLS: cfg.GRPCTLS, Logger: log}, cfg.GRPCOptions...)
+	gcfg := cfg.GRPC
+	if gcfg.Logger == nil {
+		gcfg.Logger = log
+	}
+	s.grpc, err = grpcserver.New(gcfg, cfg.GRPCOptions...)
 	if err != nil {
 		s.close()
 		return nil, fmt.Errorf("artifactstore: %w", err)
@@ -214,7 +230,7 @@ func (s *Server) close() {
 		s.httpLis.Close()
 	}
 	if s.grpc != nil {
-		s.grpc.GRPC.Stop()
+		s.grpc.Close()
 	}
 }
 
@@ -239,47 +255,47 @@ func (s *Server) Metrics() *prometheus.Registry { return s.reg }
 // BlobDir is where the blobs live (for tests and operators).
 func (s *Server) BlobDir() string { return filepath.Join(s.cfg.DataDir, "blobs") }
 
-// Run serves until ctx ends; it returns nil after a clean stop.
+// Run serves until ctx ends; it returns nil after a clean stop. The HTTP and
+// gRPC servers stop first and their requests in flight finish; then the session
+// recorder (when it is this server's own) flushes their hops, and the catalog
+// and the origin connection close.
 func (s *Server) Run(ctx context.Context) error {
 	defer s.close()
-	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return s.cat.Run(gctx) })
+	run := lifecycle.New(ctx)
+	base := run.Layer()
+	base.Go(s.cat.Run)
 	if s.ownRec {
-		g.Go(func() error { return s.sessions.Run(gctx) })
+		run.Layer().Go(s.sessions.Run)
 	}
-	g.Go(func() error {
-		// Serve requests only once the metadata is loaded: a GET must not 404 on an
-		// artifact etcd has.
-		if err := s.cat.WaitReady(gctx); err != nil {
-			return nil
-		}
-		return s.grpc.Serve(gctx)
-	})
-	g.Go(func() error {
-		if err := s.cat.WaitReady(gctx); err != nil {
-			return nil
-		}
-		errc := make(chan error, 1)
-		go func() { errc <- s.http.Serve(s.httpLis) }()
-		select {
-		case err := <-errc:
-			return fmt.Errorf("artifactstore: http: %w", err)
-		case <-gctx.Done():
-		}
-		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := s.http.Shutdown(sctx); err != nil {
-			s.http.Close()
-		}
-		<-errc
-		return nil
-	})
+	// Serve requests only once the metadata is loaded: a GET must not 404 on an
+	// artifact etcd has.
+	if s.cat.WaitReady(run.Stopping()) != nil {
+		s.httpLis.Close()
+		return run.Stop(nil)
+	}
+	serve := run.Layer()
+	serve.Go(s.grpc.Serve)
+	serve.Go(s.serveHTTP)
 	s.log.Info("artifactstore serving", "http", s.HTTPAddr().String(), "grpc", s.GRPCAddr().String(), "origin", s.cfg.Origin)
-	err := g.Wait()
-	if errors.Is(err, context.Canceled) {
-		return nil
+	return run.Wait()
+}
+
+// serveHTTP serves until ctx ends, then shuts down gracefully (within a bound).
+func (s *Server) serveHTTP(ctx context.Context) error {
+	errc := make(chan error, 1)
+	go func() { errc <- s.http.Serve(s.httpLis) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("artifactstore: http: %w", err)
+	case <-ctx.Done():
 	}
-	return err
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := s.http.Shutdown(sctx); err != nil {
+		s.http.Close()
+	}
+	<-errc
+	return nil
 }
 
 // sizeFlag parses sizes like "4G" or "512M" (powers of 1024).

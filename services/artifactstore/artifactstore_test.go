@@ -57,7 +57,7 @@ func start(t *testing.T, e *storetest.Etcd, o opts) *instance {
 	t.Helper()
 	st := e.Client(t)
 	cfg := artifactstore.DefaultConfig()
-	cfg.HTTPAddr, cfg.GRPCAddr = "127.0.0.1:0", "127.0.0.1:0"
+	cfg.HTTPAddr, cfg.GRPC.Addr = "127.0.0.1:0", "127.0.0.1:0"
 	cfg.Store, cfg.Origin, cfg.Sessions = st, o.origin, o.rec
 	cfg.DataDir = o.dir
 	cfg.HTTPListener = o.lis

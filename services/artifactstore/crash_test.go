@@ -35,7 +35,7 @@ func TestCrashChild(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg := artifactstore.DefaultConfig()
-	cfg.HTTPAddr, cfg.GRPCAddr, cfg.DataDir, cfg.Store = "127.0.0.1:0", "127.0.0.1:0", dir, st
+	cfg.HTTPAddr, cfg.GRPC.Addr, cfg.DataDir, cfg.Store = "127.0.0.1:0", "127.0.0.1:0", dir, st
 	srv, err := artifactstore.New(cfg)
 	if err != nil {
 		t.Fatal(err)

@@ -15,6 +15,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/bootchain/bootchain/pkg/daemon"
 	"log/slog"
 	"net"
 	"net/url"
@@ -22,6 +23,7 @@ import (
 
 	bootapiv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/bootapi/v1"
 	"github.com/bootchain/bootchain/pkg/grpcserver"
+	"github.com/bootchain/bootchain/pkg/lifecycle"
 	"github.com/bootchain/bootchain/pkg/session"
 	"github.com/bootchain/bootchain/pkg/store"
 	"github.com/bootchain/bootchain/services/bootapi/internal/grpcapi"
@@ -29,7 +31,6 @@ import (
 	"github.com/bootchain/bootchain/services/bootapi/internal/state"
 	"github.com/valyala/fasthttp"
 	"go.opentelemetry.io/otel/trace"
-	"golang.org/x/sync/errgroup"
 )
 
 // Config configures bootapi.
@@ -65,7 +66,7 @@ type Config struct {
 	TracerProvider trace.TracerProvider
 }
 
-// DefaultConfig returns the defaults of DESIGN.md.
+// DefaultConfig returns the defaults: HTTP on :8080, gRPC on :9080.
 func DefaultConfig() Config {
 	return Config{
 		Site: "default", HTTPAddr: ":8080", GRPC: grpcserver.Config{Addr: ":9080"},
@@ -85,6 +86,24 @@ func (c *Config) AddFlags(fs *flag.FlagSet, prefix string) {
 	fs.StringVar(&c.DefaultAction, prefix+"default-action", c.DefaultAction, "what machines without a job or default boot: menu, local-disk, sanboot, shell")
 	fs.DurationVar(&c.MenuTimeout, prefix+"menu-timeout", c.MenuTimeout, "menu timeout before booting the local disk")
 	fs.DurationVar(&c.StallAfter, prefix+"stall-after", c.StallAfter, "mark a boot session stalled after this long without progress")
+}
+
+// Component is bootapi as its binary and the launcher run it: its flags
+// ("bootapi-" in the launcher) and New from them.
+func Component() daemon.Component {
+	cfg := DefaultConfig()
+	return daemon.Component{
+		Name: "bootapi", Advertise: true,
+		AddFlags: cfg.AddFlags,
+		New: func(ctx context.Context, env *daemon.Env) (daemon.Service, error) {
+			c := cfg
+			if env.Advertise != "" {
+				c.Advertise = env.Advertise
+			}
+			c.Store, c.Logger, c.Site, c.TracerProvider = env.Store, env.Logger, env.Site, env.Tracer("bootapi")
+			return New(c)
+		},
+	}
 }
 
 var actions = map[string]bootapiv1.Action{
@@ -126,7 +145,8 @@ type Server struct {
 	grpc     *grpcserver.Server
 	public   *url.URL
 	// handler is what Run serves over HTTP. The context its requests work in
-	// ends with stopRequests, after the HTTP server's graceful shutdown.
+	// ends with stopRequests, after the HTTP server's graceful shutdown and
+	// before the recorder's final flush.
 	handler      fasthttp.RequestHandler
 	stopRequests context.CancelFunc
 }
@@ -209,66 +229,78 @@ func (s *Server) FlushSessions(ctx context.Context) error { return s.sessions.Fl
 func (s *Server) SessionsDropped() int64 { return s.sessions.Dropped.Load() }
 
 // Run serves until ctx ends. The HTTP and gRPC servers start once the caches have
-// loaded, so no request is answered from an empty cache.
+// loaded, so no request is answered from an empty cache. They stop first: they
+// stop accepting and the requests in flight finish (within a bound); then the
+// session recorder makes its final flush, so every hop a request recorded is
+// written, and the caches stop last.
 func (s *Server) Run(ctx context.Context) error {
-	// After the HTTP server's shutdown (below), whatever requests outlived its
-	// bound stop their work.
-	defer s.stopRequests()
-	g, ctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return s.state.Run(ctx) })
-	g.Go(func() error { return s.sessions.Run(ctx) })
-	g.Go(func() error { return s.http.Run(ctx) })
-	if s.state.WaitReady(ctx) != nil || s.sessions.WaitReady(ctx) != nil {
+	run := lifecycle.New(ctx)
+	base := run.Layer()
+	base.Go(s.state.Run)
+	record := run.Layer()
+	record.Go(s.sessions.Run)
+	if s.state.WaitReady(run.Stopping()) != nil || s.sessions.WaitReady(run.Stopping()) != nil {
 		// Stopped before the caches loaded: nothing was served.
 		s.httpLis.Close()
-		g.Wait()
-		return nil
+		s.grpc.Close()
+		s.stopRequests()
+		return run.Stop(nil)
 	}
-	g.Go(func() error { return s.sweep(ctx) })
-	g.Go(func() error { return s.grpc.Serve(ctx) })
-	g.Go(func() error {
-		srv := &fasthttp.Server{
-			Handler:      s.handler,
-			ErrorHandler: httpapi.ReadError,
-			// net/http sent no Server header.
-			NoDefaultServerHeader: true,
-			// The whole request, header and body (a report's form: 64 KiB at most),
-			// where net/http's ReadHeaderTimeout bounded the header alone; and the
-			// wait for a keep-alive connection's next request. nginx's defaults are
-			// 60 s and 75 s. The two are equal so that the listener can leave a
-			// busy connection's deadline where it is (httpapi.DeadlineSlack).
-			ReadTimeout: httpTimeout,
-			IdleTimeout: httpTimeout,
-			// fasthttp reads the body before the handler runs, so the report's limit
-			// is the server's: a larger body gets a 413 naming it.
-			MaxRequestBodySize: httpapi.MaxBodySize,
-			// The read buffer bounds the request header, URL included (431 past it):
-			// iPXE's config URL carries five SMBIOS strings percent-encoded, which
-			// can pass fasthttp's default 4 KiB.
-			ReadBufferSize: 16 << 10,
-			// net/http's ParseForm ignored multipart bodies; fasthttp would parse
-			// (and refuse malformed) ones before the handler.
-			DisablePreParseMultipartForm: true,
-			Logger:                       slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
-		}
-		errc := make(chan error, 1)
-		go func() { errc <- srv.Serve(httpapi.Listener(s.httpLis)) }()
-		select {
-		case err := <-errc:
-			return fmt.Errorf("bootapi http: %w", err)
-		case <-ctx.Done():
-		}
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		srv.ShutdownWithContext(sctx)
-		// Shutdown closes only the listeners Serve has registered: if ctx ended
-		// before Serve began, this close is what stops it.
-		s.httpLis.Close()
-		<-errc
-		return nil
-	})
+	// The handler's background work hands the requests answered from memos to
+	// the recorder when it stops: after the servers, before the flush.
+	handOver := run.Layer()
+	handOver.Go(s.http.Run)
+	serve := run.Layer()
+	serve.Go(s.sweep)
+	serve.Go(s.grpc.Serve)
+	serve.Go(s.serveHTTP)
 	s.log.Info("bootapi serving", "http", s.HTTPAddr().String(), "grpc", s.GRPCAddr().String(), "public_url", s.public.String())
-	return g.Wait()
+	return run.Wait()
+}
+
+// serveHTTP serves the HTTP endpoint until ctx ends, then shuts it down
+// gracefully; requests that outlive the shutdown's bound have their work stopped.
+func (s *Server) serveHTTP(ctx context.Context) error {
+	defer s.stopRequests()
+	srv := &fasthttp.Server{
+		Handler:      s.handler,
+		ErrorHandler: httpapi.ReadError,
+		// net/http sent no Server header.
+		NoDefaultServerHeader: true,
+		// The whole request, header and body (a report's form: 64 KiB at most),
+		// where net/http's ReadHeaderTimeout bounded the header alone; and the
+		// wait for a keep-alive connection's next request. nginx's defaults are
+		// 60 s and 75 s. The two are equal so that the listener can leave a
+		// busy connection's deadline where it is (httpapi.DeadlineSlack).
+		ReadTimeout: httpTimeout,
+		IdleTimeout: httpTimeout,
+		// fasthttp reads the body before the handler runs, so the report's limit
+		// is the server's: a larger body gets a 413 naming it.
+		MaxRequestBodySize: httpapi.MaxBodySize,
+		// The read buffer bounds the request header, URL included (431 past it):
+		// iPXE's config URL carries five SMBIOS strings percent-encoded, which
+		// can pass fasthttp's default 4 KiB.
+		ReadBufferSize: 16 << 10,
+		// net/http's ParseForm ignored multipart bodies; fasthttp would parse
+		// (and refuse malformed) ones before the handler.
+		DisablePreParseMultipartForm: true,
+		Logger:                       slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(httpapi.Listener(s.httpLis)) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("bootapi http: %w", err)
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	srv.ShutdownWithContext(sctx)
+	// Shutdown closes only the listeners Serve has registered: if ctx ended
+	// before Serve began, this close is what stops it.
+	s.httpLis.Close()
+	<-errc
+	return nil
 }
 
 // sweep expires jobs past their deadline and marks stalled sessions.

@@ -16,17 +16,19 @@ package dhcpd
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
+	"github.com/bootchain/bootchain/pkg/daemon"
 	"log/slog"
 	"net"
 	"net/netip"
 	"os"
-	"sync"
 	"time"
 
 	bootapiv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/bootapi/v1"
 	dhcpdv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/dhcpd/v1"
 	"github.com/bootchain/bootchain/pkg/grpcserver"
+	"github.com/bootchain/bootchain/pkg/lifecycle"
 	"github.com/bootchain/bootchain/pkg/session"
 	"github.com/bootchain/bootchain/pkg/store"
 	"github.com/bootchain/bootchain/services/dhcpd/internal/admin"
@@ -35,7 +37,6 @@ import (
 	"github.com/bootchain/bootchain/services/dhcpd/internal/server"
 	"github.com/insomniacslk/dhcp/dhcpv4/server4"
 	"go.opentelemetry.io/otel/trace"
-	"golang.org/x/sync/errgroup"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
@@ -69,9 +70,8 @@ type Config struct {
 	// paced by arriving requests (server's pacer explains why). 0 sends without
 	// pacing. Default 16.
 	ReplyBurst int
-	// LeaseWriters bounds the etcd transactions in flight; default 4 (measured
-	// best with the in-process etcd client: 16,000 leases/s against 14,000 with
-	// 2 and 8; docs/benchmarks.md).
+	// LeaseWriters bounds the etcd transactions in flight; default 4, the best
+	// of those measured (docs/benchmarks.md).
 	LeaseWriters int
 	// LeaseBatch is the most lease writes per transaction; default 128.
 	LeaseBatch int
@@ -95,6 +95,32 @@ func DefaultConfig() Config {
 		Site: "default", ListenAddr: ":67", PXEAddr: ":4011", GRPC: grpcserver.Config{Addr: ":9082"},
 		Workers: 512, ReplyBurst: 16, LeaseWriters: 4, LeaseBatch: 128, OfferHold: 30 * time.Second,
 		ReclaimInterval: 10 * time.Second, ChainloadWindow: 2 * time.Minute,
+	}
+}
+
+// Component is dhcpd as its binary and the launcher run it: its flags and the
+// site's seed settings ("dhcpd-" in the launcher), and New from them.
+func Component() daemon.Component {
+	cfg := DefaultConfig()
+	var seed SeedFlags
+	return daemon.Component{
+		Name: "dhcpd", Advertise: true,
+		AddFlags: func(fs *flag.FlagSet, prefix string) {
+			cfg.AddFlags(fs, prefix)
+			seed.AddFlags(fs, prefix)
+		},
+		New: func(ctx context.Context, env *daemon.Env) (daemon.Service, error) {
+			c := cfg
+			var err error
+			if c.Seed, err = seed.Seed(); err != nil {
+				return nil, fmt.Errorf("dhcpd flags: %w", err)
+			}
+			if env.Advertise != "" {
+				c.Advertise = env.Advertise
+			}
+			c.Store, c.Logger, c.Site, c.TracerProvider = env.Store, env.Logger, env.Site, env.Tracer("dhcpd")
+			return New(c)
+		},
 	}
 }
 
@@ -310,14 +336,51 @@ func (s *Server) DHCPAddr() net.Addr { return s.conn.LocalAddr() }
 // Ready is closed once the caches are loaded and packets are answered.
 func (s *Server) Ready() <-chan struct{} { return s.ready }
 
-// Stats are the packet counters.
-func (s *Server) Stats() *server.Stats { return &s.handler.Stats }
+// Stats is a snapshot of a dhcpd's counters.
+type Stats struct {
+	// Received packets and Replied answers.
+	Received, Replied uint64
+	// Messages received, by type.
+	Discovers, Requests, Releases, Declines, Informs uint64
+	// Replies sent, by type.
+	Offers, Acks, Naks uint64
+	// Packets dropped, by why.
+	Malformed, WrongOp, BadHardware, NoMessageType, NoSubnet, NotForUs, NotPXE, UnknownRelay, Unsupported, Overrun uint64
+	// Requests left unanswered: no address free, or etcd failed.
+	Exhausted, StoreErrors uint64
+	// LeaseTxns and LeaseWrites are the etcd transactions and lease writes
+	// committed.
+	LeaseTxns, LeaseWrites uint64
+	// RA says the IPv6 router-advertisement responder runs (an interface with
+	// IPv6); the solicitations it answered or ignored, and its advertisements.
+	RA                                                                    bool
+	RouterSolicitations, RouterSolicitationsIgnored, RouterAdvertisements uint64
+}
+
+// Stats returns the counters as they are now.
+func (s *Server) Stats() Stats {
+	h := &s.handler.Stats
+	st := Stats{
+		Received: h.Received.Load(), Replied: h.Replied.Load(),
+		Discovers: h.Discovers.Load(), Requests: h.Requests.Load(), Releases: h.Releases.Load(), Declines: h.Declines.Load(), Informs: h.Informs.Load(),
+		Offers: h.Offers.Load(), Acks: h.Acks.Load(), Naks: h.Naks.Load(),
+		Malformed: h.Malformed.Load(), WrongOp: h.WrongOp.Load(), BadHardware: h.BadHardware.Load(), NoMessageType: h.NoMessageType.Load(),
+		NoSubnet: h.NoSubnet.Load(), NotForUs: h.NotForUs.Load(), NotPXE: h.NotPXE.Load(), UnknownRelay: h.UnknownRelay.Load(),
+		Unsupported: h.Unsupported.Load(), Overrun: h.Overrun.Load(),
+		Exhausted: h.Exhausted.Load(), StoreErrors: h.StoreErrors.Load(),
+	}
+	st.LeaseTxns, st.LeaseWrites = s.writer.Stats()
+	if s.ra != nil {
+		st.RA = true
+		st.RouterSolicitations = s.ra.Stats.Solicitations.Load()
+		st.RouterSolicitationsIgnored = s.ra.Stats.Ignored.Load()
+		st.RouterAdvertisements = s.ra.Stats.Advertisements.Load()
+	}
+	return st
+}
 
 // Sessions is the boot-session recorder (for tests: Flush).
 func (s *Server) Sessions() *session.Recorder { return s.rec }
-
-// LeaseWrites returns the etcd transactions and lease writes committed.
-func (s *Server) LeaseWrites() (txns, writes uint64) { return s.writer.Stats() }
 
 func (s *Server) machine(mac string) *bootapiv1.Machine {
 	it, ok := s.machines.Get(mac)
@@ -334,79 +397,86 @@ func (s *Server) machine(mac string) *bootapiv1.Machine {
 	return it.Value
 }
 
-// Run serves until ctx ends; it returns nil after a clean stop.
+// Run serves until ctx ends; it returns nil after a clean stop. It stops in the
+// order every service does: the sockets stop taking packets and the answers in
+// flight finish, the offer blocks are given back, the session recorder flushes,
+// and the lease writer closes last, so every answer sent has its lease written.
 func (s *Server) Run(ctx context.Context) error {
-	g, gctx := errgroup.WithContext(ctx)
-	caches, stopCaches := context.WithCancel(context.Background())
-	defer stopCaches()
-	var cwg sync.WaitGroup
-	for _, run := range []func(context.Context) error{s.leases.Run, s.blocks.Run, s.sites.Run, s.machines.Run} {
-		cwg.Add(1)
-		go func() { defer cwg.Done(); run(caches) }()
+	run := lifecycle.New(ctx)
+	writes := run.Layer()
+	writes.Go(s.writer.Run)
+	for _, c := range []func(context.Context) error{s.leases.Run, s.blocks.Run, s.sites.Run, s.machines.Run} {
+		writes.Go(c)
 	}
-	defer cwg.Wait()
-	defer stopCaches()
-	wctx, stopWriter := context.WithCancel(context.Background())
-	wdone := make(chan struct{})
-	go func() { s.writer.Run(wctx); close(wdone) }()
-	defer func() { stopWriter(); <-wdone }()
-	rdone := make(chan struct{})
-	rctx, stopRec := context.WithCancel(context.Background())
-	go func() { s.rec.Run(rctx); close(rdone) }()
-	defer func() { stopRec(); <-rdone }()
-
-	seedRev, err := s.seed(ctx)
-	if err != nil {
+	record := run.Layer()
+	record.Go(s.rec.Run)
+	// Stopped (or failed) before serving: the sockets Serve would close.
+	stopUnserved := func(err error) error {
 		s.closeSockets()
-		return err
+		s.grpc.Close()
+		return run.Stop(err)
+	}
+
+	seedRev, err := s.seed(run.Stopping())
+	if err != nil {
+		return stopUnserved(err)
 	}
 	for _, w := range []func(context.Context) error{s.leases.WaitReady, s.blocks.WaitReady, s.sites.WaitReady, s.machines.WaitReady, s.rec.WaitReady} {
-		if err := w(ctx); err != nil {
-			s.closeSockets()
-			return nil
+		if w(run.Stopping()) != nil {
+			return stopUnserved(nil)
 		}
 	}
 	// The site cache must show our own seed before the first packet.
-	if err := s.sites.WaitRevision(ctx, seedRev); err != nil {
-		s.closeSockets()
-		return nil
+	if s.sites.WaitRevision(run.Stopping(), seedRev) != nil {
+		return stopUnserved(nil)
 	}
 	s.applySite()
-	// Until the allocator has the leases etcd holds it would offer taken addresses:
-	// apply the first snapshot before the first packet.
-	snap, events, cancelSub := s.leases.Subscribe(1 << 16)
-	for _, it := range snap {
-		s.alloc.Apply(it.Name, it.Value, it.ModRevision, false)
+
+	derive := run.Layer()
+	// Give the offer blocks back so other replicas need not wait for the claims
+	// to run out; the offers made from them end with this process.
+	derive.OnStop(s.releaseBlocks)
+	// Until the allocator has the leases etcd holds it would offer taken
+	// addresses: the first snapshot is applied before the first packet.
+	leasesLoaded := make(chan struct{})
+	derive.Go(func(ctx context.Context) error { return s.feedLeases(ctx, leasesLoaded) })
+	derive.Go(s.watchSites)
+	derive.Go(s.watchMachines)
+	select {
+	case <-leasesLoaded:
+	case <-run.Stopping().Done():
+		return stopUnserved(nil)
 	}
-	g.Go(func() error { s.feedLeases(gctx, events, cancelSub); return nil })
-	g.Go(func() error { s.watchSites(gctx); return nil })
-	g.Go(func() error { s.watchMachines(gctx); return nil })
-	g.Go(func() error { s.reclaim(gctx); return nil })
-	g.Go(func() error { return s.grpc.Serve(gctx) })
-	g.Go(func() error {
-		return server.Serve(gctx, s.conn, server.ServerPort, s.handler, s.cfg.Workers, s.cfg.ReplyBurst)
+
+	serve := run.Layer()
+	serve.Go(s.reclaim)
+	serve.Go(s.grpc.Serve)
+	serve.Go(func(ctx context.Context) error {
+		return server.Serve(ctx, s.conn, server.ServerPort, s.handler, s.cfg.Workers, s.cfg.ReplyBurst)
 	})
 	if s.pxe != nil {
-		g.Go(func() error { return server.Serve(gctx, s.pxe, server.PXEPort, s.handler, 64, s.cfg.ReplyBurst) })
+		serve.Go(func(ctx context.Context) error {
+			return server.Serve(ctx, s.pxe, server.PXEPort, s.handler, 64, s.cfg.ReplyBurst)
+		})
 	}
 	if s.ra != nil {
-		g.Go(func() error { return s.ra.Run(gctx, func() bool { return s.handler.SiteConfig().RA }) })
+		serve.Go(func(ctx context.Context) error {
+			return s.ra.Run(ctx, func() bool { return s.handler.SiteConfig().RA })
+		})
 	}
 	s.log.Info("dhcpd serving", "endpoints", s.Endpoints())
 	close(s.ready)
-	err = g.Wait()
-	// Give the offer blocks back so other replicas need not wait for the claims
-	// to run out; the offers made from them end with this process.
-	bctx, cancelBlocks := context.WithTimeout(context.Background(), 5*time.Second)
-	if berr := s.alloc.ReleaseBlocks(bctx); berr != nil {
-		s.log.Warn("offer blocks not given back; they free themselves when their claims run out", "err", berr)
-	}
-	cancelBlocks()
-	s.log.Info("dhcpd stopped", "stats", s.handler.Stats.String())
-	if ctx.Err() != nil {
-		return nil
-	}
+	err = run.Wait()
+	s.log.Info("dhcpd stopped", "stats", fmt.Sprintf("%+v", s.Stats()))
 	return err
+}
+
+func (s *Server) releaseBlocks() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := s.alloc.ReleaseBlocks(ctx); err != nil {
+		s.log.Warn("offer blocks not given back; they free themselves when their claims run out", "err", err)
+	}
 }
 
 // seed writes Config.Seed as the site's DHCP settings when it has none.
@@ -442,65 +512,27 @@ func (s *Server) applySite() {
 	s.handler.SetSite(sc)
 }
 
-func (s *Server) watchSites(ctx context.Context) {
-	for ctx.Err() == nil {
-		_, events, cancel := s.sites.Subscribe(64)
+func (s *Server) watchSites(ctx context.Context) error {
+	return s.sites.Follow(ctx, 64, func([]store.Item[*bootapiv1.Site]) error {
 		// Anything that changed before the subscription is in the cache already.
 		s.applySite()
-	loop:
-		for {
-			select {
-			case <-ctx.Done():
-				cancel()
-				return
-			case ev, ok := <-events:
-				if !ok {
-					break loop
-				}
-				if ev.Name == s.cfg.Site {
-					s.applySite()
-				}
+		return nil
+	}, func(batch []store.Event[*bootapiv1.Site]) error {
+		for _, ev := range batch {
+			if ev.Name == s.cfg.Site {
+				s.applySite()
+				break
 			}
 		}
-		cancel()
-		s.applySite()
-	}
+		return nil
+	})
 }
 
-// RA returns the router-advertisement responder, nil without an interface or IPv6.
-func (s *Server) RA() *ra.Responder { return s.ra }
-
-func (s *Server) watchMachines(ctx context.Context) {
-	for ctx.Err() == nil {
-		_, events, cancel := s.machines.Subscribe(1024)
-		s.reservations()
-	loop:
-		for {
-			select {
-			case <-ctx.Done():
-				cancel()
-				return
-			case _, ok := <-events:
-				if !ok {
-					break loop
-				}
-				// Coalesce a burst of changes into one recomputation.
-			drain:
-				for {
-					select {
-					case _, ok := <-events:
-						if !ok {
-							break drain
-						}
-					default:
-						break drain
-					}
-				}
-				s.reservations()
-			}
-		}
-		cancel()
-	}
+func (s *Server) watchMachines(ctx context.Context) error {
+	// A burst of changes comes as one batch: one recomputation.
+	return s.machines.Follow(ctx, 1024,
+		func([]store.Item[*bootapiv1.Machine]) error { s.reservations(); return nil },
+		func([]store.Event[*bootapiv1.Machine]) error { s.reservations(); return nil })
 }
 
 func (s *Server) reservations() {
@@ -516,33 +548,28 @@ func (s *Server) reservations() {
 	s.alloc.SetReservations(r)
 }
 
-func (s *Server) feedLeases(ctx context.Context, events <-chan store.Event[*dhcpdv1.Lease], cancel func()) {
-	for ctx.Err() == nil {
-		for {
-			select {
-			case <-ctx.Done():
-				cancel()
-				return
-			case ev, ok := <-events:
-				if !ok {
-					goto again
-				}
-				s.alloc.Apply(ev.Name, ev.Value, ev.ModRevision, ev.Deleted)
-			}
-		}
-	again:
-		cancel()
-		// Fell behind the watch: start over from a fresh snapshot.
-		var snap []store.Item[*dhcpdv1.Lease]
-		snap, events, cancel = s.leases.Subscribe(1 << 16)
+// feedLeases keeps the allocator's view of the leases etcd holds; loaded is
+// closed once the first snapshot is applied.
+func (s *Server) feedLeases(ctx context.Context, loaded chan<- struct{}) error {
+	first := true
+	return s.leases.Follow(ctx, 1<<16, func(snap []store.Item[*dhcpdv1.Lease]) error {
 		for _, it := range snap {
 			s.alloc.Apply(it.Name, it.Value, it.ModRevision, false)
 		}
-	}
-	cancel()
+		if first {
+			first = false
+			close(loaded)
+		}
+		return nil
+	}, func(batch []store.Event[*dhcpdv1.Lease]) error {
+		for _, ev := range batch {
+			s.alloc.Apply(ev.Name, ev.Value, ev.ModRevision, ev.Deleted)
+		}
+		return nil
+	})
 }
 
-func (s *Server) reclaim(ctx context.Context) {
+func (s *Server) reclaim(ctx context.Context) error {
 	t := time.NewTicker(s.cfg.ReclaimInterval)
 	defer t.Stop()
 	// Offer blocks are renewed well before a claim gets too short to offer from.
@@ -551,7 +578,7 @@ func (s *Server) reclaim(ctx context.Context) {
 	for {
 		select {
 		case <-ctx.Done():
-			return
+			return nil
 		case <-bt.C:
 			if err := s.alloc.MaintainBlocks(ctx); err != nil && ctx.Err() == nil {
 				s.log.Warn("offer blocks not renewed", "err", err)

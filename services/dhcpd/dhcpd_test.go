@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bootchain/bootchain/pkg/etcdembed"
 	bootapiv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/bootapi/v1"
 	dhcpdv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/dhcpd/v1"
 	"github.com/bootchain/bootchain/pkg/store"
@@ -213,7 +214,7 @@ func TestLabRestartKeepsLeases(t *testing.T) {
 	l := lab.NewT(t, lab.Config{})
 	dir := t.TempDir()
 	start := func() (*closeOnce, *store.Store) {
-		e, err := store.StartEmbedded(context.Background(), store.EmbedConfig{Dir: dir, ClientAddr: "127.0.0.1:0", PeerAddr: "127.0.0.1:0"})
+		e, err := etcdembed.Start(context.Background(), etcdembed.Config{Dir: dir, ClientAddr: "127.0.0.1:0", PeerAddr: "127.0.0.1:0"})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -310,7 +311,7 @@ func TestLabRouterAdvertisement(t *testing.T) {
 	l := lab.NewT(t, lab.Config{IPv6: true})
 	st := storetest.New(t)
 	r := startDHCPD(t, l, st, seed(bootapiv1.DhcpMode_DHCP_MODE_AUTHORITATIVE))
-	if r.srv.RA() == nil {
+	if !r.srv.Stats().RA {
 		t.Fatal("no RA responder")
 	}
 	ns := client(t, l, "c1", "")
@@ -350,11 +351,11 @@ func TestLabRouterAdvertisement(t *testing.T) {
 			return
 		}
 	}
-	t.Fatalf("no router advertisement; responder stats: %d solicitations", r.srv.RA().Stats.Solicitations.Load())
+	t.Fatalf("no router advertisement; responder stats: %d solicitations", r.srv.Stats().RouterSolicitations)
 }
 
 type closeOnce struct {
-	e    *store.Embedded
+	e    *etcdembed.Etcd
 	once *sync.Once
 }
 

@@ -25,7 +25,7 @@ type realStore struct {
 func startRealStore(t *testing.T, e *storetest.Etcd) *realStore {
 	t.Helper()
 	cfg := artifactstore.DefaultConfig()
-	cfg.HTTPAddr, cfg.GRPCAddr = "127.0.0.1:0", "127.0.0.1:0"
+	cfg.HTTPAddr, cfg.GRPC.Addr = "127.0.0.1:0", "127.0.0.1:0"
 	cfg.Store, cfg.DataDir, cfg.Logger = e.Client(t), t.TempDir(), testLogger(t)
 	rs := &realStore{t: t, cfg: cfg}
 	rs.start()
@@ -37,7 +37,7 @@ func (rs *realStore) start() {
 	rs.t.Helper()
 	cfg := rs.cfg
 	if rs.grpcAddr != "" {
-		cfg.GRPCAddr = rs.grpcAddr
+		cfg.GRPC.Addr = rs.grpcAddr
 	}
 	srv, err := artifactstore.New(cfg)
 	if err != nil {

@@ -20,6 +20,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/bootchain/bootchain/pkg/daemon"
 	"log/slog"
 	"net"
 	"path/filepath"
@@ -31,6 +32,7 @@ import (
 	tftpdv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/tftpd/v1"
 	"github.com/bootchain/bootchain/pkg/grpcclient"
 	"github.com/bootchain/bootchain/pkg/grpcserver"
+	"github.com/bootchain/bootchain/pkg/lifecycle"
 	"github.com/bootchain/bootchain/pkg/session"
 	"github.com/bootchain/bootchain/pkg/store"
 	"github.com/bootchain/bootchain/pkg/tlsconf"
@@ -41,7 +43,6 @@ import (
 	"github.com/bootchain/bootchain/services/tftpd/internal/transfer"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/trace"
-	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 )
 
@@ -49,10 +50,9 @@ import (
 type Config struct {
 	// Addr is the TFTP request port (UDP).
 	Addr string
-	// GRPCAddr is the admin API's address.
-	GRPCAddr string
-	// GRPCTLS are the admin API's TLS files (none: plaintext).
-	GRPCTLS tlsconf.Files
+	// GRPC is the admin API server (default address ":9083"); an empty Addr
+	// disables it.
+	GRPC grpcserver.Config
 	// ArtifactStore is artifactstore's gRPC address.
 	ArtifactStore string
 	// ArtifactStoreTLS are the client TLS files for artifactstore.
@@ -101,11 +101,11 @@ type Config struct {
 	Source source.Source
 }
 
-// DefaultConfig returns the defaults of DESIGN.md: TFTP on :69, admin on :9083,
+// DefaultConfig returns the defaults: TFTP on :69, admin on :9083,
 // artifactstore on 127.0.0.1:9081.
 func DefaultConfig() Config {
 	return Config{
-		Addr: ":69", GRPCAddr: ":9083", ArtifactStore: "127.0.0.1:9081", Site: "default",
+		Addr: ":69", GRPC: grpcserver.Config{Addr: ":9083"}, ArtifactStore: "127.0.0.1:9081", Site: "default",
 		MaxBlksize: 1468, Timeout: time.Second, Retries: 5, MaxTransfers: 512, MaxPerClient: 8, Anticipate: 8,
 		FetchTimeout: 20 * time.Second, RefreshWait: time.Second, Warm: true,
 	}
@@ -115,8 +115,8 @@ func DefaultConfig() Config {
 // launcher, "" in the tftpd binary).
 func (c *Config) AddFlags(fs *flag.FlagSet, prefix string) {
 	fs.StringVar(&c.Addr, prefix+"addr", c.Addr, "TFTP listen address (UDP)")
-	fs.StringVar(&c.GRPCAddr, prefix+"grpc-addr", c.GRPCAddr, "gRPC admin API address")
-	c.GRPCTLS.AddServerFlags(fs, prefix+"grpc-")
+	fs.StringVar(&c.GRPC.Addr, prefix+"grpc-addr", c.GRPC.Addr, "gRPC admin API address")
+	c.GRPC.TLS.AddServerFlags(fs, prefix+"grpc-")
 	fs.StringVar(&c.ArtifactStore, prefix+"artifactstore", c.ArtifactStore, "artifactstore gRPC address")
 	c.ArtifactStoreTLS.AddClientFlags(fs, prefix+"artifactstore-")
 	fs.StringVar(&c.Map, prefix+"map", c.Map, "file-name map: name=artifact,... (a name ending in * maps a prefix); laid under the etcd map tftp/<site>/map")
@@ -130,6 +130,22 @@ func (c *Config) AddFlags(fs *flag.FlagSet, prefix string) {
 	fs.DurationVar(&c.RefreshWait, prefix+"refresh-wait", c.RefreshWait, "wait for a changed artifact before serving the cached copy")
 	fs.BoolVar(&c.Warm, prefix+"warm", c.Warm, "fetch the mapped artifacts at start")
 	fs.IntVar(&c.Anticipate, prefix+"anticipate", c.Anticipate, "sender window: blocks sent before waiting for their ACKs (0: lock-step); see docs/tftpd.md")
+}
+
+// Component is tftpd as its binary and the launcher run it: its flags
+// ("tftpd-" in the launcher) and New from them.
+func Component() daemon.Component {
+	cfg := DefaultConfig()
+	return daemon.Component{
+		Name: "tftpd", DataDir: "/var/lib/bootchain/tftpd",
+		AddFlags: cfg.AddFlags,
+		New: func(ctx context.Context, env *daemon.Env) (daemon.Service, error) {
+			c := cfg
+			c.DataDir = env.DataDir
+			c.Store, c.Logger, c.Site, c.TracerProvider = env.Store, env.Logger, env.Site, env.Tracer("tftpd")
+			return New(c)
+		},
+	}
 }
 
 // Validate reports a configuration that cannot work.
@@ -257,8 +273,12 @@ func New(cfg Config) (_ *Server, err error) {
 		return nil, fmt.Errorf("tftpd: %w", err)
 	}
 	s.admin = &admin.Service{Cache: s.cache, Transfers: s.transfers}
-	if cfg.GRPCAddr != "" {
-		s.grpc, err = grpcserver.New(grpcserver.Config{Addr: cfg.GRPCAddr, TLS: cfg.GRPCTLS, Logger: log})
+	if cfg.GRPC.Addr != "" {
+		gcfg := cfg.GRPC
+		if gcfg.Logger == nil {
+			gcfg.Logger = log
+		}
+		s.grpc, err = grpcserver.New(gcfg)
 		if err != nil {
 			return nil, fmt.Errorf("tftpd: %w", err)
 		}
@@ -296,37 +316,39 @@ func (s *Server) Endpoints() []string {
 	return out
 }
 
-// Run serves until ctx ends; it returns nil after a clean stop.
+// Run serves until ctx ends; it returns nil after a clean stop. The request
+// port and the admin API stop first and the transfers in flight finish; then the
+// session recorder flushes their hops, and the caches and the artifactstore
+// connection close.
 func (s *Server) Run(ctx context.Context) error {
-	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return s.sessions.Run(gctx) })
-	g.Go(func() error { return s.maps.Run(gctx) })
-	g.Go(func() error { return s.artifacts.Run(gctx) })
-	g.Go(func() error { return s.leases.Run(gctx) })
-	g.Go(func() error { return s.cache.Run(gctx) })
-	g.Go(func() error { s.watchMap(gctx); return nil })
-	g.Go(func() error { s.watchArtifacts(gctx); return nil })
-	g.Go(func() error { return s.transfers.Run(gctx) })
+	run := lifecycle.New(ctx)
+	if s.conn != nil {
+		run.Layer().OnStop(func() { s.conn.Close() })
+	}
+	base := run.Layer()
+	base.Go(s.maps.Run)
+	base.Go(s.artifacts.Run)
+	base.Go(s.leases.Run)
+	base.Go(s.cache.Run)
+	record := run.Layer()
+	record.Go(s.sessions.Run)
+	serve := run.Layer()
+	serve.Go(s.watchMap)
+	serve.Go(s.watchArtifacts)
+	serve.Go(s.transfers.Run)
 	if s.grpc != nil {
-		g.Go(func() error { return s.grpc.Serve(gctx) })
+		serve.Go(s.grpc.Serve)
 	}
 	if s.cfg.Warm {
-		g.Go(func() error {
-			if s.maps.WaitReady(gctx) == nil {
-				s.cache.Warm(gctx, s.current.Load().Artifacts())
+		serve.Go(func(ctx context.Context) error {
+			if s.maps.WaitReady(ctx) == nil {
+				s.cache.Warm(ctx, s.current.Load().Artifacts())
 			}
 			return nil
 		})
 	}
 	s.log.Info("tftpd serving", "tftp", s.Addr().String(), "single_port", s.cfg.SinglePort, "artifactstore", s.cfg.ArtifactStore)
-	err := g.Wait()
-	if s.conn != nil {
-		s.conn.Close()
-	}
-	if errors.Is(err, context.Canceled) {
-		return nil
-	}
-	return err
+	return run.Wait()
 }
 
 func (s *Server) resolve(name string) (string, bool) { return s.current.Load().Resolve(name) }
@@ -345,39 +367,26 @@ func (s *Server) macByIP(ip string) (string, bool) {
 }
 
 // watchMap keeps the current map = command-line map overlaid by tftp/<site>/map.
-func (s *Server) watchMap(ctx context.Context) {
-	for ctx.Err() == nil {
-		snap, events, cancel := s.maps.Subscribe(16)
-		apply := func() {
-			m := s.base
-			if it, ok := s.maps.Get("map"); ok {
-				m = filemap.Overlay(s.base, filemap.FromProto(it.Value))
-			}
-			s.current.Store(m)
+func (s *Server) watchMap(ctx context.Context) error {
+	apply := func() {
+		m := s.base
+		if it, ok := s.maps.Get("map"); ok {
+			m = filemap.Overlay(s.base, filemap.FromProto(it.Value))
 		}
-		_ = snap
-		apply()
-		for open := true; open; {
-			select {
-			case <-ctx.Done():
-				cancel()
-				return
-			case _, open = <-events:
-				apply()
-			}
-		}
-		cancel()
+		s.current.Store(m)
 	}
+	return s.maps.Follow(ctx, 16,
+		func([]store.Item[*tftpdv1.FileMap]) error { apply(); return nil },
+		func([]store.Event[*tftpdv1.FileMap]) error { apply(); return nil })
 }
 
 // watchArtifacts marks cached artifacts stale when etcd says their content changed or
 // they were deleted; the cache fetches the new content in the background.
-func (s *Server) watchArtifacts(ctx context.Context) {
+func (s *Server) watchArtifacts(ctx context.Context) error {
 	if s.artifacts.WaitReady(ctx) != nil {
-		return
+		return nil
 	}
-	for ctx.Err() == nil {
-		snap, events, cancel := s.artifacts.Subscribe(256)
+	return s.artifacts.Follow(ctx, 256, func(snap []store.Item[*artifactstorev1.Artifact]) error {
 		// Whatever changed while we were not watching (or not running).
 		have := map[string]string{}
 		for _, it := range snap {
@@ -389,27 +398,19 @@ func (s *Server) watchArtifacts(ctx context.Context) {
 				s.cache.Changed(name, have[name])
 			}
 		}
-		for open := true; open; {
-			select {
-			case <-ctx.Done():
-				cancel()
-				return
-			case ev, ok := <-events:
-				if !ok {
-					open = false
-					break
+		return nil
+	}, func(batch []store.Event[*artifactstorev1.Artifact]) error {
+		for _, ev := range batch {
+			sha, cached := s.cache.SHA256(ev.Name)
+			if cached && (ev.Deleted || ev.Value.GetSha256() != sha) {
+				s.log.Info("artifact changed; refreshing cache", "artifact", ev.Name, "deleted", ev.Deleted)
+				want := ""
+				if !ev.Deleted {
+					want = ev.Value.GetSha256()
 				}
-				sha, cached := s.cache.SHA256(ev.Name)
-				if cached && (ev.Deleted || ev.Value.GetSha256() != sha) {
-					s.log.Info("artifact changed; refreshing cache", "artifact", ev.Name, "deleted", ev.Deleted)
-					want := ""
-					if !ev.Deleted {
-						want = ev.Value.GetSha256()
-					}
-					s.cache.Changed(ev.Name, want)
-				}
+				s.cache.Changed(ev.Name, want)
 			}
 		}
-		cancel()
-	}
+		return nil
+	})
 }

@@ -88,7 +88,7 @@ func newEnvWith(t testing.TB, st *store.Store, artifactstore string, opts ...opt
 	t.Helper()
 	e := &env{t: t, st: st}
 	cfg := tftpd.DefaultConfig()
-	cfg.Addr, cfg.GRPCAddr, cfg.ArtifactStore = "127.0.0.1:0", "127.0.0.1:0", artifactstore
+	cfg.Addr, cfg.GRPC.Addr, cfg.ArtifactStore = "127.0.0.1:0", "127.0.0.1:0", artifactstore
 	cfg.DataDir, cfg.Store, cfg.Logger = t.TempDir(), st, testLogger(t)
 	cfg.Timeout, cfg.Retries = 200*time.Millisecond, 5
 	cfg.Warm = false

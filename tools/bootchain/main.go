@@ -12,80 +12,72 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/bootchain/bootchain/pkg/config"
 	"github.com/bootchain/bootchain/pkg/daemon"
-	"github.com/bootchain/bootchain/pkg/store"
-	"golang.org/x/sync/errgroup"
+	"github.com/bootchain/bootchain/pkg/etcdembed"
+	"github.com/bootchain/bootchain/pkg/lifecycle"
+	"github.com/bootchain/bootchain/services/artifactstore"
+	"github.com/bootchain/bootchain/services/bootapi"
+	"github.com/bootchain/bootchain/services/dhcpd"
+	"github.com/bootchain/bootchain/services/tftpd"
 )
 
-// Service is a started bootchain service.
-type Service interface {
-	// Run serves until ctx ends and returns nil after a clean stop.
-	Run(ctx context.Context) error
-	// Endpoints describes where it listens ("http 127.0.0.1:8080").
-	Endpoints() []string
+// component is a service the launcher runs, with the launcher's own policy.
+type component struct {
+	daemon.Component
+	// off, when set, says why the service stays off with these flags ("" runs it),
+	// or fails when the flags ask for something this process cannot do.
+	off func(fs *flag.FlagSet) (why string, err error)
 }
 
-// Env is what the launcher hands every component.
-type Env struct {
-	*daemon.Env
-	// DataDir is this component's own folder under --data-dir.
-	DataDir string
-	// Advertise is the address machines and peers reach this host at.
-	Advertise string
+// components are the services `bootchain up` runs, in start order; they stop
+// in the reverse order. artifactstore comes first: tftpd pulls files from it,
+// and dhcpd and bootapi point machines at it.
+func components() []component {
+	return []component{
+		{Component: artifactstore.Component()},
+		{Component: tftpd.Component()},
+		{Component: dhcpd.Component(), off: dhcpdOff},
+		{Component: bootapi.Component()},
+	}
 }
 
-// Component is one service the launcher can run. Each lives in its own
-// component_<name>.go and registers itself in init.
-type Component struct {
-	Name string
-	// Order: lower starts first (artifactstore before tftpd, which pulls from it).
-	Order int
-	// AddFlags binds the component's flags (prefixed with its name).
-	AddFlags func(fs *flag.FlagSet)
-	// New builds the service; it must not block.
-	New func(ctx context.Context, env *Env) (Service, error)
+// dhcpdOff keeps dhcpd off without --dhcpd-interface, so that `bootchain up` on
+// a laptop never answers DHCP on the laptop's network; serving one needs root
+// (UDP 67 on a bound interface).
+func dhcpdOff(fs *flag.FlagSet) (string, error) {
+	iface := fs.Lookup("dhcpd-interface").Value.String()
+	if iface == "" {
+		return "disabled (give --dhcpd-interface to serve DHCP on a boot network)", nil
+	}
+	if os.Geteuid() != 0 {
+		return "", fmt.Errorf("--dhcpd-interface %s: serving DHCP needs root (UDP 67 on a bound interface)", iface)
+	}
+	return "", nil
 }
-
-var components = map[string]*Component{}
-
-func register(c *Component) { components[c.Name] = c }
 
 func main() {
 	if len(os.Args) < 2 || os.Args[1] != "up" {
-		fmt.Fprintf(os.Stderr, "usage: bootchain up [flags]\n\nRuns an embedded etcd and the bootchain services (%s) in one process.\nRun `bootchain up -h` for flags.\n", strings.Join(names(), ", "))
+		fmt.Fprintf(os.Stderr, "usage: bootchain up [flags]\n\nRuns an embedded etcd and the bootchain services (%s) in one process.\nRun `bootchain up -h` for flags.\n", strings.Join(names(components()), ", "))
 		os.Exit(2)
 	}
 	daemon.Main("bootchain", func(ctx context.Context) error { return up(ctx, os.Args[2:]) })
 }
 
-func names() []string {
-	var out []string
-	for _, c := range ordered() {
-		out = append(out, c.Name)
+func names(cs []component) []string {
+	out := make([]string, len(cs))
+	for i, c := range cs {
+		out[i] = c.Name
 	}
-	return out
-}
-
-func ordered() []*Component {
-	out := make([]*Component, 0, len(components))
-	for _, c := range components {
-		out = append(out, c)
-	}
-	sort.Slice(out, func(i, j int) bool {
-		if out[i].Order != out[j].Order {
-			return out[i].Order < out[j].Order
-		}
-		return out[i].Name < out[j].Name
-	})
 	return out
 }
 
 func up(ctx context.Context, args []string) error {
+	all := components()
 	fs := flag.NewFlagSet("bootchain up", flag.ContinueOnError)
 	var opts daemon.Options
 	opts.AddFlags(fs)
@@ -95,9 +87,13 @@ func up(ctx context.Context, args []string) error {
 	external := fs.Bool("external-etcd", false, "use --etcd-endpoints instead of running an embedded etcd")
 	advertise := fs.String("advertise", "127.0.0.1", "address machines and peers reach this host at (put in boot scripts and DHCP answers)")
 	var only config.StringList
-	fs.Var(&only, "only", "run only these services (comma-separated; default all: "+strings.Join(names(), ",")+")")
-	for _, c := range ordered() {
-		c.AddFlags(fs)
+	fs.Var(&only, "only", "run only these services (comma-separated; default all: "+strings.Join(names(all), ",")+")")
+	dirs := map[string]*string{}
+	for _, c := range all {
+		c.AddFlags(fs, c.Name+"-")
+		if c.DataDir != "" {
+			dirs[c.Name] = fs.String(c.Name+"-data-dir", "", "folder of "+c.Name+"'s files (default <data-dir>/"+c.Name+")")
+		}
 	}
 	if err := config.Parse(fs, args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -108,15 +104,18 @@ func up(ctx context.Context, args []string) error {
 	if net.ParseIP(*advertise) == nil {
 		return fmt.Errorf("--advertise %q: want an IP address", *advertise)
 	}
-	selected := ordered()
+	selected := all
 	if len(only) > 0 {
-		selected = selected[:0]
-		for _, n := range only {
-			c, ok := components[n]
-			if !ok {
-				return fmt.Errorf("--only: no service %q (have %s)", n, strings.Join(names(), ", "))
+		selected = nil
+		for _, c := range all {
+			if slices.Contains(only, c.Name) {
+				selected = append(selected, c)
 			}
-			selected = append(selected, c)
+		}
+		for _, n := range only {
+			if !slices.Contains(names(all), n) {
+				return fmt.Errorf("--only: no service %q (have %s)", n, strings.Join(names(all), ", "))
+			}
 		}
 	}
 	abs, err := filepath.Abs(*dataDir)
@@ -128,10 +127,13 @@ func up(ctx context.Context, args []string) error {
 		return err
 	}
 
-	var emb *store.Embedded
-	if !*external {
+	var env *daemon.Env
+	if *external {
+		env, err = opts.Start(ctx)
+	} else {
 		start := time.Now()
-		emb, err = store.StartEmbedded(ctx, store.EmbedConfig{Dir: abs, ClientAddr: *etcdClient, PeerAddr: *etcdPeer})
+		var emb *etcdembed.Etcd
+		emb, err = etcdembed.Start(ctx, etcdembed.Config{Dir: abs, ClientAddr: *etcdClient, PeerAddr: *etcdPeer})
 		if err != nil {
 			return err
 		}
@@ -142,42 +144,70 @@ func up(ctx context.Context, args []string) error {
 				log.Error("embedded etcd failed", "err", err)
 			}
 		}()
-	}
-	// The services in this process reach the embedded etcd in-process; the client
-	// port stays open for bootctl, etcdctl and services in other processes.
-	var env *daemon.Env
-	if emb != nil {
-		env, err = opts.StartEmbedded(ctx, emb)
-	} else {
-		env, err = opts.Start(ctx)
+		// The services in this process reach the embedded etcd in-process; the
+		// client port stays open for bootctl, etcdctl and services in other
+		// processes.
+		env, err = opts.StartWith(ctx, emb.Store(opts.EtcdTimeout))
 	}
 	if err != nil {
 		return err
 	}
 	defer env.Close()
 
-	g, gctx := errgroup.WithContext(ctx)
 	for _, c := range selected {
-		dir := filepath.Join(abs, c.Name)
-		if err := os.MkdirAll(dir, 0o750); err != nil {
+		if c.DataDir == "" {
+			continue
+		}
+		if *dirs[c.Name] == "" {
+			*dirs[c.Name] = filepath.Join(abs, c.Name)
+		}
+		if err := os.MkdirAll(*dirs[c.Name], 0o750); err != nil {
 			return err
 		}
-		svc, err := c.New(gctx, &Env{Env: env, DataDir: dir, Advertise: *advertise})
+	}
+	err = run(ctx, selected, fs, func(c component) *daemon.Env {
+		e := *env
+		e.Advertise = *advertise
+		if d := dirs[c.Name]; d != nil {
+			e.DataDir = *d
+		}
+		return &e
+	})
+	fmt.Println("bootchain stopped")
+	return err
+}
+
+// run builds and starts the services in order, each one before the next is
+// built, and serves until ctx ends or one fails. A service that fails to build
+// or to run stops the ones started before it: they are canceled and waited for,
+// in the reverse order, before run returns.
+func run(ctx context.Context, selected []component, fs *flag.FlagSet, envFor func(component) *daemon.Env) error {
+	services := lifecycle.New(ctx)
+	for _, c := range selected {
+		if c.off != nil {
+			why, err := c.off(fs)
+			if err != nil {
+				return services.Stop(fmt.Errorf("%s: %w", c.Name, err))
+			}
+			if why != "" {
+				fmt.Printf("%-14s %s\n", c.Name, why)
+				continue
+			}
+		}
+		svc, err := c.New(services.Stopping(), envFor(c))
 		if err != nil {
-			return fmt.Errorf("%s: %w", c.Name, err)
+			return services.Stop(fmt.Errorf("%s: %w", c.Name, err))
 		}
 		for _, ep := range svc.Endpoints() {
 			fmt.Printf("%-14s %s\n", c.Name, ep)
 		}
-		g.Go(func() error {
-			if err := svc.Run(gctx); err != nil && !errors.Is(err, context.Canceled) {
+		services.Layer().Go(func(ctx context.Context) error {
+			if err := svc.Run(ctx); err != nil {
 				return fmt.Errorf("%s: %w", c.Name, err)
 			}
 			return nil
 		})
 	}
 	fmt.Println("bootchain is up; Ctrl-C stops it")
-	err = g.Wait()
-	fmt.Println("bootchain stopped")
-	return err
+	return services.Wait()
 }

@@ -41,7 +41,7 @@ func TestCommandsAgainstBootapi(t *testing.T) {
 				c.Close()
 			}
 		}()
-		err := commands[args[0]].Run(context.Background(), g, args[1:])
+		err := command(args[0]).Run(context.Background(), g, args[1:])
 		return out.String(), err
 	}
 	// The gRPC server answers once bootapi's caches are loaded.

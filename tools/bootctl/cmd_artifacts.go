@@ -23,19 +23,13 @@ import (
 	"google.golang.org/protobuf/proto"
 )
 
-func init() {
-	register(&Command{
-		Name:    "artifacts",
-		Summary: "upload, list, stat and delete artifacts; import-ipxe",
-		Run: func(ctx context.Context, g *Global, args []string) error {
-			return subcommand(ctx, g, "artifacts", args, map[string]func(context.Context, *Global, []string) error{
-				"upload":      artifactsUpload,
-				"list":        artifactsList,
-				"stat":        artifactsStat,
-				"delete":      artifactsDelete,
-				"import-ipxe": artifactsImportIPXE,
-			})
-		},
+func runArtifacts(ctx context.Context, g *Global, args []string) error {
+	return subcommand(ctx, g, "artifacts", args, map[string]func(context.Context, *Global, []string) error{
+		"upload":      artifactsUpload,
+		"list":        artifactsList,
+		"stat":        artifactsStat,
+		"delete":      artifactsDelete,
+		"import-ipxe": artifactsImportIPXE,
 	})
 }
 

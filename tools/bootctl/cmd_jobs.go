@@ -13,10 +13,6 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 )
 
-func init() {
-	register(&Command{Name: "jobs", Summary: "create, list, get, cancel, watch one-shot jobs", Run: runJobs})
-}
-
 func jobClient(g *Global) (bootapiv1.JobServiceClient, error) {
 	cc, err := g.Conn("bootapi")
 	if err != nil {

@@ -11,17 +11,10 @@ import (
 	dhcpdv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/dhcpd/v1"
 )
 
-func init() {
-	register(&Command{
-		Name:    "leases",
-		Summary: "dhcpd: leases list [--site S] [--mac M] [--state bound], get IP|MAC, release IP",
-		Run: func(ctx context.Context, g *Global, args []string) error {
-			return subcommand(ctx, g, "leases", args, map[string]func(context.Context, *Global, []string) error{
-				"list": leasesList, "get": leasesGet, "release": leasesRelease,
-			})
-		},
+func runLeases(ctx context.Context, g *Global, args []string) error {
+	return subcommand(ctx, g, "leases", args, map[string]func(context.Context, *Global, []string) error{
+		"list": leasesList, "get": leasesGet, "release": leasesRelease,
 	})
-	register(&Command{Name: "pools", Summary: "dhcpd: pool usage per subnet [--site S]", Run: poolsList})
 }
 
 func leaseClient(g *Global) (dhcpdv1.LeaseServiceClient, error) {

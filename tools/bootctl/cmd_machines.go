@@ -11,10 +11,6 @@ import (
 	"google.golang.org/protobuf/types/known/fieldmaskpb"
 )
 
-func init() {
-	register(&Command{Name: "machines", Summary: "list, get, register, update, delete machines", Run: runMachines})
-}
-
 func machineClient(g *Global) (bootapiv1.MachineServiceClient, error) {
 	cc, err := g.Conn("bootapi")
 	if err != nil {

@@ -9,10 +9,6 @@ import (
 	bootapiv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/bootapi/v1"
 )
 
-func init() {
-	register(&Command{Name: "profiles", Summary: "list, get, create, delete boot profiles", Run: runProfiles})
-}
-
 func profileClient(g *Global) (bootapiv1.ProfileServiceClient, error) {
 	cc, err := g.Conn("bootapi")
 	if err != nil {

@@ -9,11 +9,6 @@ import (
 	bootapiv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/bootapi/v1"
 )
 
-func init() {
-	register(&Command{Name: "sessions", Summary: "list boot sessions", Run: runSessions})
-	register(&Command{Name: "trace", Summary: "show a machine's last boot as a timeline: trace MAC", Run: runTrace})
-}
-
 func sessionClient(g *Global) (bootapiv1.SessionServiceClient, error) {
 	cc, err := g.Conn("bootapi")
 	if err != nil {

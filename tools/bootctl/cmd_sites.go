@@ -8,10 +8,6 @@ import (
 	bootapiv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/bootapi/v1"
 )
 
-func init() {
-	register(&Command{Name: "sites", Summary: "list, get, put, delete sites", Run: runSites})
-}
-
 func siteClient(g *Global) (bootapiv1.SiteServiceClient, error) {
 	cc, err := g.Conn("bootapi")
 	if err != nil {

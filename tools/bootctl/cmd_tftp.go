@@ -9,16 +9,10 @@ import (
 	tftpdv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/tftpd/v1"
 )
 
-func init() {
-	register(&Command{
-		Name:    "tftp",
-		Summary: "tftpd: cache list|evict NAME, stats",
-		Run: func(ctx context.Context, g *Global, args []string) error {
-			return subcommand(ctx, g, "tftp", args, map[string]func(context.Context, *Global, []string) error{
-				"cache": tftpCache,
-				"stats": tftpStats,
-			})
-		},
+func runTftp(ctx context.Context, g *Global, args []string) error {
+	return subcommand(ctx, g, "tftp", args, map[string]func(context.Context, *Global, []string) error{
+		"cache": tftpCache,
+		"stats": tftpStats,
 	})
 }
 

@@ -69,11 +69,31 @@ type Command struct {
 	Run func(ctx context.Context, g *Global, args []string) error
 }
 
-var commands = map[string]*Command{}
+// commands are bootctl's commands, in the order usage lists them.
+var commands = []*Command{
+	{Name: "artifacts", Summary: "upload, list, stat and delete artifacts; import-ipxe", Run: runArtifacts},
+	{Name: "jobs", Summary: "create, list, get, cancel, watch one-shot jobs", Run: runJobs},
+	{Name: "leases", Summary: "dhcpd: leases list [--site S] [--mac M] [--state bound], get IP|MAC, release IP", Run: runLeases},
+	{Name: "machines", Summary: "list, get, register, update, delete machines", Run: runMachines},
+	{Name: "pools", Summary: "dhcpd: pool usage per subnet [--site S]", Run: poolsList},
+	{Name: "profiles", Summary: "list, get, create, delete boot profiles", Run: runProfiles},
+	{Name: "sessions", Summary: "list boot sessions", Run: runSessions},
+	{Name: "sites", Summary: "list, get, put, delete sites", Run: runSites},
+	{Name: "tftp", Summary: "tftpd: cache list|evict NAME, stats", Run: runTftp},
+	{Name: "trace", Summary: "show a machine's last boot as a timeline: trace MAC", Run: runTrace},
+}
 
-func register(c *Command) { commands[c.Name] = c }
+// command finds the command called name; nil when there is none.
+func command(name string) *Command {
+	for _, c := range commands {
+		if c.Name == name {
+			return c
+		}
+	}
+	return nil
+}
 
-// defaultAddrs are the gRPC ports of DESIGN.md.
+// defaultAddrs are the services' default gRPC ports.
 var defaultAddrs = map[string]string{
 	"bootapi": "localhost:9080", "artifactstore": "localhost:9081", "dhcpd": "localhost:9082", "tftpd": "localhost:9083",
 }
@@ -103,8 +123,8 @@ func main() {
 		usage(fs)
 		os.Exit(2)
 	}
-	cmd, ok := commands[args[0]]
-	if !ok {
+	cmd := command(args[0])
+	if cmd == nil {
 		fmt.Fprintf(os.Stderr, "bootctl: unknown command %q\n", args[0])
 		usage(fs)
 		os.Exit(2)
@@ -136,13 +156,8 @@ func describe(err error) string {
 func usage(fs *flag.FlagSet) {
 	w := fs.Output()
 	fmt.Fprintf(w, "usage: bootctl [global flags] <command> [args]\n\ncommands:\n")
-	var names []string
-	for n := range commands {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	for _, n := range names {
-		fmt.Fprintf(w, "  %-12s %s\n", n, commands[n].Summary)
+	for _, c := range commands {
+		fmt.Fprintf(w, "  %-12s %s\n", c.Name, c.Summary)
 	}
 	fmt.Fprintf(w, "\nglobal flags (also BOOTCHAIN_<FLAG> variables):\n")
 	fs.PrintDefaults()

@@ -5,12 +5,13 @@ import (
 	"context"
 	"testing"
 
+	"github.com/bootchain/bootchain/pkg/etcdembed"
 	"github.com/bootchain/bootchain/pkg/store"
 )
 
 // Etcd is an embedded etcd started for one test.
 type Etcd struct {
-	*store.Embedded
+	*etcdembed.Etcd
 	Dir string
 }
 
@@ -19,14 +20,14 @@ type Etcd struct {
 func Start(t testing.TB) *Etcd {
 	t.Helper()
 	dir := t.TempDir()
-	e, err := store.StartEmbedded(context.Background(), store.EmbedConfig{
+	e, err := etcdembed.Start(context.Background(), etcdembed.Config{
 		Dir: dir, ClientAddr: "127.0.0.1:0", PeerAddr: "127.0.0.1:0", UnsafeNoFsync: true,
 	})
 	if err != nil {
 		t.Fatalf("embedded etcd: %v", err)
 	}
 	t.Cleanup(e.Close)
-	return &Etcd{Embedded: e, Dir: dir}
+	return &Etcd{Etcd: e, Dir: dir}
 }
 
 // Client opens a Store on e, closed when the test ends.
@@ -40,7 +41,7 @@ func (e *Etcd) Client(t testing.TB) *store.Store {
 	return st
 }
 
-// InProcess returns a Store that calls e in-process (store.Embedded.Store), as
+// InProcess returns a Store that calls e in-process (etcdembed.Etcd.Store), as
 // the all-in-one launcher's services do.
 func (e *Etcd) InProcess(t testing.TB) *store.Store {
 	t.Helper()

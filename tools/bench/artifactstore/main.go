@@ -34,6 +34,7 @@ import (
 	"time"
 
 	"github.com/bootchain/bootchain/pkg/daemon"
+	"github.com/bootchain/bootchain/pkg/etcdembed"
 	artifactv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/artifactstore/v1"
 	"github.com/bootchain/bootchain/pkg/grpcclient"
 	"github.com/bootchain/bootchain/pkg/store"
@@ -65,7 +66,7 @@ func main() {
 func runServer(dir string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
-	emb, err := store.StartEmbedded(ctx, store.EmbedConfig{Dir: filepath.Join(dir, "etcd"), ClientAddr: "127.0.0.1:0", PeerAddr: "127.0.0.1:0", UnsafeNoFsync: true})
+	emb, err := etcdembed.Start(ctx, etcdembed.Config{Dir: filepath.Join(dir, "etcd"), ClientAddr: "127.0.0.1:0", PeerAddr: "127.0.0.1:0", UnsafeNoFsync: true})
 	if err != nil {
 		return err
 	}
@@ -75,7 +76,7 @@ func runServer(dir string) error {
 		return err
 	}
 	cfg := artifactstore.DefaultConfig()
-	cfg.HTTPAddr, cfg.GRPCAddr, cfg.DataDir, cfg.Store = "127.0.0.1:0", "127.0.0.1:0", filepath.Join(dir, "data"), st
+	cfg.HTTPAddr, cfg.GRPC.Addr, cfg.DataDir, cfg.Store = "127.0.0.1:0", "127.0.0.1:0", filepath.Join(dir, "data"), st
 	srv, err := artifactstore.New(cfg)
 	if err != nil {
 		return err

@@ -29,6 +29,7 @@ import (
 	"time"
 
 	"github.com/bootchain/bootchain/pkg/daemon"
+	"github.com/bootchain/bootchain/pkg/etcdembed"
 	bootapiv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/bootapi/v1"
 	dhcpdv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/dhcpd/v1"
 	"github.com/bootchain/bootchain/pkg/store"
@@ -223,7 +224,7 @@ func perf(ctx context.Context, ns *lab.Netns, rate, period int) (result, error) 
 }
 
 func startDHCPD(ctx context.Context, ns *lab.Netns, dir string) (func() string, string, error) {
-	emb, err := store.StartEmbedded(ctx, store.EmbedConfig{Dir: filepath.Join(dir, "etcd"), ClientAddr: "127.0.0.1:0", PeerAddr: "127.0.0.1:0"})
+	emb, err := etcdembed.Start(ctx, etcdembed.Config{Dir: filepath.Join(dir, "etcd"), ClientAddr: "127.0.0.1:0", PeerAddr: "127.0.0.1:0"})
 	if err != nil {
 		return nil, "", err
 	}
@@ -272,11 +273,11 @@ func startDHCPD(ctx context.Context, ns *lab.Netns, dir string) (func() string, 
 		return nil, "", fmt.Errorf("dhcpd: %v", err)
 	}
 	return func() string {
-		acks := srv.Stats().Acks.Load()
+		stats := srv.Stats()
+		acks, txns, writes := stats.Acks, stats.LeaseTxns, stats.LeaseWrites
 		if verbose {
-			fmt.Fprintf(os.Stderr, "dhcpd stats: %s\n", srv.Stats().String())
+			fmt.Fprintf(os.Stderr, "dhcpd stats: %+v\n", stats)
 		}
-		txns, writes := srv.LeaseWrites()
 		cancel()
 		<-done
 		bound := countBound(st)

@@ -35,8 +35,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/bootchain/bootchain/pkg/etcdembed"
 	artifactstorev1 "github.com/bootchain/bootchain/pkg/gen/bootchain/artifactstore/v1"
-	"github.com/bootchain/bootchain/pkg/store"
 	"github.com/pin/tftp/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -436,7 +436,7 @@ func startBootchain(tmp, serveDir string, files map[string]*file, extra, env []s
 	if err := build.Run(); err != nil {
 		return nil, fmt.Errorf("go build tftpd: %w", err)
 	}
-	etcd, err := store.StartEmbedded(context.Background(), store.EmbedConfig{
+	etcd, err := etcdembed.Start(context.Background(), etcdembed.Config{
 		Dir: filepath.Join(tmp, "etcd"), ClientAddr: "127.0.0.1:0", PeerAddr: "127.0.0.1:0", UnsafeNoFsync: true,
 	})
 	if err != nil {

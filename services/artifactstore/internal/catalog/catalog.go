@@ -128,28 +128,20 @@ func (c *Catalog) Run(ctx context.Context) error {
 	if err := c.cache.WaitReady(ctx); err != nil {
 		return nil
 	}
-	for ctx.Err() == nil {
-		c.collect(ctx)
-	}
-	return nil
+	return c.collect(ctx)
 }
 
 // collect follows metadata changes; when a digest loses its last name, its blob goes.
-func (c *Catalog) collect(ctx context.Context) {
-	snap, events, cancel := c.cache.Subscribe(1024)
-	defer cancel()
-	shas := make(map[string]string, len(snap))
-	for _, it := range snap {
-		shas[it.Name] = it.Value.GetSha256()
-	}
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case ev, ok := <-events:
-			if !ok {
-				return // fell behind: resubscribe from a fresh snapshot
-			}
+func (c *Catalog) collect(ctx context.Context) error {
+	var shas map[string]string
+	return c.cache.Follow(ctx, 1024, func(snap []store.Item[*artifactv1.Artifact]) error {
+		shas = make(map[string]string, len(snap))
+		for _, it := range snap {
+			shas[it.Name] = it.Value.GetSha256()
+		}
+		return nil
+	}, func(batch []store.Event[*artifactv1.Artifact]) error {
+		for _, ev := range batch {
 			old := shas[ev.Name]
 			if ev.Deleted {
 				delete(shas, ev.Name)
@@ -164,7 +156,8 @@ func (c *Catalog) collect(ctx context.Context) {
 				c.dropIfUnreferenced(old)
 			}
 		}
-	}
+		return nil
+	})
 }
 
 func (c *Catalog) shaLock(d string) *sync.Mutex {

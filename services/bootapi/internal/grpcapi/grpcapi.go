@@ -458,31 +458,39 @@ func (a *API) WatchJobs(req *bootapiv1.WatchJobsRequest, stream grpc.ServerStrea
 	match := func(j *bootapiv1.Job) bool {
 		return (mac == "" || j.GetMac() == mac) && (req.GetId() == "" || j.GetId() == req.GetId())
 	}
-	snap, events, cancel := a.st.Jobs.Subscribe(1024)
-	defer cancel()
-	for _, it := range snap {
-		if match(it.Value) {
-			if err := stream.Send(&bootapiv1.WatchJobsResponse{Job: public(it.Value)}); err != nil {
-				return err
+	synced := false
+	err := a.st.Jobs.Follow(stream.Context(), 1024, func(snap []store.Item[*bootapiv1.Job]) error {
+		if synced {
+			// A second snapshot would repeat jobs and miss deletions: the client
+			// starts over instead.
+			return errWatchBehind
+		}
+		synced = true
+		for _, it := range snap {
+			if match(it.Value) {
+				if err := stream.Send(&bootapiv1.WatchJobsResponse{Job: public(it.Value)}); err != nil {
+					return err
+				}
 			}
 		}
-	}
-	for {
-		select {
-		case <-stream.Context().Done():
-			return nil
-		case ev, ok := <-events:
-			if !ok {
-				return status.Error(codes.ResourceExhausted, "watcher fell behind; watch again")
-			}
+		return nil
+	}, func(batch []store.Event[*bootapiv1.Job]) error {
+		for _, ev := range batch {
 			if match(ev.Value) {
 				if err := stream.Send(&bootapiv1.WatchJobsResponse{Job: public(ev.Value), Deleted: ev.Deleted}); err != nil {
 					return err
 				}
 			}
 		}
+		return nil
+	})
+	if errors.Is(err, errWatchBehind) {
+		return status.Error(codes.ResourceExhausted, "watcher fell behind; watch again")
 	}
+	return err
 }
+
+var errWatchBehind = errors.New("watcher fell behind")
 
 // ---- sessions
 

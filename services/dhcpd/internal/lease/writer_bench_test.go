@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bootchain/bootchain/pkg/etcdembed"
 	dhcpdv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/dhcpd/v1"
 	"github.com/bootchain/bootchain/pkg/store"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -22,7 +23,7 @@ func BenchmarkEtcdWriter(b *testing.B) {
 		b.Run(fmt.Sprintf("writers=%d/batch=%d/clients=%d", bc.writers, bc.batch, bc.clients), func(b *testing.B) {
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
-			emb, err := store.StartEmbedded(ctx, store.EmbedConfig{Dir: b.TempDir(), ClientAddr: "127.0.0.1:0", PeerAddr: "127.0.0.1:0"})
+			emb, err := etcdembed.Start(ctx, etcdembed.Config{Dir: b.TempDir(), ClientAddr: "127.0.0.1:0", PeerAddr: "127.0.0.1:0"})
 			if err != nil {
 				b.Fatal(err)
 			}

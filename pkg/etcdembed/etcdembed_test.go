@@ -1,4 +1,4 @@
-package store
+package etcdembed
 
 import (
 	"context"
@@ -7,8 +7,8 @@ import (
 )
 
 // A port picked for etcd can be taken by someone else before etcd binds it;
-// StartEmbedded then picks again instead of failing.
-func TestStartEmbeddedRetriesPickedPortInUse(t *testing.T) {
+// Start then picks again instead of failing.
+func TestStartRetriesPickedPortInUse(t *testing.T) {
 	busy, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -26,11 +26,11 @@ func TestStartEmbeddedRetriesPickedPortInUse(t *testing.T) {
 		return real(host)
 	}
 
-	e, err := StartEmbedded(context.Background(), EmbedConfig{
+	e, err := Start(context.Background(), Config{
 		Dir: t.TempDir(), ClientAddr: "127.0.0.1:0", PeerAddr: "127.0.0.1:0", UnsafeNoFsync: true,
 	})
 	if err != nil {
-		t.Fatalf("StartEmbedded with a busy picked port: %v", err)
+		t.Fatalf("Start with a busy picked port: %v", err)
 	}
 	defer e.Close()
 	if calls < 4 {
@@ -43,7 +43,7 @@ func TestStartEmbeddedRetriesPickedPortInUse(t *testing.T) {
 	// A fixed port that is in use is the caller's choice: no retry, a clear error.
 	calls = 0
 	pickPort = func(host string) (string, error) { calls++; return real(host) }
-	_, err = StartEmbedded(context.Background(), EmbedConfig{
+	_, err = Start(context.Background(), Config{
 		Dir: t.TempDir(), ClientAddr: busy.Addr().String(), PeerAddr: "127.0.0.1:0", UnsafeNoFsync: true,
 	})
 	if err == nil || !addrInUse(err) {
