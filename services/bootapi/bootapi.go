@@ -217,7 +217,6 @@ func (s *Server) Run(ctx context.Context) error {
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return s.state.Run(ctx) })
 	g.Go(func() error { return s.sessions.Run(ctx) })
-	g.Go(func() error { return s.http.Run(ctx) })
 	if s.state.WaitReady(ctx) != nil || s.sessions.WaitReady(ctx) != nil {
 		// Stopped before the caches loaded: nothing was served.
 		s.httpLis.Close()
