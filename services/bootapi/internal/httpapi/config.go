@@ -89,19 +89,11 @@ func (h *Handler) config(ctx context.Context, rc *fasthttp.RequestCtx, query []b
 // input is what the decision reads for mac (m: its record, nil when unknown),
 // and the machine's unfinished job as cached.
 func (h *Handler) input(mac string, m *bootapiv1.Machine, choice string) (decide.Input, store.Item[*bootapiv1.Job]) {
-	st := h.cfg.State
 	in := decide.Input{
 		MAC: mac, Machine: m, MenuChoice: choice, DefaultSite: h.cfg.DefaultSite, DefaultAction: h.cfg.DefaultAction,
-		Sites: func(name string) (*bootapiv1.Site, bool) {
-			it, ok := st.Sites.Get(name)
-			return it.Value, ok
-		},
-		Profiles: func(name string) (*bootapiv1.Profile, bool) {
-			it, ok := st.Profiles.Get(name)
-			return it.Value, ok
-		},
+		Sites: h.sites, Profiles: h.profiles,
 	}
-	jit, _ := st.ActiveJob(mac)
+	jit, _ := h.cfg.State.ActiveJob(mac)
 	in.Job = jit.Value
 	return in, jit
 }
@@ -124,7 +116,11 @@ func (h *Handler) answer(ctx context.Context, mac string, m *bootapiv1.Machine, 
 		in.Job = nil
 		d = decide.Evaluate(in)
 	}
-	s, err := h.render.Render(d, sess.Traceparent(), nil)
+	var tp string
+	if d.Action == decide.Boot { // only a kernel boot carries it
+		tp = sess.Traceparent()
+	}
+	s, err := h.render.Render(d, tp, nil)
 	if err != nil {
 		h.log.Error("script not rendered", "mac", mac, "rule", d.Rule, "err", err)
 	}
