@@ -6,6 +6,7 @@ import (
 	"log"
 	"os"
 
+	"github.com/bootchain/bootchain/pkg/etcdembed"
 	"github.com/bootchain/bootchain/pkg/session"
 	"github.com/bootchain/bootchain/pkg/store"
 )
@@ -21,7 +22,7 @@ func Example() {
 		log.Fatal(err)
 	}
 	defer os.RemoveAll(dir)
-	e, err := store.StartEmbedded(ctx, store.EmbedConfig{Dir: dir, ClientAddr: "127.0.0.1:0", PeerAddr: "127.0.0.1:0", UnsafeNoFsync: true})
+	e, err := etcdembed.Start(ctx, etcdembed.Config{Dir: dir, ClientAddr: "127.0.0.1:0", PeerAddr: "127.0.0.1:0", UnsafeNoFsync: true})
 	if err != nil {
 		log.Fatal(err)
 	}

@@ -246,10 +246,6 @@ func (s *Server) Run(ctx context.Context) error {
 		s.stopRequests()
 		return run.Stop(nil)
 	}
-	// The handler's background work hands the requests answered from memos to
-	// the recorder when it stops: after the servers, before the flush.
-	handOver := run.Layer()
-	handOver.Go(s.http.Run)
 	serve := run.Layer()
 	serve.Go(s.sweep)
 	serve.Go(s.grpc.Serve)

@@ -11,15 +11,16 @@ type params struct {
 	mac, arch, platform, uuid, serial, manufacturer, product, profile string
 }
 
-// maxFastParams bounds the fast path; longer queries take url.ParseQuery's.
-const maxFastParams = 32
+// maxPlainParams bounds the parameters parseParams splits itself; longer
+// queries take url.ParseQuery's.
+const maxPlainParams = 32
 
 // parseParams reads raw (a URL's RawQuery) exactly as URL.Query().Get would, but
 // without building a url.Values (a map and a slice per key) when nothing in raw
 // needs unescaping: iPXE's plain requests. Anything else goes through
 // url.ParseQuery. FuzzParams checks the two agree.
 func parseParams(raw string) params {
-	if strings.ContainsAny(raw, "%+;") || strings.Count(raw, "&") >= maxFastParams {
+	if strings.ContainsAny(raw, "%+;") || strings.Count(raw, "&") >= maxPlainParams {
 		q, _ := url.ParseQuery(raw) // URL.Query's semantics: keep what parsed
 		return paramsFrom(q)
 	}

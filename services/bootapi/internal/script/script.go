@@ -165,8 +165,36 @@ func RenderMenu(m Menu) (string, error) {
 	return head + body, nil
 }
 
-// MenuHead renders the per-machine start of the menu: its title.
+// MenuHead renders the per-machine start of the menu: its title. Every
+// machine's menu starts with it, so the usual values (names of letters, digits,
+// '.', '_', '-', ':') are joined directly; they are what the builder would write.
+// FuzzMenuHead holds the two to the same output.
 func MenuHead(mac, hostname, site string) (string, error) {
+	if mac == "" || !plain(mac) || !plain(hostname) || !plain(site) {
+		return menuHeadBuilt(mac, hostname, site)
+	}
+	title := hostname
+	if title == "" {
+		title = mac
+	}
+	if site != "" {
+		title += " (site " + site + ")"
+	}
+	return "#!ipxe\n# bootchain: menu for " + mac + "\n:start\nmenu bootchain: " + title + "\n", nil
+}
+
+// plain reports whether s holds only characters no iPXE rule applies to.
+func plain(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_' || c == '.' || c == ':') {
+			return false
+		}
+	}
+	return true
+}
+
+func menuHeadBuilt(mac, hostname, site string) (string, error) {
 	var b ipxe.Builder
 	b.Comment("bootchain: menu for " + mac)
 	title := hostname

@@ -1,6 +1,7 @@
 // Package state is bootapi's view of etcd: watch-fed caches of machines, profiles,
 // jobs and sites (so the iPXE path never reads etcd), an index of each machine's
-// active job, and the job state machine as etcd transactions.
+// active job, the job state machine as etcd transactions, and the writer of
+// machine sightings.
 //
 // Invariant: a machine has at most one unfinished job. The key
 // activejobs/<mac> names it; it is created in the same transaction as the job and
@@ -47,6 +48,8 @@ type State struct {
 	Profiles *store.Cache[*bootapiv1.Profile]
 	Jobs     *store.Cache[*bootapiv1.Job]
 	Sites    *store.Cache[*bootapiv1.Site]
+	// Sightings writes machines' last-seen times, facts and discovered records.
+	Sightings *Sightings
 
 	mu     sync.RWMutex
 	active map[string]string // mac -> unfinished job id, kept by indexJob
@@ -62,6 +65,7 @@ func New(st *store.Store, log *slog.Logger) *State {
 		Sites:    store.NewCache(st, store.Prefix("sites"), func() *bootapiv1.Site { return &bootapiv1.Site{} }, log),
 		active:   map[string]string{},
 	}
+	s.Sightings = newSightings(s, log, time.Now)
 	s.Jobs.OnEvent(s.indexJob)
 	return s
 }
@@ -69,10 +73,11 @@ func New(st *store.Store, log *slog.Logger) *State {
 // Store is the etcd store.
 func (s *State) Store() *store.Store { return s.st }
 
-// Run feeds the caches (and through the jobs cache the active-job index) until ctx
-// ends.
+// Run feeds the caches (and through the jobs cache the active-job index) and
+// writes sightings until ctx ends.
 func (s *State) Run(ctx context.Context) error {
 	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return s.Sightings.run(ctx) })
 	g.Go(func() error { return s.Machines.Run(ctx) })
 	g.Go(func() error { return s.Profiles.Run(ctx) })
 	g.Go(func() error { return s.Jobs.Run(ctx) })

@@ -1,4 +1,4 @@
-package httpapi
+package state
 
 import (
 	"context"
@@ -11,7 +11,6 @@ import (
 	bootapiv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/bootapi/v1"
 	"github.com/bootchain/bootchain/pkg/store"
 	"github.com/bootchain/bootchain/pkg/store/storetest"
-	"github.com/bootchain/bootchain/services/bootapi/internal/state"
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
@@ -23,7 +22,7 @@ func TestSightingsBatched(t *testing.T) {
 	defer cancel()
 	st := storetest.New(t)
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	s := state.New(st, log)
+	s := New(st, log)
 	runCtx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { done <- s.Run(runCtx) }()
@@ -55,7 +54,7 @@ func TestSightingsBatched(t *testing.T) {
 	}
 
 	now := time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC)
-	tc := newToucher(s, log, func() time.Time { return now })
+	tc := newSightings(s, log, func() time.Time { return now })
 	batch := map[string]sighting{}
 	var macs []string
 	for i := 0; i < n; i++ {
@@ -109,54 +108,65 @@ func TestSightingsBatched(t *testing.T) {
 	}
 }
 
-// TestSightingInFlight checks that a machine asking again while its sighting
-// is on its way queues no second one, unless its facts changed or the write
-// has not shown up in the cache within sightingInFlight.
-func TestSightingInFlight(t *testing.T) {
+// TestSightingSeen checks which requests queue a sighting: a machine whose
+// record says it was seen recently with the same facts queues none; changed
+// facts, another address, an old last-seen time or an unknown machine do. A
+// full queue drops a sighting and the next request's goes in.
+func TestSightingSeen(t *testing.T) {
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	now := time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC)
-	tc := newToucher(state.New(storetest.New(t), log), log, func() time.Time { return now })
 	const mac = "52:54:00:00:03:01"
-	m := &bootapiv1.Machine{Mac: mac}
-	e := &hotEntry{}
-	q := params{arch: "x86_64", platform: "pcbios"}
-	queued := func(at time.Time, q params, ip string) bool {
-		tc.seen(e, mac, m, q, ip, at)
-		tc.mu.Lock()
-		defer tc.mu.Unlock()
-		_, ok := tc.pending[mac]
-		clear(tc.pending)
-		return ok
+	f := Facts{IP: "198.18.0.10", Arch: "x86_64", Platform: "pcbios", Product: "Standard PC"}
+	seen := &bootapiv1.Machine{Mac: mac, LastSeenTime: timestamppb.New(now.Add(-10 * time.Second)), Facts: f.proto()}
+	other := func(change func(*Facts)) Facts { g := f; change(&g); return g }
+	for name, tc := range map[string]struct {
+		m     *bootapiv1.Machine
+		facts Facts
+		at    time.Time
+		want  bool
+	}{
+		"seen 10 s ago, same facts":   {seen, f, now, false},
+		"changed facts":               {seen, other(func(g *Facts) { g.Arch = "arm64" }), now, true},
+		"another address":             {seen, other(func(g *Facts) { g.IP = "198.18.0.11" }), now, true},
+		"last seen sightingEvery ago": {seen, f, now.Add(sightingEvery(mac)), true},
+		"never seen":                  {&bootapiv1.Machine{Mac: mac}, f, now, true},
+		"unknown machine":             {nil, f, now, true},
+	} {
+		t.Run(name, func(t *testing.T) {
+			s := newSightings(nil, log, func() time.Time { return now })
+			s.Seen(mac, tc.m, tc.facts, tc.at)
+			if _, queued := s.pending[mac]; queued != tc.want {
+				t.Errorf("queued %v, want %v", queued, tc.want)
+			}
+		})
 	}
-	if !queued(now, q, "198.18.0.10") {
-		t.Fatal("first sighting not queued")
-	}
-	if queued(now.Add(time.Second), q, "198.18.0.10") {
-		t.Error("a repeat while the sighting is on its way queued another")
-	}
-	if !queued(now.Add(2*time.Second), q, "198.18.0.11") {
-		t.Error("a request from another address queued no sighting")
-	}
-	if !queued(now.Add(2*time.Second+sightingInFlight), q, "198.18.0.11") {
-		t.Error("a sighting whose write never showed up was not tried again")
-	}
-	seen := &bootapiv1.Machine{Mac: mac, LastSeenTime: timestamppb.New(now), Facts: facts(q, "198.18.0.11")}
-	m = seen
-	if queued(now.Add(3*time.Second), q, "198.18.0.11") {
-		t.Error("a machine seen a moment ago was sighted again")
-	}
-	// A sighting dropped from a full queue leaves no note: the next request's
-	// goes in.
-	m = &bootapiv1.Machine{Mac: mac}
-	tc.mu.Lock()
+
+	s := newSightings(nil, log, func() time.Time { return now })
 	for i := 0; i < maxPendingSightings; i++ {
-		tc.pending[fmt.Sprintf("other%d", i)] = sighting{}
+		s.pending[fmt.Sprintf("other%d", i)] = sighting{}
 	}
-	tc.mu.Unlock()
-	if queued(now.Add(4*time.Second), q, "198.18.0.12") {
-		t.Error("a sighting went into a full queue")
+	s.Seen(mac, nil, f, now)
+	if _, ok := s.pending[mac]; ok || s.Dropped.Load() != 1 {
+		t.Fatalf("a sighting went into a full queue (dropped %d)", s.Dropped.Load())
 	}
-	if !queued(now.Add(4*time.Second), q, "198.18.0.12") {
+	delete(s.pending, "other0")
+	if s.Seen(mac, nil, f, now); s.pending[mac].facts.GetArch() != "x86_64" {
 		t.Error("a dropped sighting held back the next request's")
+	}
+}
+
+// TestSightingEverySpread checks that machines' last-seen rewrites are spread:
+// each MAC has its own period within [1 min, 1.5 min).
+func TestSightingEverySpread(t *testing.T) {
+	periods := map[time.Duration]bool{}
+	for i := 0; i < 100; i++ {
+		d := sightingEvery(fmt.Sprintf("52:54:00:00:05:%02x", i))
+		if d < time.Minute || d >= 90*time.Second {
+			t.Fatalf("period %v outside [1m, 1m30s)", d)
+		}
+		periods[d.Truncate(time.Second)] = true
+	}
+	if len(periods) < 20 {
+		t.Errorf("100 machines share %d periods (whole seconds)", len(periods))
 	}
 }

@@ -1,0 +1,182 @@
+package httpapi
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"errors"
+	"mime"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	bootapiv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/bootapi/v1"
+	"github.com/bootchain/bootchain/pkg/session"
+	"github.com/bootchain/bootchain/pkg/store"
+	"github.com/bootchain/bootchain/services/bootapi/internal/state"
+	"github.com/valyala/fasthttp"
+	"go.opentelemetry.io/otel/attribute"
+	"google.golang.org/protobuf/types/known/timestamppb"
+)
+
+// report takes an installer callback: form fields job (or the job query
+// parameter), token, state (running, succeeded, failed), message, progress.
+func (h *Handler) report(ctx context.Context, rc *fasthttp.RequestCtx) {
+	form, err := reportForm(rc)
+	if err != nil {
+		h.Rejected.Add(1)
+		httpError(rc, "body: "+err.Error(), fasthttp.StatusBadRequest)
+		return
+	}
+	id := form.Get("job")
+	token := form.Get("token")
+	var st bootapiv1.JobState
+	switch form.Get("state") {
+	case "running":
+		st = bootapiv1.JobState_JOB_STATE_RUNNING
+	case "succeeded":
+		st = bootapiv1.JobState_JOB_STATE_SUCCEEDED
+	case "failed":
+		st = bootapiv1.JobState_JOB_STATE_FAILED
+	default:
+		h.Rejected.Add(1)
+		httpError(rc, "state: want running, succeeded or failed", fasthttp.StatusBadRequest)
+		return
+	}
+	progress := int32(0)
+	if p := form.Get("progress"); p != "" {
+		n, err := strconv.Atoi(p)
+		if err != nil || n < 0 || n > 100 {
+			h.Rejected.Add(1)
+			httpError(rc, "progress: want 0-100", fasthttp.StatusBadRequest)
+			return
+		}
+		progress = int32(n)
+	}
+	msg := form.Get("message")
+	if len(msg) > 1024 {
+		msg = msg[:1024]
+	}
+	msg = strings.ToValidUTF8(msg, "?")
+	if id == "" || token == "" {
+		h.Rejected.Add(1)
+		httpError(rc, "job and token are required", fasthttp.StatusBadRequest)
+		return
+	}
+	now := h.cfg.Now()
+	var code int
+	var why string
+	job, rev, err := h.cfg.State.Update(ctx, id, func(j *bootapiv1.Job) error {
+		sum := sha256.Sum256([]byte(token))
+		if len(j.GetTokenHash()) == 0 || subtle.ConstantTimeCompare(sum[:], j.GetTokenHash()) != 1 {
+			code, why = fasthttp.StatusForbidden, "token does not match this job"
+			return errRefused
+		}
+		switch j.GetState() {
+		case bootapiv1.JobState_JOB_STATE_DISPATCHED, bootapiv1.JobState_JOB_STATE_RUNNING:
+		default:
+			code, why = fasthttp.StatusConflict, "job is "+strings.ToLower(strings.TrimPrefix(j.GetState().String(), "JOB_STATE_"))+": reports are closed"
+			return errRefused
+		}
+		j.Reports = append(j.Reports, &bootapiv1.JobReport{State: st, Message: msg, Progress: progress, Time: timestamppb.New(now)})
+		if len(j.Reports) > 100 {
+			j.Reports = j.Reports[len(j.Reports)-100:]
+		}
+		j.Progress, j.Message, j.UpdateTime = progress, msg, timestamppb.New(now)
+		if st == bootapiv1.JobState_JOB_STATE_RUNNING {
+			j.State = st
+			return nil
+		}
+		state.Finish(j, st, msg, now)
+		return nil
+	})
+	// The callback is a hop of the boot session it belongs to, accepted or not.
+	// A refused report has no job from Update: the cache still knows its session.
+	known := job
+	if known == nil {
+		if jit, ok := h.cfg.State.Jobs.Get(id); ok {
+			known = jit.Value
+		}
+	}
+	tp := string(rc.Request.Header.Peek("traceparent"))
+	if tp == "" {
+		tp = known.GetTraceparent()
+	}
+	sess, _ := h.cfg.Sessions.FromTraceparent(tp, known.GetMac())
+	var hop *session.Hop
+	if sess != nil {
+		_, hop = sess.StartHop(ctx, "callback", session.AttrJobID.String(id), attribute.String("bootchain.report_state", form.Get("state")))
+		defer hop.End()
+		hop.SetDetail(form.Get("state") + ": " + msg)
+	}
+	switch {
+	case errors.Is(err, errRefused):
+		h.Rejected.Add(1)
+		if hop != nil {
+			hop.Fail(errors.New(why))
+		}
+		httpError(rc, why, code)
+		return
+	case errors.Is(err, store.ErrNotFound):
+		h.Rejected.Add(1)
+		if hop != nil {
+			hop.Fail(errors.New("no such job"))
+		}
+		httpError(rc, "job: no such job", fasthttp.StatusNotFound)
+		return
+	case err != nil:
+		h.log.Error("report not recorded", "job", id, "err", err)
+		if hop != nil {
+			hop.Fail(err)
+		}
+		httpError(rc, "report not recorded, retry", fasthttp.StatusServiceUnavailable)
+		return
+	}
+	h.Reports.Add(1)
+	// As for dispatch: this replica reads its own write from here on.
+	wctx, cancel := context.WithTimeout(ctx, time.Second)
+	h.cfg.State.Jobs.WaitRevision(wctx, rev)
+	cancel()
+	if sess != nil {
+		switch st {
+		case bootapiv1.JobState_JOB_STATE_SUCCEEDED:
+			sess.Finish(bootapiv1.SessionState_SESSION_STATE_SUCCEEDED, "", "installer reported success: "+msg)
+		case bootapiv1.JobState_JOB_STATE_FAILED:
+			sess.Finish(bootapiv1.SessionState_SESSION_STATE_FAILED, "callback", "installer reported failure: "+msg)
+		}
+	}
+	h.log.Info("job report", "job", id, "mac", job.GetMac(), "state", form.Get("state"), "progress", progress)
+	rc.SetContentType(textPlain)
+	rc.SetBodyString("ok " + id + " " + strings.ToLower(strings.TrimPrefix(job.GetState().String(), "JOB_STATE_")) + "\n")
+}
+
+var errRefused = errors.New("report refused")
+
+// reportForm is what net/http's Request.ParseForm made of a POST, as
+// Request.Form: a url-encoded body's fields, then the query's, with the same errors
+// (the first of a bad Content-Type, the body's, the query's). Its strings are
+// copies, not views of fasthttp's buffers.
+func reportForm(rc *fasthttp.RequestCtx) (url.Values, error) {
+	ct := string(rc.Request.Header.ContentType())
+	if ct == "" {
+		ct = "application/octet-stream"
+	}
+	ct, _, err := mime.ParseMediaType(ct)
+	form := url.Values{}
+	if ct == "application/x-www-form-urlencoded" {
+		var berr error
+		form, berr = url.ParseQuery(string(rc.PostBody()))
+		if err == nil {
+			err = berr
+		}
+	}
+	q, qerr := url.ParseQuery(string(rc.URI().QueryString()))
+	if err == nil {
+		err = qerr
+	}
+	for k, vs := range q {
+		form[k] = append(form[k], vs...)
+	}
+	return form, err
+}

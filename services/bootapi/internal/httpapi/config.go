@@ -1,0 +1,207 @@
+package httpapi
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"strings"
+	"time"
+
+	bootapiv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/bootapi/v1"
+	"github.com/bootchain/bootchain/pkg/macaddr"
+	"github.com/bootchain/bootchain/pkg/session"
+	"github.com/bootchain/bootchain/pkg/store"
+	"github.com/bootchain/bootchain/services/bootapi/internal/decide"
+	"github.com/bootchain/bootchain/services/bootapi/internal/script"
+	"github.com/bootchain/bootchain/services/bootapi/internal/state"
+	"github.com/valyala/fasthttp"
+	"go.opentelemetry.io/otel/attribute"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+)
+
+// config answers a script request; query is its raw query string.
+func (h *Handler) config(ctx context.Context, rc *fasthttp.RequestCtx, query []byte) {
+	// One copy of the query: what is parsed from it (the MAC, the facts, the arch
+	// on the span) outlives the request in the session, the sightings and the
+	// exporter, while fasthttp reuses the request's bytes.
+	q := parseParams(string(query))
+	mac, err := macaddr.Normalize(q.mac)
+	if err != nil {
+		h.Rejected.Add(1)
+		httpError(rc, "mac: "+err.Error(), fasthttp.StatusBadRequest)
+		return
+	}
+	h.Scripts.Add(1)
+	ip := remoteIP(rc)
+	method := fasthttp.MethodGet
+	if rc.IsHead() {
+		method = fasthttp.MethodHead
+	}
+	start := h.cfg.Now()
+	st := h.cfg.State
+	var m *bootapiv1.Machine
+	if it, ok := st.Machines.Get(mac); ok {
+		m = it.Value
+	}
+	sess := h.cfg.Sessions.Open(ctx, mac, session.OpenOptions{IP: ip, Now: start})
+	startHop := func() *session.Hop {
+		var hop *session.Hop
+		ctx, hop = sess.StartHopAt(ctx, "script", start,
+			attribute.String("http.request.method", method), attribute.String("url.path", configPath),
+			attribute.String("client.address", ip), attribute.String("bootchain.arch", q.arch))
+		return hop
+	}
+	var hop *session.Hop
+	if h.spans {
+		// The hop's span is the parent of whatever the decision does (a job's
+		// dispatch), so it starts first.
+		hop = startHop()
+	}
+	s, jobID := h.answer(ctx, mac, m, q.profile, sess)
+	n := s.Len()
+	// Without spans a hop is only its record: a machine looping on its script
+	// (the same answer within session.RepeatWindow) just raises a count.
+	repeated := hop == nil && jobID == "" && sess.Repeat("script", s.Detail, n, start)
+	if hop == nil && !repeated {
+		hop = startHop()
+	}
+	if hop != nil {
+		defer hop.End()
+		hop.SetDetail(s.Detail)
+		hop.SetBytes(n)
+		if jobID != "" {
+			hop.Span().SetAttributes(session.AttrJobID.String(jobID))
+		}
+	}
+	if jobID != "" {
+		sess.SetJob(jobID)
+	}
+	if s.Final {
+		sess.Finish(bootapiv1.SessionState_SESSION_STATE_SUCCEEDED, "", s.Detail)
+	}
+	writeScript(rc, s.Head, s.Body)
+	st.Sightings.Seen(mac, m, facts(q, ip), start)
+}
+
+// input is what the decision reads for mac (m: its record, nil when unknown),
+// and the machine's unfinished job as cached.
+func (h *Handler) input(mac string, m *bootapiv1.Machine, choice string) (decide.Input, store.Item[*bootapiv1.Job]) {
+	in := decide.Input{
+		MAC: mac, Machine: m, MenuChoice: choice, DefaultSite: h.cfg.DefaultSite, DefaultAction: h.cfg.DefaultAction,
+		Sites: h.sites, Profiles: h.profiles,
+	}
+	jit, _ := h.cfg.State.ActiveJob(mac)
+	in.Job = jit.Value
+	return in, jit
+}
+
+// answer decides what mac boots and executes the decision: it records a
+// discovered machine and dispatches a pending job. jobID is the job
+// dispatched, if any.
+func (h *Handler) answer(ctx context.Context, mac string, m *bootapiv1.Machine, choice string, sess *session.Session) (s script.Script, jobID string) {
+	in, jit := h.input(mac, m, choice)
+	d := decide.Evaluate(in)
+	if d.Discover {
+		h.cfg.State.Sightings.Discovered(mac, d.Site.GetName())
+	}
+	if d.Job != nil {
+		if s, ok := h.dispatch(ctx, d, jit, sess); ok {
+			return s, d.Job.GetId()
+		}
+		// Not dispatched (another request or replica got there first, or the
+		// job failed): the machine gets what it would without the job.
+		in.Job = nil
+		d = decide.Evaluate(in)
+	}
+	var tp string
+	if d.Action == decide.Boot { // only a kernel boot carries it
+		tp = sess.Traceparent()
+	}
+	s, err := h.render.Render(d, tp, nil)
+	if err != nil {
+		h.log.Error("script not rendered", "mac", mac, "rule", d.Rule, "err", err)
+	}
+	return s, ""
+}
+
+// dispatch renders the job's script and moves the job pending -> dispatched in one
+// compare-and-swap; if another request (or replica) got there first, it reports
+// false. A job whose profile is gone or cannot be rendered is failed.
+func (h *Handler) dispatch(ctx context.Context, d decide.Decision, jit store.Item[*bootapiv1.Job], sess *session.Session) (script.Script, bool) {
+	job := d.Job
+	now := h.cfg.Now()
+	if d.Profile == nil {
+		// This replica's cache may simply not have the profile yet: ask etcd before
+		// failing anyone's job (a rare path: a job with a missing profile).
+		p := &bootapiv1.Profile{}
+		_, err := h.cfg.State.Store().Get(ctx, store.Key("profiles", job.GetProfile()), p)
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			h.failJob(ctx, jit, "profile "+job.GetProfile()+" no longer exists", now)
+			return script.Script{}, false
+		case err != nil:
+			h.log.Error("job not dispatched: profile unreadable", "job", job.GetId(), "err", err)
+			return script.Script{}, false
+		}
+		d.Profile = p
+	}
+	var raw [32]byte
+	rand.Read(raw[:])
+	token := hex.EncodeToString(raw[:])
+	s, err := h.render.Render(d, sess.Traceparent(), &script.Job{Token: token})
+	if err != nil {
+		h.log.Error("boot script not rendered", "mac", job.GetMac(), "job", job.GetId(), "err", err)
+		h.failJob(ctx, jit, s.Detail, now)
+		return script.Script{}, false
+	}
+	next := proto.Clone(job).(*bootapiv1.Job)
+	sum := sha256.Sum256([]byte(token))
+	next.State, next.TokenHash, next.Traceparent = bootapiv1.JobState_JOB_STATE_DISPATCHED, sum[:], sess.Traceparent()
+	next.DispatchTime, next.UpdateTime = timestamppb.New(now), timestamppb.New(now)
+	next.DeadlineTime = timestamppb.New(now.Add(job.GetTimeout().AsDuration()))
+	rev, err := h.cfg.State.Transition(ctx, next, jit.ModRevision)
+	if err != nil {
+		if !errors.Is(err, store.ErrConflict) {
+			h.log.Error("job not dispatched", "job", job.GetId(), "mac", job.GetMac(), "err", err)
+		}
+		return script.Script{}, false
+	}
+	// Dispatches are rare: let this replica's cache catch up before the script goes
+	// out, so whoever asks this bootapi next (the API, the machine's next request)
+	// sees the job dispatched.
+	wctx, cancel := context.WithTimeout(ctx, time.Second)
+	h.cfg.State.Jobs.WaitRevision(wctx, rev)
+	cancel()
+	h.Dispatches.Add(1)
+	return s, true
+}
+
+func (h *Handler) failJob(ctx context.Context, jit store.Item[*bootapiv1.Job], msg string, now time.Time) {
+	j := proto.Clone(jit.Value).(*bootapiv1.Job)
+	state.Finish(j, bootapiv1.JobState_JOB_STATE_FAILED, msg, now)
+	if _, err := h.cfg.State.Transition(ctx, j, jit.ModRevision); err != nil && !errors.Is(err, store.ErrConflict) {
+		h.log.Error("job not failed", "job", j.GetId(), "err", err)
+	}
+}
+
+// facts reads what iPXE reported, bounded and stripped of anything unprintable.
+func facts(q params, ip string) state.Facts {
+	clean := func(v string) string {
+		if len(v) > 128 {
+			v = v[:128]
+		}
+		return strings.Map(func(r rune) rune {
+			if r < 0x20 || r == 0x7f || r == '\uFFFD' {
+				return -1
+			}
+			return r
+		}, v)
+	}
+	return state.Facts{
+		IP: ip, Arch: clean(q.arch), Platform: clean(q.platform), UUID: clean(q.uuid), Serial: clean(q.serial),
+		Manufacturer: clean(q.manufacturer), Product: clean(q.product),
+	}
+}
