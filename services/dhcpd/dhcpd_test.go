@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bootchain/bootchain/internal/testkit"
 	bootapiv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/bootapi/v1"
 	dhcpdv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/dhcpd/v1"
 	"github.com/bootchain/bootchain/pkg/store"
@@ -54,16 +55,8 @@ func startDHCPD(t *testing.T, l *lab.Lab, st *store.Store, s *bootapiv1.SiteDhcp
 	if err := l.Main().Do(func() (err error) { srv, err = dhcpd.New(cfg); return err }); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(ctx) }()
-	select {
-	case <-srv.Ready():
-	case err := <-done:
-		t.Fatalf("dhcpd stopped: %v", err)
-	case <-time.After(20 * time.Second):
-		t.Fatal("dhcpd not ready")
-	}
+	svc := testkit.Run(t, "dhcpd", srv.Run)
+	testkit.WaitClosed(t, svc, "dhcpd ready", srv.Ready())
 	addr := srv.GRPCAddr().String()
 	cc, err := grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithContextDialer(func(ctx context.Context, a string) (net.Conn, error) { return l.Main().DialContext(ctx, "tcp", a) }))
@@ -71,19 +64,10 @@ func startDHCPD(t *testing.T, l *lab.Lab, st *store.Store, s *bootapiv1.SiteDhcp
 		t.Fatal(err)
 	}
 	r := &rig{lab: l, st: st, srv: srv, cc: cc}
-	stopped := false
-	r.stop = func() {
-		if stopped {
-			return
-		}
-		stopped = true
-		cc.Close()
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("dhcpd Run: %v", err)
-		}
-	}
-	t.Cleanup(r.stop)
+	// The client goes first: its connection would otherwise hold up the
+	// server's graceful stop.
+	t.Cleanup(func() { cc.Close() })
+	r.stop = func() { cc.Close(); svc.Stop() }
 	return r
 }
 
