@@ -307,8 +307,8 @@ func TestLabRouterAdvertisement(t *testing.T) {
 	p.SetMulticastHopLimit(255)
 	rs, _ := (&icmp.Message{Type: ipv6.ICMPTypeRouterSolicitation, Body: &icmp.RawBody{Data: make([]byte, 4)}}).Marshal(nil)
 	buf := make([]byte, 1500)
-	deadline := time.Now().Add(20 * time.Second)
-	for time.Now().Before(deadline) {
+	var body []byte
+	answered := testkit.Poll(testkit.Wait, func() bool {
 		// The client's link-local address may still be coming up: retry the solicitation.
 		// The zone is resolved in the calling thread's namespace: send from inside it.
 		if err := ns.Do(func() error {
@@ -321,20 +321,20 @@ func TestLabRouterAdvertisement(t *testing.T) {
 		for {
 			n, _, err := c.ReadFrom(buf)
 			if err != nil {
-				break
+				return false
 			}
-			m, err := icmp.ParseMessage(58, buf[:n])
-			if err != nil || m.Type != ipv6.ICMPTypeRouterAdvertisement {
-				continue
+			if m, err := icmp.ParseMessage(58, buf[:n]); err == nil && m.Type == ipv6.ICMPTypeRouterAdvertisement {
+				body = m.Body.(*icmp.RawBody).Data
+				return true
 			}
-			body := m.Body.(*icmp.RawBody).Data
-			if len(body) != 12 || body[2] != 0 || body[3] != 0 {
-				t.Fatalf("RA body %x: want router lifetime 0 and no options", body)
-			}
-			return
 		}
+	})
+	if !answered {
+		t.Fatalf("no router advertisement; responder stats: %d solicitations", r.srv.RA().Stats.Solicitations.Load())
 	}
-	t.Fatalf("no router advertisement; responder stats: %d solicitations", r.srv.RA().Stats.Solicitations.Load())
+	if len(body) != 12 || body[2] != 0 || body[3] != 0 {
+		t.Fatalf("RA body %x: want router lifetime 0 and no options", body)
+	}
 }
 
 type closeOnce struct {
