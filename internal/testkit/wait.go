@@ -1,7 +1,6 @@
 package testkit
 
 import (
-	"fmt"
 	"net/http"
 	"testing"
 	"time"
@@ -73,6 +72,6 @@ func WaitClosed(t testing.TB, svc *Service, what string, ch <-chan struct{}) {
 	case <-svc.Done():
 		t.Fatalf("%s stopped before %s: %v", svc.name, what, svc.err)
 	case <-time.After(Wait):
-		t.Fatal(fmt.Sprintf("timed out after %v waiting for %s", Wait, what))
+		t.Fatalf("timed out after %v waiting for %s", Wait, what)
 	}
 }
