@@ -5,10 +5,11 @@
 //	func TestMain(m *testing.M) { testkit.VerifyTestMain(m) }
 //
 //	func TestSomething(t *testing.T) {
-//		srv, _ := tftpd.New(cfg)
-//		svc := testkit.Run(t, "tftpd", srv.Run) // canceled and waited for in Cleanup
-//		testkit.WaitHTTP(t, "http://"+addr+"/healthz")
-//		testkit.Eventually(t, "the transfer to end", func() bool { return srv.Stats().GetActive() == 0 })
+//		srv, err := artifactstore.New(cfg)
+//		...
+//		svc := testkit.Run(t, "artifactstore", srv.Run) // canceled and waited for in Cleanup
+//		testkit.WaitHTTP(t, "http://"+srv.HTTPAddr().String()+"/healthz")
+//		testkit.Eventually(t, "the blob to go", func() bool { return len(blobs(t)) == 0 })
 //		svc.Stop() // stop early, e.g. to restart on the same data
 //	}
 //
