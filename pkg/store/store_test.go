@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bootchain/bootchain/internal/testkit"
 	bootapiv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/bootapi/v1"
 	"github.com/bootchain/bootchain/pkg/store"
 	"github.com/bootchain/bootchain/pkg/store/storetest"
@@ -99,8 +100,7 @@ func testCacheFollowsWrites(t *testing.T, st *store.Store) {
 		t.Fatal(err)
 	}
 	c := store.NewCache(st, pre, newMachine, nil)
-	done := make(chan error, 1)
-	go func() { done <- c.Run(ctx) }()
+	cache := testkit.Run(t, "cache", c.Run)
 	if err := c.WaitReady(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -140,10 +140,7 @@ func testCacheFollowsWrites(t *testing.T, st *store.Store) {
 	if got[0] != "+two" || got[1] != "-one" {
 		t.Fatalf("events %v", got)
 	}
-	cancel()
-	if err := <-done; err != nil {
-		t.Fatalf("Run: %v", err)
-	}
+	cache.Stop()
 }
 
 // A key deleted while the cache was not watching is reported as deleted when the
@@ -168,12 +165,7 @@ func TestCacheRelistReportsDeleteRevision(t *testing.T) {
 			mu.Unlock()
 		}
 	})
-	run := func() (stop func()) {
-		rctx, cancel := context.WithCancel(ctx)
-		done := make(chan struct{})
-		go func() { c.Run(rctx); close(done) }()
-		return func() { cancel(); <-done }
-	}
+	run := func() (stop func()) { return testkit.Run(t, "cache", c.Run).Stop }
 	stop := run()
 	if err := c.WaitRevision(ctx, put); err != nil {
 		t.Fatal(err)

@@ -17,8 +17,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
+	"github.com/bootchain/bootchain/internal/testkit"
 	"github.com/bootchain/bootchain/pkg/apierr"
 	artifactv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/artifactstore/v1"
 	bootapiv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/bootapi/v1"
@@ -78,42 +78,16 @@ func start(t *testing.T, e *storetest.Etcd, o opts) *instance {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	})
+	testkit.Run(t, "artifactstore", srv.Run)
 	cc, err := grpcclient.Dial(srv.GRPCAddr().String(), tlsconf.Files{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cc.Close() })
 	in := &instance{srv: srv, cli: artifactv1.NewArtifactServiceClient(cc), base: "http://" + srv.HTTPAddr().String(), dir: cfg.DataDir, st: st}
-	in.waitReady(t)
+	// It serves once its cache is loaded.
+	testkit.WaitHTTP(t, in.base+"/healthz")
 	return in
-}
-
-// waitReady waits until HTTP answers (the server serves once its cache is loaded).
-func (in *instance) waitReady(t *testing.T) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		resp, err := http.Get(in.base + "/healthz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("artifactstore not ready: %v", err)
-		}
-		time.Sleep(10 * time.Millisecond) // polling for readiness, not waiting a fixed time
-	}
 }
 
 func randBytes(t testing.TB, n int) []byte {
@@ -292,7 +266,7 @@ func TestUploadStatListReadDelete(t *testing.T) {
 		t.Errorf("delete missing: %v", err)
 	}
 	// The deleted content's blob goes once nothing refers to it.
-	waitFor(t, func() bool {
+	testkit.Eventually(t, "the deleted blob to go", func() bool {
 		for _, f := range blobFiles(t, in.dir) {
 			if strings.HasSuffix(f, a.GetSha256()) {
 				return false
@@ -300,17 +274,6 @@ func TestUploadStatListReadDelete(t *testing.T) {
 		}
 		return true
 	})
-}
-
-func waitFor(t *testing.T, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not met in 10s")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }
 
 func TestUploadRejects(t *testing.T) {
@@ -349,7 +312,7 @@ func TestUploadRejects(t *testing.T) {
 	if list, _ := in.cli.List(ctx, &artifactv1.ListRequest{}); len(list.GetArtifacts()) != 0 {
 		t.Errorf("stored: %v", list)
 	}
-	waitFor(t, func() bool { return len(blobFiles(t, in.dir)) == 0 })
+	testkit.Eventually(t, "no blobs left", func() bool { return len(blobFiles(t, in.dir)) == 0 })
 	for _, n := range []string{"../x", "a/../../b", "/abs"} {
 		if _, err := in.cli.Stat(ctx, &artifactv1.StatRequest{Name: n}); apierr.FieldOf(err) != "name" {
 			t.Errorf("Stat(%q) = %v, want InvalidArgument naming name", n, err)
@@ -370,7 +333,7 @@ func TestAbortedUpload(t *testing.T) {
 	}
 	stream.Send(&artifactv1.UploadRequest{Payload: &artifactv1.UploadRequest_Header{Header: &artifactv1.UploadHeader{Name: "k"}}})
 	stream.Send(&artifactv1.UploadRequest{Payload: &artifactv1.UploadRequest_Chunk{Chunk: randBytes(t, 1<<20)}})
-	waitFor(t, func() bool {
+	testkit.Eventually(t, "the upload's temp file", func() bool {
 		for _, f := range blobFiles(t, in.dir) {
 			if strings.HasPrefix(f, "tmp/") {
 				if fi, err := os.Stat(filepath.Join(in.dir, f)); err == nil && fi.Size() > 0 {
@@ -381,7 +344,7 @@ func TestAbortedUpload(t *testing.T) {
 		return false
 	})
 	cancel()
-	waitFor(t, func() bool {
+	testkit.Eventually(t, "the temp file to go", func() bool {
 		for _, f := range blobFiles(t, in.dir) {
 			if strings.HasPrefix(f, "tmp/") {
 				return false
@@ -522,10 +485,7 @@ func TestDownloadIsAHop(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		rctx, cancel := context.WithCancel(ctx)
-		done := make(chan struct{})
-		go func() { r.Run(rctx); close(done) }()
-		t.Cleanup(func() { cancel(); <-done })
+		testkit.Run(t, service+" sessions", r.Run)
 		if err := r.WaitReady(ctx); err != nil {
 			t.Fatal(err)
 		}
@@ -542,7 +502,7 @@ func TestDownloadIsAHop(t *testing.T) {
 	if err := dhcp.Flush(ctx); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, func() bool { _, ok := rec.Get(ctx, mac); return ok })
+	testkit.Eventually(t, "the session in the recorder", func() bool { _, ok := rec.Get(ctx, mac); return ok })
 
 	url := in.base + "/artifacts/vmlinuz?traceparent=" + s.Traceparent()
 	if resp, _ := httpGet(t, url, map[string]string{"Range": "bytes=0-99"}); resp.StatusCode != 206 {
@@ -557,7 +517,7 @@ func TestDownloadIsAHop(t *testing.T) {
 	}
 	// The hop ends after the response is sent: wait until both are recorded.
 	var hops []*bootapiv1.Hop
-	waitFor(t, func() bool {
+	testkit.Eventually(t, "both artifact hops", func() bool {
 		if err := rec.Flush(ctx); err != nil {
 			t.Fatal(err)
 		}

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/bootchain/bootchain/internal/testkit"
 	artifactv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/artifactstore/v1"
 	"github.com/bootchain/bootchain/pkg/grpcclient"
 	"github.com/bootchain/bootchain/pkg/store"
@@ -92,7 +93,7 @@ func TestCrashMidUpload(t *testing.T) {
 	stream.Send(&artifactv1.UploadRequest{Payload: &artifactv1.UploadRequest_Header{Header: &artifactv1.UploadHeader{Name: "k"}}})
 	stream.Send(&artifactv1.UploadRequest{Payload: &artifactv1.UploadRequest_Chunk{Chunk: randBytes(t, 1<<20)}})
 	tmp := filepath.Join(dir, "tmp")
-	waitFor(t, func() bool {
+	testkit.Eventually(t, "the upload's temp file", func() bool {
 		ents, _ := os.ReadDir(tmp)
 		for _, e := range ents {
 			if fi, err := e.Info(); err == nil && fi.Size() > 0 {

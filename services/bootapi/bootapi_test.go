@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bootchain/bootchain/internal/testkit"
 	"github.com/bootchain/bootchain/pkg/apierr"
 	bootapiv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/bootapi/v1"
 	"github.com/bootchain/bootchain/pkg/grpcclient"
@@ -20,29 +21,14 @@ import (
 	"github.com/bootchain/bootchain/pkg/store/storetest"
 	"github.com/bootchain/bootchain/pkg/tlsconf"
 	"github.com/bootchain/bootchain/services/bootapi"
-	"go.uber.org/goleak"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 )
 
-func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m,
-		// etcd's client and embedded server keep package-level goroutines.
-		goleak.IgnoreTopFunction("go.opencensus.io/stats/view.(*worker).start"),
-		goleak.IgnoreAnyFunction("go.etcd.io/etcd/client/pkg/v3/logutil.init"),
-		goleak.IgnoreTopFunction("github.com/golang/glog.(*fileSink).flushDaemon"),
-		goleak.IgnoreTopFunction("go.etcd.io/etcd/pkg/v3/schedule.(*fifo).run"),
-		goleak.IgnoreTopFunction("go.etcd.io/etcd/server/v3/etcdserver.(*raftNode).start.func1"),
-		goleak.IgnoreTopFunction("internal/poll.runtime_pollWait"),
-		goleak.IgnoreTopFunction("go.etcd.io/bbolt.(*DB).freePages"),
-		// fasthttp keeps the Date header's clock in a package-level goroutine, and
-		// a server's idle-worker cleaner sleeps (MaxIdleWorkerDuration, 10 s)
-		// before it sees that the server stopped.
-		goleak.IgnoreAnyFunction("github.com/valyala/fasthttp.updateServerDate.func1"),
-		goleak.IgnoreAnyFunction("github.com/valyala/fasthttp.(*workerPool).Start.func2"),
-	)
-}
+// TestMain also fails the package when a goroutine started by a test outlives
+// it.
+func TestMain(m *testing.M) { testkit.VerifyTestMain(m) }
 
 type harness struct {
 	srv      *bootapi.Server
@@ -67,24 +53,9 @@ func start(t *testing.T, st *store.Store, mod ...func(*bootapi.Config)) *harness
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	})
+	testkit.Run(t, "bootapi", srv.Run)
 	base := "http://" + srv.HTTPAddr().String()
-	waitFor(t, "bootapi ready", func() bool {
-		resp, err := http.Get(base + "/healthz")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == 200
-	})
+	testkit.WaitHTTP(t, base+"/healthz")
 	cc, err := grpcclient.Dial(srv.GRPCAddr().String(), tlsconf.Files{})
 	if err != nil {
 		t.Fatal(err)
@@ -94,19 +65,6 @@ func start(t *testing.T, st *store.Store, mod ...func(*bootapi.Config)) *harness
 		srv: srv, base: base,
 		machines: bootapiv1.NewMachineServiceClient(cc), profiles: bootapiv1.NewProfileServiceClient(cc),
 		jobs: bootapiv1.NewJobServiceClient(cc), sessions: bootapiv1.NewSessionServiceClient(cc), sites: bootapiv1.NewSiteServiceClient(cc),
-	}
-}
-
-// waitFor polls cond until it holds (bounded), for readiness and asynchronous
-// effects; it never asserts on time.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
 	}
 }
 
@@ -221,7 +179,7 @@ func TestJobLifecycle(t *testing.T) {
 	}
 
 	// The whole boot is one session with its hops.
-	waitFor(t, "session hops", func() bool {
+	testkit.Eventually(t, "session hops", func() bool {
 		s, err := h.sessions.GetSession(ctx, &bootapiv1.GetSessionRequest{Mac: mac})
 		return err == nil && len(s.GetSession().GetHops()) >= 5
 	})
@@ -253,7 +211,7 @@ func TestScriptMemo(t *testing.T) {
 			t.Fatalf("request %d answered differently:\n%s\nfirst:\n%s", i, body, first)
 		}
 	}
-	waitFor(t, fmt.Sprintf("one script hop with %d repeats", n-1), func() bool {
+	testkit.Eventually(t, fmt.Sprintf("one script hop with %d repeats", n-1), func() bool {
 		if err := h.srv.FlushSessions(ctx); err != nil {
 			return false
 		}
@@ -313,7 +271,7 @@ func TestOneDispatchAcrossReplicas(t *testing.T) {
 	}
 	// Both replicas must see every job before the race, or one would simply lose
 	// for want of data.
-	waitFor(t, "jobs on replica b", func() bool {
+	testkit.Eventually(t, "jobs on replica b", func() bool {
 		r, err := b.jobs.ListJobs(ctx, &bootapiv1.ListJobsRequest{})
 		return err == nil && len(r.GetJobs()) == len(macs)
 	})
@@ -446,7 +404,7 @@ func TestJobExpires(t *testing.T) {
 	if _, body := h.get(t, "/ipxe/v1/config?mac="+mac); !strings.Contains(body, "kernel ") {
 		t.Fatalf("no job script:\n%s", body)
 	}
-	waitFor(t, "expiry", func() bool {
+	testkit.Eventually(t, "expiry", func() bool {
 		return getJob(t, h, r.GetJob().GetId()).GetState() == bootapiv1.JobState_JOB_STATE_EXPIRED
 	})
 	// An expired job frees the machine for a new one.
@@ -464,7 +422,7 @@ func TestDiscoveryAndDefaults(t *testing.T) {
 	if !strings.Contains(body, "menu bootchain:") || !strings.Contains(body, "item p-debian-12") {
 		t.Fatalf("unknown machine did not get the menu:\n%s", body)
 	}
-	waitFor(t, "discovered machine", func() bool {
+	testkit.Eventually(t, "discovered machine", func() bool {
 		m, err := h.machines.GetMachine(ctx, &bootapiv1.GetMachineRequest{Mac: unknown})
 		f := m.GetMachine().GetFacts()
 		return err == nil && m.GetMachine().GetDiscovered() && f.GetProduct() == "Standard PC" && f.GetIp() == "127.0.0.1"
@@ -502,7 +460,7 @@ func TestRecordsWrittenAroundTheAPI(t *testing.T) {
 		if _, err := st.Put(ctx, store.Key("machines", m), &bootapiv1.Machine{Mac: m, Hostname: hostname, DefaultAction: bootapiv1.Action_ACTION_PROFILE, DefaultProfile: "debian-12", Labels: map[string]string{"k": hostname}}); err != nil {
 			t.Fatal(err)
 		}
-		waitFor(t, "machine in cache", func() bool {
+		testkit.Eventually(t, "machine in cache", func() bool {
 			_, err := h.machines.GetMachine(ctx, &bootapiv1.GetMachineRequest{Mac: m})
 			return err == nil
 		})

@@ -1,13 +1,12 @@
 package bootapi_test
 
 import (
-	"context"
 	"io"
 	"log/slog"
 	"net"
 	"testing"
-	"time"
 
+	"github.com/bootchain/bootchain/internal/testkit"
 	"github.com/bootchain/bootchain/pkg/store"
 	"github.com/bootchain/bootchain/pkg/store/storetest"
 	"github.com/bootchain/bootchain/services/bootapi"
@@ -28,25 +27,16 @@ func startHandler(tb testing.TB) (fasthttp.RequestHandler, *store.Store) {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { srv.Run(ctx); close(done) }()
-	tb.Cleanup(func() { cancel(); <-done })
+	testkit.Run(tb, "bootapi", srv.Run)
 	h := srv.Handler()
 	var req fasthttp.Request
 	req.SetRequestURI("/healthz")
-	deadline := time.Now().Add(15 * time.Second)
-	for {
+	testkit.Eventually(tb, "bootapi ready", func() bool {
 		var rc fasthttp.RequestCtx
 		serve(h, &rc, &req)
-		if rc.Response.StatusCode() == fasthttp.StatusOK {
-			return h, st
-		}
-		if time.Now().After(deadline) {
-			tb.Fatal("bootapi not ready")
-		}
-		time.Sleep(10 * time.Millisecond) // polling for readiness, not waiting a fixed time
-	}
+		return rc.Response.StatusCode() == fasthttp.StatusOK
+	})
+	return h, st
 }
 
 // client is where the requests that serve sends come from.

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bootchain/bootchain/internal/testkit"
 	bootapiv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/bootapi/v1"
 	"github.com/bootchain/bootchain/pkg/grpcserver"
 	"github.com/bootchain/bootchain/pkg/store/storetest"
@@ -39,13 +40,7 @@ func TestStopKeepsEveryAnsweredHop(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- srv.Run(ctx) }()
 	base := "http://" + srv.HTTPAddr().String()
-	waitFor(t, "bootapi ready", func() bool {
-		resp, err := http.Get(base + "/healthz")
-		if err == nil {
-			resp.Body.Close()
-		}
-		return err == nil && resp.StatusCode == 200
-	})
+	testkit.WaitHTTP(t, base+"/healthz")
 
 	answered := make([]atomic.Int64, len(macs))
 	var started, wg sync.WaitGroup
@@ -85,7 +80,7 @@ func TestStopKeepsEveryAnsweredHop(t *testing.T) {
 	for i, m := range macs {
 		want := answered[i].Load()
 		var counted int64
-		waitFor(t, fmt.Sprintf("%s: %d scripts answered counted in etcd", m, want), func() bool {
+		testkit.Eventually(t, fmt.Sprintf("%s: %d scripts answered counted in etcd", m, want), func() bool {
 			s, err := first.sessions.GetSession(context.Background(), &bootapiv1.GetSessionRequest{Mac: m})
 			if err != nil {
 				return false

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bootchain/bootchain/internal/testkit"
 	"github.com/bootchain/bootchain/pkg/etcdembed"
 	bootapiv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/bootapi/v1"
 	dhcpdv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/dhcpd/v1"
@@ -55,16 +56,8 @@ func startDHCPD(t *testing.T, l *lab.Lab, st *store.Store, s *bootapiv1.SiteDhcp
 	if err := l.Main().Do(func() (err error) { srv, err = dhcpd.New(cfg); return err }); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(ctx) }()
-	select {
-	case <-srv.Ready():
-	case err := <-done:
-		t.Fatalf("dhcpd stopped: %v", err)
-	case <-time.After(20 * time.Second):
-		t.Fatal("dhcpd not ready")
-	}
+	svc := testkit.Run(t, "dhcpd", srv.Run)
+	testkit.WaitClosed(t, svc, "dhcpd ready", srv.Ready())
 	addr := srv.GRPCAddr().String()
 	cc, err := grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithContextDialer(func(ctx context.Context, a string) (net.Conn, error) { return l.Main().DialContext(ctx, "tcp", a) }))
@@ -72,19 +65,10 @@ func startDHCPD(t *testing.T, l *lab.Lab, st *store.Store, s *bootapiv1.SiteDhcp
 		t.Fatal(err)
 	}
 	r := &rig{lab: l, st: st, srv: srv, cc: cc}
-	stopped := false
-	r.stop = func() {
-		if stopped {
-			return
-		}
-		stopped = true
-		cc.Close()
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("dhcpd Run: %v", err)
-		}
-	}
-	t.Cleanup(r.stop)
+	// The client goes first: its connection would otherwise hold up the
+	// server's graceful stop.
+	t.Cleanup(func() { cc.Close() })
+	r.stop = func() { cc.Close(); svc.Stop() }
 	return r
 }
 
@@ -324,8 +308,8 @@ func TestLabRouterAdvertisement(t *testing.T) {
 	p.SetMulticastHopLimit(255)
 	rs, _ := (&icmp.Message{Type: ipv6.ICMPTypeRouterSolicitation, Body: &icmp.RawBody{Data: make([]byte, 4)}}).Marshal(nil)
 	buf := make([]byte, 1500)
-	deadline := time.Now().Add(20 * time.Second)
-	for time.Now().Before(deadline) {
+	var body []byte
+	answered := testkit.Poll(testkit.Wait, func() bool {
 		// The client's link-local address may still be coming up: retry the solicitation.
 		// The zone is resolved in the calling thread's namespace: send from inside it.
 		if err := ns.Do(func() error {
@@ -338,20 +322,20 @@ func TestLabRouterAdvertisement(t *testing.T) {
 		for {
 			n, _, err := c.ReadFrom(buf)
 			if err != nil {
-				break
+				return false
 			}
-			m, err := icmp.ParseMessage(58, buf[:n])
-			if err != nil || m.Type != ipv6.ICMPTypeRouterAdvertisement {
-				continue
+			if m, err := icmp.ParseMessage(58, buf[:n]); err == nil && m.Type == ipv6.ICMPTypeRouterAdvertisement {
+				body = m.Body.(*icmp.RawBody).Data
+				return true
 			}
-			body := m.Body.(*icmp.RawBody).Data
-			if len(body) != 12 || body[2] != 0 || body[3] != 0 {
-				t.Fatalf("RA body %x: want router lifetime 0 and no options", body)
-			}
-			return
 		}
+	})
+	if !answered {
+		t.Fatalf("no router advertisement; responder stats: %d solicitations", r.srv.Stats().RouterSolicitations)
 	}
-	t.Fatalf("no router advertisement; responder stats: %d solicitations", r.srv.Stats().RouterSolicitations)
+	if len(body) != 12 || body[2] != 0 || body[3] != 0 {
+		t.Fatalf("RA body %x: want router lifetime 0 and no options", body)
+	}
 }
 
 type closeOnce struct {

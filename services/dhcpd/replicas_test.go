@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bootchain/bootchain/internal/testkit"
 	bootapiv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/bootapi/v1"
 	dhcpdv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/dhcpd/v1"
 	"github.com/bootchain/bootchain/pkg/store"
@@ -125,20 +126,8 @@ func TestReplicasShareAPool(t *testing.T) {
 		if err := l.Main().Do(func() (err error) { srv, err = dhcpd.New(cfg); return err }); err != nil {
 			t.Fatal(err)
 		}
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan error, 1)
-		go func() { done <- srv.Run(ctx) }()
-		t.Cleanup(func() {
-			cancel()
-			if err := <-done; err != nil {
-				t.Errorf("replica %d: %v", i, err)
-			}
-		})
-		select {
-		case <-srv.Ready():
-		case err := <-done:
-			t.Fatalf("replica %d stopped: %v", i, err)
-		}
+		svc := testkit.Run(t, cfg.Name, srv.Run)
+		testkit.WaitClosed(t, svc, cfg.Name+" ready", srv.Ready())
 		addrs = append(addrs, net.UDPAddrFromAddrPort(netip.AddrPortFrom(gw, uint16(port))))
 	}
 

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bootchain/bootchain/internal/testkit"
 	tftpdv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/tftpd/v1"
 	"github.com/bootchain/bootchain/pkg/store"
 	"github.com/bootchain/bootchain/services/tftpd"
@@ -28,18 +29,18 @@ func TestArtifactstoreRestart(t *testing.T) {
 	// A change reported while artifactstore is down: the stale copy is still served.
 	v2 := randomBytes(t, 310_000)
 	e.arts.Put("ipxe.efi", v2)
-	waitFor(t, "the entry to turn stale", 10*time.Second, func() bool { return cacheEntry(t, e, "ipxe.efi").GetStale() })
+	testkit.Eventually(t, "the entry to turn stale", func() bool { return cacheEntry(t, e, "ipxe.efi").GetStale() })
 	mustGet(t, e.addr(), "ipxe.efi", v1)
 
 	e.arts.Restart()
-	waitFor(t, "the new version", 20*time.Second, func() bool {
+	testkit.Eventually(t, "the new version", func() bool {
 		got, _, err := get(e.addr(), "ipxe.efi", 1468, false)
 		return err == nil && bytes.Equal(got, v2)
 	})
 	// And one more change with artifactstore up.
 	v3 := randomBytes(t, 1000)
 	e.arts.Put("ipxe.efi", v3)
-	waitFor(t, "the third version", 20*time.Second, func() bool {
+	testkit.Eventually(t, "the third version", func() bool {
 		got, _, err := get(e.addr(), "ipxe.efi", 1468, false)
 		return err == nil && bytes.Equal(got, v3)
 	})
@@ -83,7 +84,7 @@ func TestRestartFromDiskCache(t *testing.T) {
 	}
 	// With artifactstore back, it is fetched again.
 	e.arts.Restart()
-	waitFor(t, "undionly.kpxe again", 20*time.Second, func() bool {
+	testkit.Eventually(t, "undionly.kpxe again", func() bool {
 		got, _, err := get(e.addr(), "undionly.kpxe", 0, false)
 		return err == nil && bytes.Equal(got, kpxe)
 	})
@@ -98,7 +99,7 @@ func TestArtifactDeleted(t *testing.T) {
 	if err := e.st.Delete(context.Background(), store.Key("artifacts", "snponly.efi"), 0); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the entry to go", 10*time.Second, func() bool {
+	testkit.Eventually(t, "the entry to go", func() bool {
 		_, _, err := get(e.addr(), "snponly.efi", 0, false)
 		return err != nil
 	})

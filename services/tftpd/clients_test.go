@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bootchain/bootchain/internal/testkit"
 	"github.com/bootchain/bootchain/services/tftpd"
 )
 
@@ -108,7 +109,7 @@ func TestPacketLoss(t *testing.T) {
 					}
 				}
 			}
-			waitFor(t, "transfers to end", 10*time.Second, func() bool { return e.stats().GetActive() == 0 })
+			testkit.Eventually(t, "transfers to end", func() bool { return e.stats().GetActive() == 0 })
 			if st := e.stats(); st.GetRetransmits() == 0 || st.GetSucceeded() != 4 || st.GetFailed() != 0 {
 				t.Errorf("stats: %v", st)
 			}

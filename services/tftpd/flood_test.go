@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bootchain/bootchain/internal/testkit"
 	"github.com/bootchain/bootchain/services/tftpd"
 )
 
@@ -108,7 +109,7 @@ func TestFlood(t *testing.T) {
 		}
 	}()
 	wg.Wait()
-	waitFor(t, "all transfers to end", 30*time.Second, func() bool { return e.srv.Stats().GetActive() == 0 })
+	testkit.EventuallyWithin(t, 30*time.Second, "all transfers to end", func() bool { return e.srv.Stats().GetActive() == 0 })
 	close(stopPoll)
 	<-pollDone
 
@@ -133,14 +134,10 @@ func TestFlood(t *testing.T) {
 	// timeouts, sockets close).
 	var g int
 	var heap uint64
-	deadline := time.Now().Add(20 * time.Second)
-	for {
+	testkit.Poll(testkit.Wait, func() bool {
 		g, heap = settle()
-		if g <= baseG+3 && heap <= baseHeap+8<<20 || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return g <= baseG+3 && heap <= baseHeap+8<<20
+	})
 	t.Logf("goroutines %d -> %d, heap %d KiB -> %d KiB", baseG, g, baseHeap>>10, heap>>10)
 	if g > baseG+3 {
 		buf := make([]byte, 1<<20)

@@ -5,7 +5,6 @@ import (
 	"encoding/hex"
 
 	"github.com/bootchain/bootchain/pkg/session"
-	"google.golang.org/grpc"
 )
 
 func sessionOpenIP(ip string) session.OpenOptions { return session.OpenOptions{IP: ip} }
@@ -14,5 +13,3 @@ func sha256hex(b []byte) string {
 	s := sha256.Sum256(b)
 	return hex.EncodeToString(s[:])
 }
-
-func grpcWaitForReady() grpc.CallOption { return grpc.WaitForReady(true) }

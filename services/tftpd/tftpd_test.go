@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bootchain/bootchain/internal/testkit"
 	dhcpdv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/dhcpd/v1"
 	tftpdv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/tftpd/v1"
 	"github.com/bootchain/bootchain/pkg/grpcclient"
@@ -78,12 +79,6 @@ func newEnv(t testing.TB, opts ...option) *env {
 	return e
 }
 
-// newEnvOn starts tftpd on etcd against the artifactstore at addr.
-func newEnvOn(t testing.TB, etcd *storetest.Etcd, addr string, opts ...option) *env {
-	t.Helper()
-	return newEnvWith(t, etcd.Client(t), addr, opts...)
-}
-
 func newEnvWith(t testing.TB, st *store.Store, artifactstore string, opts ...option) *env {
 	t.Helper()
 	e := &env{t: t, st: st}
@@ -106,26 +101,7 @@ func (e *env) start() {
 	if err != nil {
 		e.t.Fatalf("tftpd.New: %v", err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(ctx) }()
-	stopped := false
-	e.stop = func() {
-		if stopped {
-			return
-		}
-		stopped = true
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				e.t.Errorf("tftpd.Run: %v", err)
-			}
-		case <-time.After(30 * time.Second):
-			e.t.Errorf("tftpd did not stop")
-		}
-	}
-	e.t.Cleanup(e.stop)
+	e.stop = testkit.Run(e.t, "tftpd", srv.Run).Stop
 	e.srv = srv
 	cc, err := grpcclient.Dial(srv.GRPCAddr().String(), tlsconf.Files{})
 	if err != nil {
@@ -182,18 +158,6 @@ func randomBytes(t testing.TB, n int) []byte {
 	return b
 }
 
-// waitFor polls cond (no fixed sleeps: it returns as soon as cond holds).
-func waitFor(t testing.TB, what string, within time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 func ipxeEFI(t testing.TB) []byte {
 	b, err := os.ReadFile("/usr/lib/ipxe/ipxe.efi")
 	if err != nil {
@@ -243,7 +207,7 @@ func TestDownloadGoClient(t *testing.T) {
 			var size int64
 			var err error
 			// The etcd map arrives through a watch: allow it a moment.
-			waitFor(t, "download of "+tt.file, 10*time.Second, func() bool {
+			testkit.Eventually(t, "download of "+tt.file, func() bool {
 				got, size, err = get(e.addr(), tt.file, tt.blksize, tt.tsize)
 				return err == nil
 			})
@@ -257,7 +221,7 @@ func TestDownloadGoClient(t *testing.T) {
 	}
 	// The server counts a transfer once it has the last ACK, a moment after the
 	// client is done.
-	waitFor(t, "transfers to end", 5*time.Second, func() bool { return e.stats().GetActive() == 0 })
+	testkit.Eventually(t, "transfers to end", func() bool { return e.stats().GetActive() == 0 })
 	st := e.stats()
 	if st.GetSucceeded() != int64(len(tests)) || st.GetFailed() != 0 {
 		t.Errorf("stats: %v", st)
@@ -397,7 +361,7 @@ func TestTsizeProbeAbortAndSession(t *testing.T) {
 	if err != nil || !bytes.Equal(got, efi) {
 		t.Fatalf("transfer after the probe: %v", err)
 	}
-	waitFor(t, "two hops", 10*time.Second, func() bool {
+	testkit.Eventually(t, "two hops", func() bool {
 		bs, ok := rec.Get(t.Context(), mac)
 		return ok && len(bs.GetHops()) == 2
 	})
@@ -427,7 +391,7 @@ func TestTsizeProbeAbortAndSession(t *testing.T) {
 	if _, ok := full.GetAttributes()["tftp.retransmits"]; !ok {
 		t.Errorf("no retransmits attribute")
 	}
-	waitFor(t, "transfers to end", 5*time.Second, func() bool { return e.stats().GetActive() == 0 })
+	testkit.Eventually(t, "transfers to end", func() bool { return e.stats().GetActive() == 0 })
 	st := e.stats()
 	if st.GetAborted() != 1 || st.GetSucceeded() != 1 {
 		t.Errorf("stats: %v", st)
@@ -442,7 +406,7 @@ func TestAbandonedTransfer(t *testing.T) {
 	if len(ans) < 4 || ans[1] != 3 {
 		t.Fatalf("want DATA, got % x", ans)
 	}
-	waitFor(t, "the transfer to fail", 10*time.Second, func() bool { return e.stats().GetFailed() == 1 })
+	testkit.Eventually(t, "the transfer to fail", func() bool { return e.stats().GetFailed() == 1 })
 	if st := e.stats(); st.GetActive() != 0 || st.GetRetransmits() != 2 {
 		t.Errorf("stats: %v", st)
 	}
@@ -496,7 +460,7 @@ func TestAdminCache(t *testing.T) {
 	if e.arts.Reads("ipxe.efi") != reads+1 {
 		t.Errorf("evicted entry was not fetched again")
 	}
-	waitFor(t, "transfers to end", 5*time.Second, func() bool { return e.stats().GetActive() == 0 })
+	testkit.Eventually(t, "transfers to end", func() bool { return e.stats().GetActive() == 0 })
 	st := e.stats()
 	if st.GetCacheMisses() != 2 || st.GetCacheHits() != 0 {
 		t.Errorf("stats: %v", st)
@@ -519,9 +483,9 @@ func TestHopFoundByLease(t *testing.T) {
 	}
 	rec.Open(context.Background(), mac, sessionOpenIP(""))
 	// The lease reaches tftpd through a watch: retry until the hop lands.
-	waitFor(t, "a tftp hop on the lease's session", 10*time.Second, func() bool {
+	testkit.Eventually(t, "a tftp hop on the lease's session", func() bool {
 		mustGet(t, e.addr(), "snponly.efi", []byte("snp"))
-		waitFor(t, "transfers to end", 5*time.Second, func() bool { return e.stats().GetActive() == 0 })
+		testkit.Eventually(t, "transfers to end", func() bool { return e.stats().GetActive() == 0 })
 		bs, ok := rec.Get(t.Context(), mac)
 		return ok && len(bs.GetHops()) > 0
 	})

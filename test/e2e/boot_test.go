@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bootchain/bootchain/internal/testkit"
 	"github.com/bootchain/bootchain/test/lab"
 )
 
@@ -129,12 +130,10 @@ func TestScreendump(t *testing.T) {
 	defer vm.Kill()
 	png := filepath.Join(t.TempDir(), "screen.png")
 	// The QMP socket appears once QEMU has set up; poll (bounded) until it answers.
-	for i := 0; ; i++ {
-		if err = vm.Screendump(ctx, png); err == nil || i == 100 || vm.Proc.Exited() {
-			break
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	testkit.Poll(5*time.Second, func() bool {
+		err = vm.Screendump(ctx, png)
+		return err == nil || vm.Proc.Exited()
+	})
 	if err != nil {
 		t.Fatalf("%v; qemu: %s", err, vm.Output())
 	}
@@ -154,7 +153,7 @@ func TestScreendump(t *testing.T) {
 }
 
 // TestPXEChainBIOS boots the whole chain the way a site with dnsmasq and nginx does
-// (tuned, see FIELD-NOTES): SeaBIOS, the NIC's iPXE ROM asks DHCP, gets the script
+// (tuned as docs/firmware.md says): SeaBIOS, the NIC's iPXE ROM asks DHCP, gets the script
 // URL, fetches the script, kernel and initrd over HTTP, and the initrd reports back.
 // It checks the lab, peers, QEMU and initrd pieces together.
 func TestPXEChainBIOS(t *testing.T) {

@@ -240,7 +240,7 @@ func (e *chainEnv) bootVM(name string, fw Firmware, mac net.HardwareAddr) *VM {
 
 // hopOrder is the order the issue asks one trace to hold, with the service that
 // must have handled each hop. For BIOS with chain-loading, the "firmware" DHCP is
-// the ROM iPXE's (FIELD-NOTES: the ROM is iPXE).
+// the ROM iPXE's (the NIC's option ROM is iPXE: docs/firmware.md).
 var hopOrder = []struct{ name, service, what string }{
 	{"dhcp.discover", "bootchain-dhcpd", "firmware DHCP DISCOVER"},
 	{"dhcp.request", "bootchain-dhcpd", "firmware DHCP REQUEST"},

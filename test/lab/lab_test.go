@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bootchain/bootchain/internal/testkit"
 	"github.com/bootchain/bootchain/test/lab"
 )
 
@@ -253,10 +254,10 @@ func TestStartAndClose(t *testing.T) {
 	// The process must run inside the namespace: its net namespace differs from ours.
 	self, _ := os.Readlink("/proc/self/ns/net")
 	var theirs string
-	for i := 0; i < 200 && (theirs == "" || theirs == self); i++ { // ip netns exec switches, then execs
+	testkit.Poll(2*time.Second, func() bool { // ip netns exec switches, then execs
 		theirs, _ = os.Readlink(fmt.Sprintf("/proc/%d/ns/net", p.PID()))
-		time.Sleep(10 * time.Millisecond)
-	}
+		return theirs != "" && theirs != self
+	})
 	if theirs == self {
 		t.Errorf("process %d runs in the host's network namespace", p.PID())
 	}

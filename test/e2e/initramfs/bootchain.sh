@@ -2,7 +2,7 @@
 # Sourced by /init; also sourced on the host by the e2e package's tests, so it must
 # not do anything when sourced.
 #
-# Contract with bootapi (see DESIGN.md, "Boot session and trace contract"): the kernel
+# Contract with bootapi (docs/architecture.md, "Installer callbacks"): the kernel
 # cmdline carries bootchain.callback=<URL>, bootchain.token=<token> and
 # bootchain.traceparent=<W3C traceparent>. A report is
 #   POST <callback URL, as given>

@@ -396,7 +396,7 @@ func prepareFiles(l *lab.Lab, o options, fw e2e.Firmware, rd *e2e.Initrd) (Files
 	f.ScriptURL = fmt.Sprintf("http://%s/%s", server, f.ScriptName)
 	f.CallbackURL = fmt.Sprintf("http://%s/report?job=bench-%s", net.JoinHostPort(server.String(), callbackPort), randomHex(4))
 	// initrd=<name>: on UEFI this iPXE hands the initrd over by name, and the kernel
-	// finds it only when the cmdline names it (FIELD-NOTES); harmless on BIOS.
+	// finds it only when the cmdline names it (docs/firmware.md); harmless on BIOS.
 	f.Cmdline = fmt.Sprintf("initrd=%s console=ttyS0 panic=1 bootchain.callback=%s bootchain.token=%s bootchain.traceparent=%s",
 		f.InitrdName, f.CallbackURL, f.Token, f.Traceparent)
 

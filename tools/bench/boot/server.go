@@ -92,7 +92,7 @@ func (s *funcServer) Stop() {
 }
 
 // dnsmasqNginx is dnsmasq (DHCP + TFTP) and nginx (script, kernel, initrd): stock
-// settings, or hand-tuned for network boot (see FIELD-NOTES: no ping before offers,
+// settings, or hand-tuned for network boot (docs/firmware.md: no ping before offers,
 // option 175.176 = 1 to iPXE, router advertisements with lifetime 0).
 type dnsmasqNginx struct {
 	tuned   bool

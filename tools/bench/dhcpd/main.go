@@ -196,10 +196,8 @@ func perf(ctx context.Context, ns *lab.Netns, rate, period int) (result, error) 
 	// perfdhcp runs at a higher priority than the server under test (the same for
 	// every server): on a busy machine the load generator's receive socket must
 	// not be what overflows. "-g single": perfdhcp's default on more than one CPU
-	// is a receiver thread besides the sender, and on this 2-core machine the two
-	// spin through more than a core between them (measured with /usr/bin/time:
-	// 7.4 CPU s for a 5 s step), starving whichever server runs; one thread
-	// leaves every server more CPU (Kea's best rate went from 12,000 to 24,000).
+	// is a receiver thread besides the sender, and on two cores the two spin
+	// through more than a core between them, starving whichever server runs.
 	out, err := ns.Run(tctx, "nice", "-n", "-10", "perfdhcp", "-4", "-g", "single", "-l", "eth0", "-r", strconv.Itoa(rate), "-R", "50000",
 		"-p", strconv.Itoa(period), "-W", "1000000", serverAddr)
 	s := string(out)

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bootchain/bootchain/internal/testkit"
 	dhcpdv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/dhcpd/v1"
 	"github.com/bootchain/bootchain/pkg/store"
 	"github.com/bootchain/bootchain/pkg/store/storetest"
@@ -112,19 +113,11 @@ func TestOfferBlockLifecycle(t *testing.T) {
 		r.cfg.Now = func() time.Time { mu.Lock(); defer mu.Unlock(); return clock[r] }
 	}
 	advance := func(r *Allocator, d time.Duration) { mu.Lock(); clock[r] = clock[r].Add(d); mu.Unlock() }
-	// eventually polls: b learns of a's claims through its watch.
-	eventually := func(what string, ok func() bool) {
-		t.Helper()
-		for deadline := time.Now().Add(5 * time.Second); !ok(); time.Sleep(10 * time.Millisecond) {
-			if time.Now().After(deadline) {
-				t.Fatalf("timed out: %s", what)
-			}
-		}
-	}
 	if _, err := a.Offer(ctx, Client{MAC: "m1"}, sub); err != nil {
 		t.Fatal(err)
 	}
-	eventually("b sees a's claim", func() bool {
+	// b learns of a's claims through its watch.
+	testkit.Eventually(t, "b sees a's claim", func() bool {
 		_, err := b.Offer(ctx, Client{MAC: "m2"}, sub)
 		return err != nil
 	})
@@ -154,7 +147,7 @@ func TestOfferBlockLifecycle(t *testing.T) {
 		t.Errorf("a still holds offers %v", a.Offers())
 	}
 	var l *dhcpdv1.Lease
-	eventually("b claims the free block", func() bool {
+	testkit.Eventually(t, "b claims the free block", func() bool {
 		var err error
 		l, err = b.Offer(ctx, Client{MAC: "m2"}, sub)
 		return err == nil
@@ -165,7 +158,7 @@ func TestOfferBlockLifecycle(t *testing.T) {
 	}
 
 	// b "crashes": its claim stands until it runs out, then a takes the block over.
-	eventually("a sees b's claim", func() bool {
+	testkit.Eventually(t, "a sees b's claim", func() bool {
 		_, err := a.Offer(ctx, Client{MAC: "m4"}, sub)
 		return err != nil
 	})

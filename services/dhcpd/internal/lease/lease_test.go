@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bootchain/bootchain/internal/testkit"
 	dhcpdv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/dhcpd/v1"
 	"github.com/bootchain/bootchain/pkg/store"
 	"github.com/bootchain/bootchain/pkg/store/storetest"
@@ -30,17 +31,17 @@ func subnet(n int) *Subnet {
 func replica(t *testing.T, ctx context.Context, st *store.Store, name string, sub *Subnet) *Allocator {
 	t.Helper()
 	w := NewEtcdWriter(st, "lab", 8, 128)
-	go w.Run(ctx)
+	testkit.Run(t, name+" lease writer", w.Run)
 	a := New(Config{Site: "lab", Server: name, Writer: w})
 	a.SetSubnets([]*Subnet{sub})
 	c := store.NewCache(st, store.Prefix("leases", "lab"), func() *dhcpdv1.Lease { return &dhcpdv1.Lease{} }, nil)
-	go c.Run(ctx)
+	testkit.Run(t, name+" leases cache", c.Run)
 	if err := c.WaitReady(ctx); err != nil {
 		t.Fatal(err)
 	}
 	blocks := store.NewCache(st, store.Prefix("offerblocks", "lab"), func() *dhcpdv1.OfferBlock { return &dhcpdv1.OfferBlock{} }, nil)
 	blocks.OnEvent(func(ev store.Event[*dhcpdv1.OfferBlock]) { a.ApplyBlock(ev.Name, ev.Value, ev.ModRevision, ev.Deleted) })
-	go blocks.Run(ctx)
+	testkit.Run(t, name+" offer blocks cache", blocks.Run)
 	if err := blocks.WaitReady(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -48,12 +49,15 @@ func replica(t *testing.T, ctx context.Context, st *store.Store, name string, su
 	for _, it := range snap {
 		a.Apply(it.Name, it.Value, it.ModRevision, false)
 	}
+	fed := make(chan struct{})
 	go func() {
-		defer cancel()
+		defer close(fed)
 		for e := range ev {
 			a.Apply(e.Name, e.Value, e.ModRevision, e.Deleted)
 		}
 	}()
+	// Only ending the subscription closes ev; the caches stop after it.
+	t.Cleanup(func() { cancel(); <-fed })
 	return a
 }
 

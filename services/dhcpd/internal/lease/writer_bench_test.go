@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bootchain/bootchain/internal/testkit"
 	"github.com/bootchain/bootchain/pkg/etcdembed"
 	dhcpdv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/dhcpd/v1"
 	"github.com/bootchain/bootchain/pkg/store"
@@ -34,8 +35,7 @@ func BenchmarkEtcdWriter(b *testing.B) {
 			}
 			defer st.Close()
 			w := NewEtcdWriter(st, "bench", bc.writers, bc.batch)
-			done := make(chan struct{})
-			go func() { w.Run(ctx); close(done) }()
+			writer := testkit.Run(b, "lease writer", w.Run)
 			var next atomic.Uint32
 			base := netip.MustParseAddr("10.0.0.0").As4()
 			b0 := be32(base)
@@ -65,8 +65,7 @@ func BenchmarkEtcdWriter(b *testing.B) {
 			txns, writes := w.Stats()
 			b.ReportMetric(float64(writes)/el.Seconds(), "writes/s")
 			b.ReportMetric(float64(writes)/float64(max(txns, 1)), "writes/txn")
-			cancel()
-			<-done
+			writer.Stop() // before the deferred closes of the store and etcd
 		})
 	}
 }

@@ -1,6 +1,6 @@
 // Package ra answers IPv6 router solicitations on the boot network with a router
 // advertisement of router lifetime 0 and no prefix: "there is no IPv6 router
-// here". iPXE otherwise waits 13-16 s for a router in every stage.
+// here". iPXE otherwise waits 13-16 s for a router in every stage (docs/firmware.md).
 package ra
 
 import (

@@ -38,7 +38,7 @@ const (
 )
 
 // noPXEDHCP is option 175 with sub-option 176 (no-pxedhcp) = 1: iPXE then does not
-// wait 2-3 s for ProxyDHCP offers (FIELD-NOTES).
+// wait 2-3 s for ProxyDHCP offers (docs/firmware.md).
 var noPXEDHCP = []byte{176, 1, 1}
 
 // pxeDiscoveryControl is option 43 with PXE sub-option 6 (discovery control) = 8:

@@ -1,0 +1,9 @@
+package integration
+
+import (
+	"testing"
+
+	"github.com/bootchain/bootchain/internal/testkit"
+)
+
+func TestMain(m *testing.M) { testkit.VerifyTestMain(m) }
