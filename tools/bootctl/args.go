@@ -95,6 +95,9 @@ func noArgs(cmd *cobra.Command, args []string) error {
 		return usageErrorf("%s: unexpected argument %q", cmd.CommandPath(), args[0])
 	}
 	msg := fmt.Sprintf("unknown command %q for %q", args[0], cmd.CommandPath())
+	if cmd.SuggestionsMinimumDistance <= 0 {
+		cmd.SuggestionsMinimumDistance = 2
+	}
 	if s := cmd.SuggestionsFor(args[0]); len(s) > 0 {
 		msg += "; did you mean " + strings.Join(s, " or ") + "?"
 	}

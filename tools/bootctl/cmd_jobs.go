@@ -99,7 +99,12 @@ func showJob(g *Global, j *bootapiv1.Job) error {
 		fmt.Fprintln(w, "\nReports:")
 		rows := make([][]string, 0, len(j.GetReports()))
 		for _, r := range j.GetReports() {
-			rows = append(rows, []string{ts(r.GetTime()), jobStateName(r.GetState()), fmt.Sprintf("%d%%", r.GetProgress()), dash(r.GetMessage())})
+			// A final report without a progress says nothing about it.
+			progress := fmt.Sprintf("%d%%", r.GetProgress())
+			if r.GetProgress() == 0 && r.GetState() != bootapiv1.JobState_JOB_STATE_RUNNING {
+				progress = "-"
+			}
+			rows = append(rows, []string{ts(r.GetTime()), jobStateName(r.GetState()), progress, dash(r.GetMessage())})
 		}
 		return writeTable(w, []string{"TIME", "STATE", "PROGRESS", "MESSAGE"}, rows)
 	})
@@ -186,6 +191,9 @@ func jobsCreateCommand(g *Global) *cobra.Command {
   bootctl jobs create --mac 52:54:00:12:34:56 --profile debian-12 --job-timeout 30m`,
 		Args: argNames(),
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if mac == "" || profile == "" {
+				return usageErrorf("%s: --mac and --profile are required", cmd.CommandPath())
+			}
 			req := &bootapiv1.CreateJobRequest{Mac: mac, Profile: profile}
 			if timeout > 0 {
 				req.Timeout = durationpb.New(timeout)
@@ -206,8 +214,6 @@ func jobsCreateCommand(g *Global) *cobra.Command {
 	cmd.Flags().StringVar(&mac, "mac", "", "machine to boot (required)")
 	cmd.Flags().StringVar(&profile, "profile", "", "profile to boot once (required)")
 	cmd.Flags().DurationVar(&timeout, "job-timeout", 0, "time from dispatch to a final report (default 1h)")
-	_ = cmd.MarkFlagRequired("mac")
-	_ = cmd.MarkFlagRequired("profile")
 	_ = cmd.RegisterFlagCompletionFunc("mac", complete(g, machineMACs))
 	_ = cmd.RegisterFlagCompletionFunc("profile", complete(g, profileNames))
 	return withFields(cmd, map[string]string{"mac": "--mac", "profile": "--profile", "timeout": "--job-timeout"})

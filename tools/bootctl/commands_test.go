@@ -66,11 +66,24 @@ func TestCommands(t *testing.T) {
 	id := list.Jobs[0].ID
 	golden(t, "commands/jobs_get", e.mustRun("jobs", "get", id))
 
+	// The machine boots: its job is dispatched and a session recorded.
+	e.bootScript(mac)
+	golden(t, "commands/sessions", e.mustRun("sessions"))
+	out = e.mustRun("trace", mac)
+	for _, w := range []string{"Machine:  " + mac, "State:    active", "HOP", "script", "bootapi", "job " + id + " profile debian-12"} {
+		if !strings.Contains(out, w) {
+			t.Errorf("trace lacks %q:\n%s", w, out)
+		}
+	}
+	if got := e.mustRun("sessions", "get", mac); got != out {
+		t.Errorf("sessions get differs from trace:\n%s\n%s", got, out)
+	}
+
 	// Deletes, each of a thing nothing else uses.
 	e.mustRun("machines", "register", "52:54:00:00:00:99")
 	for _, s := range [][]string{
 		{"machines", "delete", "52:54:00:00:00:99"},
-		{"profiles", "delete", "rescue", "--bootapi-addr", e.bootapi.GRPCAddr().String()},
+		{"profiles", "delete", "rescue", "-bootapi", e.bootapi.GRPCAddr().String()}, // the old flag name
 		{"sites", "put", "old"}, {"sites", "delete", "old"},
 	} {
 		if s[0] == "profiles" {

@@ -49,7 +49,14 @@ func explain(cmd *cobra.Command, g *Global, err error) string {
 		return fmt.Sprintf("%s at %s did not answer within %s (set --timeout)", svc, g.Addrs[svc], g.Timeout)
 	case codes.InvalidArgument, codes.FailedPrecondition:
 		if field, desc := violation(st); field != "" {
-			return flagFor(cmd, field) + ": " + cliWords(cmd, desc)
+			// Validation messages often start with the field's own name again.
+			last := field[strings.LastIndexByte(field, '.')+1:]
+			desc = strings.TrimPrefix(strings.TrimPrefix(desc, field+": "), last+": ")
+			msg := flagFor(cmd, field) + ": " + cliWords(cmd, desc)
+			if strings.Contains(desc, "TemplateData") {
+				msg += " (bootctl profiles fields lists what a template may use)"
+			}
+			return msg
 		}
 	case codes.NotFound, codes.AlreadyExists, codes.Aborted, codes.Canceled:
 		return cliWords(cmd, st.Message())
@@ -110,8 +117,12 @@ func cliWords(cmd *cobra.Command, msg string) string {
 	var pairs []string
 	for _, f := range fields {
 		flag := cmd.Annotations[fieldAnnotation+f]
-		pairs = append(pairs, f, flag)
-		if i := strings.LastIndexByte(f, '.'); i >= 0 {
+		// Only names that cannot be English words of the message are replaced:
+		// "machine.default_profile" and "default_profile", not "name" or "mac".
+		if strings.ContainsAny(f, "._") {
+			pairs = append(pairs, f, flag)
+		}
+		if i := strings.LastIndexByte(f, '.'); i >= 0 && strings.Contains(f[i+1:], "_") {
 			pairs = append(pairs, f[i+1:], flag)
 		}
 	}
