@@ -49,6 +49,18 @@ var legacyFlagNames = map[string]string{
 	"dhcpd": addrFlag("dhcpd"), "tftpd": addrFlag("tftpd"),
 }
 
+// legacyNamesOf returns the old names of a global flag, whose
+// BOOTCHAIN_<OLD NAME> variables still count.
+func legacyNamesOf(name string) []string {
+	var old []string
+	for o, n := range legacyFlagNames {
+		if n == name {
+			old = append(old, o)
+		}
+	}
+	return old
+}
+
 // normalizeFlag lets the old names of the global flags work as aliases.
 func normalizeFlag(_ *pflag.FlagSet, name string) pflag.NormalizedName {
 	if n, ok := legacyFlagNames[name]; ok {

@@ -75,9 +75,12 @@ func (g *Global) resolve(cmd *cobra.Command) error {
 		if f.Changed || err != nil {
 			return
 		}
-		if v, ok := os.LookupEnv(config.EnvName(f.Name)); ok {
-			if e := fs.Set(f.Name, v); e != nil {
-				err = fmt.Errorf("%s=%q: %w", config.EnvName(f.Name), v, e)
+		for _, name := range append([]string{f.Name}, legacyNamesOf(f.Name)...) {
+			if v, ok := os.LookupEnv(config.EnvName(name)); ok {
+				if e := fs.Set(f.Name, v); e != nil {
+					err = fmt.Errorf("%s=%q: %w", config.EnvName(name), v, e)
+				}
+				return
 			}
 		}
 	})

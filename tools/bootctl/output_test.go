@@ -61,19 +61,3 @@ func TestOutputFormats(t *testing.T) {
 		}
 	}
 }
-
-func TestLegacyArgs(t *testing.T) {
-	root := newRootCommand(newGlobal(nil))
-	for in, want := range map[string]string{
-		"jobs create -mac M -profile P":                  "jobs create --mac M --profile P",
-		"-o json jobs list":                              "-o json jobs list",
-		"-bootapi 10.0.0.1:9080 machines list -l a=b":    "--bootapi 10.0.0.1:9080 machines list -l a=b",
-		"profiles create x -kernel=k -menu":              "profiles create x --kernel=k --menu",
-		"machines register M -hostname h -- -hostname":   "machines register M --hostname h -- -hostname",
-		"profiles create x --cmdline -quiet -nosuchflag": "profiles create x --cmdline -quiet -nosuchflag",
-	} {
-		if got := strings.Join(legacyArgs(root, strings.Fields(in)), " "); got != want {
-			t.Errorf("legacyArgs(%q) = %q, want %q", in, got, want)
-		}
-	}
-}
