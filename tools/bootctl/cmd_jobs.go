@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -242,6 +241,3 @@ func jobsCancelCommand(g *Global) *cobra.Command {
 	}
 	return withFields(cmd, map[string]string{"id": "ID"})
 }
-
-// errNoJob: jobs watch --mac found no job of the machine.
-var errNoJob = errors.New("no job")

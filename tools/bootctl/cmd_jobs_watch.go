@@ -58,6 +58,9 @@ interrupted (Ctrl-C).`,
 	return withFields(cmd, map[string]string{"mac": "--mac", "id": "ID"})
 }
 
+// errNoJob: jobs watch --mac found no job of the machine.
+var errNoJob = errors.New("no job")
+
 // latestJob returns the ID of mac's newest job.
 func latestJob(ctx context.Context, g *Global, c bootapiv1.JobServiceClient, mac string) (string, error) {
 	ctx, cancel := g.call(ctx)

@@ -145,6 +145,6 @@ func jobIDs(ctx context.Context, g *Global, _ string) ([]string, error) {
 }
 
 // registerGlobalCompletions completes the global flags with fixed values.
-func registerGlobalCompletions(root *cobra.Command, _ *Global) {
+func registerGlobalCompletions(root *cobra.Command) {
 	_ = root.RegisterFlagCompletionFunc("output", words("table", "json", "yaml"))
 }

@@ -38,7 +38,7 @@ flags win over variables.`,
 	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error {
 		return &usageError{msg: cmd.CommandPath() + ": " + err.Error()}
 	})
-	registerGlobalCompletions(root, g)
+	registerGlobalCompletions(root)
 	group(root,
 		machinesCommand(g),
 		profilesCommand(g),
