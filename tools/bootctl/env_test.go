@@ -20,6 +20,7 @@ import (
 // loopback ports, for bootctl to talk to.
 type testEnv struct {
 	t        *testing.T
+	etcd     *storetest.Etcd
 	bootapi  *bootapi.Server
 	artifact *artifactstore.Server
 	// closed is a loopback address nothing listens on (dhcpd and tftpd).
@@ -65,7 +66,7 @@ func startEnv(t *testing.T) *testEnv {
 	closed := l.Addr().String()
 	l.Close()
 
-	e := &testEnv{t: t, bootapi: bsrv, artifact: asrv, closed: closed}
+	e := &testEnv{t: t, etcd: etcd, bootapi: bsrv, artifact: asrv, closed: closed}
 	// bootapi answers once its caches are loaded.
 	deadline := time.Now().Add(20 * time.Second)
 	for {
