@@ -5,33 +5,21 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"mime"
 	"os"
 	"path/filepath"
 	"sort"
-	"strconv"
 	"strings"
 	"time"
 
 	artifactv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/artifactstore/v1"
+	"github.com/spf13/cobra"
 	"golang.org/x/term"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/proto"
 )
-
-func runArtifacts(ctx context.Context, g *Global, args []string) error {
-	return subcommand(ctx, g, "artifacts", args, map[string]func(context.Context, *Global, []string) error{
-		"upload":      artifactsUpload,
-		"list":        artifactsList,
-		"stat":        artifactsStat,
-		"delete":      artifactsDelete,
-		"import-ipxe": artifactsImportIPXE,
-	})
-}
 
 func artifactClient(g *Global) (artifactv1.ArtifactServiceClient, error) {
 	cc, err := g.Conn("artifactstore")
@@ -41,45 +29,52 @@ func artifactClient(g *Global) (artifactv1.ArtifactServiceClient, error) {
 	return artifactv1.NewArtifactServiceClient(cc), nil
 }
 
-// parseInterleaved parses flags that may come after positional arguments
-// ("upload FILE --name N").
-func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
-	var pos []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			return nil, err
-		}
-		if fs.NArg() == 0 {
-			return pos, nil
-		}
-		pos = append(pos, fs.Arg(0))
-		args = fs.Args()[1:]
-	}
+func artifactsCommand(g *Global) *cobra.Command {
+	return group(&cobra.Command{
+		Use:     "artifacts",
+		Aliases: []string{"artifact"},
+		Short:   "Upload, list, show and delete artifacts (kernels, initrds, iPXE)",
+		Long: `Artifacts are the files machines download while they boot: kernels, initrds,
+iPXE binaries. They are stored by content (sha256) under a name; profiles name
+them. Uploading under a name that exists replaces its content, once the new
+content has arrived whole.`,
+	},
+		artifactsListCommand(g),
+		artifactsStatCommand(g),
+		artifactsUploadCommand(g),
+		artifactsDeleteCommand(g),
+		artifactsImportIPXECommand(g),
+	)
 }
 
-func artifactsUpload(ctx context.Context, g *Global, args []string) error {
-	fs := flag.NewFlagSet("artifacts upload", flag.ContinueOnError)
-	name := fs.String("name", "", "artifact name (default: the file's base name)")
-	ct := fs.String("content-type", "", "MIME type (default: from the file extension, else application/octet-stream)")
-	pos, err := parseInterleaved(fs, args)
-	if err != nil {
-		return err
+func artifactsUploadCommand(g *Global) *cobra.Command {
+	var name, ct string
+	cmd := &cobra.Command{
+		Use:     "upload FILE",
+		Aliases: []string{"create", "update"},
+		Short:   "Upload a file as an artifact (or replace an artifact's content)",
+		Example: `  bootctl artifacts upload /boot/vmlinuz-6.1.0-amd64 --name debian/linux
+  bootctl artifacts upload ./initrd.gz --name debian/initrd.gz`,
+		Args: argNames("FILE"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if name == "" {
+				name = filepath.Base(args[0])
+			}
+			cli, err := artifactClient(g)
+			if err != nil {
+				return err
+			}
+			resp, err := uploadFile(cmd.Context(), cli, args[0], name, ct, cmd.ErrOrStderr())
+			if err != nil {
+				return err
+			}
+			return showArtifact(g, resp.GetArtifact(), true)
+		},
 	}
-	if len(pos) != 1 {
-		return errors.New("artifacts upload FILE [--name NAME] [--content-type TYPE]")
-	}
-	if *name == "" {
-		*name = filepath.Base(pos[0])
-	}
-	cli, err := artifactClient(g)
-	if err != nil {
-		return err
-	}
-	resp, err := uploadFile(ctx, cli, pos[0], *name, *ct, os.Stderr)
-	if err != nil {
-		return err
-	}
-	return printArtifacts(g, resp.GetArtifact())
+	cmd.Flags().StringVar(&name, "name", "", "artifact name (default: the file's base name)")
+	cmd.Flags().StringVar(&ct, "content-type", "", "MIME type (default: from the file extension)")
+	_ = cmd.RegisterFlagCompletionFunc("name", complete(g, artifactNames))
+	return withFields(cmd, map[string]string{"header.name": "--name", "name": "--name", "header.content_type": "--content-type"})
 }
 
 // uploadFile hashes the file first (so the server checks the content end to end),
@@ -196,123 +191,152 @@ func (p *progress) done(err error) {
 	}
 }
 
-func humanBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return strconv.FormatInt(n, 10) + " B"
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
-}
-
-func printArtifacts(g *Global, as ...*artifactv1.Artifact) error {
-	if g.JSON() {
-		msgs := make([]proto.Message, len(as))
-		for i, a := range as {
-			msgs[i] = a
-		}
-		return printJSON(g, msgs...)
-	}
+func artifactTable(w io.Writer, as []*artifactv1.Artifact) error {
 	rows := make([][]string, 0, len(as))
 	for _, a := range as {
-		rows = append(rows, []string{a.GetName(), strconv.FormatInt(a.GetSize(), 10), a.GetSha256()[:min(12, len(a.GetSha256()))], a.GetContentType(), a.GetOriginSite(), ts(a.GetUpdateTime())})
+		rows = append(rows, []string{a.GetName(), humanBytes(a.GetSize()), shortSHA(a.GetSha256()), dash(a.GetContentType()), dash(a.GetOriginSite()), ts(a.GetUpdateTime())})
 	}
-	return printTable(g, []string{"NAME", "SIZE", "SHA256", "TYPE", "ORIGIN", "UPDATED"}, rows)
+	return writeTable(w, []string{"NAME", "SIZE", "SHA256", "TYPE", "ORIGIN", "UPDATED"}, rows)
 }
 
-func artifactsList(ctx context.Context, g *Global, args []string) error {
-	fs := flag.NewFlagSet("artifacts list", flag.ContinueOnError)
-	prefix := fs.String("prefix", "", "only names starting with this")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	cli, err := artifactClient(g)
-	if err != nil {
-		return err
-	}
-	ctx, cancel := context.WithTimeout(ctx, g.Timeout)
-	defer cancel()
-	resp, err := cli.List(ctx, &artifactv1.ListRequest{Prefix: *prefix})
-	if err != nil {
-		return err
-	}
-	if g.JSON() {
-		return printJSON(g, resp)
-	}
-	return printArtifacts(g, resp.GetArtifacts()...)
+func showArtifact(g *Global, a *artifactv1.Artifact, local bool) error {
+	return g.show(a, func(w io.Writer) error { return artifactDetail(w, a, local) })
 }
 
-func artifactsStat(ctx context.Context, g *Global, args []string) error {
-	if len(args) != 1 {
-		return errors.New("artifacts stat NAME")
-	}
-	cli, err := artifactClient(g)
-	if err != nil {
-		return err
-	}
-	ctx, cancel := context.WithTimeout(ctx, g.Timeout)
-	defer cancel()
-	resp, err := cli.Stat(ctx, &artifactv1.StatRequest{Name: args[0]})
-	if err != nil {
-		return err
-	}
-	if g.JSON() {
-		return printJSON(g, resp)
-	}
-	a := resp.GetArtifact()
-	return printTable(g, []string{"FIELD", "VALUE"}, [][]string{
-		{"name", a.GetName()}, {"sha256", a.GetSha256()}, {"size", strconv.FormatInt(a.GetSize(), 10)},
-		{"content type", a.GetContentType()}, {"origin site", a.GetOriginSite()},
-		{"created", ts(a.GetCreateTime())}, {"updated", ts(a.GetUpdateTime())}, {"held locally", strconv.FormatBool(resp.GetLocal())},
+func artifactDetail(w io.Writer, a *artifactv1.Artifact, local bool) error {
+	return writeDetail(w, []field{
+		{"Name", a.GetName()},
+		{"Size", fmt.Sprintf("%s (%d bytes)", humanBytes(a.GetSize()), a.GetSize())},
+		{"SHA256", a.GetSha256()},
+		{"Content type", dash(a.GetContentType())},
+		{"Origin site", dash(a.GetOriginSite())},
+		{"Held locally", yesNo(local)},
+		{"Created", ts(a.GetCreateTime())},
+		{"Updated", ts(a.GetUpdateTime())},
 	})
 }
 
-func artifactsDelete(ctx context.Context, g *Global, args []string) error {
-	fs := flag.NewFlagSet("artifacts delete", flag.ContinueOnError)
-	force := fs.Bool("force", false, "delete even while profiles refer to it")
-	pos, err := parseInterleaved(fs, args)
-	if err != nil {
-		return err
+func artifactsListCommand(g *Global) *cobra.Command {
+	var prefix string
+	cmd := &cobra.Command{
+		Use:     "list",
+		Aliases: []string{"ls"},
+		Short:   "List artifacts",
+		Example: `  bootctl artifacts list --prefix debian/`,
+		Args:    argNames(),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cli, err := artifactClient(g)
+			if err != nil {
+				return err
+			}
+			ctx, cancel := g.call(cmd.Context())
+			defer cancel()
+			resp, err := cli.List(ctx, &artifactv1.ListRequest{Prefix: prefix})
+			if err != nil {
+				return err
+			}
+			return g.show(resp, func(w io.Writer) error { return artifactTable(w, resp.GetArtifacts()) })
+		},
 	}
-	if len(pos) != 1 {
-		return errors.New("artifacts delete NAME [--force]")
-	}
-	cli, err := artifactClient(g)
-	if err != nil {
-		return err
-	}
-	ctx, cancel := context.WithTimeout(ctx, g.Timeout)
-	defer cancel()
-	resp, err := cli.Delete(ctx, &artifactv1.DeleteRequest{Name: pos[0], Force: *force})
-	if err != nil {
-		return err
-	}
-	if g.JSON() {
-		return printJSON(g, resp)
-	}
-	fmt.Fprintf(g.Out, "deleted %s\n", resp.GetArtifact().GetName())
-	if refs := resp.GetReferencedBy(); len(refs) > 0 {
-		fmt.Fprintf(g.Out, "warning: still referenced by profiles %s\n", strings.Join(refs, ", "))
-	}
-	return nil
+	cmd.Flags().StringVar(&prefix, "prefix", "", "only names starting with this")
+	return cmd
 }
 
-// artifactsImportIPXE uploads the iPXE binaries of Debian's ipxe package under their
-// file names, skipping those already stored with the same content.
-func artifactsImportIPXE(ctx context.Context, g *Global, args []string) error {
-	fs := flag.NewFlagSet("artifacts import-ipxe", flag.ContinueOnError)
-	dir := fs.String("dir", "/usr/lib/ipxe", "folder of the iPXE binaries (Debian package ipxe)")
-	prefix := fs.String("prefix", "", "name prefix (\"ipxe/\" stores ipxe/undionly.kpxe, ...)")
-	if err := fs.Parse(args); err != nil {
-		return err
+func artifactsStatCommand(g *Global) *cobra.Command {
+	return &cobra.Command{
+		Use:               "stat NAME",
+		Aliases:           []string{"get", "show"},
+		Short:             "Show one artifact",
+		Example:           `  bootctl artifacts stat debian/linux`,
+		Args:              argNames("NAME"),
+		ValidArgsFunction: firstArg(g, artifactNames),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cli, err := artifactClient(g)
+			if err != nil {
+				return err
+			}
+			ctx, cancel := g.call(cmd.Context())
+			defer cancel()
+			resp, err := cli.Stat(ctx, &artifactv1.StatRequest{Name: args[0]})
+			if err != nil {
+				return err
+			}
+			return g.show(resp, func(w io.Writer) error { return artifactDetail(w, resp.GetArtifact(), resp.GetLocal()) })
+		},
 	}
-	ents, err := os.ReadDir(*dir)
+}
+
+func artifactsDeleteCommand(g *Global) *cobra.Command {
+	var force bool
+	cmd := &cobra.Command{
+		Use:               "delete NAME",
+		Aliases:           []string{"rm"},
+		Short:             "Delete an artifact no profile refers to (or any, with --force)",
+		Example:           `  bootctl artifacts delete debian/initrd-old.gz` + "\n" + `  bootctl artifacts delete debian/linux --force`,
+		Args:              argNames("NAME"),
+		ValidArgsFunction: firstArg(g, artifactNames),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cli, err := artifactClient(g)
+			if err != nil {
+				return err
+			}
+			ctx, cancel := g.call(cmd.Context())
+			defer cancel()
+			resp, err := cli.Delete(ctx, &artifactv1.DeleteRequest{Name: args[0], Force: force})
+			if err != nil {
+				return err
+			}
+			return g.show(resp, func(w io.Writer) error {
+				fmt.Fprintf(w, "deleted artifact %s\n", resp.GetArtifact().GetName())
+				if refs := resp.GetReferencedBy(); len(refs) > 0 {
+					fmt.Fprintf(w, "warning: profiles still refer to it: %s\n", strings.Join(refs, ", "))
+				}
+				return nil
+			})
+		},
+	}
+	cmd.Flags().BoolVar(&force, "force", false, "delete even while profiles refer to it")
+	return withFields(cmd, map[string]string{"name": "NAME"})
+}
+
+// artifactsImportIPXECommand uploads the iPXE binaries of Debian's ipxe package
+// under their file names, skipping those already stored with the same content.
+func artifactsImportIPXECommand(g *Global) *cobra.Command {
+	var dir, prefix string
+	cmd := &cobra.Command{
+		Use:   "import-ipxe",
+		Short: "Upload the iPXE binaries of Debian's ipxe package",
+		Long: `Upload the iPXE binaries (*.kpxe, *.efi, ...) found in --dir under their file
+names, skipping those already stored with the same content.`,
+		Example: `  bootctl artifacts import-ipxe
+  bootctl artifacts import-ipxe --dir ./ipxe/bin --prefix ipxe/`,
+		Args: argNames(),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			files, err := ipxeFiles(dir)
+			if err != nil {
+				return err
+			}
+			cli, err := artifactClient(g)
+			if err != nil {
+				return err
+			}
+			stored, err := importFiles(cmd.Context(), g, cli, dir, prefix, files, cmd.ErrOrStderr())
+			if err != nil {
+				return err
+			}
+			return g.show(&artifactv1.ListResponse{Artifacts: stored}, func(w io.Writer) error { return artifactTable(w, stored) })
+		},
+	}
+	cmd.Flags().StringVar(&dir, "dir", "/usr/lib/ipxe", "folder of the iPXE binaries (Debian package ipxe)")
+	cmd.Flags().StringVar(&prefix, "prefix", "", "name prefix (\"ipxe/\" stores ipxe/undionly.kpxe, ...)")
+	_ = cmd.MarkFlagDirname("dir")
+	return cmd
+}
+
+func ipxeFiles(dir string) ([]string, error) {
+	ents, err := os.ReadDir(dir)
 	if err != nil {
-		return fmt.Errorf("%w (install the Debian package ipxe)", err)
+		return nil, fmt.Errorf("%w (install the Debian package ipxe, or set --dir)", err)
 	}
 	var files []string
 	for _, e := range ents {
@@ -325,38 +349,38 @@ func artifactsImportIPXE(ctx context.Context, g *Global, args []string) error {
 	}
 	sort.Strings(files)
 	if len(files) == 0 {
-		return fmt.Errorf("no iPXE binaries in %s", *dir)
+		return nil, fmt.Errorf("no iPXE binaries in %s", dir)
 	}
-	cli, err := artifactClient(g)
-	if err != nil {
-		return err
-	}
+	return files, nil
+}
+
+func importFiles(ctx context.Context, g *Global, cli artifactv1.ArtifactServiceClient, dir, prefix string, files []string, log io.Writer) ([]*artifactv1.Artifact, error) {
 	var stored []*artifactv1.Artifact
 	for _, fn := range files {
-		path := filepath.Join(*dir, fn)
-		name := *prefix + fn
+		path := filepath.Join(dir, fn)
+		name := prefix + fn
 		sum, err := fileSHA256(path)
 		if err != nil {
-			return err
+			return nil, err
 		}
-		sctx, cancel := context.WithTimeout(ctx, g.Timeout)
+		sctx, cancel := g.call(ctx)
 		st, err := cli.Stat(sctx, &artifactv1.StatRequest{Name: name})
 		cancel()
 		switch {
 		case err == nil && st.GetArtifact().GetSha256() == sum:
-			fmt.Fprintf(os.Stderr, "%s: unchanged, skipped\n", name)
+			fmt.Fprintf(log, "%s: unchanged, skipped\n", name)
 			stored = append(stored, st.GetArtifact())
 			continue
 		case err != nil && status.Code(err) != codes.NotFound:
-			return err
+			return nil, err
 		}
-		resp, err := uploadFile(ctx, cli, path, name, "application/octet-stream", os.Stderr)
+		resp, err := uploadFile(ctx, cli, path, name, "application/octet-stream", log)
 		if err != nil {
-			return fmt.Errorf("%s: %w", name, err)
+			return nil, fmt.Errorf("%s: %w", name, err)
 		}
 		stored = append(stored, resp.GetArtifact())
 	}
-	return printArtifacts(g, stored...)
+	return stored, nil
 }
 
 func fileSHA256(path string) (string, error) {

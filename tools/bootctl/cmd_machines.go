@@ -1,13 +1,13 @@
 package main
 
 import (
-	"context"
-	"flag"
 	"fmt"
-	"sort"
+	"io"
 	"strings"
 
 	bootapiv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/bootapi/v1"
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"google.golang.org/protobuf/types/known/fieldmaskpb"
 )
 
@@ -19,120 +19,214 @@ func machineClient(g *Global) (bootapiv1.MachineServiceClient, error) {
 	return bootapiv1.NewMachineServiceClient(cc), nil
 }
 
-// labelsFlag collects repeated -label k=v.
-type labelsFlag map[string]string
-
-func (l labelsFlag) String() string { return fmt.Sprint(map[string]string(l)) }
-func (l labelsFlag) Set(s string) error {
-	k, v, ok := strings.Cut(s, "=")
-	if !ok {
-		return fmt.Errorf("want key=value, got %q", s)
-	}
-	l[k] = v
-	return nil
+func machinesCommand(g *Global) *cobra.Command {
+	return group(&cobra.Command{
+		Use:     "machines",
+		Aliases: []string{"machine"},
+		Short:   "List, show, register, update and delete machines",
+		Long: `A machine is a MAC address bootchain knows: registered by an operator, or
+discovered when it first asked for a boot. Its default action (menu, local-disk,
+sanboot, shell or profile) says what it boots when no job is pending.`,
+	},
+		machinesListCommand(g),
+		machinesGetCommand(g),
+		machinesRegisterCommand(g),
+		machinesUpdateCommand(g),
+		machinesDeleteCommand(g),
+	)
 }
 
-func parseAction(s string) (bootapiv1.Action, error) {
-	if s == "" {
-		return bootapiv1.Action_ACTION_UNSPECIFIED, nil
-	}
-	v, ok := bootapiv1.Action_value["ACTION_"+strings.ToUpper(strings.ReplaceAll(s, "-", "_"))]
-	if !ok {
-		return 0, fmt.Errorf("action %q: want menu, local-disk, sanboot, shell or profile", s)
-	}
-	return bootapiv1.Action(v), nil
-}
-
-func actionName(a bootapiv1.Action) string {
-	if a == bootapiv1.Action_ACTION_UNSPECIFIED {
-		return "(site)"
-	}
-	return strings.ReplaceAll(strings.ToLower(strings.TrimPrefix(a.String(), "ACTION_")), "_", "-")
-}
-
-func machineFlags(fs *flag.FlagSet, m *bootapiv1.Machine, labels labelsFlag, action *string) {
-	fs.StringVar(&m.Hostname, "hostname", "", "host name")
-	fs.StringVar(&m.Site, "site", "", "site")
-	fs.Var(labels, "label", "label key=value (repeatable)")
-	fs.StringVar(action, "action", "", "default action: menu, local-disk, sanboot, shell, profile")
-	fs.StringVar(&m.DefaultProfile, "profile", "", "default profile (with -action profile)")
-	fs.StringVar(&m.Ipv4Address, "ip", "", "static IPv4 reservation")
-	fs.StringVar(&m.BootFile, "boot-file", "", "boot file override")
-	fs.BoolVar(&m.NetbootDisabled, "no-netboot", false, "give this machine no boot file")
-}
-
-// parseMachine reads "MAC [flags]" into a machine; usage is the error without a MAC.
-// The flag set tells which flags were given.
-func parseMachine(usage string, args []string) (*bootapiv1.Machine, *flag.FlagSet, error) {
-	if len(args) < 1 {
-		return nil, nil, fmt.Errorf("%s", usage)
-	}
-	m := &bootapiv1.Machine{Mac: args[0]}
-	labels := labelsFlag{}
-	var action string
-	fs := flag.NewFlagSet(strings.Fields(usage)[0]+" "+strings.Fields(usage)[1], flag.ContinueOnError)
-	machineFlags(fs, m, labels, &action)
-	if err := fs.Parse(args[1:]); err != nil {
-		return nil, nil, err
-	}
-	a, err := parseAction(action)
-	if err != nil {
-		return nil, nil, err
-	}
-	m.DefaultAction, m.Labels = a, labels
-	return m, fs, nil
-}
-
-func runMachines(ctx context.Context, g *Global, args []string) error {
-	return subcommand(ctx, g, "machines", args, map[string]func(context.Context, *Global, []string) error{
-		"list": func(ctx context.Context, g *Global, args []string) error {
-			fs := flag.NewFlagSet("machines list", flag.ContinueOnError)
-			sel := fs.String("l", "", "label selector (k=v,k2)")
-			site := fs.String("site", "", "only this site")
-			if err := fs.Parse(args); err != nil {
-				return err
-			}
+func machinesListCommand(g *Global) *cobra.Command {
+	var selector, site string
+	cmd := &cobra.Command{
+		Use:     "list",
+		Aliases: []string{"ls"},
+		Short:   "List machines",
+		Example: `  bootctl machines list
+  bootctl machines list -l rack=r12,role
+  bootctl machines list --site lab -o json`,
+		Args: argNames(),
+		RunE: func(cmd *cobra.Command, _ []string) error {
 			c, err := machineClient(g)
 			if err != nil {
 				return err
 			}
-			ctx, cancel := context.WithTimeout(ctx, g.Timeout)
+			ctx, cancel := g.call(cmd.Context())
 			defer cancel()
-			r, err := c.ListMachines(ctx, &bootapiv1.ListMachinesRequest{LabelSelector: *sel, Site: *site})
+			r, err := c.ListMachines(ctx, &bootapiv1.ListMachinesRequest{LabelSelector: selector, Site: site})
 			if err != nil {
 				return err
 			}
-			if g.JSON() {
-				return printJSON(g, r)
-			}
-			var rows [][]string
-			for _, m := range r.GetMachines() {
-				kind := "registered"
-				if m.GetDiscovered() {
-					kind = "discovered"
-				}
-				rows = append(rows, []string{m.GetMac(), dash(m.GetHostname()), dash(m.GetSite()), actionName(m.GetDefaultAction()), kind, labelString(m.GetLabels()), ago(m.GetLastSeenTime())})
-			}
-			return printTable(g, []string{"MAC", "HOSTNAME", "SITE", "DEFAULT", "KIND", "LABELS", "LAST SEEN"}, rows)
+			return g.show(r, func(w io.Writer) error { return machineTable(w, r.GetMachines()) })
 		},
-		"get": func(ctx context.Context, g *Global, args []string) error {
-			if len(args) != 1 {
-				return fmt.Errorf("machines get MAC")
-			}
+	}
+	cmd.Flags().StringVarP(&selector, "selector", "l", "", "label selector: k=v, k!=v, k (comma-separated, all must match)")
+	cmd.Flags().StringVar(&site, "site", "", "only machines of this site")
+	_ = cmd.RegisterFlagCompletionFunc("site", complete(g, siteNames))
+	return withFields(cmd, map[string]string{"label_selector": "--selector", "site": "--site"})
+}
+
+func machineKind(m *bootapiv1.Machine) string {
+	if m.GetDiscovered() {
+		return "discovered"
+	}
+	return "registered"
+}
+
+func machineTable(w io.Writer, ms []*bootapiv1.Machine) error {
+	rows := make([][]string, 0, len(ms))
+	for _, m := range ms {
+		rows = append(rows, []string{m.GetMac(), dash(m.GetHostname()), dash(m.GetSite()), actionName(m.GetDefaultAction(), m.GetDefaultProfile()), machineKind(m), labelString(m.GetLabels()), ago(m.GetLastSeenTime())})
+	}
+	return writeTable(w, []string{"MAC", "HOSTNAME", "SITE", "DEFAULT", "KIND", "LABELS", "LAST SEEN"}, rows)
+}
+
+func machineDetail(w io.Writer, m *bootapiv1.Machine) error {
+	return writeDetail(w, []field{
+		{"MAC", m.GetMac()},
+		{"Hostname", dash(m.GetHostname())},
+		{"Site", dash(m.GetSite())},
+		{"Kind", machineKind(m)},
+		{"Default", actionName(m.GetDefaultAction(), m.GetDefaultProfile())},
+		{"IPv4 address", dash(m.GetIpv4Address())},
+		{"Boot file", dash(m.GetBootFile())},
+		{"Netboot", yesNo(!m.GetNetbootDisabled())},
+		{"Labels", labelString(m.GetLabels())},
+		{"Created", ts(m.GetCreateTime())},
+		{"Updated", ts(m.GetUpdateTime())},
+		{"Last seen", ts(m.GetLastSeenTime())},
+	})
+}
+
+func showMachine(g *Global, m *bootapiv1.Machine) error {
+	return g.show(m, func(w io.Writer) error { return machineDetail(w, m) })
+}
+
+// actionName is the CLI word of a default action; "(site)" when the machine
+// follows its site, and "profile NAME" for a profile.
+func actionName(a bootapiv1.Action, profile string) string {
+	switch a {
+	case bootapiv1.Action_ACTION_UNSPECIFIED:
+		return "(site)"
+	case bootapiv1.Action_ACTION_PROFILE:
+		if profile != "" {
+			return "profile " + profile
+		}
+	}
+	return enumName(a.String(), "ACTION_")
+}
+
+func parseAction(flag, s string) (bootapiv1.Action, error) {
+	v, err := parseEnum(flag, s, "ACTION_", bootapiv1.Action_value)
+	return bootapiv1.Action(v), err
+}
+
+var actionWords = enumWords("ACTION_", bootapiv1.Action_value)
+
+// machineFlags are the flags of register and update, and the machine fields
+// they set.
+type machineFlags struct {
+	m      bootapiv1.Machine
+	labels []string
+	action string
+}
+
+// machineFields maps the flags to the fields of Machine, for update masks and
+// for errors that name a field.
+var machineFields = map[string]string{
+	"hostname": "hostname", "site": "site", "label": "labels", "action": "default_action",
+	"profile": "default_profile", "ip": "ipv4_address", "boot-file": "boot_file", "no-netboot": "netboot_disabled",
+}
+
+func (f *machineFlags) bind(g *Global, cmd *cobra.Command) {
+	fs := cmd.Flags()
+	fs.StringVar(&f.m.Hostname, "hostname", "", "host name")
+	fs.StringVar(&f.m.Site, "site", "", "site the machine belongs to")
+	fs.StringArrayVar(&f.labels, "label", nil, "label key=value (repeatable)")
+	fs.StringVar(&f.action, "action", "", "default action: "+strings.Join(actionWords, ", ")+" (empty: the site's)")
+	fs.StringVar(&f.m.DefaultProfile, "profile", "", "default profile, with --action profile")
+	fs.StringVar(&f.m.Ipv4Address, "ip", "", "static IPv4 reservation")
+	fs.StringVar(&f.m.BootFile, "boot-file", "", "boot file instead of the site's")
+	fs.BoolVar(&f.m.NetbootDisabled, "no-netboot", false, "offer this machine no boot file")
+	_ = cmd.RegisterFlagCompletionFunc("site", complete(g, siteNames))
+	_ = cmd.RegisterFlagCompletionFunc("profile", complete(g, profileNames))
+	_ = cmd.RegisterFlagCompletionFunc("action", words(actionWords...))
+	fields := map[string]string{"mac": "MAC", "machine.mac": "MAC", "machine": "MAC"}
+	for flag, f := range machineFields {
+		fields["machine."+f] = "--" + flag
+	}
+	withFields(cmd, fields)
+}
+
+// machine returns the machine the flags describe.
+func (f *machineFlags) machine(mac string) (*bootapiv1.Machine, error) {
+	m := &f.m
+	m.Mac = mac
+	labels, err := parseLabels(f.labels)
+	if err != nil {
+		return nil, err
+	}
+	m.Labels = labels
+	if f.action != "" {
+		if m.DefaultAction, err = parseAction("action", f.action); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}
+
+// parseLabels reads repeated key=value flags.
+func parseLabels(kvs []string) (map[string]string, error) {
+	if len(kvs) == 0 {
+		return nil, nil
+	}
+	m := make(map[string]string, len(kvs))
+	for _, kv := range kvs {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "" {
+			return nil, usageErrorf("--label %q: want key=value", kv)
+		}
+		m[k] = v
+	}
+	return m, nil
+}
+
+func machinesGetCommand(g *Global) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:               "get MAC",
+		Aliases:           []string{"show"},
+		Short:             "Show one machine",
+		Example:           `  bootctl machines get 52:54:00:12:34:56`,
+		Args:              argNames("MAC"),
+		ValidArgsFunction: firstArg(g, machineMACs),
+		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := machineClient(g)
 			if err != nil {
 				return err
 			}
-			ctx, cancel := context.WithTimeout(ctx, g.Timeout)
+			ctx, cancel := g.call(cmd.Context())
 			defer cancel()
 			r, err := c.GetMachine(ctx, &bootapiv1.GetMachineRequest{Mac: args[0]})
 			if err != nil {
 				return err
 			}
-			return printJSON(g, r.GetMachine())
+			return showMachine(g, r.GetMachine())
 		},
-		"register": func(ctx context.Context, g *Global, args []string) error {
-			m, _, err := parseMachine("machines register MAC [-hostname H] [-label k=v] [-action A] [-profile P]", args)
+	}
+	return withFields(cmd, map[string]string{"mac": "MAC"})
+}
+
+func machinesRegisterCommand(g *Global) *cobra.Command {
+	var f machineFlags
+	cmd := &cobra.Command{
+		Use:     "register MAC",
+		Aliases: []string{"create"},
+		Short:   "Register a machine (or claim a discovered one)",
+		Example: `  bootctl machines register 52:54:00:12:34:56 --hostname node1 --label rack=r12
+  bootctl machines register 52:54:00:12:34:57 --action profile --profile debian-12`,
+		Args: argNames("MAC"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			m, err := f.machine(args[0])
 			if err != nil {
 				return err
 			}
@@ -140,71 +234,90 @@ func runMachines(ctx context.Context, g *Global, args []string) error {
 			if err != nil {
 				return err
 			}
-			ctx, cancel := context.WithTimeout(ctx, g.Timeout)
+			ctx, cancel := g.call(cmd.Context())
 			defer cancel()
 			r, err := c.RegisterMachine(ctx, &bootapiv1.RegisterMachineRequest{Machine: m})
 			if err != nil {
 				return err
 			}
-			return printJSON(g, r.GetMachine())
+			return showMachine(g, r.GetMachine())
 		},
-		"update": func(ctx context.Context, g *Global, args []string) error {
-			m, fs, err := parseMachine("machines update MAC [flags]: only the flags given change", args)
+	}
+	f.bind(g, cmd)
+	return cmd
+}
+
+func machinesUpdateCommand(g *Global) *cobra.Command {
+	var f machineFlags
+	cmd := &cobra.Command{
+		Use:   "update MAC",
+		Short: "Change a machine: only the flags given change",
+		Example: `  bootctl machines update 52:54:00:12:34:56 --action local-disk
+  bootctl machines update 52:54:00:12:34:56 --label rack=r13 --hostname node1b`,
+		Args:              argNames("MAC"),
+		ValidArgsFunction: firstArg(g, machineMACs),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			m, err := f.machine(args[0])
 			if err != nil {
 				return err
 			}
-			names := map[string]string{"hostname": "hostname", "site": "site", "label": "labels", "action": "default_action", "profile": "default_profile", "ip": "ipv4_address", "boot-file": "boot_file", "no-netboot": "netboot_disabled"}
-			mask := &fieldmaskpb.FieldMask{}
-			fs.Visit(func(f *flag.Flag) { mask.Paths = append(mask.Paths, names[f.Name]) })
-			if len(mask.Paths) == 0 {
-				return fmt.Errorf("machines update: nothing to change")
+			mask := changedFields(cmd.Flags(), machineFields)
+			if len(mask.GetPaths()) == 0 {
+				return usageErrorf("%s: nothing to change: give at least one flag", cmd.CommandPath())
 			}
 			c, err := machineClient(g)
 			if err != nil {
 				return err
 			}
-			ctx, cancel := context.WithTimeout(ctx, g.Timeout)
+			ctx, cancel := g.call(cmd.Context())
 			defer cancel()
 			r, err := c.UpdateMachine(ctx, &bootapiv1.UpdateMachineRequest{Machine: m, UpdateMask: mask})
 			if err != nil {
 				return err
 			}
-			return printJSON(g, r.GetMachine())
+			return showMachine(g, r.GetMachine())
 		},
-		"delete": func(ctx context.Context, g *Global, args []string) error {
-			if len(args) != 1 {
-				return fmt.Errorf("machines delete MAC")
-			}
+	}
+	f.bind(g, cmd)
+	return cmd
+}
+
+// changedFields is the update mask of the flags given: fields maps a flag to
+// its field.
+func changedFields(fs *pflag.FlagSet, fields map[string]string) *fieldmaskpb.FieldMask {
+	mask := &fieldmaskpb.FieldMask{}
+	fs.Visit(func(f *pflag.Flag) {
+		if p, ok := fields[f.Name]; ok {
+			mask.Paths = append(mask.Paths, p)
+		}
+	})
+	return mask
+}
+
+func machinesDeleteCommand(g *Global) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:               "delete MAC",
+		Aliases:           []string{"rm"},
+		Short:             "Delete a machine",
+		Example:           `  bootctl machines delete 52:54:00:12:34:56`,
+		Args:              argNames("MAC"),
+		ValidArgsFunction: firstArg(g, machineMACs),
+		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := machineClient(g)
 			if err != nil {
 				return err
 			}
-			ctx, cancel := context.WithTimeout(ctx, g.Timeout)
+			ctx, cancel := g.call(cmd.Context())
 			defer cancel()
-			if _, err := c.DeleteMachine(ctx, &bootapiv1.DeleteMachineRequest{Mac: args[0]}); err != nil {
+			r, err := c.DeleteMachine(ctx, &bootapiv1.DeleteMachineRequest{Mac: args[0]})
+			if err != nil {
 				return err
 			}
-			fmt.Fprintln(g.Out, "deleted", args[0])
-			return nil
+			return g.show(r, func(w io.Writer) error {
+				_, err := fmt.Fprintf(w, "deleted machine %s\n", args[0])
+				return err
+			})
 		},
-	})
-}
-
-func dash(s string) string {
-	if s == "" {
-		return "-"
 	}
-	return s
-}
-
-func labelString(m map[string]string) string {
-	if len(m) == 0 {
-		return "-"
-	}
-	var parts []string
-	for k, v := range m {
-		parts = append(parts, k+"="+v)
-	}
-	sort.Strings(parts)
-	return strings.Join(parts, ",")
+	return withFields(cmd, map[string]string{"mac": "MAC"})
 }
