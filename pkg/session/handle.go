@@ -6,7 +6,6 @@ import (
 
 	bootapiv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/bootapi/v1"
 
-	"github.com/bootchain/bootchain/pkg/macaddr"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
@@ -18,10 +17,8 @@ type Session struct {
 	root trace.SpanContext
 	tid  string // root's trace ID in hex, when known (saves formatting it per hop)
 	// m is the machine whose handle this is (nil for a handle made from a
-	// traceparent): the hot paths reach it without a map lookup. bits is the
-	// MAC's value (macaddr.Bits), which Open compares instead of the strings.
-	m    *machine
-	bits uint64
+	// traceparent): the hot paths reach it without a map lookup.
+	m *machine
 	// sh is the MAC's shard (nil for a handle made from a traceparent): no hash
 	// of the MAC per call.
 	sh *shard
@@ -33,13 +30,6 @@ func (s *Session) shard() *shard {
 		return s.sh
 	}
 	return s.r.shard(s.MAC)
-}
-
-// isFor reports whether s is a handle for mac, comparing the MACs' values (0:
-// not known, never equal).
-func (s *Session) isFor(mac string) bool {
-	v, ok := macaddr.Bits(mac)
-	return ok && v != 0 && v == s.bits
 }
 
 // machine returns s's machine in sh (nil: none). Called with sh.mu held.

@@ -170,7 +170,7 @@ func (r *Recorder) enqueueHop(s *Session, h *bootapiv1.Hop, spanID trace.SpanID,
 	m := sh.get(s.MAC)
 	kick := true
 	if rp := m.continued(tr, name, outcomeOf(h), h.GetAttributes(), end); rp != nil {
-		sh.repeatLocked(rp, end, 1)
+		sh.repeatLocked(rp, end)
 		kick = false
 	} else {
 		if m.hopTrace != tid {

@@ -40,7 +40,7 @@ func BenchmarkHotPaths(b *testing.B) {
 	b.Run("open", func(b *testing.B) {
 		for i := 0; i < b.N; i++ {
 			k := i % machines
-			handles[k] = r.Open(ctx, macOf(k), session.OpenOptions{IP: ipOf(k), Last: handles[k]})
+			handles[k] = r.Open(ctx, macOf(k), session.OpenOptions{IP: ipOf(k)})
 		}
 	})
 	b.Run("hop-repeat", func(b *testing.B) {

@@ -5,7 +5,6 @@ import (
 
 	bootapiv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/bootapi/v1"
 
-	"github.com/bootchain/bootchain/pkg/macaddr"
 	"github.com/bootchain/bootchain/pkg/store"
 	"github.com/bootchain/bootchain/pkg/strhash"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -201,8 +200,7 @@ func (m *machine) session(r *Recorder, sh *shard, bs *bootapiv1.BootSession) *Se
 	if m.sess == nil || m.tp != tp {
 		root, _ := Parse(tp)
 		// A Session never changes: one handle serves every request of the session.
-		bits, _ := macaddr.Bits(bs.GetMac())
-		m.sess, m.tp = &Session{r: r, MAC: bs.GetMac(), root: root, tid: bs.GetTraceId(), m: m, bits: bits, sh: sh}, tp
+		m.sess, m.tp = &Session{r: r, MAC: bs.GetMac(), root: root, tid: bs.GetTraceId(), m: m, sh: sh}, tp
 	}
 	return m.sess
 }

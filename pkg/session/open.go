@@ -25,9 +25,6 @@ type OpenOptions struct {
 	Site string
 	// Now is the time of the request; default time.Now().
 	Now time.Time
-	// Last is the handle this caller was given last time for this MAC, if any:
-	// Open then finds the machine without looking it up.
-	Last *Session
 }
 
 // Open returns the machine's current session, or opens a new one (a new trace) when
@@ -37,21 +34,9 @@ func (r *Recorder) Open(ctx context.Context, mac string, opts OpenOptions) *Sess
 	if now.IsZero() {
 		now = time.Now()
 	}
-	l := opts.Last
-	last := l != nil && l.r == r && l.isFor(mac)
-	var sh *shard
-	if last && l.sh != nil {
-		sh = l.sh
-	} else {
-		sh = r.shard(mac)
-	}
+	sh := r.shard(mac)
 	sh.mu.Lock()
-	var m *machine
-	if last {
-		m = l.machine(sh)
-	} else {
-		m = sh.machines[mac]
-	}
+	m := sh.machines[mac]
 	cur := sh.current(mac, m)
 	// A machine seen again soon is still in the same boot attempt, even after the
 	// session reached a verdict (iPXE re-fetching a script after the menu, a retry

@@ -10,22 +10,21 @@ import (
 	"github.com/bootchain/bootchain/pkg/store/storetest"
 )
 
-// A caller that hands Open its last handle (OpenOptions.Last) gets the same
-// session as a lookup would give, also after the machine was forgotten (its
-// session deleted in etcd) and came back: the old handle does not open a new
-// session on every request.
-func TestOpenWithLastHandle(t *testing.T) {
+// Open gives a machine asking again its current session, and a new one after
+// the machine was forgotten (its session deleted in etcd) and came back; that
+// new session is then kept, not replaced on every request.
+func TestOpenAfterDelete(t *testing.T) {
 	e := storetest.Start(t)
 	st := e.Client(t)
 	r := newRecorder(t, st, "bootapi", nil)
 	ctx := context.Background()
 	const mac, other = "52:54:00:12:34:60", "52:54:00:12:34:61"
 	s1 := r.Open(ctx, mac, session.OpenOptions{})
-	if again := r.Open(ctx, mac, session.OpenOptions{Last: s1}); again != s1 {
-		t.Fatalf("Open with its own last handle: another session %s, want %s", again.TraceID(), s1.TraceID())
+	if again := r.Open(ctx, mac, session.OpenOptions{}); again != s1 {
+		t.Fatalf("Open again: another session %s, want %s", again.TraceID(), s1.TraceID())
 	}
-	if o := r.Open(ctx, other, session.OpenOptions{Last: s1}); o.MAC != other || o.TraceID() == s1.TraceID() {
-		t.Fatalf("another MAC's handle was used: %s %s", o.MAC, o.TraceID())
+	if o := r.Open(ctx, other, session.OpenOptions{}); o.MAC != other || o.TraceID() == s1.TraceID() {
+		t.Fatalf("another MAC got this one's session: %s %s", o.MAC, o.TraceID())
 	}
 
 	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -56,14 +55,11 @@ func TestOpenWithLastHandle(t *testing.T) {
 		case <-time.After(10 * time.Millisecond):
 		}
 	}
-	s2 := r.Open(ctx, mac, session.OpenOptions{Last: s1})
+	s2 := r.Open(ctx, mac, session.OpenOptions{})
 	if s2.TraceID() == s1.TraceID() {
 		t.Fatal("deleted session reused")
 	}
-	if s3 := r.Open(ctx, mac, session.OpenOptions{Last: s1}); s3.TraceID() != s2.TraceID() {
-		t.Fatalf("a stale handle opened yet another session: %s after %s", s3.TraceID(), s2.TraceID())
-	}
-	if s4 := r.Open(ctx, mac, session.OpenOptions{}); s4.TraceID() != s2.TraceID() {
-		t.Fatalf("lookup found session %s, the handle path %s", s4.TraceID(), s2.TraceID())
+	if s3 := r.Open(ctx, mac, session.OpenOptions{}); s3.TraceID() != s2.TraceID() {
+		t.Fatalf("yet another session opened: %s after %s", s3.TraceID(), s2.TraceID())
 	}
 }

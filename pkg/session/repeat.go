@@ -113,8 +113,8 @@ func (m *machine) setRun(rp *repeat) {
 
 // repeatLocked counts n repeats of rp's hop, the last of which ended at end;
 // only the count changes, written within repeatFlush. Called with sh.mu held.
-func (sh *shard) repeatLocked(rp *repeat, end time.Time, n uint32) {
-	rp.count += n
+func (sh *shard) repeatLocked(rp *repeat, end time.Time) {
+	rp.count++
 	if end.After(rp.last) {
 		rp.last = end
 	}
@@ -131,14 +131,7 @@ func (sh *shard) repeatLocked(rp *repeat, end time.Time, n uint32) {
 // as spans (each request is then a span of its own): record the hop with StartHop
 // and End. A machine looping on one request costs a lookup and a comparison.
 func (s *Session) Repeat(name, detail string, bytes int64, end time.Time) bool {
-	return s.RepeatN(name, detail, bytes, end, 1)
-}
-
-// RepeatN is Repeat for n hops at once, the last of which ended at end: for a
-// caller that counted repeats of a run it knows to be in progress (a memo of
-// the answer) and hands them over later.
-func (s *Session) RepeatN(name, detail string, bytes int64, end time.Time, n uint32) bool {
-	if s.r.spans || s.MAC == "" || n == 0 {
+	if s.r.spans || s.MAC == "" {
 		return false
 	}
 	sh := s.shard()
@@ -152,7 +145,7 @@ func (s *Session) RepeatN(name, detail string, bytes int64, end time.Time, n uin
 		sh.mu.Unlock()
 		return false
 	}
-	sh.repeatLocked(rp, end, n)
+	sh.repeatLocked(rp, end)
 	touch := sh.staleLocked(s, m, end)
 	sh.mu.Unlock()
 	if touch {

@@ -72,7 +72,7 @@ func TestRepeatCountsSpread(t *testing.T) {
 	var sh shard
 	for i := 0; i < 95; i++ {
 		rp := &repeat{key: fmt.Sprintf("hop%d", i), first: &bootapiv1.Hop{Name: "script"}, written: start, count: 3}
-		sh.repeatLocked(rp, start.Add(time.Second), 1)
+		sh.repeatLocked(rp, start.Add(time.Second))
 	}
 	if got := sh.takeHops(start.Add(repeatFlush), noRepeats); len(got) != 0 {
 		t.Fatalf("a write of hops only took %d counts", len(got))
