@@ -114,30 +114,41 @@ func (t *Sightings) add(mac string, s sighting) bool {
 	return true
 }
 
-// run writes the queued sightings until ctx ends.
+// run writes the queued sightings until ctx ends, then writes what is still
+// queued: State.Run stops after the HTTP server, so the last requests' sightings
+// (a discovered machine among them) are kept, within stopFlush.
 func (t *Sightings) run(ctx context.Context) error {
 	for {
 		select {
 		case <-ctx.Done():
+			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), stopFlush)
+			defer cancel()
+			t.writePending(fctx)
 			return nil
 		case <-t.kick:
 		}
-		t.mu.Lock()
-		batch := t.pending
-		t.pending = map[string]sighting{}
-		t.mu.Unlock()
-		macs := make([]string, 0, len(batch))
-		for mac := range batch {
-			macs = append(macs, mac)
-		}
-		for len(macs) > 0 {
-			if ctx.Err() != nil {
-				return nil
-			}
-			n := min(len(macs), sightingBatch)
-			t.writeBatch(ctx, macs[:n], batch)
-			macs = macs[n:]
-		}
+		t.writePending(ctx)
+	}
+}
+
+// stopFlush bounds the last write of queued sightings at stop.
+const stopFlush = 5 * time.Second
+
+// writePending writes every queued sighting, sightingBatch to a transaction,
+// until ctx ends.
+func (t *Sightings) writePending(ctx context.Context) {
+	t.mu.Lock()
+	batch := t.pending
+	t.pending = map[string]sighting{}
+	t.mu.Unlock()
+	macs := make([]string, 0, len(batch))
+	for mac := range batch {
+		macs = append(macs, mac)
+	}
+	for len(macs) > 0 && ctx.Err() == nil {
+		n := min(len(macs), sightingBatch)
+		t.writeBatch(ctx, macs[:n], batch)
+		macs = macs[n:]
 	}
 }
 

@@ -170,3 +170,31 @@ func TestSightingEverySpread(t *testing.T) {
 		t.Errorf("100 machines share %d periods (whole seconds)", len(periods))
 	}
 }
+
+// TestSightingsWrittenAtStop: what is still queued when Run's context ends is
+// written before Run returns (the HTTP server has stopped by then, so these are
+// the last requests' sightings), not dropped.
+func TestSightingsWrittenAtStop(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	st := storetest.New(t)
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	s := New(st, log)
+	now := time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC)
+	tc := newSightings(s, log, func() time.Time { return now })
+	const mac = "52:54:00:00:04:01"
+	// Queued without waking the writer: only the stop can write it.
+	tc.pending[mac] = sighting{site: "lab", isNew: true, facts: &bootapiv1.MachineFacts{Arch: "x86_64"}}
+	stopped, stop := context.WithCancel(ctx)
+	stop()
+	if err := tc.run(stopped); err != nil {
+		t.Fatal(err)
+	}
+	m := &bootapiv1.Machine{}
+	if _, err := st.Get(ctx, store.Key("machines", mac), m); err != nil {
+		t.Fatalf("sighting queued at stop not written: %v", err)
+	}
+	if !m.GetDiscovered() || m.GetSite() != "lab" || !m.GetLastSeenTime().AsTime().Equal(now) {
+		t.Errorf("machine written at stop = %v", m)
+	}
+}
