@@ -1,6 +1,7 @@
-// Package strhash hashes short strings (MACs, addresses, IDs) for in-memory maps
-// and memos on the hot paths, without the allocation or interface call of
-// hash/fnv.
+// Package strhash hashes short strings (MACs, addresses, IDs) on the hot paths:
+// to pick a shard, to spread periodic work per machine, to compare a value
+// with one seen before. It has neither the allocation nor the interface call
+// of hash/fnv.
 package strhash
 
 // FNV64a is the 64-bit FNV-1a hash of s.

@@ -7,9 +7,11 @@ import (
 	"testing"
 )
 
-// TestDocumentedCommandLines runs the command lines of README.md and of the
-// end-to-end helpers (test/e2e) as they are written there, single-dash long
-// flags included.
+// TestDocumentedCommandLines runs the command lines of the end-to-end helpers
+// (test/e2e) as they are written there, and README.md's walk-through as it
+// was written before bootctl moved to cobra: single-dash long flags (-mac,
+// -profile, -kernel), which older scripts still use. README.md now writes
+// --mac; these lines are not read from it.
 func TestDocumentedCommandLines(t *testing.T) {
 	e := startEnv(t)
 	dir := t.TempDir()
