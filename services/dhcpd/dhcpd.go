@@ -70,8 +70,8 @@ type Config struct {
 	// paced by arriving requests (server's pacer explains why). 0 sends without
 	// pacing. Default 16.
 	ReplyBurst int
-	// LeaseWriters bounds the etcd transactions in flight; default 4, the best
-	// of those measured (docs/benchmarks.md).
+	// LeaseWriters bounds the etcd transactions in flight; default 4: 2 and 8
+	// were no faster (docs/benchmarks-history.md).
 	LeaseWriters int
 	// LeaseBatch is the most lease writes per transaction; default 128.
 	LeaseBatch int
