@@ -251,7 +251,10 @@ func (s *Server) Run(ctx context.Context) error {
 	serve.Go(s.grpc.Serve)
 	serve.Go(s.serveHTTP)
 	s.log.Info("bootapi serving", "http", s.HTTPAddr().String(), "grpc", s.GRPCAddr().String(), "public_url", s.public.String())
-	return run.Wait()
+	err := run.Wait()
+	s.log.Info("bootapi stopped", "scripts", s.http.Scripts.Load(), "dispatches", s.http.Dispatches.Load(),
+		"reports", s.http.Reports.Load(), "rejected", s.http.Rejected.Load(), "sessions_dropped", s.sessions.Dropped.Load())
+	return err
 }
 
 // serveHTTP serves the HTTP endpoint until ctx ends, then shuts it down

@@ -60,7 +60,7 @@ type Handler struct {
 	// per request.
 	sites    func(string) (*bootapiv1.Site, bool)
 	profiles func(string) (*bootapiv1.Profile, bool)
-	// Counters for tests and metrics.
+	// What was answered, for bootapi's summary when it stops.
 	Scripts, Dispatches, Reports, Rejected atomic.Int64
 }
 
