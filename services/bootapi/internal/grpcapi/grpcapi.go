@@ -39,6 +39,7 @@ type API struct {
 	st       *state.State
 	sessions *session.Recorder
 	now      func() time.Time
+	preview  *PreviewConfig // nil: PreviewMachine is Unimplemented
 }
 
 // New returns the API.
