@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/bootchain/bootchain/internal/testkit"
 	"github.com/bootchain/bootchain/pkg/apierr"
 	bootapiv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/bootapi/v1"
 	"github.com/bootchain/bootchain/pkg/store"
@@ -134,5 +135,40 @@ func TestPreviewMachineNamesField(t *testing.T) {
 				t.Fatalf("got %v (field %q), want InvalidArgument naming %q", err, apierr.FieldOf(err), tc.field)
 			}
 		})
+	}
+}
+
+// A pending job whose profile is gone would be failed by a dispatch; the preview
+// says so, fails nothing, and shows what the machine would get instead.
+func TestPreviewJobProfileGone(t *testing.T) {
+	st := storetest.New(t)
+	h := start(t, st)
+	h.seed(t, mac)
+	ctx := context.Background()
+	if _, err := h.profiles.CreateProfile(ctx, &bootapiv1.CreateProfileRequest{Profile: &bootapiv1.Profile{
+		Name: "gone", Kernel: &bootapiv1.ArtifactRef{Source: &bootapiv1.ArtifactRef_Url{Url: "https://example.org/linux"}}}}); err != nil {
+		t.Fatal(err)
+	}
+	jr, err := h.jobs.CreateJob(ctx, &bootapiv1.CreateJobRequest{Mac: mac, Profile: "gone"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Delete(ctx, store.Key("profiles", "gone"), 0); err != nil {
+		t.Fatal(err)
+	}
+	// Wait until the cache no longer has it, as a preview then reads etcd.
+	testkit.Eventually(t, "profile gone from the cache", func() bool {
+		_, err := h.profiles.GetProfile(ctx, &bootapiv1.GetProfileRequest{Name: "gone"})
+		return status.Code(err) == codes.NotFound
+	})
+	p, err := h.machines.PreviewMachine(ctx, &bootapiv1.PreviewMachineRequest{Mac: mac})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.GetRule() == "pending-job" || p.GetJobId() != "" || !strings.HasPrefix(p.GetDetail(), "job "+jr.GetJob().GetId()+" would fail") {
+		t.Errorf("preview: %v", p)
+	}
+	if s := getJob(t, h, jr.GetJob().GetId()).GetState(); s != bootapiv1.JobState_JOB_STATE_PENDING {
+		t.Errorf("job %s after preview, want pending", s)
 	}
 }

@@ -87,6 +87,7 @@ func (a *API) PreviewMachine(ctx context.Context, req *bootapiv1.PreviewMachineR
 	r := a.preview.Renderer
 	var s script.Script
 	rendered := false
+	failed := "" // what a dispatch would do to a job it cannot boot
 	if d.Job != nil {
 		// As a dispatch: a profile not in the cache is looked for in etcd, and a
 		// job that cannot be booted would be failed, the machine getting what it
@@ -106,6 +107,7 @@ func (a *API) PreviewMachine(ctx context.Context, req *bootapiv1.PreviewMachineR
 			rendered = err == nil
 		}
 		if !rendered {
+			failed = "job " + d.Job.GetId() + " would fail (profile " + d.Job.GetProfile() + " missing or not bootable); "
 			in.Job = nil
 			d = decide.Evaluate(in)
 		}
@@ -119,7 +121,7 @@ func (a *API) PreviewMachine(ctx context.Context, req *bootapiv1.PreviewMachineR
 	}
 	out := &bootapiv1.PreviewMachineResponse{
 		Rule: d.Rule, Action: d.Action.String(), Site: d.Site.GetName(), WouldDiscover: discover,
-		Detail: s.Detail, Script: s.Head + s.Body,
+		Detail: failed + s.Detail, Script: s.Head + s.Body,
 	}
 	if d.Action == decide.Boot {
 		out.Profile = d.Profile.GetName()
