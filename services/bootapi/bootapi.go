@@ -28,6 +28,7 @@ import (
 	"github.com/bootchain/bootchain/pkg/store"
 	"github.com/bootchain/bootchain/services/bootapi/internal/grpcapi"
 	"github.com/bootchain/bootchain/services/bootapi/internal/httpapi"
+	"github.com/bootchain/bootchain/services/bootapi/internal/script"
 	"github.com/bootchain/bootchain/services/bootapi/internal/state"
 	"github.com/valyala/fasthttp"
 	"go.opentelemetry.io/otel/trace"
@@ -189,7 +190,14 @@ func New(cfg Config) (*Server, error) {
 		lis.Close()
 		return nil, err
 	}
-	grpcapi.New(st, rec, nil).Register(gs.GRPC)
+	grpcapi.New(st, rec, nil).EnablePreview(grpcapi.PreviewConfig{
+		// Configured as the script endpoint's renderer, so that a preview
+		// renders what a machine gets.
+		Renderer: script.NewRenderer(script.RendererConfig{
+			PublicURL: pu, ArtifactURL: artifactURL, MenuTimeout: cfg.MenuTimeout, Profiles: st.Profiles,
+		}),
+		DefaultSite: cfg.Site, DefaultAction: actions[cfg.DefaultAction],
+	}).Register(gs.GRPC)
 	h := httpapi.New(httpapi.Config{
 		State: st, Sessions: rec, PublicURL: pu, ArtifactURL: artifactURL, DefaultSite: cfg.Site,
 		DefaultAction: actions[cfg.DefaultAction], MenuTimeout: cfg.MenuTimeout, Logger: log,

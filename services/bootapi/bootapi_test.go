@@ -14,6 +14,7 @@ import (
 
 	"github.com/bootchain/bootchain/internal/testkit"
 	"github.com/bootchain/bootchain/pkg/apierr"
+	artifactv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/artifactstore/v1"
 	bootapiv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/bootapi/v1"
 	"github.com/bootchain/bootchain/pkg/grpcclient"
 	"github.com/bootchain/bootchain/pkg/grpcserver"
@@ -31,6 +32,7 @@ import (
 func TestMain(m *testing.M) { testkit.VerifyTestMain(m) }
 
 type harness struct {
+	st       *store.Store
 	srv      *bootapi.Server
 	base     string
 	machines bootapiv1.MachineServiceClient
@@ -62,7 +64,7 @@ func start(t *testing.T, st *store.Store, mod ...func(*bootapi.Config)) *harness
 	}
 	t.Cleanup(func() { cc.Close() })
 	return &harness{
-		srv: srv, base: base,
+		st: st, srv: srv, base: base,
 		machines: bootapiv1.NewMachineServiceClient(cc), profiles: bootapiv1.NewProfileServiceClient(cc),
 		jobs: bootapiv1.NewJobServiceClient(cc), sessions: bootapiv1.NewSessionServiceClient(cc), sites: bootapiv1.NewSiteServiceClient(cc),
 	}
@@ -92,9 +94,21 @@ func post(t *testing.T, u string, form url.Values) (int, string) {
 
 const mac = "52:54:00:12:34:56"
 
+// artifacts records artifacts in the catalog as artifactstore would, so that
+// profiles may name them.
+func (h *harness) artifacts(t *testing.T, names ...string) {
+	t.Helper()
+	for _, n := range names {
+		if _, err := h.st.Put(context.Background(), store.Key("artifacts", n), &artifactv1.Artifact{Name: n, Sha256: strings.Repeat("0", 64), Size: 1}); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 func (h *harness) seed(t *testing.T, macs ...string) {
 	t.Helper()
 	ctx := context.Background()
+	h.artifacts(t, "debian/linux", "debian/initrd.gz")
 	_, err := h.profiles.CreateProfile(ctx, &bootapiv1.CreateProfileRequest{Profile: &bootapiv1.Profile{
 		Name: "debian-12", Description: "Debian 12", Menu: true,
 		Kernel:  &bootapiv1.ArtifactRef{Source: &bootapiv1.ArtifactRef_Artifact{Artifact: "debian/linux"}},

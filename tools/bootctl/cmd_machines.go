@@ -33,6 +33,7 @@ sanboot, shell or profile) says what it boots when no job is pending.`,
 		machinesRegisterCommand(g),
 		machinesUpdateCommand(g),
 		machinesDeleteCommand(g),
+		machinesPreviewCommand(g),
 	)
 }
 
@@ -320,4 +321,69 @@ func machinesDeleteCommand(g *Global) *cobra.Command {
 		},
 	}
 	return withFields(cmd, map[string]string{"mac": "MAC"})
+}
+
+func machinesPreviewCommand(g *Global) *cobra.Command {
+	req := &bootapiv1.PreviewMachineRequest{}
+	cmd := &cobra.Command{
+		Use:   "preview MAC",
+		Short: "Show what a machine would boot if it asked now, changing nothing",
+		Long: `Preview asks bootapi what the machine would get if it asked for its boot script
+now: the rule of the decision chain that decides, the action, the profile, the
+pending job that would be dispatched, the kernel and initrd URLs, and the iPXE
+script itself. Nothing changes: no job is dispatched, no boot session opened, an
+unknown machine is not recorded. In the script a job's token and the session's
+traceparent are placeholders.`,
+		Example: `  bootctl machines preview 52:54:00:12:34:56
+  bootctl machines preview 52:54:00:12:34:56 --arch arm64 --platform efi
+  bootctl machines preview 52:54:00:12:34:56 --profile rescue -o yaml`,
+		Args:              argNames("MAC"),
+		ValidArgsFunction: firstArg(g, machineMACs),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := machineClient(g)
+			if err != nil {
+				return err
+			}
+			ctx, cancel := g.call(cmd.Context())
+			defer cancel()
+			req.Mac = args[0]
+			r, err := c.PreviewMachine(ctx, req)
+			if err != nil {
+				return err
+			}
+			return g.show(r, func(w io.Writer) error { return previewDetail(w, r) })
+		},
+	}
+	fs := cmd.Flags()
+	fs.StringVar(&req.Arch, "arch", "", "architecture iPXE would report (x86_64, arm64)")
+	fs.StringVar(&req.Platform, "platform", "", "platform iPXE would report (pcbios, efi)")
+	fs.StringVar(&req.Profile, "profile", "", "profile picked in the boot menu")
+	_ = cmd.RegisterFlagCompletionFunc("profile", complete(g, profileNames))
+	_ = cmd.RegisterFlagCompletionFunc("arch", words("x86_64", "i386", "arm64"))
+	_ = cmd.RegisterFlagCompletionFunc("platform", words("pcbios", "efi"))
+	return withFields(cmd, map[string]string{"mac": "MAC", "arch": "--arch", "platform": "--platform", "profile": "--profile"})
+}
+
+func previewDetail(w io.Writer, r *bootapiv1.PreviewMachineResponse) error {
+	fields := []field{
+		{"Rule", r.GetRule()},
+		{"Action", r.GetAction()},
+		{"Profile", dash(r.GetProfile())},
+		{"Job", dash(r.GetJobId())},
+		{"Site", dash(r.GetSite())},
+		{"Discovers", yesNo(r.GetWouldDiscover())},
+		{"Detail", dash(r.GetDetail())},
+		{"Kernel", dash(r.GetKernelUrl())},
+	}
+	for i, u := range r.GetInitrdUrls() {
+		fields = append(fields, field{fmt.Sprintf("Initrd %d", i), u})
+	}
+	if len(r.GetInitrdUrls()) == 0 {
+		fields = append(fields, field{"Initrds", "-"})
+	}
+	if err := writeDetail(w, fields); err != nil {
+		return err
+	}
+	_, err := fmt.Fprintf(w, "\nScript:\n%s", r.GetScript())
+	return err
 }

@@ -46,6 +46,7 @@ func TestCommands(t *testing.T) {
 		{"machines_get", []string{"machines", "get", mac}},
 		{"jobs_create", []string{"jobs", "create", "-mac", mac, "-profile", "debian-12"}},
 		{"jobs_list", []string{"jobs", "list", "--state", "pending"}},
+		{"machines_preview", []string{"machines", "preview", mac, "--arch", "x86_64", "--platform", "pcbios"}},
 		{"profiles_fields", []string{"profiles", "fields"}},
 	}
 	for _, s := range steps {

@@ -47,6 +47,7 @@ import (
 
 	"github.com/bootchain/bootchain/pkg/daemon"
 	"github.com/bootchain/bootchain/pkg/etcdembed"
+	artifactv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/artifactstore/v1"
 	bootapiv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/bootapi/v1"
 	"github.com/bootchain/bootchain/pkg/grpcclient"
 	"github.com/bootchain/bootchain/pkg/grpcserver"
@@ -372,6 +373,12 @@ func seed(ctx context.Context, addr, base string, st *store.Store, n int) ([]str
 	defer cc.Close()
 	pc := bootapiv1.NewProfileServiceClient(cc)
 	for _, name := range []string{"debian-12", "ubuntu-24.04", "memtest"} {
+		// bootapi takes only profiles whose artifacts the catalog has: record
+		// each kernel as artifactstore would (no blob: the bench fetches none).
+		art := &artifactv1.Artifact{Name: name + "/linux", Sha256: strings.Repeat("0", 64), Size: 1, CreateTime: timestamppb.Now()}
+		if _, err := st.Put(ctx, store.Key("artifacts", art.GetName()), art); err != nil {
+			return nil, err
+		}
 		_, err := pc.CreateProfile(ctx, &bootapiv1.CreateProfileRequest{Profile: &bootapiv1.Profile{
 			Name: name, Description: "installer " + name, Menu: true,
 			Kernel: &bootapiv1.ArtifactRef{Source: &bootapiv1.ArtifactRef_Artifact{Artifact: name + "/linux"}},

@@ -10,10 +10,12 @@ import (
 	"maps"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/bootchain/bootchain/pkg/apierr"
+	artifactv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/artifactstore/v1"
 	bootapiv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/bootapi/v1"
 	"github.com/bootchain/bootchain/pkg/session"
 	"github.com/bootchain/bootchain/pkg/store"
@@ -39,6 +41,7 @@ type API struct {
 	st       *state.State
 	sessions *session.Recorder
 	now      func() time.Time
+	preview  *PreviewConfig // nil: PreviewMachine is Unimplemented
 }
 
 // New returns the API.
@@ -240,12 +243,50 @@ func checkProfile(p *bootapiv1.Profile) error {
 	return nil
 }
 
+// checkArtifacts refuses a profile whose kernel or initrds (those of fields,
+// "kernel" and "initrds") name an artifact artifactstore's catalog does not
+// have: better now than a 404 on a machine's console. A URL is not checked.
+func (a *API) checkArtifacts(ctx context.Context, p *bootapiv1.Profile, fields ...string) error {
+	check := func(field string, r *bootapiv1.ArtifactRef) error {
+		name := r.GetArtifact()
+		if name == "" {
+			return nil
+		}
+		_, err := a.store().Get(ctx, store.Key("artifacts", name), &artifactv1.Artifact{})
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			return apierr.InvalidArgument(field, "artifact %q does not exist", name)
+		case err != nil:
+			return apierr.FromError(err)
+		}
+		return nil
+	}
+	for _, f := range fields {
+		switch f {
+		case "kernel":
+			if err := check("profile.kernel", p.GetKernel()); err != nil {
+				return err
+			}
+		case "initrds":
+			for i, r := range p.GetInitrds() {
+				if err := check("profile.initrds["+strconv.Itoa(i)+"]", r); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	return nil
+}
+
 func (a *API) CreateProfile(ctx context.Context, req *bootapiv1.CreateProfileRequest) (*bootapiv1.CreateProfileResponse, error) {
 	if req.GetProfile() == nil {
 		return nil, apierr.InvalidArgument("profile", "required")
 	}
 	p := proto.Clone(req.GetProfile()).(*bootapiv1.Profile)
 	if err := checkProfile(p); err != nil {
+		return nil, err
+	}
+	if err := a.checkArtifacts(ctx, p, "kernel", "initrds"); err != nil {
 		return nil, err
 	}
 	now := timestamppb.New(a.now())
@@ -310,6 +351,11 @@ func (a *API) UpdateProfile(ctx context.Context, req *bootapiv1.UpdateProfileReq
 			profilePaths[p](cur, req.GetProfile())
 		}
 		if err := checkProfile(cur); err != nil {
+			return nil, err
+		}
+		// Only what changes: a profile whose artifact went away can still
+		// have its description changed.
+		if err := a.checkArtifacts(ctx, cur, paths...); err != nil {
 			return nil, err
 		}
 		cur.UpdateTime = timestamppb.New(a.now())

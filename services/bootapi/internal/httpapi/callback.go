@@ -44,7 +44,9 @@ func (h *Handler) report(ctx context.Context, rc *fasthttp.RequestCtx) {
 		httpError(rc, "state: want running, succeeded or failed", fasthttp.StatusBadRequest)
 		return
 	}
-	progress := int32(0)
+	// progress is -1 when the report names none: the job keeps what it had,
+	// and a success without one is complete (100).
+	progress := int32(-1)
 	if p := form.Get("progress"); p != "" {
 		n, err := strconv.Atoi(p)
 		if err != nil || n < 0 || n > 100 {
@@ -79,11 +81,17 @@ func (h *Handler) report(ctx context.Context, rc *fasthttp.RequestCtx) {
 			code, why = fasthttp.StatusConflict, "job is "+strings.ToLower(strings.TrimPrefix(j.GetState().String(), "JOB_STATE_"))+": reports are closed"
 			return errRefused
 		}
-		j.Reports = append(j.Reports, &bootapiv1.JobReport{State: st, Message: msg, Progress: progress, Time: timestamppb.New(now)})
+		switch {
+		case progress >= 0:
+			j.Progress = progress
+		case st == bootapiv1.JobState_JOB_STATE_SUCCEEDED:
+			j.Progress = 100
+		}
+		j.Reports = append(j.Reports, &bootapiv1.JobReport{State: st, Message: msg, Progress: j.GetProgress(), Time: timestamppb.New(now)})
 		if len(j.Reports) > 100 {
 			j.Reports = j.Reports[len(j.Reports)-100:]
 		}
-		j.Progress, j.Message, j.UpdateTime = progress, msg, timestamppb.New(now)
+		j.Message, j.UpdateTime = msg, timestamppb.New(now)
 		if st == bootapiv1.JobState_JOB_STATE_RUNNING {
 			j.State = st
 			return nil
@@ -146,7 +154,7 @@ func (h *Handler) report(ctx context.Context, rc *fasthttp.RequestCtx) {
 			sess.Finish(bootapiv1.SessionState_SESSION_STATE_FAILED, "callback", "installer reported failure: "+msg)
 		}
 	}
-	h.log.Info("job report", "job", id, "mac", job.GetMac(), "state", form.Get("state"), "progress", progress)
+	h.log.Info("job report", "job", id, "mac", job.GetMac(), "state", form.Get("state"), "progress", job.GetProgress())
 	rc.SetContentType(textPlain)
 	rc.SetBodyString("ok " + id + " " + strings.ToLower(strings.TrimPrefix(job.GetState().String(), "JOB_STATE_")) + "\n")
 }

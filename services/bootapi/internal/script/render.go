@@ -143,6 +143,23 @@ func (r *Renderer) boot(d decide.Decision, tp string, job *Job) (string, error) 
 	return RenderBoot(bt)
 }
 
+// URLs are the kernel and initrd URLs a kernel boot of d.Profile fetches, as
+// Render puts them in the script.
+func (r *Renderer) URLs(d decide.Decision, traceparent string) (kernel string, initrds []string, err error) {
+	k, err := r.resolve(d.Site, d.Profile.GetKernel(), traceparent)
+	if err != nil {
+		return "", nil, fmt.Errorf("kernel: %w", err)
+	}
+	for i, ref := range d.Profile.GetInitrds() {
+		u, err := r.resolve(d.Site, ref, traceparent)
+		if err != nil {
+			return "", nil, fmt.Errorf("initrd %d: %w", i, err)
+		}
+		initrds = append(initrds, u.String())
+	}
+	return k.String(), initrds, nil
+}
+
 // resolve turns an artifact reference into the URL the machine downloads from: its
 // site's artifactstore for artifact names, the URL itself otherwise.
 func (r *Renderer) resolve(site *bootapiv1.Site, ref *bootapiv1.ArtifactRef, traceparent string) (*url.URL, error) {

@@ -314,3 +314,20 @@ func MatchLabels(labels, sel map[string]string) bool {
 }
 
 func fieldIndex(f string, i int) string { return f + "[" + strconv.Itoa(i) + "]" }
+
+// Fact checks a fact iPXE reports (arch, platform): what the script endpoint
+// keeps of one, at most 128 bytes of printable UTF-8.
+func Fact(field, s string) error {
+	if len(s) > 128 {
+		return apierr.Field(field, "longer than 128 bytes")
+	}
+	if !utf8.ValidString(s) {
+		return apierr.Field(field, "not UTF-8")
+	}
+	for _, r := range s {
+		if r < 0x20 || r == 0x7f {
+			return apierr.Field(field, "control character %q", r)
+		}
+	}
+	return nil
+}

@@ -833,6 +833,210 @@ func (*DeleteMachineResponse) Descriptor() ([]byte, []int) {
 	return file_bootchain_bootapi_v1_machine_proto_rawDescGZIP(), []int{11}
 }
 
+// PreviewMachineRequest is a script request as iPXE would send it.
+type PreviewMachineRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// MAC of the machine, any common notation; it need not be known.
+	Mac string `protobuf:"bytes,1,opt,name=mac,proto3" json:"mac,omitempty"`
+	// iPXE ${buildarch} the request would report (x86_64, arm64); optional.
+	Arch string `protobuf:"bytes,2,opt,name=arch,proto3" json:"arch,omitempty"`
+	// iPXE ${platform} the request would report (pcbios, efi); optional.
+	Platform string `protobuf:"bytes,3,opt,name=platform,proto3" json:"platform,omitempty"`
+	// Profile picked in the boot menu, as the menu's link would send it; optional.
+	Profile       string `protobuf:"bytes,4,opt,name=profile,proto3" json:"profile,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PreviewMachineRequest) Reset() {
+	*x = PreviewMachineRequest{}
+	mi := &file_bootchain_bootapi_v1_machine_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PreviewMachineRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PreviewMachineRequest) ProtoMessage() {}
+
+func (x *PreviewMachineRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_bootchain_bootapi_v1_machine_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PreviewMachineRequest.ProtoReflect.Descriptor instead.
+func (*PreviewMachineRequest) Descriptor() ([]byte, []int) {
+	return file_bootchain_bootapi_v1_machine_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *PreviewMachineRequest) GetMac() string {
+	if x != nil {
+		return x.Mac
+	}
+	return ""
+}
+
+func (x *PreviewMachineRequest) GetArch() string {
+	if x != nil {
+		return x.Arch
+	}
+	return ""
+}
+
+func (x *PreviewMachineRequest) GetPlatform() string {
+	if x != nil {
+		return x.Platform
+	}
+	return ""
+}
+
+func (x *PreviewMachineRequest) GetProfile() string {
+	if x != nil {
+		return x.Profile
+	}
+	return ""
+}
+
+// PreviewMachineResponse is what the machine would get.
+type PreviewMachineResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Rule of bootapi's decision chain that decided (pending-job, machine-default,
+	// site-default, fallback-default, menu-choice, discovery-rejected).
+	Rule string `protobuf:"bytes,1,opt,name=rule,proto3" json:"rule,omitempty"`
+	// What the script does: boot, local-disk, sanboot, shell, menu, failure.
+	Action string `protobuf:"bytes,2,opt,name=action,proto3" json:"action,omitempty"`
+	// Profile a kernel boot boots; empty for the other actions.
+	Profile string `protobuf:"bytes,3,opt,name=profile,proto3" json:"profile,omitempty"`
+	// ID of the pending job the request would dispatch; empty when none.
+	JobId string `protobuf:"bytes,4,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	// Site whose settings apply.
+	Site string `protobuf:"bytes,5,opt,name=site,proto3" json:"site,omitempty"`
+	// True when the machine is not known and its request would record it as
+	// discovered.
+	WouldDiscover bool `protobuf:"varint,6,opt,name=would_discover,json=wouldDiscover,proto3" json:"would_discover,omitempty"`
+	// What the decision says it does, as the boot session's hop would record it.
+	Detail string `protobuf:"bytes,7,opt,name=detail,proto3" json:"detail,omitempty"`
+	// The iPXE script as the script endpoint would send it, except that a job's
+	// token and the boot session's traceparent are placeholders
+	// (bootchain.token=PREVIEW-TOKEN, 00-000...-00 for the traceparent).
+	Script string `protobuf:"bytes,8,opt,name=script,proto3" json:"script,omitempty"`
+	// URL of the kernel a kernel boot fetches; empty for the other actions.
+	KernelUrl string `protobuf:"bytes,9,opt,name=kernel_url,json=kernelUrl,proto3" json:"kernel_url,omitempty"`
+	// URLs of the initrds a kernel boot fetches, in order.
+	InitrdUrls    []string `protobuf:"bytes,10,rep,name=initrd_urls,json=initrdUrls,proto3" json:"initrd_urls,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PreviewMachineResponse) Reset() {
+	*x = PreviewMachineResponse{}
+	mi := &file_bootchain_bootapi_v1_machine_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PreviewMachineResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PreviewMachineResponse) ProtoMessage() {}
+
+func (x *PreviewMachineResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_bootchain_bootapi_v1_machine_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PreviewMachineResponse.ProtoReflect.Descriptor instead.
+func (*PreviewMachineResponse) Descriptor() ([]byte, []int) {
+	return file_bootchain_bootapi_v1_machine_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *PreviewMachineResponse) GetRule() string {
+	if x != nil {
+		return x.Rule
+	}
+	return ""
+}
+
+func (x *PreviewMachineResponse) GetAction() string {
+	if x != nil {
+		return x.Action
+	}
+	return ""
+}
+
+func (x *PreviewMachineResponse) GetProfile() string {
+	if x != nil {
+		return x.Profile
+	}
+	return ""
+}
+
+func (x *PreviewMachineResponse) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *PreviewMachineResponse) GetSite() string {
+	if x != nil {
+		return x.Site
+	}
+	return ""
+}
+
+func (x *PreviewMachineResponse) GetWouldDiscover() bool {
+	if x != nil {
+		return x.WouldDiscover
+	}
+	return false
+}
+
+func (x *PreviewMachineResponse) GetDetail() string {
+	if x != nil {
+		return x.Detail
+	}
+	return ""
+}
+
+func (x *PreviewMachineResponse) GetScript() string {
+	if x != nil {
+		return x.Script
+	}
+	return ""
+}
+
+func (x *PreviewMachineResponse) GetKernelUrl() string {
+	if x != nil {
+		return x.KernelUrl
+	}
+	return ""
+}
+
+func (x *PreviewMachineResponse) GetInitrdUrls() []string {
+	if x != nil {
+		return x.InitrdUrls
+	}
+	return nil
+}
+
 var File_bootchain_bootapi_v1_machine_proto protoreflect.FileDescriptor
 
 const file_bootchain_bootapi_v1_machine_proto_rawDesc = "" +
@@ -894,21 +1098,41 @@ const file_bootchain_bootapi_v1_machine_proto_rawDesc = "" +
 	"\amachine\x18\x01 \x01(\v2\x1d.bootchain.bootapi.v1.MachineR\amachine\"(\n" +
 	"\x14DeleteMachineRequest\x12\x10\n" +
 	"\x03mac\x18\x01 \x01(\tR\x03mac\"\x17\n" +
-	"\x15DeleteMachineResponse*\x82\x01\n" +
+	"\x15DeleteMachineResponse\"s\n" +
+	"\x15PreviewMachineRequest\x12\x10\n" +
+	"\x03mac\x18\x01 \x01(\tR\x03mac\x12\x12\n" +
+	"\x04arch\x18\x02 \x01(\tR\x04arch\x12\x1a\n" +
+	"\bplatform\x18\x03 \x01(\tR\bplatform\x12\x18\n" +
+	"\aprofile\x18\x04 \x01(\tR\aprofile\"\xa0\x02\n" +
+	"\x16PreviewMachineResponse\x12\x12\n" +
+	"\x04rule\x18\x01 \x01(\tR\x04rule\x12\x16\n" +
+	"\x06action\x18\x02 \x01(\tR\x06action\x12\x18\n" +
+	"\aprofile\x18\x03 \x01(\tR\aprofile\x12\x15\n" +
+	"\x06job_id\x18\x04 \x01(\tR\x05jobId\x12\x12\n" +
+	"\x04site\x18\x05 \x01(\tR\x04site\x12%\n" +
+	"\x0ewould_discover\x18\x06 \x01(\bR\rwouldDiscover\x12\x16\n" +
+	"\x06detail\x18\a \x01(\tR\x06detail\x12\x16\n" +
+	"\x06script\x18\b \x01(\tR\x06script\x12\x1d\n" +
+	"\n" +
+	"kernel_url\x18\t \x01(\tR\tkernelUrl\x12\x1f\n" +
+	"\vinitrd_urls\x18\n" +
+	" \x03(\tR\n" +
+	"initrdUrls*\x82\x01\n" +
 	"\x06Action\x12\x16\n" +
 	"\x12ACTION_UNSPECIFIED\x10\x00\x12\x0f\n" +
 	"\vACTION_MENU\x10\x01\x12\x15\n" +
 	"\x11ACTION_LOCAL_DISK\x10\x02\x12\x12\n" +
 	"\x0eACTION_PROFILE\x10\x03\x12\x12\n" +
 	"\x0eACTION_SANBOOT\x10\x04\x12\x10\n" +
-	"\fACTION_SHELL\x10\x052\xa6\x04\n" +
+	"\fACTION_SHELL\x10\x052\x98\x05\n" +
 	"\x0eMachineService\x12n\n" +
 	"\x0fRegisterMachine\x12,.bootchain.bootapi.v1.RegisterMachineRequest\x1a-.bootchain.bootapi.v1.RegisterMachineResponse\x12d\n" +
 	"\n" +
 	"GetMachine\x12'.bootchain.bootapi.v1.GetMachineRequest\x1a(.bootchain.bootapi.v1.GetMachineResponse\"\x03\x90\x02\x01\x12j\n" +
 	"\fListMachines\x12).bootchain.bootapi.v1.ListMachinesRequest\x1a*.bootchain.bootapi.v1.ListMachinesResponse\"\x03\x90\x02\x01\x12h\n" +
 	"\rUpdateMachine\x12*.bootchain.bootapi.v1.UpdateMachineRequest\x1a+.bootchain.bootapi.v1.UpdateMachineResponse\x12h\n" +
-	"\rDeleteMachine\x12*.bootchain.bootapi.v1.DeleteMachineRequest\x1a+.bootchain.bootapi.v1.DeleteMachineResponseB\xe1\x01\n" +
+	"\rDeleteMachine\x12*.bootchain.bootapi.v1.DeleteMachineRequest\x1a+.bootchain.bootapi.v1.DeleteMachineResponse\x12p\n" +
+	"\x0ePreviewMachine\x12+.bootchain.bootapi.v1.PreviewMachineRequest\x1a,.bootchain.bootapi.v1.PreviewMachineResponse\"\x03\x90\x02\x01B\xe1\x01\n" +
 	"\x18com.bootchain.bootapi.v1B\fMachineProtoP\x01ZEgithub.com/bootchain/bootchain/pkg/gen/bootchain/bootapi/v1;bootapiv1\xa2\x02\x03BBX\xaa\x02\x14Bootchain.Bootapi.V1\xca\x02\x14Bootchain\\Bootapi\\V1\xe2\x02 Bootchain\\Bootapi\\V1\\GPBMetadata\xea\x02\x16Bootchain::Bootapi::V1b\x06proto3"
 
 var (
@@ -924,7 +1148,7 @@ func file_bootchain_bootapi_v1_machine_proto_rawDescGZIP() []byte {
 }
 
 var file_bootchain_bootapi_v1_machine_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_bootchain_bootapi_v1_machine_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_bootchain_bootapi_v1_machine_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_bootchain_bootapi_v1_machine_proto_goTypes = []any{
 	(Action)(0),                     // 0: bootchain.bootapi.v1.Action
 	(*Machine)(nil),                 // 1: bootchain.bootapi.v1.Machine
@@ -939,36 +1163,40 @@ var file_bootchain_bootapi_v1_machine_proto_goTypes = []any{
 	(*UpdateMachineResponse)(nil),   // 10: bootchain.bootapi.v1.UpdateMachineResponse
 	(*DeleteMachineRequest)(nil),    // 11: bootchain.bootapi.v1.DeleteMachineRequest
 	(*DeleteMachineResponse)(nil),   // 12: bootchain.bootapi.v1.DeleteMachineResponse
-	nil,                             // 13: bootchain.bootapi.v1.Machine.LabelsEntry
-	(*timestamppb.Timestamp)(nil),   // 14: google.protobuf.Timestamp
-	(*fieldmaskpb.FieldMask)(nil),   // 15: google.protobuf.FieldMask
+	(*PreviewMachineRequest)(nil),   // 13: bootchain.bootapi.v1.PreviewMachineRequest
+	(*PreviewMachineResponse)(nil),  // 14: bootchain.bootapi.v1.PreviewMachineResponse
+	nil,                             // 15: bootchain.bootapi.v1.Machine.LabelsEntry
+	(*timestamppb.Timestamp)(nil),   // 16: google.protobuf.Timestamp
+	(*fieldmaskpb.FieldMask)(nil),   // 17: google.protobuf.FieldMask
 }
 var file_bootchain_bootapi_v1_machine_proto_depIdxs = []int32{
-	13, // 0: bootchain.bootapi.v1.Machine.labels:type_name -> bootchain.bootapi.v1.Machine.LabelsEntry
+	15, // 0: bootchain.bootapi.v1.Machine.labels:type_name -> bootchain.bootapi.v1.Machine.LabelsEntry
 	0,  // 1: bootchain.bootapi.v1.Machine.default_action:type_name -> bootchain.bootapi.v1.Action
-	14, // 2: bootchain.bootapi.v1.Machine.create_time:type_name -> google.protobuf.Timestamp
-	14, // 3: bootchain.bootapi.v1.Machine.update_time:type_name -> google.protobuf.Timestamp
-	14, // 4: bootchain.bootapi.v1.Machine.last_seen_time:type_name -> google.protobuf.Timestamp
+	16, // 2: bootchain.bootapi.v1.Machine.create_time:type_name -> google.protobuf.Timestamp
+	16, // 3: bootchain.bootapi.v1.Machine.update_time:type_name -> google.protobuf.Timestamp
+	16, // 4: bootchain.bootapi.v1.Machine.last_seen_time:type_name -> google.protobuf.Timestamp
 	2,  // 5: bootchain.bootapi.v1.Machine.facts:type_name -> bootchain.bootapi.v1.MachineFacts
 	1,  // 6: bootchain.bootapi.v1.RegisterMachineRequest.machine:type_name -> bootchain.bootapi.v1.Machine
 	1,  // 7: bootchain.bootapi.v1.RegisterMachineResponse.machine:type_name -> bootchain.bootapi.v1.Machine
 	1,  // 8: bootchain.bootapi.v1.GetMachineResponse.machine:type_name -> bootchain.bootapi.v1.Machine
 	1,  // 9: bootchain.bootapi.v1.ListMachinesResponse.machines:type_name -> bootchain.bootapi.v1.Machine
 	1,  // 10: bootchain.bootapi.v1.UpdateMachineRequest.machine:type_name -> bootchain.bootapi.v1.Machine
-	15, // 11: bootchain.bootapi.v1.UpdateMachineRequest.update_mask:type_name -> google.protobuf.FieldMask
+	17, // 11: bootchain.bootapi.v1.UpdateMachineRequest.update_mask:type_name -> google.protobuf.FieldMask
 	1,  // 12: bootchain.bootapi.v1.UpdateMachineResponse.machine:type_name -> bootchain.bootapi.v1.Machine
 	3,  // 13: bootchain.bootapi.v1.MachineService.RegisterMachine:input_type -> bootchain.bootapi.v1.RegisterMachineRequest
 	5,  // 14: bootchain.bootapi.v1.MachineService.GetMachine:input_type -> bootchain.bootapi.v1.GetMachineRequest
 	7,  // 15: bootchain.bootapi.v1.MachineService.ListMachines:input_type -> bootchain.bootapi.v1.ListMachinesRequest
 	9,  // 16: bootchain.bootapi.v1.MachineService.UpdateMachine:input_type -> bootchain.bootapi.v1.UpdateMachineRequest
 	11, // 17: bootchain.bootapi.v1.MachineService.DeleteMachine:input_type -> bootchain.bootapi.v1.DeleteMachineRequest
-	4,  // 18: bootchain.bootapi.v1.MachineService.RegisterMachine:output_type -> bootchain.bootapi.v1.RegisterMachineResponse
-	6,  // 19: bootchain.bootapi.v1.MachineService.GetMachine:output_type -> bootchain.bootapi.v1.GetMachineResponse
-	8,  // 20: bootchain.bootapi.v1.MachineService.ListMachines:output_type -> bootchain.bootapi.v1.ListMachinesResponse
-	10, // 21: bootchain.bootapi.v1.MachineService.UpdateMachine:output_type -> bootchain.bootapi.v1.UpdateMachineResponse
-	12, // 22: bootchain.bootapi.v1.MachineService.DeleteMachine:output_type -> bootchain.bootapi.v1.DeleteMachineResponse
-	18, // [18:23] is the sub-list for method output_type
-	13, // [13:18] is the sub-list for method input_type
+	13, // 18: bootchain.bootapi.v1.MachineService.PreviewMachine:input_type -> bootchain.bootapi.v1.PreviewMachineRequest
+	4,  // 19: bootchain.bootapi.v1.MachineService.RegisterMachine:output_type -> bootchain.bootapi.v1.RegisterMachineResponse
+	6,  // 20: bootchain.bootapi.v1.MachineService.GetMachine:output_type -> bootchain.bootapi.v1.GetMachineResponse
+	8,  // 21: bootchain.bootapi.v1.MachineService.ListMachines:output_type -> bootchain.bootapi.v1.ListMachinesResponse
+	10, // 22: bootchain.bootapi.v1.MachineService.UpdateMachine:output_type -> bootchain.bootapi.v1.UpdateMachineResponse
+	12, // 23: bootchain.bootapi.v1.MachineService.DeleteMachine:output_type -> bootchain.bootapi.v1.DeleteMachineResponse
+	14, // 24: bootchain.bootapi.v1.MachineService.PreviewMachine:output_type -> bootchain.bootapi.v1.PreviewMachineResponse
+	19, // [19:25] is the sub-list for method output_type
+	13, // [13:19] is the sub-list for method input_type
 	13, // [13:13] is the sub-list for extension type_name
 	13, // [13:13] is the sub-list for extension extendee
 	0,  // [0:13] is the sub-list for field type_name
@@ -986,7 +1214,7 @@ func file_bootchain_bootapi_v1_machine_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_bootchain_bootapi_v1_machine_proto_rawDesc), len(file_bootchain_bootapi_v1_machine_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   13,
+			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -24,6 +24,7 @@ const (
 	MachineService_ListMachines_FullMethodName    = "/bootchain.bootapi.v1.MachineService/ListMachines"
 	MachineService_UpdateMachine_FullMethodName   = "/bootchain.bootapi.v1.MachineService/UpdateMachine"
 	MachineService_DeleteMachine_FullMethodName   = "/bootchain.bootapi.v1.MachineService/DeleteMachine"
+	MachineService_PreviewMachine_FullMethodName  = "/bootchain.bootapi.v1.MachineService/PreviewMachine"
 )
 
 // MachineServiceClient is the client API for MachineService service.
@@ -44,6 +45,10 @@ type MachineServiceClient interface {
 	UpdateMachine(ctx context.Context, in *UpdateMachineRequest, opts ...grpc.CallOption) (*UpdateMachineResponse, error)
 	// DeleteMachine forgets a machine. Its pending job, if any, is canceled.
 	DeleteMachine(ctx context.Context, in *DeleteMachineRequest, opts ...grpc.CallOption) (*DeleteMachineResponse, error)
+	// PreviewMachine answers what the machine would boot if it asked for its script
+	// now: the rule that decides, and the script as rendered. It writes nothing: no
+	// job is dispatched, no session opened, no discovered machine recorded.
+	PreviewMachine(ctx context.Context, in *PreviewMachineRequest, opts ...grpc.CallOption) (*PreviewMachineResponse, error)
 }
 
 type machineServiceClient struct {
@@ -104,6 +109,16 @@ func (c *machineServiceClient) DeleteMachine(ctx context.Context, in *DeleteMach
 	return out, nil
 }
 
+func (c *machineServiceClient) PreviewMachine(ctx context.Context, in *PreviewMachineRequest, opts ...grpc.CallOption) (*PreviewMachineResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PreviewMachineResponse)
+	err := c.cc.Invoke(ctx, MachineService_PreviewMachine_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // MachineServiceServer is the server API for MachineService service.
 // All implementations must embed UnimplementedMachineServiceServer
 // for forward compatibility.
@@ -122,6 +137,10 @@ type MachineServiceServer interface {
 	UpdateMachine(context.Context, *UpdateMachineRequest) (*UpdateMachineResponse, error)
 	// DeleteMachine forgets a machine. Its pending job, if any, is canceled.
 	DeleteMachine(context.Context, *DeleteMachineRequest) (*DeleteMachineResponse, error)
+	// PreviewMachine answers what the machine would boot if it asked for its script
+	// now: the rule that decides, and the script as rendered. It writes nothing: no
+	// job is dispatched, no session opened, no discovered machine recorded.
+	PreviewMachine(context.Context, *PreviewMachineRequest) (*PreviewMachineResponse, error)
 	mustEmbedUnimplementedMachineServiceServer()
 }
 
@@ -146,6 +165,9 @@ func (UnimplementedMachineServiceServer) UpdateMachine(context.Context, *UpdateM
 }
 func (UnimplementedMachineServiceServer) DeleteMachine(context.Context, *DeleteMachineRequest) (*DeleteMachineResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method DeleteMachine not implemented")
+}
+func (UnimplementedMachineServiceServer) PreviewMachine(context.Context, *PreviewMachineRequest) (*PreviewMachineResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method PreviewMachine not implemented")
 }
 func (UnimplementedMachineServiceServer) mustEmbedUnimplementedMachineServiceServer() {}
 func (UnimplementedMachineServiceServer) testEmbeddedByValue()                        {}
@@ -258,6 +280,24 @@ func _MachineService_DeleteMachine_Handler(srv interface{}, ctx context.Context,
 	return interceptor(ctx, in, info, handler)
 }
 
+func _MachineService_PreviewMachine_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PreviewMachineRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MachineServiceServer).PreviewMachine(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: MachineService_PreviewMachine_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MachineServiceServer).PreviewMachine(ctx, req.(*PreviewMachineRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // MachineService_ServiceDesc is the grpc.ServiceDesc for MachineService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -284,6 +324,10 @@ var MachineService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "DeleteMachine",
 			Handler:    _MachineService_DeleteMachine_Handler,
+		},
+		{
+			MethodName: "PreviewMachine",
+			Handler:    _MachineService_PreviewMachine_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
