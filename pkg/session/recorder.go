@@ -132,6 +132,10 @@ func (r *Recorder) Spans() bool { return r.spans }
 func (r *Recorder) Run(ctx context.Context) error {
 	cacheDone := make(chan struct{})
 	go func() { r.cache.Run(ctx); close(cacheDone) }()
+	// Writes outlive ctx: a batch taken from the queue when the stop comes is
+	// written (each etcd call bounded by the store's timeout), not dropped, and
+	// the final flush below then writes whatever is left.
+	wctx := context.WithoutCancel(ctx)
 	var last time.Time
 	tick := time.NewTicker(repeatFlush / repeatSpread)
 	defer tick.Stop()
@@ -140,7 +144,7 @@ func (r *Recorder) Run(ctx context.Context) error {
 		case <-tick.C:
 			if r.repeatsDue(time.Now()) {
 				last = time.Now()
-				r.writePending(ctx, dueRepeats)
+				r.writePending(wctx, dueRepeats)
 			}
 		case <-ctx.Done():
 			// The last flush outlives ctx (it is why Run waits), keeping its values.
@@ -164,7 +168,7 @@ func (r *Recorder) Run(ctx context.Context) error {
 				}
 			}
 			last = time.Now()
-			r.writePending(ctx, noRepeats)
+			r.writePending(wctx, noRepeats)
 		}
 	}
 }

@@ -123,11 +123,14 @@ func (t *Sightings) run(ctx context.Context) error {
 		case <-ctx.Done():
 			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), stopFlush)
 			defer cancel()
-			t.writePending(fctx)
+			t.writePending(fctx, fctx)
 			return nil
 		case <-t.kick:
 		}
-		t.writePending(ctx)
+		// The transaction under way when the stop comes is finished (each etcd
+		// call is bounded by the store's timeout); the rest goes back to the
+		// queue for the last flush.
+		t.writePending(context.WithoutCancel(ctx), ctx)
 	}
 }
 
@@ -135,8 +138,8 @@ func (t *Sightings) run(ctx context.Context) error {
 const stopFlush = 5 * time.Second
 
 // writePending writes every queued sighting, sightingBatch to a transaction,
-// until ctx ends.
-func (t *Sightings) writePending(ctx context.Context) {
+// with ctx; once stop ends, what is not yet written is queued again.
+func (t *Sightings) writePending(ctx, stop context.Context) {
 	t.mu.Lock()
 	batch := t.pending
 	t.pending = map[string]sighting{}
@@ -145,10 +148,37 @@ func (t *Sightings) writePending(ctx context.Context) {
 	for mac := range batch {
 		macs = append(macs, mac)
 	}
-	for len(macs) > 0 && ctx.Err() == nil {
+	for len(macs) > 0 {
+		if stop.Err() != nil {
+			t.requeue(macs, batch)
+			return
+		}
 		n := min(len(macs), sightingBatch)
 		t.writeBatch(ctx, macs[:n], batch)
 		macs = macs[n:]
+	}
+}
+
+// requeue puts back the sightings of macs not written, merged under any newer
+// ones as add merges them.
+func (t *Sightings) requeue(macs []string, batch map[string]sighting) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, mac := range macs {
+		old := batch[mac]
+		s, newer := t.pending[mac]
+		if !newer {
+			t.pending[mac] = old
+			continue
+		}
+		if s.facts == nil {
+			s.facts = old.facts
+		}
+		s.isNew = s.isNew || old.isNew
+		if s.site == "" {
+			s.site = old.site
+		}
+		t.pending[mac] = s
 	}
 }
 

@@ -198,3 +198,23 @@ func TestSightingsWrittenAtStop(t *testing.T) {
 		t.Errorf("machine written at stop = %v", m)
 	}
 }
+
+// TestSightingsRequeuedAtStop: sightings taken from the queue but not written
+// when the stop comes go back to it, merged with newer ones, for the last flush.
+func TestSightingsRequeuedAtStop(t *testing.T) {
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	s := newSightings(nil, log, time.Now)
+	const a, b = "52:54:00:00:05:01", "52:54:00:00:05:02"
+	s.pending[a] = sighting{site: "lab", isNew: true}
+	s.pending[b] = sighting{facts: &bootapiv1.MachineFacts{Arch: "x86_64"}}
+	stopped, stop := context.WithCancel(context.Background())
+	stop()
+	s.writePending(context.Background(), stopped) // nothing written: stop has come
+	s.add(a, sighting{facts: &bootapiv1.MachineFacts{Arch: "arm64"}})
+	if got := s.pending[a]; !got.isNew || got.site != "lab" || got.facts.GetArch() != "arm64" {
+		t.Errorf("requeued discovery merged with a newer sighting = %+v", got)
+	}
+	if got := s.pending[b]; got.facts.GetArch() != "x86_64" {
+		t.Errorf("requeued sighting = %+v", got)
+	}
+}
