@@ -34,13 +34,30 @@ func legacyArgs(root *cobra.Command, args []string) []string {
 		if a == "--" {
 			return append(out, args[i:]...)
 		}
-		name, _, _ := strings.Cut(strings.TrimPrefix(a, "-"), "=")
-		if strings.HasPrefix(a, "-") && !strings.HasPrefix(a, "--") && len(name) > 1 && long[name] {
+		name, value, hasValue := strings.Cut(strings.TrimPrefix(a, "-"), "=")
+		if name == "timeout" && !strings.HasPrefix(a, "--") && jobsCreate(args[:i]) {
+			// `jobs create -timeout D` set the job's timeout before --timeout
+			// became every call's: keep old scripts meaning what they meant.
+			a = "--job-timeout"
+			if hasValue {
+				a += "=" + value
+			}
+		} else if strings.HasPrefix(a, "-") && !strings.HasPrefix(a, "--") && len(name) > 1 && long[name] {
 			a = "-" + a
 		}
 		out = append(out, a)
 	}
 	return out
+}
+
+// jobsCreate reports whether the words before are "jobs create".
+func jobsCreate(before []string) bool {
+	for i := 0; i+1 < len(before); i++ {
+		if before[i] == "jobs" && before[i+1] == "create" {
+			return true
+		}
+	}
+	return false
 }
 
 // legacyFlagNames maps the global flags' old names to their names now.

@@ -14,6 +14,11 @@ func TestLegacyArgs(t *testing.T) {
 		"profiles create x -kernel=k -menu":              "profiles create x --kernel=k --menu",
 		"machines register M -hostname h -- -hostname":   "machines register M --hostname h -- -hostname",
 		"profiles create x --cmdline -quiet -nosuchflag": "profiles create x --cmdline -quiet -nosuchflag",
+		// -timeout was the job's before --timeout bounded every call.
+		"jobs create -mac M -profile P -timeout 30m": "jobs create --mac M --profile P --job-timeout 30m",
+		"jobs create -timeout=2h -mac M":             "jobs create --job-timeout=2h --mac M",
+		"jobs list -timeout 5s":                      "jobs list --timeout 5s",
+		"-timeout 5s jobs create -mac M":             "--timeout 5s jobs create --mac M",
 	} {
 		if got := strings.Join(legacyArgs(root, strings.Fields(in)), " "); got != want {
 			t.Errorf("legacyArgs(%q) = %q, want %q", in, got, want)
@@ -21,8 +26,9 @@ func TestLegacyArgs(t *testing.T) {
 	}
 }
 
-// FuzzLegacyArgs: the rewrite only ever adds one dash to a flag before "--",
-// and leaves the rest as typed.
+// FuzzLegacyArgs: the rewrite only ever adds one dash to a flag before "--"
+// (or turns jobs create's old -timeout into --job-timeout), and leaves the rest
+// as typed.
 func FuzzLegacyArgs(f *testing.F) {
 	root := newRootCommand(newGlobal(nil))
 	for _, s := range []string{"jobs create -mac M -profile P", "-o json jobs list", "a -- -mac", "-kernel=x -=y --", ""} {
@@ -37,7 +43,8 @@ func FuzzLegacyArgs(f *testing.F) {
 		seenDashes := false
 		for i := range in {
 			seenDashes = seenDashes || in[i] == "--"
-			if out[i] != in[i] && (seenDashes || out[i] != "-"+in[i] || strings.HasPrefix(in[i], "--")) {
+			jobTimeout := strings.HasPrefix(in[i], "-timeout") && strings.HasPrefix(out[i], "--job-timeout")
+			if out[i] != in[i] && !jobTimeout && (seenDashes || out[i] != "-"+in[i] || strings.HasPrefix(in[i], "--")) {
 				t.Fatalf("%q -> %q: %q became %q", in, out, in[i], out[i])
 			}
 		}
