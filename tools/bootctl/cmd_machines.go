@@ -355,8 +355,8 @@ traceparent are placeholders.`,
 		},
 	}
 	fs := cmd.Flags()
-	fs.StringVar(&req.Arch, "arch", "", "architecture iPXE would report (x86_64, arm64)")
-	fs.StringVar(&req.Platform, "platform", "", "platform iPXE would report (pcbios, efi)")
+	fs.StringVar(&req.Arch, "arch", "", "architecture iPXE would report (x86_64, arm64); checked, but no rule depends on it today")
+	fs.StringVar(&req.Platform, "platform", "", "platform iPXE would report (pcbios, efi); checked, but no rule depends on it today")
 	fs.StringVar(&req.Profile, "profile", "", "profile picked in the boot menu")
 	_ = cmd.RegisterFlagCompletionFunc("profile", complete(g, profileNames))
 	_ = cmd.RegisterFlagCompletionFunc("arch", words("x86_64", "i386", "arm64"))

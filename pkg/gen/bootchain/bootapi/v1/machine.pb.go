@@ -838,9 +838,11 @@ type PreviewMachineRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// MAC of the machine, any common notation; it need not be known.
 	Mac string `protobuf:"bytes,1,opt,name=mac,proto3" json:"mac,omitempty"`
-	// iPXE ${buildarch} the request would report (x86_64, arm64); optional.
+	// iPXE ${buildarch} the request would report (x86_64, arm64); optional,
+	// checked like the script endpoint's. No decision rule reads it today.
 	Arch string `protobuf:"bytes,2,opt,name=arch,proto3" json:"arch,omitempty"`
-	// iPXE ${platform} the request would report (pcbios, efi); optional.
+	// iPXE ${platform} the request would report (pcbios, efi); optional,
+	// checked like the script endpoint's. No decision rule reads it today.
 	Platform string `protobuf:"bytes,3,opt,name=platform,proto3" json:"platform,omitempty"`
 	// Profile picked in the boot menu, as the menu's link would send it; optional.
 	Profile       string `protobuf:"bytes,4,opt,name=profile,proto3" json:"profile,omitempty"`
