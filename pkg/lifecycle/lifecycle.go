@@ -115,8 +115,9 @@ func (l *Layer) Go(fn func(ctx context.Context) error) {
 	}()
 }
 
-// OnStop runs fn when the layer stops, before the layers below it are told to:
-// a last step of this layer's stop (giving back claims, say).
+// OnStop runs fn when the layer stops, alongside the layer's other parts as
+// they wind down and before the layers below it are told to stop (giving back
+// claims, say). fn must not need the layer's other parts to have returned.
 func (l *Layer) OnStop(fn func()) {
 	l.Go(func(ctx context.Context) error { <-ctx.Done(); fn(); return nil })
 }
