@@ -35,9 +35,6 @@ type PreviewConfig struct {
 // EnablePreview lets PreviewMachine answer; without it the method is
 // Unimplemented.
 func (a *API) EnablePreview(cfg PreviewConfig) *API {
-	if cfg.DefaultAction == bootapiv1.Action_ACTION_UNSPECIFIED {
-		cfg.DefaultAction = bootapiv1.Action_ACTION_MENU
-	}
 	a.preview = &cfg
 	return a
 }
@@ -64,24 +61,8 @@ func (a *API) PreviewMachine(ctx context.Context, req *bootapiv1.PreviewMachineR
 			return nil, apierr.FromError(err)
 		}
 	}
-	var m *bootapiv1.Machine
-	if it, ok := a.st.Machines.Get(mac); ok {
-		m = it.Value
-	}
-	in := decide.Input{
-		MAC: mac, Machine: m, MenuChoice: req.GetProfile(),
-		DefaultSite: a.preview.DefaultSite, DefaultAction: a.preview.DefaultAction,
-		Sites: func(name string) (*bootapiv1.Site, bool) {
-			it, ok := a.st.Sites.Get(name)
-			return it.Value, ok
-		},
-		Profiles: func(name string) (*bootapiv1.Profile, bool) {
-			it, ok := a.st.Profiles.Get(name)
-			return it.Value, ok
-		},
-	}
-	jit, _ := a.st.ActiveJob(mac)
-	in.Job = jit.Value
+	in, _ := a.st.DecisionInput(mac, req.GetProfile())
+	in.DefaultSite, in.DefaultAction = a.preview.DefaultSite, a.preview.DefaultAction
 	d := decide.Evaluate(in)
 	discover := d.Discover
 	r := a.preview.Renderer

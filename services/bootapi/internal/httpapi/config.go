@@ -41,11 +41,7 @@ func (h *Handler) config(ctx context.Context, rc *fasthttp.RequestCtx, query []b
 		method = fasthttp.MethodHead
 	}
 	start := h.cfg.Now()
-	st := h.cfg.State
-	var m *bootapiv1.Machine
-	if it, ok := st.Machines.Get(mac); ok {
-		m = it.Value
-	}
+	in, jit := h.input(mac, q.profile)
 	sess := h.cfg.Sessions.Open(ctx, mac, session.OpenOptions{IP: ip, Now: start})
 	startHop := func() *session.Hop {
 		var hop *session.Hop
@@ -60,7 +56,7 @@ func (h *Handler) config(ctx context.Context, rc *fasthttp.RequestCtx, query []b
 		// dispatch), so it starts first.
 		hop = startHop()
 	}
-	s, jobID := h.answer(ctx, mac, m, q.profile, sess)
+	s, jobID := h.answer(ctx, in, jit, sess)
 	n := s.Len()
 	// Without spans a hop is only its record: a machine looping on its script
 	// (the same answer within session.RepeatWindow) just raises a count.
@@ -83,26 +79,21 @@ func (h *Handler) config(ctx context.Context, rc *fasthttp.RequestCtx, query []b
 		sess.Finish(bootapiv1.SessionState_SESSION_STATE_SUCCEEDED, "", s.Detail)
 	}
 	writeScript(rc, s.Head, s.Body)
-	st.Sightings.Seen(mac, m, facts(q, ip), start)
+	h.cfg.State.Sightings.Seen(mac, in.Machine, facts(q, ip), start)
 }
 
-// input is what the decision reads for mac (m: its record, nil when unknown),
-// and the machine's unfinished job as cached.
-func (h *Handler) input(mac string, m *bootapiv1.Machine, choice string) (decide.Input, store.Item[*bootapiv1.Job]) {
-	in := decide.Input{
-		MAC: mac, Machine: m, MenuChoice: choice, DefaultSite: h.cfg.DefaultSite, DefaultAction: h.cfg.DefaultAction,
-		Sites: h.sites, Profiles: h.profiles,
-	}
-	jit, _ := h.cfg.State.ActiveJob(mac)
-	in.Job = jit.Value
+// input is what the decision reads for mac, with this bootapi's defaults.
+func (h *Handler) input(mac, choice string) (decide.Input, store.Item[*bootapiv1.Job]) {
+	in, jit := h.cfg.State.DecisionInput(mac, choice)
+	in.DefaultSite, in.DefaultAction = h.cfg.DefaultSite, h.cfg.DefaultAction
 	return in, jit
 }
 
 // answer decides what mac boots and executes the decision: it records a
 // discovered machine and dispatches a pending job. jobID is the job
 // dispatched, if any.
-func (h *Handler) answer(ctx context.Context, mac string, m *bootapiv1.Machine, choice string, sess *session.Session) (s script.Script, jobID string) {
-	in, jit := h.input(mac, m, choice)
+func (h *Handler) answer(ctx context.Context, in decide.Input, jit store.Item[*bootapiv1.Job], sess *session.Session) (s script.Script, jobID string) {
+	mac := in.MAC
 	d := decide.Evaluate(in)
 	if d.Discover {
 		h.cfg.State.Sightings.Discovered(mac, d.Site.GetName())

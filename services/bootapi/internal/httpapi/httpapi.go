@@ -56,10 +56,6 @@ type Handler struct {
 	log    *slog.Logger
 	render *script.Renderer
 	spans  bool // the session recorder exports hops as spans
-	// sites and profiles are the decision's lookups, made once rather than
-	// per request.
-	sites    func(string) (*bootapiv1.Site, bool)
-	profiles func(string) (*bootapiv1.Profile, bool)
 	// What was answered, for bootapi's summary when it stops.
 	Scripts, Dispatches, Reports, Rejected atomic.Int64
 }
@@ -69,22 +65,11 @@ func New(cfg Config) *Handler {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	if cfg.DefaultAction == bootapiv1.Action_ACTION_UNSPECIFIED {
-		cfg.DefaultAction = bootapiv1.Action_ACTION_MENU
-	}
 	st := cfg.State
 	return &Handler{
 		cfg: cfg, log: cfg.Logger, spans: cfg.Sessions.Spans(),
 		render: script.NewRenderer(script.RendererConfig{
 			PublicURL: cfg.PublicURL, ArtifactURL: cfg.ArtifactURL, MenuTimeout: cfg.MenuTimeout, Profiles: st.Profiles,
 		}),
-		sites: func(name string) (*bootapiv1.Site, bool) {
-			it, ok := st.Sites.Get(name)
-			return it.Value, ok
-		},
-		profiles: func(name string) (*bootapiv1.Profile, bool) {
-			it, ok := st.Profiles.Get(name)
-			return it.Value, ok
-		},
 	}
 }

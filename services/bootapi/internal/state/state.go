@@ -21,6 +21,7 @@ import (
 
 	bootapiv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/bootapi/v1"
 	"github.com/bootchain/bootchain/pkg/store"
+	"github.com/bootchain/bootchain/services/bootapi/internal/decide"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/protobuf/proto"
@@ -53,6 +54,10 @@ type State struct {
 
 	mu     sync.RWMutex
 	active map[string]string // mac -> unfinished job id, kept by indexJob
+
+	// The decision's lookups, made once rather than per request.
+	site    func(string) (*bootapiv1.Site, bool)
+	profile func(string) (*bootapiv1.Profile, bool)
 }
 
 // New returns a State; call Run.
@@ -67,7 +72,31 @@ func New(st *store.Store, log *slog.Logger) *State {
 	}
 	s.Sightings = newSightings(s, log, time.Now)
 	s.Jobs.OnEvent(s.indexJob)
+	s.site = func(name string) (*bootapiv1.Site, bool) {
+		it, ok := s.Sites.Get(name)
+		return it.Value, ok
+	}
+	s.profile = func(name string) (*bootapiv1.Profile, bool) {
+		it, ok := s.Profiles.Get(name)
+		return it.Value, ok
+	}
 	return s
+}
+
+// DecisionInput is what the boot decision reads about mac from the caches: its
+// record (nil when unknown), its unfinished job and the site and profile
+// lookups, with choice as the menu choice. The job's item (with its revision,
+// for a dispatch's compare-and-swap) is returned beside it. The defaults
+// (site, action) are the caller's to set. The script endpoint and the preview
+// both start here, so that a preview reads what a request would.
+func (s *State) DecisionInput(mac, choice string) (decide.Input, store.Item[*bootapiv1.Job]) {
+	in := decide.Input{MAC: mac, MenuChoice: choice, Sites: s.site, Profiles: s.profile}
+	if it, ok := s.Machines.Get(mac); ok {
+		in.Machine = it.Value
+	}
+	jit, _ := s.ActiveJob(mac)
+	in.Job = jit.Value
+	return in, jit
 }
 
 // Store is the etcd store.
