@@ -98,14 +98,7 @@ func (t *Sightings) add(mac string, s sighting) bool {
 		t.Dropped.Add(1)
 		return false
 	}
-	if s.facts == nil {
-		s.facts = old.facts
-	}
-	s.isNew = s.isNew || old.isNew
-	if s.site == "" {
-		s.site = old.site
-	}
-	t.pending[mac] = s
+	t.pending[mac] = s.over(old)
 	t.mu.Unlock()
 	select {
 	case t.kick <- struct{}{}:
@@ -159,27 +152,26 @@ func (t *Sightings) writePending(ctx, stop context.Context) {
 	}
 }
 
-// requeue puts back the sightings of macs not written, merged under any newer
-// ones as add merges them.
+// requeue puts back the sightings of macs not written, under any newer ones.
 func (t *Sightings) requeue(macs []string, batch map[string]sighting) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	for _, mac := range macs {
-		old := batch[mac]
-		s, newer := t.pending[mac]
-		if !newer {
-			t.pending[mac] = old
-			continue
-		}
-		if s.facts == nil {
-			s.facts = old.facts
-		}
-		s.isNew = s.isNew || old.isNew
-		if s.site == "" {
-			s.site = old.site
-		}
-		t.pending[mac] = s
+		t.pending[mac] = t.pending[mac].over(batch[mac])
 	}
+}
+
+// over is s queued on top of an older sighting of the same machine: s's facts
+// and site where it has them, and a discovery stays a discovery.
+func (s sighting) over(old sighting) sighting {
+	if s.facts == nil {
+		s.facts = old.facts
+	}
+	s.isNew = s.isNew || old.isNew
+	if s.site == "" {
+		s.site = old.site
+	}
+	return s
 }
 
 // sightingBatch is how many sightings share one transaction: a fleet powering on
