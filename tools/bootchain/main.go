@@ -1,7 +1,11 @@
 // Command bootchain is the all-in-one launcher: `bootchain up` runs an embedded etcd
 // and every bootchain service in one process, the single-machine and lab default.
+// On its first start it creates a CA and certificates in <data-dir>/pki and a
+// client config bootctl finds; `bootchain pki issue` issues more certificates from
+// that CA.
 //
 //	bootchain up --data-dir ./var --advertise 198.18.0.1
+//	bootchain pki issue --data-dir ./var --role operator --name alice --out ./alice
 package main
 
 import (
@@ -61,8 +65,15 @@ func dhcpdOff(fs *flag.FlagSet) (string, error) {
 }
 
 func main() {
+	if len(os.Args) >= 2 && os.Args[1] == "pki" {
+		if err := pkiMain(os.Args[2:]); err != nil {
+			fmt.Fprintf(os.Stderr, "bootchain pki: %v\n", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if len(os.Args) < 2 || os.Args[1] != "up" {
-		fmt.Fprintf(os.Stderr, "usage: bootchain up [flags]\n\nRuns an embedded etcd and the bootchain services (%s) in one process.\nRun `bootchain up -h` for flags.\n", strings.Join(names(components()), ", "))
+		fmt.Fprintf(os.Stderr, "usage: bootchain up [flags]\n       bootchain pki issue [flags]\n\nup runs an embedded etcd and the bootchain services (%s) in one process;\npki issue issues certificates from its CA. Add -h for flags.\n", strings.Join(names(components()), ", "))
 		os.Exit(2)
 	}
 	daemon.Main("bootchain", func(ctx context.Context) error { return up(ctx, os.Args[2:]) })
@@ -124,6 +135,18 @@ func up(ctx context.Context, args []string) error {
 	}
 	log, err := opts.Logger()
 	if err != nil {
+		return err
+	}
+	// TLS and client certificates by default: every gRPC API authenticates its
+	// callers, and the admin's credentials land where bootctl looks.
+	pkiDir, err := ensurePKI(abs, *advertise)
+	if err != nil {
+		return err
+	}
+	if err := wireTLS(fs, selected, pkiDir); err != nil {
+		return err
+	}
+	if err := writeClientConfigs(clientConfig(fs, abs, pkiDir), pkiDir); err != nil {
 		return err
 	}
 
