@@ -95,6 +95,7 @@ func up(ctx context.Context, args []string) error {
 	dataDir := fs.String("data-dir", "./var", "folder for etcd's data, artifacts and caches")
 	etcdClient := fs.String("etcd-client-addr", "127.0.0.1:2379", "client address of the embedded etcd")
 	etcdPeer := fs.String("etcd-peer-addr", "127.0.0.1:2380", "peer address of the embedded etcd")
+	etcdAnywhere := fs.Bool("etcd-insecure-non-loopback", false, "let --etcd-client-addr/--etcd-peer-addr be off loopback: the embedded etcd has no TLS and no authentication, so anyone who reaches it controls every boot")
 	external := fs.Bool("external-etcd", false, "use --etcd-endpoints instead of running an embedded etcd")
 	advertise := fs.String("advertise", "127.0.0.1", "address machines and peers reach this host at (put in boot scripts and DHCP answers)")
 	var only config.StringList
@@ -156,7 +157,10 @@ func up(ctx context.Context, args []string) error {
 	} else {
 		start := time.Now()
 		var emb *etcdembed.Etcd
-		emb, err = etcdembed.Start(ctx, etcdembed.Config{Dir: abs, ClientAddr: *etcdClient, PeerAddr: *etcdPeer})
+		if *etcdAnywhere {
+			log.Warn("embedded etcd may listen off loopback (--etcd-insecure-non-loopback): it has no TLS and no authentication", "client", *etcdClient, "peer", *etcdPeer)
+		}
+		emb, err = etcdembed.Start(ctx, etcdembed.Config{Dir: abs, ClientAddr: *etcdClient, PeerAddr: *etcdPeer, AllowNonLoopback: *etcdAnywhere})
 		if err != nil {
 			return err
 		}
