@@ -18,6 +18,7 @@ import (
 
 	"github.com/bootchain/bootchain/pkg/config"
 	"github.com/bootchain/bootchain/pkg/logging"
+	"github.com/bootchain/bootchain/pkg/pki"
 	"github.com/bootchain/bootchain/pkg/store"
 	"github.com/bootchain/bootchain/pkg/telemetry"
 	"github.com/bootchain/bootchain/pkg/tlsconf"
@@ -171,7 +172,8 @@ func Run(c Component) {
 		var o Options
 		o.AddFlags(fs)
 		c.AddFlags(fs, "")
-		var dataDir, advertise string
+		var dataDir, advertise, pkiDir string
+		fs.StringVar(&pkiDir, "pki-dir", "", "folder with ca.crt, server.crt/.key and service.crt/.key (bootchain pki issue --bundle): TLS flags not given come from it")
 		if c.DataDir != "" {
 			fs.StringVar(&dataDir, "data-dir", c.DataDir, "folder of the service's files")
 		}
@@ -183,6 +185,11 @@ func Run(c Component) {
 				return nil
 			}
 			return err
+		}
+		if pkiDir != "" {
+			if err := WirePKI(fs, pki.Dir(pkiDir)); err != nil {
+				return err
+			}
 		}
 		env, err := o.Start(ctx)
 		if err != nil {

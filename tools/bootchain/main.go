@@ -144,7 +144,11 @@ func up(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	if err := wireTLS(fs, selected, pkiDir); err != nil {
+	// Every server gets the server certificate and the CA, tftpd's and a
+	// replica's clients the service certificate. A replica's origin is another
+	// host: this only works when it shares this CA (a copied pki folder), else
+	// give --artifactstore-origin-tls-* from `bootchain pki issue` on the origin.
+	if err := daemon.WirePKI(fs, pkiDir); err != nil {
 		return err
 	}
 	if err := writeClientConfigs(clientConfig(fs, abs, pkiDir), pkiDir); err != nil {

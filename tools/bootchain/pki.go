@@ -41,58 +41,6 @@ func ensurePKI(dataDir, advertise string) (pki.Dir, error) {
 	return d, nil
 }
 
-// flagGroup is a set of flags that configure one TLS side together: the launcher
-// fills all of them or, when the user gave any, none.
-type flagGroup map[string]string
-
-// wireTLS gives every selected service's gRPC server the server certificate and
-// the client CA, and its clients of other services (tftpd's artifactstore
-// client, a replica's origin client) the service certificate, unless the user's
-// flags say otherwise.
-func wireTLS(fs *flag.FlagSet, selected []component, d pki.Dir) error {
-	given := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
-	set := func(g flagGroup) error {
-		for name := range g {
-			if given[name] {
-				return nil
-			}
-		}
-		for name, v := range g {
-			if fs.Lookup(name) == nil {
-				return fmt.Errorf("launcher: no flag --%s to wire TLS", name)
-			}
-			if err := fs.Set(name, v); err != nil {
-				return err
-			}
-		}
-		return nil
-	}
-	for _, c := range selected {
-		p := c.Name + "-"
-		if f := fs.Lookup(p + "grpc-insecure-plaintext"); f != nil && given[f.Name] && f.Value.String() == "true" {
-			continue
-		}
-		if err := set(flagGroup{
-			p + "grpc-tls-cert": d.Path(pki.ServerCert), p + "grpc-tls-key": d.Path(pki.ServerKey), p + "grpc-tls-client-ca": d.Path(pki.CACert),
-		}); err != nil {
-			return err
-		}
-	}
-	service := func(prefix string) flagGroup {
-		return flagGroup{
-			prefix + "tls-ca": d.Path(pki.CACert), prefix + "tls-cert": d.Path(pki.ServiceCert), prefix + "tls-key": d.Path(pki.ServiceKey),
-		}
-	}
-	if err := set(service("tftpd-artifactstore-")); err != nil {
-		return err
-	}
-	// A replica's origin is another host: its certificate names that host, and
-	// only works here when the origin shares this CA (a copied pki folder, or
-	// files from `bootchain pki issue` given with --artifactstore-origin-tls-*).
-	return set(service("artifactstore-origin-"))
-}
-
 // clientConfig is the client config for the admin of this launcher.
 func clientConfig(fs *flag.FlagSet, dataDir string, d pki.Dir) pki.ClientConfig {
 	addr := func(svc string) string {
@@ -146,11 +94,44 @@ func writeClientConfigs(c pki.ClientConfig, d pki.Dir) error {
 	return nil
 }
 
+// issueBundle writes a standalone service's PKI folder (daemon.WirePKI reads it).
+func issueBundle(ca *pki.CA, name string, sites, hosts []string, validity time.Duration, out string) error {
+	id := auth.Identity{Name: name, Role: auth.RoleService, Sites: sites}
+	certPEM, keyPEM, err := ca.IssueClient(id, validity)
+	if err != nil {
+		return err
+	}
+	srvPEM, srvKey, err := ca.IssueServer(name, hosts, validity)
+	if err != nil {
+		return err
+	}
+	d := pki.Dir(out)
+	for _, f := range []string{pki.CACert, pki.ServerCert, pki.ServerKey, pki.ServiceCert, pki.ServiceKey} {
+		if _, err := os.Stat(d.Path(f)); err == nil {
+			return fmt.Errorf("%s exists: remove it (or choose another --out) to issue a new bundle", d.Path(f))
+		}
+	}
+	if err := os.MkdirAll(out, 0o700); err != nil {
+		return err
+	}
+	if err := pki.WriteLeaf(d.Path(pki.ServerCert), d.Path(pki.ServerKey), srvPEM, srvKey); err != nil {
+		return err
+	}
+	if err := pki.WriteLeaf(d.Path(pki.ServiceCert), d.Path(pki.ServiceKey), certPEM, keyPEM); err != nil {
+		return err
+	}
+	if err := pki.WriteFileAtomic(d.Path(pki.CACert), ca.CertPEM, 0o644); err != nil {
+		return err
+	}
+	fmt.Printf("bundle for --pki-dir %s: server certificate for %s, client certificate %s, the CA\n", out, strings.Join(hosts, ", "), auth.IdentityURI(id))
+	return nil
+}
+
 // pkiMain is `bootchain pki issue`: certificates from the launcher's CA for
 // operators, automation and per-site services.
 func pkiMain(args []string) error {
 	if len(args) == 0 || args[0] != "issue" {
-		return errors.New("usage: bootchain pki issue --name N (--role R [--sites a,b] | --hosts h1,h2) --out DIR")
+		return errors.New("usage: bootchain pki issue --name N (--role R [--sites a,b] | --hosts h1,h2 | --bundle --hosts h1,h2 [--sites a,b]) --out DIR")
 	}
 	fs := flag.NewFlagSet("bootchain pki issue", flag.ContinueOnError)
 	dataDir := fs.String("data-dir", "./var", "the launcher's data dir: its CA is <data-dir>/pki/ca.{crt,key}")
@@ -161,6 +142,7 @@ func pkiMain(args []string) error {
 	fs.Var(&hosts, "hosts", "server certificate instead: DNS names and IPs it serves (comma-separated)")
 	out := fs.String("out", "", "folder for <name>.crt, <name>.key and the CA's ca.crt")
 	days := fs.Int("days", int(pki.LeafValidity/(24*time.Hour)), "days the certificate is valid")
+	bundle := fs.Bool("bundle", false, "a standalone service's folder for its --pki-dir: ca.crt, server.crt/.key for --hosts and service.crt/.key for the service identity --name [--sites]")
 	if err := config.Parse(fs, args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
@@ -170,7 +152,11 @@ func pkiMain(args []string) error {
 	if *name == "" || *out == "" {
 		return errors.New("--name and --out are required")
 	}
-	if (*role == "") == (len(hosts) == 0) {
+	if *bundle {
+		if *role != "" && *role != string(auth.RoleService) || len(hosts) == 0 {
+			return errors.New("--bundle: give --hosts (the service's names) and no --role but service")
+		}
+	} else if (*role == "") == (len(hosts) == 0) {
 		return errors.New("give --role (a client certificate) or --hosts (a server certificate)")
 	}
 	if *days < 1 {
@@ -186,6 +172,9 @@ func pkiMain(args []string) error {
 		return fmt.Errorf("%w (run `bootchain up --data-dir %s` once to create the CA)", err, *dataDir)
 	}
 	validity := time.Duration(*days) * 24 * time.Hour
+	if *bundle {
+		return issueBundle(ca, *name, sites, hosts, validity, *out)
+	}
 	var certPEM, keyPEM []byte
 	what := ""
 	if len(hosts) > 0 {

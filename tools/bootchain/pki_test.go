@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"os"
 	"path/filepath"
 	"strings"
@@ -10,9 +11,11 @@ import (
 	"time"
 
 	"github.com/bootchain/bootchain/pkg/auth"
+	"github.com/bootchain/bootchain/pkg/daemon"
 	"github.com/bootchain/bootchain/pkg/grpcclient"
 	"github.com/bootchain/bootchain/pkg/pki"
 	"github.com/bootchain/bootchain/pkg/tlsconf"
+	"github.com/bootchain/bootchain/services/tftpd"
 	"google.golang.org/grpc"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 )
@@ -166,6 +169,52 @@ func TestPKIIssue(t *testing.T) {
 	} {
 		if err := pkiMain(bad); err == nil {
 			t.Errorf("%s: issued", name)
+		}
+	}
+}
+
+// A bundle is a standalone service's --pki-dir: its server certificate for its
+// hosts and its service identity, both from the launcher's CA, which tftpd's
+// flags pick up (daemon.WirePKI, as `tftpd --pki-dir` runs it).
+func TestPKIIssueBundleForAStandaloneService(t *testing.T) {
+	dataDir := t.TempDir()
+	if _, err := pki.Ensure(pki.Dir(filepath.Join(dataDir, "pki")), []string{"localhost"}); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(t.TempDir(), "site-b")
+	if err := pkiMain([]string{"issue", "--bundle", "--data-dir", dataDir, "--name", "tftpd-b", "--sites", "site-b", "--hosts", "198.18.0.20,tftp-b.example", "--out", out}); err != nil {
+		t.Fatal(err)
+	}
+	d := pki.Dir(out)
+	ca, err := pki.LoadCA(filepath.Join(dataDir, "pki", "ca.crt"), filepath.Join(dataDir, "pki", "ca.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, srv, err := pki.LoadLeaf(d.Path(pki.ServerCert), d.Path(pki.ServerKey))
+	if err != nil || !ca.Signed(srv) || srv.VerifyHostname("198.18.0.20") != nil {
+		t.Fatalf("server certificate: %v", err)
+	}
+	_, svc, err := pki.LoadLeaf(d.Path(pki.ServiceCert), d.Path(pki.ServiceKey))
+	if err != nil || !ca.Signed(svc) {
+		t.Fatalf("service certificate: %v", err)
+	}
+	id, err := auth.ParseIdentityURI(svc.URIs[0].String())
+	if err != nil || id.Role != auth.RoleService || id.Name != "tftpd-b" || strings.Join(id.Sites, ",") != "site-b" {
+		t.Fatalf("service identity %+v %v", id, err)
+	}
+
+	c := tftpd.Component()
+	fs := flag.NewFlagSet("tftpd", flag.ContinueOnError)
+	c.AddFlags(fs, "")
+	if err := daemon.WirePKI(fs, d); err != nil {
+		t.Fatal(err)
+	}
+	for name, want := range map[string]string{
+		"grpc-tls-cert": d.Path(pki.ServerCert), "grpc-tls-client-ca": d.Path(pki.CACert),
+		"artifactstore-tls-cert": d.Path(pki.ServiceCert), "artifactstore-tls-ca": d.Path(pki.CACert),
+	} {
+		if got := fs.Lookup(name).Value.String(); got != want {
+			t.Errorf("--%s = %q, want %q", name, got, want)
 		}
 	}
 }
