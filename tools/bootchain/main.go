@@ -151,9 +151,6 @@ func up(ctx context.Context, args []string) error {
 	if err := daemon.WirePKI(fs, pkiDir); err != nil {
 		return err
 	}
-	if err := writeClientConfigs(clientConfig(fs, abs, pkiDir), pkiDir); err != nil {
-		return err
-	}
 
 	var env *daemon.Env
 	if *external {
@@ -196,7 +193,12 @@ func up(ctx context.Context, args []string) error {
 			return err
 		}
 	}
-	err = run(ctx, selected, fs, func(c component) *daemon.Env {
+	// The client config is written once the services listen, with the
+	// addresses they listen on (a port 0 is resolved by then).
+	ready := func(grpcAddrs map[string]string) error {
+		return writeClientConfigs(clientConfig(fs, grpcAddrs, abs, pkiDir), pkiDir)
+	}
+	err = run(ctx, selected, fs, ready, func(c component) *daemon.Env {
 		e := *env
 		e.Advertise = *advertise
 		if d := dirs[c.Name]; d != nil {
@@ -212,7 +214,11 @@ func up(ctx context.Context, args []string) error {
 // built, and serves until ctx ends or one fails. A service that fails to build
 // or to run stops the ones started before it: they are canceled and waited for,
 // in the reverse order, before run returns.
-func run(ctx context.Context, selected []component, fs *flag.FlagSet, envFor func(component) *daemon.Env) error {
+//
+// Once all are built, ready gets each one's gRPC address (from its "grpc ADDR"
+// endpoint); an error from it stops them too.
+func run(ctx context.Context, selected []component, fs *flag.FlagSet, ready func(grpcAddrs map[string]string) error, envFor func(component) *daemon.Env) error {
+	grpcAddrs := map[string]string{}
 	services := lifecycle.New(ctx)
 	for _, c := range selected {
 		if c.off != nil {
@@ -231,6 +237,9 @@ func run(ctx context.Context, selected []component, fs *flag.FlagSet, envFor fun
 		}
 		for _, ep := range svc.Endpoints() {
 			fmt.Printf("%-14s %s\n", c.Name, ep)
+			if a, ok := strings.CutPrefix(ep, "grpc "); ok {
+				grpcAddrs[c.Name] = a
+			}
 		}
 		services.Layer().Go(func(ctx context.Context) error {
 			if err := svc.Run(ctx); err != nil {
@@ -238,6 +247,9 @@ func run(ctx context.Context, selected []component, fs *flag.FlagSet, envFor fun
 			}
 			return nil
 		})
+	}
+	if err := ready(grpcAddrs); err != nil {
+		return services.Stop(err)
 	}
 	fmt.Println("bootchain is up; Ctrl-C stops it")
 	return services.Wait()

@@ -41,9 +41,14 @@ func ensurePKI(dataDir, advertise string) (pki.Dir, error) {
 	return d, nil
 }
 
-// clientConfig is the client config for the admin of this launcher.
-func clientConfig(fs *flag.FlagSet, dataDir string, d pki.Dir) pki.ClientConfig {
+// clientConfig is the client config for the admin of this launcher: the
+// addresses the services listen on (listening: where they do; others: their
+// flags) and the admin's certificate.
+func clientConfig(fs *flag.FlagSet, listening map[string]string, dataDir string, d pki.Dir) pki.ClientConfig {
 	addr := func(svc string) string {
+		if a, ok := listening[svc]; ok {
+			return dialAddr(a)
+		}
 		f := fs.Lookup(svc + "-grpc-addr")
 		if f == nil {
 			return ""

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"flag"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -71,15 +72,15 @@ func TestUpServesTLSAndWritesTheClientConfig(t *testing.T) {
 	cfgPath := filepath.Join(t.TempDir(), "conf", "bootctl.json")
 	t.Setenv(pki.ConfigEnv, cfgPath)
 	dataDir := t.TempDir()
-	grpcAddr := freePort(t)
+	// Port 0: the config names the port the service got.
 	startUp(t, dataDir, "--etcd-client-addr", "127.0.0.1:0", "--etcd-peer-addr", "127.0.0.1:0",
-		"--only", "artifactstore", "--artifactstore-http-addr", freePort(t), "--artifactstore-grpc-addr", grpcAddr)
+		"--only", "artifactstore", "--artifactstore-http-addr", freePort(t), "--artifactstore-grpc-addr", "127.0.0.1:0")
 
 	c, err := pki.ReadClientConfig(cfgPath)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.ArtifactStore != grpcAddr || c.DataDir != dataDir || c.CA != filepath.Join(dataDir, "pki", "ca.crt") {
+	if _, port, _ := net.SplitHostPort(c.ArtifactStore); port == "0" || port == "" || c.TFTPD != "localhost:9083" || c.DataDir != dataDir || c.CA != filepath.Join(dataDir, "pki", "ca.crt") {
 		t.Fatalf("client config %+v", c)
 	}
 	if err := c.CheckFiles(cfgPath); err != nil {
