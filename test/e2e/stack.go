@@ -150,6 +150,12 @@ func StartStack(ctx context.Context, l *lab.Lab, ns *lab.Netns, cfg StackConfig)
 			return nil, fmt.Errorf("%w; launcher log:\n%s", err, tail(s.Log(), 3000))
 		}
 	}
+	// The launcher writes the client config once every service listens, a
+	// moment after the last one may already answer.
+	if err := s.waitUp(ctx); err != nil {
+		s.Stop()
+		return nil, fmt.Errorf("%w; launcher log:\n%s", err, tail(s.Log(), 3000))
+	}
 	return s, nil
 }
 
@@ -196,6 +202,23 @@ func (s *Stack) waitHealthy(ctx context.Context, svc string) error {
 		case <-tick.C:
 		}
 	}
+}
+
+// waitUp waits for the launcher's "bootchain is up" line, printed after it wrote
+// the client config.
+func (s *Stack) waitUp(ctx context.Context) error {
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for !strings.Contains(s.Log(), "bootchain is up") {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("e2e: launcher not up: %w", ctx.Err())
+		case <-s.Proc.Done():
+			return fmt.Errorf("e2e: launcher exited (%v) before it was up", s.Proc.Err())
+		case <-tick.C:
+		}
+	}
+	return nil
 }
 
 // Conn returns a (cached) gRPC connection to svc on the namespace's loopback, with
