@@ -57,7 +57,8 @@ GRPCURL := $(GO) -C tools/grpcurl tool grpcurl
 
 .PHONY: grpcurl-list
 grpcurl-list:
-	$(GRPCURL) -plaintext localhost:9080 list
+	$(GRPCURL) -cacert $(abspath $(DATA_DIR))/pki/ca.crt -cert $(abspath $(DATA_DIR))/pki/admin.crt \
+	  -key $(abspath $(DATA_DIR))/pki/admin.key localhost:9080 list
 
 # The whole chain for real (root, QEMU under TCG): a lab namespace, `bootchain up`
 # inside it, VMs PXE-booting BIOS and UEFI through authoritative and proxy DHCP,

@@ -13,10 +13,12 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/bootchain/bootchain/pkg/config"
 	"github.com/bootchain/bootchain/pkg/logging"
+	"github.com/bootchain/bootchain/pkg/pki"
 	"github.com/bootchain/bootchain/pkg/store"
 	"github.com/bootchain/bootchain/pkg/telemetry"
 	"github.com/bootchain/bootchain/pkg/tlsconf"
@@ -29,6 +31,10 @@ type Options struct {
 	Etcd config.StringList
 	// EtcdTLS for the etcd client.
 	EtcdTLS tlsconf.Files
+	// EtcdUsername, when set, authenticates to etcd (etcd auth) with the password
+	// read from EtcdPasswordFile or, without one, from BOOTCHAIN_ETCD_PASSWORD.
+	// There is no password flag: a flag's value shows in ps.
+	EtcdUsername, EtcdPasswordFile string
 	// EtcdTimeout bounds each etcd call.
 	EtcdTimeout time.Duration
 	// Site this process serves.
@@ -47,6 +53,8 @@ func (o *Options) AddFlags(fs *flag.FlagSet) {
 	}
 	fs.Var(&o.Etcd, "etcd-endpoints", "comma-separated etcd endpoints")
 	o.EtcdTLS.AddClientFlags(fs, "etcd-")
+	fs.StringVar(&o.EtcdUsername, "etcd-username", o.EtcdUsername, "etcd user (etcd auth); its password comes from --etcd-password-file or "+EtcdPasswordEnv)
+	fs.StringVar(&o.EtcdPasswordFile, "etcd-password-file", o.EtcdPasswordFile, "file holding the etcd user's password (its first line)")
 	fs.DurationVar(&o.EtcdTimeout, "etcd-timeout", 5*time.Second, "timeout of each etcd call")
 	fs.StringVar(&o.Site, "site", o.Site, "site this process serves")
 	o.Log.AddFlags(fs)
@@ -92,9 +100,45 @@ func (o *Options) Start(ctx context.Context, endpoints ...string) (*Env, error) 
 	if err != nil {
 		return nil, err
 	}
+	password, err := o.etcdPassword()
+	if err != nil {
+		return nil, err
+	}
 	return o.start(ctx, func() (*store.Store, error) {
-		return store.Open(ctx, store.Config{Endpoints: endpoints, TLS: tlsCfg, RequestTimeout: o.EtcdTimeout})
+		return store.Open(ctx, store.Config{Endpoints: endpoints, TLS: tlsCfg, RequestTimeout: o.EtcdTimeout, Username: o.EtcdUsername, Password: password})
 	})
+}
+
+// EtcdPasswordEnv holds the etcd user's password when no --etcd-password-file is
+// given.
+const EtcdPasswordEnv = "BOOTCHAIN_ETCD_PASSWORD"
+
+// etcdPassword reads the etcd user's password: the first line of
+// EtcdPasswordFile, else EtcdPasswordEnv. Errors never hold it.
+func (o *Options) etcdPassword() (string, error) {
+	env, inEnv := os.LookupEnv(EtcdPasswordEnv)
+	if o.EtcdUsername == "" {
+		if o.EtcdPasswordFile != "" || (inEnv && env != "") {
+			return "", fmt.Errorf("an etcd password (--etcd-password-file or %s) needs --etcd-username", EtcdPasswordEnv)
+		}
+		return "", nil
+	}
+	if o.EtcdPasswordFile == "" {
+		if env == "" {
+			return "", fmt.Errorf("--etcd-username %q: give its password in --etcd-password-file or %s", o.EtcdUsername, EtcdPasswordEnv)
+		}
+		return env, nil
+	}
+	b, err := os.ReadFile(o.EtcdPasswordFile)
+	if err != nil {
+		return "", fmt.Errorf("--etcd-password-file: %w", err)
+	}
+	pw, _, _ := strings.Cut(string(b), "\n")
+	pw = strings.TrimSuffix(pw, "\r")
+	if pw == "" {
+		return "", fmt.Errorf("--etcd-password-file %s: empty first line", o.EtcdPasswordFile)
+	}
+	return pw, nil
 }
 
 // StartWith is Start with a store the caller opened (the all-in-one launcher's
@@ -128,7 +172,8 @@ func Run(c Component) {
 		var o Options
 		o.AddFlags(fs)
 		c.AddFlags(fs, "")
-		var dataDir, advertise string
+		var dataDir, advertise, pkiDir string
+		fs.StringVar(&pkiDir, "pki-dir", "", "folder with ca.crt, server.crt/.key and service.crt/.key (bootchain pki issue --bundle): TLS flags not given come from it")
 		if c.DataDir != "" {
 			fs.StringVar(&dataDir, "data-dir", c.DataDir, "folder of the service's files")
 		}
@@ -140,6 +185,11 @@ func Run(c Component) {
 				return nil
 			}
 			return err
+		}
+		if pkiDir != "" {
+			if err := WirePKI(fs, pki.Dir(pkiDir)); err != nil {
+				return err
+			}
 		}
 		env, err := o.Start(ctx)
 		if err != nil {

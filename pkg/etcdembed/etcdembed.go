@@ -42,6 +42,28 @@ type Config struct {
 	UnsafeNoFsync bool
 	// LogLevel of etcd's own logger; default "error".
 	LogLevel string
+	// AllowNonLoopback lets ClientAddr and PeerAddr be off loopback. The embedded
+	// etcd serves plaintext without authentication: anyone who reaches it owns
+	// every machine's boot, so Start refuses such an address unless this is set.
+	AllowNonLoopback bool
+}
+
+// checkLoopback refuses listen addresses off loopback (a wildcard or empty host
+// included) unless cfg allows them.
+func checkLoopback(cfg Config) error {
+	if cfg.AllowNonLoopback {
+		return nil
+	}
+	for _, a := range []struct{ flag, addr string }{{"client", cfg.ClientAddr}, {"peer", cfg.PeerAddr}} {
+		host, _, err := net.SplitHostPort(a.addr)
+		if err != nil {
+			return fmt.Errorf("etcdembed: bad %s address %q: %w", a.flag, a.addr, err)
+		}
+		if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+			return fmt.Errorf("etcdembed: %s address %s is not on loopback: the embedded etcd has no TLS and no authentication; keep it on 127.0.0.1 (or use an external etcd with TLS and auth)", a.flag, a.addr)
+		}
+	}
+	return nil
 }
 
 // Etcd is a running embedded etcd.
@@ -66,6 +88,9 @@ func Start(ctx context.Context, cfg Config) (*Etcd, error) {
 	}
 	if cfg.LogLevel == "" {
 		cfg.LogLevel = "error"
+	}
+	if err := checkLoopback(cfg); err != nil {
+		return nil, err
 	}
 	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("etcdembed: embedded etcd data dir: %w", err)

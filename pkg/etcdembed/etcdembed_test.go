@@ -3,6 +3,7 @@ package etcdembed
 import (
 	"context"
 	"net"
+	"strings"
 	"testing"
 )
 
@@ -51,5 +52,30 @@ func TestStartRetriesPickedPortInUse(t *testing.T) {
 	}
 	if calls != 1 {
 		t.Fatalf("fixed busy client port: pickPort called %d times, want 1 (no retry)", calls)
+	}
+}
+
+// The embedded etcd has no TLS and no authentication: its listeners stay on
+// loopback unless the caller asks otherwise.
+func TestListenersStayOnLoopback(t *testing.T) {
+	for _, c := range []struct{ client, peer string }{
+		{"0.0.0.0:0", "127.0.0.1:0"},
+		{":0", "127.0.0.1:0"},
+		{"127.0.0.1:0", "198.18.0.1:0"},
+		{"[::]:0", "127.0.0.1:0"},
+		{"etcd.example:0", "127.0.0.1:0"},
+	} {
+		_, err := Start(context.Background(), Config{Dir: t.TempDir(), ClientAddr: c.client, PeerAddr: c.peer, UnsafeNoFsync: true})
+		if err == nil || !strings.Contains(err.Error(), "not on loopback") {
+			t.Errorf("client %s peer %s: %v", c.client, c.peer, err)
+		}
+		if err := checkLoopback(Config{ClientAddr: c.client, PeerAddr: c.peer, AllowNonLoopback: true}); err != nil {
+			t.Errorf("client %s peer %s, allowed: %v", c.client, c.peer, err)
+		}
+	}
+	for _, ok := range []string{"127.0.0.1:2379", "[::1]:2379", "localhost:2379", "127.0.0.53:0"} {
+		if err := checkLoopback(Config{ClientAddr: ok, PeerAddr: "127.0.0.1:2380"}); err != nil {
+			t.Errorf("%s: %v", ok, err)
+		}
 	}
 }

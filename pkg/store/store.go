@@ -16,9 +16,12 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net"
+	"net/url"
 	"strings"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 	"google.golang.org/protobuf/proto"
@@ -44,7 +47,8 @@ type Config struct {
 	RequestTimeout time.Duration
 	// TLS for etcd client connections; nil for plaintext.
 	TLS *tls.Config
-	// Username and Password for etcd auth, when enabled.
+	// Username and Password for etcd auth, when enabled. The password is never
+	// put in an error or a log line.
 	Username, Password string
 }
 
@@ -58,7 +62,37 @@ func (c Config) Validate() error {
 			return errors.New("store: empty etcd endpoint")
 		}
 	}
+	if c.Password != "" && c.Username == "" {
+		return errors.New("store: an etcd password needs a username")
+	}
+	if c.Username != "" && c.TLS == nil {
+		for _, e := range c.Endpoints {
+			if !loopbackEndpoint(e) {
+				return fmt.Errorf("store: etcd user %q: the password would cross the network in plaintext to %s; connect with TLS (--etcd-tls-ca)", c.Username, e)
+			}
+		}
+	}
 	return nil
+}
+
+// loopbackEndpoint reports whether an etcd endpoint (host:port or a URL) is on
+// this host's loopback.
+func loopbackEndpoint(e string) bool {
+	if u, err := url.Parse(e); err == nil && u.Host != "" {
+		if u.Scheme == "https" || u.Scheme == "unixs" {
+			return true // TLS whatever the host: no plaintext
+		}
+		e = u.Host
+	}
+	host, _, err := net.SplitHostPort(e)
+	if err != nil {
+		host = e
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // Store is an etcd client that reads and writes protobuf values.
@@ -92,16 +126,33 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		DialKeepAliveTimeout: 10 * time.Second,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("store: connect %v: %w", cfg.Endpoints, err)
+		return nil, authError(cfg, err)
 	}
 	s := &Store{cli: cli, timeout: cfg.RequestTimeout}
 	cctx, cancel := context.WithTimeout(ctx, cfg.DialTimeout)
 	defer cancel()
 	if _, err := cli.Get(cctx, Root+"ping", clientv3.WithCountOnly()); err != nil {
 		cli.Close()
-		return nil, fmt.Errorf("store: etcd at %v does not answer: %w", cfg.Endpoints, err)
+		return nil, authError(cfg, err)
 	}
 	return s, nil
+}
+
+// authError says what an etcd that refuses bootchain's credentials wants; other
+// errors say etcd does not answer.
+func authError(cfg Config, err error) error {
+	user := fmt.Sprintf("%q", cfg.Username)
+	switch {
+	case errors.Is(err, rpctypes.ErrAuthFailed):
+		return fmt.Errorf("store: etcd at %v: authentication failed for user %s: check the username and password (file): %w", cfg.Endpoints, user, err)
+	case errors.Is(err, rpctypes.ErrUserEmpty), errors.Is(err, rpctypes.ErrInvalidAuthToken),
+		cfg.Username == "" && errors.Is(err, rpctypes.ErrPermissionDenied):
+		// Without a user, etcd takes the client certificate's CN as one, if any.
+		return fmt.Errorf("store: etcd at %v has authentication enabled: give --etcd-username and --etcd-password-file (or BOOTCHAIN_ETCD_PASSWORD): %w", cfg.Endpoints, err)
+	case errors.Is(err, rpctypes.ErrPermissionDenied):
+		return fmt.Errorf("store: etcd at %v: user %s may not read %s: grant it a role with readwrite on the prefix %s: %w", cfg.Endpoints, user, Root, strings.TrimSuffix(Root, "v1/"), err)
+	}
+	return fmt.Errorf("store: etcd at %v does not answer: %w", cfg.Endpoints, err)
 }
 
 // FromClient wraps an etcd client that is already connected (an in-process one, as

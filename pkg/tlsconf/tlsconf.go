@@ -1,6 +1,6 @@
 // Package tlsconf builds TLS configurations for bootchain's gRPC servers and clients
-// from file paths given on the command line: TLS when a certificate is given, mutual
-// TLS when a client CA is given too.
+// from file paths given on the command line: TLS when a certificate is given, and
+// client certificates verified against a client CA when one is given too.
 package tlsconf
 
 import (
@@ -29,7 +29,7 @@ type Files struct {
 func (f *Files) AddServerFlags(fs *flag.FlagSet, prefix string) {
 	fs.StringVar(&f.CertFile, prefix+"tls-cert", f.CertFile, "PEM certificate: serve TLS")
 	fs.StringVar(&f.KeyFile, prefix+"tls-key", f.KeyFile, "PEM private key of --"+prefix+"tls-cert")
-	fs.StringVar(&f.CAFile, prefix+"tls-client-ca", f.CAFile, "PEM CA bundle: require client certificates signed by it (mTLS)")
+	fs.StringVar(&f.CAFile, prefix+"tls-client-ca", f.CAFile, "PEM CA bundle: verify client certificates against it (mTLS; callers without one must present a token)")
 }
 
 // AddClientFlags binds client-side flags under prefix.
@@ -65,7 +65,10 @@ func (f Files) Server() (*tls.Config, error) {
 			return nil, err
 		}
 		cfg.ClientCAs = pool
-		cfg.ClientAuth = tls.RequireAndVerifyClientCert
+		// A certificate, when given, must be the CA's; a caller may present a
+		// bearer token instead, so the handshake does not require one: the
+		// server's authentication refuses a call that brings neither.
+		cfg.ClientAuth = tls.VerifyClientCertIfGiven
 	}
 	return cfg, nil
 }

@@ -15,9 +15,11 @@ import (
 	"sync"
 	"time"
 
+	"github.com/bootchain/bootchain/pkg/pki"
+	"github.com/bootchain/bootchain/pkg/tlsconf"
 	"github.com/bootchain/bootchain/test/lab"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/credentials"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 )
 
@@ -89,6 +91,10 @@ type Stack struct {
 	NS *lab.Netns
 	// DataDir is its --data-dir; LogPath has its stdout and stderr.
 	DataDir, LogPath string
+	// ClientConfig is the client config the launcher writes for its admin
+	// (BOOTCHAIN_CONFIG of the launcher and of Bootctl): the test's own, never
+	// the developer's ~/.config.
+	ClientConfig string
 	// Advertise is the address machines reach it at.
 	Advertise string
 	// Args are the launcher's arguments.
@@ -114,7 +120,8 @@ func StartStack(ctx context.Context, l *lab.Lab, ns *lab.Netns, cfg StackConfig)
 	}
 	s := &Stack{
 		NS: ns, DataDir: filepath.Join(cfg.Dir, "data"), LogPath: filepath.Join(cfg.Dir, "bootchain.log"),
-		Advertise: cfg.Advertise, tools: cfg.Tools, conns: map[string]*grpc.ClientConn{},
+		ClientConfig: filepath.Join(cfg.Dir, "bootctl.json"),
+		Advertise:    cfg.Advertise, tools: cfg.Tools, conns: map[string]*grpc.ClientConn{},
 	}
 	if err := os.MkdirAll(s.DataDir, 0o755); err != nil {
 		return nil, err
@@ -127,7 +134,7 @@ func StartStack(ctx context.Context, l *lab.Lab, ns *lab.Netns, cfg StackConfig)
 	defer out.Close()
 	cmd := ns.Command(cfg.Tools.Bootchain, s.Args...)
 	cmd.Stdout, cmd.Stderr = out, out
-	cmd.Env = append(cleanEnv(), cfg.Env...)
+	cmd.Env = append(append(cleanEnv(), pki.ConfigEnv+"="+s.ClientConfig), cfg.Env...)
 	if s.Proc, err = l.Start(cmd); err != nil {
 		return nil, err
 	}
@@ -142,6 +149,12 @@ func StartStack(ctx context.Context, l *lab.Lab, ns *lab.Netns, cfg StackConfig)
 			s.Stop()
 			return nil, fmt.Errorf("%w; launcher log:\n%s", err, tail(s.Log(), 3000))
 		}
+	}
+	// The launcher writes the client config once every service listens, a
+	// moment after the last one may already answer.
+	if err := s.waitUp(ctx); err != nil {
+		s.Stop()
+		return nil, fmt.Errorf("%w; launcher log:\n%s", err, tail(s.Log(), 3000))
 	}
 	return s, nil
 }
@@ -160,25 +173,26 @@ func cleanEnv() []string {
 }
 
 func (s *Stack) waitHealthy(ctx context.Context, svc string) error {
-	cc, err := s.Conn(svc)
-	if err != nil {
-		return err
-	}
-	hc := healthpb.NewHealthClient(cc)
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
 	var last error
 	for {
-		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		r, err := hc.Check(cctx, &healthpb.HealthCheckRequest{})
-		cancel()
-		if err == nil && r.GetStatus() == healthpb.HealthCheckResponse_SERVING {
-			return nil
-		}
-		if err != nil {
+		// The launcher writes its certificates before it starts the services;
+		// until then there is nothing to dial with.
+		if cc, err := s.Conn(svc); err != nil {
 			last = err
 		} else {
-			last = fmt.Errorf("status %v", r.GetStatus())
+			cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			r, err := healthpb.NewHealthClient(cc).Check(cctx, &healthpb.HealthCheckRequest{})
+			cancel()
+			if err == nil && r.GetStatus() == healthpb.HealthCheckResponse_SERVING {
+				return nil
+			}
+			if err != nil {
+				last = err
+			} else {
+				last = fmt.Errorf("status %v", r.GetStatus())
+			}
 		}
 		select {
 		case <-ctx.Done():
@@ -190,7 +204,25 @@ func (s *Stack) waitHealthy(ctx context.Context, svc string) error {
 	}
 }
 
-// Conn returns a (cached) gRPC connection to svc on the namespace's loopback.
+// waitUp waits for the launcher's "bootchain is up" line, printed after it wrote
+// the client config.
+func (s *Stack) waitUp(ctx context.Context) error {
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for !strings.Contains(s.Log(), "bootchain is up") {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("e2e: launcher not up: %w", ctx.Err())
+		case <-s.Proc.Done():
+			return fmt.Errorf("e2e: launcher exited (%v) before it was up", s.Proc.Err())
+		case <-tick.C:
+		}
+	}
+	return nil
+}
+
+// Conn returns a (cached) gRPC connection to svc on the namespace's loopback, with
+// TLS and the admin's certificate from the launcher's PKI.
 func (s *Stack) Conn(svc string) (*grpc.ClientConn, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -201,9 +233,14 @@ func (s *Stack) Conn(svc string) (*grpc.ClientConn, error) {
 	if !ok {
 		return nil, fmt.Errorf("e2e: no service %q", svc)
 	}
+	d := pki.Dir(filepath.Join(s.DataDir, "pki"))
+	tlsCfg, err := tlsconf.Files{CAFile: d.Path(pki.CACert), CertFile: d.Path(pki.AdminCert), KeyFile: d.Path(pki.AdminKey)}.Client()
+	if err != nil {
+		return nil, fmt.Errorf("e2e: %s: %w", svc, err)
+	}
 	ns := s.NS
 	c, err := grpc.NewClient(fmt.Sprintf("passthrough:///127.0.0.1:%d", port),
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithTransportCredentials(credentials.NewTLS(tlsCfg)),
 		grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {
 			return ns.DialContext(ctx, "tcp", addr)
 		}))
@@ -214,10 +251,10 @@ func (s *Stack) Conn(svc string) (*grpc.ClientConn, error) {
 	return c, nil
 }
 
-// Bootctl runs bootctl with args inside the stack's namespace and returns its
-// combined output.
+// Bootctl runs bootctl with args inside the stack's namespace, with the
+// launcher's client config, and returns its combined output.
 func (s *Stack) Bootctl(ctx context.Context, args ...string) (string, error) {
-	out, err := s.NS.Run(ctx, s.tools.Bootctl, args...)
+	out, err := s.NS.Run(ctx, "env", append([]string{pki.ConfigEnv + "=" + s.ClientConfig, s.tools.Bootctl}, args...)...)
 	return string(out), err
 }
 

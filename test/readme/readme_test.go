@@ -201,15 +201,17 @@ func failedBlock(blocks []block, out string) (block, string) {
 }
 
 // cleanEnv is this process's environment for the walk-through: bin first on PATH
-// (bootctl, as the README's build line puts it there), TMPDIR in the test's folder,
-// and no OTEL_* or BOOTCHAIN_* settings of the developer's.
+// (bootctl, as the README's build line puts it there), TMPDIR and XDG_CONFIG_HOME in
+// the test's folder, and no OTEL_* or BOOTCHAIN_* settings of the developer's.
 func cleanEnv(bin, dir string) []string {
 	tmp := filepath.Join(dir, "tmp")
 	_ = os.MkdirAll(tmp, 0o755)
-	env := []string{"PATH=" + bin + string(os.PathListSeparator) + os.Getenv("PATH"), "TMPDIR=" + tmp}
+	// bootchain up writes the client config bootctl reads where a user's would
+	// be: here, in the test's folder, not in the developer's ~/.config.
+	env := []string{"PATH=" + bin + string(os.PathListSeparator) + os.Getenv("PATH"), "TMPDIR=" + tmp, "XDG_CONFIG_HOME=" + filepath.Join(dir, "config")}
 	for _, kv := range os.Environ() {
 		k, _, _ := strings.Cut(kv, "=")
-		if k == "PATH" || k == "TMPDIR" || strings.HasPrefix(k, "OTEL_") || strings.HasPrefix(k, "BOOTCHAIN_") {
+		if k == "PATH" || k == "TMPDIR" || k == "XDG_CONFIG_HOME" || strings.HasPrefix(k, "OTEL_") || strings.HasPrefix(k, "BOOTCHAIN_") {
 			continue
 		}
 		env = append(env, kv)

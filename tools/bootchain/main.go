@@ -1,7 +1,11 @@
 // Command bootchain is the all-in-one launcher: `bootchain up` runs an embedded etcd
 // and every bootchain service in one process, the single-machine and lab default.
+// On its first start it creates a CA and certificates in <data-dir>/pki and a
+// client config bootctl finds; `bootchain pki issue` issues more certificates from
+// that CA.
 //
 //	bootchain up --data-dir ./var --advertise 198.18.0.1
+//	bootchain pki issue --data-dir ./var --role operator --name alice --out ./alice
 package main
 
 import (
@@ -61,8 +65,15 @@ func dhcpdOff(fs *flag.FlagSet) (string, error) {
 }
 
 func main() {
+	if len(os.Args) >= 2 && os.Args[1] == "pki" {
+		if err := pkiMain(os.Args[2:]); err != nil {
+			fmt.Fprintf(os.Stderr, "bootchain pki: %v\n", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if len(os.Args) < 2 || os.Args[1] != "up" {
-		fmt.Fprintf(os.Stderr, "usage: bootchain up [flags]\n\nRuns an embedded etcd and the bootchain services (%s) in one process.\nRun `bootchain up -h` for flags.\n", strings.Join(names(components()), ", "))
+		fmt.Fprintf(os.Stderr, "usage: bootchain up [flags]\n       bootchain pki issue [flags]\n\nup runs an embedded etcd and the bootchain services (%s) in one process;\npki issue issues certificates from its CA. Add -h for flags.\n", strings.Join(names(components()), ", "))
 		os.Exit(2)
 	}
 	daemon.Main("bootchain", func(ctx context.Context) error { return up(ctx, os.Args[2:]) })
@@ -84,6 +95,7 @@ func up(ctx context.Context, args []string) error {
 	dataDir := fs.String("data-dir", "./var", "folder for etcd's data, artifacts and caches")
 	etcdClient := fs.String("etcd-client-addr", "127.0.0.1:2379", "client address of the embedded etcd")
 	etcdPeer := fs.String("etcd-peer-addr", "127.0.0.1:2380", "peer address of the embedded etcd")
+	etcdAnywhere := fs.Bool("etcd-insecure-non-loopback", false, "let --etcd-client-addr/--etcd-peer-addr be off loopback: the embedded etcd has no TLS and no authentication, so anyone who reaches it controls every boot")
 	external := fs.Bool("external-etcd", false, "use --etcd-endpoints instead of running an embedded etcd")
 	advertise := fs.String("advertise", "127.0.0.1", "address machines and peers reach this host at (put in boot scripts and DHCP answers)")
 	var only config.StringList
@@ -126,6 +138,19 @@ func up(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	// TLS and client certificates by default: every gRPC API authenticates its
+	// callers, and the admin's credentials land where bootctl looks.
+	pkiDir, err := ensurePKI(abs, *advertise)
+	if err != nil {
+		return err
+	}
+	// Every server gets the server certificate and the CA, tftpd's and a
+	// replica's clients the service certificate. A replica's origin is another
+	// host: this only works when it shares this CA (a copied pki folder), else
+	// give --artifactstore-origin-tls-* from `bootchain pki issue` on the origin.
+	if err := daemon.WirePKI(fs, pkiDir); err != nil {
+		return err
+	}
 
 	var env *daemon.Env
 	if *external {
@@ -133,7 +158,10 @@ func up(ctx context.Context, args []string) error {
 	} else {
 		start := time.Now()
 		var emb *etcdembed.Etcd
-		emb, err = etcdembed.Start(ctx, etcdembed.Config{Dir: abs, ClientAddr: *etcdClient, PeerAddr: *etcdPeer})
+		if *etcdAnywhere {
+			log.Warn("embedded etcd may listen off loopback (--etcd-insecure-non-loopback): it has no TLS and no authentication", "client", *etcdClient, "peer", *etcdPeer)
+		}
+		emb, err = etcdembed.Start(ctx, etcdembed.Config{Dir: abs, ClientAddr: *etcdClient, PeerAddr: *etcdPeer, AllowNonLoopback: *etcdAnywhere})
 		if err != nil {
 			return err
 		}
@@ -165,7 +193,12 @@ func up(ctx context.Context, args []string) error {
 			return err
 		}
 	}
-	err = run(ctx, selected, fs, func(c component) *daemon.Env {
+	// The client config is written once the services listen, with the
+	// addresses they listen on (a port 0 is resolved by then).
+	ready := func(grpcAddrs map[string]string) error {
+		return writeClientConfigs(clientConfig(fs, grpcAddrs, abs, pkiDir), pkiDir)
+	}
+	err = run(ctx, selected, fs, ready, func(c component) *daemon.Env {
 		e := *env
 		e.Advertise = *advertise
 		if d := dirs[c.Name]; d != nil {
@@ -181,7 +214,11 @@ func up(ctx context.Context, args []string) error {
 // built, and serves until ctx ends or one fails. A service that fails to build
 // or to run stops the ones started before it: they are canceled and waited for,
 // in the reverse order, before run returns.
-func run(ctx context.Context, selected []component, fs *flag.FlagSet, envFor func(component) *daemon.Env) error {
+//
+// Once all are built, ready gets each one's gRPC address (from its "grpc ADDR"
+// endpoint); an error from it stops them too.
+func run(ctx context.Context, selected []component, fs *flag.FlagSet, ready func(grpcAddrs map[string]string) error, envFor func(component) *daemon.Env) error {
+	grpcAddrs := map[string]string{}
 	services := lifecycle.New(ctx)
 	for _, c := range selected {
 		if c.off != nil {
@@ -200,6 +237,9 @@ func run(ctx context.Context, selected []component, fs *flag.FlagSet, envFor fun
 		}
 		for _, ep := range svc.Endpoints() {
 			fmt.Printf("%-14s %s\n", c.Name, ep)
+			if a, ok := strings.CutPrefix(ep, "grpc "); ok {
+				grpcAddrs[c.Name] = a
+			}
 		}
 		services.Layer().Go(func(ctx context.Context) error {
 			if err := svc.Run(ctx); err != nil {
@@ -207,6 +247,9 @@ func run(ctx context.Context, selected []component, fs *flag.FlagSet, envFor fun
 			}
 			return nil
 		})
+	}
+	if err := ready(grpcAddrs); err != nil {
+		return services.Stop(err)
 	}
 	fmt.Println("bootchain is up; Ctrl-C stops it")
 	return services.Wait()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -29,6 +30,7 @@ func TestLaterFailureStopsEarlierServices(t *testing.T) {
 	}
 	defer busy.Close()
 	httpAddr, grpcAddr := freePort(t), freePort(t)
+	t.Setenv("BOOTCHAIN_CONFIG", filepath.Join(t.TempDir(), "bootctl.json"))
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	err = up(ctx, []string{

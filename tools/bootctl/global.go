@@ -61,13 +61,14 @@ func (g *Global) addFlags(fs *pflag.FlagSet) {
 	std := flag.NewFlagSet("tls", flag.ContinueOnError)
 	g.TLS.AddClientFlags(std, "")
 	fs.AddGoFlagSet(std)
+	fs.String(configFlag, "", "client config file (default $XDG_CONFIG_HOME/bootchain/bootctl.json, else ~/.config/bootchain/bootctl.json, which bootchain up writes)")
 	fs.StringVarP(&g.Output, "output", "o", "table", "output format: table, json or yaml")
 	fs.DurationVar(&g.Timeout, "timeout", 30*time.Second, "time allowed for each call (not for watch)")
 }
 
 // resolve fills flags not given on the command line from BOOTCHAIN_<FLAG>
-// variables and checks them. Completion runs it too, so that it asks the same
-// servers as the command would.
+// variables, then from the client config (applyConfig), and checks them.
+// Completion runs it too, so that it asks the same servers as the command would.
 func (g *Global) resolve(cmd *cobra.Command) error {
 	fs := cmd.Root().PersistentFlags()
 	var err error
@@ -85,6 +86,9 @@ func (g *Global) resolve(cmd *cobra.Command) error {
 		}
 	})
 	if err != nil {
+		return err
+	}
+	if _, err := applyConfig(fs); err != nil {
 		return err
 	}
 	for _, s := range services {

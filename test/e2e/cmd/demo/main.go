@@ -184,10 +184,10 @@ func run(ctx context.Context, uefi, keep bool, timeout time.Duration) (err error
 	fmt.Printf(`    launcher log          %s
     VM serial console     %s
     lab namespace         %s (commands: ip netns exec %[3]s %s <command>)
-    while a lab runs:     ip netns exec <ns> bootctl sessions | trace <mac> | jobs list | leases list
+    while a lab runs:     ip netns exec <ns> env BOOTCHAIN_CONFIG=%[5]s bootctl sessions | trace <mac> | jobs list | leases list
     traces:               set OTEL_EXPORTER_OTLP_ENDPOINT (and _PROTOCOL=grpc) for bootchain up
     the same, as a test:  make e2e   (test/e2e: BIOS + UEFI, authoritative + proxy DHCP, one OTLP trace per boot)
-`, st.LogPath, vm.SerialPath, l.Name(), tools.Bootctl)
+`, st.LogPath, vm.SerialPath, l.Name(), tools.Bootctl, st.ClientConfig)
 	if !keep {
 		fmt.Println("    (run with -keep, or `make demo DEMO_FLAGS=-keep`, to keep these files)")
 	}
