@@ -239,6 +239,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	s := &Server{cfg: cfg, log: log, defaults: server.Defaults{Advertise: adv}, ready: make(chan struct{})}
 	s.writer = lease.NewEtcdWriter(cfg.Store, cfg.Site, cfg.LeaseWriters, cfg.LeaseBatch)
+	s.writer.Logger = log
 	s.alloc = lease.New(lease.Config{Site: cfg.Site, Server: cfg.Name, Writer: s.writer, OfferHold: cfg.OfferHold})
 	s.rec, err = session.New(session.Config{Store: cfg.Store, Service: "dhcpd", Site: cfg.Site, TracerProvider: cfg.TracerProvider, Logger: cfg.Logger})
 	if err != nil {
@@ -366,8 +367,9 @@ type Stats struct {
 	Offers, Acks, Naks uint64
 	// Packets dropped, by why.
 	Malformed, WrongOp, BadHardware, NoMessageType, NoSubnet, NotForUs, NotPXE, UnknownRelay, Unsupported, Overrun uint64
-	// Packets dropped by the per-MAC and per-IP rate limits, and packets whose
-	// handling panicked (dropped; the server keeps serving).
+	// Packets dropped by the per-MAC and per-IP rate limits, and recovered
+	// panics: packets whose handling panicked (dropped) and lease transactions
+	// that did (their writes failed; the clients retransmit).
 	LimitedMAC, LimitedIP, Panics uint64
 	// Requests left unanswered: no address free, or etcd failed.
 	Exhausted, StoreErrors uint64
@@ -394,6 +396,7 @@ func (s *Server) Stats() Stats {
 		LimitedMAC: h.LimitedMAC.Load(), LimitedIP: h.LimitedIP.Load(), Panics: h.Panics.Load(),
 	}
 	st.LeaseTxns, st.LeaseWrites = s.writer.Stats()
+	st.Panics += s.writer.Panics.Load()
 	if s.ra != nil {
 		st.RA = true
 		st.RouterSolicitations = s.ra.Stats.Solicitations.Load()
