@@ -75,6 +75,11 @@ type Recorder struct {
 	// Dropped counts session changes and hops not recorded because the write
 	// queue was full.
 	Dropped atomic.Int64
+	// Panics counts recovered panics of the writer (their changes are lost).
+	Panics atomic.Int64
+	// testHook, when set, sees every group of machines written (tests force
+	// panics).
+	testHook func(macs []string)
 
 	leaseMu   sync.Mutex
 	lease     clientv3.LeaseID

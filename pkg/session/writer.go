@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"runtime/debug"
 	"slices"
 	"sync"
 	"time"
@@ -67,6 +68,18 @@ func (r *Recorder) enqueue(mac string, open *bootapiv1.BootSession, m mutation) 
 	}
 }
 
+// safely runs f; a panic in it is logged with its stack and counted (Panics)
+// instead of ending the process.
+func (r *Recorder) safely(what string, f func()) {
+	defer func() {
+		if p := recover(); p != nil {
+			r.Panics.Add(1)
+			r.log.Error("panic "+what+"; the changes are lost", "panic", p, "stack", string(debug.Stack()))
+		}
+	}()
+	f()
+}
+
 func (r *Recorder) writePending(ctx context.Context, take repeatTake) {
 	r.mu.Lock()
 	if r.forceRepeats {
@@ -94,15 +107,19 @@ func (r *Recorder) writePending(ctx context.Context, take repeatTake) {
 		sh.trims = nil
 		sh.mu.Unlock()
 	}
-	if len(batch) > 0 || len(hops) > 0 {
-		r.writeBatch(ctx, batch, hops)
-	}
-	// After the hops: a cut counts the ones just written.
-	for _, prefix := range trims {
-		if err := r.trimHops(ctx, prefix); err != nil && ctx.Err() == nil {
-			r.log.Warn("boot session hops not cut", "prefix", prefix, "err", err)
+	// A panic loses this batch, not the process (in bootchain up: etcd and
+	// every service) nor Flush's count of finished writes.
+	r.safely("writing boot sessions", func() {
+		if len(batch) > 0 || len(hops) > 0 {
+			r.writeBatch(ctx, batch, hops)
 		}
-	}
+		// After the hops: a cut counts the ones just written.
+		for _, prefix := range trims {
+			if err := r.trimHops(ctx, prefix); err != nil && ctx.Err() == nil {
+				r.log.Warn("boot session hops not cut", "prefix", prefix, "err", err)
+			}
+		}
+	})
 	r.mu.Lock()
 	r.done = gen
 	r.flushed.Broadcast()
@@ -165,7 +182,15 @@ func (r *Recorder) writeBatch(ctx context.Context, batch map[string][]mutation, 
 		go func() {
 			defer wg.Done()
 			for group := range work {
-				got := r.writeGroup(ctx, group, batch)
+				var got map[string]int64
+				r.safely("writing boot sessions", func() { got = r.writeGroup(ctx, group, batch) })
+				if got == nil {
+					// It panicked: none written (their local views are dropped below).
+					got = make(map[string]int64, len(group))
+					for _, mac := range group {
+						got[mac] = 0
+					}
+				}
 				revMu.Lock()
 				maps.Copy(revs, got)
 				revMu.Unlock()
@@ -207,6 +232,9 @@ const sessionBatch = 64
 // changes are written on their own (write), from etcd's copy. It returns the
 // revision each session was written at (0: not written).
 func (r *Recorder) writeGroup(ctx context.Context, macs []string, batch map[string][]mutation) map[string]int64 {
+	if r.testHook != nil {
+		r.testHook(macs)
+	}
 	revs := make(map[string]int64, len(macs))
 	alone := func(macs []string) {
 		for _, mac := range macs {

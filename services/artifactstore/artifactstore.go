@@ -31,6 +31,7 @@ import (
 	"github.com/bootchain/bootchain/pkg/grpcclient"
 	"github.com/bootchain/bootchain/pkg/grpcserver"
 	"github.com/bootchain/bootchain/pkg/lifecycle"
+	"github.com/bootchain/bootchain/pkg/ratelimit"
 	"github.com/bootchain/bootchain/pkg/session"
 	"github.com/bootchain/bootchain/pkg/store"
 	"github.com/bootchain/bootchain/pkg/tlsconf"
@@ -74,11 +75,24 @@ type Config struct {
 	HTTPListener net.Listener
 	// GRPCOptions are extra gRPC server options (interceptors in tests).
 	GRPCOptions []grpc.ServerOption
+	// HTTPLimitPerIP bounds the HTTP requests of one client IP (zero: off);
+	// over it a client gets 429 with Retry-After. See docs/artifactstore.md.
+	HTTPLimitPerIP ratelimit.Limit
+	// HTTPWriteProgress is how long one write of a response may make no
+	// progress before the connection is cut (0: never); see
+	// httpapi.ProgressListener.
+	HTTPWriteProgress time.Duration
 }
+
+// DefaultHTTPLimitPerIP: a machine fetches a few artifacts per boot (kernel,
+// initrd, an image, with range requests perhaps a dozen); hundreds booting at
+// once behind one NAT address stay within the burst.
+var DefaultHTTPLimitPerIP = ratelimit.Limit{Rate: 200, Burst: 2000}
 
 // DefaultConfig returns the defaults: HTTP on :8081, gRPC on :9081, 4 GiB artifacts.
 func DefaultConfig() Config {
-	return Config{HTTPAddr: ":8081", GRPC: grpcserver.Config{Addr: ":9081"}, MaxSize: 4 << 30, Site: "default"}
+	return Config{HTTPAddr: ":8081", GRPC: grpcserver.Config{Addr: ":9081"}, MaxSize: 4 << 30, Site: "default",
+		HTTPLimitPerIP: DefaultHTTPLimitPerIP, HTTPWriteProgress: 30 * time.Second}
 }
 
 // AddFlags binds the configuration to flags named prefix+"http-addr", ... (the
@@ -91,6 +105,8 @@ func (c *Config) AddFlags(fs *flag.FlagSet, prefix string) {
 	fs.Var((*sizeFlag)(&c.MaxSize), prefix+"max-size", "largest artifact accepted (bytes, or with K, M, G, T suffix)")
 	fs.StringVar(&c.Origin, prefix+"origin", c.Origin, "gRPC address of the origin artifactstore (makes this a pull-through site replica)")
 	c.OriginTLS.AddClientFlags(fs, prefix+"origin-")
+	fs.Var(&c.HTTPLimitPerIP, prefix+"http-limit-per-ip", "HTTP requests one client IP may send: RATE/s,BURST, or off (over it: 429 with Retry-After)")
+	fs.DurationVar(&c.HTTPWriteProgress, prefix+"http-write-progress", c.HTTPWriteProgress, "cut an HTTP connection when a write makes no progress for this long (0: never)")
 }
 
 // Component is artifactstore as its binary and the launcher run it: its flags
@@ -213,8 +229,14 @@ func New(cfg Config) (*Server, error) {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok\n")) })
+	guard := httpapi.NewGuard(httpapi.New(httpapi.Config{Catalog: s.cat, Sessions: s.sessions, Other: mux, Logger: log}),
+		httpapi.GuardConfig{PerIP: cfg.HTTPLimitPerIP, Logger: log})
+	for _, c := range guard.Collectors() {
+		s.reg.MustRegister(c)
+	}
+	s.httpLis = httpapi.ProgressListener(s.httpLis, cfg.HTTPWriteProgress, guard.WriteTimeouts)
 	s.http = &http.Server{
-		Handler:           httpapi.New(httpapi.Config{Catalog: s.cat, Sessions: s.sessions, Other: mux, Logger: log}),
+		Handler:           guard,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),

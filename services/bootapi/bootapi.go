@@ -18,12 +18,14 @@ import (
 	"github.com/bootchain/bootchain/pkg/daemon"
 	"log/slog"
 	"net"
+	"net/netip"
 	"net/url"
 	"time"
 
 	bootapiv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/bootapi/v1"
 	"github.com/bootchain/bootchain/pkg/grpcserver"
 	"github.com/bootchain/bootchain/pkg/lifecycle"
+	"github.com/bootchain/bootchain/pkg/ratelimit"
 	"github.com/bootchain/bootchain/pkg/session"
 	"github.com/bootchain/bootchain/pkg/store"
 	"github.com/bootchain/bootchain/services/bootapi/internal/grpcapi"
@@ -61,18 +63,26 @@ type Config struct {
 	// SweepInterval is how often jobs past their deadline expire and stalled
 	// sessions are marked.
 	SweepInterval time.Duration
+	// HTTPLimitPerIP bounds the HTTP requests of one client IP (zero: off);
+	// over it a client gets 429 with Retry-After. See docs/bootapi.md.
+	HTTPLimitPerIP ratelimit.Limit
 	// Logger; default slog.Default().
 	Logger *slog.Logger
 	// TracerProvider; default the global one.
 	TracerProvider trace.TracerProvider
 }
 
+// DefaultHTTPLimitPerIP: a machine makes a handful of requests per boot
+// (bootstrap, script, a retry, installer reports); hundreds booting at once
+// behind one NAT address or proxy stay within the burst.
+var DefaultHTTPLimitPerIP = ratelimit.Limit{Rate: 200, Burst: 2000}
+
 // DefaultConfig returns the defaults: HTTP on :8080, gRPC on :9080.
 func DefaultConfig() Config {
 	return Config{
 		Site: "default", HTTPAddr: ":8080", GRPC: grpcserver.Config{Addr: ":9080"},
 		Advertise: "127.0.0.1", DefaultAction: "menu", MenuTimeout: 10 * time.Second,
-		StallAfter: 5 * time.Minute, SweepInterval: 10 * time.Second,
+		StallAfter: 5 * time.Minute, SweepInterval: 10 * time.Second, HTTPLimitPerIP: DefaultHTTPLimitPerIP,
 	}
 }
 
@@ -87,6 +97,7 @@ func (c *Config) AddFlags(fs *flag.FlagSet, prefix string) {
 	fs.StringVar(&c.DefaultAction, prefix+"default-action", c.DefaultAction, "what machines without a job or default boot: menu, local-disk, sanboot, shell")
 	fs.DurationVar(&c.MenuTimeout, prefix+"menu-timeout", c.MenuTimeout, "menu timeout before booting the local disk")
 	fs.DurationVar(&c.StallAfter, prefix+"stall-after", c.StallAfter, "mark a boot session stalled after this long without progress")
+	fs.Var(&c.HTTPLimitPerIP, prefix+"http-limit-per-ip", "HTTP requests one client IP may send: RATE/s,BURST, or off (over it: 429 with Retry-After)")
 }
 
 // Component is bootapi as its binary and the launcher run it: its flags
@@ -150,6 +161,7 @@ type Server struct {
 	// before the recorder's final flush.
 	handler      fasthttp.RequestHandler
 	stopRequests context.CancelFunc
+	limiter      *ratelimit.Limiter[netip.Addr]
 }
 
 // httpTimeout bounds the reading of one HTTP request and a keep-alive
@@ -203,9 +215,10 @@ func New(cfg Config) (*Server, error) {
 		DefaultAction: actions[cfg.DefaultAction], MenuTimeout: cfg.MenuTimeout, Logger: log,
 	})
 	requests, stop := context.WithCancel(context.Background())
+	limiter := ratelimit.New[netip.Addr](ratelimit.Config{Limit: cfg.HTTPLimitPerIP})
 	return &Server{
 		cfg: cfg, log: log, state: st, sessions: rec, http: h, httpLis: lis, grpc: gs, public: pu,
-		handler: h.RequestHandler(requests), stopRequests: stop,
+		handler: httpapi.Limit(h.RequestHandler(requests), limiter), stopRequests: stop, limiter: limiter,
 	}, nil
 }
 
@@ -228,6 +241,13 @@ func (s *Server) Endpoints() []string {
 
 // Handler is the HTTP handler Run serves (for tests and embedding).
 func (s *Server) Handler() fasthttp.RequestHandler { return s.handler }
+
+// HTTPLimited is how many HTTP requests the per-IP limit refused; HTTPPanics
+// how many panicked (answered 500).
+func (s *Server) HTTPLimited() uint64 { return s.limiter.Limited.Load() }
+
+// HTTPPanics: see HTTPLimited.
+func (s *Server) HTTPPanics() int64 { return s.http.Panics.Load() }
 
 // FlushSessions waits until every boot-session change recorded so far is in etcd.
 func (s *Server) FlushSessions(ctx context.Context) error { return s.sessions.Flush(ctx) }
@@ -261,7 +281,8 @@ func (s *Server) Run(ctx context.Context) error {
 	s.log.Info("bootapi serving", "http", s.HTTPAddr().String(), "grpc", s.GRPCAddr().String(), "public_url", s.public.String())
 	err := run.Wait()
 	s.log.Info("bootapi stopped", "scripts", s.http.Scripts.Load(), "dispatches", s.http.Dispatches.Load(),
-		"reports", s.http.Reports.Load(), "rejected", s.http.Rejected.Load(), "sessions_dropped", s.sessions.Dropped.Load())
+		"reports", s.http.Reports.Load(), "rejected", s.http.Rejected.Load(), "sessions_dropped", s.sessions.Dropped.Load(),
+		"limited", s.limiter.Limited.Load(), "panics", s.http.Panics.Load())
 	return err
 }
 
@@ -281,6 +302,9 @@ func (s *Server) serveHTTP(ctx context.Context) error {
 		// busy connection's deadline where it is (httpapi.DeadlineSlack).
 		ReadTimeout: httpTimeout,
 		IdleTimeout: httpTimeout,
+		// A client that stops reading its answer holds the connection no
+		// longer than this (scripts are small: one write).
+		WriteTimeout: httpTimeout,
 		// fasthttp reads the body before the handler runs, so the report's limit
 		// is the server's: a larger body gets a 413 naming it.
 		MaxRequestBodySize: httpapi.MaxBodySize,

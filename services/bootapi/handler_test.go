@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/bootchain/bootchain/internal/testkit"
+	"github.com/bootchain/bootchain/pkg/ratelimit"
 	"github.com/bootchain/bootchain/pkg/store"
 	"github.com/bootchain/bootchain/pkg/store/storetest"
 	"github.com/bootchain/bootchain/services/bootapi"
@@ -23,6 +24,8 @@ func startHandler(tb testing.TB) (fasthttp.RequestHandler, *store.Store) {
 	cfg.Store, cfg.HTTPAddr = st, "127.0.0.1:0"
 	cfg.GRPC.Addr = "127.0.0.1:0"
 	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	// Every request comes from one client address: no per-IP limit.
+	cfg.HTTPLimitPerIP = ratelimit.Limit{}
 	srv, err := bootapi.New(cfg)
 	if err != nil {
 		tb.Fatal(err)

@@ -29,6 +29,7 @@ import (
 	dhcpdv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/dhcpd/v1"
 	"github.com/bootchain/bootchain/pkg/grpcserver"
 	"github.com/bootchain/bootchain/pkg/lifecycle"
+	"github.com/bootchain/bootchain/pkg/ratelimit"
 	"github.com/bootchain/bootchain/pkg/session"
 	"github.com/bootchain/bootchain/pkg/store"
 	"github.com/bootchain/bootchain/services/dhcpd/internal/admin"
@@ -81,6 +82,11 @@ type Config struct {
 	ReclaimInterval time.Duration
 	// ChainloadWindow: see server.Config; default 2m.
 	ChainloadWindow time.Duration
+	// LimitPerMAC and LimitPerIP bound the packets of one client MAC and of one
+	// source address (a relay, or 0.0.0.0 for the unconfigured clients of the
+	// local segment); beyond them packets are dropped and counted. Zero limits
+	// are off. See docs/dhcpd.md for sizing.
+	LimitPerMAC, LimitPerIP ratelimit.Limit
 	// Seed is written as the site's DHCP settings when the site has none.
 	Seed *bootapiv1.SiteDhcp
 	// TracerProvider for boot-session hops; default the global one.
@@ -89,12 +95,25 @@ type Config struct {
 	Logger *slog.Logger
 }
 
+// The default rate limits. Per MAC: a machine's whole boot (firmware, iPXE,
+// chain-loaded iPXE, installer, each DISCOVER and REQUEST with retransmissions,
+// twice when two relays forward each broadcast) stays within the burst, and no
+// client retransmits faster than the rate. Per source address: hundreds of
+// machines behind one relay powering on together (about 8 packets each within
+// their first seconds) stay within the burst, and the rate is far above what a
+// site sustains.
+var (
+	DefaultLimitPerMAC = ratelimit.Limit{Rate: 5, Burst: 40}
+	DefaultLimitPerIP  = ratelimit.Limit{Rate: 500, Burst: 5000}
+)
+
 // DefaultConfig returns the defaults.
 func DefaultConfig() Config {
 	return Config{
 		Site: "default", ListenAddr: ":67", PXEAddr: ":4011", GRPC: grpcserver.Config{Addr: ":9082"},
 		Workers: 512, ReplyBurst: 16, LeaseWriters: 4, LeaseBatch: 128, OfferHold: 30 * time.Second,
 		ReclaimInterval: 10 * time.Second, ChainloadWindow: 2 * time.Minute,
+		LimitPerMAC: DefaultLimitPerMAC, LimitPerIP: DefaultLimitPerIP,
 	}
 }
 
@@ -220,6 +239,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	s := &Server{cfg: cfg, log: log, defaults: server.Defaults{Advertise: adv}, ready: make(chan struct{})}
 	s.writer = lease.NewEtcdWriter(cfg.Store, cfg.Site, cfg.LeaseWriters, cfg.LeaseBatch)
+	s.writer.Logger = log
 	s.alloc = lease.New(lease.Config{Site: cfg.Site, Server: cfg.Name, Writer: s.writer, OfferHold: cfg.OfferHold})
 	s.rec, err = session.New(session.Config{Store: cfg.Store, Service: "dhcpd", Site: cfg.Site, TracerProvider: cfg.TracerProvider, Logger: cfg.Logger})
 	if err != nil {
@@ -235,6 +255,7 @@ func New(cfg Config) (*Server, error) {
 	s.handler = server.New(server.Config{
 		Site: cfg.Site, ServerIP: serverIP, Local: local, Alloc: s.alloc, Sessions: s.rec,
 		ChainloadWindow: cfg.ChainloadWindow, Logger: log, Machines: s.machine,
+		PerMAC: cfg.LimitPerMAC, PerIP: cfg.LimitPerIP,
 	})
 
 	udp, err := net.ResolveUDPAddr("udp4", cfg.ListenAddr)
@@ -346,6 +367,10 @@ type Stats struct {
 	Offers, Acks, Naks uint64
 	// Packets dropped, by why.
 	Malformed, WrongOp, BadHardware, NoMessageType, NoSubnet, NotForUs, NotPXE, UnknownRelay, Unsupported, Overrun uint64
+	// Packets dropped by the per-MAC and per-IP rate limits, and recovered
+	// panics: packets whose handling panicked (dropped) and lease transactions
+	// that did (their writes failed; the clients retransmit).
+	LimitedMAC, LimitedIP, Panics uint64
 	// Requests left unanswered: no address free, or etcd failed.
 	Exhausted, StoreErrors uint64
 	// LeaseTxns and LeaseWrites are the etcd transactions and lease writes
@@ -368,8 +393,10 @@ func (s *Server) Stats() Stats {
 		NoSubnet: h.NoSubnet.Load(), NotForUs: h.NotForUs.Load(), NotPXE: h.NotPXE.Load(), UnknownRelay: h.UnknownRelay.Load(),
 		Unsupported: h.Unsupported.Load(), Overrun: h.Overrun.Load(),
 		Exhausted: h.Exhausted.Load(), StoreErrors: h.StoreErrors.Load(),
+		LimitedMAC: h.LimitedMAC.Load(), LimitedIP: h.LimitedIP.Load(), Panics: h.Panics.Load(),
 	}
 	st.LeaseTxns, st.LeaseWrites = s.writer.Stats()
+	st.Panics += s.writer.Panics.Load()
 	if s.ra != nil {
 		st.RA = true
 		st.RouterSolicitations = s.ra.Stats.Solicitations.Load()

@@ -42,7 +42,7 @@ func (f *SeedFlags) AddFlags(fs *flag.FlagSet, prefix string) {
 	fs.BoolVar(&f.RA, prefix+"router-advertisements", true, "answer IPv6 router solicitations on the boot network with a lifetime-0 RA (iPXE otherwise waits 13-16 s for an IPv6 router)")
 	fs.StringVar(&f.Unknown, prefix+"unknown-clients", "boot", "PXE clients without a machine record: boot or ignore")
 	fs.Var(&f.BootFiles, prefix+"boot-file", "boot file override key=file (bios, uefi-x64, uefi-arm64, http-x64, http-arm64)")
-	fs.Var(&f.RelayAddrs, prefix+"relay", "accepted relay agent addresses (default: any relay in a served subnet)")
+	fs.Var(&f.RelayAddrs, prefix+"relay", "accepted relay agent addresses (default: a relay whose giaddr is the packet's source address)")
 }
 
 // Given reports whether any subnet was given (the seed is only written then).
@@ -134,4 +134,6 @@ func (c *Config) AddFlags(fs *flag.FlagSet, prefix string) {
 	fs.StringVar(&c.Name, prefix+"name", c.Name, "replica name written into leases (default: host name)")
 	fs.IntVar(&c.Workers, prefix+"workers", c.Workers, "packets answered concurrently")
 	fs.IntVar(&c.ReplyBurst, prefix+"reply-burst", c.ReplyBurst, "most replies sent back to back before arriving requests pace them (0: unpaced)")
+	fs.Var(&c.LimitPerMAC, prefix+"limit-per-mac", "packets one client MAC may send: RATE/s,BURST, or off (over it: dropped and counted)")
+	fs.Var(&c.LimitPerIP, prefix+"limit-per-ip", "packets one source address (a relay; 0.0.0.0 for local unconfigured clients) may send: RATE/s,BURST, or off")
 }

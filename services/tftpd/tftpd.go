@@ -33,6 +33,7 @@ import (
 	"github.com/bootchain/bootchain/pkg/grpcclient"
 	"github.com/bootchain/bootchain/pkg/grpcserver"
 	"github.com/bootchain/bootchain/pkg/lifecycle"
+	"github.com/bootchain/bootchain/pkg/ratelimit"
 	"github.com/bootchain/bootchain/pkg/session"
 	"github.com/bootchain/bootchain/pkg/store"
 	"github.com/bootchain/bootchain/pkg/tlsconf"
@@ -76,6 +77,9 @@ type Config struct {
 	MaxTransfers int
 	// MaxPerClient caps concurrent transfers per client IP; 0 means no cap.
 	MaxPerClient int
+	// LimitPerIP bounds the read requests one client IP may send (zero: off);
+	// requests over it are dropped and counted. See docs/tftpd.md for sizing.
+	LimitPerIP ratelimit.Limit
 	// FetchTimeout bounds fetching an artifact that is not cached.
 	FetchTimeout time.Duration
 	// RefreshWait bounds how long a request for a changed artifact waits for the new
@@ -108,8 +112,15 @@ func DefaultConfig() Config {
 		Addr: ":69", GRPC: grpcserver.Config{Addr: ":9083"}, ArtifactStore: "127.0.0.1:9081", Site: "default",
 		MaxBlksize: 1468, Timeout: time.Second, Retries: 5, MaxTransfers: 512, MaxPerClient: 8, Anticipate: 8,
 		FetchTimeout: 20 * time.Second, RefreshWait: time.Second, Warm: true,
+		LimitPerIP: DefaultLimitPerIP,
 	}
 }
+
+// DefaultLimitPerIP: a machine asks for a file 2 to 4 times (UEFI's tsize
+// probe, retransmissions, a second file), and a site behind one NAT address
+// may boot hundreds at once: they stay within the burst; the rate is far above
+// any site's sustained need.
+var DefaultLimitPerIP = ratelimit.Limit{Rate: 200, Burst: 2000}
 
 // AddFlags binds the configuration to flags named prefix+name ("tftpd-" in the
 // launcher, "" in the tftpd binary).
@@ -126,6 +137,7 @@ func (c *Config) AddFlags(fs *flag.FlagSet, prefix string) {
 	fs.IntVar(&c.Retries, prefix+"retries", c.Retries, "sends of one packet before a transfer fails")
 	fs.IntVar(&c.MaxTransfers, prefix+"max-transfers", c.MaxTransfers, "cap on concurrent transfers (0: none)")
 	fs.IntVar(&c.MaxPerClient, prefix+"max-per-client", c.MaxPerClient, "cap on concurrent transfers per client IP (0: none)")
+	fs.Var(&c.LimitPerIP, prefix+"limit-per-ip", "read requests one client IP may send: RATE/s,BURST, or off (over it: dropped and counted)")
 	fs.DurationVar(&c.FetchTimeout, prefix+"fetch-timeout", c.FetchTimeout, "bound on fetching an artifact that is not cached")
 	fs.DurationVar(&c.RefreshWait, prefix+"refresh-wait", c.RefreshWait, "wait for a changed artifact before serving the cached copy")
 	fs.BoolVar(&c.Warm, prefix+"warm", c.Warm, "fetch the mapped artifacts at start")
@@ -266,6 +278,7 @@ func New(cfg Config) (_ *Server, err error) {
 	s.transfers, err = transfer.New(transfer.Config{
 		Conn: udp, SinglePort: cfg.SinglePort, MaxBlksize: cfg.MaxBlksize, Timeout: cfg.Timeout,
 		Retries: cfg.Retries, MaxTransfers: cfg.MaxTransfers, MaxPerClient: cfg.MaxPerClient, Anticipate: cfg.Anticipate,
+		PerIP:   cfg.LimitPerIP,
 		Resolve: s.resolve, Open: s.cache.Open, Sessions: s.sessions, MACByIP: s.macByIP,
 		Tracer: cfg.TracerProvider.Tracer("github.com/bootchain/bootchain/services/tftpd"), Logger: log,
 	})
@@ -302,6 +315,14 @@ func (s *Server) GRPCAddr() net.Addr {
 func (s *Server) Stats() *tftpdv1.TransferStats {
 	resp, _ := s.admin.GetTransferStats(context.Background(), &tftpdv1.GetTransferStatsRequest{})
 	return resp.GetStats()
+}
+
+// Limits returns the read requests dropped by the per-IP rate limit and the
+// requests and transfers dropped by a recovered panic (the admin API's
+// TransferStats counts the former in dropped).
+func (s *Server) Limits() (limited, panics int64) {
+	st := s.transfers.Stats()
+	return st.Limited, st.Panics
 }
 
 // Sessions is the boot-session recorder (tests flush it).

@@ -51,6 +51,7 @@ import (
 	bootapiv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/bootapi/v1"
 	"github.com/bootchain/bootchain/pkg/grpcclient"
 	"github.com/bootchain/bootchain/pkg/grpcserver"
+	"github.com/bootchain/bootchain/pkg/ratelimit"
 	"github.com/bootchain/bootchain/pkg/store"
 	"github.com/bootchain/bootchain/pkg/tlsconf"
 	"github.com/bootchain/bootchain/services/bootapi"
@@ -154,6 +155,7 @@ func run(load string, n int, d time.Duration, conns, threads int) error {
 	cfg := bootapi.DefaultConfig()
 	cfg.Store, cfg.HTTPAddr, cfg.GRPC = st, "127.0.0.1:0", grpcserver.Config{Addr: "127.0.0.1:0"}
 	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	cfg.HTTPLimitPerIP = ratelimit.Limit{} // one load generator: measure capacity, not the limit
 	srv, err := bootapi.New(cfg)
 	if err != nil {
 		return err

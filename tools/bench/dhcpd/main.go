@@ -32,6 +32,7 @@ import (
 	"github.com/bootchain/bootchain/pkg/etcdembed"
 	bootapiv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/bootapi/v1"
 	dhcpdv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/dhcpd/v1"
+	"github.com/bootchain/bootchain/pkg/ratelimit"
 	"github.com/bootchain/bootchain/pkg/store"
 	"github.com/bootchain/bootchain/services/dhcpd"
 	"github.com/bootchain/bootchain/test/lab"
@@ -238,6 +239,8 @@ func startDHCPD(ctx context.Context, ns *lab.Netns, dir string) (func() string, 
 	cfg := dhcpd.DefaultConfig()
 	cfg.Store, cfg.Site, cfg.Interface, cfg.Name = st, "bench", "eth0", "bench"
 	cfg.GRPC.Addr, cfg.PXEAddr = "127.0.0.1:0", "-"
+	// One load generator is one source address: measure capacity, not the limit.
+	cfg.LimitPerMAC, cfg.LimitPerIP = ratelimit.Limit{}, ratelimit.Limit{}
 	if leaseWriters > 0 {
 		cfg.LeaseWriters = leaseWriters
 	}

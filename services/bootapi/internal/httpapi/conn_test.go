@@ -3,6 +3,7 @@ package httpapi
 import (
 	"errors"
 	"net"
+	"net/netip"
 	"os"
 	"testing"
 	"time"
@@ -50,6 +51,27 @@ func TestConnDeadlineSlack(t *testing.T) {
 		if !c.armed.Equal(step.want) {
 			t.Fatalf("after SetReadDeadline(%v): armed %v, want %v", step.set, c.armed, step.want)
 		}
+	}
+
+	// Write deadlines (the server's WriteTimeout) keep the same slack.
+	for _, step := range []struct {
+		set, want time.Time
+	}{
+		{base, base},
+		{base.Add(DeadlineSlack / 2), base},
+		{base.Add(2 * DeadlineSlack), base.Add(2 * DeadlineSlack)},
+		{base, base},
+		{time.Time{}, time.Time{}},
+	} {
+		if err := c.SetWriteDeadline(step.set); err != nil {
+			t.Fatal(err)
+		}
+		if !c.armedW.Equal(step.want) {
+			t.Fatalf("after SetWriteDeadline(%v): armed %v, want %v", step.set, c.armedW, step.want)
+		}
+	}
+	if c.addr != netip.MustParseAddr("127.0.0.1") {
+		t.Errorf("client address key %v", c.addr)
 	}
 
 	// An earlier deadline ends a read that would otherwise wait an hour.

@@ -56,8 +56,9 @@ type Handler struct {
 	log    *slog.Logger
 	render *script.Renderer
 	spans  bool // the session recorder exports hops as spans
-	// What was answered, for bootapi's summary when it stops.
-	Scripts, Dispatches, Reports, Rejected atomic.Int64
+	// What was answered, for bootapi's summary when it stops; Panics are
+	// requests whose handler panicked (answered 500).
+	Scripts, Dispatches, Reports, Rejected, Panics atomic.Int64
 }
 
 // New returns the handler.

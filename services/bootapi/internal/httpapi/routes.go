@@ -4,11 +4,14 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"math"
 	"net"
+	"net/netip"
 	"runtime/debug"
 	"strconv"
 	"time"
 
+	"github.com/bootchain/bootchain/pkg/ratelimit"
 	"github.com/bootchain/bootchain/services/bootapi/internal/script"
 	"github.com/valyala/fasthttp"
 )
@@ -29,6 +32,9 @@ const MaxBodySize = 64 << 10
 func (h *Handler) RequestHandler(base context.Context) fasthttp.RequestHandler {
 	return func(rc *fasthttp.RequestCtx) {
 		defer h.recoverPanic(rc)
+		if testHook != nil {
+			testHook(rc)
+		}
 		get := rc.IsGet() || rc.IsHead()
 		// iPXE's requests for a script name the path as it is: route them on the
 		// raw request line. Parsing and normalizing the URI (what rc.Path does) is
@@ -68,6 +74,24 @@ func (h *Handler) RequestHandler(base context.Context) fasthttp.RequestHandler {
 	}
 }
 
+// Limit wraps next with l, a per-client-IP request limit: a client over it gets
+// 429 with Retry-After (and counts in l.Limited) before any routing or work.
+// Behind a relay or NAT many machines share one address; see docs/bootapi.md
+// for sizing.
+func Limit(next fasthttp.RequestHandler, l *ratelimit.Limiter[netip.Addr]) fasthttp.RequestHandler {
+	if l == nil || l.Limit().Off() {
+		return next
+	}
+	return func(rc *fasthttp.RequestCtx) {
+		if ok, wait := l.Allow(remoteAddr(rc)); !ok {
+			httpError(rc, "too many requests from this address; retry later", fasthttp.StatusTooManyRequests)
+			rc.Response.Header.Set("Retry-After", strconv.Itoa(int(math.Ceil(wait.Seconds()))))
+			return
+		}
+		next(rc)
+	}
+}
+
 // configPath is the script endpoint's path.
 const configPath = "/ipxe/v1/config"
 
@@ -95,6 +119,9 @@ func configQuery(uri []byte) ([]byte, bool) {
 	return rest, true
 }
 
+// testHook, when set (by tests, before serving), runs first in every request.
+var testHook func(*fasthttp.RequestCtx)
+
 // recoverPanic keeps a handler's panic to its request, as net/http did; in
 // fasthttp it would end the process (with, in bootchain up, etcd and every service).
 func (h *Handler) recoverPanic(rc *fasthttp.RequestCtx) {
@@ -102,6 +129,7 @@ func (h *Handler) recoverPanic(rc *fasthttp.RequestCtx) {
 	if p == nil {
 		return
 	}
+	h.Panics.Add(1)
 	h.log.Error("panic serving HTTP", "path", string(rc.Path()), "panic", p, "stack", string(debug.Stack()))
 	httpError(rc, "bootapi failed on this request; see its log", fasthttp.StatusInternalServerError)
 	rc.SetConnectionClose()

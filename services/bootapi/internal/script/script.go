@@ -15,6 +15,7 @@ import (
 	"strings"
 	"sync"
 	"text/template"
+	tparse "text/template/parse"
 	"time"
 
 	"github.com/bootchain/bootchain/pkg/ipxe"
@@ -291,6 +292,12 @@ type TemplateData struct {
 // MaxCmdline bounds a rendered command line.
 const MaxCmdline = 4096
 
+// CmdlineTimeout bounds the rendering of one command line. parse refuses every
+// construct that could spin without writing (see checkTemplate), so rendering
+// is linear in the template and the labels; this is the backstop, checked at
+// every write.
+var CmdlineTimeout = 100 * time.Millisecond
+
 var (
 	tmplMu    sync.Mutex
 	tmplCache = map[string]*template.Template{}
@@ -320,7 +327,7 @@ func Cmdline(tmpl string, d TemplateData) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	var buf limitedBuffer
+	buf := limitedBuffer{deadline: time.Now().Add(CmdlineTimeout)}
 	if err := t.Execute(&buf, d); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrCmdline, err)
 	}
@@ -343,6 +350,9 @@ func parse(tmpl string) (*template.Template, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrCmdline, err)
 	}
+	if err := checkTemplate(t); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrCmdline, err)
+	}
 	if len(tmplCache) > 1024 {
 		clear(tmplCache)
 	}
@@ -350,13 +360,193 @@ func parse(tmpl string) (*template.Template, error) {
 	return t, nil
 }
 
-type limitedBuffer struct{ bytes.Buffer }
+type limitedBuffer struct {
+	bytes.Buffer
+	deadline time.Time
+}
 
 func (l *limitedBuffer) Write(p []byte) (int, error) {
 	if l.Len()+len(p) > MaxCmdline {
 		return 0, fmt.Errorf("longer than %d bytes", MaxCmdline)
 	}
+	if time.Now().After(l.deadline) {
+		return 0, fmt.Errorf("rendering took longer than %s", CmdlineTimeout)
+	}
 	return l.Buffer.Write(p)
+}
+
+// templateFuncs are the functions a command line template may call: the
+// builtins that do bounded work on bounded input. Not call (no function
+// values in the data anyway).
+var templateFuncs = map[string]bool{
+	"and": true, "or": true, "not": true, "eq": true, "ne": true, "lt": true, "le": true, "gt": true, "ge": true,
+	"index": true, "len": true, "slice": true, "print": true, "println": true, "printf": true,
+	"urlquery": true, "html": true, "js": true,
+}
+
+// maxPrintfWidth bounds a printf width or precision: fmt builds the whole
+// padded string before the output limit sees it.
+const maxPrintfWidth = 64
+
+// checkTemplate refuses the template constructs whose time or memory is not
+// bounded by the template's size and the machine's data: range over anything
+// but a field of the data (range over an integer, Go 1.22, spins as long as
+// it likes without writing), a range inside a range (labels^depth),
+// define/template/block (templates calling each other: exponential time), and
+// printf with a computed format or a large width.
+func checkTemplate(t *template.Template) error {
+	if n := len(t.Templates()); n > 1 {
+		return errors.New("define and block are not allowed")
+	}
+	if t.Tree == nil || t.Root == nil {
+		return nil
+	}
+	return checkNode(t.Root, 0)
+}
+
+func checkNode(n tparse.Node, ranges int) error {
+	switch n := n.(type) {
+	case nil:
+		return nil
+	case *tparse.ListNode:
+		if n == nil {
+			return nil
+		}
+		for _, c := range n.Nodes {
+			if err := checkNode(c, ranges); err != nil {
+				return err
+			}
+		}
+	case *tparse.TextNode, *tparse.CommentNode, *tparse.BreakNode, *tparse.ContinueNode:
+	case *tparse.ActionNode:
+		return checkPipe(n.Pipe)
+	case *tparse.IfNode:
+		return checkBranch(&n.BranchNode, ranges)
+	case *tparse.WithNode:
+		return checkBranch(&n.BranchNode, ranges)
+	case *tparse.RangeNode:
+		if ranges > 0 {
+			return errors.New("range inside range is not allowed")
+		}
+		if !rangeable(n.Pipe) {
+			return fmt.Errorf("range over %s: only over a field of the data (for example .Machine.Labels)", n.Pipe)
+		}
+		return checkBranch(&n.BranchNode, ranges+1)
+	case *tparse.TemplateNode:
+		return errors.New("template is not allowed")
+	default:
+		return fmt.Errorf("%s is not allowed", n)
+	}
+	return nil
+}
+
+func checkBranch(b *tparse.BranchNode, ranges int) error {
+	if err := checkPipe(b.Pipe); err != nil {
+		return err
+	}
+	if err := checkNode(b.List, ranges); err != nil {
+		return err
+	}
+	if b.ElseList != nil {
+		return checkNode(b.ElseList, ranges)
+	}
+	return nil
+}
+
+// rangeable: a single field of the data, as .A.B or $.A.B.
+func rangeable(p *tparse.PipeNode) bool {
+	if p == nil || len(p.Cmds) != 1 || len(p.Cmds[0].Args) != 1 {
+		return false
+	}
+	switch a := p.Cmds[0].Args[0].(type) {
+	case *tparse.FieldNode:
+		return true
+	case *tparse.VariableNode:
+		return len(a.Ident) > 1 && a.Ident[0] == "$"
+	}
+	return false
+}
+
+func checkPipe(p *tparse.PipeNode) error {
+	if p == nil {
+		return nil
+	}
+	for _, c := range p.Cmds {
+		for i, a := range c.Args {
+			if err := checkArg(a); err != nil {
+				return err
+			}
+			id, ok := a.(*tparse.IdentifierNode)
+			if !ok || i != 0 {
+				continue
+			}
+			if !templateFuncs[id.Ident] {
+				return fmt.Errorf("function %s is not allowed", id.Ident)
+			}
+			if id.Ident == "printf" {
+				if err := checkPrintf(c.Args[1:]); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	return nil
+}
+
+func checkArg(a tparse.Node) error {
+	switch a := a.(type) {
+	case *tparse.PipeNode:
+		return checkPipe(a)
+	case *tparse.ChainNode:
+		return checkArg(a.Node)
+	case *tparse.IdentifierNode:
+		if !templateFuncs[a.Ident] {
+			return fmt.Errorf("function %s is not allowed", a.Ident)
+		}
+	}
+	return nil
+}
+
+// checkPrintf wants a literal format whose widths and precisions are small
+// numbers (no '*').
+func checkPrintf(args []tparse.Node) error {
+	if len(args) == 0 {
+		return nil
+	}
+	f, ok := args[0].(*tparse.StringNode)
+	if !ok {
+		return errors.New("printf: the format must be a string literal")
+	}
+	s := f.Text
+	for i := 0; i < len(s); i++ {
+		if s[i] != '%' {
+			continue
+		}
+		num := 0
+		for i++; i < len(s); i++ {
+			c := s[i]
+			if c == '*' {
+				return errors.New("printf: '*' width is not allowed")
+			}
+			if c >= '0' && c <= '9' {
+				num = num*10 + int(c-'0')
+				if num > maxPrintfWidth {
+					return fmt.Errorf("printf: width or precision over %d", maxPrintfWidth)
+				}
+				continue
+			}
+			if c == '.' {
+				num = 0
+				continue
+			}
+			if strings.IndexByte("+-# [", c) >= 0 || c == ']' {
+				num = 0
+				continue
+			}
+			break // the verb
+		}
+	}
+	return nil
 }
 
 // ImageName derives the iPXE image name of a boot file from its URL path: the

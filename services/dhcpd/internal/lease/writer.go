@@ -4,7 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
+	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	dhcpdv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/dhcpd/v1"
@@ -66,13 +69,38 @@ type EtcdWriter struct {
 	mu      sync.Mutex
 	txns    uint64
 	written uint64
+
+	// Logger logs recovered panics; nil logs nothing.
+	Logger *slog.Logger
+	// Panics counts transactions that panicked (their writes failed).
+	Panics atomic.Uint64
+	// testHook, when set, sees the first write of every batch (tests force
+	// panics).
+	testHook func(Write)
 }
 
 type pending struct {
 	w        Write
 	deadline time.Time
 	done     chan Result
+	// gen numbers this use of the (pooled) pending; answered is the latest
+	// gen answered. Gens only grow, so answered >= gen says this use has its
+	// result even after the pending went back to the pool and was reused.
+	gen      uint64
+	answered atomic.Uint64
 }
+
+// pendingGen numbers the uses of pendings.
+var pendingGen atomic.Uint64
+
+// answer sends the write's result; only the writer calls it, once per use.
+func (p *pending) answer(r Result) {
+	p.answered.Store(p.gen)
+	p.done <- r
+}
+
+// ErrPanic is the result of writes whose transaction panicked.
+var ErrPanic = errors.New("lease: write failed (internal error; see the log)")
 
 // pendings are reused: a Write under load allocates neither the record nor its
 // channel. Only a pending whose result was received goes back.
@@ -100,7 +128,7 @@ func Key(site, ip string) string { return store.Key("leases", site, ip) }
 // still be committed then.
 func (e *EtcdWriter) Write(ctx context.Context, w Write) Result {
 	p := pendings.Get().(*pending)
-	p.w, p.deadline = w, time.Now().Add(QueueWait)
+	p.w, p.deadline, p.gen = w, time.Now().Add(QueueWait), pendingGen.Add(1)
 	select {
 	case e.queue <- p:
 	case <-ctx.Done():
@@ -151,7 +179,7 @@ func (e *EtcdWriter) Run(ctx context.Context) error {
 			batch = append(batch[:0], batch[n:]...)
 			inflight++
 			go func() {
-				e.commit(ctx, b)
+				e.safeCommit(ctx, b)
 				done <- struct{}{}
 			}()
 			if len(batch) == 0 {
@@ -184,11 +212,40 @@ func (e *EtcdWriter) Run(ctx context.Context) error {
 				<-done
 			}
 			for _, p := range batch {
-				p.done <- Result{Err: ctx.Err()}
+				p.answer(Result{Err: ctx.Err()})
 			}
 			return nil
 		}
 	}
+}
+
+// safeCommit is commit with a panic failing the batch's unanswered writes (the
+// clients retransmit) instead of ending the process, which in bootchain up
+// also runs etcd.
+func (e *EtcdWriter) safeCommit(ctx context.Context, batch []*pending) {
+	gens := make([]uint64, len(batch))
+	for i, p := range batch {
+		gens[i] = p.gen
+	}
+	defer func() {
+		r := recover()
+		if r == nil {
+			return
+		}
+		e.Panics.Add(1)
+		if e.Logger != nil {
+			e.Logger.Error("panic writing leases; the batch failed", "panic", r, "stack", string(debug.Stack()))
+		}
+		for i, p := range batch {
+			if p.answered.Load() < gens[i] {
+				p.answer(Result{Err: ErrPanic})
+			}
+		}
+	}()
+	if e.testHook != nil {
+		e.testHook(batch[0].w)
+	}
+	e.commit(ctx, batch)
 }
 
 func (e *EtcdWriter) commit(ctx context.Context, batch []*pending) {
@@ -197,7 +254,7 @@ func (e *EtcdWriter) commit(ctx context.Context, batch []*pending) {
 	live := make([]*pending, 0, len(batch))
 	for _, p := range batch {
 		if !p.deadline.IsZero() && now.After(p.deadline) {
-			p.done <- Result{Err: fmt.Errorf("%w: %s", ErrTimeout, p.w.IP)}
+			p.answer(Result{Err: fmt.Errorf("%w: %s", ErrTimeout, p.w.IP)})
 			continue
 		}
 		live = append(live, p)
@@ -237,7 +294,7 @@ func (e *EtcdWriter) commitOnce(ctx context.Context, todo []*pending) []*pending
 		key := Key(e.site, p.w.IP)
 		b, err := proto.Marshal(p.w.Lease)
 		if err != nil {
-			p.done <- Result{Err: fmt.Errorf("lease: encode %s: %w", p.w.IP, err)}
+			p.answer(Result{Err: fmt.Errorf("lease: encode %s: %w", p.w.IP, err)})
 			continue
 		}
 		cmps = append(cmps, store.Unchanged(key, p.w.PrevRev))
@@ -264,7 +321,7 @@ func (e *EtcdWriter) commitOnce(ctx context.Context, todo []*pending) []*pending
 	e.mu.Unlock()
 	if resp.Succeeded {
 		for _, p := range todo {
-			p.done <- Result{Rev: resp.Header.Revision}
+			p.answer(Result{Rev: resp.Header.Revision})
 		}
 		return nil
 	}
@@ -292,14 +349,14 @@ func (e *EtcdWriter) commitOnce(ctx context.Context, todo []*pending) []*pending
 			retry = append(retry, p)
 			continue
 		}
-		p.done <- Result{Current: l, CurrentRev: curRev, Err: fmt.Errorf("%w: %s", ErrConflict, p.w.IP)}
+		p.answer(Result{Current: l, CurrentRev: curRev, Err: fmt.Errorf("%w: %s", ErrConflict, p.w.IP)})
 	}
 	return retry
 }
 
 func (e *EtcdWriter) fail(todo []*pending, err error) {
 	for _, p := range todo {
-		p.done <- Result{Err: fmt.Errorf("lease: write %s: %w", p.w.IP, err)}
+		p.answer(Result{Err: fmt.Errorf("lease: write %s: %w", p.w.IP, err)})
 	}
 }
 

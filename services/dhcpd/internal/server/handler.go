@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"runtime/debug"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -22,6 +23,7 @@ import (
 
 	bootapiv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/bootapi/v1"
 	dhcpdv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/dhcpd/v1"
+	"github.com/bootchain/bootchain/pkg/ratelimit"
 	"github.com/bootchain/bootchain/pkg/session"
 	"github.com/bootchain/bootchain/services/dhcpd/internal/bootfile"
 	"github.com/bootchain/bootchain/services/dhcpd/internal/lease"
@@ -63,6 +65,13 @@ type Config struct {
 	// ChainloadWindow: an iPXE request within this time of our chain-load answer
 	// comes from the iPXE we loaded; default 2m.
 	ChainloadWindow time.Duration
+	// PerMAC limits the packets of one client hardware address, PerIP those
+	// from one source address (a relay, or 0.0.0.0 for every unconfigured
+	// client on the segment); zero limits are off. Over-limit packets are
+	// dropped and counted.
+	PerMAC, PerIP ratelimit.Limit
+	// LimitKeys bounds the clients each limiter tracks; default 65536.
+	LimitKeys int
 	// Logger; default slog.Default().
 	Logger *slog.Logger
 }
@@ -77,6 +86,9 @@ type Stats struct {
 	NoMessageType, NoSubnet, NotForUs  atomic.Uint64
 	Exhausted, StoreErrors, NotPXE     atomic.Uint64
 	UnknownRelay, Unsupported, Overrun atomic.Uint64
+	// LimitedMAC and LimitedIP are packets dropped by the per-MAC and per-IP
+	// rate limits; Panics are packets whose handling panicked (dropped).
+	LimitedMAC, LimitedIP, Panics atomic.Uint64
 }
 
 // Handler answers DHCP packets.
@@ -92,6 +104,11 @@ type Handler struct {
 	xids map[string]dhcpv4.TransactionID
 	// chain: proxy mode's chain-load marks (authoritative mode keeps them on the lease).
 	chain map[string]chainMark
+
+	perMAC *ratelimit.Limiter[[6]byte]
+	perIP  *ratelimit.Limiter[netip.Addr]
+	// testHook, when set, sees every decoded packet first (tests force panics).
+	testHook func(*dhcpv4.DHCPv4)
 }
 
 type chainMark struct {
@@ -112,7 +129,9 @@ func New(cfg Config) *Handler {
 	if cfg.Machines == nil {
 		cfg.Machines = func(string) *bootapiv1.Machine { return nil }
 	}
-	h := &Handler{cfg: cfg, log: cfg.Logger, xids: map[string]dhcpv4.TransactionID{}, chain: map[string]chainMark{}}
+	h := &Handler{cfg: cfg, log: cfg.Logger, xids: map[string]dhcpv4.TransactionID{}, chain: map[string]chainMark{},
+		perMAC: ratelimit.New[[6]byte](ratelimit.Config{Limit: cfg.PerMAC, Keys: cfg.LimitKeys}),
+		perIP:  ratelimit.New[netip.Addr](ratelimit.Config{Limit: cfg.PerIP, Keys: cfg.LimitKeys})}
 	h.site.Store(&SiteConfig{Site: &bootapiv1.Site{}})
 	return h
 }
@@ -165,11 +184,30 @@ type info struct {
 }
 
 // Handle answers one packet received on port (67 or 4011) from src. It returns
-// nil when nothing is to be sent. It never panics on any input.
-func (h *Handler) Handle(ctx context.Context, raw []byte, src netip.AddrPort, port int) *Reply {
+// nil when nothing is to be sent. A panic while handling the packet is logged
+// with its stack, counted (Stats.Panics) and drops the packet: in bootchain up
+// the process also runs etcd and every other service.
+func (h *Handler) Handle(ctx context.Context, raw []byte, src netip.AddrPort, port int) (r *Reply) {
+	defer func() {
+		if p := recover(); p != nil {
+			h.Stats.Panics.Add(1)
+			h.log.Error("panic handling a DHCP packet; packet dropped", "src", src.String(), "panic", p, "stack", string(debug.Stack()))
+			r = nil
+		}
+	}()
+	return h.handle(ctx, raw, src, port)
+}
+
+func (h *Handler) handle(ctx context.Context, raw []byte, src netip.AddrPort, port int) *Reply {
 	h.Stats.Received.Add(1)
 	if len(raw) < 240 || len(raw) > 4096 {
 		h.Stats.Malformed.Add(1)
+		return nil
+	}
+	// Per source first: it is the cheapest check and bounds the decoding work a
+	// flood from one address (or one relay) costs.
+	if ok, _ := h.perIP.Allow(src.Addr().Unmap()); !ok {
+		h.Stats.LimitedIP.Add(1)
 		return nil
 	}
 	msg, err := decode(raw)
@@ -177,12 +215,24 @@ func (h *Handler) Handle(ctx context.Context, raw []byte, src netip.AddrPort, po
 		h.Stats.Malformed.Add(1)
 		return nil
 	}
+	if h.testHook != nil {
+		h.testHook(msg)
+	}
 	if msg.OpCode != dhcpv4.OpcodeBootRequest {
 		h.Stats.WrongOp.Add(1)
 		return nil
 	}
 	if msg.HWType != iana.HWTypeEthernet || len(msg.ClientHWAddr) != 6 {
 		h.Stats.BadHardware.Add(1)
+		return nil
+	}
+	sc := h.site.Load()
+	if !h.relayAccepted(sc, msg, src) {
+		h.Stats.UnknownRelay.Add(1)
+		return nil
+	}
+	if ok, _ := h.perMAC.Allow([6]byte(msg.ClientHWAddr)); !ok {
+		h.Stats.LimitedMAC.Add(1)
 		return nil
 	}
 	in := &info{msg: msg, mt: msg.MessageType(), mac: msg.ClientHWAddr.String(), vendor: msg.ClassIdentifier(), port: port, src: src}
@@ -197,7 +247,6 @@ func (h *Handler) Handle(ctx context.Context, raw []byte, src netip.AddrPort, po
 	in.userClss = string(uc)
 	in.ipxe = bytes.Contains(uc, []byte("iPXE")) || msg.Options.Has(dhcpv4.GenericOptionCode(175))
 	in.marked = bytes.Contains(uc, []byte("bootchain"))
-	sc := h.site.Load()
 	if sc.Proxy {
 		return h.proxy(ctx, sc, in)
 	}
@@ -227,6 +276,23 @@ func (h *Handler) Handle(ctx context.Context, raw []byte, src netip.AddrPort, po
 	}
 	h.Stats.Unsupported.Add(1)
 	return nil
+}
+
+// relayAccepted reports whether a packet may be answered as relayed: one
+// without giaddr always; one with giaddr when the site lists relays and giaddr
+// is one of them, or, with no list, when giaddr is the packet's source (a relay
+// sends from its own address). Otherwise any host could name a giaddr and have
+// the answer (an address, a boot file) sent to a relay it chose, or draw
+// addresses from another subnet's pools.
+func (h *Handler) relayAccepted(sc *SiteConfig, msg *dhcpv4.DHCPv4, src netip.AddrPort) bool {
+	gi := addrOf(msg.GatewayIPAddr)
+	if !gi.IsValid() || gi.IsUnspecified() {
+		return true
+	}
+	if len(sc.Relays) > 0 {
+		return sc.Relays[gi]
+	}
+	return gi == src.Addr().Unmap()
 }
 
 func addrOf(ip net.IP) netip.Addr {

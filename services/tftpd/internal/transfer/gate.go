@@ -117,7 +117,10 @@ func (g *gate) ReadFrom(p []byte) (int, net.Addr, error) {
 			// answers it.
 			continue
 		}
-		out, ok := g.s.admit(pkt, src, g.maxBlksize(ifIndex, v6))
+		if g.s.limited(src) {
+			continue
+		}
+		out, ok := g.s.safeAdmit(pkt, src, g.maxBlksize(ifIndex, v6))
 		if !ok {
 			continue
 		}

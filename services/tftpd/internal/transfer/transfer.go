@@ -10,13 +10,16 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"regexp"
+	"runtime/debug"
 	"sort"
 	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/bootchain/bootchain/pkg/ratelimit"
 	"github.com/bootchain/bootchain/pkg/session"
 	"github.com/bootchain/bootchain/services/tftpd/internal/cache"
 	"github.com/bootchain/bootchain/services/tftpd/internal/request"
@@ -47,6 +50,10 @@ type Config struct {
 	MaxTransfers, MaxPerClient int
 	// Anticipate > 1 enables pin/tftp's sender window of that many blocks.
 	Anticipate int
+	// PerIP limits the read requests of one client IP (zero: off); requests
+	// over it are dropped without an answer (an answer to a spoofed source
+	// would be a reflection) and counted.
+	PerIP ratelimit.Limit
 	// Resolve maps a cleaned requested name to an artifact.
 	Resolve func(name string) (string, bool)
 	// Open opens an artifact's content.
@@ -76,11 +83,13 @@ type Server struct {
 	srcs      map[string]int   // client ip:port -> transfers (single-port routing)
 
 	count counters
+	perIP *ratelimit.Limiter[netip.Addr]
 }
 
 type counters struct {
 	started, succeeded, failed, aborted, refusedBusy, refusedAccess, notFound,
-	refusedWrites, dropped, bytesSent, retransmits, cacheHits, cacheMisses, fetchFailures atomic.Int64
+	refusedWrites, dropped, bytesSent, retransmits, cacheHits, cacheMisses, fetchFailures,
+	limited, panics atomic.Int64
 }
 
 // xfer is one transfer.
@@ -121,6 +130,7 @@ func New(cfg Config) (*Server, error) {
 	s := &Server{
 		cfg: cfg, log: cfg.Logger,
 		perClient: map[string]int{}, pending: map[string]*xfer{}, running: map[string]*xfer{}, srcs: map[string]int{},
+		perIP: ratelimit.New[netip.Addr](ratelimit.Config{Limit: cfg.PerIP}),
 	}
 	s.gate = newGate(s, cfg.Conn)
 	ts := tftp.NewServer(s.handleRead, nil)
@@ -194,6 +204,36 @@ func (s *Server) refuse(src *net.UDPAddr, code uint16, msg string, c *atomic.Int
 	}
 	s.gate.reply(request.ErrorPacket(code, msg), src)
 	s.log.Debug("request refused", "ip", src.IP.String(), "code", code, "msg", msg)
+}
+
+// panicked logs and counts a panic recovered in where; the request or transfer
+// it served is dropped and the server goes on (in bootchain up a crash would
+// take etcd and every other service with it).
+func (s *Server) panicked(where string, p any) {
+	s.count.panics.Add(1)
+	s.log.Error("panic in TFTP "+where+"; dropped", "panic", p, "stack", string(debug.Stack()))
+}
+
+// limited reports whether src is over its read-request rate (and counts it).
+func (s *Server) limited(src *net.UDPAddr) bool {
+	ip, _ := netip.AddrFromSlice(src.IP)
+	if ok, _ := s.perIP.Allow(ip.Unmap()); ok {
+		return false
+	}
+	s.count.limited.Add(1)
+	s.count.dropped.Add(1)
+	return true
+}
+
+// safeAdmit is admit with a panic dropping the request, not the serve loop.
+func (s *Server) safeAdmit(pkt []byte, src *net.UDPAddr, maxBlksize int) (out []byte, ok bool) {
+	defer func() {
+		if p := recover(); p != nil {
+			s.panicked("request", p)
+			out, ok = nil, false
+		}
+	}()
+	return s.admit(pkt, src, maxBlksize)
 }
 
 // admit checks a request from the request port. It answers refused requests itself
@@ -310,7 +350,14 @@ func (s *Server) finish(x *xfer) {
 }
 
 // handleRead is pin/tftp's read handler: it runs in the transfer's goroutine.
-func (s *Server) handleRead(filename string, rf io.ReaderFrom) error {
+func (s *Server) handleRead(filename string, rf io.ReaderFrom) (err error) {
+	// Registered first, so it runs last: finish and Close below have run.
+	defer func() {
+		if p := recover(); p != nil {
+			s.panicked("transfer", p)
+			err = errors.New("internal error")
+		}
+	}()
 	ot, ok := rf.(tftp.OutgoingTransfer)
 	if !ok {
 		return errors.New("internal error")
@@ -465,6 +512,11 @@ func (h hook) OnSuccess(st tftp.TransferStats)          { h.record(st) }
 func (h hook) OnFailure(st tftp.TransferStats, _ error) { h.record(st) }
 
 func (h hook) record(st tftp.TransferStats) {
+	defer func() {
+		if p := recover(); p != nil {
+			h.s.panicked("transfer statistics", p)
+		}
+	}()
 	if st.RemoteAddr == nil {
 		// A request pin/tftp could not start, or the socket closing at shutdown.
 		if !h.s.gate.closing.Load() {
@@ -492,6 +544,9 @@ func (h hook) record(st tftp.TransferStats) {
 type Stats struct {
 	Active, Started, Succeeded, Failed, Aborted, RefusedBusy, RefusedAccess, NotFound,
 	RefusedWrites, Dropped, BytesSent, Retransmits, CacheHits, CacheMisses, FetchFailures int64
+	// Limited are read requests dropped by the per-IP rate limit (also counted
+	// in Dropped); Panics requests and transfers dropped by a recovered panic.
+	Limited, Panics int64
 }
 
 // Stats returns the counters.
@@ -506,6 +561,7 @@ func (s *Server) Stats() Stats {
 		NotFound: c.notFound.Load(), RefusedWrites: c.refusedWrites.Load(), Dropped: c.dropped.Load(),
 		BytesSent: c.bytesSent.Load(), Retransmits: c.retransmits.Load(), CacheHits: c.cacheHits.Load(),
 		CacheMisses: c.cacheMisses.Load(), FetchFailures: c.fetchFailures.Load(),
+		Limited: c.limited.Load(), Panics: c.panics.Load(),
 	}
 }
 

@@ -1,0 +1,228 @@
+package httpapi
+
+import (
+	"errors"
+	"io"
+	"log/slog"
+	"math"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"runtime/debug"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/bootchain/bootchain/pkg/ratelimit"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// GuardConfig configures Guard.
+type GuardConfig struct {
+	// PerIP limits the requests of one client IP; zero is off. A client over
+	// it gets 429 with Retry-After.
+	PerIP ratelimit.Limit
+	// Logger; default slog.Default().
+	Logger *slog.Logger
+}
+
+// Guard wraps the HTTP handler with the per-client limit and panic recovery:
+// a panic is logged with its stack and counted, and its request's connection
+// is cut (the response may be half sent: net/http's ErrAbortHandler), where
+// net/http would only log it at debug level.
+type Guard struct {
+	next http.Handler
+	log  *slog.Logger
+	lim  *ratelimit.Limiter[netip.Addr]
+	// Limited and Panics are the requests refused by the limit and the
+	// requests whose handler panicked; WriteTimeouts the connections a
+	// ProgressListener cut (give it this counter).
+	Limited, Panics, WriteTimeouts prometheus.Counter
+	// testHook, when set, runs first in every request (tests force panics).
+	testHook func(*http.Request)
+}
+
+// NewGuard returns next guarded.
+func NewGuard(next http.Handler, cfg GuardConfig) *Guard {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	return &Guard{
+		next: next, log: cfg.Logger, lim: ratelimit.New[netip.Addr](ratelimit.Config{Limit: cfg.PerIP}),
+		Limited: prometheus.NewCounter(prometheus.CounterOpts{Name: "bootchain_artifactstore_http_limited_total",
+			Help: "HTTP requests refused with 429 by the per-IP rate limit."}),
+		Panics: prometheus.NewCounter(prometheus.CounterOpts{Name: "bootchain_artifactstore_http_panics_total",
+			Help: "HTTP requests whose handler panicked (the connection was cut)."}),
+		WriteTimeouts: prometheus.NewCounter(prometheus.CounterOpts{Name: "bootchain_artifactstore_http_write_timeouts_total",
+			Help: "HTTP connections cut because a write made no progress within the write progress timeout."}),
+	}
+}
+
+// Collectors are the guard's metrics, to register.
+func (g *Guard) Collectors() []prometheus.Collector {
+	return []prometheus.Collector{g.Limited, g.Panics, g.WriteTimeouts}
+}
+
+func (g *Guard) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
+		if ok, wait := g.lim.Allow(ap.Addr().Unmap()); !ok {
+			g.Limited.Inc()
+			w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(wait.Seconds()))))
+			plain(w, http.StatusTooManyRequests, errors.New("too many requests from this address; retry later"))
+			return
+		}
+	}
+	defer func() {
+		p := recover()
+		if p == nil || p == http.ErrAbortHandler {
+			if p != nil {
+				panic(p)
+			}
+			return
+		}
+		g.Panics.Inc()
+		g.log.Error("panic serving HTTP; connection cut", "path", r.URL.Path, "client", r.RemoteAddr, "panic", p, "stack", string(debug.Stack()))
+		panic(http.ErrAbortHandler)
+	}()
+	if g.testHook != nil {
+		g.testHook(r)
+	}
+	g.next.ServeHTTP(w, r)
+}
+
+// progressChunk is the most bytes sent to the connection under one write
+// deadline: a slow link must move this much within the progress timeout.
+const progressChunk = 256 << 10
+
+// ProgressListener wraps l so that each write to a connection must make
+// progress within d (it is given d again for every write, and every
+// progressChunk of a sendfile body): a client that stops reading is cut off
+// after d, while a large kernel over a slow but moving link still finishes,
+// which no single whole-response timeout allows. timeouts, when not nil,
+// counts the connections cut so.
+func ProgressListener(l net.Listener, d time.Duration, timeouts prometheus.Counter) net.Listener {
+	if d <= 0 {
+		return l
+	}
+	return &progressListener{Listener: l, d: d, timeouts: timeouts}
+}
+
+type progressListener struct {
+	net.Listener
+	d        time.Duration
+	timeouts prometheus.Counter
+}
+
+func (l *progressListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return &progressConn{Conn: c, l: l}, nil
+}
+
+type progressConn struct {
+	net.Conn
+	l *progressListener
+
+	mu sync.Mutex
+	// armed is the write deadline set on Conn.
+	armed time.Time
+}
+
+// arm moves the write deadline to d from now, unless it is already within a
+// small slack of that (re-arming the runtime timer on every small write costs).
+func (c *progressConn) arm() {
+	want := time.Now().Add(c.l.d)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if want.Sub(c.armed) < c.l.d/8 {
+		return
+	}
+	if c.Conn.SetWriteDeadline(want) == nil {
+		c.armed = want
+	}
+}
+
+func (c *progressConn) count(err error) {
+	var ne net.Error
+	if err != nil && c.l.timeouts != nil && errors.As(err, &ne) && ne.Timeout() {
+		c.l.timeouts.Inc()
+	}
+}
+
+// SetWriteDeadline and SetDeadline: net/http sets none without a
+// WriteTimeout; one it does set replaces the progress deadline until the next
+// write.
+func (c *progressConn) SetWriteDeadline(t time.Time) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.armed = t
+	return c.Conn.SetWriteDeadline(t)
+}
+
+func (c *progressConn) SetDeadline(t time.Time) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.armed = t
+	return c.Conn.SetDeadline(t)
+}
+
+func (c *progressConn) Write(p []byte) (int, error) {
+	var n int
+	for n < len(p) {
+		c.arm()
+		end := min(len(p), n+progressChunk)
+		m, err := c.Conn.Write(p[n:end])
+		n += m
+		if err != nil {
+			c.count(err)
+			return n, err
+		}
+	}
+	return n, nil
+}
+
+// ReadFrom keeps net/http's sendfile path: each chunk is an *io.LimitedReader
+// over the same reader the handler gave (an *os.File stays visible to the
+// kernel's sendfile), with a fresh deadline per chunk.
+func (c *progressConn) ReadFrom(r io.Reader) (int64, error) {
+	rf, ok := c.Conn.(io.ReaderFrom)
+	if !ok {
+		return io.Copy(writerOnly{c}, r)
+	}
+	src, left := r, int64(math.MaxInt64)
+	if lr, ok := r.(*io.LimitedReader); ok {
+		src, left = lr.R, lr.N
+		defer func() { lr.N = left }()
+	}
+	if _, ok := src.(*os.File); !ok {
+		// Not a file: net's ReadFrom would copy through a buffer anyway.
+		if left != math.MaxInt64 {
+			src = io.LimitReader(src, left)
+		}
+		n, err := io.Copy(writerOnly{c}, src)
+		left -= n
+		return n, err
+	}
+	var total int64
+	for left > 0 {
+		c.arm()
+		chunk := min(left, progressChunk)
+		n, err := rf.ReadFrom(&io.LimitedReader{R: src, N: chunk})
+		total += n
+		left -= n
+		if err != nil {
+			c.count(err)
+			return total, err
+		}
+		if n < chunk {
+			break // end of the file
+		}
+	}
+	return total, nil
+}
+
+// writerOnly hides a writer's ReadFrom so that io.Copy does not call it back.
+type writerOnly struct{ io.Writer }
