@@ -141,7 +141,7 @@ func (kr *Keyring) Verify(name, sha256 string, sig []byte) (string, error) {
 			return k.ID, nil
 		}
 	}
-	return "", fmt.Errorf("%w (for %q with sha256 %s)", ErrBadSig, name, sha256)
+	return "", ErrBadSig
 }
 
 // ParsePrivateKey reads a PKCS#8 "PRIVATE KEY" PEM block holding an ed25519 key.

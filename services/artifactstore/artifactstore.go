@@ -27,6 +27,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/bootchain/bootchain/pkg/artifactsig"
 	artifactv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/artifactstore/v1"
 	"github.com/bootchain/bootchain/pkg/grpcclient"
 	"github.com/bootchain/bootchain/pkg/grpcserver"
@@ -74,11 +75,25 @@ type Config struct {
 	HTTPListener net.Listener
 	// GRPCOptions are extra gRPC server options (interceptors in tests).
 	GRPCOptions []grpc.ServerOption
+	// HTTPSAddr, when set, serves the same handler as HTTPAddr over TLS with
+	// HTTPSTLS's certificate (for installers that speak TLS; iPXE here does not).
+	HTTPSAddr string
+	// HTTPSTLS: certificate and key of the HTTPS listener.
+	HTTPSTLS tlsconf.Files
+	// SigningKeys is a PEM file of trusted ed25519 public keys: uploads must be
+	// signed by one of them, and a replica serves only what they verify.
+	SigningKeys string
+	// VerifyInterval: every blob is hashed again once per interval (0: never; blobs
+	// are still hashed before they are first served after a start). Default 24h.
+	VerifyInterval time.Duration
+	// VerifyRate bounds the scheduled checks' reads in bytes per second; default
+	// 32 MiB/s.
+	VerifyRate int64
 }
 
 // DefaultConfig returns the defaults: HTTP on :8081, gRPC on :9081, 4 GiB artifacts.
 func DefaultConfig() Config {
-	return Config{HTTPAddr: ":8081", GRPC: grpcserver.Config{Addr: ":9081"}, MaxSize: 4 << 30, Site: "default"}
+	return Config{HTTPAddr: ":8081", GRPC: grpcserver.Config{Addr: ":9081"}, MaxSize: 4 << 30, Site: "default", VerifyInterval: 24 * time.Hour, VerifyRate: 32 << 20}
 }
 
 // AddFlags binds the configuration to flags named prefix+"http-addr", ... (the
@@ -91,6 +106,12 @@ func (c *Config) AddFlags(fs *flag.FlagSet, prefix string) {
 	fs.Var((*sizeFlag)(&c.MaxSize), prefix+"max-size", "largest artifact accepted (bytes, or with K, M, G, T suffix)")
 	fs.StringVar(&c.Origin, prefix+"origin", c.Origin, "gRPC address of the origin artifactstore (makes this a pull-through site replica)")
 	c.OriginTLS.AddClientFlags(fs, prefix+"origin-")
+	fs.StringVar(&c.HTTPSAddr, prefix+"https-addr", c.HTTPSAddr, "HTTPS address serving /artifacts/<name> too (needs --"+prefix+"https-tls-cert and -key)")
+	fs.StringVar(&c.HTTPSTLS.CertFile, prefix+"https-tls-cert", c.HTTPSTLS.CertFile, "PEM certificate of the HTTPS listener")
+	fs.StringVar(&c.HTTPSTLS.KeyFile, prefix+"https-tls-key", c.HTTPSTLS.KeyFile, "PEM private key of --"+prefix+"https-tls-cert")
+	fs.StringVar(&c.SigningKeys, prefix+"signing-keys", c.SigningKeys, "PEM file of trusted ed25519 public keys: require signed uploads; a replica serves only what they verify")
+	fs.DurationVar(&c.VerifyInterval, prefix+"verify-interval", c.VerifyInterval, "hash every blob on disk again once per interval, spread over it (0: only before the first serve after a start)")
+	fs.Var((*sizeFlag)(&c.VerifyRate), prefix+"verify-rate", "bytes per second the scheduled checks may read (K, M, G suffixes)")
 }
 
 // Component is artifactstore as its binary and the launcher run it: its flags
@@ -127,6 +148,12 @@ func (c Config) Validate() error {
 	if c.MaxSize <= 0 {
 		errs = append(errs, fmt.Errorf("max size %d: want > 0", c.MaxSize))
 	}
+	if c.HTTPSAddr != "" && (c.HTTPSTLS.CertFile == "" || c.HTTPSTLS.KeyFile == "") {
+		errs = append(errs, errors.New("an HTTPS address needs a certificate and key (https-tls-cert, https-tls-key)"))
+	}
+	if c.VerifyInterval < 0 {
+		errs = append(errs, fmt.Errorf("verify interval %s: want >= 0", c.VerifyInterval))
+	}
 	if c.Origin != "" {
 		if _, _, err := net.SplitHostPort(c.Origin); err != nil {
 			errs = append(errs, fmt.Errorf("origin %q: want host:port: %w", c.Origin, err))
@@ -150,6 +177,8 @@ type Server struct {
 	ownRec   bool
 	origin   *grpc.ClientConn
 	reg      *prometheus.Registry
+	https    *http.Server
+	httpsLis net.Listener
 }
 
 // New validates cfg, prepares the data dir (removing temp files of interrupted
@@ -171,7 +200,15 @@ func New(cfg Config) (*Server, error) {
 	if err := metrics.Register(s.reg); err != nil {
 		return nil, fmt.Errorf("artifactstore: metrics: %w", err)
 	}
-	ccfg := catalog.Config{Store: cfg.Store, Blobs: blobs, Site: cfg.Site, Logger: log, Metrics: metrics}
+	ccfg := catalog.Config{Store: cfg.Store, Blobs: blobs, Site: cfg.Site, Logger: log, Metrics: metrics, VerifyInterval: cfg.VerifyInterval, VerifyRate: cfg.VerifyRate}
+	if cfg.SigningKeys != "" {
+		if ccfg.Keys, err = artifactsig.LoadPublicKeys(cfg.SigningKeys); err != nil {
+			return nil, fmt.Errorf("artifactstore: %w", err)
+		}
+		for _, k := range ccfg.Keys.Keys() {
+			log.Info("trusting artifact signing key", "key", k.ID)
+		}
+	}
 	if cfg.Origin != "" {
 		s.origin, err = grpcclient.Dial(cfg.Origin, cfg.OriginTLS)
 		if err != nil {
@@ -213,11 +250,30 @@ func New(cfg Config) (*Server, error) {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok\n")) })
+	handler := httpapi.New(httpapi.Config{Catalog: s.cat, Sessions: s.sessions, Other: mux, Logger: log})
 	s.http = &http.Server{
-		Handler:           httpapi.New(httpapi.Config{Catalog: s.cat, Sessions: s.sessions, Other: mux, Logger: log}),
+		Handler:           handler,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	}
+	if cfg.HTTPSAddr != "" {
+		tc, err := cfg.HTTPSTLS.Server()
+		if err != nil {
+			s.close()
+			return nil, fmt.Errorf("artifactstore: https: %w", err)
+		}
+		if s.httpsLis, err = net.Listen("tcp", cfg.HTTPSAddr); err != nil {
+			s.close()
+			return nil, fmt.Errorf("artifactstore: listen %s: %w", cfg.HTTPSAddr, err)
+		}
+		s.https = &http.Server{
+			Handler:           handler,
+			TLSConfig:         tc,
+			ReadHeaderTimeout: 10 * time.Second,
+			IdleTimeout:       2 * time.Minute,
+			ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+		}
 	}
 	return s, nil
 }
@@ -229,6 +285,9 @@ func (s *Server) close() {
 	if s.httpLis != nil {
 		s.httpLis.Close()
 	}
+	if s.httpsLis != nil {
+		s.httpsLis.Close()
+	}
 	if s.grpc != nil {
 		s.grpc.Close()
 	}
@@ -237,12 +296,23 @@ func (s *Server) close() {
 // HTTPAddr is where HTTP listens.
 func (s *Server) HTTPAddr() net.Addr { return s.httpLis.Addr() }
 
+// HTTPSAddr is where HTTPS listens; nil without an HTTPS listener.
+func (s *Server) HTTPSAddr() net.Addr {
+	if s.httpsLis == nil {
+		return nil
+	}
+	return s.httpsLis.Addr()
+}
+
 // GRPCAddr is where gRPC listens.
 func (s *Server) GRPCAddr() net.Addr { return s.grpc.Addr() }
 
 // Endpoints describes the listeners for the launcher.
 func (s *Server) Endpoints() []string {
 	eps := []string{"http " + s.HTTPAddr().String() + "/artifacts/", "grpc " + s.GRPCAddr().String()}
+	if s.httpsLis != nil {
+		eps = append(eps, "https "+s.httpsLis.Addr().String()+"/artifacts/")
+	}
 	if s.cfg.Origin != "" {
 		eps = append(eps, "replica of "+s.cfg.Origin)
 	}
@@ -275,15 +345,25 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	serve := run.Layer()
 	serve.Go(s.grpc.Serve)
-	serve.Go(s.serveHTTP)
-	s.log.Info("artifactstore serving", "http", s.HTTPAddr().String(), "grpc", s.GRPCAddr().String(), "origin", s.cfg.Origin)
+	serve.Go(func(ctx context.Context) error { return serveHTTP(ctx, s.http, s.httpLis, false) })
+	if s.https != nil {
+		serve.Go(func(ctx context.Context) error { return serveHTTP(ctx, s.https, s.httpsLis, true) })
+	}
+	s.log.Info("artifactstore serving", "http", s.HTTPAddr().String(), "https", s.cfg.HTTPSAddr, "grpc", s.GRPCAddr().String(), "origin", s.cfg.Origin, "signing_keys", s.cfg.SigningKeys != "", "verify_interval", s.cfg.VerifyInterval)
 	return run.Wait()
 }
 
-// serveHTTP serves until ctx ends, then shuts down gracefully (within a bound).
-func (s *Server) serveHTTP(ctx context.Context) error {
+// serveHTTP serves srv on lis (TLS with srv.TLSConfig when tls) until ctx ends,
+// then shuts down gracefully (within a bound).
+func serveHTTP(ctx context.Context, srv *http.Server, lis net.Listener, tls bool) error {
 	errc := make(chan error, 1)
-	go func() { errc <- s.http.Serve(s.httpLis) }()
+	go func() {
+		if tls {
+			errc <- srv.ServeTLS(lis, "", "")
+			return
+		}
+		errc <- srv.Serve(lis)
+	}()
 	select {
 	case err := <-errc:
 		return fmt.Errorf("artifactstore: http: %w", err)
@@ -291,8 +371,8 @@ func (s *Server) serveHTTP(ctx context.Context) error {
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := s.http.Shutdown(sctx); err != nil {
-		s.http.Close()
+	if err := srv.Shutdown(sctx); err != nil {
+		srv.Close()
 	}
 	<-errc
 	return nil
