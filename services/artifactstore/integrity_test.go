@@ -353,6 +353,11 @@ func TestReplicaChecksSignatures(t *testing.T) {
 	if got := served(t, replica, "good"); !bytes.Equal(got, good) {
 		t.Errorf("good: %q", got)
 	}
+	// Uploading the same content unsigned keeps its signature.
+	up("good", good, nil)
+	if st, err := origin.cli.Stat(ctx, &artifactv1.StatRequest{Name: "good"}); err != nil || len(st.GetArtifact().GetSignature()) != 64 {
+		t.Errorf("signature after an unsigned re-upload: %v %v", st, err)
+	}
 	for _, n := range []string{"bad", "none"} {
 		resp, body := httpGet(t, replica.base+"/artifacts/"+n, nil)
 		if resp.StatusCode != http.StatusBadGateway || !strings.Contains(string(body), "signature") {

@@ -483,6 +483,10 @@ func (c *Catalog) Put(ctx context.Context, up Upload, maxSize int64) (*artifactv
 				if cur.GetSha256() == digest {
 					next.UpdateTime = cur.GetUpdateTime()
 					next.OriginSite = cur.GetOriginSite()
+					if len(next.GetSignature()) == 0 {
+						// Re-uploading the same content unsigned keeps its signature.
+						next.Signature, next.SigningKey = cur.GetSignature(), cur.GetSigningKey()
+					}
 					unchanged = proto.Equal(cur, next)
 				}
 			}
