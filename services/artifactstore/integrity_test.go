@@ -60,7 +60,7 @@ func TestReplaceNeedsDigest(t *testing.T) {
 		}
 	}
 	_, err := upload(ctx, in.cli, &artifactv1.UploadHeader{Name: "ipxe.efi", ReplacesSha256: digest([]byte("older"))}, v2)
-	if status.Code(err) != codes.FailedPrecondition || apierr.FieldOf(err) != "sha256" || !strings.Contains(err.Error(), a.GetSha256()) {
+	if status.Code(err) != codes.FailedPrecondition || apierr.FieldOf(err) != "header.replaces_sha256" || !strings.Contains(err.Error(), a.GetSha256()) {
 		t.Errorf("stale digest: %v, want FailedPrecondition naming %s", err, a.GetSha256())
 	}
 	_, err = upload(ctx, in.cli, &artifactv1.UploadHeader{Name: "ipxe.efi", ReplacesSha256: "XYZ"}, v2)

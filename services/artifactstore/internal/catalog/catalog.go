@@ -387,7 +387,9 @@ func (c *Catalog) Put(ctx context.Context, up Upload, maxSize int64) (*artifactv
 	// Refuse before any byte is stored what the header alone shows is refused; the
 	// transaction below decides for good.
 	if it, ok := c.cache.Get(h.GetName()); ok && h.GetSha256() != "" && it.Value.GetSha256() != h.GetSha256() {
-		if err := replaceCheck(h, it.Value); err != nil {
+		if err := replaceCheck(h, it.Value); errors.Is(err, ErrStale) {
+			return nil, false, fieldErr("header.replaces_sha256", err)
+		} else if err != nil {
 			return nil, false, err
 		}
 	}
@@ -492,8 +494,11 @@ func (c *Catalog) Put(ctx context.Context, up Upload, maxSize int64) (*artifactv
 			}
 			return next, nil
 		})
-	if errors.Is(err, ErrExists) || errors.Is(err, ErrStale) {
+	if errors.Is(err, ErrExists) {
 		return nil, false, err
+	}
+	if errors.Is(err, ErrStale) {
+		return nil, false, fieldErr("header.replaces_sha256", err)
 	}
 	if err != nil {
 		return nil, false, fmt.Errorf("store metadata of %q: %w", h.GetName(), err)

@@ -54,7 +54,11 @@ func toStatus(err error) error {
 	case errors.Is(err, catalog.ErrExists):
 		return status.Error(codes.AlreadyExists, "header.replaces_sha256: "+err.Error())
 	case errors.Is(err, catalog.ErrStale):
-		return apierr.FailedPrecondition("sha256", "%v", err)
+		field := "sha256"
+		if errors.As(err, &fe) {
+			field, err = fe.Field, fe.Err
+		}
+		return apierr.FailedPrecondition(field, "%v", err)
 	case errors.Is(err, catalog.ErrCorrupt):
 		return status.Error(codes.DataLoss, err.Error())
 	case errors.As(err, &fe):
