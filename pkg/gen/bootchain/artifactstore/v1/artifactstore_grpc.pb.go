@@ -47,6 +47,8 @@ type ArtifactServiceClient interface {
 	Delete(ctx context.Context, in *DeleteRequest, opts ...grpc.CallOption) (*DeleteResponse, error)
 	// Read streams an artifact's content (or a part of it). The first message carries
 	// the metadata; a replica serving a missing artifact pulls it from its origin first.
+	// Content is hashed before its first serve after a start: a blob that does not
+	// match is quarantined and answers DataLoss.
 	Read(ctx context.Context, in *ReadRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ReadResponse], error)
 }
 
@@ -141,6 +143,8 @@ type ArtifactServiceServer interface {
 	Delete(context.Context, *DeleteRequest) (*DeleteResponse, error)
 	// Read streams an artifact's content (or a part of it). The first message carries
 	// the metadata; a replica serving a missing artifact pulls it from its origin first.
+	// Content is hashed before its first serve after a start: a blob that does not
+	// match is quarantined and answers DataLoss.
 	Read(*ReadRequest, grpc.ServerStreamingServer[ReadResponse]) error
 	mustEmbedUnimplementedArtifactServiceServer()
 }
