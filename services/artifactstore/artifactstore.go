@@ -27,6 +27,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/bootchain/bootchain/pkg/artifactsig"
 	artifactv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/artifactstore/v1"
 	"github.com/bootchain/bootchain/pkg/grpcclient"
 	"github.com/bootchain/bootchain/pkg/grpcserver"
@@ -82,6 +83,20 @@ type Config struct {
 	// progress before the connection is cut (0: never); see
 	// httpapi.ProgressListener.
 	HTTPWriteProgress time.Duration
+	// HTTPSAddr, when set, serves the same handler as HTTPAddr over TLS with
+	// HTTPSTLS's certificate (for installers that speak TLS; iPXE here does not).
+	HTTPSAddr string
+	// HTTPSTLS: certificate and key of the HTTPS listener.
+	HTTPSTLS tlsconf.Files
+	// SigningKeys is a PEM file of trusted ed25519 public keys: uploads must be
+	// signed by one of them, and a replica serves only what they verify.
+	SigningKeys string
+	// VerifyInterval: every blob is hashed again once per interval (0: never; blobs
+	// are still hashed before they are first served after a start). Default 24h.
+	VerifyInterval time.Duration
+	// VerifyRate bounds the scheduled checks' reads in bytes per second; default
+	// 32 MiB/s.
+	VerifyRate int64
 }
 
 // DefaultHTTPLimitPerIP: a machine fetches a few artifacts per boot (kernel,
@@ -92,7 +107,8 @@ var DefaultHTTPLimitPerIP = ratelimit.Limit{Rate: 200, Burst: 2000}
 // DefaultConfig returns the defaults: HTTP on :8081, gRPC on :9081, 4 GiB artifacts.
 func DefaultConfig() Config {
 	return Config{HTTPAddr: ":8081", GRPC: grpcserver.Config{Addr: ":9081"}, MaxSize: 4 << 30, Site: "default",
-		HTTPLimitPerIP: DefaultHTTPLimitPerIP, HTTPWriteProgress: 30 * time.Second}
+		HTTPLimitPerIP: DefaultHTTPLimitPerIP, HTTPWriteProgress: 30 * time.Second,
+		VerifyInterval: 24 * time.Hour, VerifyRate: 32 << 20}
 }
 
 // AddFlags binds the configuration to flags named prefix+"http-addr", ... (the
@@ -107,6 +123,12 @@ func (c *Config) AddFlags(fs *flag.FlagSet, prefix string) {
 	c.OriginTLS.AddClientFlags(fs, prefix+"origin-")
 	fs.Var(&c.HTTPLimitPerIP, prefix+"http-limit-per-ip", "HTTP requests one client IP may send: RATE/s,BURST, or off (over it: 429 with Retry-After)")
 	fs.DurationVar(&c.HTTPWriteProgress, prefix+"http-write-progress", c.HTTPWriteProgress, "cut an HTTP connection when a write makes no progress for this long (0: never)")
+	fs.StringVar(&c.HTTPSAddr, prefix+"https-addr", c.HTTPSAddr, "HTTPS address serving /artifacts/<name> too (needs --"+prefix+"https-tls-cert and -key)")
+	fs.StringVar(&c.HTTPSTLS.CertFile, prefix+"https-tls-cert", c.HTTPSTLS.CertFile, "PEM certificate of the HTTPS listener")
+	fs.StringVar(&c.HTTPSTLS.KeyFile, prefix+"https-tls-key", c.HTTPSTLS.KeyFile, "PEM private key of --"+prefix+"https-tls-cert")
+	fs.StringVar(&c.SigningKeys, prefix+"signing-keys", c.SigningKeys, "PEM file of trusted ed25519 public keys: require signed uploads; a replica serves only what they verify")
+	fs.DurationVar(&c.VerifyInterval, prefix+"verify-interval", c.VerifyInterval, "hash every blob on disk again once per interval, spread over it (0: only before the first serve after a start)")
+	fs.Var((*sizeFlag)(&c.VerifyRate), prefix+"verify-rate", "bytes per second the scheduled checks may read (K, M, G suffixes)")
 }
 
 // Component is artifactstore as its binary and the launcher run it: its flags
@@ -143,6 +165,12 @@ func (c Config) Validate() error {
 	if c.MaxSize <= 0 {
 		errs = append(errs, fmt.Errorf("max size %d: want > 0", c.MaxSize))
 	}
+	if c.HTTPSAddr != "" && (c.HTTPSTLS.CertFile == "" || c.HTTPSTLS.KeyFile == "") {
+		errs = append(errs, errors.New("an HTTPS address needs a certificate and key (https-tls-cert, https-tls-key)"))
+	}
+	if c.VerifyInterval < 0 {
+		errs = append(errs, fmt.Errorf("verify interval %s: want >= 0", c.VerifyInterval))
+	}
 	if c.Origin != "" {
 		if _, _, err := net.SplitHostPort(c.Origin); err != nil {
 			errs = append(errs, fmt.Errorf("origin %q: want host:port: %w", c.Origin, err))
@@ -166,6 +194,8 @@ type Server struct {
 	ownRec   bool
 	origin   *grpc.ClientConn
 	reg      *prometheus.Registry
+	https    *http.Server
+	httpsLis net.Listener
 }
 
 // New validates cfg, prepares the data dir (removing temp files of interrupted
@@ -187,7 +217,15 @@ func New(cfg Config) (*Server, error) {
 	if err := metrics.Register(s.reg); err != nil {
 		return nil, fmt.Errorf("artifactstore: metrics: %w", err)
 	}
-	ccfg := catalog.Config{Store: cfg.Store, Blobs: blobs, Site: cfg.Site, Logger: log, Metrics: metrics}
+	ccfg := catalog.Config{Store: cfg.Store, Blobs: blobs, Site: cfg.Site, Logger: log, Metrics: metrics, VerifyInterval: cfg.VerifyInterval, VerifyRate: cfg.VerifyRate}
+	if cfg.SigningKeys != "" {
+		if ccfg.Keys, err = artifactsig.LoadPublicKeys(cfg.SigningKeys); err != nil {
+			return nil, fmt.Errorf("artifactstore: %w", err)
+		}
+		for _, k := range ccfg.Keys.Keys() {
+			log.Info("trusting artifact signing key", "key", k.ID)
+		}
+	}
 	if cfg.Origin != "" {
 		s.origin, err = grpcclient.Dial(cfg.Origin, cfg.OriginTLS)
 		if err != nil {
@@ -241,6 +279,26 @@ func New(cfg Config) (*Server, error) {
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
+	if cfg.HTTPSAddr != "" {
+		tc, err := cfg.HTTPSTLS.Server()
+		if err != nil {
+			s.close()
+			return nil, fmt.Errorf("artifactstore: https: %w", err)
+		}
+		if s.httpsLis, err = net.Listen("tcp", cfg.HTTPSAddr); err != nil {
+			s.close()
+			return nil, fmt.Errorf("artifactstore: listen %s: %w", cfg.HTTPSAddr, err)
+		}
+		// TLS goes on top of the progress deadline, so a slow reader is cut the same way.
+		s.httpsLis = httpapi.ProgressListener(s.httpsLis, cfg.HTTPWriteProgress, guard.WriteTimeouts)
+		s.https = &http.Server{
+			Handler:           guard,
+			TLSConfig:         tc,
+			ReadHeaderTimeout: 10 * time.Second,
+			IdleTimeout:       2 * time.Minute,
+			ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+		}
+	}
 	return s, nil
 }
 
@@ -251,6 +309,9 @@ func (s *Server) close() {
 	if s.httpLis != nil {
 		s.httpLis.Close()
 	}
+	if s.httpsLis != nil {
+		s.httpsLis.Close()
+	}
 	if s.grpc != nil {
 		s.grpc.Close()
 	}
@@ -259,12 +320,23 @@ func (s *Server) close() {
 // HTTPAddr is where HTTP listens.
 func (s *Server) HTTPAddr() net.Addr { return s.httpLis.Addr() }
 
+// HTTPSAddr is where HTTPS listens; nil without an HTTPS listener.
+func (s *Server) HTTPSAddr() net.Addr {
+	if s.httpsLis == nil {
+		return nil
+	}
+	return s.httpsLis.Addr()
+}
+
 // GRPCAddr is where gRPC listens.
 func (s *Server) GRPCAddr() net.Addr { return s.grpc.Addr() }
 
 // Endpoints describes the listeners for the launcher.
 func (s *Server) Endpoints() []string {
 	eps := []string{"http " + s.HTTPAddr().String() + "/artifacts/", "grpc " + s.GRPCAddr().String()}
+	if s.httpsLis != nil {
+		eps = append(eps, "https "+s.httpsLis.Addr().String()+"/artifacts/")
+	}
 	if s.cfg.Origin != "" {
 		eps = append(eps, "replica of "+s.cfg.Origin)
 	}
@@ -297,15 +369,25 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	serve := run.Layer()
 	serve.Go(s.grpc.Serve)
-	serve.Go(s.serveHTTP)
-	s.log.Info("artifactstore serving", "http", s.HTTPAddr().String(), "grpc", s.GRPCAddr().String(), "origin", s.cfg.Origin)
+	serve.Go(func(ctx context.Context) error { return serveHTTP(ctx, s.http, s.httpLis, false) })
+	if s.https != nil {
+		serve.Go(func(ctx context.Context) error { return serveHTTP(ctx, s.https, s.httpsLis, true) })
+	}
+	s.log.Info("artifactstore serving", "http", s.HTTPAddr().String(), "https", s.cfg.HTTPSAddr, "grpc", s.GRPCAddr().String(), "origin", s.cfg.Origin, "signing_keys", s.cfg.SigningKeys != "", "verify_interval", s.cfg.VerifyInterval)
 	return run.Wait()
 }
 
-// serveHTTP serves until ctx ends, then shuts down gracefully (within a bound).
-func (s *Server) serveHTTP(ctx context.Context) error {
+// serveHTTP serves srv on lis (TLS with srv.TLSConfig when tls) until ctx ends,
+// then shuts down gracefully (within a bound).
+func serveHTTP(ctx context.Context, srv *http.Server, lis net.Listener, tls bool) error {
 	errc := make(chan error, 1)
-	go func() { errc <- s.http.Serve(s.httpLis) }()
+	go func() {
+		if tls {
+			errc <- srv.ServeTLS(lis, "", "")
+			return
+		}
+		errc <- srv.Serve(lis)
+	}()
 	select {
 	case err := <-errc:
 		return fmt.Errorf("artifactstore: http: %w", err)
@@ -313,8 +395,8 @@ func (s *Server) serveHTTP(ctx context.Context) error {
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := s.http.Shutdown(sctx); err != nil {
-		s.http.Close()
+	if err := srv.Shutdown(sctx); err != nil {
+		srv.Close()
 	}
 	<-errc
 	return nil

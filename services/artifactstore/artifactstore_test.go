@@ -51,6 +51,10 @@ type opts struct {
 	site    string
 	rec     *session.Recorder
 	lis     net.Listener
+	// cfg, when set, adjusts the configuration last (integrity tests).
+	cfg func(*artifactstore.Config)
+	// clientTLS is how the test's own client reaches the gRPC listener.
+	clientTLS tlsconf.Files
 }
 
 func start(t *testing.T, e *storetest.Etcd, o opts) *instance {
@@ -74,12 +78,15 @@ func start(t *testing.T, e *storetest.Etcd, o opts) *instance {
 	if testing.Verbose() {
 		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
+	if o.cfg != nil {
+		o.cfg(&cfg)
+	}
 	srv, err := artifactstore.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	testkit.Run(t, "artifactstore", srv.Run)
-	cc, err := grpcclient.Dial(srv.GRPCAddr().String(), tlsconf.Files{})
+	cc, err := grpcclient.Dial(srv.GRPCAddr().String(), o.clientTLS)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -252,7 +259,16 @@ func TestUploadStatListReadDelete(t *testing.T) {
 	if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "debian-12") {
 		t.Fatalf("delete of a used artifact: %v", err)
 	}
-	del, err := in.cli.Delete(ctx, &artifactv1.DeleteRequest{Name: "debian/12/linux", Force: true})
+	// Forcing past the reference needs the digest the operator means to delete.
+	_, err = in.cli.Delete(ctx, &artifactv1.DeleteRequest{Name: "debian/12/linux", Force: true})
+	if status.Code(err) != codes.InvalidArgument || apierr.FieldOf(err) != "sha256" || !strings.Contains(err.Error(), a.GetSha256()) {
+		t.Fatalf("forced delete without sha256: %v", err)
+	}
+	_, err = in.cli.Delete(ctx, &artifactv1.DeleteRequest{Name: "debian/12/linux", Force: true, Sha256: digest([]byte("x"))})
+	if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), a.GetSha256()) {
+		t.Fatalf("forced delete with a stale sha256: %v", err)
+	}
+	del, err := in.cli.Delete(ctx, &artifactv1.DeleteRequest{Name: "debian/12/linux", Force: true, Sha256: a.GetSha256()})
 	if err != nil || len(del.GetReferencedBy()) != 1 {
 		t.Fatalf("forced delete: %v %v", del, err)
 	}
@@ -331,7 +347,7 @@ func TestAbortedUpload(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	stream.Send(&artifactv1.UploadRequest{Payload: &artifactv1.UploadRequest_Header{Header: &artifactv1.UploadHeader{Name: "k"}}})
+	stream.Send(&artifactv1.UploadRequest{Payload: &artifactv1.UploadRequest_Header{Header: &artifactv1.UploadHeader{Name: "k", ReplacesSha256: old.GetSha256()}}})
 	stream.Send(&artifactv1.UploadRequest{Payload: &artifactv1.UploadRequest_Chunk{Chunk: randBytes(t, 1<<20)}})
 	testkit.Eventually(t, "the upload's temp file", func() bool {
 		for _, f := range blobFiles(t, in.dir) {

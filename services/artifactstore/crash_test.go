@@ -90,7 +90,7 @@ func TestCrashMidUpload(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	stream.Send(&artifactv1.UploadRequest{Payload: &artifactv1.UploadRequest_Header{Header: &artifactv1.UploadHeader{Name: "k"}}})
+	stream.Send(&artifactv1.UploadRequest{Payload: &artifactv1.UploadRequest_Header{Header: &artifactv1.UploadHeader{Name: "k", ReplacesSha256: old.GetSha256()}}})
 	stream.Send(&artifactv1.UploadRequest{Payload: &artifactv1.UploadRequest_Chunk{Chunk: randBytes(t, 1<<20)}})
 	tmp := filepath.Join(dir, "tmp")
 	testkit.Eventually(t, "the upload's temp file", func() bool {

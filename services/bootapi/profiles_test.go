@@ -2,6 +2,7 @@ package bootapi_test
 
 import (
 	"context"
+	"strings"
 	"testing"
 
 	"github.com/bootchain/bootchain/pkg/apierr"
@@ -43,6 +44,25 @@ func TestProfileArtifactsExist(t *testing.T) {
 				Profile: &bootapiv1.Profile{Name: "debian-12", Kernel: artifact("nosuch/kernel")}, UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"kernel"}}})
 			return err
 		}, "profile.kernel", `artifact "nosuch/kernel" does not exist`},
+		"pinned to the current digest": {func() error {
+			_, err := h.profiles.CreateProfile(ctx, &bootapiv1.CreateProfileRequest{Profile: &bootapiv1.Profile{
+				Name: "pinned", Kernel: artifact("debian/linux@sha256:" + strings.Repeat("0", 64)), Initrds: []*bootapiv1.ArtifactRef{artifact("debian/initrd.gz@sha256:" + strings.Repeat("0", 64))}}})
+			return err
+		}, "", ""},
+		"pinned to other content": {func() error {
+			_, err := h.profiles.CreateProfile(ctx, &bootapiv1.CreateProfileRequest{Profile: &bootapiv1.Profile{
+				Name: "p", Kernel: artifact("debian/linux"), Initrds: []*bootapiv1.ArtifactRef{artifact("debian/initrd.gz@sha256:" + strings.Repeat("1", 64))}}})
+			return err
+		}, "profile.initrds[0]", `artifact "debian/initrd.gz" holds sha256 ` + strings.Repeat("0", 64) + `, not the pinned ` + strings.Repeat("1", 64)},
+		"updated to a stale pin": {func() error {
+			_, err := h.profiles.UpdateProfile(ctx, &bootapiv1.UpdateProfileRequest{
+				Profile: &bootapiv1.Profile{Name: "debian-12", Kernel: artifact("debian/linux@sha256:" + strings.Repeat("a", 64))}, UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"kernel"}}})
+			return err
+		}, "profile.kernel", `artifact "debian/linux" holds sha256 ` + strings.Repeat("0", 64) + `, not the pinned ` + strings.Repeat("a", 64)},
+		"malformed pin": {func() error {
+			_, err := h.profiles.CreateProfile(ctx, &bootapiv1.CreateProfileRequest{Profile: &bootapiv1.Profile{Name: "p", Kernel: artifact("debian/linux@sha256:ABC")}})
+			return err
+		}, "profile.kernel.artifact", `"debian/linux@sha256:ABC": a pin must be @sha256: and 64 lower-case hex digits`},
 		"a URL is not looked up": {func() error {
 			_, err := h.profiles.CreateProfile(ctx, &bootapiv1.CreateProfileRequest{Profile: &bootapiv1.Profile{Name: "by-url", Kernel: url}})
 			return err

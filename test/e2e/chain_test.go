@@ -4,6 +4,8 @@ package e2e
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"net"
 	"net/netip"
@@ -417,10 +419,16 @@ func TestChainBIOS(t *testing.T) {
 
 	// Boot 3: a reinstall whose initrd was deleted (with force) fails at the
 	// initrd download; the session ends failed, naming the artifact hop.
+	rdBytes, err := os.ReadFile(rd.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rdSum := sha256.Sum256(rdBytes)
 	for _, st := range [][]string{
 		{"artifacts", "upload", rd.Path, "--name", "e2e/initrd-gone.gz"},
 		{"profiles", "create", "e2e-broken", "-kernel", "e2e/vmlinuz", "-initrd", "e2e/initrd-gone.gz", "-cmdline", "console=ttyS0 panic=1"},
-		{"artifacts", "delete", "e2e/initrd-gone.gz", "--force"},
+		// Forcing past a profile's reference names the content deleted.
+		{"artifacts", "delete", "e2e/initrd-gone.gz", "--force", "--sha256", hex.EncodeToString(rdSum[:])},
 	} {
 		if out, err := e.stack.Bootctl(ctx, st...); err != nil {
 			t.Fatalf("bootctl %v: %v: %s", st, err, out)

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
 	"io"
 	"log/slog"
 	"os"
@@ -41,7 +43,7 @@ func TestTftpdRidesOutArtifactstoreRestart(t *testing.T) {
 	addr := srv.Addr().String()
 
 	v1 := randomBytes(t, 1<<20+12345)
-	rs.upload("ipxe.efi", v1)
+	rs.upload("ipxe.efi", v1, "")
 	if got, err := get(addr, "ipxe.efi", 1468); err != nil || !bytes.Equal(got, v1) {
 		t.Fatalf("get ipxe.efi: %d bytes, %v", len(got), err)
 	}
@@ -54,7 +56,8 @@ func TestTftpdRidesOutArtifactstoreRestart(t *testing.T) {
 	}
 	rs.start()
 	v2 := randomBytes(t, 123_457)
-	rs.upload("ipxe.efi", v2)
+	v1sum := sha256.Sum256(v1)
+	rs.upload("ipxe.efi", v2, hex.EncodeToString(v1sum[:])) // replacing names what it replaces
 	testkit.Eventually(t, "the new upload through tftpd", func() bool {
 		got, err := get(addr, "ipxe.efi", 1468)
 		return err == nil && bytes.Equal(got, v2)
@@ -95,7 +98,7 @@ func (rs *artifactstoreRig) start() {
 	testkit.WaitHTTP(rs.t, "http://"+srv.HTTPAddr().String()+"/healthz")
 }
 
-func (rs *artifactstoreRig) upload(name string, data []byte) {
+func (rs *artifactstoreRig) upload(name string, data []byte, replaces string) {
 	rs.t.Helper()
 	cc, err := grpcclient.Dial(rs.grpcAddr, tlsconf.Files{})
 	if err != nil {
@@ -108,7 +111,7 @@ func (rs *artifactstoreRig) upload(name string, data []byte) {
 	if err != nil {
 		rs.t.Fatal(err)
 	}
-	if err := stream.Send(&artifactstorev1.UploadRequest{Payload: &artifactstorev1.UploadRequest_Header{Header: &artifactstorev1.UploadHeader{Name: name}}}); err != nil {
+	if err := stream.Send(&artifactstorev1.UploadRequest{Payload: &artifactstorev1.UploadRequest_Header{Header: &artifactstorev1.UploadHeader{Name: name, ReplacesSha256: replaces}}}); err != nil {
 		rs.t.Fatal(err)
 	}
 	for len(data) > 0 {

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/bootchain/bootchain/pkg/artifactsig"
 	artifactv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/artifactstore/v1"
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
@@ -36,35 +37,56 @@ func artifactsCommand(g *Global) *cobra.Command {
 		Short:   "Upload, list, show and delete artifacts (kernels, initrds, iPXE)",
 		Long: `Artifacts are the files machines download while they boot: kernels, initrds,
 iPXE binaries. They are stored by content (sha256) under a name; profiles name
-them. Uploading under a name that exists replaces its content, once the new
-content has arrived whole.`,
+them. Uploading under a name that holds other content replaces it only when
+--replaces names the sha256 it holds now (so nobody replaces what they have not
+seen), and only once the new content has arrived whole.
+
+An artifactstore started with --signing-keys accepts only uploads signed by one
+of its keys (--sign-key, or --signature from "bootctl artifacts sign" or
+openssl pkeyutl).`,
 	},
 		artifactsListCommand(g),
 		artifactsStatCommand(g),
 		artifactsUploadCommand(g),
 		artifactsDeleteCommand(g),
 		artifactsImportIPXECommand(g),
+		artifactsSignCommand(g),
 	)
 }
 
+// uploadOpts are upload's optional header fields.
+type uploadOpts struct {
+	contentType string
+	replaces    string
+	// signKey signs (name, sha256) with this ed25519 PKCS#8 PEM key; sigFile is a
+	// signature made elsewhere.
+	signKey, sigFile string
+}
+
 func artifactsUploadCommand(g *Global) *cobra.Command {
-	var name, ct string
+	var name string
+	var o uploadOpts
 	cmd := &cobra.Command{
 		Use:     "upload FILE",
 		Aliases: []string{"create", "update"},
 		Short:   "Upload a file as an artifact (or replace an artifact's content)",
 		Example: `  bootctl artifacts upload /boot/vmlinuz-6.1.0-amd64 --name debian/linux
-  bootctl artifacts upload ./initrd.gz --name debian/initrd.gz`,
+  bootctl artifacts upload ./initrd.gz --name debian/initrd.gz
+  bootctl artifacts upload ./vmlinuz --name debian/linux --replaces 4c76c660...f58
+  bootctl artifacts upload ./ipxe.efi --sign-key ~/.config/bootchain/signing.key`,
 		Args: argNames("FILE"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if name == "" {
 				name = filepath.Base(args[0])
 			}
+			if o.signKey != "" && o.sigFile != "" {
+				return errors.New("--sign-key and --signature: give one")
+			}
 			cli, err := artifactClient(g)
 			if err != nil {
 				return err
 			}
-			resp, err := uploadFile(cmd.Context(), cli, args[0], name, ct, cmd.ErrOrStderr())
+			resp, err := uploadFile(cmd.Context(), cli, args[0], name, o, cmd.ErrOrStderr())
 			if err != nil {
 				return err
 			}
@@ -72,14 +94,58 @@ func artifactsUploadCommand(g *Global) *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&name, "name", "", "artifact name (default: the file's base name)")
-	cmd.Flags().StringVar(&ct, "content-type", "", "MIME type (default: from the file extension)")
+	cmd.Flags().StringVar(&o.contentType, "content-type", "", "MIME type (default: from the file extension)")
+	cmd.Flags().StringVar(&o.replaces, "replaces", "", "sha256 the name holds now: required to replace other content")
+	cmd.Flags().StringVar(&o.signKey, "sign-key", "", "ed25519 private key (PKCS#8 PEM) to sign the upload with")
+	cmd.Flags().StringVar(&o.sigFile, "signature", "", "file with the upload's signature (raw, or base64 as 'artifacts sign' prints)")
 	_ = cmd.RegisterFlagCompletionFunc("name", complete(g, artifactNames))
-	return withFields(cmd, map[string]string{"header.name": "--name", "name": "--name", "header.content_type": "--content-type"})
+	return withFields(cmd, map[string]string{"header.name": "--name", "name": "--name", "header.content_type": "--content-type", "header.replaces_sha256": "--replaces"})
+}
+
+func artifactsSignCommand(g *Global) *cobra.Command {
+	var name, key, out string
+	cmd := &cobra.Command{
+		Use:   "sign FILE",
+		Short: "Sign a file for upload under a name (detached ed25519 signature)",
+		Long: `Sign the signing message of the name and the file's sha256,
+"bootchain-artifact-v1\n<name>\n<sha256>\n", with an ed25519 private key (PKCS#8
+PEM, as "openssl genpkey -algorithm ed25519" writes). Prints the signature in
+base64, or writes it to --out; upload it with --signature.`,
+		Example: `  bootctl artifacts sign ./ipxe.efi --name ipxe.efi --key signing.key --out ipxe.efi.sig
+  bootctl artifacts upload ./ipxe.efi --signature ipxe.efi.sig`,
+		Args: argNames("FILE"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if name == "" {
+				name = filepath.Base(args[0])
+			}
+			if key == "" {
+				return errors.New("--key: required")
+			}
+			priv, err := artifactsig.LoadPrivateKey(key)
+			if err != nil {
+				return err
+			}
+			sum, err := fileSHA256(args[0])
+			if err != nil {
+				return err
+			}
+			sig := artifactsig.EncodeSignature(artifactsig.Sign(priv, name, sum)) + "\n"
+			if out != "" {
+				return os.WriteFile(out, []byte(sig), 0o644)
+			}
+			_, err = io.WriteString(cmd.OutOrStdout(), sig)
+			return err
+		},
+	}
+	cmd.Flags().StringVar(&name, "name", "", "artifact name the signature is for (default: the file's base name)")
+	cmd.Flags().StringVar(&key, "key", "", "ed25519 private key, PKCS#8 PEM")
+	cmd.Flags().StringVar(&out, "out", "", "write the signature here instead of printing it")
+	return cmd
 }
 
 // uploadFile hashes the file first (so the server checks the content end to end),
 // then streams it with a progress display on w.
-func uploadFile(ctx context.Context, cli artifactv1.ArtifactServiceClient, path, name, ct string, w io.Writer) (*artifactv1.UploadResponse, error) {
+func uploadFile(ctx context.Context, cli artifactv1.ArtifactServiceClient, path, name string, o uploadOpts, w io.Writer) (*artifactv1.UploadResponse, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
@@ -96,14 +162,32 @@ func uploadFile(ctx context.Context, cli artifactv1.ArtifactServiceClient, path,
 	if _, err := f.Seek(0, io.SeekStart); err != nil {
 		return nil, err
 	}
+	ct := o.contentType
 	if ct == "" {
 		ct = mime.TypeByExtension(filepath.Ext(path))
+	}
+	sum := hex.EncodeToString(h.Sum(nil))
+	hdr := &artifactv1.UploadHeader{Name: name, ContentType: ct, Sha256: sum, Size: fi.Size(), ReplacesSha256: o.replaces}
+	switch {
+	case o.signKey != "":
+		priv, err := artifactsig.LoadPrivateKey(o.signKey)
+		if err != nil {
+			return nil, err
+		}
+		hdr.Signature = artifactsig.Sign(priv, name, sum)
+	case o.sigFile != "":
+		raw, err := os.ReadFile(o.sigFile)
+		if err != nil {
+			return nil, err
+		}
+		if hdr.Signature, err = artifactsig.ParseSignature(raw); err != nil {
+			return nil, fmt.Errorf("--signature %s: %w", o.sigFile, err)
+		}
 	}
 	stream, err := cli.Upload(ctx)
 	if err != nil {
 		return nil, err
 	}
-	hdr := &artifactv1.UploadHeader{Name: name, ContentType: ct, Sha256: hex.EncodeToString(h.Sum(nil)), Size: fi.Size()}
 	if err := stream.Send(&artifactv1.UploadRequest{Payload: &artifactv1.UploadRequest_Header{Header: hdr}}); err != nil {
 		_, err = stream.CloseAndRecv()
 		return nil, err
@@ -204,7 +288,7 @@ func showArtifact(g *Global, a *artifactv1.Artifact, local bool) error {
 }
 
 func artifactDetail(w io.Writer, a *artifactv1.Artifact, local bool) error {
-	return writeDetail(w, []field{
+	fs := []field{
 		{"Name", a.GetName()},
 		{"Size", fmt.Sprintf("%s (%d bytes)", humanBytes(a.GetSize()), a.GetSize())},
 		{"SHA256", a.GetSha256()},
@@ -213,7 +297,15 @@ func artifactDetail(w io.Writer, a *artifactv1.Artifact, local bool) error {
 		{"Held locally", yesNo(local)},
 		{"Created", ts(a.GetCreateTime())},
 		{"Updated", ts(a.GetUpdateTime())},
-	})
+	}
+	if len(a.GetSignature()) > 0 {
+		by := a.GetSigningKey()
+		if by == "" {
+			by = "unverified (the artifactstore trusts no signing key)"
+		}
+		fs = append(fs, field{"Signed by", by})
+	}
+	return writeDetail(w, fs)
 }
 
 func artifactsListCommand(g *Global) *cobra.Command {
@@ -268,11 +360,12 @@ func artifactsStatCommand(g *Global) *cobra.Command {
 
 func artifactsDeleteCommand(g *Global) *cobra.Command {
 	var force bool
+	var sum string
 	cmd := &cobra.Command{
 		Use:               "delete NAME",
 		Aliases:           []string{"rm"},
-		Short:             "Delete an artifact no profile refers to (or any, with --force)",
-		Example:           `  bootctl artifacts delete debian/initrd-old.gz` + "\n" + `  bootctl artifacts delete debian/linux --force`,
+		Short:             "Delete an artifact no profile refers to (or any, with --force and its sha256)",
+		Example:           `  bootctl artifacts delete debian/initrd-old.gz` + "\n" + `  bootctl artifacts delete debian/linux --force --sha256 4c76c660...f58`,
 		Args:              argNames("NAME"),
 		ValidArgsFunction: firstArg(g, artifactNames),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -282,7 +375,7 @@ func artifactsDeleteCommand(g *Global) *cobra.Command {
 			}
 			ctx, cancel := g.call(cmd.Context())
 			defer cancel()
-			resp, err := cli.Delete(ctx, &artifactv1.DeleteRequest{Name: args[0], Force: force})
+			resp, err := cli.Delete(ctx, &artifactv1.DeleteRequest{Name: args[0], Force: force, Sha256: sum})
 			if err != nil {
 				return err
 			}
@@ -295,19 +388,23 @@ func artifactsDeleteCommand(g *Global) *cobra.Command {
 			})
 		},
 	}
-	cmd.Flags().BoolVar(&force, "force", false, "delete even while profiles refer to it")
-	return withFields(cmd, map[string]string{"name": "NAME"})
+	cmd.Flags().BoolVar(&force, "force", false, "delete even while profiles refer to it (needs --sha256)")
+	cmd.Flags().StringVar(&sum, "sha256", "", "sha256 the artifact holds now (required with --force while profiles refer to it)")
+	return withFields(cmd, map[string]string{"name": "NAME", "sha256": "--sha256"})
 }
 
 // artifactsImportIPXECommand uploads the iPXE binaries of Debian's ipxe package
 // under their file names, skipping those already stored with the same content.
 func artifactsImportIPXECommand(g *Global) *cobra.Command {
 	var dir, prefix string
+	var replace bool
+	var o uploadOpts
 	cmd := &cobra.Command{
 		Use:   "import-ipxe",
 		Short: "Upload the iPXE binaries of Debian's ipxe package",
 		Long: `Upload the iPXE binaries (*.kpxe, *.efi, ...) found in --dir under their file
-names, skipping those already stored with the same content.`,
+names, skipping those already stored with the same content. A name that holds
+other content is replaced only with --replace.`,
 		Example: `  bootctl artifacts import-ipxe
   bootctl artifacts import-ipxe --dir ./ipxe/bin --prefix ipxe/`,
 		Args: argNames(),
@@ -320,7 +417,7 @@ names, skipping those already stored with the same content.`,
 			if err != nil {
 				return err
 			}
-			stored, err := importFiles(cmd.Context(), g, cli, dir, prefix, files, cmd.ErrOrStderr())
+			stored, err := importFiles(cmd.Context(), g, cli, dir, prefix, files, replace, o, cmd.ErrOrStderr())
 			if err != nil {
 				return err
 			}
@@ -329,6 +426,8 @@ names, skipping those already stored with the same content.`,
 	}
 	cmd.Flags().StringVar(&dir, "dir", "/usr/lib/ipxe", "folder of the iPXE binaries (Debian package ipxe)")
 	cmd.Flags().StringVar(&prefix, "prefix", "", "name prefix (\"ipxe/\" stores ipxe/undionly.kpxe, ...)")
+	cmd.Flags().BoolVar(&replace, "replace", false, "replace names that hold other content (naming the digest each holds)")
+	cmd.Flags().StringVar(&o.signKey, "sign-key", "", "ed25519 private key (PKCS#8 PEM) to sign each upload with")
 	_ = cmd.MarkFlagDirname("dir")
 	return cmd
 }
@@ -354,7 +453,7 @@ func ipxeFiles(dir string) ([]string, error) {
 	return files, nil
 }
 
-func importFiles(ctx context.Context, g *Global, cli artifactv1.ArtifactServiceClient, dir, prefix string, files []string, log io.Writer) ([]*artifactv1.Artifact, error) {
+func importFiles(ctx context.Context, g *Global, cli artifactv1.ArtifactServiceClient, dir, prefix string, files []string, replace bool, o uploadOpts, log io.Writer) ([]*artifactv1.Artifact, error) {
 	var stored []*artifactv1.Artifact
 	for _, fn := range files {
 		path := filepath.Join(dir, fn)
@@ -373,8 +472,13 @@ func importFiles(ctx context.Context, g *Global, cli artifactv1.ArtifactServiceC
 			continue
 		case err != nil && status.Code(err) != codes.NotFound:
 			return nil, err
+		case err == nil && !replace:
+			return nil, fmt.Errorf("%s: holds other content (sha256 %s) than %s: rerun with --replace to replace it", name, st.GetArtifact().GetSha256(), path)
 		}
-		resp, err := uploadFile(ctx, cli, path, name, "application/octet-stream", log)
+		fo := o
+		fo.contentType = "application/octet-stream"
+		fo.replaces = st.GetArtifact().GetSha256()
+		resp, err := uploadFile(ctx, cli, path, name, fo, log)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", name, err)
 		}

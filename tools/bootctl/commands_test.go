@@ -96,7 +96,11 @@ func TestCommands(t *testing.T) {
 	if out := e.mustRun("profiles", "list", "-o", "json"); strings.Contains(out, "rescue") {
 		t.Errorf("rescue still listed after delete:\n%s", out)
 	}
-	out = e.mustRun("artifacts", "delete", "debian/initrd.gz", "--force")
+	var initrd struct{ Artifact struct{ Sha256 string } }
+	if err := json.Unmarshal([]byte(e.mustRun("artifacts", "stat", "debian/initrd.gz", "-o", "json")), &initrd); err != nil {
+		t.Fatal(err)
+	}
+	out = e.mustRun("artifacts", "delete", "debian/initrd.gz", "--force", "--sha256", initrd.Artifact.Sha256)
 	if !strings.Contains(out, "deleted artifact debian/initrd.gz") || !strings.Contains(out, "profiles still refer to it: debian-12") {
 		t.Errorf("artifacts delete --force:\n%s", out)
 	}

@@ -50,7 +50,7 @@ func TestDocumentedCommandLines(t *testing.T) {
 	if out := e.mustRun("artifacts", "list"); !strings.Contains(out, "undionly.kpxe") || strings.Contains(out, "README") {
 		t.Errorf("import-ipxe stored:\n%s", out)
 	}
-	e.mustRun("artifacts", "delete", "debian/initrd.gz", "--force")
+	e.mustRun("artifacts", "delete", "debian/initrd.gz", "--force", "--sha256", digestOf(t, filepath.Join(dir, "initrd.gz")))
 
 	// The old address flag and variable names still work.
 	t.Setenv("BOOTCHAIN_BOOTAPI", e.bootapi.GRPCAddr().String())
@@ -66,4 +66,13 @@ func TestDocumentedCommandLines(t *testing.T) {
 	if code := run(t.Context(), []string{"machines", "get", mac}, &o, &se); code != 1 || !strings.Contains(se.String(), "cannot reach bootapi at "+e.closed) {
 		t.Errorf("BOOTCHAIN_BOOTAPI_ADDR over BOOTCHAIN_BOOTAPI: exit %d: %s", code, se.String())
 	}
+}
+
+func digestOf(t *testing.T, path string) string {
+	t.Helper()
+	d, err := fileSHA256(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
 }

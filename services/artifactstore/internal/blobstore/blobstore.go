@@ -11,11 +11,15 @@ import (
 	"errors"
 	"fmt"
 	"hash"
+	"io"
 	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
+	"sync"
 	"syscall"
+	"time"
 )
 
 // Errors; compare with errors.Is.
@@ -26,19 +30,24 @@ var (
 	ErrSizeMismatch   = errors.New("size mismatch")
 	ErrDiskFull       = errors.New("disk full")
 	ErrBadDigest      = errors.New("not a sha256 digest (want 64 lower-case hex digits)")
+	ErrCorrupt        = errors.New("content does not match its sha256")
 )
 
 // Store is a content-addressed folder of blobs.
 type Store struct {
 	dir     string
 	maxSize int64
+	// verified holds the digests whose content was hashed since this process
+	// started (written here, or checked with Check): a disk can rot or be edited
+	// while artifactstore is down, so nothing read from disk is trusted before.
+	verified sync.Map
 }
 
 // Open prepares dir (creating its folders) and removes temp files a crashed upload
 // left behind. maxSize bounds every blob (0: no bound).
 func Open(dir string, maxSize int64, log *slog.Logger) (*Store, error) {
 	s := &Store{dir: dir, maxSize: maxSize}
-	for _, d := range []string{s.blobDir(), s.tmpDir()} {
+	for _, d := range []string{s.blobDir(), s.tmpDir(), s.quarantineDir()} {
 		if err := os.MkdirAll(d, 0o750); err != nil {
 			return nil, fmt.Errorf("blobstore: %w", err)
 		}
@@ -61,6 +70,11 @@ func Open(dir string, maxSize int64, log *slog.Logger) (*Store, error) {
 
 func (s *Store) blobDir() string { return filepath.Join(s.dir, "blobs", "sha256") }
 func (s *Store) tmpDir() string  { return filepath.Join(s.dir, "tmp") }
+
+func (s *Store) quarantineDir() string { return filepath.Join(s.dir, "quarantine") }
+
+// QuarantineDir is where blobs that failed their sha256 check are moved.
+func (s *Store) QuarantineDir() string { return s.quarantineDir() }
 
 // ValidDigest reports whether d is 64 lower-case hex digits.
 func ValidDigest(d string) bool {
@@ -117,10 +131,92 @@ func (s *Store) Remove(d string) error {
 	if err != nil {
 		return err
 	}
+	s.verified.Delete(d)
 	if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("blobstore: %w", err)
 	}
 	return nil
+}
+
+// Verified reports whether the blob with digest d was written or checked since
+// the store was opened.
+func (s *Store) Verified(d string) bool {
+	_, ok := s.verified.Load(d)
+	return ok
+}
+
+// Check hashes f, the open blob with digest d, and compares. limit, when set, is
+// called with each chunk's size before it is read (to bound the I/O rate). A match
+// marks d verified; a mismatch is ErrCorrupt (the caller quarantines it). f's
+// offset is not moved.
+func (s *Store) Check(f *os.File, d string, limit func(n int) error) error {
+	h := sha256.New()
+	buf := make([]byte, 1<<20)
+	var off int64
+	for {
+		if limit != nil {
+			if err := limit(len(buf)); err != nil {
+				return err
+			}
+		}
+		n, err := f.ReadAt(buf, off)
+		h.Write(buf[:n])
+		off += int64(n)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("blobstore: check %s: %w", d, err)
+		}
+	}
+	if got := hex.EncodeToString(h.Sum(nil)); got != d {
+		return fmt.Errorf("%w: blob %s on disk hashes to %s", ErrCorrupt, d, got)
+	}
+	s.verified.Store(d, struct{}{})
+	return nil
+}
+
+// Quarantine moves the blob with digest d aside, to quarantine/<d>.<unix nanos>,
+// and returns the new path. The rename is atomic and both folders are synced, so
+// after a crash the blob is either still in place (and checked again) or aside.
+func (s *Store) Quarantine(d string) (string, error) {
+	p, err := s.Path(d)
+	if err != nil {
+		return "", err
+	}
+	s.verified.Delete(d)
+	dst := filepath.Join(s.quarantineDir(), d+"."+strconv.FormatInt(time.Now().UnixNano(), 10))
+	if err := os.Rename(p, dst); err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return "", fmt.Errorf("%w: %s", ErrNotFound, d)
+		}
+		return "", fmt.Errorf("blobstore: quarantine %s: %w", d, err)
+	}
+	if err := syncDir(filepath.Dir(p)); err != nil {
+		return dst, fmt.Errorf("blobstore: quarantine %s: %w", d, err)
+	}
+	if err := syncDir(s.quarantineDir()); err != nil {
+		return dst, fmt.Errorf("blobstore: quarantine %s: %w", d, err)
+	}
+	return dst, nil
+}
+
+// Digests lists the blobs on disk.
+func (s *Store) Digests() ([]string, error) {
+	var out []string
+	err := filepath.WalkDir(s.blobDir(), func(p string, e fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if e.Type().IsRegular() && ValidDigest(e.Name()) {
+			out = append(out, e.Name())
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("blobstore: list blobs: %w", err)
+	}
+	return out, nil
 }
 
 // TempFiles lists the temp files of uploads in progress (for tests and metrics).
@@ -211,6 +307,7 @@ func (w *Writer) Commit(wantDigest string, wantSize int64) (string, error) {
 		return "", diskErr("rename into place", err)
 	}
 	w.done = true
+	w.s.verified.Store(d, struct{}{})
 	if err := syncDir(filepath.Dir(dst)); err != nil {
 		return "", diskErr("fsync blob folder", err)
 	}

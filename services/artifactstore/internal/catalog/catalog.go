@@ -18,6 +18,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/bootchain/bootchain/pkg/artifactref"
+	"github.com/bootchain/bootchain/pkg/artifactsig"
 	artifactv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/artifactstore/v1"
 	bootapiv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/bootapi/v1"
 	"github.com/bootchain/bootchain/pkg/store"
@@ -39,6 +41,14 @@ var (
 	ErrNotFound   = errors.New("artifact not found")
 	ErrReferenced = errors.New("artifact referenced by profiles")
 	ErrOrigin     = errors.New("origin artifactstore")
+	// ErrExists: the name holds other content and the request did not name it.
+	ErrExists = errors.New("artifact exists")
+	// ErrStale: the request named a sha256 the artifact no longer has.
+	ErrStale = errors.New("artifact changed")
+	// ErrCorrupt: the content on disk failed its sha256 check and was quarantined.
+	ErrCorrupt = errors.New("artifact content corrupt")
+	// ErrUntrusted: a replica's trusted keys do not verify the artifact's signature.
+	ErrUntrusted = errors.New("artifact signature not trusted")
 )
 
 // FieldError is a request field that is wrong.
@@ -71,6 +81,16 @@ type Config struct {
 	Logger *slog.Logger
 	// Metrics; default a fresh unregistered set.
 	Metrics *Metrics
+	// Keys, when it has any, makes uploads carry a signature these keys verify,
+	// and a replica check the signature of what it serves.
+	Keys *artifactsig.Keyring
+	// VerifyInterval: every blob on disk is hashed again once per interval, the
+	// checks spread over it; 0 turns the schedule off (blobs are still checked
+	// the first time they are served after a start).
+	VerifyInterval time.Duration
+	// VerifyRate bounds the scheduled checks' reads, in bytes per second; default
+	// 32 MiB/s.
+	VerifyRate int64
 }
 
 // Catalog serves artifacts.
@@ -79,6 +99,10 @@ type Catalog struct {
 	log   *slog.Logger
 	cache *store.Cache[*artifactv1.Artifact]
 	fetch singleflight.Group
+	// check runs one sha256 check per digest however many first readers wait.
+	check singleflight.Group
+	// trusted caches signatures a replica verified: "<name>\n<sha256>\n<sig>".
+	trusted sync.Map
 	// shaLocks serializes "write blob + its metadata" with "drop an unreferenced
 	// blob" for the same digest.
 	shaLocks [64]sync.Mutex
@@ -109,6 +133,9 @@ func New(cfg Config) (*Catalog, error) {
 	if cfg.Metrics == nil {
 		cfg.Metrics = NewMetrics()
 	}
+	if cfg.VerifyRate <= 0 {
+		cfg.VerifyRate = 32 << 20
+	}
 	return &Catalog{
 		cfg: cfg, log: cfg.Logger,
 		cache:  store.NewCache(cfg.Store, store.Prefix("artifacts"), func() *artifactv1.Artifact { return &artifactv1.Artifact{} }, cfg.Logger),
@@ -127,6 +154,11 @@ func (c *Catalog) Run(ctx context.Context) error {
 	defer func() { <-done }()
 	if err := c.cache.WaitReady(ctx); err != nil {
 		return nil
+	}
+	if c.cfg.VerifyInterval > 0 {
+		vdone := make(chan struct{})
+		go func() { defer close(vdone); c.verifyLoop(ctx) }()
+		defer func() { <-vdone }()
 	}
 	return c.collect(ctx)
 }
@@ -239,13 +271,18 @@ func (c *Catalog) List(prefix string) []*artifactv1.Artifact {
 
 // Open opens the content of a for reading. A replica that lacks it pulls it from
 // the origin first (once, however many ask at the same time) and verifies its
-// sha256 before anyone reads a byte.
+// sha256 before anyone reads a byte. Content not hashed since this process started
+// is hashed before it is served (ErrCorrupt, and the blob quarantined, when it does
+// not match; a replica then pulls it again). A replica with trusted keys serves
+// only artifacts whose signature they verify.
 func (c *Catalog) Open(ctx context.Context, a *artifactv1.Artifact) (*os.File, error) {
-	f, err := c.cfg.Blobs.Open(a.GetSha256())
-	if err == nil || !errors.Is(err, blobstore.ErrNotFound) || c.cfg.Origin == nil {
-		if errors.Is(err, blobstore.ErrNotFound) {
-			return nil, fmt.Errorf("%w: content of %q (%s) is missing on this artifactstore", ErrNotFound, a.GetName(), a.GetSha256())
+	if c.cfg.Origin != nil && c.cfg.Keys.Enabled() {
+		if err := c.checkTrusted(a); err != nil {
+			return nil, err
 		}
+	}
+	f, err := c.OpenDigest(ctx, a.GetName(), a.GetSha256())
+	if err == nil || c.cfg.Origin == nil || !(errors.Is(err, ErrNotFound) || errors.Is(err, ErrCorrupt)) {
 		return f, err
 	}
 	ch := c.fetch.DoChan(a.GetSha256(), func() (any, error) {
@@ -262,7 +299,7 @@ func (c *Catalog) Open(ctx context.Context, a *artifactv1.Artifact) (*os.File, e
 			return nil, res.Err
 		}
 	}
-	return c.cfg.Blobs.Open(a.GetSha256())
+	return c.OpenDigest(ctx, a.GetName(), a.GetSha256())
 }
 
 func (c *Catalog) pull(ctx context.Context, a *artifactv1.Artifact) (err error) {
@@ -303,6 +340,7 @@ func (c *Catalog) pull(ctx context.Context, a *artifactv1.Artifact) (err error) 
 	if _, err := w.Commit(a.GetSha256(), a.GetSize()); err != nil {
 		return fmt.Errorf("%w: content of %q: %w", ErrOrigin, a.GetName(), err)
 	}
+	c.cfg.Metrics.Verified.WithLabelValues("pull", "ok").Inc()
 	return nil
 }
 
@@ -339,6 +377,26 @@ func (c *Catalog) Put(ctx context.Context, up Upload, maxSize int64) (*artifactv
 	}
 	if len(ct) > 255 || strings.ContainsAny(ct, "\r\n\x00") {
 		return nil, false, fieldErr("header.content_type", errors.New("not a MIME type"))
+	}
+	if r := h.GetReplacesSha256(); r != "" && !blobstore.ValidDigest(r) {
+		return nil, false, fieldErr("header.replaces_sha256", fmt.Errorf("%w: %q", blobstore.ErrBadDigest, r))
+	}
+	if sig := h.GetSignature(); len(sig) != 0 && len(sig) != 64 {
+		return nil, false, fmt.Errorf("header.signature: %w: %d bytes, an ed25519 signature has 64", artifactsig.ErrBadSig, len(sig))
+	}
+	// Refuse before any byte is stored what the header alone shows is refused; the
+	// transaction below decides for good.
+	if it, ok := c.cache.Get(h.GetName()); ok && h.GetSha256() != "" && it.Value.GetSha256() != h.GetSha256() {
+		if err := replaceCheck(h, it.Value); errors.Is(err, ErrStale) {
+			return nil, false, fieldErr("header.replaces_sha256", err)
+		} else if err != nil {
+			return nil, false, err
+		}
+	}
+	if c.cfg.Keys.Enabled() && h.GetSha256() != "" {
+		if _, err := c.cfg.Keys.Verify(h.GetName(), h.GetSha256(), h.GetSignature()); err != nil {
+			return nil, false, fmt.Errorf("header.signature: %w", err)
+		}
 	}
 
 	w, err := c.cfg.Blobs.Create()
@@ -380,6 +438,20 @@ func (c *Catalog) Put(ctx context.Context, up Upload, maxSize int64) (*artifactv
 		}
 		return nil, false, err
 	}
+	// A refused upload leaves no blob behind (unless a name refers to it). Deferred
+	// before the lock, so it runs after the unlock.
+	stored := false
+	defer func() {
+		if !stored {
+			c.dropIfUnreferenced(digest)
+		}
+	}()
+	signingKey := ""
+	if c.cfg.Keys.Enabled() {
+		if signingKey, err = c.cfg.Keys.Verify(h.GetName(), digest, h.GetSignature()); err != nil {
+			return nil, false, fmt.Errorf("header.signature: %w", err)
+		}
+	}
 	l := c.shaLock(digest)
 	l.Lock()
 	defer l.Unlock()
@@ -391,11 +463,21 @@ func (c *Catalog) Put(ctx context.Context, up Upload, maxSize int64) (*artifactv
 	size := w.Size()
 	now := timestamppb.Now()
 	unchanged := false
-	stored, rev, err := store.Mutate(ctx, c.cfg.Store, store.Key("artifacts", h.GetName()), func() *artifactv1.Artifact { return &artifactv1.Artifact{} },
+	a, rev, err := store.Mutate(ctx, c.cfg.Store, store.Key("artifacts", h.GetName()), func() *artifactv1.Artifact { return &artifactv1.Artifact{} },
 		func(cur *artifactv1.Artifact, exists bool) (*artifactv1.Artifact, error) {
+			// Decided on the value the compare-and-swap writes over: two uploaders
+			// naming the same old digest cannot both replace it.
+			if exists && cur.GetSha256() != digest {
+				if err := replaceCheck(h, cur); err != nil {
+					return nil, err
+				}
+			} else if !exists && h.GetReplacesSha256() != "" {
+				return nil, fmt.Errorf("%w: %q does not exist any more (replaces_sha256 names %s)", ErrStale, h.GetName(), h.GetReplacesSha256())
+			}
 			next := &artifactv1.Artifact{
 				Name: h.GetName(), Sha256: digest, Size: size, ContentType: ct,
 				OriginSite: c.cfg.Site, CreateTime: now, UpdateTime: now,
+				Signature: h.GetSignature(), SigningKey: signingKey,
 			}
 			unchanged = false
 			if exists {
@@ -403,32 +485,61 @@ func (c *Catalog) Put(ctx context.Context, up Upload, maxSize int64) (*artifactv
 				if cur.GetSha256() == digest {
 					next.UpdateTime = cur.GetUpdateTime()
 					next.OriginSite = cur.GetOriginSite()
+					if len(next.GetSignature()) == 0 {
+						// Re-uploading the same content unsigned keeps its signature.
+						next.Signature, next.SigningKey = cur.GetSignature(), cur.GetSigningKey()
+					}
 					unchanged = proto.Equal(cur, next)
 				}
 			}
 			return next, nil
 		})
+	if errors.Is(err, ErrExists) {
+		return nil, false, err
+	}
+	if errors.Is(err, ErrStale) {
+		return nil, false, fieldErr("header.replaces_sha256", err)
+	}
 	if err != nil {
 		return nil, false, fmt.Errorf("store metadata of %q: %w", h.GetName(), err)
 	}
+	stored = true
 	if err := c.cache.WaitRevision(ctx, rev); err != nil {
 		return nil, false, err
 	}
-	return stored, unchanged, nil
+	return a, unchanged, nil
 }
 
-// Delete removes name. Unless force, it refuses while a profile refers to it. It
-// returns the deleted metadata and the profiles that refer to it.
-func (c *Catalog) Delete(ctx context.Context, n string, force bool) (*artifactv1.Artifact, []string, error) {
+// replaceCheck refuses to put h's content over cur's other content unless h names
+// cur's sha256.
+func replaceCheck(h *artifactv1.UploadHeader, cur *artifactv1.Artifact) error {
+	switch r := h.GetReplacesSha256(); {
+	case r == "":
+		return fmt.Errorf("%w: %q holds other content (sha256 %s): to replace it, name that digest (replaces_sha256, bootctl --replaces)", ErrExists, h.GetName(), cur.GetSha256())
+	case r != cur.GetSha256():
+		return fmt.Errorf("%w: %q now holds sha256 %s, not the %s replaces_sha256 names; nothing was stored", ErrStale, h.GetName(), cur.GetSha256(), r)
+	}
+	return nil
+}
+
+// Delete removes name. Unless force, it refuses while a profile refers to it; a
+// forced delete of an artifact in use must name the sha256 it has now (want), so
+// an operator never removes content they have not seen. want, when given, must
+// match in any case. It returns the deleted metadata and the profiles that refer
+// to it.
+func (c *Catalog) Delete(ctx context.Context, n string, force bool, want string) (*artifactv1.Artifact, []string, error) {
 	if err := ValidateName("name", n); err != nil {
 		return nil, nil, err
+	}
+	if want != "" && !blobstore.ValidDigest(want) {
+		return nil, nil, fieldErr("sha256", fmt.Errorf("%w: %q", blobstore.ErrBadDigest, want))
 	}
 	refs, err := c.referencedBy(ctx, n)
 	if err != nil {
 		return nil, nil, err
 	}
 	if len(refs) > 0 && !force {
-		return nil, refs, fmt.Errorf("%w: %q is used by %s (delete with force to remove it anyway)", ErrReferenced, n, strings.Join(refs, ", "))
+		return nil, refs, fmt.Errorf("%w: %q is used by %s (delete with force and its sha256 to remove it anyway)", ErrReferenced, n, strings.Join(refs, ", "))
 	}
 	a := &artifactv1.Artifact{}
 	key := store.Key("artifacts", n)
@@ -439,14 +550,22 @@ func (c *Catalog) Delete(ctx context.Context, n string, force bool) (*artifactv1
 	if err != nil {
 		return nil, nil, err
 	}
+	if len(refs) > 0 && want == "" {
+		return nil, refs, fieldErr("sha256", fmt.Errorf("required to force the delete of %q, used by %s: it holds sha256 %s now", n, strings.Join(refs, ", "), a.GetSha256()))
+	}
+	if want != "" && want != a.GetSha256() {
+		return nil, refs, fmt.Errorf("%w: %q now holds sha256 %s, not %s; nothing was deleted", ErrStale, n, a.GetSha256(), want)
+	}
 	tctx, cancel := c.cfg.Store.WithTimeout(ctx)
 	defer cancel()
+	// The digest checked above is the one at rev: the delete happens only if the
+	// name has not changed since.
 	resp, err := c.cfg.Store.Client().Txn(tctx).If(clientv3.Compare(clientv3.ModRevision(key), "=", rev)).Then(clientv3.OpDelete(key)).Commit()
 	if err != nil {
 		return nil, nil, fmt.Errorf("delete metadata of %q: %w", n, err)
 	}
 	if !resp.Succeeded {
-		return nil, nil, fmt.Errorf("%w: %s", store.ErrConflict, key)
+		return nil, nil, fmt.Errorf("%w: %q changed while it was being deleted; nothing was deleted", ErrStale, n)
 	}
 	// Reads after the delete must not find it.
 	if err := c.cache.WaitRevision(ctx, resp.Header.Revision); err != nil {
@@ -470,9 +589,10 @@ func (c *Catalog) referencedBy(ctx context.Context, n string) ([]string, error) 
 		if err := proto.Unmarshal(kv.Value, p); err != nil {
 			continue
 		}
-		uses := p.GetKernel().GetArtifact() == n
+		// A pinned reference (name@sha256:...) uses the name too.
+		uses := artifactref.Name(p.GetKernel().GetArtifact()) == n
 		for _, r := range p.GetInitrds() {
-			uses = uses || r.GetArtifact() == n
+			uses = uses || artifactref.Name(r.GetArtifact()) == n
 		}
 		if uses {
 			pn := p.GetName()

@@ -9,6 +9,13 @@ type Metrics struct {
 	HTTPBytes     prometheus.Counter
 	ReadStreams   prometheus.Counter
 	Uploads       *prometheus.CounterVec
+	// Verified counts sha256 checks of blobs on disk by why (serve, schedule,
+	// pull) and result (ok, corrupt).
+	Verified *prometheus.CounterVec
+	// Quarantined counts blobs moved aside after a failed check.
+	Quarantined prometheus.Counter
+	// Untrusted counts artifacts a replica refused for their signature.
+	Untrusted prometheus.Counter
 }
 
 // NewMetrics makes the metrics; register them with Register.
@@ -29,12 +36,21 @@ func NewMetrics() *Metrics {
 		Uploads: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "bootchain_artifactstore_uploads_total", Help: "Uploads, by result.",
 		}, []string{"result"}),
+		Verified: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "bootchain_artifactstore_blob_checks_total", Help: "sha256 checks of blobs on disk, by why (serve, schedule, pull) and result (ok, corrupt).",
+		}, []string{"check", "result"}),
+		Quarantined: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "bootchain_artifactstore_blobs_quarantined_total", Help: "Blobs moved to quarantine/ after failing their sha256 check.",
+		}),
+		Untrusted: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "bootchain_artifactstore_untrusted_total", Help: "Artifacts a replica refused because its trusted keys do not verify their signature.",
+		}),
 	}
 }
 
 // Register adds every metric to reg.
 func (m *Metrics) Register(reg prometheus.Registerer) error {
-	for _, c := range []prometheus.Collector{m.OriginFetches, m.HTTPRequests, m.HTTPBytes, m.ReadStreams, m.Uploads} {
+	for _, c := range []prometheus.Collector{m.OriginFetches, m.HTTPRequests, m.HTTPBytes, m.ReadStreams, m.Uploads, m.Verified, m.Quarantined, m.Untrusted} {
 		if err := reg.Register(c); err != nil {
 			return err
 		}

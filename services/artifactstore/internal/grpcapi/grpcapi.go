@@ -10,6 +10,7 @@ import (
 	"log/slog"
 
 	"github.com/bootchain/bootchain/pkg/apierr"
+	"github.com/bootchain/bootchain/pkg/artifactsig"
 	artifactv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/artifactstore/v1"
 	"github.com/bootchain/bootchain/services/artifactstore/internal/blobstore"
 	"github.com/bootchain/bootchain/services/artifactstore/internal/catalog"
@@ -45,6 +46,21 @@ func toStatus(err error) error {
 	switch {
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return apierr.FromError(err)
+	case errors.Is(err, catalog.ErrUntrusted):
+		return status.Error(codes.FailedPrecondition, err.Error())
+	case errors.Is(err, artifactsig.ErrUnsigned), errors.Is(err, artifactsig.ErrBadSig):
+		// Only uploads check signatures against the header: the field is named.
+		return status.Error(codes.PermissionDenied, err.Error())
+	case errors.Is(err, catalog.ErrExists):
+		return status.Error(codes.AlreadyExists, "header.replaces_sha256: "+err.Error())
+	case errors.Is(err, catalog.ErrStale):
+		field := "sha256"
+		if errors.As(err, &fe) {
+			field, err = fe.Field, fe.Err
+		}
+		return apierr.FailedPrecondition(field, "%v", err)
+	case errors.Is(err, catalog.ErrCorrupt):
+		return status.Error(codes.DataLoss, err.Error())
 	case errors.As(err, &fe):
 		return apierr.InvalidArgument(fe.Field, "%v", fe.Err)
 	case errors.Is(err, catalog.ErrReferenced):
@@ -109,7 +125,7 @@ func (s *Service) List(ctx context.Context, req *artifactv1.ListRequest) (*artif
 
 // Delete removes an artifact.
 func (s *Service) Delete(ctx context.Context, req *artifactv1.DeleteRequest) (*artifactv1.DeleteResponse, error) {
-	a, refs, err := s.cat.Delete(ctx, req.GetName(), req.GetForce())
+	a, refs, err := s.cat.Delete(ctx, req.GetName(), req.GetForce(), req.GetSha256())
 	if err != nil {
 		return nil, toStatus(err)
 	}
@@ -142,9 +158,12 @@ func (s *Service) Read(req *artifactv1.ReadRequest, stream artifactv1.ArtifactSe
 			a = &artifactv1.Artifact{Name: a.GetName(), ContentType: a.GetContentType(), OriginSite: a.GetOriginSite()}
 		}
 		a.Sha256 = d
-		f, err := s.cat.Blobs().Open(d)
-		if err != nil {
+		f, err := s.cat.OpenDigest(ctx, req.GetName(), d)
+		if errors.Is(err, catalog.ErrNotFound) {
 			return toStatus(fmt.Errorf("%w: %q with sha256 %s", catalog.ErrNotFound, req.GetName(), d))
+		}
+		if err != nil {
+			return toStatus(err)
 		}
 		fi, err := f.Stat()
 		if err != nil {

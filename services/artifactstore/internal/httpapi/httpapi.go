@@ -21,6 +21,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/bootchain/bootchain/pkg/artifactref"
 	"github.com/bootchain/bootchain/pkg/session"
 	"github.com/bootchain/bootchain/services/artifactstore/internal/catalog"
 	"github.com/bootchain/bootchain/services/artifactstore/internal/httprange"
@@ -128,9 +129,17 @@ func (h *Handler) serve(ctx context.Context, w http.ResponseWriter, r *http.Requ
 		w.Header().Set("Allow", "GET, HEAD")
 		return plain(w, http.StatusMethodNotAllowed, fmt.Errorf("method %s not allowed", r.Method))
 	}
+	pin := r.URL.Query().Get("sha256")
+	if pin != "" && !artifactref.ValidDigest(pin) {
+		return plain(w, http.StatusBadRequest, fmt.Errorf("sha256 %q: want 64 lower-case hex digits", pin))
+	}
 	a, err := h.cfg.Catalog.Lookup(ctx, name)
 	if err != nil {
 		return h.lookupError(w, err)
+	}
+	if pin != "" && pin != a.GetSha256() {
+		// A pinned profile never boots what replaced the content it was pinned to.
+		return plain(w, http.StatusConflict, fmt.Errorf("artifact %q was replaced: it holds sha256 %s now, this URL pins %s; update the profile's pin", name, a.GetSha256(), pin))
 	}
 	etag := `"` + a.GetSha256() + `"`
 	modified := a.GetUpdateTime().AsTime().Truncate(time.Second)
@@ -195,8 +204,10 @@ func (h *Handler) lookupError(w http.ResponseWriter, err error) result {
 		return plain(w, http.StatusBadRequest, err)
 	case errors.Is(err, catalog.ErrNotFound):
 		return plain(w, http.StatusNotFound, err)
-	case errors.Is(err, catalog.ErrOrigin):
+	case errors.Is(err, catalog.ErrOrigin), errors.Is(err, catalog.ErrUntrusted):
 		return plain(w, http.StatusBadGateway, err)
+	case errors.Is(err, catalog.ErrCorrupt):
+		return plain(w, http.StatusServiceUnavailable, err)
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return plain(w, http.StatusServiceUnavailable, err)
 	}

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/bootchain/bootchain/pkg/apierr"
+	"github.com/bootchain/bootchain/pkg/artifactref"
 	artifactv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/artifactstore/v1"
 	bootapiv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/bootapi/v1"
 	"github.com/bootchain/bootchain/pkg/session"
@@ -248,16 +249,23 @@ func checkProfile(p *bootapiv1.Profile) error {
 // have: better now than a 404 on a machine's console. A URL is not checked.
 func (a *API) checkArtifacts(ctx context.Context, p *bootapiv1.Profile, fields ...string) error {
 	check := func(field string, r *bootapiv1.ArtifactRef) error {
-		name := r.GetArtifact()
-		if name == "" {
+		if r.GetArtifact() == "" {
 			return nil
 		}
-		_, err := a.store().Get(ctx, store.Key("artifacts", name), &artifactv1.Artifact{})
+		ref, err := artifactref.Parse(r.GetArtifact())
+		if err != nil {
+			return apierr.InvalidArgument(field, "%v", err)
+		}
+		art := &artifactv1.Artifact{}
+		_, err = a.store().Get(ctx, store.Key("artifacts", ref.Name), art)
 		switch {
 		case errors.Is(err, store.ErrNotFound):
-			return apierr.InvalidArgument(field, "artifact %q does not exist", name)
+			return apierr.InvalidArgument(field, "artifact %q does not exist", ref.Name)
 		case err != nil:
 			return apierr.FromError(err)
+		case ref.Pinned() && art.GetSha256() != ref.SHA256:
+			// A pin that does not match now could never boot.
+			return apierr.InvalidArgument(field, "artifact %q holds sha256 %s, not the pinned %s", ref.Name, art.GetSha256(), ref.SHA256)
 		}
 		return nil
 	}

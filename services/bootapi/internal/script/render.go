@@ -4,10 +4,12 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/bootchain/bootchain/pkg/artifactref"
 	"github.com/bootchain/bootchain/pkg/artifacturl"
 	bootapiv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/bootapi/v1"
 	"github.com/bootchain/bootchain/pkg/store"
@@ -173,7 +175,19 @@ func (r *Renderer) resolve(site *bootapiv1.Site, ref *bootapiv1.ArtifactRef, tra
 		if base == "" {
 			return nil, errors.New("no artifactstore URL for site " + site.GetName())
 		}
-		raw = artifacturl.HTTPURL(base, src.Artifact, traceparent)
+		ar, err := artifactref.Parse(src.Artifact)
+		if err != nil {
+			return nil, err
+		}
+		raw = artifacturl.HTTPURL(base, ar.Name, traceparent)
+		if ar.Pinned() {
+			// artifactstore answers 409 instead of other content than the pin names.
+			sep := "?"
+			if strings.Contains(raw, "?") {
+				sep = "&"
+			}
+			raw += sep + "sha256=" + ar.SHA256
+		}
 	case *bootapiv1.ArtifactRef_Url:
 		raw = src.Url
 	default:

@@ -41,6 +41,20 @@ func TestRender(t *testing.T) {
 			job: &script.Job{Token: "tok"},
 			has: []string{"bootchain.callback=http://198.18.0.1:8080/ipxe/v1/report?job=j1", "bootchain.token=tok", "bootchain.job=j1", "# bootchain: job j1, profile debian"},
 		},
+		"pinned artifacts carry their digest": {
+			d: decide.Decision{Action: decide.Boot, Machine: m, Site: site, Profile: &bootapiv1.Profile{Name: "pinned",
+				Kernel: art("debian/linux@sha256:" + strings.Repeat("ab", 32)), Initrds: []*bootapiv1.ArtifactRef{art("debian/initrd.gz@sha256:" + strings.Repeat("cd", 32))}}},
+			has: []string{"kernel http://198.18.0.1:8081/artifacts/debian/linux?traceparent=" + tp + "&sha256=" + strings.Repeat("ab", 32),
+				"initrd --name initrd.gz http://198.18.0.1:8081/artifacts/debian/initrd.gz?traceparent=" + tp + "&sha256=" + strings.Repeat("cd", 32)},
+			hasNot: []string{"@sha256", "%40"},
+		},
+		"a broken pin is not rendered": {
+			d: decide.Decision{Action: decide.Boot, Machine: m, Site: site, Profile: &bootapiv1.Profile{Name: "bad",
+				Kernel: art("debian/linux@sha256:zz")}},
+			has:    []string{"profile bad cannot be booted"},
+			hasNot: []string{"artifacts/debian/linux"},
+			final:  true, wantErr: true,
+		},
 		"site artifactstore": {
 			d:   decide.Decision{Action: decide.Boot, Machine: m, Site: &bootapiv1.Site{Name: "far", ArtifactUrl: "http://10.0.0.9:8081"}, Profile: debian},
 			has: []string{"kernel http://10.0.0.9:8081/artifacts/debian/linux"},

@@ -13,6 +13,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/bootchain/bootchain/pkg/apierr"
+	"github.com/bootchain/bootchain/pkg/artifactref"
 	bootapiv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/bootapi/v1"
 	"github.com/bootchain/bootchain/pkg/ipxe"
 	"github.com/bootchain/bootchain/pkg/macaddr"
@@ -190,11 +191,24 @@ func BaseURL(field, s string) error {
 	return httpURL(field, s)
 }
 
+// ArtifactRef checks a profile's artifact reference: a name, or a name pinned to
+// its content, "name@sha256:<64 lower-case hex digits>".
+func ArtifactRef(field, s string) error {
+	if s == "" {
+		return apierr.Field(field, "required")
+	}
+	r, err := artifactref.Parse(s)
+	if err != nil {
+		return apierr.Field(field, "%v", err)
+	}
+	return ArtifactName(field, r.Name)
+}
+
 // Ref checks an artifact reference.
 func Ref(field string, r *bootapiv1.ArtifactRef, required bool) error {
 	switch src := r.GetSource().(type) {
 	case *bootapiv1.ArtifactRef_Artifact:
-		return ArtifactName(field+".artifact", src.Artifact)
+		return ArtifactRef(field+".artifact", src.Artifact)
 	case *bootapiv1.ArtifactRef_Url:
 		return httpURL(field+".url", src.Url)
 	}

@@ -40,7 +40,13 @@ type Artifact struct {
 	// When the name was first stored.
 	CreateTime *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
 	// When the content under the name last changed (HTTP Last-Modified).
-	UpdateTime    *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
+	UpdateTime *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
+	// Detached ed25519 signature (64 bytes) over the signing message of name and
+	// sha256 (see docs/artifactstore.md); empty when the upload carried none.
+	Signature []byte `protobuf:"bytes,8,opt,name=signature,proto3" json:"signature,omitempty"`
+	// Key id of the trusted key that verified signature: the first 16 hex digits of
+	// the SHA-256 of its PKIX DER encoding.
+	SigningKey    string `protobuf:"bytes,9,opt,name=signing_key,json=signingKey,proto3" json:"signing_key,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -124,6 +130,20 @@ func (x *Artifact) GetUpdateTime() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *Artifact) GetSignature() []byte {
+	if x != nil {
+		return x.Signature
+	}
+	return nil
+}
+
+func (x *Artifact) GetSigningKey() string {
+	if x != nil {
+		return x.SigningKey
+	}
+	return ""
+}
+
 // UploadHeader opens an upload.
 type UploadHeader struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -134,7 +154,15 @@ type UploadHeader struct {
 	// Expected SHA-256 (64 hex digits), optional: a mismatch stores nothing.
 	Sha256 string `protobuf:"bytes,3,opt,name=sha256,proto3" json:"sha256,omitempty"`
 	// Expected size in bytes, optional (0 = not given): a mismatch stores nothing.
-	Size          int64 `protobuf:"varint,4,opt,name=size,proto3" json:"size,omitempty"`
+	Size int64 `protobuf:"varint,4,opt,name=size,proto3" json:"size,omitempty"`
+	// SHA-256 of the content the name holds now, required to replace it: without it
+	// an existing name with other content answers AlreadyExists (naming the current
+	// digest), a stale one FailedPrecondition. Checked in the same etcd transaction
+	// that writes the new metadata.
+	ReplacesSha256 string `protobuf:"bytes,5,opt,name=replaces_sha256,json=replacesSha256,proto3" json:"replaces_sha256,omitempty"`
+	// Detached ed25519 signature (64 bytes) over the signing message of name and
+	// sha256; required when the artifactstore has trusted signing keys.
+	Signature     []byte `protobuf:"bytes,6,opt,name=signature,proto3" json:"signature,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -195,6 +223,20 @@ func (x *UploadHeader) GetSize() int64 {
 		return x.Size
 	}
 	return 0
+}
+
+func (x *UploadHeader) GetReplacesSha256() string {
+	if x != nil {
+		return x.ReplacesSha256
+	}
+	return ""
+}
+
+func (x *UploadHeader) GetSignature() []byte {
+	if x != nil {
+		return x.Signature
+	}
+	return nil
 }
 
 // UploadRequest is one message of an upload stream.
@@ -539,7 +581,10 @@ type DeleteRequest struct {
 	// Artifact name.
 	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
 	// Delete even while profiles refer to it.
-	Force         bool `protobuf:"varint,2,opt,name=force,proto3" json:"force,omitempty"`
+	Force bool `protobuf:"varint,2,opt,name=force,proto3" json:"force,omitempty"`
+	// SHA-256 the artifact must have now, required when force deletes an artifact
+	// profiles refer to (FailedPrecondition when it has moved on).
+	Sha256        string `protobuf:"bytes,3,opt,name=sha256,proto3" json:"sha256,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -586,6 +631,13 @@ func (x *DeleteRequest) GetForce() bool {
 		return x.Force
 	}
 	return false
+}
+
+func (x *DeleteRequest) GetSha256() string {
+	if x != nil {
+		return x.Sha256
+	}
+	return ""
 }
 
 // DeleteResponse reports what was deleted.
@@ -776,7 +828,7 @@ var File_bootchain_artifactstore_v1_artifactstore_proto protoreflect.FileDescrip
 
 const file_bootchain_artifactstore_v1_artifactstore_proto_rawDesc = "" +
 	"\n" +
-	".bootchain/artifactstore/v1/artifactstore.proto\x12\x1abootchain.artifactstore.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x88\x02\n" +
+	".bootchain/artifactstore/v1/artifactstore.proto\x12\x1abootchain.artifactstore.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc7\x02\n" +
 	"\bArtifact\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06sha256\x18\x02 \x01(\tR\x06sha256\x12\x12\n" +
@@ -787,12 +839,17 @@ const file_bootchain_artifactstore_v1_artifactstore_proto_rawDesc = "" +
 	"\vcreate_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"createTime\x12;\n" +
 	"\vupdate_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"updateTime\"q\n" +
+	"updateTime\x12\x1c\n" +
+	"\tsignature\x18\b \x01(\fR\tsignature\x12\x1f\n" +
+	"\vsigning_key\x18\t \x01(\tR\n" +
+	"signingKey\"\xb8\x01\n" +
 	"\fUploadHeader\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12!\n" +
 	"\fcontent_type\x18\x02 \x01(\tR\vcontentType\x12\x16\n" +
 	"\x06sha256\x18\x03 \x01(\tR\x06sha256\x12\x12\n" +
-	"\x04size\x18\x04 \x01(\x03R\x04size\"v\n" +
+	"\x04size\x18\x04 \x01(\x03R\x04size\x12'\n" +
+	"\x0freplaces_sha256\x18\x05 \x01(\tR\x0ereplacesSha256\x12\x1c\n" +
+	"\tsignature\x18\x06 \x01(\fR\tsignature\"v\n" +
 	"\rUploadRequest\x12B\n" +
 	"\x06header\x18\x01 \x01(\v2(.bootchain.artifactstore.v1.UploadHeaderH\x00R\x06header\x12\x16\n" +
 	"\x05chunk\x18\x02 \x01(\fH\x00R\x05chunkB\t\n" +
@@ -808,10 +865,11 @@ const file_bootchain_artifactstore_v1_artifactstore_proto_rawDesc = "" +
 	"\vListRequest\x12\x16\n" +
 	"\x06prefix\x18\x01 \x01(\tR\x06prefix\"R\n" +
 	"\fListResponse\x12B\n" +
-	"\tartifacts\x18\x01 \x03(\v2$.bootchain.artifactstore.v1.ArtifactR\tartifacts\"9\n" +
+	"\tartifacts\x18\x01 \x03(\v2$.bootchain.artifactstore.v1.ArtifactR\tartifacts\"Q\n" +
 	"\rDeleteRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
-	"\x05force\x18\x02 \x01(\bR\x05force\"w\n" +
+	"\x05force\x18\x02 \x01(\bR\x05force\x12\x16\n" +
+	"\x06sha256\x18\x03 \x01(\tR\x06sha256\"w\n" +
 	"\x0eDeleteResponse\x12@\n" +
 	"\bartifact\x18\x01 \x01(\v2$.bootchain.artifactstore.v1.ArtifactR\bartifact\x12#\n" +
 	"\rreferenced_by\x18\x02 \x03(\tR\freferencedBy\"i\n" +

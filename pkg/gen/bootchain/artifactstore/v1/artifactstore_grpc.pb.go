@@ -35,17 +35,20 @@ const (
 type ArtifactServiceClient interface {
 	// Upload stores an artifact: the first message is the header, every later one a
 	// chunk of the content. Nothing is stored (and the old content under the name
-	// stays) unless the whole stream arrives and matches the header's sha256 and size.
+	// stays) unless the whole stream arrives and matches the header's sha256 and size,
+	// and a replaced name's current sha256 is named in replaces_sha256.
 	Upload(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[UploadRequest, UploadResponse], error)
 	// Stat returns one artifact's metadata.
 	Stat(ctx context.Context, in *StatRequest, opts ...grpc.CallOption) (*StatResponse, error)
 	// List returns artifacts sorted by name.
 	List(ctx context.Context, in *ListRequest, opts ...grpc.CallOption) (*ListResponse, error)
 	// Delete removes an artifact; FailedPrecondition while a profile refers to it,
-	// unless forced.
+	// unless forced with the sha256 it has now.
 	Delete(ctx context.Context, in *DeleteRequest, opts ...grpc.CallOption) (*DeleteResponse, error)
 	// Read streams an artifact's content (or a part of it). The first message carries
 	// the metadata; a replica serving a missing artifact pulls it from its origin first.
+	// Content is hashed before its first serve after a start: a blob that does not
+	// match is quarantined and answers DataLoss.
 	Read(ctx context.Context, in *ReadRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ReadResponse], error)
 }
 
@@ -128,17 +131,20 @@ type ArtifactService_ReadClient = grpc.ServerStreamingClient[ReadResponse]
 type ArtifactServiceServer interface {
 	// Upload stores an artifact: the first message is the header, every later one a
 	// chunk of the content. Nothing is stored (and the old content under the name
-	// stays) unless the whole stream arrives and matches the header's sha256 and size.
+	// stays) unless the whole stream arrives and matches the header's sha256 and size,
+	// and a replaced name's current sha256 is named in replaces_sha256.
 	Upload(grpc.ClientStreamingServer[UploadRequest, UploadResponse]) error
 	// Stat returns one artifact's metadata.
 	Stat(context.Context, *StatRequest) (*StatResponse, error)
 	// List returns artifacts sorted by name.
 	List(context.Context, *ListRequest) (*ListResponse, error)
 	// Delete removes an artifact; FailedPrecondition while a profile refers to it,
-	// unless forced.
+	// unless forced with the sha256 it has now.
 	Delete(context.Context, *DeleteRequest) (*DeleteResponse, error)
 	// Read streams an artifact's content (or a part of it). The first message carries
 	// the metadata; a replica serving a missing artifact pulls it from its origin first.
+	// Content is hashed before its first serve after a start: a blob that does not
+	// match is quarantined and answers DataLoss.
 	Read(*ReadRequest, grpc.ServerStreamingServer[ReadResponse]) error
 	mustEmbedUnimplementedArtifactServiceServer()
 }
