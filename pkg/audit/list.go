@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -21,6 +22,9 @@ type Query struct {
 	Identity, Action string
 	// Resource matches events whose resource is exactly it.
 	Resource string
+	// Sites, when set, matches only events of these sites (for a caller
+	// limited to sites).
+	Sites []string
 	// PageSize is the most events to return; default 100, at most MaxPageSize.
 	PageSize int
 	// PageToken continues after the previous page.
@@ -135,5 +139,6 @@ func next(start, end string) string {
 func (q Query) matches(ev *bootapiv1.AuditEvent) bool {
 	return (q.Identity == "" || strings.Contains(ev.GetIdentity(), q.Identity)) &&
 		(q.Action == "" || strings.Contains(ev.GetAction(), q.Action)) &&
-		(q.Resource == "" || ev.GetResource() == q.Resource)
+		(q.Resource == "" || ev.GetResource() == q.Resource) &&
+		(len(q.Sites) == 0 || slices.Contains(q.Sites, ev.GetSite()))
 }

@@ -21,6 +21,7 @@ import (
 	"net/url"
 	"time"
 
+	"github.com/bootchain/bootchain/pkg/audit"
 	bootapiv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/bootapi/v1"
 	"github.com/bootchain/bootchain/pkg/grpcserver"
 	"github.com/bootchain/bootchain/pkg/lifecycle"
@@ -63,6 +64,9 @@ type Config struct {
 	SweepInterval time.Duration
 	// Logger; default slog.Default().
 	Logger *slog.Logger
+	// Audit records the gRPC API's writes and refused calls; nil: a log of its
+	// own on Store, with the default retention.
+	Audit *audit.Log
 	// TracerProvider; default the global one.
 	TracerProvider trace.TracerProvider
 }
@@ -102,6 +106,7 @@ func Component() daemon.Component {
 				c.Advertise = env.Advertise
 			}
 			c.Store, c.Logger, c.Site, c.TracerProvider = env.Store, env.Logger, env.Site, env.Tracer("bootapi")
+			c.Audit = env.Audit
 			return New(c)
 		},
 	}
@@ -185,6 +190,12 @@ func New(cfg Config) (*Server, error) {
 		artifactURL = "http://" + net.JoinHostPort(cfg.Advertise, "8081")
 	}
 	cfg.GRPC.Logger = log
+	if cfg.GRPC.Audit = cfg.Audit; cfg.Audit == nil {
+		if cfg.GRPC.Audit, err = audit.New(audit.Config{Store: cfg.Store, Logger: log}); err != nil {
+			lis.Close()
+			return nil, err
+		}
+	}
 	gs, err := grpcserver.New(cfg.GRPC)
 	if err != nil {
 		lis.Close()
@@ -198,6 +209,7 @@ func New(cfg Config) (*Server, error) {
 		}),
 		DefaultSite: cfg.Site, DefaultAction: actions[cfg.DefaultAction],
 	}).Register(gs.GRPC)
+	grpcapi.NewAudit(cfg.Store).Register(gs.GRPC)
 	h := httpapi.New(httpapi.Config{
 		State: st, Sessions: rec, PublicURL: pu, ArtifactURL: artifactURL, DefaultSite: cfg.Site,
 		DefaultAction: actions[cfg.DefaultAction], MenuTimeout: cfg.MenuTimeout, Logger: log,
