@@ -20,6 +20,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -189,6 +190,21 @@ func New(cfg Config) (*Log, error) {
 
 // Retention is how long events are kept.
 func (l *Log) Retention() time.Duration { return l.cfg.Retention }
+
+// RecordRefused is Record for a refused action that anyone on the network can
+// cause (a callback with a wrong token): within the refusals' rate limit it is
+// written, beyond it only counted, and the count is noted on the next one
+// written. It reports whether the event was written.
+func (l *Log) RecordRefused(ctx context.Context, ev Event) (bool, error) {
+	ok, skipped := l.denied.allow(time.Now())
+	if !ok {
+		return false, nil
+	}
+	if skipped > 0 {
+		ev.Detail = strings.TrimSpace(ev.Detail + " (" + strconv.FormatInt(skipped, 10) + " earlier refusals not recorded: rate limit)")
+	}
+	return true, l.Record(ctx, ev)
+}
 
 // eventKey is the key of an event at t: keys sort by time, and the random part
 // keeps two events of one nanosecond (or of two replicas) apart.

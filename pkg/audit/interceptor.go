@@ -159,20 +159,17 @@ func (l *Log) finish(ctx context.Context, method string, write bool, c *call, re
 	if err != nil {
 		ev.Detail = status.Convert(err).Message()
 	}
-	if denied {
-		ok, skipped := l.denied.allow(time.Now())
-		if !ok {
-			return err
-		}
-		if skipped > 0 {
-			ev.Detail = strings.TrimSpace(ev.Detail + " (" + itoa(skipped) + " earlier refusals not recorded: rate limit)")
-		}
-	}
 	// The caller going away does not excuse the event: it is written on a
 	// context of its own.
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), recordTimeout)
 	defer cancel()
-	if rerr := l.Record(rctx, ev); rerr != nil {
+	var rerr error
+	if denied {
+		_, rerr = l.RecordRefused(rctx, ev)
+	} else {
+		rerr = l.Record(rctx, ev)
+	}
+	if rerr != nil {
 		if denied || err != nil {
 			return err
 		}
@@ -181,19 +178,6 @@ func (l *Log) finish(ctx context.Context, method string, write bool, c *call, re
 		return status.Errorf(codes.Unavailable, "audit log unavailable: the change was applied at etcd revision %d but its audit event was not written", ev.Revision)
 	}
 	return err
-}
-
-func itoa(n int64) string {
-	var b [20]byte
-	i := len(b)
-	for {
-		i--
-		b[i] = byte('0' + n%10)
-		n /= 10
-		if n == 0 {
-			return string(b[i:])
-		}
-	}
 }
 
 // writes caches, per full method, whether calls to it are audited.
