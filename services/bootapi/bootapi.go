@@ -213,6 +213,7 @@ func New(cfg Config) (*Server, error) {
 	h := httpapi.New(httpapi.Config{
 		State: st, Sessions: rec, PublicURL: pu, ArtifactURL: artifactURL, DefaultSite: cfg.Site,
 		DefaultAction: actions[cfg.DefaultAction], MenuTimeout: cfg.MenuTimeout, Logger: log,
+		Audit: cfg.GRPC.Audit,
 	})
 	requests, stop := context.WithCancel(context.Background())
 	return &Server{
