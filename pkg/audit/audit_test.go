@@ -25,6 +25,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/prototext"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -96,12 +97,16 @@ func (s *service) Upload(stream grpc.ClientStreamingServer[artifactv1.UploadRequ
 }
 
 // authenticate stands in for pkg/auth's interceptor: a caller with
-// "authorization: Bearer <name>" is token:<name>(operator), one without is
-// refused, except for ListCacheEntries (as health is open).
+// "authorization: Bearer <name>" is token:<name>(operator), one without or with
+// a "bct_" token (unknown here) is refused, except for an anonymous
+// ListCacheEntries (as health is open).
 func authenticate(ctx context.Context) (context.Context, error) {
 	v := metadata.ValueFromIncomingContext(ctx, "authorization")
 	if len(v) == 0 {
 		return nil, status.Error(codes.Unauthenticated, "no credential")
+	}
+	if strings.HasPrefix(v[0], "Bearer bct_") {
+		return nil, status.Error(codes.Unauthenticated, "unknown token")
 	}
 	return auth.NewContext(ctx, auth.Identity{Name: strings.TrimPrefix(v[0], "Bearer "), Kind: auth.KindToken, Role: auth.RoleOperator}), nil
 }
@@ -250,9 +255,9 @@ func TestWriteRecorded(t *testing.T) {
 	}
 }
 
-// TestDeniedRecorded checks that a call refused by authentication (a read, which
-// would otherwise not be recorded) and one refused by the handler's permission
-// check each record one event with the refusal.
+// TestDeniedRecorded checks that calls refused by authentication (a read among
+// them, which would otherwise not be recorded) and one refused by the handler's
+// permission check each record one event with the refusal.
 func TestDeniedRecorded(t *testing.T) {
 	h := start(t, storetest.New(t), audit.Config{})
 	tftp := tftpdv1.NewTftpServiceClient(h.conn)
@@ -264,9 +269,18 @@ func TestDeniedRecorded(t *testing.T) {
 	if status.Code(err) != codes.PermissionDenied {
 		t.Fatalf("forbidden write: %v", err)
 	}
+	// A token the server does not know: the event names its public id only.
+	_, err = tftp.ListCacheEntries(as("bct_0123456789abcdef_c2VjcmV0"), &tftpdv1.ListCacheEntriesRequest{})
+	if status.Code(err) != codes.Unauthenticated {
+		t.Fatalf("unknown token: %v", err)
+	}
 	evs := events(t, h.st)
-	if len(evs) != 2 {
-		t.Fatalf("got %d events, want 2: %v", len(evs), evs)
+	if len(evs) != 3 {
+		t.Fatalf("got %d events, want 3: %v", len(evs), evs)
+	}
+	if ev := evs[2]; ev.Identity != "claimed:token/0123456789abcdef" || ev.Outcome != "Unauthenticated" ||
+		ev.Action != "/bootchain.tftpd.v1.TftpService/ListCacheEntries" || strings.Contains(prototext.Format(ev), "c2VjcmV0") {
+		t.Errorf("unknown-token event %v", ev)
 	}
 	if ev := evs[0]; ev.Identity != audit.Anonymous || ev.Outcome != "Unauthenticated" || ev.Resource != "vmlinuz" || ev.Revision != 0 {
 		t.Errorf("unauthenticated event %v", ev)

@@ -150,6 +150,9 @@ func (l *Log) finish(ctx context.Context, method string, write bool, c *call, re
 	}
 	ev.Resource, ev.Site = c.resource, c.site
 	c.mu.Unlock()
+	if ev.Identity == "" && denied {
+		ev.Identity = claimed(ctx)
+	}
 	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
 		ev.Peer = p.Addr.String()
 	}

@@ -1,6 +1,7 @@
 package audit
 
 import (
+	"strings"
 	"testing"
 
 	"google.golang.org/protobuf/proto"
@@ -68,4 +69,40 @@ func TestResourceSkipsSecrets(t *testing.T) {
 	if res, site := resourceOf(req); res != "52:54:00:00:00:01" || site != "lab" {
 		t.Fatalf("resource %q site %q, want the object's MAC and site", res, site)
 	}
+}
+
+func TestTokenID(t *testing.T) {
+	for h, want := range map[string]string{
+		"Bearer bct_0123456789abcdef_c2VjcmV0":  "0123456789abcdef",
+		"bearer  bct_0123456789abcdef_":         "0123456789abcdef",
+		"Bearer bct_0123456789ABCDEF_c2VjcmV0":  "",
+		"Bearer bct_0123456789abcde_c2VjcmV0":   "",
+		"Basic bct_0123456789abcdef_c2VjcmV0":   "",
+		"Bearer 0123456789abcdef_c2VjcmV0xxxxx": "",
+	} {
+		if got, _ := tokenID(h); got != want {
+			t.Errorf("tokenID(%q) = %q, want %q", h, got, want)
+		}
+	}
+}
+
+// FuzzTokenID: what tokenID returns is 16 hex digits that came before the
+// secret, never any part of the secret.
+func FuzzTokenID(f *testing.F) {
+	for _, s := range []string{"Bearer bct_0123456789abcdef_c2VjcmV0", "Bearer bct__", "bearer bct_0123456789abcdef_", ""} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, h string) {
+		id, ok := tokenID(h)
+		if !ok {
+			return
+		}
+		if len(id) != 16 || !strings.Contains(h, "bct_"+id+"_") {
+			t.Fatalf("tokenID(%q) = %q", h, id)
+		}
+		_, secret, _ := strings.Cut(h, "bct_"+id+"_")
+		if secret != "" && strings.Contains(id, secret) {
+			t.Fatalf("tokenID(%q) = %q holds the secret", h, id)
+		}
+	})
 }
