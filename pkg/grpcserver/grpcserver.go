@@ -32,7 +32,11 @@ type Config struct {
 	StopTimeout time.Duration
 	// Logger; default slog.Default().
 	Logger *slog.Logger
-	// Audit records the server's writes and refused calls; nil: none.
+	// Audit records the server's writes and refused calls; nil: none. Its
+	// outer interceptor runs first (it sees what authentication refuses), its
+	// inner one last (it reads the identity authentication established):
+	// authentication must be chained (grpc.ChainUnaryInterceptor), since grpc
+	// runs a plain grpc.UnaryInterceptor before every chained one.
 	Audit *audit.Log
 }
 
