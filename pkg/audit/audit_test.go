@@ -3,7 +3,9 @@ package audit_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
+	"log/slog"
 	"strings"
 	"sync"
 	"testing"
@@ -12,6 +14,7 @@ import (
 	"github.com/bootchain/bootchain/internal/testkit"
 	"github.com/bootchain/bootchain/pkg/audit"
 	"github.com/bootchain/bootchain/pkg/auth"
+	"github.com/bootchain/bootchain/pkg/etcdembed"
 	artifactv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/artifactstore/v1"
 	bootapiv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/bootapi/v1"
 	tftpdv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/tftpd/v1"
@@ -351,5 +354,47 @@ func TestConcurrentRecords(t *testing.T) {
 	}
 	if got := len(events(t, st)); got != n {
 		t.Fatalf("got %d events, want %d", got, n)
+	}
+}
+
+// TestUnauditedWriteIsNotOK checks that a write whose event cannot be written
+// is not answered as a clean success: the caller gets Unavailable naming the
+// revision the change was applied at.
+func TestUnauditedWriteIsNotOK(t *testing.T) {
+	st := storetest.New(t)
+	dead, err := etcdembed.Start(context.Background(), etcdembed.Config{Dir: t.TempDir(), ClientAddr: "127.0.0.1:0", PeerAddr: "127.0.0.1:0", UnsafeNoFsync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	closeDead := sync.OnceFunc(dead.Close)
+	t.Cleanup(closeDead)
+	auditStore, err := store.Open(context.Background(), store.Config{Endpoints: dead.Endpoints(), RequestTimeout: 500 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { auditStore.Close() })
+	log, err := audit.New(audit.Config{Store: auditStore, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc := &service{st: st, revs: map[string]int64{}}
+	srv, err := grpcserver.New(grpcserver.Config{Addr: "127.0.0.1:0", Audit: log, StopTimeout: time.Second}, authOptions()...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tftpdv1.RegisterTftpServiceServer(srv.GRPC, svc)
+	run := testkit.Run(t, "grpc", srv.Serve)
+	t.Cleanup(run.Stop)
+	conn, err := grpcclient.Dial(srv.Addr().String(), tlsconf.Files{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	closeDead() // the audit log's etcd goes away; the state's stays
+
+	_, err = tftpdv1.NewTftpServiceClient(conn).EvictCacheEntry(as("ci-bot"), &tftpdv1.EvictCacheEntryRequest{Name: "vmlinuz"})
+	rev := svc.rev("vmlinuz")
+	if status.Code(err) != codes.Unavailable || rev == 0 || !strings.Contains(err.Error(), fmt.Sprintf("revision %d", rev)) {
+		t.Fatalf("unaudited write at revision %d answered %v, want Unavailable naming the revision", rev, err)
 	}
 }
