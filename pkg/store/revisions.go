@@ -12,7 +12,8 @@ import (
 // handler passing it up. The store's etcd client reports every committed write
 // (Put, Delete, a transaction whose taken branch writes) to the Revisions of the
 // context it was made with, including writes made through Client() directly.
-// Writes a background goroutine makes with its own context are not seen.
+// Writes a background goroutine makes with its own context are not seen unless
+// it passes their revisions on (ReportRevision).
 type Revisions struct {
 	last  atomic.Int64
 	count atomic.Int64
@@ -42,6 +43,10 @@ func (r *Revisions) add(rev int64) {
 		}
 	}
 }
+
+// ReportRevision attributes a write committed at rev to ctx, for a writer that
+// commits a caller's change on a context of its own (a batching goroutine).
+func ReportRevision(ctx context.Context, rev int64) { reportRevision(ctx, rev) }
 
 // reportRevision tells ctx's Revisions, if any, about a committed write.
 func reportRevision(ctx context.Context, rev int64) {
