@@ -16,6 +16,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/bootchain/bootchain/pkg/audit"
 	"github.com/bootchain/bootchain/pkg/config"
 	"github.com/bootchain/bootchain/pkg/logging"
 	"github.com/bootchain/bootchain/pkg/pki"
@@ -41,6 +42,8 @@ type Options struct {
 	Site string
 	// Log options.
 	Log logging.Options
+	// AuditRetention is how long audit events are kept.
+	AuditRetention time.Duration
 }
 
 // AddFlags binds the shared flags.
@@ -58,6 +61,7 @@ func (o *Options) AddFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&o.EtcdTimeout, "etcd-timeout", 5*time.Second, "timeout of each etcd call")
 	fs.StringVar(&o.Site, "site", o.Site, "site this process serves")
 	o.Log.AddFlags(fs)
+	fs.DurationVar(&o.AuditRetention, "audit-retention", audit.DefaultRetention, "how long audit events are kept in etcd")
 }
 
 // Env is what a started daemon hands its services.
@@ -71,6 +75,8 @@ type Env struct {
 	// Advertise is the address machines and peers reach this host at; empty:
 	// the service's default.
 	Advertise string
+	// Audit is the process's audit log, shared by its services.
+	Audit *audit.Log
 }
 
 // Tracer returns the TracerProvider for service.
@@ -160,7 +166,12 @@ func (o *Options) start(ctx context.Context, open func() (*store.Store, error)) 
 	if err != nil {
 		return nil, err
 	}
-	return &Env{Store: st, Logger: log, Telemetry: tel, Site: o.Site}, nil
+	al, err := audit.New(audit.Config{Store: st, Retention: o.AuditRetention, Logger: log})
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	return &Env{Store: st, Logger: log, Telemetry: tel, Site: o.Site, Audit: al}, nil
 }
 
 // Run is the whole of a service's thin main: the shared flags and the

@@ -11,6 +11,7 @@ import (
 	"net"
 	"time"
 
+	"github.com/bootchain/bootchain/pkg/audit"
 	"github.com/bootchain/bootchain/pkg/tlsconf"
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
 	"google.golang.org/grpc"
@@ -31,6 +32,12 @@ type Config struct {
 	StopTimeout time.Duration
 	// Logger; default slog.Default().
 	Logger *slog.Logger
+	// Audit records the server's writes and refused calls; nil: none. Its
+	// outer interceptor runs first (it sees what authentication refuses), its
+	// inner one last (it reads the identity authentication established):
+	// authentication must be chained (grpc.ChainUnaryInterceptor), since grpc
+	// runs a plain grpc.UnaryInterceptor before every chained one.
+	Audit *audit.Log
 }
 
 // Server is a listening gRPC server. Register services on GRPC, then Serve.
@@ -65,7 +72,14 @@ func New(cfg Config, opts ...grpc.ServerOption) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("grpc: listen %s: %w", cfg.Addr, err)
 	}
-	gs := grpc.NewServer(append(base, opts...)...)
+	all := append(base, opts...)
+	if cfg.Audit != nil {
+		// Outermost, to see what authentication refuses; its inner half last,
+		// where the caller's identity is known.
+		outer, inner := cfg.Audit.ServerOptions()
+		all = append(append(outer, all...), inner...)
+	}
+	gs := grpc.NewServer(all...)
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(gs, hs)
 	reflection.Register(gs)

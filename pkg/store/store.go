@@ -128,6 +128,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if err != nil {
 		return nil, authError(cfg, err)
 	}
+	reportWrites(cli)
 	s := &Store{cli: cli, timeout: cfg.RequestTimeout}
 	cctx, cancel := context.WithTimeout(ctx, cfg.DialTimeout)
 	defer cancel()
@@ -157,10 +158,12 @@ func authError(cfg Config, err error) error {
 
 // FromClient wraps an etcd client that is already connected (an in-process one, as
 // etcdembed hands out); requestTimeout bounds each call (default 5s). Close closes cli.
+// From then on cli's writes report their revisions (WithRevisions).
 func FromClient(cli *clientv3.Client, requestTimeout time.Duration) *Store {
 	if requestTimeout == 0 {
 		requestTimeout = 5 * time.Second
 	}
+	reportWrites(cli)
 	return &Store{cli: cli, timeout: requestTimeout}
 }
 

@@ -28,6 +28,7 @@ import (
 	"time"
 
 	"github.com/bootchain/bootchain/pkg/artifactsig"
+	"github.com/bootchain/bootchain/pkg/audit"
 	artifactv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/artifactstore/v1"
 	"github.com/bootchain/bootchain/pkg/grpcclient"
 	"github.com/bootchain/bootchain/pkg/grpcserver"
@@ -67,6 +68,9 @@ type Config struct {
 	Store *store.Store
 	// Logger; default slog.Default().
 	Logger *slog.Logger
+	// Audit records the gRPC API's writes and refused calls; nil: a log of its
+	// own on Store, with the default retention.
+	Audit *audit.Log
 	// TracerProvider for download hops; default the global one.
 	TracerProvider trace.TracerProvider
 	// Sessions records downloads as boot-session hops; default a recorder of its own.
@@ -142,6 +146,7 @@ func Component() daemon.Component {
 			c := cfg
 			c.DataDir = env.DataDir
 			c.Store, c.Logger, c.Site, c.TracerProvider = env.Store, env.Logger, env.Site, env.Tracer("artifactstore")
+			c.Audit = env.Audit
 			return New(c)
 		},
 	}
@@ -249,6 +254,12 @@ func New(cfg Config) (*Server, error) {
 	gcfg := cfg.GRPC
 	if gcfg.Logger == nil {
 		gcfg.Logger = log
+	}
+	if gcfg.Audit = cfg.Audit; cfg.Audit == nil {
+		if gcfg.Audit, err = audit.New(audit.Config{Store: cfg.Store, Logger: log}); err != nil {
+			s.close()
+			return nil, fmt.Errorf("artifactstore: %w", err)
+		}
 	}
 	s.grpc, err = grpcserver.New(gcfg, cfg.GRPCOptions...)
 	if err != nil {

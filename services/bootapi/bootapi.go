@@ -22,6 +22,7 @@ import (
 	"net/url"
 	"time"
 
+	"github.com/bootchain/bootchain/pkg/audit"
 	bootapiv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/bootapi/v1"
 	"github.com/bootchain/bootchain/pkg/grpcserver"
 	"github.com/bootchain/bootchain/pkg/lifecycle"
@@ -68,6 +69,9 @@ type Config struct {
 	HTTPLimitPerIP ratelimit.Limit
 	// Logger; default slog.Default().
 	Logger *slog.Logger
+	// Audit records the gRPC API's writes and refused calls; nil: a log of its
+	// own on Store, with the default retention.
+	Audit *audit.Log
 	// TracerProvider; default the global one.
 	TracerProvider trace.TracerProvider
 }
@@ -113,6 +117,7 @@ func Component() daemon.Component {
 				c.Advertise = env.Advertise
 			}
 			c.Store, c.Logger, c.Site, c.TracerProvider = env.Store, env.Logger, env.Site, env.Tracer("bootapi")
+			c.Audit = env.Audit
 			return New(c)
 		},
 	}
@@ -197,6 +202,12 @@ func New(cfg Config) (*Server, error) {
 		artifactURL = "http://" + net.JoinHostPort(cfg.Advertise, "8081")
 	}
 	cfg.GRPC.Logger = log
+	if cfg.GRPC.Audit = cfg.Audit; cfg.Audit == nil {
+		if cfg.GRPC.Audit, err = audit.New(audit.Config{Store: cfg.Store, Logger: log}); err != nil {
+			lis.Close()
+			return nil, err
+		}
+	}
 	gs, err := grpcserver.New(cfg.GRPC)
 	if err != nil {
 		lis.Close()
@@ -210,9 +221,11 @@ func New(cfg Config) (*Server, error) {
 		}),
 		DefaultSite: cfg.Site, DefaultAction: actions[cfg.DefaultAction],
 	}).Register(gs.GRPC)
+	grpcapi.NewAudit(cfg.Store).Register(gs.GRPC)
 	h := httpapi.New(httpapi.Config{
 		State: st, Sessions: rec, PublicURL: pu, ArtifactURL: artifactURL, DefaultSite: cfg.Site,
 		DefaultAction: actions[cfg.DefaultAction], MenuTimeout: cfg.MenuTimeout, Logger: log,
+		Audit: cfg.GRPC.Audit,
 	})
 	requests, stop := context.WithCancel(context.Background())
 	limiter := ratelimit.New[netip.Addr](ratelimit.Config{Limit: cfg.HTTPLimitPerIP})

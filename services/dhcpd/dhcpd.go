@@ -25,6 +25,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/bootchain/bootchain/pkg/audit"
 	bootapiv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/bootapi/v1"
 	dhcpdv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/dhcpd/v1"
 	"github.com/bootchain/bootchain/pkg/grpcserver"
@@ -93,6 +94,9 @@ type Config struct {
 	TracerProvider trace.TracerProvider
 	// Logger; default slog.Default().
 	Logger *slog.Logger
+	// Audit records the gRPC API's writes and refused calls; nil: a log of its
+	// own on Store, with the default retention.
+	Audit *audit.Log
 }
 
 // The default rate limits. Per MAC: a machine's whole boot (firmware, iPXE,
@@ -138,6 +142,7 @@ func Component() daemon.Component {
 				c.Advertise = env.Advertise
 			}
 			c.Store, c.Logger, c.Site, c.TracerProvider = env.Store, env.Logger, env.Site, env.Tracer("dhcpd")
+			c.Audit = env.Audit
 			return New(c)
 		},
 	}
@@ -287,6 +292,12 @@ func New(cfg Config) (*Server, error) {
 	gcfg := cfg.GRPC
 	if gcfg.Logger == nil {
 		gcfg.Logger = log
+	}
+	if gcfg.Audit = cfg.Audit; cfg.Audit == nil {
+		if gcfg.Audit, err = audit.New(audit.Config{Store: cfg.Store, Logger: log}); err != nil {
+			s.closeSockets()
+			return nil, err
+		}
 	}
 	if s.grpc, err = grpcserver.New(gcfg); err != nil {
 		s.closeSockets()

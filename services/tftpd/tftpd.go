@@ -27,6 +27,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/bootchain/bootchain/pkg/audit"
 	artifactstorev1 "github.com/bootchain/bootchain/pkg/gen/bootchain/artifactstore/v1"
 	dhcpdv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/dhcpd/v1"
 	tftpdv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/tftpd/v1"
@@ -101,6 +102,9 @@ type Config struct {
 	TracerProvider trace.TracerProvider
 	// Logger; default slog.Default().
 	Logger *slog.Logger
+	// Audit records the gRPC API's writes and refused calls; nil: a log of its
+	// own on Store, with the default retention.
+	Audit *audit.Log
 	// Source overrides the artifactstore client (tests).
 	Source source.Source
 }
@@ -155,6 +159,7 @@ func Component() daemon.Component {
 			c := cfg
 			c.DataDir = env.DataDir
 			c.Store, c.Logger, c.Site, c.TracerProvider = env.Store, env.Logger, env.Site, env.Tracer("tftpd")
+			c.Audit = env.Audit
 			return New(c)
 		},
 	}
@@ -290,6 +295,11 @@ func New(cfg Config) (_ *Server, err error) {
 		gcfg := cfg.GRPC
 		if gcfg.Logger == nil {
 			gcfg.Logger = log
+		}
+		if gcfg.Audit = cfg.Audit; cfg.Audit == nil {
+			if gcfg.Audit, err = audit.New(audit.Config{Store: cfg.Store, Logger: log}); err != nil {
+				return nil, fmt.Errorf("tftpd: %w", err)
+			}
 		}
 		s.grpc, err = grpcserver.New(gcfg)
 		if err != nil {

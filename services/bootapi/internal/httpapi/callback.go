@@ -118,6 +118,8 @@ func (h *Handler) report(ctx context.Context, rc *fasthttp.RequestCtx) {
 		defer hop.End()
 		hop.SetDetail(form.Get("state") + ": " + msg)
 	}
+	// audit (P6): every report on a job, accepted or refused, before the answer.
+	h.auditCallback(ctx, rc, id, known.GetMac(), form.Get("state"), code, err, rev)
 	switch {
 	case errors.Is(err, errRefused):
 		h.Rejected.Add(1)

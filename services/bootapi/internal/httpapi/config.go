@@ -56,7 +56,12 @@ func (h *Handler) config(ctx context.Context, rc *fasthttp.RequestCtx, query []b
 		// dispatch), so it starts first.
 		hop = startHop()
 	}
+	// audit (P6): the revision of a dispatch, recorded before its script goes out.
+	ctx, revs := store.WithRevisions(ctx)
 	s, jobID := h.answer(ctx, in, jit, sess)
+	if jobID != "" {
+		h.auditDispatch(ctx, rc, mac, in.Machine.GetSite(), jobID, revs.Last())
+	}
 	n := s.Len()
 	// Without spans a hop is only its record: a machine looping on its script
 	// (the same answer within session.RepeatWindow) just raises a count.

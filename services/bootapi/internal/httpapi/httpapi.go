@@ -25,6 +25,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/bootchain/bootchain/pkg/audit"
 	bootapiv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/bootapi/v1"
 	"github.com/bootchain/bootchain/pkg/session"
 	"github.com/bootchain/bootchain/services/bootapi/internal/script"
@@ -48,6 +49,8 @@ type Config struct {
 	Logger      *slog.Logger
 	// Now is the clock; default time.Now.
 	Now func() time.Time
+	// Audit records dispatches and callbacks; nil: none.
+	Audit *audit.Log
 }
 
 // Handler is the HTTP API.

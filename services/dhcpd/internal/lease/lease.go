@@ -28,6 +28,7 @@ import (
 	"time"
 
 	dhcpdv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/dhcpd/v1"
+	"github.com/bootchain/bootchain/pkg/store"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
@@ -528,6 +529,9 @@ func (a *Allocator) change(ctx context.Context, ip netip.Addr, offered bool, che
 		a.markBusyLocked(ip)
 		res := a.writeLocked(ctx, ip, Write{IP: ip.String(), Lease: l, PrevRev: prev})
 		if res.Err == nil {
+			// The batch committed on the writer's context: the audit log reads
+			// the revision from the caller's.
+			store.ReportRevision(ctx, res.Rev)
 			if local != nil {
 				a.dropOfferLocked(ip, local.GetMac())
 			}
