@@ -12,6 +12,7 @@ package bootapi
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -20,6 +21,7 @@ import (
 	"net"
 	"net/netip"
 	"net/url"
+	"sync/atomic"
 	"time"
 
 	"github.com/bootchain/bootchain/pkg/audit"
@@ -29,6 +31,7 @@ import (
 	"github.com/bootchain/bootchain/pkg/ratelimit"
 	"github.com/bootchain/bootchain/pkg/session"
 	"github.com/bootchain/bootchain/pkg/store"
+	"github.com/bootchain/bootchain/pkg/tlsconf"
 	"github.com/bootchain/bootchain/services/bootapi/internal/grpcapi"
 	"github.com/bootchain/bootchain/services/bootapi/internal/httpapi"
 	"github.com/bootchain/bootchain/services/bootapi/internal/script"
@@ -45,6 +48,17 @@ type Config struct {
 	Site string
 	// HTTPAddr serves iPXE scripts and callbacks (":8080"); port 0 picks one.
 	HTTPAddr string
+	// HTTPSAddr, when set, serves the same endpoints over TLS with HTTPSTLS's
+	// certificate and key: installers' callbacks then go there (iPXE keeps
+	// HTTP: Debian's iPXE has no TLS).
+	HTTPSAddr string
+	HTTPSTLS  tlsconf.Files
+	// HTTPSPublicURL is the HTTPS listener's base URL as machines reach it;
+	// default https://<advertise>:<https port>.
+	HTTPSPublicURL string
+	// Discovery bounds the machines recorded on their own (cap per site, time
+	// to live of records not seen again).
+	Discovery state.Discovery
 	// GRPC configures the gRPC API (":9080").
 	GRPC grpcserver.Config
 	// PublicURL is bootapi's HTTP base URL as machines reach it; default
@@ -87,6 +101,7 @@ func DefaultConfig() Config {
 		Site: "default", HTTPAddr: ":8080", GRPC: grpcserver.Config{Addr: ":9080"},
 		Advertise: "127.0.0.1", DefaultAction: "menu", MenuTimeout: 10 * time.Second,
 		StallAfter: 5 * time.Minute, SweepInterval: 10 * time.Second, HTTPLimitPerIP: DefaultHTTPLimitPerIP,
+		Discovery: state.DefaultDiscovery,
 	}
 }
 
@@ -94,6 +109,12 @@ func DefaultConfig() Config {
 // launcher).
 func (c *Config) AddFlags(fs *flag.FlagSet, prefix string) {
 	fs.StringVar(&c.HTTPAddr, prefix+"http-addr", c.HTTPAddr, "HTTP address for iPXE scripts and callbacks")
+	fs.StringVar(&c.HTTPSAddr, prefix+"https-addr", c.HTTPSAddr, "HTTPS address for installers' callbacks (and scripts); off when empty; needs --"+prefix+"https-cert and --"+prefix+"https-key")
+	fs.StringVar(&c.HTTPSTLS.CertFile, prefix+"https-cert", c.HTTPSTLS.CertFile, "certificate (PEM) of the HTTPS listener")
+	fs.StringVar(&c.HTTPSTLS.KeyFile, prefix+"https-key", c.HTTPSTLS.KeyFile, "private key (PEM) of the HTTPS listener")
+	fs.StringVar(&c.HTTPSPublicURL, prefix+"https-public-url", c.HTTPSPublicURL, "the HTTPS listener's base URL as machines reach it (default https://<advertise>:<https port>)")
+	fs.IntVar(&c.Discovery.Cap, prefix+"discovery-cap", c.Discovery.Cap, "most discovered (unregistered) machines recorded per site; 0 records none")
+	fs.DurationVar(&c.Discovery.TTL, prefix+"discovery-ttl", c.Discovery.TTL, "delete a discovered machine not seen again for this long (0 keeps them)")
 	fs.StringVar(&c.GRPC.Addr, prefix+"grpc-addr", c.GRPC.Addr, "gRPC address of the API")
 	c.GRPC.TLS.AddServerFlags(fs, prefix+"grpc-")
 	fs.StringVar(&c.PublicURL, prefix+"public-url", c.PublicURL, "bootapi's base URL as machines reach it (default http://<advertise>:<http port>)")
@@ -145,6 +166,18 @@ func (c Config) Validate() error {
 			return fmt.Errorf("bootapi: public URL %q: want http(s)://host[:port]", c.PublicURL)
 		}
 	}
+	if c.HTTPSAddr != "" && (c.HTTPSTLS.CertFile == "" || c.HTTPSTLS.KeyFile == "") {
+		return errors.New("bootapi: https-addr needs https-cert and https-key")
+	}
+	if c.HTTPSPublicURL != "" {
+		u, err := url.Parse(c.HTTPSPublicURL)
+		if err != nil || u.Scheme != "https" || u.Host == "" {
+			return fmt.Errorf("bootapi: HTTPS public URL %q: want https://host[:port]", c.HTTPSPublicURL)
+		}
+	}
+	if c.Discovery.Cap < 0 || c.Discovery.TTL < 0 {
+		return errors.New("bootapi: discovery-cap and discovery-ttl must not be negative")
+	}
 	if c.StallAfter <= 0 || c.SweepInterval <= 0 {
 		return errors.New("bootapi: stall-after and sweep interval must be positive")
 	}
@@ -159,14 +192,18 @@ type Server struct {
 	sessions *session.Recorder
 	http     *httpapi.Handler
 	httpLis  net.Listener
-	grpc     *grpcserver.Server
-	public   *url.URL
+	// httpsLis is the HTTPS listener (TLS inside); nil when off.
+	httpsLis    net.Listener
+	httpsPublic *url.URL
+	grpc        *grpcserver.Server
+	public      *url.URL
 	// handler is what Run serves over HTTP. The context its requests work in
 	// ends with stopRequests, after the HTTP server's graceful shutdown and
 	// before the recorder's final flush.
 	handler      fasthttp.RequestHandler
 	stopRequests context.CancelFunc
 	limiter      *ratelimit.Limiter[netip.Addr]
+	serving      atomic.Int32 // HTTP(S) servers not yet stopped
 }
 
 // httpTimeout bounds the reading of one HTTP request and a keep-alive
@@ -183,6 +220,8 @@ func New(cfg Config) (*Server, error) {
 	}
 	log := cfg.Logger.With("service", "bootapi")
 	st := state.New(cfg.Store, log)
+	st.Discovery = cfg.Discovery
+	st.SetDefaultSite(cfg.Site)
 	rec, err := session.New(session.Config{Store: cfg.Store, Service: "bootapi", Site: cfg.Site, TracerProvider: cfg.TracerProvider, Logger: log})
 	if err != nil {
 		return nil, err
@@ -197,6 +236,36 @@ func New(cfg Config) (*Server, error) {
 		public = "http://" + net.JoinHostPort(cfg.Advertise, port)
 	}
 	pu, _ := url.Parse(public)
+	var httpsLis net.Listener
+	var hpu *url.URL
+	if cfg.HTTPSAddr != "" {
+		tc, err := cfg.HTTPSTLS.Server()
+		if err != nil {
+			lis.Close()
+			return nil, fmt.Errorf("bootapi: https: %w", err)
+		}
+		// Installers do not present client certificates: the token is what
+		// authenticates a report.
+		tc.ClientAuth, tc.ClientCAs = tls.NoClientCert, nil
+		raw, err := net.Listen("tcp", cfg.HTTPSAddr)
+		if err != nil {
+			lis.Close()
+			return nil, fmt.Errorf("bootapi: listen %s: %w", cfg.HTTPSAddr, err)
+		}
+		httpsLis = tls.NewListener(raw, tc)
+		hp := cfg.HTTPSPublicURL
+		if hp == "" {
+			_, port, _ := net.SplitHostPort(raw.Addr().String())
+			hp = "https://" + net.JoinHostPort(cfg.Advertise, port)
+		}
+		hpu, _ = url.Parse(hp)
+	}
+	closeListeners := func() {
+		lis.Close()
+		if httpsLis != nil {
+			httpsLis.Close()
+		}
+	}
 	artifactURL := cfg.ArtifactURL
 	if artifactURL == "" {
 		artifactURL = "http://" + net.JoinHostPort(cfg.Advertise, "8081")
@@ -204,39 +273,56 @@ func New(cfg Config) (*Server, error) {
 	cfg.GRPC.Logger = log
 	if cfg.GRPC.Audit = cfg.Audit; cfg.Audit == nil {
 		if cfg.GRPC.Audit, err = audit.New(audit.Config{Store: cfg.Store, Logger: log}); err != nil {
-			lis.Close()
+			closeListeners()
 			return nil, err
 		}
 	}
 	gs, err := grpcserver.New(cfg.GRPC)
 	if err != nil {
-		lis.Close()
+		closeListeners()
 		return nil, err
 	}
 	grpcapi.New(st, rec, nil).EnablePreview(grpcapi.PreviewConfig{
 		// Configured as the script endpoint's renderer, so that a preview
 		// renders what a machine gets.
 		Renderer: script.NewRenderer(script.RendererConfig{
-			PublicURL: pu, ArtifactURL: artifactURL, MenuTimeout: cfg.MenuTimeout, Profiles: st.Profiles,
+			PublicURL: pu, CallbackURL: hpu, ArtifactURL: artifactURL, MenuTimeout: cfg.MenuTimeout, Profiles: st.Profiles,
 		}),
 		DefaultSite: cfg.Site, DefaultAction: actions[cfg.DefaultAction],
 	}).Register(gs.GRPC)
 	grpcapi.NewAudit(cfg.Store).Register(gs.GRPC)
 	h := httpapi.New(httpapi.Config{
-		State: st, Sessions: rec, PublicURL: pu, ArtifactURL: artifactURL, DefaultSite: cfg.Site,
+		State: st, Sessions: rec, PublicURL: pu, CallbackURL: hpu, ArtifactURL: artifactURL, DefaultSite: cfg.Site,
 		DefaultAction: actions[cfg.DefaultAction], MenuTimeout: cfg.MenuTimeout, Logger: log,
 		Audit: cfg.GRPC.Audit,
 	})
 	requests, stop := context.WithCancel(context.Background())
 	limiter := ratelimit.New[netip.Addr](ratelimit.Config{Limit: cfg.HTTPLimitPerIP})
 	return &Server{
-		cfg: cfg, log: log, state: st, sessions: rec, http: h, httpLis: lis, grpc: gs, public: pu,
+		cfg: cfg, log: log, state: st, sessions: rec, http: h, httpLis: lis, httpsLis: httpsLis, httpsPublic: hpu, grpc: gs, public: pu,
 		handler: httpapi.Limit(h.RequestHandler(requests), limiter), stopRequests: stop, limiter: limiter,
 	}, nil
 }
 
 // HTTPAddr is where the HTTP endpoint listens.
 func (s *Server) HTTPAddr() net.Addr { return s.httpLis.Addr() }
+
+// HTTPSAddr is where the HTTPS endpoint listens; nil when it is off.
+func (s *Server) HTTPSAddr() net.Addr {
+	if s.httpsLis == nil {
+		return nil
+	}
+	return s.httpsLis.Addr()
+}
+
+// HTTPSPublicURL is the HTTPS base URL rendered into jobs' callbacks; "" when
+// the HTTPS listener is off.
+func (s *Server) HTTPSPublicURL() string {
+	if s.httpsPublic == nil {
+		return ""
+	}
+	return s.httpsPublic.String()
+}
 
 // GRPCAddr is where the gRPC API listens.
 func (s *Server) GRPCAddr() net.Addr { return s.grpc.Addr() }
@@ -246,10 +332,11 @@ func (s *Server) PublicURL() string { return s.public.String() }
 
 // Endpoints describes the listeners for the launcher.
 func (s *Server) Endpoints() []string {
-	return []string{
-		"http " + s.HTTPAddr().String() + " (scripts: " + s.public.JoinPath("boot.ipxe").String() + ")",
-		"grpc " + s.GRPCAddr().String(),
+	eps := []string{"http " + s.HTTPAddr().String() + " (scripts: " + s.public.JoinPath("boot.ipxe").String() + ")"}
+	if s.httpsLis != nil {
+		eps = append(eps, "https "+s.HTTPSAddr().String()+" (callbacks: "+s.httpsPublic.JoinPath("ipxe", "v1", "report").String()+")")
 	}
+	return append(eps, "grpc "+s.GRPCAddr().String())
 }
 
 // Handler is the HTTP handler Run serves (for tests and embedding).
@@ -261,6 +348,12 @@ func (s *Server) HTTPLimited() uint64 { return s.limiter.Limited.Load() }
 
 // HTTPPanics: see HTTPLimited.
 func (s *Server) HTTPPanics() int64 { return s.http.Panics.Load() }
+// WaitLeases waits until bootapi's view of dhcpd's leases has seen etcd
+// revision rev (a lease written at rev), for tests and tools that write leases
+// as dhcpd does.
+func (s *Server) WaitLeases(ctx context.Context, rev int64) error {
+	return s.state.Leases.WaitRevision(ctx, rev)
+}
 
 // FlushSessions waits until every boot-session change recorded so far is in etcd.
 func (s *Server) FlushSessions(ctx context.Context) error { return s.sessions.Flush(ctx) }
@@ -283,6 +376,9 @@ func (s *Server) Run(ctx context.Context) error {
 	if s.state.WaitReady(run.Stopping()) != nil || s.sessions.WaitReady(run.Stopping()) != nil {
 		// Stopped before the caches loaded: nothing was served.
 		s.httpLis.Close()
+		if s.httpsLis != nil {
+			s.httpsLis.Close()
+		}
 		s.grpc.Close()
 		s.stopRequests()
 		return run.Stop(nil)
@@ -290,7 +386,10 @@ func (s *Server) Run(ctx context.Context) error {
 	serve := run.Layer()
 	serve.Go(s.sweep)
 	serve.Go(s.grpc.Serve)
-	serve.Go(s.serveHTTP)
+	serve.Go(func(ctx context.Context) error { return s.serveHTTP(ctx, s.httpLis, "http") })
+	if s.httpsLis != nil {
+		serve.Go(func(ctx context.Context) error { return s.serveHTTP(ctx, s.httpsLis, "https") })
+	}
 	s.log.Info("bootapi serving", "http", s.HTTPAddr().String(), "grpc", s.GRPCAddr().String(), "public_url", s.public.String())
 	err := run.Wait()
 	s.log.Info("bootapi stopped", "scripts", s.http.Scripts.Load(), "dispatches", s.http.Dispatches.Load(),
@@ -299,10 +398,16 @@ func (s *Server) Run(ctx context.Context) error {
 	return err
 }
 
-// serveHTTP serves the HTTP endpoint until ctx ends, then shuts it down
-// gracefully; requests that outlive the shutdown's bound have their work stopped.
-func (s *Server) serveHTTP(ctx context.Context) error {
-	defer s.stopRequests()
+// serveHTTP serves the HTTP endpoint on lis until ctx ends, then shuts it down
+// gracefully; requests that outlive the shutdown's bound have their work stopped
+// (once every listener's server has stopped).
+func (s *Server) serveHTTP(ctx context.Context, lis net.Listener, name string) error {
+	s.serving.Add(1)
+	defer func() {
+		if s.serving.Add(-1) == 0 {
+			s.stopRequests()
+		}
+	}()
 	srv := &fasthttp.Server{
 		Handler:      s.handler,
 		ErrorHandler: httpapi.ReadError,
@@ -331,10 +436,10 @@ func (s *Server) serveHTTP(ctx context.Context) error {
 		Logger:                       slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 	}
 	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(httpapi.Listener(s.httpLis)) }()
+	go func() { errc <- srv.Serve(httpapi.Listener(lis)) }()
 	select {
 	case err := <-errc:
-		return fmt.Errorf("bootapi http: %w", err)
+		return fmt.Errorf("bootapi %s: %w", name, err)
 	case <-ctx.Done():
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -342,7 +447,7 @@ func (s *Server) serveHTTP(ctx context.Context) error {
 	srv.ShutdownWithContext(sctx)
 	// Shutdown closes only the listeners Serve has registered: if ctx ended
 	// before Serve began, this close is what stops it.
-	s.httpLis.Close()
+	lis.Close()
 	<-errc
 	return nil
 }
@@ -362,6 +467,11 @@ func (s *Server) sweep(ctx context.Context) error {
 			s.log.Warn("job expiry sweep", "err", err)
 		} else if n > 0 {
 			s.log.Info("jobs expired", "count", n)
+		}
+		if n, err := s.state.ExpireDiscovered(ctx, now, s.cfg.Discovery.TTL); err != nil && ctx.Err() == nil {
+			s.log.Warn("discovered machines sweep", "err", err)
+		} else if n > 0 {
+			s.log.Info("discovered machines expired", "count", n, "ttl", s.cfg.Discovery.TTL)
 		}
 		if n := s.sessions.MarkStalled(ctx, s.cfg.StallAfter, now); n > 0 {
 			s.log.Info("boot sessions stalled", "count", n)

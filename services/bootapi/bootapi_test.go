@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"regexp"
@@ -16,8 +17,10 @@ import (
 	"github.com/bootchain/bootchain/pkg/apierr"
 	artifactv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/artifactstore/v1"
 	bootapiv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/bootapi/v1"
+	dhcpdv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/dhcpd/v1"
 	"github.com/bootchain/bootchain/pkg/grpcclient"
 	"github.com/bootchain/bootchain/pkg/grpcserver"
+	"github.com/bootchain/bootchain/pkg/macaddr"
 	"github.com/bootchain/bootchain/pkg/store"
 	"github.com/bootchain/bootchain/pkg/store/storetest"
 	"github.com/bootchain/bootchain/pkg/tlsconf"
@@ -25,6 +28,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
 // TestMain also fails the package when a goroutine started by a test outlives
@@ -34,6 +38,8 @@ func TestMain(m *testing.M) { testkit.VerifyTestMain(m) }
 type harness struct {
 	st       *store.Store
 	srv      *bootapi.Server
+	svc      *testkit.Service
+	leaseRev int64 // revision of the last lease written by lease
 	base     string
 	machines bootapiv1.MachineServiceClient
 	profiles bootapiv1.ProfileServiceClient
@@ -55,7 +61,7 @@ func start(t *testing.T, st *store.Store, mod ...func(*bootapi.Config)) *harness
 	if err != nil {
 		t.Fatal(err)
 	}
-	testkit.Run(t, "bootapi", srv.Run)
+	svc := testkit.Run(t, "bootapi", srv.Run)
 	base := "http://" + srv.HTTPAddr().String()
 	testkit.WaitHTTP(t, base+"/healthz")
 	cc, err := grpcclient.Dial(srv.GRPCAddr().String(), tlsconf.Files{})
@@ -64,15 +70,30 @@ func start(t *testing.T, st *store.Store, mod ...func(*bootapi.Config)) *harness
 	}
 	t.Cleanup(func() { cc.Close() })
 	return &harness{
-		st: st, srv: srv, base: base,
+		st: st, srv: srv, svc: svc, base: base,
 		machines: bootapiv1.NewMachineServiceClient(cc), profiles: bootapiv1.NewProfileServiceClient(cc),
 		jobs: bootapiv1.NewJobServiceClient(cc), sessions: bootapiv1.NewSessionServiceClient(cc), sites: bootapiv1.NewSiteServiceClient(cc),
 	}
 }
 
+// get fetches path as the machine named by its mac parameter would: from that
+// machine's address (machineIP), which holds its lease once seed or lease
+// wrote one.
 func (h *harness) get(t *testing.T, path string) (int, string) {
 	t.Helper()
-	resp, err := http.Get(h.base + path)
+	from := "127.0.0.1"
+	if u, err := url.Parse(path); err == nil {
+		if m, err := macaddr.Normalize(u.Query().Get("mac")); err == nil {
+			from = machineIP(m)
+		}
+	}
+	return h.getFrom(t, from, path)
+}
+
+// getFrom fetches path from the loopback address from.
+func (h *harness) getFrom(t *testing.T, from, path string) (int, string) {
+	t.Helper()
+	resp, err := clientFrom(from).Get(h.base + path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -81,15 +102,95 @@ func (h *harness) get(t *testing.T, path string) (int, string) {
 	return resp.StatusCode, string(b)
 }
 
-func post(t *testing.T, u string, form url.Values) (int, string) {
+// machineIP is the loopback address a test machine asks from: 127 and the
+// MAC's last three bytes (Linux routes all of 127/8 to lo).
+func machineIP(mac string) string {
+	hw, err := net.ParseMAC(mac)
+	if err != nil {
+		panic(err)
+	}
+	return net.IPv4(127, hw[3], hw[4], hw[5]).String()
+}
+
+// clientFrom is an HTTP client whose connections come from the address from.
+// No keep-alive: no connection outlives the request (TestMain checks for
+// goroutines left behind).
+func clientFrom(from string) *http.Client {
+	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}}
+	return &http.Client{Transport: &http.Transport{DialContext: d.DialContext, DisableKeepAlives: true}}
+}
+
+// post sends a url-encoded form to u from the address from.
+func post(t *testing.T, from, u string, form url.Values) (int, string) {
 	t.Helper()
-	resp, err := http.PostForm(u, form)
+	resp, err := clientFrom(from).PostForm(u, form)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(b)
+}
+
+// installer reports for one job as bootchain.sh does: from its machine's
+// address, with the bootstrap token first and the token the first answer
+// gives from then on.
+type installer struct {
+	from, cb, token string
+}
+
+// newInstaller reads the callback and token of a job's script.
+func newInstaller(t *testing.T, mac, script string) *installer {
+	t.Helper()
+	tm, cm := tokenRE.FindStringSubmatch(script), callbackRE.FindStringSubmatch(script)
+	if tm == nil || cm == nil {
+		t.Fatalf("no job in the script:\n%s", script)
+	}
+	return &installer{from: machineIP(mac), cb: cm[1], token: tm[1]}
+}
+
+// report posts form with the installer's token and keeps a fresh token the
+// answer carries.
+func (in *installer) report(t *testing.T, form url.Values) (int, string) {
+	t.Helper()
+	form.Set("token", in.token)
+	code, body := post(t, in.from, in.cb, form)
+	if m := freshTokenRE.FindStringSubmatch(body); m != nil {
+		in.token = m[1]
+	}
+	return code, body
+}
+
+var freshTokenRE = regexp.MustCompile(`(?m)^token ([0-9a-f]{64})$`)
+
+// leaseOf is a bound lease of ip to mac at site "default" until expire.
+func leaseOf(mac, ip string, expire time.Time) *dhcpdv1.Lease {
+	return &dhcpdv1.Lease{Ip: ip, Mac: mac, State: dhcpdv1.LeaseState_LEASE_STATE_BOUND, Site: "default", ExpireTime: timestamppb.New(expire)}
+}
+
+// lease records in etcd, as dhcpd does, that machineIP(m) holds a bound lease
+// of m at site "default" for each m, and waits until bootapi has read them.
+func (h *harness) lease(t *testing.T, macs ...string) { t.Helper(); h.leaseAt(t, "default", macs...) }
+
+// leaseAt is lease at site.
+func (h *harness) leaseAt(t *testing.T, site string, macs ...string) {
+	t.Helper()
+	ctx := context.Background()
+	var rev int64
+	for _, m := range macs {
+		ip := machineIP(m)
+		l := leaseOf(m, ip, time.Now().Add(time.Hour))
+		l.Site = site
+		r, err := h.st.Put(ctx, store.Key("leases", site, ip), l)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rev = r
+	}
+	if err := h.srv.WaitLeases(ctx, rev); err != nil {
+		t.Fatal(err)
+	}
+	h.leaseRev = rev
 }
 
 const mac = "52:54:00:12:34:56"
@@ -123,6 +224,9 @@ func (h *harness) seed(t *testing.T, macs ...string) {
 			t.Fatal(err)
 		}
 	}
+	if len(macs) > 0 {
+		h.lease(t, macs...)
+	}
 }
 
 var (
@@ -150,7 +254,8 @@ func TestJobLifecycle(t *testing.T) {
 			t.Errorf("job script lacks %q:\n%s", want, body)
 		}
 	}
-	token, cb := tokenRE.FindStringSubmatch(body)[1], callbackRE.FindStringSubmatch(body)[1]
+	inst := newInstaller(t, mac, body)
+	token, cb := inst.token, inst.cb
 	job := getJob(t, h, id)
 	if job.GetState() != bootapiv1.JobState_JOB_STATE_DISPATCHED || len(job.GetTokenHash()) != 0 {
 		t.Fatalf("after script: state %v, token hash exposed: %v", job.GetState(), len(job.GetTokenHash()) > 0)
@@ -167,20 +272,21 @@ func TestJobLifecycle(t *testing.T) {
 	if token[0] == '1' {
 		wrong = "0" + token[1:]
 	}
-	if code, _ := post(t, cb, url.Values{"token": {wrong}, "state": {"succeeded"}}); code != http.StatusForbidden {
+	if code, _ := post(t, inst.from, cb, url.Values{"token": {wrong}, "state": {"succeeded"}}); code != http.StatusForbidden {
 		t.Fatalf("wrong token: %d", code)
 	}
 	if getJob(t, h, id).GetState() != bootapiv1.JobState_JOB_STATE_DISPATCHED {
 		t.Fatal("wrong token changed the job")
 	}
-	if code, body := post(t, cb, url.Values{"token": {token}, "state": {"running"}, "progress": {"40"}, "message": {"partitioning"}}); code != 200 {
-		t.Fatalf("running: %d %s", code, body)
+	code, body = inst.report(t, url.Values{"state": {"running"}, "progress": {"40"}, "message": {"partitioning"}})
+	if code != 200 || inst.token == token {
+		t.Fatalf("running: %d %s (want a fresh token in the answer)", code, body)
 	}
-	if code, body := post(t, cb, url.Values{"token": {token}, "state": {"succeeded"}, "progress": {"100"}}); code != 200 {
-		t.Fatalf("succeeded: %d %s", code, body)
+	if code, body := inst.report(t, url.Values{"state": {"succeeded"}, "progress": {"100"}}); code != 200 || freshTokenRE.MatchString(body) {
+		t.Fatalf("succeeded: %d %s (want no second exchange)", code, body)
 	}
 	// Replaying a report after the job ended is refused and changes nothing.
-	if code, _ := post(t, cb, url.Values{"token": {token}, "state": {"failed"}}); code != http.StatusConflict {
+	if code, _ := inst.report(t, url.Values{"state": {"failed"}}); code != http.StatusConflict {
 		t.Fatalf("replay: %d", code)
 	}
 	job = getJob(t, h, id)
@@ -192,14 +298,20 @@ func TestJobLifecycle(t *testing.T) {
 		t.Fatalf("new job after success: %v", err)
 	}
 
-	// The whole boot is one session with its hops.
+	// The whole boot is one session with its hops: two scripts and the two
+	// accepted callbacks; the refused reports (wrong token, replay) left none.
 	testkit.Eventually(t, "session hops", func() bool {
 		s, err := h.sessions.GetSession(ctx, &bootapiv1.GetSessionRequest{Mac: mac})
-		return err == nil && len(s.GetSession().GetHops()) >= 5
+		return err == nil && len(s.GetSession().GetHops()) >= 4
 	})
 	s, _ := h.sessions.GetSession(ctx, &bootapiv1.GetSessionRequest{Mac: mac})
 	if got := s.GetSession().GetHops()[0]; got.GetName() != "script" || got.GetService() != "bootapi" {
 		t.Errorf("first hop %v", got)
+	}
+	for _, hop := range s.GetSession().GetHops() {
+		if hop.GetFailed() {
+			t.Errorf("a refused report left a hop: %v", hop)
+		}
 	}
 }
 
@@ -283,8 +395,11 @@ func TestOneDispatchAcrossReplicas(t *testing.T) {
 		}
 		ids = append(ids, r.GetJob().GetId())
 	}
-	// Both replicas must see every job before the race, or one would simply lose
-	// for want of data.
+	// Both replicas must see every job (and lease) before the race, or one
+	// would simply lose for want of data.
+	if err := b.srv.WaitLeases(ctx, a.leaseRev); err != nil {
+		t.Fatal(err)
+	}
 	testkit.Eventually(t, "jobs on replica b", func() bool {
 		r, err := b.jobs.ListJobs(ctx, &bootapiv1.ListJobsRequest{})
 		return err == nil && len(r.GetJobs()) == len(macs)
@@ -432,6 +547,7 @@ func TestDiscoveryAndDefaults(t *testing.T) {
 	h.seed(t)
 	ctx := context.Background()
 	const unknown = "52:54:00:aa:bb:cc"
+	h.lease(t, unknown) // recorded only from the address holding its lease
 	_, body := h.get(t, "/ipxe/v1/config?mac="+unknown+"&arch=x86_64&product=Standard+PC")
 	if !strings.Contains(body, "menu bootchain:") || !strings.Contains(body, "item p-debian-12") {
 		t.Fatalf("unknown machine did not get the menu:\n%s", body)
@@ -439,7 +555,7 @@ func TestDiscoveryAndDefaults(t *testing.T) {
 	testkit.Eventually(t, "discovered machine", func() bool {
 		m, err := h.machines.GetMachine(ctx, &bootapiv1.GetMachineRequest{Mac: unknown})
 		f := m.GetMachine().GetFacts()
-		return err == nil && m.GetMachine().GetDiscovered() && f.GetProduct() == "Standard PC" && f.GetIp() == "127.0.0.1"
+		return err == nil && m.GetMachine().GetDiscovered() && f.GetProduct() == "Standard PC" && f.GetIp() == machineIP(unknown)
 	})
 	// A machine set to local disk gets exit; a site set to local disk changes the default.
 	if _, err := h.machines.RegisterMachine(ctx, &bootapiv1.RegisterMachineRequest{Machine: &bootapiv1.Machine{Mac: unknown, DefaultAction: bootapiv1.Action_ACTION_LOCAL_DISK}}); err != nil {
@@ -536,6 +652,7 @@ func TestSiteArtifactURL(t *testing.T) {
 	if _, err := h.jobs.CreateJob(ctx, &bootapiv1.CreateJobRequest{Mac: mac, Profile: "debian-12"}); err != nil {
 		t.Fatal(err)
 	}
+	h.leaseAt(t, "rack-b", mac)
 	_, body := h.get(t, "/ipxe/v1/config?mac="+mac)
 	if !strings.Contains(body, "kernel http://198.18.2.1:8081/artifacts/debian/linux?traceparent=") || !strings.Contains(body, " http://198.18.2.1:8081/artifacts/debian/initrd.gz?traceparent=") {
 		t.Fatalf("script does not use the site's artifactstore:\n%s", body)

@@ -2,6 +2,7 @@ package bootapi_test
 
 import (
 	"context"
+	"net/url"
 	"strings"
 	"testing"
 
@@ -45,6 +46,21 @@ func FuzzHTTP(f *testing.F) {
 		serve(h, &rc, &req)
 		if code := rc.Response.StatusCode(); code >= 500 {
 			t.Fatalf("report %q: %d %s", form, code, rc.Response.Body())
+		}
+		// The same fields in the URL: a token there is refused before anything
+		// else, whatever the rest says.
+		var qreq fasthttp.Request
+		qreq.Header.SetMethod(fasthttp.MethodPost)
+		qreq.SetRequestURI("/ipxe/v1/report")
+		qreq.URI().SetQueryString(form)
+		var qrc fasthttp.RequestCtx
+		serve(h, &qrc, &qreq)
+		code := qrc.Response.StatusCode()
+		if code >= 500 {
+			t.Fatalf("report ?%q: %d %s", form, code, qrc.Response.Body())
+		}
+		if q, _ := url.ParseQuery(form); q.Has("token") && code != fasthttp.StatusBadRequest {
+			t.Fatalf("report with a token in the query %q: %d", form, code)
 		}
 	})
 }

@@ -29,17 +29,17 @@ func TestReportKeepsProgress(t *testing.T) {
 				t.Fatal(err)
 			}
 			_, body := h.get(t, "/ipxe/v1/config?mac="+mac)
-			token, cb := tokenRE.FindStringSubmatch(body)[1], callbackRE.FindStringSubmatch(body)[1]
-			if code, body := post(t, cb, url.Values{"token": {token}, "state": {"running"}, "progress": {"40"}}); code != 200 {
+			inst := newInstaller(t, mac, body)
+			if code, body := inst.report(t, url.Values{"state": {"running"}, "progress": {"40"}}); code != 200 {
 				t.Fatalf("running: %d %s", code, body)
 			}
-			if code, body := post(t, cb, url.Values{"token": {token}, "state": {"running"}}); code != 200 {
+			if code, body := inst.report(t, url.Values{"state": {"running"}}); code != 200 {
 				t.Fatalf("running without progress: %d %s", code, body)
 			}
 			if got := getJob(t, h, jr.GetJob().GetId()).GetProgress(); got != 40 {
 				t.Fatalf("after a running report without progress: %d, want 40", got)
 			}
-			if code, body := post(t, cb, url.Values{"token": {token}, "state": {tc.final}}); code != 200 {
+			if code, body := inst.report(t, url.Values{"state": {tc.final}}); code != 200 {
 				t.Fatalf("%s: %d %s", tc.final, code, body)
 			}
 			j := getJob(t, h, jr.GetJob().GetId())

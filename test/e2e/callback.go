@@ -2,6 +2,8 @@ package e2e
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -41,7 +43,8 @@ type CallbackServer struct {
 
 	mu      sync.Mutex
 	reports []Report
-	changed chan struct{} // closed and replaced on every new report
+	changed chan struct{}     // closed and replaced on every new report
+	issued  map[string]string // job -> the fresh token its installer was given
 }
 
 // ServeCallbacks serves callbacks on ln (for instance a listener from
@@ -86,7 +89,32 @@ func (c *CallbackServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "POST only", http.StatusMethodNotAllowed)
 		return
 	}
+	// As bootapi: a report with a token this server did not hand out (the
+	// cmdline's bootstrap token) gets a fresh one in its answer, which the
+	// installer must send from then on.
 	fmt.Fprintln(w, "ok")
+	job, tok := rep.Query.Get("job"), form.Get("token")
+	if tok == "" {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.issued == nil {
+		c.issued = map[string]string{}
+	}
+	if c.issued[job] != tok {
+		var raw [32]byte
+		rand.Read(raw[:])
+		c.issued[job] = hex.EncodeToString(raw[:])
+		fmt.Fprintln(w, "token "+c.issued[job])
+	}
+}
+
+// Issued is the token last handed to job's installer in an answer ("" if none).
+func (c *CallbackServer) Issued(job string) string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.issued[job]
 }
 
 // Reports returns the requests received so far, oldest first.

@@ -79,7 +79,7 @@ func TestReportWire(t *testing.T) {
 			cmd := exec.CommandContext(ctx, "/bin/busybox", "sh", "-c", script, "sh", lib, cmdline)
 			// busybox runs its applets (wget, timeout) from PATH, as in the initrd.
 			bin := t.TempDir()
-			for _, a := range []string{"wget", "timeout", "cat", "sleep"} {
+			for _, a := range []string{"wget", "timeout", "cat", "sleep", "sed", "rm"} {
 				if err := os.Symlink("/bin/busybox", filepath.Join(bin, a)); err != nil {
 					t.Fatal(err)
 				}
@@ -124,9 +124,18 @@ func TestReportWire(t *testing.T) {
 				if r.State() != want[i].state || r.Form.Get("progress") != want[i].progress || r.Form.Get("message") != want[i].message {
 					t.Errorf("report %d: form %v, want %+v", i, r.Form, want[i])
 				}
+				// The first report sends the cmdline's bootstrap token, the next
+				// the token its answer gave; never in the URL.
+				wantTok := token
+				if i > 0 {
+					wantTok = cb.Issued("job-42")
+				}
 				_, hasToken := r.Form["token"]
-				if hasToken != tc.wantToken || (tc.wantToken && r.Form.Get("token") != token) {
-					t.Errorf("report %d: token %q (present %v), want %q (present %v)", i, r.Form.Get("token"), hasToken, token, tc.wantToken)
+				if hasToken != tc.wantToken || (tc.wantToken && r.Form.Get("token") != wantTok) {
+					t.Errorf("report %d: token %q (present %v), want %q (present %v)", i, r.Form.Get("token"), hasToken, wantTok, tc.wantToken)
+				}
+				if r.Query.Has("token") {
+					t.Errorf("report %d: token in the URL", i)
 				}
 				if !strings.HasPrefix(r.Body, "state="+want[i].state+"&progress="+want[i].progress+"&message=") {
 					t.Errorf("report %d: body %q", i, r.Body)

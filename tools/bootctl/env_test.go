@@ -11,10 +11,14 @@ import (
 	"time"
 
 	"github.com/bootchain/bootchain/internal/testkit"
+	bootapiv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/bootapi/v1"
+	dhcpdv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/dhcpd/v1"
 	"github.com/bootchain/bootchain/pkg/grpcserver"
+	"github.com/bootchain/bootchain/pkg/store"
 	"github.com/bootchain/bootchain/pkg/store/storetest"
 	"github.com/bootchain/bootchain/services/artifactstore"
 	"github.com/bootchain/bootchain/services/bootapi"
+	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
 // testEnv is a real bootapi and artifactstore on one embedded etcd, on
@@ -101,6 +105,28 @@ func (e *testEnv) mustRun(args ...string) string {
 // which records a boot session and dispatches a pending job.
 func (e *testEnv) bootScript(mac string) string {
 	e.t.Helper()
+	// bootapi dispatches a job only to the address holding the machine's
+	// lease: record one for 127.0.0.1 at the machine's site, as dhcpd would.
+	ctx := context.Background()
+	st := e.etcd.Client(e.t)
+	m := &bootapiv1.Machine{}
+	if _, err := st.Get(ctx, store.Key("machines", mac), m); err != nil {
+		e.t.Fatal(err)
+	}
+	site := m.GetSite()
+	if site == "" {
+		site = "default"
+	}
+	rev, err := st.Put(ctx, store.Key("leases", site, "127.0.0.1"), &dhcpdv1.Lease{
+		Ip: "127.0.0.1", Mac: mac, State: dhcpdv1.LeaseState_LEASE_STATE_BOUND, Site: site,
+		ExpireTime: timestamppb.New(time.Now().Add(time.Hour)),
+	})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if err := e.bootapi.WaitLeases(ctx, rev); err != nil {
+		e.t.Fatal(err)
+	}
 	resp, err := http.Get("http://" + e.bootapi.HTTPAddr().String() + "/ipxe/v1/config?mac=" + mac)
 	if err != nil {
 		e.t.Fatal(err)

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"io"
 	"net/http"
 	"net/url"
 	"regexp"
@@ -51,18 +52,23 @@ func waitFor(t *testing.T, what string, s *syncBuffer, want string) {
 	}
 }
 
-// report posts an installer's report, as the installer of a dispatched job does.
-func (e *testEnv) report(job, token string, form url.Values) {
+// report posts an installer's report, as the installer of a dispatched job does:
+// the first answer exchanges *token (the cmdline's) for the one to send next.
+func (e *testEnv) report(job string, token *string, form url.Values) {
 	e.t.Helper()
 	form.Set("job", job)
-	form.Set("token", token)
+	form.Set("token", *token)
 	resp, err := http.PostForm("http://"+e.bootapi.HTTPAddr().String()+"/ipxe/v1/report", form)
 	if err != nil {
 		e.t.Fatal(err)
 	}
+	b, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusNoContent {
 		e.t.Fatalf("report %v: %s", form, resp.Status)
+	}
+	if m := regexp.MustCompile(`(?m)^token (\S+)$`).FindSubmatch(b); m != nil {
+		*token = string(m[1])
 	}
 }
 
@@ -87,9 +93,10 @@ func TestJobsWatch(t *testing.T) {
 		t.Fatalf("no job and token in the job's script:\n%s", script)
 	}
 	id := j[1]
-	e.report(id, m[1], url.Values{"state": {"running"}, "progress": {"40"}, "message": {"partitioning"}})
-	e.report(id, m[1], url.Values{"state": {"running"}, "progress": {"100"}, "message": {"installed"}})
-	e.report(id, m[1], url.Values{"state": {"succeeded"}, "message": {"done"}})
+	token := m[1]
+	e.report(id, &token, url.Values{"state": {"running"}, "progress": {"40"}, "message": {"partitioning"}})
+	e.report(id, &token, url.Values{"state": {"running"}, "progress": {"100"}, "message": {"installed"}})
+	e.report(id, &token, url.Values{"state": {"succeeded"}, "message": {"done"}})
 	if code := wait(); code != 0 {
 		t.Fatalf("watch exit %d:\n%s", code, out.String())
 	}

@@ -9,6 +9,10 @@
 #   Content-Type: application/x-www-form-urlencoded
 #   traceparent: <traceparent>            (only if one was given)
 #   state=<state>&progress=<n>&message=<text>&token=<token>
+# The token goes in the body only, never in the URL. The cmdline's token is a
+# bootstrap token, good for the first report only: that report's answer has a
+# line "token <fresh>", the token of every later report (kept in memory, so
+# what /proc/cmdline shows is spent once the installer has reported).
 
 BOOTCHAIN_MARK="BOOTCHAIN-E2E:"
 
@@ -77,7 +81,13 @@ report() {
 		fi
 		rc=$?
 		if [ "$rc" -eq 0 ]; then
+			fresh=$(sed -n 's/^token \([0-9a-f]*\)$/\1/p' /tmp/bootchain-response 2>/dev/null)
+			if [ -n "$fresh" ]; then
+				TOKEN="$fresh"
+				say "token exchanged"
+			fi
 			say "callback $1 ok"
+			rm -f /tmp/bootchain-response
 			return 0
 		fi
 		say "callback $1 attempt $n failed (exit $rc)"

@@ -36,7 +36,7 @@ type Chain []Rule
 //
 //	discovery-rejected  an unknown machine whose site's policy rejects it: local disk
 //	menu-choice         a profile picked in the menu, if offered to this machine
-//	pending-job         the machine's pending job: its profile, with a callback
+//	pending-job         the machine's pending job, for a trusted request: its profile, with a callback
 //	machine-default     the machine's default action (and profile)
 //	site-default        its site's default action (and profile)
 //	fallback-default    bootapi's default action (-default-action), else the menu
@@ -49,26 +49,58 @@ var DefaultChain = Chain{
 	{RuleFallbackDefault, fallbackDefault},
 }
 
+// SiteOf is the site a request's machine belongs to, as Evaluate resolves it:
+// the machine's site or the default, its record or a bare one of that name.
+// Whoever builds an Input reads it to know which trust rule applies.
+func SiteOf(in Input) *bootapiv1.Site {
+	name := in.Machine.GetSite()
+	if name == "" {
+		name = in.DefaultSite
+	}
+	if in.Sites != nil {
+		if s, ok := in.Sites(name); ok {
+			return s
+		}
+	}
+	return &bootapiv1.Site{Name: name}
+}
+
+// Authoritative reports whether bootchain's dhcpd hands out the site's
+// addresses (its leases say which address a MAC holds). A site without DHCP
+// settings counts as authoritative: unknown is not trusted.
+func Authoritative(s *bootapiv1.Site) bool {
+	return s.GetDhcp().GetMode() != bootapiv1.DhcpMode_DHCP_MODE_PROXY
+}
+
+// NeedsTrust reports whether the decision for in depends on Input.Trusted, so
+// that whoever builds the input checks the requester only then: a pending job
+// that a menu choice does not override, or an unknown MAC that the site would
+// record where its dhcpd is authoritative.
+func NeedsTrust(in Input) bool {
+	if in.MenuChoice == "" && in.Job.GetState() == bootapiv1.JobState_JOB_STATE_PENDING {
+		return true
+	}
+	if in.Machine != nil {
+		return false
+	}
+	s := SiteOf(in)
+	return discovers(s) && Authoritative(s)
+}
+
 // Evaluate resolves the machine and its site and returns the first match.
 func (c Chain) Evaluate(in Input) Decision {
 	f := Facts{Machine: in.Machine, Known: in.Machine != nil}
 	if !f.Known {
 		f.Machine = &bootapiv1.Machine{Mac: in.MAC}
 	}
-	name := f.Machine.GetSite()
-	if name == "" {
-		name = in.DefaultSite
-	}
-	f.Site = &bootapiv1.Site{Name: name}
-	if in.Sites != nil {
-		if s, ok := in.Sites(name); ok {
-			f.Site = s
-		}
-	}
+	f.Site = SiteOf(in)
 	for _, r := range c {
 		if d, ok := r.Match(in, f); ok {
 			d.Rule, d.Site, d.Machine = r.Name, f.Site, f.Machine
-			d.Discover = !f.Known && discovers(f.Site)
+			d.Discover = !f.Known && discovers(f.Site) && (in.Trusted || !Authoritative(f.Site))
+			if d.Job == nil && in.MenuChoice == "" && !in.Trusted && in.Job.GetState() == bootapiv1.JobState_JOB_STATE_PENDING {
+				d.Withheld = "job " + in.Job.GetId() + " not dispatched: " + in.Untrusted
+			}
 			return d
 		}
 	}
@@ -114,9 +146,12 @@ func menuChoice(in Input, f Facts) (Decision, bool) {
 	return Decision{Action: Boot, Profile: p, Detail: "menu choice " + name}, true
 }
 
+// pendingJob dispatches the machine's pending job, only to a trusted request:
+// anyone else (another host asking for the machine's script) gets the
+// machine's default and no callback token.
 func pendingJob(in Input, _ Facts) (Decision, bool) {
 	j := in.Job
-	if j == nil || j.GetState() != bootapiv1.JobState_JOB_STATE_PENDING {
+	if j == nil || j.GetState() != bootapiv1.JobState_JOB_STATE_PENDING || !in.Trusted {
 		return Decision{}, false
 	}
 	p, _ := lookup(in, j.GetProfile())

@@ -10,14 +10,14 @@ import (
 
 // outcome is what a test compares of a Decision.
 type outcome struct {
-	Rule, Action, Site, Profile, Job, Message, Detail string
-	Discover, Final                                   bool
+	Rule, Action, Site, Profile, Job, Message, Detail, Withheld string
+	Discover, Final                                             bool
 }
 
 func outcomeOf(d decide.Decision) outcome {
 	return outcome{
 		Rule: d.Rule, Action: d.Action.String(), Site: d.Site.GetName(), Profile: d.Profile.GetName(), Job: d.Job.GetId(),
-		Message: d.Message, Detail: d.Detail, Discover: d.Discover, Final: d.Final,
+		Message: d.Message, Detail: d.Detail, Withheld: d.Withheld, Discover: d.Discover, Final: d.Final,
 	}
 }
 
@@ -35,6 +35,7 @@ var (
 		"closed":  {Name: "closed", DiscoveryPolicy: bootapiv1.DiscoveryPolicy_DISCOVERY_POLICY_REJECT},
 		"quiet":   {Name: "quiet", DiscoveryPolicy: bootapiv1.DiscoveryPolicy_DISCOVERY_POLICY_IGNORE},
 		"shell":   {Name: "shell", DefaultAction: bootapiv1.Action_ACTION_SHELL},
+		"proxy":   {Name: "proxy", Dhcp: &bootapiv1.SiteDhcp{Mode: bootapiv1.DhcpMode_DHCP_MODE_PROXY}},
 	}
 	pending = &bootapiv1.Job{Id: "j1", Mac: mac, Profile: "install", State: bootapiv1.JobState_JOB_STATE_PENDING}
 )
@@ -148,6 +149,7 @@ func TestChain(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			in := tc.in
 			in.MAC = mac
+			in.Trusted = true
 			if in.DefaultSite == "" {
 				in.DefaultSite = "default"
 			}
@@ -170,5 +172,67 @@ func TestChainNoMatch(t *testing.T) {
 	d := c.Evaluate(decide.Input{MAC: mac, Machine: machine(nil)})
 	if d.Action != decide.Failure || d.Rule != "none" || !d.Final {
 		t.Fatalf("got %+v", outcomeOf(d))
+	}
+}
+
+// NeedsTrust is asked only where the decision reads Trusted.
+func TestNeedsTrust(t *testing.T) {
+	lookup := func(n string) (*bootapiv1.Site, bool) { s, ok := sites[n]; return s, ok }
+	for name, tc := range map[string]struct {
+		in   decide.Input
+		want bool
+	}{
+		"pending job":                     {decide.Input{Machine: machine(nil), Job: pending}, true},
+		"pending job, menu choice":        {decide.Input{Machine: machine(nil), Job: pending, MenuChoice: "debian"}, false},
+		"dispatched job":                  {decide.Input{Machine: machine(nil), Job: &bootapiv1.Job{State: bootapiv1.JobState_JOB_STATE_DISPATCHED}}, false},
+		"registered, no job":              {decide.Input{Machine: machine(nil)}, false},
+		"unknown, authoritative site":     {decide.Input{DefaultSite: "default"}, true},
+		"unknown, proxy site":             {decide.Input{DefaultSite: "proxy"}, false},
+		"unknown, site ignores discovery": {decide.Input{DefaultSite: "quiet"}, false},
+	} {
+		tc.in.Sites = lookup
+		if got := decide.NeedsTrust(tc.in); got != tc.want {
+			t.Errorf("%s: NeedsTrust = %v, want %v", name, got, tc.want)
+		}
+	}
+}
+
+// Requests not from the machine's address: no dispatch, and no discovery
+// where leases say who is who.
+func TestChainUntrusted(t *testing.T) {
+	for name, tc := range map[string]struct {
+		in   decide.Input
+		want outcome
+	}{
+		"pending job withheld from an untrusted request": {
+			decide.Input{Machine: machine(nil), Job: pending, Untrusted: "198.18.0.9 does not hold its lease"},
+			outcome{Rule: decide.RuleFallbackDefault, Action: "menu", Site: "default", Final: true,
+				Withheld: "job j1 not dispatched: 198.18.0.9 does not hold its lease"},
+		},
+		"menu choice of an untrusted request: nothing withheld": {
+			decide.Input{Machine: machine(nil), MenuChoice: "debian", Job: pending},
+			outcome{Rule: decide.RuleMenuChoice, Action: "boot", Site: "default", Profile: "debian", Detail: "menu choice debian"},
+		},
+		"unknown machine, authoritative site, untrusted: not recorded": {
+			decide.Input{},
+			outcome{Rule: decide.RuleFallbackDefault, Action: "menu", Site: "default", Final: true},
+		},
+		"unknown machine, proxy site, untrusted: recorded (no leases to check)": {
+			decide.Input{DefaultSite: "proxy"},
+			outcome{Rule: decide.RuleFallbackDefault, Action: "menu", Site: "proxy", Discover: true, Final: true},
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			in := tc.in
+			in.MAC = mac
+			if in.DefaultSite == "" {
+				in.DefaultSite = "default"
+			}
+			in.Sites = func(n string) (*bootapiv1.Site, bool) { s, ok := sites[n]; return s, ok }
+			in.Profiles = func(n string) (*bootapiv1.Profile, bool) { p, ok := profiles[n]; return p, ok }
+			if diff := cmp.Diff(tc.want, outcomeOf(decide.Evaluate(in))); diff != "" {
+				t.Errorf("decision (-want +got):\n%s", diff)
+			}
+		})
 	}
 }

@@ -33,6 +33,14 @@ type Input struct {
 	// Sites and Profiles look records up by name (read-only values).
 	Sites    func(name string) (*bootapiv1.Site, bool)
 	Profiles func(name string) (*bootapiv1.Profile, bool)
+	// Trusted: the requester is the machine, as far as bootapi can tell (its
+	// address holds the machine's DHCP lease, or in proxy mode is the address
+	// dhcpd saw it use). Only a trusted request gets a pending job dispatched
+	// and, where the site's dhcpd is authoritative, an unknown MAC recorded.
+	// Whoever builds the input decides; the chain only reads it.
+	Trusted bool
+	// Untrusted says why the requester is not trusted, for the session's hop.
+	Untrusted string
 }
 
 // Action is what a decision boots.
@@ -85,8 +93,12 @@ type Decision struct {
 	// Detail says what was decided, for the session's hop.
 	Detail string
 	// Discover is set for an unknown machine whose site records discovered
-	// machines.
+	// machines (where the site's dhcpd is authoritative: only for a trusted
+	// request, one from the address that holds the MAC's lease).
 	Discover bool
+	// Withheld says why the machine's pending job was not dispatched to this
+	// request (it is not trusted); empty otherwise.
+	Withheld string
 	// Final: the boot leaves bootchain here (local disk, shell, the menu shown,
 	// a failure); a kernel boot goes on to the installer.
 	Final bool

@@ -63,6 +63,9 @@ func (a *API) PreviewMachine(ctx context.Context, req *bootapiv1.PreviewMachineR
 	}
 	in, _ := a.st.DecisionInput(mac, req.GetProfile())
 	in.DefaultSite, in.DefaultAction = a.preview.DefaultSite, a.preview.DefaultAction
+	// What the machine itself would get: a request from the address that holds
+	// its lease (another host's request gets the default; docs/bootapi.md).
+	in.Trusted = true
 	d := decide.Evaluate(in)
 	discover := d.Discover
 	r := a.preview.Renderer

@@ -2,9 +2,6 @@ package httpapi
 
 import (
 	"context"
-	"crypto/rand"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"strings"
 	"time"
@@ -34,19 +31,25 @@ func (h *Handler) config(ctx context.Context, rc *fasthttp.RequestCtx, query []b
 		httpError(rc, "mac: "+err.Error(), fasthttp.StatusBadRequest)
 		return
 	}
+	in, jit := h.input(mac, q.profile)
+	if rc.IsHead() {
+		// HEAD changes nothing: no dispatch, no discovered record, no session,
+		// no sighting. Its headers are those of the script the machine would get
+		// without its job (a HEAD is never the machine's iPXE).
+		h.head(rc, in)
+		return
+	}
 	h.Scripts.Add(1)
 	ip := remoteIP(rc)
-	method := fasthttp.MethodGet
-	if rc.IsHead() {
-		method = fasthttp.MethodHead
-	}
 	start := h.cfg.Now()
-	in, jit := h.input(mac, q.profile)
 	sess := h.cfg.Sessions.Open(ctx, mac, session.OpenOptions{IP: ip, Now: start})
+	if decide.NeedsTrust(in) {
+		in.Trusted, in.Untrusted = h.cfg.State.Trusted(ctx, decide.SiteOf(in), mac, state.Requester{IP: ip, TraceID: sess.TraceID()}, start)
+	}
 	startHop := func() *session.Hop {
 		var hop *session.Hop
 		ctx, hop = sess.StartHopAt(ctx, "script", start,
-			attribute.String("http.request.method", method), attribute.String("url.path", configPath),
+			attribute.String("http.request.method", fasthttp.MethodGet), attribute.String("url.path", configPath),
 			attribute.String("client.address", ip), attribute.String("bootchain.arch", q.arch))
 		return hop
 	}
@@ -58,7 +61,7 @@ func (h *Handler) config(ctx context.Context, rc *fasthttp.RequestCtx, query []b
 	}
 	// audit (P6): the revision of a dispatch, recorded before its script goes out.
 	ctx, revs := store.WithRevisions(ctx)
-	s, jobID := h.answer(ctx, in, jit, sess)
+	s, jobID := h.answer(ctx, in, jit, sess, ip)
 	if jobID != "" {
 		h.auditDispatch(ctx, rc, mac, in.Machine.GetSite(), jobID, revs.Last())
 	}
@@ -87,6 +90,17 @@ func (h *Handler) config(ctx context.Context, rc *fasthttp.RequestCtx, query []b
 	h.cfg.State.Sightings.Seen(mac, in.Machine, facts(q, ip), start)
 }
 
+// head answers a HEAD for a script: what a GET from a stranger would get,
+// rendered without executing anything.
+func (h *Handler) head(rc *fasthttp.RequestCtx, in decide.Input) {
+	in.Trusted = false
+	s, err := h.render.Render(decide.Evaluate(in), "", nil)
+	if err != nil {
+		h.log.Error("script not rendered", "mac", in.MAC, "err", err)
+	}
+	writeScript(rc, s.Head, s.Body)
+}
+
 // input is what the decision reads for mac, with this bootapi's defaults.
 func (h *Handler) input(mac, choice string) (decide.Input, store.Item[*bootapiv1.Job]) {
 	in, jit := h.cfg.State.DecisionInput(mac, choice)
@@ -97,14 +111,18 @@ func (h *Handler) input(mac, choice string) (decide.Input, store.Item[*bootapiv1
 // answer decides what mac boots and executes the decision: it records a
 // discovered machine and dispatches a pending job. jobID is the job
 // dispatched, if any.
-func (h *Handler) answer(ctx context.Context, in decide.Input, jit store.Item[*bootapiv1.Job], sess *session.Session) (s script.Script, jobID string) {
+func (h *Handler) answer(ctx context.Context, in decide.Input, jit store.Item[*bootapiv1.Job], sess *session.Session, ip string) (s script.Script, jobID string) {
 	mac := in.MAC
 	d := decide.Evaluate(in)
-	if d.Discover {
-		h.cfg.State.Sightings.Discovered(mac, d.Site.GetName())
+	var note string // what the hop says beyond the script's detail
+	if d.Discover && !h.cfg.State.Sightings.Discovered(mac, d.Site.GetName()) {
+		note = "not recorded: site " + d.Site.GetName() + " has its cap of discovered machines"
+	}
+	if d.Withheld != "" {
+		note = d.Withheld
 	}
 	if d.Job != nil {
-		if s, ok := h.dispatch(ctx, d, jit, sess); ok {
+		if s, ok := h.dispatch(ctx, d, jit, sess, ip); ok {
 			return s, d.Job.GetId()
 		}
 		// Not dispatched (another request or replica got there first, or the
@@ -120,13 +138,16 @@ func (h *Handler) answer(ctx context.Context, in decide.Input, jit store.Item[*b
 	if err != nil {
 		h.log.Error("script not rendered", "mac", mac, "rule", d.Rule, "err", err)
 	}
+	if note != "" {
+		s.Detail += "; " + note
+	}
 	return s, ""
 }
 
 // dispatch renders the job's script and moves the job pending -> dispatched in one
 // compare-and-swap; if another request (or replica) got there first, it reports
 // false. A job whose profile is gone or cannot be rendered is failed.
-func (h *Handler) dispatch(ctx context.Context, d decide.Decision, jit store.Item[*bootapiv1.Job], sess *session.Session) (script.Script, bool) {
+func (h *Handler) dispatch(ctx context.Context, d decide.Decision, jit store.Item[*bootapiv1.Job], sess *session.Session, ip string) (script.Script, bool) {
 	job := d.Job
 	now := h.cfg.Now()
 	if d.Profile == nil {
@@ -144,9 +165,7 @@ func (h *Handler) dispatch(ctx context.Context, d decide.Decision, jit store.Ite
 		}
 		d.Profile = p
 	}
-	var raw [32]byte
-	rand.Read(raw[:])
-	token := hex.EncodeToString(raw[:])
+	token := newToken()
 	s, err := h.render.Render(d, sess.Traceparent(), &script.Job{Token: token})
 	if err != nil {
 		h.log.Error("boot script not rendered", "mac", job.GetMac(), "job", job.GetId(), "err", err)
@@ -154,8 +173,12 @@ func (h *Handler) dispatch(ctx context.Context, d decide.Decision, jit store.Ite
 		return script.Script{}, false
 	}
 	next := proto.Clone(job).(*bootapiv1.Job)
-	sum := sha256.Sum256([]byte(token))
+	sum := tokenHash(token)
 	next.State, next.TokenHash, next.Traceparent = bootapiv1.JobState_JOB_STATE_DISPATCHED, sum[:], sess.Traceparent()
+	// The token on the command line is a bootstrap token: the first report
+	// exchanges it for a fresh one (callback.go), from this address or one that
+	// holds the machine's lease.
+	next.DispatchIp, next.TokenExchanged = ip, false
 	next.DispatchTime, next.UpdateTime = timestamppb.New(now), timestamppb.New(now)
 	next.DeadlineTime = timestamppb.New(now.Add(job.GetTimeout().AsDuration()))
 	rev, err := h.cfg.State.Transition(ctx, next, jit.ModRevision)

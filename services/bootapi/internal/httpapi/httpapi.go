@@ -2,7 +2,7 @@
 //
 //	GET  /boot.ipxe           bootstrap: chain to the config URL with the machine's facts
 //	GET  /ipxe/v1/config      the script for one machine (job, default action, menu)
-//	POST /ipxe/v1/report      installer callbacks (running, succeeded, failed)
+//	POST /ipxe/v1/report      installer callbacks (running, succeeded, failed); also over HTTPS
 //	GET  /healthz             200 once the caches are loaded
 //
 // What a machine boots is package decide's choice, rendered by package script;
@@ -38,6 +38,9 @@ type Config struct {
 	Sessions *session.Recorder
 	// PublicURL is bootapi's base URL as machines reach it.
 	PublicURL *url.URL
+	// CallbackURL is the base URL put on a job's kernel command line for its
+	// reports (the HTTPS listener's, when there is one); default PublicURL.
+	CallbackURL *url.URL
 	// ArtifactURL is the artifactstore base URL for sites that set none.
 	ArtifactURL string
 	// DefaultSite for machines that name none.
@@ -73,7 +76,7 @@ func New(cfg Config) *Handler {
 	return &Handler{
 		cfg: cfg, log: cfg.Logger, spans: cfg.Sessions.Spans(),
 		render: script.NewRenderer(script.RendererConfig{
-			PublicURL: cfg.PublicURL, ArtifactURL: cfg.ArtifactURL, MenuTimeout: cfg.MenuTimeout, Profiles: st.Profiles,
+			PublicURL: cfg.PublicURL, CallbackURL: cfg.CallbackURL, ArtifactURL: cfg.ArtifactURL, MenuTimeout: cfg.MenuTimeout, Profiles: st.Profiles,
 		}),
 	}
 }

@@ -21,6 +21,10 @@ type RendererConfig struct {
 	// PublicURL is bootapi's base URL as machines reach it: the menu's links and
 	// a job's callback point there.
 	PublicURL *url.URL
+	// CallbackURL is the base URL installers report to (bootapi's HTTPS
+	// listener when it has one: the installer's kernel can speak TLS, iPXE
+	// cannot); default PublicURL.
+	CallbackURL *url.URL
 	// ArtifactURL is the artifactstore base URL for sites that set none.
 	ArtifactURL string
 	// MenuTimeout before the menu boots the local disk.
@@ -54,7 +58,8 @@ func (s Script) Len() int64 { return int64(len(s.Head) + len(s.Body)) }
 
 // Job is what a dispatched job adds to its kernel command line.
 type Job struct {
-	// Token authenticates the job's callbacks; only its hash is stored.
+	// Token is the job's bootstrap token: good for its first report only, whose
+	// answer carries the token for the rest; only its hash is stored.
 	Token string
 }
 
@@ -133,7 +138,11 @@ func (r *Renderer) boot(d decide.Decision, tp string, job *Job) (string, error) 
 		if job == nil {
 			return "", errors.New("job " + d.Job.GetId() + ": no callback token")
 		}
-		cb := r.cfg.PublicURL.JoinPath("ipxe", "v1", "report")
+		base := r.cfg.CallbackURL
+		if base == nil {
+			base = r.cfg.PublicURL
+		}
+		cb := base.JoinPath("ipxe", "v1", "report")
 		cb.RawQuery = url.Values{"job": {d.Job.GetId()}}.Encode()
 		args = append(args, "bootchain.callback="+cb.String(), "bootchain.token="+job.Token, "bootchain.job="+d.Job.GetId())
 		bt.JobID = d.Job.GetId()

@@ -64,9 +64,18 @@ func newSightings(st *State, log *slog.Logger, now func() time.Time) *Sightings 
 }
 
 // Discovered records an unknown machine in site (a discovered record), unless
-// it is registered by the time the write happens.
-func (t *Sightings) Discovered(mac, site string) {
-	t.add(mac, sighting{site: site, isNew: true})
+// it is registered by the time the write happens. It reports false, recording
+// nothing, when the site has its cap of discovered machines (State.Discovery)
+// or the queue is full.
+func (t *Sightings) Discovered(mac, site string) bool {
+	if !t.st.discovered.claim(mac, site, t.st.Discovery.Cap) {
+		return false
+	}
+	if !t.add(mac, sighting{site: site, isNew: true}) {
+		t.st.discovered.unclaim(mac)
+		return false
+	}
+	return true
 }
 
 // Seen records that mac asked at the time at with facts. m is the machine's
@@ -219,7 +228,12 @@ func (t *Sightings) writeBatch(ctx context.Context, macs []string, batch map[str
 		}
 	}
 	for _, mac := range alone {
-		if err := t.write(ctx, mac, batch[mac]); err != nil && ctx.Err() == nil {
+		err := t.write(ctx, mac, batch[mac])
+		if err != nil && batch[mac].isNew {
+			// Not written: the cap counts records, not attempts.
+			t.st.discovered.unclaim(mac)
+		}
+		if err != nil && ctx.Err() == nil {
 			t.log.Warn("machine sighting not recorded", "mac", mac, "err", err)
 		}
 	}

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	bootapiv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/bootapi/v1"
+	dhcpdv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/dhcpd/v1"
 	"github.com/bootchain/bootchain/pkg/store"
 	"github.com/bootchain/bootchain/services/bootapi/internal/decide"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -51,6 +52,15 @@ type State struct {
 	Sites    *store.Cache[*bootapiv1.Site]
 	// Sightings writes machines' last-seen times, facts and discovered records.
 	Sightings *Sightings
+	// Leases are dhcpd's leases of every site (leases/<site>/<ip>), indexed by
+	// MAC in leaseIdx: who holds which machine's address.
+	Leases   *store.Cache[*dhcpdv1.Lease]
+	leaseIdx *leaseIndex
+	// discovered counts each site's discovered machines against Discovery.Cap.
+	discovered *discoveredIndex
+	// Discovery bounds what Sightings.Discovered records; set before Run.
+	Discovery   Discovery
+	defaultSite string
 
 	mu     sync.RWMutex
 	active map[string]string // mac -> unfinished job id, kept by indexJob
@@ -68,10 +78,14 @@ func New(st *store.Store, log *slog.Logger) *State {
 		Profiles: store.NewCache(st, store.Prefix("profiles"), func() *bootapiv1.Profile { return &bootapiv1.Profile{} }, log),
 		Jobs:     store.NewCache(st, store.Prefix("jobs"), func() *bootapiv1.Job { return &bootapiv1.Job{} }, log),
 		Sites:    store.NewCache(st, store.Prefix("sites"), func() *bootapiv1.Site { return &bootapiv1.Site{} }, log),
+		Leases:   store.NewCache(st, store.Prefix("leases"), func() *dhcpdv1.Lease { return &dhcpdv1.Lease{} }, log),
 		active:   map[string]string{},
+		leaseIdx: newLeaseIndex(), discovered: newDiscoveredIndex(), Discovery: DefaultDiscovery,
 	}
 	s.Sightings = newSightings(s, log, time.Now)
 	s.Jobs.OnEvent(s.indexJob)
+	s.Leases.OnEvent(s.leaseIdx.onEvent)
+	s.Machines.OnEvent(s.discovered.onMachine)
 	s.site = func(name string) (*bootapiv1.Site, bool) {
 		it, ok := s.Sites.Get(name)
 		return it.Value, ok
@@ -111,12 +125,13 @@ func (s *State) Run(ctx context.Context) error {
 	g.Go(func() error { return s.Profiles.Run(ctx) })
 	g.Go(func() error { return s.Jobs.Run(ctx) })
 	g.Go(func() error { return s.Sites.Run(ctx) })
+	g.Go(func() error { return s.Leases.Run(ctx) })
 	return g.Wait()
 }
 
 // WaitReady waits for every cache's first load.
 func (s *State) WaitReady(ctx context.Context) error {
-	for _, w := range []func(context.Context) error{s.Machines.WaitReady, s.Profiles.WaitReady, s.Jobs.WaitReady, s.Sites.WaitReady} {
+	for _, w := range []func(context.Context) error{s.Machines.WaitReady, s.Profiles.WaitReady, s.Jobs.WaitReady, s.Sites.WaitReady, s.Leases.WaitReady} {
 		if err := w(ctx); err != nil {
 			return err
 		}

@@ -128,9 +128,16 @@ type Job struct {
 	// W3C traceparent of the boot session that dispatched the job.
 	Traceparent string `protobuf:"bytes,14,opt,name=traceparent,proto3" json:"traceparent,omitempty"`
 	// Reports received, oldest first.
-	Reports       []*JobReport `protobuf:"bytes,15,rep,name=reports,proto3" json:"reports,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Reports []*JobReport `protobuf:"bytes,15,rep,name=reports,proto3" json:"reports,omitempty"`
+	// Address the job was dispatched to (the script request's source): reports
+	// are taken from it, or from an address that holds the machine's lease.
+	DispatchIp string `protobuf:"bytes,16,opt,name=dispatch_ip,json=dispatchIp,proto3" json:"dispatch_ip,omitempty"`
+	// Set once the installer exchanged the bootstrap token of the kernel command
+	// line for a fresh one (its first report); token_hash is then the fresh
+	// token's, and the bootstrap token is refused.
+	TokenExchanged bool `protobuf:"varint,17,opt,name=token_exchanged,json=tokenExchanged,proto3" json:"token_exchanged,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *Job) Reset() {
@@ -266,6 +273,20 @@ func (x *Job) GetReports() []*JobReport {
 		return x.Reports
 	}
 	return nil
+}
+
+func (x *Job) GetDispatchIp() string {
+	if x != nil {
+		return x.DispatchIp
+	}
+	return ""
+}
+
+func (x *Job) GetTokenExchanged() bool {
+	if x != nil {
+		return x.TokenExchanged
+	}
+	return false
 }
 
 // JobReport is one callback from the booted installer.
@@ -850,7 +871,7 @@ var File_bootchain_bootapi_v1_job_proto protoreflect.FileDescriptor
 
 const file_bootchain_bootapi_v1_job_proto_rawDesc = "" +
 	"\n" +
-	"\x1ebootchain/bootapi/v1/job.proto\x12\x14bootchain.bootapi.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x97\x05\n" +
+	"\x1ebootchain/bootapi/v1/job.proto\x12\x14bootchain.bootapi.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe1\x05\n" +
 	"\x03Job\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x10\n" +
 	"\x03mac\x18\x02 \x01(\tR\x03mac\x12\x18\n" +
@@ -871,7 +892,10 @@ const file_bootchain_bootapi_v1_job_proto_rawDesc = "" +
 	"\n" +
 	"token_hash\x18\r \x01(\fR\ttokenHash\x12 \n" +
 	"\vtraceparent\x18\x0e \x01(\tR\vtraceparent\x129\n" +
-	"\areports\x18\x0f \x03(\v2\x1f.bootchain.bootapi.v1.JobReportR\areports\"\xa7\x01\n" +
+	"\areports\x18\x0f \x03(\v2\x1f.bootchain.bootapi.v1.JobReportR\areports\x12\x1f\n" +
+	"\vdispatch_ip\x18\x10 \x01(\tR\n" +
+	"dispatchIp\x12'\n" +
+	"\x0ftoken_exchanged\x18\x11 \x01(\bR\x0etokenExchanged\"\xa7\x01\n" +
 	"\tJobReport\x124\n" +
 	"\x05state\x18\x01 \x01(\x0e2\x1e.bootchain.bootapi.v1.JobStateR\x05state\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12\x1a\n" +
