@@ -89,10 +89,10 @@ func TestAuditBootPath(t *testing.T) {
 	if token[0] == '1' {
 		wrong = "0" + token[1:]
 	}
-	if code, _ := post(t, cb, url.Values{"token": {wrong}, "state": {"succeeded"}}); code != http.StatusForbidden {
+	if code, _ := post(t, machineIP(mac), cb, url.Values{"token": {wrong}, "state": {"succeeded"}}); code != http.StatusForbidden {
 		t.Fatalf("wrong token: %d", code)
 	}
-	if code, body := post(t, cb, url.Values{"token": {token}, "state": {"succeeded"}}); code != 200 {
+	if code, body := post(t, machineIP(mac), cb, url.Values{"token": {token}, "state": {"succeeded"}}); code != 200 {
 		t.Fatalf("report: %d %s", code, body)
 	}
 	reportRev := jobRev()

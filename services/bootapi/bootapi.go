@@ -348,6 +348,7 @@ func (s *Server) HTTPLimited() uint64 { return s.limiter.Limited.Load() }
 
 // HTTPPanics: see HTTPLimited.
 func (s *Server) HTTPPanics() int64 { return s.http.Panics.Load() }
+
 // WaitLeases waits until bootapi's view of dhcpd's leases has seen etcd
 // revision rev (a lease written at rev), for tests and tools that write leases
 // as dhcpd does.
