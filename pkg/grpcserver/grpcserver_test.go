@@ -26,9 +26,9 @@ import (
 	"github.com/bootchain/bootchain/pkg/tlsconf"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
+	"google.golang.org/grpc/status"
 )
 
 // pki writes a CA and a server and a client certificate signed by it.
