@@ -27,6 +27,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/bootchain/bootchain/pkg/auth"
 	artifactv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/artifactstore/v1"
 	"github.com/bootchain/bootchain/pkg/grpcclient"
 	"github.com/bootchain/bootchain/pkg/grpcserver"
@@ -61,6 +62,9 @@ type Config struct {
 	Origin string
 	// OriginTLS: TLS to the origin.
 	OriginTLS tlsconf.Files
+	// OriginToken is the bearer token a replica presents to the origin (role
+	// service), unless its client certificate names it.
+	OriginToken string
 	// Store is the etcd store. Required.
 	Store *store.Store
 	// Logger; default slog.Default().
@@ -87,7 +91,7 @@ func DefaultConfig() Config {
 func (c *Config) AddFlags(fs *flag.FlagSet, prefix string) {
 	fs.StringVar(&c.HTTPAddr, prefix+"http-addr", c.HTTPAddr, "HTTP address serving /artifacts/<name>")
 	fs.StringVar(&c.GRPC.Addr, prefix+"grpc-addr", c.GRPC.Addr, "gRPC address of the ArtifactService")
-	c.GRPC.TLS.AddServerFlags(fs, prefix+"grpc-")
+	c.GRPC.AddFlags(fs, prefix+"grpc-")
 	fs.Var((*sizeFlag)(&c.MaxSize), prefix+"max-size", "largest artifact accepted (bytes, or with K, M, G, T suffix)")
 	fs.StringVar(&c.Origin, prefix+"origin", c.Origin, "gRPC address of the origin artifactstore (makes this a pull-through site replica)")
 	c.OriginTLS.AddClientFlags(fs, prefix+"origin-")
@@ -173,7 +177,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	ccfg := catalog.Config{Store: cfg.Store, Blobs: blobs, Site: cfg.Site, Logger: log, Metrics: metrics}
 	if cfg.Origin != "" {
-		s.origin, err = grpcclient.Dial(cfg.Origin, cfg.OriginTLS)
+		s.origin, err = grpcclient.Dial(cfg.Origin, cfg.OriginTLS, grpcclient.WithToken(cfg.OriginToken))
 		if err != nil {
 			return nil, fmt.Errorf("artifactstore: origin: %w", err)
 		}
@@ -195,6 +199,9 @@ func New(cfg Config) (*Server, error) {
 	gcfg := cfg.GRPC
 	if gcfg.Logger == nil {
 		gcfg.Logger = log
+	}
+	if gcfg.Auth == nil {
+		gcfg.Auth = auth.NewAuthenticator(cfg.Store, log)
 	}
 	s.grpc, err = grpcserver.New(gcfg, cfg.GRPCOptions...)
 	if err != nil {

@@ -21,6 +21,7 @@ import (
 	"net/url"
 	"time"
 
+	"github.com/bootchain/bootchain/pkg/auth"
 	bootapiv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/bootapi/v1"
 	"github.com/bootchain/bootchain/pkg/grpcserver"
 	"github.com/bootchain/bootchain/pkg/lifecycle"
@@ -81,7 +82,7 @@ func DefaultConfig() Config {
 func (c *Config) AddFlags(fs *flag.FlagSet, prefix string) {
 	fs.StringVar(&c.HTTPAddr, prefix+"http-addr", c.HTTPAddr, "HTTP address for iPXE scripts and callbacks")
 	fs.StringVar(&c.GRPC.Addr, prefix+"grpc-addr", c.GRPC.Addr, "gRPC address of the API")
-	c.GRPC.TLS.AddServerFlags(fs, prefix+"grpc-")
+	c.GRPC.AddFlags(fs, prefix+"grpc-")
 	fs.StringVar(&c.PublicURL, prefix+"public-url", c.PublicURL, "bootapi's base URL as machines reach it (default http://<advertise>:<http port>)")
 	fs.StringVar(&c.ArtifactURL, prefix+"artifact-url", c.ArtifactURL, "artifactstore base URL for sites without one (default http://<advertise>:8081)")
 	fs.StringVar(&c.DefaultAction, prefix+"default-action", c.DefaultAction, "what machines without a job or default boot: menu, local-disk, sanboot, shell")
@@ -185,6 +186,9 @@ func New(cfg Config) (*Server, error) {
 		artifactURL = "http://" + net.JoinHostPort(cfg.Advertise, "8081")
 	}
 	cfg.GRPC.Logger = log
+	if cfg.GRPC.Auth == nil {
+		cfg.GRPC.Auth = auth.NewAuthenticator(cfg.Store, log)
+	}
 	gs, err := grpcserver.New(cfg.GRPC)
 	if err != nil {
 		lis.Close()
@@ -198,6 +202,7 @@ func New(cfg Config) (*Server, error) {
 		}),
 		DefaultSite: cfg.Site, DefaultAction: actions[cfg.DefaultAction],
 	}).Register(gs.GRPC)
+	grpcapi.NewCredentials(cfg.Store, cfg.GRPC.Auth).Register(gs.GRPC)
 	h := httpapi.New(httpapi.Config{
 		State: st, Sessions: rec, PublicURL: pu, ArtifactURL: artifactURL, DefaultSite: cfg.Site,
 		DefaultAction: actions[cfg.DefaultAction], MenuTimeout: cfg.MenuTimeout, Logger: log,

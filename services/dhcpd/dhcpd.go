@@ -25,6 +25,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/bootchain/bootchain/pkg/auth"
 	bootapiv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/bootapi/v1"
 	dhcpdv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/dhcpd/v1"
 	"github.com/bootchain/bootchain/pkg/grpcserver"
@@ -266,6 +267,9 @@ func New(cfg Config) (*Server, error) {
 	gcfg := cfg.GRPC
 	if gcfg.Logger == nil {
 		gcfg.Logger = log
+	}
+	if gcfg.Auth == nil {
+		gcfg.Auth = auth.NewAuthenticator(cfg.Store, log)
 	}
 	if s.grpc, err = grpcserver.New(gcfg); err != nil {
 		s.closeSockets()

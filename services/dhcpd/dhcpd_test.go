@@ -60,6 +60,7 @@ func startDHCPD(t *testing.T, l *lab.Lab, st *store.Store, s *bootapiv1.SiteDhcp
 	testkit.WaitClosed(t, svc, "dhcpd ready", srv.Ready())
 	addr := srv.GRPCAddr().String()
 	cc, err := grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithPerRPCCredentials(bearer(testkit.AdminToken(t, st))),
 		grpc.WithContextDialer(func(ctx context.Context, a string) (net.Conn, error) { return l.Main().DialContext(ctx, "tcp", a) }))
 	if err != nil {
 		t.Fatal(err)
@@ -344,3 +345,12 @@ type closeOnce struct {
 }
 
 func (c *closeOnce) Close() { c.once.Do(c.e.Close) }
+
+// bearer presents a token over the lab's plaintext loopback connection.
+type bearer string
+
+func (b bearer) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	return map[string]string{"authorization": "Bearer " + string(b)}, nil
+}
+
+func (bearer) RequireTransportSecurity() bool { return false }

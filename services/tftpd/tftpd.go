@@ -27,6 +27,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/bootchain/bootchain/pkg/auth"
 	artifactstorev1 "github.com/bootchain/bootchain/pkg/gen/bootchain/artifactstore/v1"
 	dhcpdv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/dhcpd/v1"
 	tftpdv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/tftpd/v1"
@@ -57,6 +58,9 @@ type Config struct {
 	ArtifactStore string
 	// ArtifactStoreTLS are the client TLS files for artifactstore.
 	ArtifactStoreTLS tlsconf.Files
+	// ArtifactStoreToken is the bearer token tftpd presents to artifactstore
+	// (role service), unless its client certificate names it.
+	ArtifactStoreToken string
 	// DataDir holds the cache (blobs/ and index.json). Required.
 	DataDir string
 	// Site this tftpd serves; its file map is read from tftp/<site>/map.
@@ -116,7 +120,7 @@ func DefaultConfig() Config {
 func (c *Config) AddFlags(fs *flag.FlagSet, prefix string) {
 	fs.StringVar(&c.Addr, prefix+"addr", c.Addr, "TFTP listen address (UDP)")
 	fs.StringVar(&c.GRPC.Addr, prefix+"grpc-addr", c.GRPC.Addr, "gRPC admin API address")
-	c.GRPC.TLS.AddServerFlags(fs, prefix+"grpc-")
+	c.GRPC.AddFlags(fs, prefix+"grpc-")
 	fs.StringVar(&c.ArtifactStore, prefix+"artifactstore", c.ArtifactStore, "artifactstore gRPC address")
 	c.ArtifactStoreTLS.AddClientFlags(fs, prefix+"artifactstore-")
 	fs.StringVar(&c.Map, prefix+"map", c.Map, "file-name map: name=artifact,... (a name ending in * maps a prefix); laid under the etcd map tftp/<site>/map")
@@ -230,7 +234,7 @@ func New(cfg Config) (_ *Server, err error) {
 
 	src := cfg.Source
 	if src == nil {
-		s.conn, err = grpcclient.Dial(cfg.ArtifactStore, cfg.ArtifactStoreTLS)
+		s.conn, err = grpcclient.Dial(cfg.ArtifactStore, cfg.ArtifactStoreTLS, grpcclient.WithToken(cfg.ArtifactStoreToken))
 		if err != nil {
 			return nil, fmt.Errorf("tftpd: %w", err)
 		}
@@ -277,6 +281,9 @@ func New(cfg Config) (_ *Server, err error) {
 		gcfg := cfg.GRPC
 		if gcfg.Logger == nil {
 			gcfg.Logger = log
+		}
+		if gcfg.Auth == nil {
+			gcfg.Auth = auth.NewAuthenticator(cfg.Store, log)
 		}
 		s.grpc, err = grpcserver.New(gcfg)
 		if err != nil {

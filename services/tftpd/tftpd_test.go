@@ -103,7 +103,7 @@ func (e *env) start() {
 	}
 	e.stop = testkit.Run(e.t, "tftpd", srv.Run).Stop
 	e.srv = srv
-	cc, err := grpcclient.Dial(srv.GRPCAddr().String(), tlsconf.Files{})
+	cc, err := grpcclient.Dial(srv.GRPCAddr().String(), tlsconf.Files{}, grpcclient.WithToken(testkit.AdminToken(e.t, e.st)))
 	if err != nil {
 		e.t.Fatal(err)
 	}
