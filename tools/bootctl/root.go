@@ -50,6 +50,7 @@ flags win over variables.`,
 		leasesCommand(g),
 		poolsCommand(g),
 		tftpCommand(g),
+		tokensCommand(g),
 	)
 	return root
 }
