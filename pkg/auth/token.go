@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"os"
 	"slices"
 	"strings"
 	"time"
@@ -163,4 +164,19 @@ func RevokeToken(ctx context.Context, st *store.Store, id string) error {
 		return fmt.Errorf("token id %q: want 16 lower-case hex characters", id)
 	}
 	return st.Delete(ctx, TokenKey(id), 0)
+}
+
+// ReadTokenFile returns the token in the first line of the file at path, checked
+// for its form (the error never quotes the file's content).
+func ReadTokenFile(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", err
+	}
+	line, _, _ := strings.Cut(strings.TrimSpace(string(b)), "\n")
+	tok := strings.TrimSpace(line)
+	if _, _, err := ParseToken(tok); err != nil {
+		return "", fmt.Errorf("token file %s: %w", path, err)
+	}
+	return tok, nil
 }

@@ -65,6 +65,9 @@ type Config struct {
 	// OriginToken is the bearer token a replica presents to the origin (role
 	// service), unless its client certificate names it.
 	OriginToken string
+	// OriginTokenFile holds OriginToken (read at New when the token is not
+	// given).
+	OriginTokenFile string
 	// Store is the etcd store. Required.
 	Store *store.Store
 	// Logger; default slog.Default().
@@ -95,6 +98,7 @@ func (c *Config) AddFlags(fs *flag.FlagSet, prefix string) {
 	fs.Var((*sizeFlag)(&c.MaxSize), prefix+"max-size", "largest artifact accepted (bytes, or with K, M, G, T suffix)")
 	fs.StringVar(&c.Origin, prefix+"origin", c.Origin, "gRPC address of the origin artifactstore (makes this a pull-through site replica)")
 	c.OriginTLS.AddClientFlags(fs, prefix+"origin-")
+	fs.StringVar(&c.OriginTokenFile, prefix+"origin-token-file", c.OriginTokenFile, "file holding the bearer token (role service) presented to the origin")
 }
 
 // Component is artifactstore as its binary and the launcher run it: its flags
@@ -177,6 +181,11 @@ func New(cfg Config) (*Server, error) {
 	}
 	ccfg := catalog.Config{Store: cfg.Store, Blobs: blobs, Site: cfg.Site, Logger: log, Metrics: metrics}
 	if cfg.Origin != "" {
+		if cfg.OriginToken == "" && cfg.OriginTokenFile != "" {
+			if cfg.OriginToken, err = auth.ReadTokenFile(cfg.OriginTokenFile); err != nil {
+				return nil, fmt.Errorf("artifactstore: origin: %w", err)
+			}
+		}
 		s.origin, err = grpcclient.Dial(cfg.Origin, cfg.OriginTLS, grpcclient.WithToken(cfg.OriginToken))
 		if err != nil {
 			return nil, fmt.Errorf("artifactstore: origin: %w", err)

@@ -61,6 +61,9 @@ type Config struct {
 	// ArtifactStoreToken is the bearer token tftpd presents to artifactstore
 	// (role service), unless its client certificate names it.
 	ArtifactStoreToken string
+	// ArtifactStoreTokenFile holds ArtifactStoreToken (read at New when the
+	// token is not given).
+	ArtifactStoreTokenFile string
 	// DataDir holds the cache (blobs/ and index.json). Required.
 	DataDir string
 	// Site this tftpd serves; its file map is read from tftp/<site>/map.
@@ -123,6 +126,7 @@ func (c *Config) AddFlags(fs *flag.FlagSet, prefix string) {
 	c.GRPC.AddFlags(fs, prefix+"grpc-")
 	fs.StringVar(&c.ArtifactStore, prefix+"artifactstore", c.ArtifactStore, "artifactstore gRPC address")
 	c.ArtifactStoreTLS.AddClientFlags(fs, prefix+"artifactstore-")
+	fs.StringVar(&c.ArtifactStoreTokenFile, prefix+"artifactstore-token-file", c.ArtifactStoreTokenFile, "file holding the bearer token (role service) presented to artifactstore")
 	fs.StringVar(&c.Map, prefix+"map", c.Map, "file-name map: name=artifact,... (a name ending in * maps a prefix); laid under the etcd map tftp/<site>/map")
 	fs.BoolVar(&c.SinglePort, prefix+"single-port", c.SinglePort, "serve every transfer from the request port (NAT/firewalled sites)")
 	fs.IntVar(&c.MaxBlksize, prefix+"max-blksize", c.MaxBlksize, "largest blksize offered (the interface MTU caps it too)")
@@ -234,6 +238,11 @@ func New(cfg Config) (_ *Server, err error) {
 
 	src := cfg.Source
 	if src == nil {
+		if cfg.ArtifactStoreToken == "" && cfg.ArtifactStoreTokenFile != "" {
+			if cfg.ArtifactStoreToken, err = auth.ReadTokenFile(cfg.ArtifactStoreTokenFile); err != nil {
+				return nil, fmt.Errorf("tftpd: %w", err)
+			}
+		}
 		s.conn, err = grpcclient.Dial(cfg.ArtifactStore, cfg.ArtifactStoreTLS, grpcclient.WithToken(cfg.ArtifactStoreToken))
 		if err != nil {
 			return nil, fmt.Errorf("tftpd: %w", err)

@@ -61,6 +61,13 @@ func dhcpdOff(fs *flag.FlagSet) (string, error) {
 }
 
 func main() {
+	if len(os.Args) >= 2 && os.Args[1] == "token" {
+		if err := tokenCmd(context.Background(), os.Args[2:], os.Stdout, os.Stderr); err != nil {
+			fmt.Fprintln(os.Stderr, "bootchain token:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if len(os.Args) < 2 || os.Args[1] != "up" {
 		fmt.Fprintf(os.Stderr, "usage: bootchain up [flags]\n\nRuns an embedded etcd and the bootchain services (%s) in one process.\nRun `bootchain up -h` for flags.\n", strings.Join(names(components()), ", "))
 		os.Exit(2)
