@@ -285,7 +285,7 @@ func New(cfg Config) (_ *Server, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("tftpd: %w", err)
 	}
-	s.admin = &admin.Service{Cache: s.cache, Transfers: s.transfers}
+	s.admin = &admin.Service{Cache: s.cache, Transfers: s.transfers, Site: cfg.Site}
 	if cfg.GRPC.Addr != "" {
 		gcfg := cfg.GRPC
 		if gcfg.Logger == nil {
