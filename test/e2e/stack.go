@@ -97,6 +97,9 @@ type Stack struct {
 
 	mu    sync.Mutex
 	conns map[string]*grpc.ClientConn
+	// token is an admin token minted once the stack is up: every gRPC call
+	// and bootctl run presents it.
+	token string
 }
 
 // GRPCPorts are the launcher's default gRPC ports.
@@ -143,6 +146,16 @@ func StartStack(ctx context.Context, l *lab.Lab, ns *lab.Netns, cfg StackConfig)
 			return nil, fmt.Errorf("%w; launcher log:\n%s", err, tail(s.Log(), 3000))
 		}
 	}
+	// Health is open; everything else needs a credential. `bootchain token
+	// create` writes one straight to the stack's etcd.
+	tok, err := mintToken(ctx, ns, cfg.Tools.Bootchain)
+	if err != nil {
+		s.Stop()
+		return nil, err
+	}
+	s.mu.Lock()
+	s.token = tok
+	s.mu.Unlock()
 	return s, nil
 }
 
@@ -204,6 +217,7 @@ func (s *Stack) Conn(svc string) (*grpc.ClientConn, error) {
 	ns := s.NS
 	c, err := grpc.NewClient(fmt.Sprintf("passthrough:///127.0.0.1:%d", port),
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithPerRPCCredentials(stackToken{s}),
 		grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {
 			return ns.DialContext(ctx, "tcp", addr)
 		}))
@@ -217,9 +231,41 @@ func (s *Stack) Conn(svc string) (*grpc.ClientConn, error) {
 // Bootctl runs bootctl with args inside the stack's namespace and returns its
 // combined output.
 func (s *Stack) Bootctl(ctx context.Context, args ...string) (string, error) {
-	out, err := s.NS.Run(ctx, s.tools.Bootctl, args...)
+	s.mu.Lock()
+	tok := s.token
+	s.mu.Unlock()
+	out, err := s.NS.Run(ctx, s.tools.Bootctl, append([]string{"--token", tok}, args...)...)
 	return string(out), err
 }
+
+// mintToken creates an admin token in the etcd of the stack in ns.
+func mintToken(ctx context.Context, ns *lab.Netns, bootchain string) (string, error) {
+	out, err := ns.Run(ctx, bootchain, "token", "create", "--name", "e2e", "--role", "admin")
+	if err != nil {
+		return "", fmt.Errorf("e2e: mint a token: %w", err)
+	}
+	for _, l := range strings.Split(string(out), "\n") {
+		if strings.HasPrefix(l, "bct_") {
+			return strings.TrimSpace(l), nil
+		}
+	}
+	return "", errors.New("e2e: bootchain token create printed no token")
+}
+
+// stackToken presents the stack's token on the namespace's loopback, once
+// there is one (health checks need none).
+type stackToken struct{ s *Stack }
+
+func (t stackToken) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	t.s.mu.Lock()
+	defer t.s.mu.Unlock()
+	if t.s.token == "" {
+		return nil, nil
+	}
+	return map[string]string{"authorization": "Bearer " + t.s.token}, nil
+}
+
+func (stackToken) RequireTransportSecurity() bool { return false }
 
 // Log returns the launcher's output so far.
 func (s *Stack) Log() string {
