@@ -127,6 +127,51 @@ func TestRolesAndSites(t *testing.T) {
 	if err != nil || len(jl.GetJobs()) != 1 || jl.GetJobs()[0].GetMac() != "52:54:00:00:00:0a" {
 		t.Fatalf("site-a operator lists jobs %v %v", jl, err)
 	}
+
+	// Streams are checked too: a watch without a credential ends at once, and
+	// a site-a watch shows only site a's job.
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	anon, err := grpcclient.Dial(h.srv.GRPCAddr().String(), tlsconf.Files{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer anon.Close()
+	ws, err := bootapiv1.NewJobServiceClient(anon).WatchJobs(wctx, &bootapiv1.WatchJobsRequest{})
+	if err == nil {
+		_, err = ws.Recv()
+	}
+	wantCode(t, "anonymous WatchJobs", err, codes.Unauthenticated, "no credential")
+	ws, err = jobs.WatchJobs(wctx, &bootapiv1.WatchJobsRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, err := ws.Recv()
+	if err != nil || first.GetJob().GetMac() != "52:54:00:00:00:0a" {
+		t.Fatalf("site-a watch: %v %v", first, err)
+	}
+	// The other site's job changes; site a's watch must not show it. Cancel
+	// site a's job after it, so that the next event the watch sees is that.
+	if _, err := h.jobs.CancelJob(ctx, &bootapiv1.CancelJobRequest{Id: jobOf(t, h, "52:54:00:00:00:0b")}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.jobs.CancelJob(ctx, &bootapiv1.CancelJobRequest{Id: first.GetJob().GetId()}); err != nil {
+		t.Fatal(err)
+	}
+	next, err := ws.Recv()
+	if err != nil || next.GetJob().GetMac() != "52:54:00:00:00:0a" {
+		t.Fatalf("site-a watch saw %v %v", next, err)
+	}
+}
+
+// jobOf is the id of mac's job, as the admin sees it.
+func jobOf(t *testing.T, h *harness, mac string) string {
+	t.Helper()
+	l, err := h.jobs.ListJobs(context.Background(), &bootapiv1.ListJobsRequest{Mac: mac})
+	if err != nil || len(l.GetJobs()) == 0 {
+		t.Fatalf("jobs of %s: %v %v", mac, l, err)
+	}
+	return l.GetJobs()[0].GetId()
 }
 
 // TestCredentialService: an admin creates a token that works at once, lists it
