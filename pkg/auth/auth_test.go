@@ -1,6 +1,7 @@
 package auth_test
 
 import (
+	"context"
 	"strings"
 	"testing"
 	"time"
@@ -10,6 +11,8 @@ import (
 	_ "github.com/bootchain/bootchain/pkg/gen/bootchain/bootapi/v1"
 	_ "github.com/bootchain/bootchain/pkg/gen/bootchain/dhcpd/v1"
 	_ "github.com/bootchain/bootchain/pkg/gen/bootchain/tftpd/v1"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/reflect/protoregistry"
 )
@@ -193,4 +196,25 @@ func FuzzParsePermission(f *testing.F) {
 			}
 		}
 	})
+}
+
+func TestRequireSite(t *testing.T) {
+	ctx := context.Background()
+	if err := auth.RequireSite(ctx, "a"); status.Code(err) != codes.PermissionDenied {
+		t.Errorf("no identity: %v; want PermissionDenied (fail closed)", err)
+	}
+	limited := auth.NewContext(ctx, auth.Identity{Name: "ops", Kind: auth.KindToken, Role: auth.RoleOperator, Sites: []string{"a"}})
+	if err := auth.RequireSite(limited, "a"); err != nil {
+		t.Errorf("own site: %v", err)
+	}
+	if err := auth.RequireSite(limited, "b"); status.Code(err) != codes.PermissionDenied || !strings.Contains(err.Error(), `site "b"`) {
+		t.Errorf("other site: %v", err)
+	}
+	if auth.MaySite(limited, "b") || !auth.MaySite(limited, "a") || auth.MaySite(ctx, "a") {
+		t.Error("MaySite")
+	}
+	all := auth.NewContext(ctx, auth.Identity{Name: "admin", Kind: auth.KindCert, Role: auth.RoleAdmin})
+	if err := auth.RequireSite(all, "anything"); err != nil {
+		t.Errorf("unlimited identity: %v", err)
+	}
 }
