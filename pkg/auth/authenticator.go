@@ -3,7 +3,6 @@ package auth
 import (
 	"context"
 	"crypto/subtle"
-	"fmt"
 	"log/slog"
 	"strings"
 	"time"
@@ -205,6 +204,3 @@ func (a *Authenticator) check(ctx context.Context, fullMethod string) (context.C
 	}
 	return NewContext(ctx, id), nil
 }
-
-// String is for %v of an authenticator in logs.
-func (a *Authenticator) String() string { return fmt.Sprintf("auth(%d tokens)", a.tokens.Len()) }

@@ -68,7 +68,9 @@ type tokenOption struct {
 }
 
 // WithToken makes every call present token ("bct_...") as
-// `authorization: Bearer <token>`. An empty token adds nothing.
+// `authorization: Bearer <token>`. An empty token adds nothing. Only Dial
+// understands it: given to grpc.NewClient directly it adds nothing either, and
+// the server refuses the calls.
 func WithToken(token string) grpc.DialOption {
 	if token == "" {
 		return grpc.EmptyDialOption{}
