@@ -29,6 +29,7 @@ import (
 
 	"github.com/bootchain/bootchain/pkg/artifactsig"
 	"github.com/bootchain/bootchain/pkg/audit"
+	"github.com/bootchain/bootchain/pkg/auth"
 	artifactv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/artifactstore/v1"
 	"github.com/bootchain/bootchain/pkg/grpcclient"
 	"github.com/bootchain/bootchain/pkg/grpcserver"
@@ -64,6 +65,12 @@ type Config struct {
 	Origin string
 	// OriginTLS: TLS to the origin.
 	OriginTLS tlsconf.Files
+	// OriginToken is the bearer token a replica presents to the origin (role
+	// service), unless its client certificate names it.
+	OriginToken string
+	// OriginTokenFile holds OriginToken (read at New when the token is not
+	// given).
+	OriginTokenFile string
 	// Store is the etcd store. Required.
 	Store *store.Store
 	// Logger; default slog.Default().
@@ -121,7 +128,7 @@ func DefaultConfig() Config {
 func (c *Config) AddFlags(fs *flag.FlagSet, prefix string) {
 	fs.StringVar(&c.HTTPAddr, prefix+"http-addr", c.HTTPAddr, "HTTP address serving /artifacts/<name>")
 	fs.StringVar(&c.GRPC.Addr, prefix+"grpc-addr", c.GRPC.Addr, "gRPC address of the ArtifactService")
-	c.GRPC.TLS.AddServerFlags(fs, prefix+"grpc-")
+	c.GRPC.AddFlags(fs, prefix+"grpc-")
 	fs.Var((*sizeFlag)(&c.MaxSize), prefix+"max-size", "largest artifact accepted (bytes, or with K, M, G, T suffix)")
 	fs.StringVar(&c.Origin, prefix+"origin", c.Origin, "gRPC address of the origin artifactstore (makes this a pull-through site replica)")
 	c.OriginTLS.AddClientFlags(fs, prefix+"origin-")
@@ -133,6 +140,7 @@ func (c *Config) AddFlags(fs *flag.FlagSet, prefix string) {
 	fs.StringVar(&c.SigningKeys, prefix+"signing-keys", c.SigningKeys, "PEM file of trusted ed25519 public keys: require signed uploads; a replica serves only what they verify")
 	fs.DurationVar(&c.VerifyInterval, prefix+"verify-interval", c.VerifyInterval, "hash every blob on disk again once per interval, spread over it (0: only before the first serve after a start)")
 	fs.Var((*sizeFlag)(&c.VerifyRate), prefix+"verify-rate", "bytes per second the scheduled checks may read (K, M, G suffixes)")
+	fs.StringVar(&c.OriginTokenFile, prefix+"origin-token-file", c.OriginTokenFile, "file holding the bearer token (role service) presented to the origin")
 }
 
 // Component is artifactstore as its binary and the launcher run it: its flags
@@ -232,7 +240,12 @@ func New(cfg Config) (*Server, error) {
 		}
 	}
 	if cfg.Origin != "" {
-		s.origin, err = grpcclient.Dial(cfg.Origin, cfg.OriginTLS)
+		if cfg.OriginToken == "" && cfg.OriginTokenFile != "" {
+			if cfg.OriginToken, err = auth.ReadTokenFile(cfg.OriginTokenFile); err != nil {
+				return nil, fmt.Errorf("artifactstore: origin: %w", err)
+			}
+		}
+		s.origin, err = grpcclient.Dial(cfg.Origin, cfg.OriginTLS, grpcclient.WithToken(cfg.OriginToken))
 		if err != nil {
 			return nil, fmt.Errorf("artifactstore: origin: %w", err)
 		}
@@ -260,6 +273,9 @@ func New(cfg Config) (*Server, error) {
 			s.close()
 			return nil, fmt.Errorf("artifactstore: %w", err)
 		}
+	}
+	if gcfg.Auth == nil {
+		gcfg.Auth = auth.NewAuthenticator(cfg.Store, log)
 	}
 	s.grpc, err = grpcserver.New(gcfg, cfg.GRPCOptions...)
 	if err != nil {

@@ -20,6 +20,7 @@ import (
 
 	"github.com/bootchain/bootchain/internal/testkit"
 	"github.com/bootchain/bootchain/pkg/apierr"
+	"github.com/bootchain/bootchain/pkg/auth"
 	artifactv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/artifactstore/v1"
 	bootapiv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/bootapi/v1"
 	"github.com/bootchain/bootchain/pkg/grpcclient"
@@ -55,6 +56,9 @@ type opts struct {
 	cfg func(*artifactstore.Config)
 	// clientTLS is how the test's own client reaches the gRPC listener.
 	clientTLS tlsconf.Files
+	// originToken is the replica's credential at the origin; default a service
+	// token minted in the replica's etcd (the origin's too, when they share it).
+	originToken string
 }
 
 func start(t *testing.T, e *storetest.Etcd, o opts) *instance {
@@ -65,6 +69,13 @@ func start(t *testing.T, e *storetest.Etcd, o opts) *instance {
 	cfg.Store, cfg.Origin, cfg.Sessions = st, o.origin, o.rec
 	cfg.DataDir = o.dir
 	cfg.HTTPListener = o.lis
+	if o.origin != "" {
+		// A replica reads from its origin as a service.
+		cfg.OriginToken = o.originToken
+		if cfg.OriginToken == "" {
+			cfg.OriginToken = testkit.Token(t, st, auth.RoleService)
+		}
+	}
 	if cfg.DataDir == "" {
 		cfg.DataDir = t.TempDir()
 	}
@@ -86,7 +97,7 @@ func start(t *testing.T, e *storetest.Etcd, o opts) *instance {
 		t.Fatal(err)
 	}
 	testkit.Run(t, "artifactstore", srv.Run)
-	cc, err := grpcclient.Dial(srv.GRPCAddr().String(), o.clientTLS)
+	cc, err := grpcclient.Dial(srv.GRPCAddr().String(), o.clientTLS, grpcclient.WithToken(testkit.AdminToken(t, st)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -479,7 +490,11 @@ func TestReplicaPullThrough(t *testing.T) {
 // it from the origin.
 func TestReplicaSeparateEtcd(t *testing.T) {
 	origin := start(t, storetest.Start(t), opts{site: "hq"})
-	replica := start(t, storetest.Start(t), opts{site: "edge", origin: origin.srv.GRPCAddr().String()})
+	replica := start(t, storetest.Start(t), opts{
+		site: "edge", origin: origin.srv.GRPCAddr().String(),
+		// The origin knows the tokens in its own etcd.
+		originToken: testkit.Token(t, origin.st, auth.RoleService),
+	})
 	data := randBytes(t, 100000)
 	mustUpload(t, origin, "ipxe.efi", data)
 	resp, body := httpGet(t, replica.base+"/artifacts/ipxe.efi", map[string]string{"Range": "bytes=-10"})

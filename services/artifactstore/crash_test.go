@@ -81,7 +81,7 @@ func TestCrashMidUpload(t *testing.T) {
 		for sc.Scan() {
 		}
 	}()
-	cc, err := grpcclient.Dial(addr, tlsconf.Files{})
+	cc, err := grpcclient.Dial(addr, tlsconf.Files{}, grpcclient.WithToken(testkit.AdminToken(t, e.Client(t))))
 	if err != nil {
 		t.Fatal(err)
 	}

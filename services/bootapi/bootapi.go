@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/bootchain/bootchain/pkg/audit"
+	"github.com/bootchain/bootchain/pkg/auth"
 	bootapiv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/bootapi/v1"
 	"github.com/bootchain/bootchain/pkg/grpcserver"
 	"github.com/bootchain/bootchain/pkg/lifecycle"
@@ -116,7 +117,7 @@ func (c *Config) AddFlags(fs *flag.FlagSet, prefix string) {
 	fs.IntVar(&c.Discovery.Cap, prefix+"discovery-cap", c.Discovery.Cap, "most discovered (unregistered) machines recorded per site; 0 records none")
 	fs.DurationVar(&c.Discovery.TTL, prefix+"discovery-ttl", c.Discovery.TTL, "delete a discovered machine not seen again for this long (0 keeps them)")
 	fs.StringVar(&c.GRPC.Addr, prefix+"grpc-addr", c.GRPC.Addr, "gRPC address of the API")
-	c.GRPC.TLS.AddServerFlags(fs, prefix+"grpc-")
+	c.GRPC.AddFlags(fs, prefix+"grpc-")
 	fs.StringVar(&c.PublicURL, prefix+"public-url", c.PublicURL, "bootapi's base URL as machines reach it (default http://<advertise>:<http port>)")
 	fs.StringVar(&c.ArtifactURL, prefix+"artifact-url", c.ArtifactURL, "artifactstore base URL for sites without one (default http://<advertise>:8081)")
 	fs.StringVar(&c.DefaultAction, prefix+"default-action", c.DefaultAction, "what machines without a job or default boot: menu, local-disk, sanboot, shell")
@@ -277,6 +278,9 @@ func New(cfg Config) (*Server, error) {
 			return nil, err
 		}
 	}
+	if cfg.GRPC.Auth == nil {
+		cfg.GRPC.Auth = auth.NewAuthenticator(cfg.Store, log)
+	}
 	gs, err := grpcserver.New(cfg.GRPC)
 	if err != nil {
 		closeListeners()
@@ -291,6 +295,7 @@ func New(cfg Config) (*Server, error) {
 		DefaultSite: cfg.Site, DefaultAction: actions[cfg.DefaultAction],
 	}).Register(gs.GRPC)
 	grpcapi.NewAudit(cfg.Store).Register(gs.GRPC)
+	grpcapi.NewCredentials(cfg.Store, cfg.GRPC.Auth).Register(gs.GRPC)
 	h := httpapi.New(httpapi.Config{
 		State: st, Sessions: rec, PublicURL: pu, CallbackURL: hpu, ArtifactURL: artifactURL, DefaultSite: cfg.Site,
 		DefaultAction: actions[cfg.DefaultAction], MenuTimeout: cfg.MenuTimeout, Logger: log,

@@ -64,7 +64,7 @@ func start(t *testing.T, st *store.Store, mod ...func(*bootapi.Config)) *harness
 	svc := testkit.Run(t, "bootapi", srv.Run)
 	base := "http://" + srv.HTTPAddr().String()
 	testkit.WaitHTTP(t, base+"/healthz")
-	cc, err := grpcclient.Dial(srv.GRPCAddr().String(), tlsconf.Files{})
+	cc, err := grpcclient.Dial(srv.GRPCAddr().String(), tlsconf.Files{}, grpcclient.WithToken(testkit.AdminToken(t, st)))
 	if err != nil {
 		t.Fatal(err)
 	}

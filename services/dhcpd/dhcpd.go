@@ -26,6 +26,7 @@ import (
 	"time"
 
 	"github.com/bootchain/bootchain/pkg/audit"
+	"github.com/bootchain/bootchain/pkg/auth"
 	bootapiv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/bootapi/v1"
 	dhcpdv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/dhcpd/v1"
 	"github.com/bootchain/bootchain/pkg/grpcserver"
@@ -298,6 +299,9 @@ func New(cfg Config) (*Server, error) {
 			s.closeSockets()
 			return nil, err
 		}
+	}
+	if gcfg.Auth == nil {
+		gcfg.Auth = auth.NewAuthenticator(cfg.Store, log)
 	}
 	if s.grpc, err = grpcserver.New(gcfg); err != nil {
 		s.closeSockets()

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/bootchain/bootchain/internal/testkit"
+	"github.com/bootchain/bootchain/pkg/auth"
 	"github.com/bootchain/bootchain/pkg/etcdembed"
 	bootapiv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/bootapi/v1"
 	dhcpdv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/dhcpd/v1"
@@ -24,7 +25,9 @@ import (
 	"golang.org/x/net/icmp"
 	"golang.org/x/net/ipv6"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 )
 
@@ -60,6 +63,7 @@ func startDHCPD(t *testing.T, l *lab.Lab, st *store.Store, s *bootapiv1.SiteDhcp
 	testkit.WaitClosed(t, svc, "dhcpd ready", srv.Ready())
 	addr := srv.GRPCAddr().String()
 	cc, err := grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithPerRPCCredentials(bearer(testkit.AdminToken(t, st))),
 		grpc.WithContextDialer(func(ctx context.Context, a string) (net.Conn, error) { return l.Main().DialContext(ctx, "tcp", a) }))
 	if err != nil {
 		t.Fatal(err)
@@ -185,6 +189,23 @@ func TestLabAuthoritative(t *testing.T) {
 	}
 	if _, ok := r.srv.Sessions().Get(ctx, udhcpcMAC); ok {
 		t.Errorf("plain client %s got a session", udhcpcMAC)
+	}
+
+	// A caller limited to another site sees no lease and releases none; a
+	// viewer of this site sees them and releases none.
+	other := r.as(t, testkit.Token(t, r.st, auth.RoleAdmin, "elsewhere"))
+	if l, err := other.ListLeases(ctx, &dhcpdv1.ListLeasesRequest{}); err != nil || len(l.GetLeases()) != 0 {
+		t.Errorf("other site's admin lists %v, %v", l, err)
+	}
+	if _, err := other.ReleaseLease(ctx, &dhcpdv1.ReleaseLeaseRequest{Ip: ack.YourIPAddr.String()}); status.Code(err) != codes.PermissionDenied {
+		t.Errorf("other site's admin releases: %v", err)
+	}
+	viewer := r.as(t, testkit.Token(t, r.st, auth.RoleViewer, "lab"))
+	if l, err := viewer.ListLeases(ctx, &dhcpdv1.ListLeasesRequest{State: dhcpdv1.LeaseState_LEASE_STATE_BOUND}); err != nil || len(l.GetLeases()) != 2 {
+		t.Errorf("this site's viewer lists %v, %v", l, err)
+	}
+	if _, err := viewer.ReleaseLease(ctx, &dhcpdv1.ReleaseLeaseRequest{Ip: ack.YourIPAddr.String()}); status.Code(err) != codes.PermissionDenied {
+		t.Errorf("viewer releases: %v", err)
 	}
 
 	// Release through the API.
@@ -344,3 +365,25 @@ type closeOnce struct {
 }
 
 func (c *closeOnce) Close() { c.once.Do(c.e.Close) }
+
+// bearer presents a token over the lab's plaintext loopback connection.
+type bearer string
+
+func (b bearer) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	return map[string]string{"authorization": "Bearer " + string(b)}, nil
+}
+
+func (bearer) RequireTransportSecurity() bool { return false }
+
+// as is a lease client on r's gRPC API presenting token.
+func (r *rig) as(t *testing.T, token string) dhcpdv1.LeaseServiceClient {
+	t.Helper()
+	cc, err := grpc.NewClient("passthrough:///"+r.srv.GRPCAddr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithPerRPCCredentials(bearer(token)),
+		grpc.WithContextDialer(func(ctx context.Context, a string) (net.Conn, error) { return r.lab.Main().DialContext(ctx, "tcp", a) }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cc.Close() })
+	return dhcpdv1.NewLeaseServiceClient(cc)
+}

@@ -129,7 +129,7 @@ func (c *Config) AddFlags(fs *flag.FlagSet, prefix string) {
 	fs.StringVar(&c.ListenAddr, prefix+"listen", c.ListenAddr, "DHCP listen address")
 	fs.StringVar(&c.PXEAddr, prefix+"pxe-listen", c.PXEAddr, "proxy-mode boot server address (- disables)")
 	fs.StringVar(&c.GRPC.Addr, prefix+"grpc-addr", c.GRPC.Addr, "gRPC admin address")
-	c.GRPC.TLS.AddServerFlags(fs, prefix+"grpc-")
+	c.GRPC.AddFlags(fs, prefix+"grpc-")
 	fs.StringVar(&c.ServerIP, prefix+"server-ip", c.ServerIP, "server identifier and next-server (default: the interface's address)")
 	fs.StringVar(&c.Name, prefix+"name", c.Name, "replica name written into leases (default: host name)")
 	fs.IntVar(&c.Workers, prefix+"workers", c.Workers, "packets answered concurrently")

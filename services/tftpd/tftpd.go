@@ -28,6 +28,7 @@ import (
 	"time"
 
 	"github.com/bootchain/bootchain/pkg/audit"
+	"github.com/bootchain/bootchain/pkg/auth"
 	artifactstorev1 "github.com/bootchain/bootchain/pkg/gen/bootchain/artifactstore/v1"
 	dhcpdv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/dhcpd/v1"
 	tftpdv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/tftpd/v1"
@@ -59,6 +60,12 @@ type Config struct {
 	ArtifactStore string
 	// ArtifactStoreTLS are the client TLS files for artifactstore.
 	ArtifactStoreTLS tlsconf.Files
+	// ArtifactStoreToken is the bearer token tftpd presents to artifactstore
+	// (role service), unless its client certificate names it.
+	ArtifactStoreToken string
+	// ArtifactStoreTokenFile holds ArtifactStoreToken (read at New when the
+	// token is not given).
+	ArtifactStoreTokenFile string
 	// DataDir holds the cache (blobs/ and index.json). Required.
 	DataDir string
 	// Site this tftpd serves; its file map is read from tftp/<site>/map.
@@ -131,9 +138,10 @@ var DefaultLimitPerIP = ratelimit.Limit{Rate: 200, Burst: 2000}
 func (c *Config) AddFlags(fs *flag.FlagSet, prefix string) {
 	fs.StringVar(&c.Addr, prefix+"addr", c.Addr, "TFTP listen address (UDP)")
 	fs.StringVar(&c.GRPC.Addr, prefix+"grpc-addr", c.GRPC.Addr, "gRPC admin API address")
-	c.GRPC.TLS.AddServerFlags(fs, prefix+"grpc-")
+	c.GRPC.AddFlags(fs, prefix+"grpc-")
 	fs.StringVar(&c.ArtifactStore, prefix+"artifactstore", c.ArtifactStore, "artifactstore gRPC address")
 	c.ArtifactStoreTLS.AddClientFlags(fs, prefix+"artifactstore-")
+	fs.StringVar(&c.ArtifactStoreTokenFile, prefix+"artifactstore-token-file", c.ArtifactStoreTokenFile, "file holding the bearer token (role service) presented to artifactstore")
 	fs.StringVar(&c.Map, prefix+"map", c.Map, "file-name map: name=artifact,... (a name ending in * maps a prefix); laid under the etcd map tftp/<site>/map")
 	fs.BoolVar(&c.SinglePort, prefix+"single-port", c.SinglePort, "serve every transfer from the request port (NAT/firewalled sites)")
 	fs.IntVar(&c.MaxBlksize, prefix+"max-blksize", c.MaxBlksize, "largest blksize offered (the interface MTU caps it too)")
@@ -247,7 +255,12 @@ func New(cfg Config) (_ *Server, err error) {
 
 	src := cfg.Source
 	if src == nil {
-		s.conn, err = grpcclient.Dial(cfg.ArtifactStore, cfg.ArtifactStoreTLS)
+		if cfg.ArtifactStoreToken == "" && cfg.ArtifactStoreTokenFile != "" {
+			if cfg.ArtifactStoreToken, err = auth.ReadTokenFile(cfg.ArtifactStoreTokenFile); err != nil {
+				return nil, fmt.Errorf("tftpd: %w", err)
+			}
+		}
+		s.conn, err = grpcclient.Dial(cfg.ArtifactStore, cfg.ArtifactStoreTLS, grpcclient.WithToken(cfg.ArtifactStoreToken))
 		if err != nil {
 			return nil, fmt.Errorf("tftpd: %w", err)
 		}
@@ -290,7 +303,7 @@ func New(cfg Config) (_ *Server, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("tftpd: %w", err)
 	}
-	s.admin = &admin.Service{Cache: s.cache, Transfers: s.transfers}
+	s.admin = &admin.Service{Cache: s.cache, Transfers: s.transfers, Site: cfg.Site}
 	if cfg.GRPC.Addr != "" {
 		gcfg := cfg.GRPC
 		if gcfg.Logger == nil {
@@ -300,6 +313,9 @@ func New(cfg Config) (_ *Server, err error) {
 			if gcfg.Audit, err = audit.New(audit.Config{Store: cfg.Store, Logger: log}); err != nil {
 				return nil, fmt.Errorf("tftpd: %w", err)
 			}
+		}
+		if gcfg.Auth == nil {
+			gcfg.Auth = auth.NewAuthenticator(cfg.Store, log)
 		}
 		s.grpc, err = grpcserver.New(gcfg)
 		if err != nil {

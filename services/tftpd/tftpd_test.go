@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/bootchain/bootchain/internal/testkit"
+	"github.com/bootchain/bootchain/pkg/auth"
 	dhcpdv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/dhcpd/v1"
 	tftpdv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/tftpd/v1"
 	"github.com/bootchain/bootchain/pkg/grpcclient"
@@ -24,6 +25,8 @@ import (
 	"github.com/bootchain/bootchain/services/tftpd"
 	"github.com/bootchain/bootchain/services/tftpd/internal/tftptest"
 	"github.com/pin/tftp/v3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 // env is one tftpd under test with its etcd and artifact source.
@@ -103,7 +106,7 @@ func (e *env) start() {
 	}
 	e.stop = testkit.Run(e.t, "tftpd", srv.Run).Stop
 	e.srv = srv
-	cc, err := grpcclient.Dial(srv.GRPCAddr().String(), tlsconf.Files{})
+	cc, err := grpcclient.Dial(srv.GRPCAddr().String(), tlsconf.Files{}, grpcclient.WithToken(testkit.AdminToken(e.t, e.st)))
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -504,5 +507,41 @@ func TestWildcardListen(t *testing.T) {
 	if c, err := net.ListenUDP("udp6", &net.UDPAddr{IP: net.IPv6loopback}); err == nil {
 		c.Close()
 		mustGet(t, fmt.Sprintf("[::1]:%d", port), "ipxe.efi", []byte("dual"))
+	}
+}
+
+// TestAdminSiteLimits: a caller limited to another site neither sees nor evicts
+// this tftpd's cache; a viewer of this site sees it but cannot evict.
+func TestAdminSiteLimits(t *testing.T) {
+	e := newEnv(t)
+	e.arts.Put("ipxe.efi", []byte("v1"))
+	if _, _, err := get(e.addr(), "ipxe.efi", 0, false); err != nil {
+		t.Fatal(err)
+	}
+	as := func(token string) tftpdv1.TftpServiceClient {
+		cc, err := grpcclient.Dial(e.srv.GRPCAddr().String(), tlsconf.Files{}, grpcclient.WithToken(token))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cc.Close() })
+		return tftpdv1.NewTftpServiceClient(cc)
+	}
+	ctx := context.Background()
+	other := as(testkit.Token(t, e.st, auth.RoleAdmin, "elsewhere"))
+	if list, err := other.ListCacheEntries(ctx, &tftpdv1.ListCacheEntriesRequest{}); err != nil || len(list.GetEntries()) != 0 {
+		t.Errorf("other site's admin lists %v, %v; want nothing", list, err)
+	}
+	if _, err := other.EvictCacheEntry(ctx, &tftpdv1.EvictCacheEntryRequest{Name: "ipxe.efi"}); status.Code(err) != codes.PermissionDenied {
+		t.Errorf("other site's admin evicts: %v", err)
+	}
+	viewer := as(testkit.Token(t, e.st, auth.RoleViewer, "default"))
+	if list, err := viewer.ListCacheEntries(ctx, &tftpdv1.ListCacheEntriesRequest{}); err != nil || len(list.GetEntries()) != 1 {
+		t.Errorf("this site's viewer lists %v, %v", list, err)
+	}
+	if _, err := viewer.EvictCacheEntry(ctx, &tftpdv1.EvictCacheEntryRequest{Name: "ipxe.efi"}); status.Code(err) != codes.PermissionDenied {
+		t.Errorf("viewer evicts: %v", err)
+	}
+	if list, _ := e.admin.ListCacheEntries(ctx, &tftpdv1.ListCacheEntriesRequest{}); len(list.GetEntries()) != 1 {
+		t.Fatalf("a refused evict evicted: %v", list)
 	}
 }

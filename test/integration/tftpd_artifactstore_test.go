@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/bootchain/bootchain/internal/testkit"
+	"github.com/bootchain/bootchain/pkg/auth"
 	artifactstorev1 "github.com/bootchain/bootchain/pkg/gen/bootchain/artifactstore/v1"
 	"github.com/bootchain/bootchain/pkg/grpcclient"
 	"github.com/bootchain/bootchain/pkg/store/storetest"
@@ -33,6 +34,7 @@ func TestTftpdRidesOutArtifactstoreRestart(t *testing.T) {
 	cfg := tftpd.DefaultConfig()
 	cfg.Addr, cfg.GRPC.Addr, cfg.ArtifactStore = "127.0.0.1:0", "127.0.0.1:0", rs.grpcAddr
 	cfg.DataDir, cfg.Store, cfg.Logger = t.TempDir(), etcd.Client(t), discard()
+	cfg.ArtifactStoreToken = testkit.Token(t, cfg.Store, auth.RoleService)
 	cfg.Timeout, cfg.Retries = 200*time.Millisecond, 5
 	cfg.Warm, cfg.RefreshWait = false, 200*time.Millisecond
 	srv, err := tftpd.New(cfg)
@@ -100,7 +102,7 @@ func (rs *artifactstoreRig) start() {
 
 func (rs *artifactstoreRig) upload(name string, data []byte, replaces string) {
 	rs.t.Helper()
-	cc, err := grpcclient.Dial(rs.grpcAddr, tlsconf.Files{})
+	cc, err := grpcclient.Dial(rs.grpcAddr, tlsconf.Files{}, grpcclient.WithToken(testkit.AdminToken(rs.t, rs.cfg.Store)))
 	if err != nil {
 		rs.t.Fatal(err)
 	}

@@ -72,8 +72,15 @@ func main() {
 		}
 		return
 	}
+	if len(os.Args) >= 2 && os.Args[1] == "token" {
+		if err := tokenCmd(context.Background(), os.Args[2:], os.Stdout, os.Stderr); err != nil {
+			fmt.Fprintln(os.Stderr, "bootchain token:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if len(os.Args) < 2 || os.Args[1] != "up" {
-		fmt.Fprintf(os.Stderr, "usage: bootchain up [flags]\n       bootchain pki issue [flags]\n\nup runs an embedded etcd and the bootchain services (%s) in one process;\npki issue issues certificates from its CA. Add -h for flags.\n", strings.Join(names(components()), ", "))
+		fmt.Fprintf(os.Stderr, "usage: bootchain up [flags]\n       bootchain pki issue [flags]\n       bootchain token create|revoke [flags]\n\nup runs an embedded etcd and the bootchain services (%s) in one process;\npki issue issues certificates from its CA; token writes API tokens straight to etcd.\nAdd -h for flags.\n", strings.Join(names(components()), ", "))
 		os.Exit(2)
 	}
 	daemon.Main("bootchain", func(ctx context.Context) error { return up(ctx, os.Args[2:]) })

@@ -52,7 +52,9 @@ func TestDocumentedCommandLines(t *testing.T) {
 	}
 	e.mustRun("artifacts", "delete", "debian/initrd.gz", "--force", "--sha256", digestOf(t, filepath.Join(dir, "initrd.gz")))
 
-	// The old address flag and variable names still work.
+	// The old address flag and variable names still work; the token comes
+	// from BOOTCHAIN_TOKEN.
+	t.Setenv("BOOTCHAIN_TOKEN", e.token)
 	t.Setenv("BOOTCHAIN_BOOTAPI", e.bootapi.GRPCAddr().String())
 	var o, se strings.Builder
 	if code := run(t.Context(), []string{"machines", "get", mac}, &o, &se); code != 0 {

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"testing"
 	"time"
 
@@ -30,6 +31,8 @@ type testEnv struct {
 	artifact *artifactstore.Server
 	// closed is a loopback address nothing listens on (dhcpd and tftpd).
 	closed string
+	// token is an admin token every command presents.
+	token string
 }
 
 func startEnv(t *testing.T) *testEnv {
@@ -61,7 +64,7 @@ func startEnv(t *testing.T) *testEnv {
 	closed := l.Addr().String()
 	l.Close()
 
-	e := &testEnv{t: t, etcd: etcd, bootapi: bsrv, artifact: asrv, closed: closed}
+	e := &testEnv{t: t, etcd: etcd, bootapi: bsrv, artifact: asrv, closed: closed, token: testkit.AdminToken(t, etcd.Client(t))}
 	// bootapi answers once its caches are loaded.
 	var stderr string
 	if !testkit.Poll(testkit.Wait, func() bool {
@@ -85,6 +88,9 @@ func (e *testEnv) runCtx(ctx context.Context, args ...string) (stdout, stderr st
 	global := []string{
 		"--bootapi-addr", e.bootapi.GRPCAddr().String(), "--artifactstore-addr", e.artifact.GRPCAddr().String(),
 		"--dhcpd-addr", e.closed, "--tftpd-addr", e.closed, "--timeout", "10s",
+	}
+	if e.token != "" && !slices.Contains(args, "--token") && !slices.Contains(args, "--token-file") {
+		global = append(global, "--token", e.token)
 	}
 	var out, errb bytes.Buffer
 	code = run(ctx, append(global, args...), &out, &errb)

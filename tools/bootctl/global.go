@@ -36,6 +36,8 @@ type Global struct {
 	Output  string // table, json or yaml
 	Timeout time.Duration
 	Out     io.Writer
+	// Token, or the first line of TokenFile, is presented to every service.
+	Token, TokenFile string
 
 	mu    sync.Mutex
 	conns map[string]*grpc.ClientConn
@@ -62,6 +64,7 @@ func (g *Global) addFlags(fs *pflag.FlagSet) {
 	g.TLS.AddClientFlags(std, "")
 	fs.AddGoFlagSet(std)
 	fs.String(configFlag, "", "client config file (default $XDG_CONFIG_HOME/bootchain/bootctl.json, else ~/.config/bootchain/bootctl.json, which bootchain up writes)")
+	g.addTokenFlags(fs)
 	fs.StringVarP(&g.Output, "output", "o", "table", "output format: table, json or yaml")
 	fs.DurationVar(&g.Timeout, "timeout", 30*time.Second, "time allowed for each call (not for watch)")
 }
@@ -112,7 +115,11 @@ func (g *Global) Conn(service string) (*grpc.ClientConn, error) {
 	if c, ok := g.conns[service]; ok {
 		return c, nil
 	}
-	c, err := grpcclient.Dial(g.Addrs[service], g.TLS)
+	tok, err := g.bearerToken()
+	if err != nil {
+		return nil, err
+	}
+	c, err := grpcclient.Dial(g.Addrs[service], g.TLS, grpcclient.WithToken(tok))
 	if err != nil {
 		return nil, fmt.Errorf("%s at %s: %w", service, g.Addrs[service], err)
 	}

@@ -51,6 +51,7 @@ flags win over variables.`,
 		poolsCommand(g),
 		tftpCommand(g),
 		auditCommand(g),
+		tokensCommand(g),
 	)
 	return root
 }

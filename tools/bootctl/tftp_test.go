@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/bootchain/bootchain/internal/testkit"
+	"github.com/bootchain/bootchain/pkg/auth"
 	dhcpdv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/dhcpd/v1"
 	"github.com/bootchain/bootchain/services/tftpd"
 	"github.com/pin/tftp/v3"
@@ -22,6 +23,7 @@ func startTFTPD(t *testing.T, e *testEnv) *tftpd.Server {
 	cfg := tftpd.DefaultConfig()
 	cfg.Addr, cfg.GRPC.Addr, cfg.ArtifactStore = "127.0.0.1:0", "127.0.0.1:0", e.artifact.GRPCAddr().String()
 	cfg.DataDir, cfg.Store, cfg.Warm = t.TempDir(), e.etcd.Client(t), false
+	cfg.ArtifactStoreToken = testkit.Token(t, cfg.Store, auth.RoleService)
 	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	srv, err := tftpd.New(cfg)
 	if err != nil {

@@ -38,7 +38,7 @@ func (s *syncBuffer) String() string {
 // status once it ends.
 func (e *testEnv) watch(ctx context.Context, args ...string) (out, errb *syncBuffer, wait func() int) {
 	out, errb = &syncBuffer{}, &syncBuffer{}
-	global := []string{"--bootapi-addr", e.bootapi.GRPCAddr().String()}
+	global := []string{"--bootapi-addr", e.bootapi.GRPCAddr().String(), "--token", e.token}
 	done := make(chan int, 1)
 	go func() { done <- run(ctx, append(global, append([]string{"jobs", "watch"}, args...)...), out, errb) }()
 	return out, errb, func() int { return <-done }

@@ -33,6 +33,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/bootchain/bootchain/pkg/auth"
 	"github.com/bootchain/bootchain/pkg/daemon"
 	"github.com/bootchain/bootchain/pkg/etcdembed"
 	artifactv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/artifactstore/v1"
@@ -83,7 +84,12 @@ func runServer(dir string) error {
 	if err != nil {
 		return err
 	}
-	fmt.Printf("ADDRS %s %s\n", srv.HTTPAddr(), srv.GRPCAddr())
+	// The uploads authenticate as an admin minted in this etcd.
+	tok, _, err := auth.MintToken(ctx, st, auth.TokenSpec{Name: "bench", Role: auth.RoleAdmin, CreatedBy: "bench"})
+	if err != nil {
+		return err
+	}
+	fmt.Printf("ADDRS %s %s %s\n", srv.HTTPAddr(), srv.GRPCAddr(), tok)
 	return srv.Run(ctx)
 }
 
@@ -133,10 +139,10 @@ func run(sizeMB, maxDownloads, nRanges, nSmall int) error {
 	}
 	defer func() { child.Process.Signal(syscall.SIGTERM); child.Wait() }()
 	sc := bufio.NewScanner(out)
-	var httpAddr, grpcAddr string
+	var httpAddr, grpcAddr, token string
 	for sc.Scan() {
-		if f := strings.Fields(sc.Text()); len(f) == 3 && f[0] == "ADDRS" {
-			httpAddr, grpcAddr = f[1], f[2]
+		if f := strings.Fields(sc.Text()); len(f) == 4 && f[0] == "ADDRS" {
+			httpAddr, grpcAddr, token = f[1], f[2], f[3]
 			break
 		}
 	}
@@ -145,7 +151,7 @@ func run(sizeMB, maxDownloads, nRanges, nSmall int) error {
 	}
 	go io.Copy(io.Discard, out)
 	for _, f := range []string{big, small} {
-		if err := upload(grpcAddr, f); err != nil {
+		if err := upload(grpcAddr, token, f); err != nil {
 			return err
 		}
 	}
@@ -309,8 +315,8 @@ func get(cl *http.Client, url, rng string, want int64) (int64, error) {
 	return n, nil
 }
 
-func upload(grpcAddr, path string) error {
-	cc, err := grpcclient.Dial(grpcAddr, tlsconf.Files{})
+func upload(grpcAddr, token, path string) error {
+	cc, err := grpcclient.Dial(grpcAddr, tlsconf.Files{}, grpcclient.WithToken(token))
 	if err != nil {
 		return err
 	}

@@ -45,6 +45,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/bootchain/bootchain/pkg/auth"
 	"github.com/bootchain/bootchain/pkg/daemon"
 	"github.com/bootchain/bootchain/pkg/etcdembed"
 	artifactv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/artifactstore/v1"
@@ -368,7 +369,11 @@ func waitHTTP(u string) error {
 // straight in etcd, a transaction of seedBatch at a time: a fleet of hundreds of
 // thousands would take minutes through RegisterMachine's one write each.
 func seed(ctx context.Context, addr, base string, st *store.Store, n int) ([]string, error) {
-	cc, err := grpcclient.Dial(addr, tlsconf.Files{})
+	tok, _, err := auth.MintToken(ctx, st, auth.TokenSpec{Name: "bench", Role: auth.RoleAdmin, CreatedBy: "bench"})
+	if err != nil {
+		return nil, err
+	}
+	cc, err := grpcclient.Dial(addr, tlsconf.Files{}, grpcclient.WithToken(tok))
 	if err != nil {
 		return nil, err
 	}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/bootchain/bootchain/pkg/apierr"
 	"github.com/bootchain/bootchain/pkg/artifactref"
+	"github.com/bootchain/bootchain/pkg/auth"
 	artifactv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/artifactstore/v1"
 	bootapiv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/bootapi/v1"
 	"github.com/bootchain/bootchain/pkg/session"
@@ -80,10 +81,19 @@ func (a *API) RegisterMachine(ctx context.Context, req *bootapiv1.RegisterMachin
 	if err := a.checkMachine(m); err != nil {
 		return nil, err
 	}
+	if err := auth.RequireSite(ctx, a.machineSite(m)); err != nil {
+		return nil, err
+	}
 	now := timestamppb.New(a.now())
 	out, rev, err := store.Mutate(ctx, a.store(), store.Key("machines", mac), newMachine, func(cur *bootapiv1.Machine, exists bool) (*bootapiv1.Machine, error) {
 		if exists && !cur.GetDiscovered() {
 			return nil, status.Errorf(codes.AlreadyExists, "machine %s is already registered", mac)
+		}
+		if exists {
+			// Promoting a discovered machine takes it from the site it was seen at.
+			if err := auth.RequireSite(ctx, a.machineSite(cur)); err != nil {
+				return nil, err
+			}
 		}
 		next := proto.Clone(m).(*bootapiv1.Machine)
 		next.CreateTime, next.UpdateTime = now, now
@@ -131,6 +141,9 @@ func (a *API) GetMachine(ctx context.Context, req *bootapiv1.GetMachineRequest) 
 	if !ok {
 		return nil, apierr.NotFound("machine", mac)
 	}
+	if err := auth.RequireSite(ctx, a.machineSite(it.Value)); err != nil {
+		return nil, err
+	}
 	return &bootapiv1.GetMachineResponse{Machine: it.Value}, nil
 }
 
@@ -145,7 +158,7 @@ func (a *API) ListMachines(ctx context.Context, req *bootapiv1.ListMachinesReque
 	out := &bootapiv1.ListMachinesResponse{}
 	for _, it := range a.st.Machines.List(nil) {
 		m := it.Value
-		if req.GetSite() != "" && m.GetSite() != req.GetSite() {
+		if req.GetSite() != "" && m.GetSite() != req.GetSite() || !auth.MaySite(ctx, a.machineSite(m)) {
 			continue
 		}
 		if req.Discovered != nil && m.GetDiscovered() != req.GetDiscovered() {
@@ -195,10 +208,17 @@ func (a *API) UpdateMachine(ctx context.Context, req *bootapiv1.UpdateMachineReq
 		if !exists {
 			return nil, apierr.NotFound("machine", mac)
 		}
+		if err := auth.RequireSite(ctx, a.machineSite(cur)); err != nil {
+			return nil, err
+		}
 		for _, p := range paths {
 			machinePaths[p](cur, req.GetMachine())
 		}
 		if err := a.checkMachine(cur); err != nil {
+			return nil, err
+		}
+		// Moving a machine needs the new site too.
+		if err := auth.RequireSite(ctx, a.machineSite(cur)); err != nil {
 			return nil, err
 		}
 		cur.UpdateTime = timestamppb.New(a.now())
@@ -215,6 +235,9 @@ func (a *API) DeleteMachine(ctx context.Context, req *bootapiv1.DeleteMachineReq
 	mac, err := validate.MAC("mac", req.GetMac())
 	if err != nil {
 		return nil, apierr.FromError(err)
+	}
+	if err := a.requireMAC(ctx, mac); err != nil {
+		return nil, err
 	}
 	if err := a.st.DeleteMachine(ctx, mac, a.now()); err != nil {
 		if errors.Is(err, store.ErrNotFound) {
@@ -429,6 +452,9 @@ func (a *API) CreateJob(ctx context.Context, req *bootapiv1.CreateJobRequest) (*
 	if req.GetTimeout() != nil && (timeout < time.Second || timeout > 7*24*time.Hour) {
 		return nil, apierr.InvalidArgument("timeout", "want between 1s and 168h, got %s", timeout)
 	}
+	if err := a.requireMAC(ctx, mac); err != nil {
+		return nil, err
+	}
 	j, rev, err := a.st.CreateJob(ctx, mac, req.GetProfile(), timeout, a.now())
 	switch {
 	case errors.Is(err, state.ErrActiveJob):
@@ -452,6 +478,9 @@ func (a *API) GetJob(ctx context.Context, req *bootapiv1.GetJobRequest) (*bootap
 	if !ok {
 		return nil, apierr.NotFound("job", req.GetId())
 	}
+	if err := a.requireMAC(ctx, it.Value.GetMac()); err != nil {
+		return nil, err
+	}
 	return &bootapiv1.GetJobResponse{Job: public(it.Value)}, nil
 }
 
@@ -471,7 +500,7 @@ func (a *API) ListJobs(ctx context.Context, req *bootapiv1.ListJobsRequest) (*bo
 		want[s] = true
 	}
 	items := a.st.Jobs.List(func(it store.Item[*bootapiv1.Job]) bool {
-		return (mac == "" || it.Value.GetMac() == mac) && (len(want) == 0 || want[it.Value.GetState()])
+		return (mac == "" || it.Value.GetMac() == mac) && (len(want) == 0 || want[it.Value.GetState()]) && a.mayMAC(ctx, it.Value.GetMac())
 	})
 	out := &bootapiv1.ListJobsResponse{}
 	for i := len(items) - 1; i >= 0; i-- { // IDs sort by creation time: newest first
@@ -485,6 +514,9 @@ func (a *API) CancelJob(ctx context.Context, req *bootapiv1.CancelJobRequest) (*
 		return nil, apierr.InvalidArgument("id", "required")
 	}
 	j, rev, err := a.st.Update(ctx, req.GetId(), func(j *bootapiv1.Job) error {
+		if err := a.requireMAC(ctx, j.GetMac()); err != nil {
+			return err
+		}
 		if !state.Unfinished(j.GetState()) {
 			return apierr.FailedPrecondition("id", "job %s is already %s", j.GetId(), strings.ToLower(strings.TrimPrefix(j.GetState().String(), "JOB_STATE_")))
 		}
@@ -510,7 +542,7 @@ func (a *API) WatchJobs(req *bootapiv1.WatchJobsRequest, stream grpc.ServerStrea
 		}
 	}
 	match := func(j *bootapiv1.Job) bool {
-		return (mac == "" || j.GetMac() == mac) && (req.GetId() == "" || j.GetId() == req.GetId())
+		return (mac == "" || j.GetMac() == mac) && (req.GetId() == "" || j.GetId() == req.GetId()) && a.mayMAC(stream.Context(), j.GetMac())
 	}
 	synced := false
 	err := a.st.Jobs.Follow(stream.Context(), 1024, func(snap []store.Item[*bootapiv1.Job]) error {
@@ -557,6 +589,9 @@ func (a *API) GetSession(ctx context.Context, req *bootapiv1.GetSessionRequest) 
 	if !ok {
 		return nil, apierr.NotFound("boot session of machine", mac)
 	}
+	if err := auth.RequireSite(ctx, a.sessionSite(s)); err != nil {
+		return nil, err
+	}
 	return &bootapiv1.GetSessionResponse{Session: s}, nil
 }
 
@@ -564,6 +599,9 @@ func (a *API) ListSessions(ctx context.Context, req *bootapiv1.ListSessionsReque
 	out := &bootapiv1.ListSessionsResponse{}
 	for _, it := range a.sessions.Cache().List(nil) {
 		if req.GetState() != bootapiv1.SessionState_SESSION_STATE_UNSPECIFIED && it.Value.GetState() != req.GetState() {
+			continue
+		}
+		if !auth.MaySite(ctx, a.sessionSite(it.Value)) {
 			continue
 		}
 		out.Sessions = append(out.Sessions, it.Value)
@@ -584,6 +622,9 @@ func (a *API) PutSite(ctx context.Context, req *bootapiv1.PutSiteRequest) (*boot
 	if err := validate.SiteRecord(s); err != nil {
 		return nil, apierr.FromError(err)
 	}
+	if err := auth.RequireSite(ctx, s.GetName()); err != nil {
+		return nil, err
+	}
 	if p := s.GetDefaultProfile(); p != "" {
 		if _, ok := a.st.Profiles.Get(p); !ok {
 			return nil, apierr.InvalidArgument("site.default_profile", "profile %q does not exist", p)
@@ -602,6 +643,9 @@ func (a *API) GetSite(ctx context.Context, req *bootapiv1.GetSiteRequest) (*boot
 	if err := validate.Site("name", req.GetName()); err != nil || req.GetName() == "" {
 		return nil, apierr.InvalidArgument("name", "want a site name")
 	}
+	if err := auth.RequireSite(ctx, req.GetName()); err != nil {
+		return nil, err
+	}
 	it, ok := a.st.Sites.Get(req.GetName())
 	if !ok {
 		return nil, apierr.NotFound("site", req.GetName())
@@ -612,7 +656,9 @@ func (a *API) GetSite(ctx context.Context, req *bootapiv1.GetSiteRequest) (*boot
 func (a *API) ListSites(ctx context.Context, req *bootapiv1.ListSitesRequest) (*bootapiv1.ListSitesResponse, error) {
 	out := &bootapiv1.ListSitesResponse{}
 	for _, it := range a.st.Sites.List(nil) {
-		out.Sites = append(out.Sites, it.Value)
+		if auth.MaySite(ctx, it.Value.GetName()) {
+			out.Sites = append(out.Sites, it.Value)
+		}
 	}
 	return out, nil
 }
@@ -621,6 +667,9 @@ func (a *API) DeleteSite(ctx context.Context, req *bootapiv1.DeleteSiteRequest) 
 	name := req.GetName()
 	if err := validate.Site("name", name); err != nil || name == "" {
 		return nil, apierr.InvalidArgument("name", "want a site name")
+	}
+	if err := auth.RequireSite(ctx, name); err != nil {
+		return nil, err
 	}
 	for _, it := range a.st.Machines.List(nil) {
 		if it.Value.GetSite() == name {

@@ -61,6 +61,9 @@ func (a *API) PreviewMachine(ctx context.Context, req *bootapiv1.PreviewMachineR
 			return nil, apierr.FromError(err)
 		}
 	}
+	if err := a.requireMAC(ctx, mac); err != nil {
+		return nil, err
+	}
 	in, _ := a.st.DecisionInput(mac, req.GetProfile())
 	in.DefaultSite, in.DefaultAction = a.preview.DefaultSite, a.preview.DefaultAction
 	// What the machine itself would get: a request from the address that holds

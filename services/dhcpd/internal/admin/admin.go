@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/bootchain/bootchain/pkg/apierr"
+	"github.com/bootchain/bootchain/pkg/auth"
 	dhcpdv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/dhcpd/v1"
 	"github.com/bootchain/bootchain/pkg/macaddr"
 	"github.com/bootchain/bootchain/pkg/store"
@@ -29,6 +30,14 @@ type Server struct {
 	Leases *store.Cache[*dhcpdv1.Lease]
 	// Alloc changes leases of this site; nil in proxy-only setups.
 	Alloc *lease.Allocator
+}
+
+// site is the site a request names, this dhcpd's when it names none.
+func (s *Server) site(req string) string {
+	if req == "" {
+		return s.Site
+	}
+	return req
 }
 
 func (s *Server) leases(ctx context.Context, site string) ([]*dhcpdv1.Lease, error) {
@@ -91,11 +100,15 @@ func (s *Server) ListLeases(ctx context.Context, req *dhcpdv1.ListLeasesRequest)
 		}
 		mac = m
 	}
+	out := &dhcpdv1.ListLeasesResponse{}
+	if !auth.MaySite(ctx, s.site(req.GetSite())) {
+		// Lists leave out what the caller may not see.
+		return out, nil
+	}
 	all, err := s.leases(ctx, req.GetSite())
 	if err != nil {
 		return nil, apierr.FromError(err)
 	}
-	out := &dhcpdv1.ListLeasesResponse{}
 	for _, l := range all {
 		if mac != "" && l.GetMac() != mac {
 			continue
@@ -111,6 +124,9 @@ func (s *Server) ListLeases(ctx context.Context, req *dhcpdv1.ListLeasesRequest)
 
 // GetLease returns one lease by address, or the newest lease of a MAC.
 func (s *Server) GetLease(ctx context.Context, req *dhcpdv1.GetLeaseRequest) (*dhcpdv1.GetLeaseResponse, error) {
+	if err := auth.RequireSite(ctx, s.site(req.GetSite())); err != nil {
+		return nil, err
+	}
 	all, err := s.leases(ctx, req.GetSite())
 	if err != nil {
 		return nil, apierr.FromError(err)
@@ -150,6 +166,9 @@ func (s *Server) ReleaseLease(ctx context.Context, req *dhcpdv1.ReleaseLeaseRequ
 	if req.GetSite() != "" && req.GetSite() != s.Site {
 		return nil, apierr.InvalidArgument("site", "this dhcpd serves site %q, not %q", s.Site, req.GetSite())
 	}
+	if err := auth.RequireSite(ctx, s.Site); err != nil {
+		return nil, err
+	}
 	ip, err := netip.ParseAddr(req.GetIp())
 	if err != nil || !ip.Is4() {
 		return nil, apierr.InvalidArgument("ip", "%q is not an IPv4 address", req.GetIp())
@@ -168,9 +187,9 @@ func (s *Server) ReleaseLease(ctx context.Context, req *dhcpdv1.ReleaseLeaseRequ
 }
 
 // ListPools returns pool usage of this dhcpd's site.
-func (s *Server) ListPools(_ context.Context, req *dhcpdv1.ListPoolsRequest) (*dhcpdv1.ListPoolsResponse, error) {
+func (s *Server) ListPools(ctx context.Context, req *dhcpdv1.ListPoolsRequest) (*dhcpdv1.ListPoolsResponse, error) {
 	out := &dhcpdv1.ListPoolsResponse{}
-	if (req.GetSite() != "" && req.GetSite() != s.Site) || s.Alloc == nil {
+	if (req.GetSite() != "" && req.GetSite() != s.Site) || s.Alloc == nil || !auth.MaySite(ctx, s.Site) {
 		return out, nil
 	}
 	for _, u := range s.Alloc.Usage() {

@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/bootchain/bootchain/pkg/apierr"
+	"github.com/bootchain/bootchain/pkg/auth"
 	tftpdv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/tftpd/v1"
 	"github.com/bootchain/bootchain/services/tftpd/internal/cache"
 	"github.com/bootchain/bootchain/services/tftpd/internal/transfer"
@@ -19,11 +20,16 @@ type Service struct {
 	tftpdv1.UnimplementedTftpServiceServer
 	Cache     *cache.Cache
 	Transfers *transfer.Server
+	// Site this tftpd serves: a caller limited to other sites sees nothing.
+	Site string
 }
 
 // ListCacheEntries implements TftpService.
-func (s *Service) ListCacheEntries(context.Context, *tftpdv1.ListCacheEntriesRequest) (*tftpdv1.ListCacheEntriesResponse, error) {
+func (s *Service) ListCacheEntries(ctx context.Context, _ *tftpdv1.ListCacheEntriesRequest) (*tftpdv1.ListCacheEntriesResponse, error) {
 	resp := &tftpdv1.ListCacheEntriesResponse{}
+	if !auth.MaySite(ctx, s.Site) {
+		return resp, nil
+	}
 	for _, e := range s.Cache.List() {
 		resp.Entries = append(resp.Entries, entryProto(e))
 	}
@@ -31,7 +37,10 @@ func (s *Service) ListCacheEntries(context.Context, *tftpdv1.ListCacheEntriesReq
 }
 
 // EvictCacheEntry implements TftpService.
-func (s *Service) EvictCacheEntry(_ context.Context, req *tftpdv1.EvictCacheEntryRequest) (*tftpdv1.EvictCacheEntryResponse, error) {
+func (s *Service) EvictCacheEntry(ctx context.Context, req *tftpdv1.EvictCacheEntryRequest) (*tftpdv1.EvictCacheEntryResponse, error) {
+	if err := auth.RequireSite(ctx, s.Site); err != nil {
+		return nil, err
+	}
 	if strings.TrimSpace(req.GetName()) == "" {
 		return nil, apierr.InvalidArgument("name", "an artifact name is required")
 	}
@@ -46,7 +55,10 @@ func (s *Service) EvictCacheEntry(_ context.Context, req *tftpdv1.EvictCacheEntr
 }
 
 // GetTransferStats implements TftpService.
-func (s *Service) GetTransferStats(context.Context, *tftpdv1.GetTransferStatsRequest) (*tftpdv1.GetTransferStatsResponse, error) {
+func (s *Service) GetTransferStats(ctx context.Context, _ *tftpdv1.GetTransferStatsRequest) (*tftpdv1.GetTransferStatsResponse, error) {
+	if err := auth.RequireSite(ctx, s.Site); err != nil {
+		return nil, err
+	}
 	st := s.Transfers.Stats()
 	resp := &tftpdv1.GetTransferStatsResponse{Stats: &tftpdv1.TransferStats{
 		Active: st.Active, Started: st.Started, Succeeded: st.Succeeded, Failed: st.Failed, Aborted: st.Aborted,

@@ -7,6 +7,7 @@
 package artifactstorev1
 
 import (
+	_ "github.com/bootchain/bootchain/pkg/gen/bootchain/auth/v1"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
@@ -828,7 +829,7 @@ var File_bootchain_artifactstore_v1_artifactstore_proto protoreflect.FileDescrip
 
 const file_bootchain_artifactstore_v1_artifactstore_proto_rawDesc = "" +
 	"\n" +
-	".bootchain/artifactstore/v1/artifactstore.proto\x12\x1abootchain.artifactstore.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc7\x02\n" +
+	".bootchain/artifactstore/v1/artifactstore.proto\x12\x1abootchain.artifactstore.v1\x1a\x1cbootchain/auth/v1/auth.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc7\x02\n" +
 	"\bArtifact\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06sha256\x18\x02 \x01(\tR\x06sha256\x12\x12\n" +
@@ -880,13 +881,18 @@ const file_bootchain_artifactstore_v1_artifactstore_proto_rawDesc = "" +
 	"\x06sha256\x18\x04 \x01(\tR\x06sha256\"f\n" +
 	"\fReadResponse\x12@\n" +
 	"\bartifact\x18\x01 \x01(\v2$.bootchain.artifactstore.v1.ArtifactR\bartifact\x12\x14\n" +
-	"\x05chunk\x18\x02 \x01(\fR\x05chunk2\xf7\x03\n" +
-	"\x0fArtifactService\x12a\n" +
-	"\x06Upload\x12).bootchain.artifactstore.v1.UploadRequest\x1a*.bootchain.artifactstore.v1.UploadResponse(\x01\x12^\n" +
-	"\x04Stat\x12'.bootchain.artifactstore.v1.StatRequest\x1a(.bootchain.artifactstore.v1.StatResponse\"\x03\x90\x02\x01\x12^\n" +
-	"\x04List\x12'.bootchain.artifactstore.v1.ListRequest\x1a(.bootchain.artifactstore.v1.ListResponse\"\x03\x90\x02\x01\x12_\n" +
-	"\x06Delete\x12).bootchain.artifactstore.v1.DeleteRequest\x1a*.bootchain.artifactstore.v1.DeleteResponse\x12`\n" +
-	"\x04Read\x12'.bootchain.artifactstore.v1.ReadRequest\x1a(.bootchain.artifactstore.v1.ReadResponse\"\x03\x90\x02\x010\x01B\x91\x02\n" +
+	"\x05chunk\x18\x02 \x01(\fR\x05chunk2\xe1\x04\n" +
+	"\x0fArtifactService\x12x\n" +
+	"\x06Upload\x12).bootchain.artifactstore.v1.UploadRequest\x1a*.bootchain.artifactstore.v1.UploadResponse\"\x15\x82\x99\x19\x11\n" +
+	"\x0fartifacts.write(\x01\x12r\n" +
+	"\x04Stat\x12'.bootchain.artifactstore.v1.StatRequest\x1a(.bootchain.artifactstore.v1.StatResponse\"\x17\x82\x99\x19\x10\n" +
+	"\x0eartifacts.read\x90\x02\x01\x12r\n" +
+	"\x04List\x12'.bootchain.artifactstore.v1.ListRequest\x1a(.bootchain.artifactstore.v1.ListResponse\"\x17\x82\x99\x19\x10\n" +
+	"\x0eartifacts.read\x90\x02\x01\x12v\n" +
+	"\x06Delete\x12).bootchain.artifactstore.v1.DeleteRequest\x1a*.bootchain.artifactstore.v1.DeleteResponse\"\x15\x82\x99\x19\x11\n" +
+	"\x0fartifacts.write\x12t\n" +
+	"\x04Read\x12'.bootchain.artifactstore.v1.ReadRequest\x1a(.bootchain.artifactstore.v1.ReadResponse\"\x17\x82\x99\x19\x10\n" +
+	"\x0eartifacts.read\x90\x02\x010\x01B\x91\x02\n" +
 	"\x1ecom.bootchain.artifactstore.v1B\x12ArtifactstoreProtoP\x01ZQgithub.com/bootchain/bootchain/pkg/gen/bootchain/artifactstore/v1;artifactstorev1\xa2\x02\x03BAX\xaa\x02\x1aBootchain.Artifactstore.V1\xca\x02\x1aBootchain\\Artifactstore\\V1\xe2\x02&Bootchain\\Artifactstore\\V1\\GPBMetadata\xea\x02\x1cBootchain::Artifactstore::V1b\x06proto3"
 
 var (

@@ -7,6 +7,7 @@
 package bootapiv1
 
 import (
+	_ "github.com/bootchain/bootchain/pkg/gen/bootchain/auth/v1"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
@@ -317,7 +318,7 @@ var File_bootchain_bootapi_v1_audit_proto protoreflect.FileDescriptor
 
 const file_bootchain_bootapi_v1_audit_proto_rawDesc = "" +
 	"\n" +
-	" bootchain/bootapi/v1/audit.proto\x12\x14bootchain.bootapi.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x94\x02\n" +
+	" bootchain/bootapi/v1/audit.proto\x12\x14bootchain.bootapi.v1\x1a\x1cbootchain/auth/v1/auth.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x94\x02\n" +
 	"\n" +
 	"AuditEvent\x12.\n" +
 	"\x04time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x1a\n" +
@@ -342,9 +343,11 @@ const file_bootchain_bootapi_v1_audit_proto_rawDesc = "" +
 	"page_token\x18\a \x01(\tR\tpageToken\"{\n" +
 	"\x17ListAuditEventsResponse\x128\n" +
 	"\x06events\x18\x01 \x03(\v2 .bootchain.bootapi.v1.AuditEventR\x06events\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken2\x83\x01\n" +
-	"\fAuditService\x12s\n" +
-	"\x0fListAuditEvents\x12,.bootchain.bootapi.v1.ListAuditEventsRequest\x1a-.bootchain.bootapi.v1.ListAuditEventsResponse\"\x03\x90\x02\x01B\xdf\x01\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken2\x94\x01\n" +
+	"\fAuditService\x12\x83\x01\n" +
+	"\x0fListAuditEvents\x12,.bootchain.bootapi.v1.ListAuditEventsRequest\x1a-.bootchain.bootapi.v1.ListAuditEventsResponse\"\x13\x82\x99\x19\f\n" +
+	"\n" +
+	"audit.read\x90\x02\x01B\xdf\x01\n" +
 	"\x18com.bootchain.bootapi.v1B\n" +
 	"AuditProtoP\x01ZEgithub.com/bootchain/bootchain/pkg/gen/bootchain/bootapi/v1;bootapiv1\xa2\x02\x03BBX\xaa\x02\x14Bootchain.Bootapi.V1\xca\x02\x14Bootchain\\Bootapi\\V1\xe2\x02 Bootchain\\Bootapi\\V1\\GPBMetadata\xea\x02\x16Bootchain::Bootapi::V1b\x06proto3"
 

@@ -7,6 +7,7 @@
 package bootapiv1
 
 import (
+	_ "github.com/bootchain/bootchain/pkg/gen/bootchain/auth/v1"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	durationpb "google.golang.org/protobuf/types/known/durationpb"
@@ -871,7 +872,7 @@ var File_bootchain_bootapi_v1_job_proto protoreflect.FileDescriptor
 
 const file_bootchain_bootapi_v1_job_proto_rawDesc = "" +
 	"\n" +
-	"\x1ebootchain/bootapi/v1/job.proto\x12\x14bootchain.bootapi.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe1\x05\n" +
+	"\x1ebootchain/bootapi/v1/job.proto\x12\x14bootchain.bootapi.v1\x1a\x1cbootchain/auth/v1/auth.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe1\x05\n" +
 	"\x03Job\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x10\n" +
 	"\x03mac\x18\x02 \x01(\tR\x03mac\x12\x18\n" +
@@ -934,14 +935,21 @@ const file_bootchain_bootapi_v1_job_proto_rawDesc = "" +
 	"\x13JOB_STATE_SUCCEEDED\x10\x04\x12\x14\n" +
 	"\x10JOB_STATE_FAILED\x10\x05\x12\x16\n" +
 	"\x12JOB_STATE_CANCELED\x10\x06\x12\x15\n" +
-	"\x11JOB_STATE_EXPIRED\x10\a2\xe7\x03\n" +
+	"\x11JOB_STATE_EXPIRED\x10\a2\xb8\x04\n" +
 	"\n" +
-	"JobService\x12\\\n" +
-	"\tCreateJob\x12&.bootchain.bootapi.v1.CreateJobRequest\x1a'.bootchain.bootapi.v1.CreateJobResponse\x12X\n" +
-	"\x06GetJob\x12#.bootchain.bootapi.v1.GetJobRequest\x1a$.bootchain.bootapi.v1.GetJobResponse\"\x03\x90\x02\x01\x12^\n" +
-	"\bListJobs\x12%.bootchain.bootapi.v1.ListJobsRequest\x1a&.bootchain.bootapi.v1.ListJobsResponse\"\x03\x90\x02\x01\x12\\\n" +
-	"\tCancelJob\x12&.bootchain.bootapi.v1.CancelJobRequest\x1a'.bootchain.bootapi.v1.CancelJobResponse\x12c\n" +
-	"\tWatchJobs\x12&.bootchain.bootapi.v1.WatchJobsRequest\x1a'.bootchain.bootapi.v1.WatchJobsResponse\"\x03\x90\x02\x010\x01B\xdd\x01\n" +
+	"JobService\x12n\n" +
+	"\tCreateJob\x12&.bootchain.bootapi.v1.CreateJobRequest\x1a'.bootchain.bootapi.v1.CreateJobResponse\"\x10\x82\x99\x19\f\n" +
+	"\n" +
+	"jobs.write\x12g\n" +
+	"\x06GetJob\x12#.bootchain.bootapi.v1.GetJobRequest\x1a$.bootchain.bootapi.v1.GetJobResponse\"\x12\x82\x99\x19\v\n" +
+	"\tjobs.read\x90\x02\x01\x12m\n" +
+	"\bListJobs\x12%.bootchain.bootapi.v1.ListJobsRequest\x1a&.bootchain.bootapi.v1.ListJobsResponse\"\x12\x82\x99\x19\v\n" +
+	"\tjobs.read\x90\x02\x01\x12n\n" +
+	"\tCancelJob\x12&.bootchain.bootapi.v1.CancelJobRequest\x1a'.bootchain.bootapi.v1.CancelJobResponse\"\x10\x82\x99\x19\f\n" +
+	"\n" +
+	"jobs.write\x12r\n" +
+	"\tWatchJobs\x12&.bootchain.bootapi.v1.WatchJobsRequest\x1a'.bootchain.bootapi.v1.WatchJobsResponse\"\x12\x82\x99\x19\v\n" +
+	"\tjobs.read\x90\x02\x010\x01B\xdd\x01\n" +
 	"\x18com.bootchain.bootapi.v1B\bJobProtoP\x01ZEgithub.com/bootchain/bootchain/pkg/gen/bootchain/bootapi/v1;bootapiv1\xa2\x02\x03BBX\xaa\x02\x14Bootchain.Bootapi.V1\xca\x02\x14Bootchain\\Bootapi\\V1\xe2\x02 Bootchain\\Bootapi\\V1\\GPBMetadata\xea\x02\x16Bootchain::Bootapi::V1b\x06proto3"
 
 var (

@@ -7,6 +7,7 @@
 package bootapiv1
 
 import (
+	_ "github.com/bootchain/bootchain/pkg/gen/bootchain/auth/v1"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	fieldmaskpb "google.golang.org/protobuf/types/known/fieldmaskpb"
@@ -1043,7 +1044,7 @@ var File_bootchain_bootapi_v1_machine_proto protoreflect.FileDescriptor
 
 const file_bootchain_bootapi_v1_machine_proto_rawDesc = "" +
 	"\n" +
-	"\"bootchain/bootapi/v1/machine.proto\x12\x14bootchain.bootapi.v1\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb8\x05\n" +
+	"\"bootchain/bootapi/v1/machine.proto\x12\x14bootchain.bootapi.v1\x1a\x1cbootchain/auth/v1/auth.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb8\x05\n" +
 	"\aMachine\x12\x10\n" +
 	"\x03mac\x18\x01 \x01(\tR\x03mac\x12\x12\n" +
 	"\x04site\x18\x02 \x01(\tR\x04site\x12\x1a\n" +
@@ -1126,15 +1127,21 @@ const file_bootchain_bootapi_v1_machine_proto_rawDesc = "" +
 	"\x11ACTION_LOCAL_DISK\x10\x02\x12\x12\n" +
 	"\x0eACTION_PROFILE\x10\x03\x12\x12\n" +
 	"\x0eACTION_SANBOOT\x10\x04\x12\x10\n" +
-	"\fACTION_SHELL\x10\x052\x98\x05\n" +
-	"\x0eMachineService\x12n\n" +
-	"\x0fRegisterMachine\x12,.bootchain.bootapi.v1.RegisterMachineRequest\x1a-.bootchain.bootapi.v1.RegisterMachineResponse\x12d\n" +
+	"\fACTION_SHELL\x10\x052\x95\x06\n" +
+	"\x0eMachineService\x12\x84\x01\n" +
+	"\x0fRegisterMachine\x12,.bootchain.bootapi.v1.RegisterMachineRequest\x1a-.bootchain.bootapi.v1.RegisterMachineResponse\"\x14\x82\x99\x19\x10\n" +
+	"\x0emachines.write\x12w\n" +
 	"\n" +
-	"GetMachine\x12'.bootchain.bootapi.v1.GetMachineRequest\x1a(.bootchain.bootapi.v1.GetMachineResponse\"\x03\x90\x02\x01\x12j\n" +
-	"\fListMachines\x12).bootchain.bootapi.v1.ListMachinesRequest\x1a*.bootchain.bootapi.v1.ListMachinesResponse\"\x03\x90\x02\x01\x12h\n" +
-	"\rUpdateMachine\x12*.bootchain.bootapi.v1.UpdateMachineRequest\x1a+.bootchain.bootapi.v1.UpdateMachineResponse\x12h\n" +
-	"\rDeleteMachine\x12*.bootchain.bootapi.v1.DeleteMachineRequest\x1a+.bootchain.bootapi.v1.DeleteMachineResponse\x12p\n" +
-	"\x0ePreviewMachine\x12+.bootchain.bootapi.v1.PreviewMachineRequest\x1a,.bootchain.bootapi.v1.PreviewMachineResponse\"\x03\x90\x02\x01B\xe1\x01\n" +
+	"GetMachine\x12'.bootchain.bootapi.v1.GetMachineRequest\x1a(.bootchain.bootapi.v1.GetMachineResponse\"\x16\x82\x99\x19\x0f\n" +
+	"\rmachines.read\x90\x02\x01\x12}\n" +
+	"\fListMachines\x12).bootchain.bootapi.v1.ListMachinesRequest\x1a*.bootchain.bootapi.v1.ListMachinesResponse\"\x16\x82\x99\x19\x0f\n" +
+	"\rmachines.read\x90\x02\x01\x12~\n" +
+	"\rUpdateMachine\x12*.bootchain.bootapi.v1.UpdateMachineRequest\x1a+.bootchain.bootapi.v1.UpdateMachineResponse\"\x14\x82\x99\x19\x10\n" +
+	"\x0emachines.write\x12~\n" +
+	"\rDeleteMachine\x12*.bootchain.bootapi.v1.DeleteMachineRequest\x1a+.bootchain.bootapi.v1.DeleteMachineResponse\"\x14\x82\x99\x19\x10\n" +
+	"\x0emachines.write\x12\x83\x01\n" +
+	"\x0ePreviewMachine\x12+.bootchain.bootapi.v1.PreviewMachineRequest\x1a,.bootchain.bootapi.v1.PreviewMachineResponse\"\x16\x82\x99\x19\x0f\n" +
+	"\rmachines.read\x90\x02\x01B\xe1\x01\n" +
 	"\x18com.bootchain.bootapi.v1B\fMachineProtoP\x01ZEgithub.com/bootchain/bootchain/pkg/gen/bootchain/bootapi/v1;bootapiv1\xa2\x02\x03BBX\xaa\x02\x14Bootchain.Bootapi.V1\xca\x02\x14Bootchain\\Bootapi\\V1\xe2\x02 Bootchain\\Bootapi\\V1\\GPBMetadata\xea\x02\x16Bootchain::Bootapi::V1b\x06proto3"
 
 var (

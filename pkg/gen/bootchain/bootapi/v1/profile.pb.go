@@ -7,6 +7,7 @@
 package bootapiv1
 
 import (
+	_ "github.com/bootchain/bootchain/pkg/gen/bootchain/auth/v1"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	fieldmaskpb "google.golang.org/protobuf/types/known/fieldmaskpb"
@@ -694,7 +695,7 @@ var File_bootchain_bootapi_v1_profile_proto protoreflect.FileDescriptor
 
 const file_bootchain_bootapi_v1_profile_proto_rawDesc = "" +
 	"\n" +
-	"\"bootchain/bootapi/v1/profile.proto\x12\x14bootchain.bootapi.v1\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"I\n" +
+	"\"bootchain/bootapi/v1/profile.proto\x12\x14bootchain.bootapi.v1\x1a\x1cbootchain/auth/v1/auth.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"I\n" +
 	"\vArtifactRef\x12\x1c\n" +
 	"\bartifact\x18\x01 \x01(\tH\x00R\bartifact\x12\x12\n" +
 	"\x03url\x18\x02 \x01(\tH\x00R\x03urlB\b\n" +
@@ -734,14 +735,19 @@ const file_bootchain_bootapi_v1_profile_proto_rawDesc = "" +
 	"\aprofile\x18\x01 \x01(\v2\x1d.bootchain.bootapi.v1.ProfileR\aprofile\"*\n" +
 	"\x14DeleteProfileRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"\x17\n" +
-	"\x15DeleteProfileResponse2\xa0\x04\n" +
-	"\x0eProfileService\x12h\n" +
-	"\rCreateProfile\x12*.bootchain.bootapi.v1.CreateProfileRequest\x1a+.bootchain.bootapi.v1.CreateProfileResponse\x12d\n" +
+	"\x15DeleteProfileResponse2\x88\x05\n" +
+	"\x0eProfileService\x12~\n" +
+	"\rCreateProfile\x12*.bootchain.bootapi.v1.CreateProfileRequest\x1a+.bootchain.bootapi.v1.CreateProfileResponse\"\x14\x82\x99\x19\x10\n" +
+	"\x0eprofiles.write\x12w\n" +
 	"\n" +
-	"GetProfile\x12'.bootchain.bootapi.v1.GetProfileRequest\x1a(.bootchain.bootapi.v1.GetProfileResponse\"\x03\x90\x02\x01\x12j\n" +
-	"\fListProfiles\x12).bootchain.bootapi.v1.ListProfilesRequest\x1a*.bootchain.bootapi.v1.ListProfilesResponse\"\x03\x90\x02\x01\x12h\n" +
-	"\rUpdateProfile\x12*.bootchain.bootapi.v1.UpdateProfileRequest\x1a+.bootchain.bootapi.v1.UpdateProfileResponse\x12h\n" +
-	"\rDeleteProfile\x12*.bootchain.bootapi.v1.DeleteProfileRequest\x1a+.bootchain.bootapi.v1.DeleteProfileResponseB\xe1\x01\n" +
+	"GetProfile\x12'.bootchain.bootapi.v1.GetProfileRequest\x1a(.bootchain.bootapi.v1.GetProfileResponse\"\x16\x82\x99\x19\x0f\n" +
+	"\rprofiles.read\x90\x02\x01\x12}\n" +
+	"\fListProfiles\x12).bootchain.bootapi.v1.ListProfilesRequest\x1a*.bootchain.bootapi.v1.ListProfilesResponse\"\x16\x82\x99\x19\x0f\n" +
+	"\rprofiles.read\x90\x02\x01\x12~\n" +
+	"\rUpdateProfile\x12*.bootchain.bootapi.v1.UpdateProfileRequest\x1a+.bootchain.bootapi.v1.UpdateProfileResponse\"\x14\x82\x99\x19\x10\n" +
+	"\x0eprofiles.write\x12~\n" +
+	"\rDeleteProfile\x12*.bootchain.bootapi.v1.DeleteProfileRequest\x1a+.bootchain.bootapi.v1.DeleteProfileResponse\"\x14\x82\x99\x19\x10\n" +
+	"\x0eprofiles.writeB\xe1\x01\n" +
 	"\x18com.bootchain.bootapi.v1B\fProfileProtoP\x01ZEgithub.com/bootchain/bootchain/pkg/gen/bootchain/bootapi/v1;bootapiv1\xa2\x02\x03BBX\xaa\x02\x14Bootchain.Bootapi.V1\xca\x02\x14Bootchain\\Bootapi\\V1\xe2\x02 Bootchain\\Bootapi\\V1\\GPBMetadata\xea\x02\x16Bootchain::Bootapi::V1b\x06proto3"
 
 var (

@@ -7,6 +7,7 @@
 package bootapiv1
 
 import (
+	_ "github.com/bootchain/bootchain/pkg/gen/bootchain/auth/v1"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	durationpb "google.golang.org/protobuf/types/known/durationpb"
@@ -560,7 +561,7 @@ var File_bootchain_bootapi_v1_session_proto protoreflect.FileDescriptor
 
 const file_bootchain_bootapi_v1_session_proto_rawDesc = "" +
 	"\n" +
-	"\"bootchain/bootapi/v1/session.proto\x12\x14bootchain.bootapi.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb1\x03\n" +
+	"\"bootchain/bootapi/v1/session.proto\x12\x14bootchain.bootapi.v1\x1a\x1cbootchain/auth/v1/auth.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb1\x03\n" +
 	"\vBootSession\x12\x10\n" +
 	"\x03mac\x18\x01 \x01(\tR\x03mac\x12\x12\n" +
 	"\x04site\x18\x02 \x01(\tR\x04site\x12\x19\n" +
@@ -610,11 +611,13 @@ const file_bootchain_bootapi_v1_session_proto_rawDesc = "" +
 	"\x14SESSION_STATE_ACTIVE\x10\x01\x12\x1b\n" +
 	"\x17SESSION_STATE_SUCCEEDED\x10\x02\x12\x18\n" +
 	"\x14SESSION_STATE_FAILED\x10\x03\x12\x19\n" +
-	"\x15SESSION_STATE_STALLED\x10\x042\xe2\x01\n" +
-	"\x0eSessionService\x12d\n" +
+	"\x15SESSION_STATE_STALLED\x10\x042\x88\x02\n" +
+	"\x0eSessionService\x12w\n" +
 	"\n" +
-	"GetSession\x12'.bootchain.bootapi.v1.GetSessionRequest\x1a(.bootchain.bootapi.v1.GetSessionResponse\"\x03\x90\x02\x01\x12j\n" +
-	"\fListSessions\x12).bootchain.bootapi.v1.ListSessionsRequest\x1a*.bootchain.bootapi.v1.ListSessionsResponse\"\x03\x90\x02\x01B\xe1\x01\n" +
+	"GetSession\x12'.bootchain.bootapi.v1.GetSessionRequest\x1a(.bootchain.bootapi.v1.GetSessionResponse\"\x16\x82\x99\x19\x0f\n" +
+	"\rsessions.read\x90\x02\x01\x12}\n" +
+	"\fListSessions\x12).bootchain.bootapi.v1.ListSessionsRequest\x1a*.bootchain.bootapi.v1.ListSessionsResponse\"\x16\x82\x99\x19\x0f\n" +
+	"\rsessions.read\x90\x02\x01B\xe1\x01\n" +
 	"\x18com.bootchain.bootapi.v1B\fSessionProtoP\x01ZEgithub.com/bootchain/bootchain/pkg/gen/bootchain/bootapi/v1;bootapiv1\xa2\x02\x03BBX\xaa\x02\x14Bootchain.Bootapi.V1\xca\x02\x14Bootchain\\Bootapi\\V1\xe2\x02 Bootchain\\Bootapi\\V1\\GPBMetadata\xea\x02\x16Bootchain::Bootapi::V1b\x06proto3"
 
 var (

@@ -7,6 +7,7 @@
 package bootapiv1
 
 import (
+	_ "github.com/bootchain/bootchain/pkg/gen/bootchain/auth/v1"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	durationpb "google.golang.org/protobuf/types/known/durationpb"
@@ -939,7 +940,7 @@ var File_bootchain_bootapi_v1_site_proto protoreflect.FileDescriptor
 
 const file_bootchain_bootapi_v1_site_proto_rawDesc = "" +
 	"\n" +
-	"\x1fbootchain/bootapi/v1/site.proto\x12\x14bootchain.bootapi.v1\x1a\"bootchain/bootapi/v1/machine.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd5\x03\n" +
+	"\x1fbootchain/bootapi/v1/site.proto\x12\x14bootchain.bootapi.v1\x1a\x1cbootchain/auth/v1/auth.proto\x1a\"bootchain/bootapi/v1/machine.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd5\x03\n" +
 	"\x04Site\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12C\n" +
 	"\x0edefault_action\x18\x02 \x01(\x0e2\x1c.bootchain.bootapi.v1.ActionR\rdefaultAction\x12'\n" +
@@ -1009,13 +1010,19 @@ const file_bootchain_bootapi_v1_site_proto_rawDesc = "" +
 	"\x12DhcpUnknownClients\x12$\n" +
 	" DHCP_UNKNOWN_CLIENTS_UNSPECIFIED\x10\x00\x12\x1d\n" +
 	"\x19DHCP_UNKNOWN_CLIENTS_BOOT\x10\x01\x12\x1f\n" +
-	"\x1bDHCP_UNKNOWN_CLIENTS_IGNORE\x10\x022\x86\x03\n" +
-	"\vSiteService\x12V\n" +
-	"\aPutSite\x12$.bootchain.bootapi.v1.PutSiteRequest\x1a%.bootchain.bootapi.v1.PutSiteResponse\x12[\n" +
-	"\aGetSite\x12$.bootchain.bootapi.v1.GetSiteRequest\x1a%.bootchain.bootapi.v1.GetSiteResponse\"\x03\x90\x02\x01\x12a\n" +
-	"\tListSites\x12&.bootchain.bootapi.v1.ListSitesRequest\x1a'.bootchain.bootapi.v1.ListSitesResponse\"\x03\x90\x02\x01\x12_\n" +
+	"\x1bDHCP_UNKNOWN_CLIENTS_IGNORE\x10\x022\xcc\x03\n" +
+	"\vSiteService\x12i\n" +
+	"\aPutSite\x12$.bootchain.bootapi.v1.PutSiteRequest\x1a%.bootchain.bootapi.v1.PutSiteResponse\"\x11\x82\x99\x19\r\n" +
+	"\vsites.write\x12k\n" +
+	"\aGetSite\x12$.bootchain.bootapi.v1.GetSiteRequest\x1a%.bootchain.bootapi.v1.GetSiteResponse\"\x13\x82\x99\x19\f\n" +
 	"\n" +
-	"DeleteSite\x12'.bootchain.bootapi.v1.DeleteSiteRequest\x1a(.bootchain.bootapi.v1.DeleteSiteResponseB\xde\x01\n" +
+	"sites.read\x90\x02\x01\x12q\n" +
+	"\tListSites\x12&.bootchain.bootapi.v1.ListSitesRequest\x1a'.bootchain.bootapi.v1.ListSitesResponse\"\x13\x82\x99\x19\f\n" +
+	"\n" +
+	"sites.read\x90\x02\x01\x12r\n" +
+	"\n" +
+	"DeleteSite\x12'.bootchain.bootapi.v1.DeleteSiteRequest\x1a(.bootchain.bootapi.v1.DeleteSiteResponse\"\x11\x82\x99\x19\r\n" +
+	"\vsites.writeB\xde\x01\n" +
 	"\x18com.bootchain.bootapi.v1B\tSiteProtoP\x01ZEgithub.com/bootchain/bootchain/pkg/gen/bootchain/bootapi/v1;bootapiv1\xa2\x02\x03BBX\xaa\x02\x14Bootchain.Bootapi.V1\xca\x02\x14Bootchain\\Bootapi\\V1\xe2\x02 Bootchain\\Bootapi\\V1\\GPBMetadata\xea\x02\x16Bootchain::Bootapi::V1b\x06proto3"
 
 var (

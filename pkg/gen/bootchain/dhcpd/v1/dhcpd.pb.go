@@ -7,6 +7,7 @@
 package dhcpdv1
 
 import (
+	_ "github.com/bootchain/bootchain/pkg/gen/bootchain/auth/v1"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
@@ -928,7 +929,7 @@ var File_bootchain_dhcpd_v1_dhcpd_proto protoreflect.FileDescriptor
 
 const file_bootchain_dhcpd_v1_dhcpd_proto_rawDesc = "" +
 	"\n" +
-	"\x1ebootchain/dhcpd/v1/dhcpd.proto\x12\x12bootchain.dhcpd.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"G\n" +
+	"\x1ebootchain/dhcpd/v1/dhcpd.proto\x12\x12bootchain.dhcpd.v1\x1a\x1cbootchain/auth/v1/auth.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"G\n" +
 	"\tRelayInfo\x12\x1d\n" +
 	"\n" +
 	"circuit_id\x18\x01 \x01(\fR\tcircuitId\x12\x1b\n" +
@@ -997,13 +998,18 @@ const file_bootchain_dhcpd_v1_dhcpd_proto_rawDesc = "" +
 	"\x11LEASE_STATE_BOUND\x10\x02\x12\x18\n" +
 	"\x14LEASE_STATE_RELEASED\x10\x03\x12\x18\n" +
 	"\x14LEASE_STATE_DECLINED\x10\x04\x12\x17\n" +
-	"\x13LEASE_STATE_EXPIRED\x10\x052\x8e\x03\n" +
-	"\fLeaseService\x12`\n" +
+	"\x13LEASE_STATE_EXPIRED\x10\x052\xd4\x03\n" +
+	"\fLeaseService\x12q\n" +
 	"\n" +
-	"ListLeases\x12%.bootchain.dhcpd.v1.ListLeasesRequest\x1a&.bootchain.dhcpd.v1.ListLeasesResponse\"\x03\x90\x02\x01\x12Z\n" +
-	"\bGetLease\x12#.bootchain.dhcpd.v1.GetLeaseRequest\x1a$.bootchain.dhcpd.v1.GetLeaseResponse\"\x03\x90\x02\x01\x12a\n" +
-	"\fReleaseLease\x12'.bootchain.dhcpd.v1.ReleaseLeaseRequest\x1a(.bootchain.dhcpd.v1.ReleaseLeaseResponse\x12]\n" +
-	"\tListPools\x12$.bootchain.dhcpd.v1.ListPoolsRequest\x1a%.bootchain.dhcpd.v1.ListPoolsResponse\"\x03\x90\x02\x01B\xd1\x01\n" +
+	"ListLeases\x12%.bootchain.dhcpd.v1.ListLeasesRequest\x1a&.bootchain.dhcpd.v1.ListLeasesResponse\"\x14\x82\x99\x19\r\n" +
+	"\vleases.read\x90\x02\x01\x12k\n" +
+	"\bGetLease\x12#.bootchain.dhcpd.v1.GetLeaseRequest\x1a$.bootchain.dhcpd.v1.GetLeaseResponse\"\x14\x82\x99\x19\r\n" +
+	"\vleases.read\x90\x02\x01\x12u\n" +
+	"\fReleaseLease\x12'.bootchain.dhcpd.v1.ReleaseLeaseRequest\x1a(.bootchain.dhcpd.v1.ReleaseLeaseResponse\"\x12\x82\x99\x19\x0e\n" +
+	"\fleases.write\x12m\n" +
+	"\tListPools\x12$.bootchain.dhcpd.v1.ListPoolsRequest\x1a%.bootchain.dhcpd.v1.ListPoolsResponse\"\x13\x82\x99\x19\f\n" +
+	"\n" +
+	"pools.read\x90\x02\x01B\xd1\x01\n" +
 	"\x16com.bootchain.dhcpd.v1B\n" +
 	"DhcpdProtoP\x01ZAgithub.com/bootchain/bootchain/pkg/gen/bootchain/dhcpd/v1;dhcpdv1\xa2\x02\x03BDX\xaa\x02\x12Bootchain.Dhcpd.V1\xca\x02\x12Bootchain\\Dhcpd\\V1\xe2\x02\x1eBootchain\\Dhcpd\\V1\\GPBMetadata\xea\x02\x14Bootchain::Dhcpd::V1b\x06proto3"
 

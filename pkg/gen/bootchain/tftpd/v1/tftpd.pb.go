@@ -7,6 +7,7 @@
 package tftpdv1
 
 import (
+	_ "github.com/bootchain/bootchain/pkg/gen/bootchain/auth/v1"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
@@ -744,7 +745,7 @@ var File_bootchain_tftpd_v1_tftpd_proto protoreflect.FileDescriptor
 
 const file_bootchain_tftpd_v1_tftpd_proto_rawDesc = "" +
 	"\n" +
-	"\x1ebootchain/tftpd/v1/tftpd.proto\x12\x12bootchain.tftpd.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xae\x02\n" +
+	"\x1ebootchain/tftpd/v1/tftpd.proto\x12\x12bootchain.tftpd.v1\x1a\x1cbootchain/auth/v1/auth.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xae\x02\n" +
 	"\aFileMap\x12B\n" +
 	"\aentries\x18\x01 \x03(\v2(.bootchain.tftpd.v1.FileMap.EntriesEntryR\aentries\x12E\n" +
 	"\bprefixes\x18\x02 \x03(\v2).bootchain.tftpd.v1.FileMap.PrefixesEntryR\bprefixes\x12\x1f\n" +
@@ -805,11 +806,15 @@ const file_bootchain_tftpd_v1_tftpd_proto_rawDesc = "" +
 	"start_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\"\x8f\x01\n" +
 	"\x18GetTransferStatsResponse\x127\n" +
 	"\x05stats\x18\x01 \x01(\v2!.bootchain.tftpd.v1.TransferStatsR\x05stats\x12:\n" +
-	"\x06active\x18\x02 \x03(\v2\".bootchain.tftpd.v1.ActiveTransferR\x06active2\xe6\x02\n" +
-	"\vTftpService\x12r\n" +
-	"\x10ListCacheEntries\x12+.bootchain.tftpd.v1.ListCacheEntriesRequest\x1a,.bootchain.tftpd.v1.ListCacheEntriesResponse\"\x03\x90\x02\x01\x12o\n" +
-	"\x0fEvictCacheEntry\x12*.bootchain.tftpd.v1.EvictCacheEntryRequest\x1a+.bootchain.tftpd.v1.EvictCacheEntryResponse\"\x03\x90\x02\x02\x12r\n" +
-	"\x10GetTransferStats\x12+.bootchain.tftpd.v1.GetTransferStatsRequest\x1a,.bootchain.tftpd.v1.GetTransferStatsResponse\"\x03\x90\x02\x01B\xd1\x01\n" +
+	"\x06active\x18\x02 \x03(\v2\".bootchain.tftpd.v1.ActiveTransferR\x06active2\x96\x03\n" +
+	"\vTftpService\x12\x81\x01\n" +
+	"\x10ListCacheEntries\x12+.bootchain.tftpd.v1.ListCacheEntriesRequest\x1a,.bootchain.tftpd.v1.ListCacheEntriesResponse\"\x12\x82\x99\x19\v\n" +
+	"\ttftp.read\x90\x02\x01\x12\x7f\n" +
+	"\x0fEvictCacheEntry\x12*.bootchain.tftpd.v1.EvictCacheEntryRequest\x1a+.bootchain.tftpd.v1.EvictCacheEntryResponse\"\x13\x82\x99\x19\f\n" +
+	"\n" +
+	"tftp.write\x90\x02\x02\x12\x81\x01\n" +
+	"\x10GetTransferStats\x12+.bootchain.tftpd.v1.GetTransferStatsRequest\x1a,.bootchain.tftpd.v1.GetTransferStatsResponse\"\x12\x82\x99\x19\v\n" +
+	"\ttftp.read\x90\x02\x01B\xd1\x01\n" +
 	"\x16com.bootchain.tftpd.v1B\n" +
 	"TftpdProtoP\x01ZAgithub.com/bootchain/bootchain/pkg/gen/bootchain/tftpd/v1;tftpdv1\xa2\x02\x03BTX\xaa\x02\x12Bootchain.Tftpd.V1\xca\x02\x12Bootchain\\Tftpd\\V1\xe2\x02\x1eBootchain\\Tftpd\\V1\\GPBMetadata\xea\x02\x14Bootchain::Tftpd::V1b\x06proto3"
 
