@@ -65,12 +65,13 @@ func TestPinnedProfileNeverBootsAReplacement(t *testing.T) {
 	bbase := "http://" + bsrv.HTTPAddr().String()
 	testkit.WaitHTTP(t, bbase+"/healthz")
 
-	acc, err := grpcclient.Dial(asrv.GRPCAddr().String(), tlsconf.Files{})
+	tok := grpcclient.WithToken(testkit.AdminToken(t, etcd.Client(t)))
+	acc, err := grpcclient.Dial(asrv.GRPCAddr().String(), tlsconf.Files{}, tok)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer acc.Close()
-	bcc, err := grpcclient.Dial(bsrv.GRPCAddr().String(), tlsconf.Files{})
+	bcc, err := grpcclient.Dial(bsrv.GRPCAddr().String(), tlsconf.Files{}, tok)
 	if err != nil {
 		t.Fatal(err)
 	}

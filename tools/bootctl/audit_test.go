@@ -60,7 +60,8 @@ func TestAudit(t *testing.T) {
 	}{
 		{[]string{"--action", "PutSite"}, 2},
 		{[]string{"--resource", "52:54:00:12:34:56"}, 1},
-		{[]string{"--identity", "anonymous", "--since", "1h"}, 3},
+		{[]string{"--identity", "test-admin", "--since", "1h"}, 3},
+		{[]string{"--identity", "anonymous"}, 0},
 		{[]string{"--until", "1h"}, 0},
 		{[]string{"--limit", "2"}, 2},
 	} {
