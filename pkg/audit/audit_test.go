@@ -99,49 +99,29 @@ func (s *service) Upload(stream grpc.ClientStreamingServer[artifactv1.UploadRequ
 	return stream.SendAndClose(&artifactv1.UploadResponse{})
 }
 
-// authenticate stands in for pkg/auth's interceptor: a caller with
-// "authorization: Bearer <name>" is token:<name>(operator), one without or with
-// a "bct_" token (unknown here) is refused, except for an anonymous
-// ListCacheEntries (as health is open).
-func authenticate(ctx context.Context) (context.Context, error) {
-	v := metadata.ValueFromIncomingContext(ctx, "authorization")
-	if len(v) == 0 {
-		return nil, status.Error(codes.Unauthenticated, "no credential")
+// quiet is the logger of the servers' authenticators.
+var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+// mint creates a real token named name with role in st, as `bootchain token
+// create` would, for a client to present.
+func mint(t testing.TB, st *store.Store, name string, role auth.Role) string {
+	t.Helper()
+	tok, _, err := auth.MintToken(context.Background(), st, auth.TokenSpec{Name: name, Role: role, CreatedBy: "audit_test"})
+	if err != nil {
+		t.Fatalf("mint %s token: %v", name, err)
 	}
-	if strings.HasPrefix(v[0], "Bearer bct_") {
-		return nil, status.Error(codes.Unauthenticated, "unknown token")
-	}
-	return auth.NewContext(ctx, auth.Identity{Name: strings.TrimPrefix(v[0], "Bearer "), Kind: auth.KindToken, Role: auth.RoleOperator}), nil
+	return tok
 }
 
-func authOptions() []grpc.ServerOption {
-	return []grpc.ServerOption{
-		grpc.ChainUnaryInterceptor(func(ctx context.Context, req any, info *grpc.UnaryServerInfo, next grpc.UnaryHandler) (any, error) {
-			if strings.HasSuffix(info.FullMethod, "/ListCacheEntries") && len(metadata.ValueFromIncomingContext(ctx, "authorization")) == 0 {
-				return next(ctx, req)
-			}
-			ctx, err := authenticate(ctx)
-			if err != nil {
-				return nil, err
-			}
-			return next(ctx, req)
-		}),
-		grpc.ChainStreamInterceptor(func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, next grpc.StreamHandler) error {
-			ctx, err := authenticate(ss.Context())
-			if err != nil {
-				return err
-			}
-			return next(srv, &ctxStream{ss, ctx})
-		}),
+// tokenID is the public id of the token string tok.
+func tokenID(t testing.TB, tok string) string {
+	t.Helper()
+	id, _, err := auth.ParseToken(tok)
+	if err != nil {
+		t.Fatal(err)
 	}
+	return id
 }
-
-type ctxStream struct {
-	grpc.ServerStream
-	ctx context.Context
-}
-
-func (s *ctxStream) Context() context.Context { return s.ctx }
 
 type harness struct {
 	st   *store.Store
@@ -158,7 +138,7 @@ func start(t *testing.T, st *store.Store, cfg audit.Config) *harness {
 		t.Fatal(err)
 	}
 	svc := &service{st: st, revs: map[string]int64{}}
-	srv, err := grpcserver.New(grpcserver.Config{Addr: "127.0.0.1:0", Audit: log, StopTimeout: time.Second}, authOptions()...)
+	srv, err := grpcserver.New(grpcserver.Config{Addr: "127.0.0.1:0", Auth: auth.NewAuthenticator(st, quiet), Audit: log, StopTimeout: time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -174,8 +154,9 @@ func start(t *testing.T, st *store.Store, cfg audit.Config) *harness {
 	return &harness{st: st, log: log, svc: svc, conn: conn}
 }
 
-func as(name string) context.Context {
-	return metadata.AppendToOutgoingContext(context.Background(), "authorization", "Bearer "+name)
+// as is a call context that presents the bearer token tok.
+func as(tok string) context.Context {
+	return metadata.AppendToOutgoingContext(context.Background(), "authorization", "Bearer "+tok)
 }
 
 // events reads every stored event, oldest first.
@@ -204,14 +185,16 @@ func events(t *testing.T, st *store.Store) []*bootapiv1.AuditEvent {
 // write committed at; and that a read records nothing.
 func TestWriteRecorded(t *testing.T) {
 	h := start(t, storetest.New(t), audit.Config{})
+	// tftp.write and artifacts.write are admin's.
+	ciBot, uploader := mint(t, h.st, "ci-bot", auth.RoleAdmin), mint(t, h.st, "uploader", auth.RoleAdmin)
 	tftp := tftpdv1.NewTftpServiceClient(h.conn)
-	if _, err := tftp.ListCacheEntries(as("ci-bot"), &tftpdv1.ListCacheEntriesRequest{}); err != nil {
+	if _, err := tftp.ListCacheEntries(as(ciBot), &tftpdv1.ListCacheEntriesRequest{}); err != nil {
 		t.Fatal(err)
 	}
 	if evs := events(t, h.st); len(evs) != 0 {
 		t.Fatalf("a read recorded %v", evs)
 	}
-	if _, err := tftp.EvictCacheEntry(as("ci-bot"), &tftpdv1.EvictCacheEntryRequest{Name: "vmlinuz"}); err != nil {
+	if _, err := tftp.EvictCacheEntry(as(ciBot), &tftpdv1.EvictCacheEntryRequest{Name: "vmlinuz"}); err != nil {
 		t.Fatal(err)
 	}
 	// Recorded before the answer: no waiting here.
@@ -221,7 +204,7 @@ func TestWriteRecorded(t *testing.T) {
 	}
 	ev := evs[0]
 	want := &bootapiv1.AuditEvent{
-		Identity: "token:ci-bot(operator)", Action: "/bootchain.tftpd.v1.TftpService/EvictCacheEntry",
+		Identity: "token:ci-bot(admin)", Action: "/bootchain.tftpd.v1.TftpService/EvictCacheEntry",
 		Resource: "vmlinuz", Outcome: "OK", Revision: h.svc.rev("vmlinuz"),
 	}
 	if ev.Identity != want.Identity || ev.Action != want.Action || ev.Resource != want.Resource ||
@@ -232,7 +215,7 @@ func TestWriteRecorded(t *testing.T) {
 		t.Errorf("event peer %q time %v", ev.Peer, ev.Time)
 	}
 
-	up, err := artifactv1.NewArtifactServiceClient(h.conn).Upload(as("admin"))
+	up, err := artifactv1.NewArtifactServiceClient(h.conn).Upload(as(uploader))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -253,44 +236,71 @@ func TestWriteRecorded(t *testing.T) {
 	}
 	ev = evs[1]
 	if ev.Action != "/bootchain.artifactstore.v1.ArtifactService/Upload" || ev.Resource != "ipxe.efi" ||
-		ev.Identity != "token:admin(operator)" || ev.Revision != h.svc.rev("ipxe.efi") || ev.Outcome != "OK" {
+		ev.Identity != "token:uploader(admin)" || ev.Revision != h.svc.rev("ipxe.efi") || ev.Outcome != "OK" {
 		t.Errorf("upload event %v", ev)
 	}
 }
 
 // TestDeniedRecorded checks that calls refused by authentication (a read among
-// them, which would otherwise not be recorded) and one refused by the handler's
-// permission check each record one event with the refusal.
+// them, which would otherwise not be recorded), one refused by authorization (a
+// viewer's write) and one refused by the handler's permission check each record
+// one event with the refusal, naming what the caller presented and no secret.
 func TestDeniedRecorded(t *testing.T) {
 	h := start(t, storetest.New(t), audit.Config{})
+	viewer, ciBot := mint(t, h.st, "viewer", auth.RoleViewer), mint(t, h.st, "ci-bot", auth.RoleAdmin)
 	tftp := tftpdv1.NewTftpServiceClient(h.conn)
 	_, err := tftp.EvictCacheEntry(context.Background(), &tftpdv1.EvictCacheEntryRequest{Name: "vmlinuz"})
 	if status.Code(err) != codes.Unauthenticated {
 		t.Fatalf("anonymous write: %v", err)
 	}
-	_, err = tftp.EvictCacheEntry(as("viewer"), &tftpdv1.EvictCacheEntryRequest{Name: "forbidden"})
+	// A viewer may not write tftp: the authenticator refuses the call before
+	// any identity is established, so the event names the token presented.
+	_, err = tftp.EvictCacheEntry(as(viewer), &tftpdv1.EvictCacheEntryRequest{Name: "vmlinuz"})
+	if status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("viewer write: %v", err)
+	}
+	// An admin the handler refuses: the event names the authenticated identity.
+	_, err = tftp.EvictCacheEntry(as(ciBot), &tftpdv1.EvictCacheEntryRequest{Name: "forbidden"})
 	if status.Code(err) != codes.PermissionDenied {
 		t.Fatalf("forbidden write: %v", err)
 	}
-	// A token the server does not know: the event names its public id only.
-	_, err = tftp.ListCacheEntries(as("bct_0123456789abcdef_c2VjcmV0"), &tftpdv1.ListCacheEntriesRequest{})
+	// A well-formed token the server does not know: the event names its public
+	// id only.
+	secret := []byte("0123456789abcdef0123456789abcdef")
+	unknown := auth.FormatToken("0123456789abcdef", secret)
+	_, err = tftp.ListCacheEntries(as(unknown), &tftpdv1.ListCacheEntriesRequest{})
 	if status.Code(err) != codes.Unauthenticated {
 		t.Fatalf("unknown token: %v", err)
 	}
 	evs := events(t, h.st)
-	if len(evs) != 3 {
-		t.Fatalf("got %d events, want 3: %v", len(evs), evs)
+	if len(evs) != 4 {
+		t.Fatalf("got %d events, want 4: %v", len(evs), evs)
 	}
-	if ev := evs[2]; ev.Identity != "claimed:token/0123456789abcdef" || ev.Outcome != "Unauthenticated" ||
-		ev.Action != "/bootchain.tftpd.v1.TftpService/ListCacheEntries" || strings.Contains(prototext.Format(ev), "c2VjcmV0") {
-		t.Errorf("unknown-token event %v", ev)
+	for _, ev := range evs {
+		text := prototext.Format(ev)
+		for _, tok := range []string{viewer, ciBot, unknown} {
+			if _, sec, _ := strings.Cut(strings.TrimPrefix(tok, "bct_"), "_"); strings.Contains(text, sec) {
+				t.Errorf("event %v holds a token's secret", ev)
+			}
+		}
 	}
 	if ev := evs[0]; ev.Identity != audit.Anonymous || ev.Outcome != "Unauthenticated" || ev.Resource != "vmlinuz" || ev.Revision != 0 {
 		t.Errorf("unauthenticated event %v", ev)
 	}
-	if ev := evs[1]; ev.Identity != "token:viewer(operator)" || ev.Outcome != "PermissionDenied" || ev.Resource != "forbidden" ||
+	if ev := evs[1]; ev.Identity != "claimed:token/"+tokenID(t, viewer) || ev.Outcome != "PermissionDenied" ||
+		ev.Resource != "vmlinuz" || ev.Revision != 0 || !strings.Contains(ev.Detail, "tftp.write") {
+		t.Errorf("viewer's permission-denied event %v", ev)
+	}
+	if ev := evs[2]; ev.Identity != "token:ci-bot(admin)" || ev.Outcome != "PermissionDenied" || ev.Resource != "forbidden" ||
 		ev.Revision != 0 || !strings.Contains(ev.Detail, "not yours") {
-		t.Errorf("permission-denied event %v", ev)
+		t.Errorf("handler's permission-denied event %v", ev)
+	}
+	if ev := evs[3]; ev.Identity != "claimed:token/0123456789abcdef" || ev.Outcome != "Unauthenticated" ||
+		ev.Action != "/bootchain.tftpd.v1.TftpService/ListCacheEntries" {
+		t.Errorf("unknown-token event %v", ev)
+	}
+	if h.svc.rev("vmlinuz") != 0 {
+		t.Errorf("a refused write reached the handler")
 	}
 }
 
@@ -373,12 +383,13 @@ func TestUnauditedWriteIsNotOK(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { auditStore.Close() })
+	ciBot := mint(t, st, "ci-bot", auth.RoleAdmin)
 	log, err := audit.New(audit.Config{Store: auditStore, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
 	svc := &service{st: st, revs: map[string]int64{}}
-	srv, err := grpcserver.New(grpcserver.Config{Addr: "127.0.0.1:0", Audit: log, StopTimeout: time.Second}, authOptions()...)
+	srv, err := grpcserver.New(grpcserver.Config{Addr: "127.0.0.1:0", Auth: auth.NewAuthenticator(st, quiet), Audit: log, StopTimeout: time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -392,7 +403,7 @@ func TestUnauditedWriteIsNotOK(t *testing.T) {
 	t.Cleanup(func() { conn.Close() })
 	closeDead() // the audit log's etcd goes away; the state's stays
 
-	_, err = tftpdv1.NewTftpServiceClient(conn).EvictCacheEntry(as("ci-bot"), &tftpdv1.EvictCacheEntryRequest{Name: "vmlinuz"})
+	_, err = tftpdv1.NewTftpServiceClient(conn).EvictCacheEntry(as(ciBot), &tftpdv1.EvictCacheEntryRequest{Name: "vmlinuz"})
 	rev := svc.rev("vmlinuz")
 	if status.Code(err) != codes.Unavailable || rev == 0 || !strings.Contains(err.Error(), fmt.Sprintf("revision %d", rev)) {
 		t.Fatalf("unaudited write at revision %d answered %v, want Unavailable naming the revision", rev, err)

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/bootchain/bootchain/pkg/audit"
+	"github.com/bootchain/bootchain/pkg/auth"
 	"github.com/bootchain/bootchain/pkg/etcdembed"
 	tftpdv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/tftpd/v1"
 	"github.com/bootchain/bootchain/pkg/grpcclient"
@@ -39,7 +40,7 @@ func TestCrashChild(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := grpcserver.New(grpcserver.Config{Addr: "127.0.0.1:0", Audit: log}, authOptions()...)
+	srv, err := grpcserver.New(grpcserver.Config{Addr: "127.0.0.1:0", Auth: auth.NewAuthenticator(st, quiet), Audit: log})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -53,6 +54,17 @@ func TestCrashChild(t *testing.T) {
 // was answered has its event, with the revision the write committed at.
 func TestCrashKeepsAnsweredWrites(t *testing.T) {
 	dir := t.TempDir()
+	// The child serves from this etcd data dir: mint the client's token into
+	// it first, for the child's authenticator to load.
+	pre, err := etcdembed.Start(context.Background(), etcdembed.Config{Dir: dir, ClientAddr: "127.0.0.1:0", PeerAddr: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	preStore := pre.Store(0)
+	ciBot := mint(t, preStore, "ci-bot", auth.RoleAdmin)
+	preStore.Close()
+	pre.Close()
+
 	cmd := exec.Command(os.Args[0], "-test.run", "^TestCrashChild$", "-test.count=1")
 	cmd.Env = append(os.Environ(), crashChildEnv+"="+dir)
 	cmd.Stderr = os.Stderr
@@ -79,7 +91,7 @@ func TestCrashKeepsAnsweredWrites(t *testing.T) {
 		for sc.Scan() {
 		}
 	}()
-	cc, err := grpcclient.Dial(addr, tlsconf.Files{})
+	cc, err := grpcclient.Dial(addr, tlsconf.Files{}, grpcclient.WithToken(ciBot))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,7 +107,7 @@ func TestCrashKeepsAnsweredWrites(t *testing.T) {
 		wg.Go(func() {
 			for i := 0; ; i++ {
 				name := fmt.Sprintf("w%d-%d", w, i)
-				ctx, cancel := context.WithTimeout(as("ci-bot"), 5*time.Second)
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 				_, err := tftp.EvictCacheEntry(ctx, &tftpdv1.EvictCacheEntryRequest{Name: name})
 				cancel()
 				if err != nil {

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/bootchain/bootchain/internal/testkit"
 	"github.com/bootchain/bootchain/pkg/apierr"
 	bootapiv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/bootapi/v1"
 	"github.com/bootchain/bootchain/pkg/grpcclient"
@@ -31,7 +32,7 @@ func TestAuditLog(t *testing.T) {
 	if _, err := h.sites.ListSites(ctx, &bootapiv1.ListSitesRequest{}); err != nil {
 		t.Fatal(err)
 	}
-	cc, err := grpcclient.Dial(h.srv.GRPCAddr().String(), tlsconf.Files{})
+	cc, err := grpcclient.Dial(h.srv.GRPCAddr().String(), tlsconf.Files{}, grpcclient.WithToken(testkit.AdminToken(t, h.st)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -53,8 +54,8 @@ func TestAuditLog(t *testing.T) {
 	}
 	ev := resp.GetEvents()[0]
 	if ev.GetAction() != "/bootchain.bootapi.v1.SiteService/PutSite" || ev.GetResource() != "lab" ||
-		ev.GetOutcome() != "OK" || ev.GetRevision() != rev || ev.GetIdentity() != "anonymous" {
-		t.Errorf("event %v, want PutSite of lab at revision %d", ev, rev)
+		ev.GetOutcome() != "OK" || ev.GetRevision() != rev || ev.GetIdentity() != "token:test-admin(admin)" {
+		t.Errorf("event %v, want PutSite of lab at revision %d by token:test-admin(admin)", ev, rev)
 	}
 
 	_, err = auditc.ListAuditEvents(ctx, &bootapiv1.ListAuditEventsRequest{PageToken: "nope"})
@@ -97,7 +98,7 @@ func TestAuditBootPath(t *testing.T) {
 	}
 	reportRev := jobRev()
 
-	cc, err := grpcclient.Dial(h.srv.GRPCAddr().String(), tlsconf.Files{})
+	cc, err := grpcclient.Dial(h.srv.GRPCAddr().String(), tlsconf.Files{}, grpcclient.WithToken(testkit.AdminToken(t, h.st)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -108,7 +109,7 @@ func TestAuditBootPath(t *testing.T) {
 	}
 	var got []string
 	for _, ev := range resp.GetEvents() {
-		if !strings.HasPrefix(ev.GetPeer(), "127.0.0.1:") {
+		if !strings.HasPrefix(ev.GetPeer(), machineIP(mac)+":") {
 			t.Errorf("event %v: peer not the machine's", ev)
 		}
 		got = append(got, strings.Join([]string{ev.GetAction(), ev.GetIdentity(), ev.GetResource(), ev.GetOutcome(), strconv.FormatInt(ev.GetRevision(), 10)}, " "))
