@@ -17,7 +17,8 @@ import (
 // service (<p>tls-ca, <p>tls-cert, <p>tls-key: tftpd's artifactstore client, a
 // replica's origin client; not etcd's) with the service certificate and the CA.
 // A group with any flag given is the user's and left alone, as is a server whose
-// <p>insecure-plaintext flag is set. A group whose files the folder lacks stays
+// <p>insecure-plaintext flag is set; every HTTPS listener (<p>https-tls-cert,
+// <p>https-tls-key) with the server certificate. A group whose files the folder lacks stays
 // off; a folder with none of them is an error.
 func WirePKI(fs *flag.FlagSet, d pki.Dir) error {
 	given := map[string]bool{}
@@ -32,6 +33,11 @@ func WirePKI(fs *flag.FlagSet, d pki.Dir) error {
 				return
 			}
 			groups = append(groups, group{p + "tls-cert": pki.ServerCert, p + "tls-key": pki.ServerKey, p + "tls-client-ca": pki.CACert})
+		case strings.HasSuffix(f.Name, "https-tls-cert"):
+			// An HTTPS listener for installers: the server certificate. It
+			// serves only where its address is given.
+			p := strings.TrimSuffix(f.Name, "tls-cert")
+			groups = append(groups, group{p + "tls-cert": pki.ServerCert, p + "tls-key": pki.ServerKey})
 		case strings.HasSuffix(f.Name, "tls-ca") && !strings.HasPrefix(f.Name, "etcd-"):
 			p := strings.TrimSuffix(f.Name, "tls-ca")
 			groups = append(groups, group{p + "tls-ca": pki.CACert, p + "tls-cert": pki.ServiceCert, p + "tls-key": pki.ServiceKey})

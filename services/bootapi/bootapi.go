@@ -110,9 +110,9 @@ func DefaultConfig() Config {
 // launcher).
 func (c *Config) AddFlags(fs *flag.FlagSet, prefix string) {
 	fs.StringVar(&c.HTTPAddr, prefix+"http-addr", c.HTTPAddr, "HTTP address for iPXE scripts and callbacks")
-	fs.StringVar(&c.HTTPSAddr, prefix+"https-addr", c.HTTPSAddr, "HTTPS address for installers' callbacks (and scripts); off when empty; needs --"+prefix+"https-cert and --"+prefix+"https-key")
-	fs.StringVar(&c.HTTPSTLS.CertFile, prefix+"https-cert", c.HTTPSTLS.CertFile, "certificate (PEM) of the HTTPS listener")
-	fs.StringVar(&c.HTTPSTLS.KeyFile, prefix+"https-key", c.HTTPSTLS.KeyFile, "private key (PEM) of the HTTPS listener")
+	fs.StringVar(&c.HTTPSAddr, prefix+"https-addr", c.HTTPSAddr, "HTTPS address for installers' callbacks (and scripts); off when empty; needs --"+prefix+"https-tls-cert and --"+prefix+"https-tls-key")
+	fs.StringVar(&c.HTTPSTLS.CertFile, prefix+"https-tls-cert", c.HTTPSTLS.CertFile, "certificate (PEM) of the HTTPS listener")
+	fs.StringVar(&c.HTTPSTLS.KeyFile, prefix+"https-tls-key", c.HTTPSTLS.KeyFile, "private key (PEM) of the HTTPS listener")
 	fs.StringVar(&c.HTTPSPublicURL, prefix+"https-public-url", c.HTTPSPublicURL, "the HTTPS listener's base URL as machines reach it (default https://<advertise>:<https port>)")
 	fs.IntVar(&c.Discovery.Cap, prefix+"discovery-cap", c.Discovery.Cap, "most discovered (unregistered) machines recorded per site; 0 records none")
 	fs.DurationVar(&c.Discovery.TTL, prefix+"discovery-ttl", c.Discovery.TTL, "delete a discovered machine not seen again for this long (0 keeps them)")
@@ -168,7 +168,7 @@ func (c Config) Validate() error {
 		}
 	}
 	if c.HTTPSAddr != "" && (c.HTTPSTLS.CertFile == "" || c.HTTPSTLS.KeyFile == "") {
-		return errors.New("bootapi: https-addr needs https-cert and https-key")
+		return errors.New("bootapi: https-addr needs https-tls-cert and https-tls-key")
 	}
 	if c.HTTPSPublicURL != "" {
 		u, err := url.Parse(c.HTTPSPublicURL)

@@ -214,8 +214,15 @@ func TestAttacker(t *testing.T) {
 	})
 
 	base := "http://" + server + ":8080"
-	victimHTTP := httpFrom(victim)
-	evilHTTP := httpFrom(attacker)
+	// The installer's callback URL is HTTPS, with the stack's CA.
+	ca, err := os.ReadFile(filepath.Join(st.DataDir, "pki", "ca.crt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(ca)
+	victimHTTP := httpFrom(victim, roots)
+	evilHTTP := httpFrom(attacker, roots)
 	t.Run("boot path", func(t *testing.T) {
 		cfgURL := base + "/ipxe/v1/config?mac=" + url.QueryEscape(victimMAC)
 		// Another host asks for the victim's script: the default, no job, no token.
@@ -234,6 +241,9 @@ func TestAttacker(t *testing.T) {
 			t.Fatalf("machine's GET: %d, job %v:\n%s", code, jobState(), body)
 		}
 		cb, token := m[1], m[2]
+		if !strings.HasPrefix(cb, "https://") {
+			t.Errorf("callback URL %s, want HTTPS by default", cb)
+		}
 		form := func(tok, state string) string {
 			return url.Values{"token": {tok}, "state": {state}}.Encode()
 		}
@@ -368,9 +378,11 @@ func attachHost(t *testing.T, ctx context.Context, l *lab.Lab, name, addr string
 	return ns
 }
 
-// httpFrom is an HTTP client whose connections start in ns.
-func httpFrom(ns *lab.Netns) *http.Client {
-	return &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DialContext: ns.DialContext, DisableKeepAlives: true}}
+// httpFrom is an HTTP client whose connections start in ns, trusting roots.
+func httpFrom(ns *lab.Netns, roots *x509.CertPool) *http.Client {
+	return &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+		DialContext: ns.DialContext, DisableKeepAlives: true, TLSClientConfig: &tls.Config{RootCAs: roots},
+	}}
 }
 
 func do(t *testing.T, c *http.Client, method, u, form string) (int, string) {

@@ -6,6 +6,11 @@
 //
 //	bootchain up --data-dir ./var --advertise 198.18.0.1
 //	bootchain pki issue --data-dir ./var --role operator --name alice --out ./alice
+// Installers' HTTP clients (busybox wget, as in Debian's installer) speak TLS 1.2
+// without the signature_algorithms extension, which Go refuses unless
+// SHA-1 handshake signatures are allowed; clients that send it (gRPC, curl,
+// browsers) negotiate SHA-256 or better as before. See docs/security.md.
+//go:debug tlssha1=1
 package main
 
 import (
@@ -158,6 +163,11 @@ func up(ctx context.Context, args []string) error {
 	if err := daemon.WirePKI(fs, pkiDir); err != nil {
 		return err
 	}
+	// HTTPS for installers that speak it (their callbacks then go encrypted,
+	// and their downloads can), beside the plain HTTP that iPXE needs.
+	if err := defaultFlags(fs, map[string]string{"bootapi-https-addr": ":8443", "artifactstore-https-addr": ":8444"}); err != nil {
+		return err
+	}
 
 	var env *daemon.Env
 	if *external {
@@ -260,4 +270,19 @@ func run(ctx context.Context, selected []component, fs *flag.FlagSet, ready func
 	}
 	fmt.Println("bootchain is up; Ctrl-C stops it")
 	return services.Wait()
+}
+
+// defaultFlags sets the flags of defaults that the command line and the
+// environment left unset.
+func defaultFlags(fs *flag.FlagSet, defaults map[string]string) error {
+	given := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	for name, v := range defaults {
+		if f := fs.Lookup(name); f != nil && !given[name] && f.Value.String() == "" {
+			if err := fs.Set(name, v); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }

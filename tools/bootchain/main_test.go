@@ -35,7 +35,7 @@ func TestLaterFailureStopsEarlierServices(t *testing.T) {
 	defer cancel()
 	err = up(ctx, []string{
 		"--data-dir", t.TempDir(), "--etcd-client-addr", "127.0.0.1:0", "--etcd-peer-addr", "127.0.0.1:0",
-		"--only", "artifactstore,tftpd",
+		"--only", "artifactstore,tftpd", "--artifactstore-https-addr", "127.0.0.1:0",
 		"--artifactstore-http-addr", httpAddr, "--artifactstore-grpc-addr", grpcAddr,
 		"--tftpd-addr", busy.LocalAddr().String(), "--tftpd-grpc-addr", "127.0.0.1:0", "--tftpd-warm=false",
 	})

@@ -27,10 +27,18 @@ func startUp(t *testing.T, dataDir string, args ...string) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- up(ctx, append([]string{"--data-dir", dataDir}, args...)) }()
+	// Two launchers run at once here: their HTTPS listeners take free ports.
+	args = append([]string{"--data-dir", dataDir, "--bootapi-https-addr", "127.0.0.1:0", "--artifactstore-https-addr", "127.0.0.1:0"}, args...)
+	go func() { done <- up(ctx, args) }()
+	var ended error
+	returned := false
 	t.Cleanup(func() {
 		cancel()
-		if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
+		err := ended
+		if !returned {
+			err = <-done
+		}
+		if err != nil && !errors.Is(err, context.Canceled) {
 			t.Errorf("up: %v", err)
 		}
 	})
@@ -41,8 +49,9 @@ func startUp(t *testing.T, dataDir string, args ...string) {
 			return
 		}
 		select {
-		case err := <-done:
-			t.Fatalf("up returned before writing %s: %v", own, err)
+		case ended = <-done:
+			returned = true
+			t.Fatalf("up returned before writing %s: %v", own, ended)
 		case <-deadline:
 			t.Fatalf("no %s", own)
 		case <-time.After(20 * time.Millisecond):
