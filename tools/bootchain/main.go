@@ -6,10 +6,12 @@
 //
 //	bootchain up --data-dir ./var --advertise 198.18.0.1
 //	bootchain pki issue --data-dir ./var --role operator --name alice --out ./alice
+//
 // Installers' HTTP clients (busybox wget, as in Debian's installer) speak TLS 1.2
 // without the signature_algorithms extension, which Go refuses unless
 // SHA-1 handshake signatures are allowed; clients that send it (gRPC, curl,
 // browsers) negotiate SHA-256 or better as before. See docs/security.md.
+//
 //go:debug tlssha1=1
 package main
 

@@ -3,6 +3,7 @@
 // without the signature_algorithms extension, which Go refuses unless
 // SHA-1 handshake signatures are allowed; clients that send it (gRPC, curl,
 // browsers) negotiate SHA-256 or better as before. See docs/security.md.
+//
 //go:debug tlssha1=1
 package main
 
