@@ -10,6 +10,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/bootchain/bootchain/pkg/artifactref"
 	"hash"
 	"io"
 	"io/fs"
@@ -76,19 +77,9 @@ func (s *Store) quarantineDir() string { return filepath.Join(s.dir, "quarantine
 // QuarantineDir is where blobs that failed their sha256 check are moved.
 func (s *Store) QuarantineDir() string { return s.quarantineDir() }
 
-// ValidDigest reports whether d is 64 lower-case hex digits.
-func ValidDigest(d string) bool {
-	if len(d) != 64 {
-		return false
-	}
-	for i := 0; i < len(d); i++ {
-		c := d[i]
-		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
-			return false
-		}
-	}
-	return true
-}
+// ValidDigest reports whether d is 64 lower-case hex digits: the digests that
+// name blobs are the ones profiles pin.
+func ValidDigest(d string) bool { return artifactref.ValidDigest(d) }
 
 // Path is where the blob with digest d lives (whether or not it exists).
 func (s *Store) Path(d string) (string, error) {
