@@ -5,6 +5,7 @@ import (
 	"crypto/subtle"
 	"log/slog"
 	"strings"
+	"sync"
 	"time"
 
 	authv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/auth/v1"
@@ -27,7 +28,25 @@ type Authenticator struct {
 	now    func() time.Time
 	// misses bounds the etcd reads of ids the cache does not hold yet.
 	misses *rate.Limiter
+	// found remembers, for foundFor, the tokens such a read found: a client
+	// that starts a burst of calls with a token minted a moment ago needs one
+	// read, not one per call within the miss bound.
+	mu    sync.Mutex
+	found map[string]foundToken
 }
+
+type foundToken struct {
+	tok   *authv1.Token
+	until time.Time
+}
+
+// foundFor is how long a token read from etcd is trusted without the cache: a
+// revocation watched in that window takes effect when it ends. It is longer than
+// the cache's usual lag (milliseconds) and short next to any revocation's urgency.
+const foundFor = 2 * time.Second
+
+// maxFound bounds the remembered tokens (only real ones are remembered).
+const maxFound = 1024
 
 // NewAuthenticator reads the tokens from st. Run it (grpcserver does) before it
 // authenticates anything.
@@ -37,6 +56,7 @@ func NewAuthenticator(st *store.Store, log *slog.Logger) *Authenticator {
 		tokens: store.NewCache(st, TokenPrefix, func() *authv1.Token { return &authv1.Token{} }, log),
 		now:    time.Now,
 		misses: rate.NewLimiter(rate.Limit(missReadsPerSecond), missReadsPerSecond),
+		found:  map[string]foundToken{},
 	}
 }
 
@@ -126,6 +146,13 @@ func (a *Authenticator) lookup(ctx context.Context, id string) *authv1.Token {
 	if it, ok := a.tokens.Get(id); ok {
 		return it.Value
 	}
+	now := a.now()
+	a.mu.Lock()
+	f, ok := a.found[id]
+	a.mu.Unlock()
+	if ok && now.Before(f.until) {
+		return f.tok
+	}
 	if !a.misses.Allow() {
 		return nil
 	}
@@ -133,6 +160,16 @@ func (a *Authenticator) lookup(ctx context.Context, id string) *authv1.Token {
 	if _, err := a.st.Get(ctx, TokenKey(id), &t); err != nil {
 		return nil
 	}
+	a.mu.Lock()
+	for k, f := range a.found {
+		if !now.Before(f.until) {
+			delete(a.found, k)
+		}
+	}
+	if len(a.found) < maxFound {
+		a.found[id] = foundToken{tok: &t, until: now.Add(foundFor)}
+	}
+	a.mu.Unlock()
 	return &t
 }
 
