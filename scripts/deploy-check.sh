@@ -112,9 +112,13 @@ if command -v buildah >/dev/null 2>&1 && command -v podman >/dev/null 2>&1 && co
 		BOOTCHAIN_GRPC_ADDR=127.0.0.1:$gport BOOTCHAIN_SITE=check)
 	how=podman
 	name=bootchain-check-$$
-	# This sandbox-like hosts may forbid what crun does at start (rlimits above the
-	# host's, cgroups in hybrid mode); then podman fails before the binary runs.
+	# Some hosts (sandboxes, nested containers) forbid what crun does at start
+	# (rlimits above the host's, cgroups in hybrid mode); then podman fails before
+	# the binary runs, and the chroot below runs the same root file system.
+	# A read-only root, as in deploy/kubernetes: the data folder is a volume.
+	mkdir -p "$work/data" && chown 65532:65532 "$work/data"
 	podman run -d --name "$name" --network host --read-only \
+		-v "$work/data:/var/lib/bootchain/artifactstore" \
 		--ulimit nofile="$(ulimit -Sn):$(ulimit -Hn)" --ulimit nproc=1024:1024 \
 		$(printf -- '--env %s ' "${env_args[@]}") "$image" >"$work/podman.out" 2>&1 ||
 		how=chroot
