@@ -7,7 +7,7 @@ FUZZTIME ?= 5000x
 DATA_DIR ?= ./var
 PKGS := ./...
 
-.PHONY: all build deps proto lint gen-check test unit fuzz e2e demo run bench clean
+.PHONY: all build deps proto lint gen-check test unit fuzz deploy-check e2e demo run bench clean
 
 all: build
 
@@ -41,7 +41,12 @@ unit:
 fuzz:
 	@scripts/fuzz.sh $(FUZZTIME)
 
-test: deps lint gen-check unit fuzz
+# deploy/ against this tree's binaries: systemd units (systemd-analyze), their env
+# files, an OCI image built from scratch and run, the kustomize overlays.
+deploy-check:
+	@scripts/deploy-check.sh
+
+test: deps lint gen-check unit fuzz deploy-check
 
 # Build only the launcher (Go's cache makes a rebuild take a second or two) and start
 # it; flags pass through: make run ARGS='--advertise 192.0.2.10 --dhcpd-interface eth1'.

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # install-deps.sh: install the Debian packages bootchain's labs, end-to-end tests and
 # benchmarks need (QEMU, iPXE, OVMF, a kernel, busybox, peer DHCP/TFTP/HTTP servers,
-# an etcd server for the external-etcd tests).
+# an etcd server for the external-etcd tests, buildah and podman for deploy/oci).
 #
 # Idempotent: packages already installed are not touched, and `apt-get update` runs
 # only when something is missing.
@@ -24,6 +24,7 @@ PACKAGES=(
 	udhcpc isc-dhcp-client
 	iproute2 curl tcpdump
 	etcd-server
+	buildah podman
 )
 
 # atftpd conflicts with tftpd-hpa in Debian (tftpd-hpa: "Conflicts: atftpd"), so it is
