@@ -48,7 +48,7 @@ func TestUpdateSiteKeepsOtherFields(t *testing.T) {
 		t.Error("PutSite answered no revision")
 	}
 	up, err := h.sites.UpdateSite(ctx, &bootapiv1.UpdateSiteRequest{
-		Site: &bootapiv1.Site{Name: "lab", ExtraCmdline: "quiet", Dhcp: &bootapiv1.SiteDhcp{LeaseTime: durationpb.New(time.Hour)}},
+		Site:       &bootapiv1.Site{Name: "lab", ExtraCmdline: "quiet", Dhcp: &bootapiv1.SiteDhcp{LeaseTime: durationpb.New(time.Hour)}},
 		UpdateMask: mask("extra_cmdline", "dhcp.lease_time", "callback_url"),
 	})
 	if err != nil {

@@ -214,10 +214,10 @@ type Site struct {
 	// Output only: etcd revision the site was last written at; give it back in
 	// UpdateSiteRequest.revision to update only if nobody changed the site since.
 	Revision int64 `protobuf:"varint,10,opt,name=revision,proto3" json:"revision,omitempty"`
-	// Base URL installers send callbacks to, when it differs from bootapi_url: a
-	// load balancer or VIP in front of several bootapi replicas
-	// (https://boot.example.net). Empty: bootapi's --callback-url, else bootapi_url,
-	// else the replica that served the script.
+	// Base URL the site's installers send their reports to: a load balancer or
+	// VIP in front of the bootapi replicas (https://boot.example.net), so that a
+	// report reaches a live replica. Empty: bootapi's --callback-url, else the
+	// replica that served the script (its HTTPS URL, else its public URL).
 	CallbackUrl string `protobuf:"bytes,11,opt,name=callback_url,json=callbackUrl,proto3" json:"callback_url,omitempty"`
 	// DHCP settings of the site's dhcpd (owned by dhcpd; see docs/dhcpd.md).
 	Dhcp          *SiteDhcp `protobuf:"bytes,20,opt,name=dhcp,proto3" json:"dhcp,omitempty"`
