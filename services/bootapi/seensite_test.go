@@ -68,6 +68,14 @@ func TestUnknownMachineSeenSite(t *testing.T) {
 	})
 	boots(proxied, "rack-c", "http://198.18.3.1:8081")
 
+	// A preview resolves an unknown machine's site the same way.
+	const fresh = "52:54:00:00:0b:02"
+	h.leaseAt(t, "rack-b", fresh)
+	pv, err := h.machines.PreviewMachine(ctx, &bootapiv1.PreviewMachineRequest{Mac: fresh})
+	if err != nil || pv.GetSite() != "rack-b" {
+		t.Errorf("preview of an unknown machine leased at rack-b: site %q, %v", pv.GetSite(), err)
+	}
+
 	// Seen by no site's service: bootapi's own site.
 	const stranger = "52:54:00:00:0d:01"
 	boots(stranger, "default", "http://198.18.1.1:8081")

@@ -89,6 +89,24 @@ func (s *State) LeaseSite(mac, ip string, now time.Time) string {
 	return site
 }
 
+// LeaseSiteOfMAC is the site whose dhcpd holds an unexpired lease of mac (at
+// any address); "" when none does or several do.
+func (s *State) LeaseSiteOfMAC(mac string, now time.Time) string {
+	s.leaseIdx.mu.RLock()
+	defer s.leaseIdx.mu.RUnlock()
+	site := ""
+	for _, h := range s.leaseIdx.byMAC[mac] {
+		if !now.Before(h.expire) {
+			continue
+		}
+		if site != "" && site != h.site {
+			return ""
+		}
+		site = h.site
+	}
+	return site
+}
+
 // Requester is who sent a script request or report: its source address and,
 // for a script request, the boot session it continues.
 type Requester struct {
