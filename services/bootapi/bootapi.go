@@ -65,6 +65,12 @@ type Config struct {
 	// PublicURL is bootapi's HTTP base URL as machines reach it; default
 	// http://<advertise>:<http port>.
 	PublicURL string
+	// CallbackURL is the base URL put on a job's kernel command line for its
+	// installer's reports: a load balancer or VIP in front of every replica, so
+	// that a report reaches a live one when the replica that served the script
+	// is gone. Default the HTTPS listener's URL, else PublicURL. A site's
+	// callback_url overrides it for that site's machines.
+	CallbackURL string
 	// Advertise is the IP used to build PublicURL when it is empty.
 	Advertise string
 	// ArtifactURL is the artifactstore base URL for sites that set none.
@@ -119,6 +125,7 @@ func (c *Config) AddFlags(fs *flag.FlagSet, prefix string) {
 	fs.StringVar(&c.GRPC.Addr, prefix+"grpc-addr", c.GRPC.Addr, "gRPC address of the API")
 	c.GRPC.AddFlags(fs, prefix+"grpc-")
 	fs.StringVar(&c.PublicURL, prefix+"public-url", c.PublicURL, "bootapi's base URL as machines reach it (default http://<advertise>:<http port>)")
+	fs.StringVar(&c.CallbackURL, prefix+"callback-url", c.CallbackURL, "base URL installers report to: a load balancer or VIP in front of every bootapi replica (default the HTTPS public URL, else the public URL; a site's callback_url overrides it)")
 	fs.StringVar(&c.ArtifactURL, prefix+"artifact-url", c.ArtifactURL, "artifactstore base URL for sites without one (default http://<advertise>:8081)")
 	fs.StringVar(&c.DefaultAction, prefix+"default-action", c.DefaultAction, "what machines without a job or default boot: menu, local-disk, sanboot, shell")
 	fs.DurationVar(&c.MenuTimeout, prefix+"menu-timeout", c.MenuTimeout, "menu timeout before booting the local disk")
@@ -165,6 +172,12 @@ func (c Config) Validate() error {
 		u, err := url.Parse(c.PublicURL)
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			return fmt.Errorf("bootapi: public URL %q: want http(s)://host[:port]", c.PublicURL)
+		}
+	}
+	if c.CallbackURL != "" {
+		u, err := url.Parse(c.CallbackURL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" || u.User != nil {
+			return fmt.Errorf("bootapi: callback URL %q: want http(s)://host[:port][/path]", c.CallbackURL)
 		}
 	}
 	if c.HTTPSAddr != "" && (c.HTTPSTLS.CertFile == "" || c.HTTPSTLS.KeyFile == "") {
@@ -267,6 +280,10 @@ func New(cfg Config) (*Server, error) {
 			httpsLis.Close()
 		}
 	}
+	cbu := hpu
+	if cfg.CallbackURL != "" {
+		cbu, _ = url.Parse(cfg.CallbackURL)
+	}
 	artifactURL := cfg.ArtifactURL
 	if artifactURL == "" {
 		artifactURL = "http://" + net.JoinHostPort(cfg.Advertise, "8081")
@@ -290,14 +307,14 @@ func New(cfg Config) (*Server, error) {
 		// Configured as the script endpoint's renderer, so that a preview
 		// renders what a machine gets.
 		Renderer: script.NewRenderer(script.RendererConfig{
-			PublicURL: pu, CallbackURL: hpu, ArtifactURL: artifactURL, MenuTimeout: cfg.MenuTimeout, Profiles: st.Profiles,
+			PublicURL: pu, CallbackURL: cbu, ArtifactURL: artifactURL, MenuTimeout: cfg.MenuTimeout, Profiles: st.Profiles,
 		}),
 		DefaultSite: cfg.Site, DefaultAction: actions[cfg.DefaultAction],
 	}).Register(gs.GRPC)
 	grpcapi.NewAudit(cfg.Store).Register(gs.GRPC)
 	grpcapi.NewCredentials(cfg.Store, cfg.GRPC.Auth).Register(gs.GRPC)
 	h := httpapi.New(httpapi.Config{
-		State: st, Sessions: rec, PublicURL: pu, CallbackURL: hpu, ArtifactURL: artifactURL, DefaultSite: cfg.Site,
+		State: st, Sessions: rec, PublicURL: pu, CallbackURL: cbu, ArtifactURL: artifactURL, DefaultSite: cfg.Site,
 		DefaultAction: actions[cfg.DefaultAction], MenuTimeout: cfg.MenuTimeout, Logger: log,
 		Audit: cfg.GRPC.Audit,
 	})

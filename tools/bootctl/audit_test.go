@@ -33,7 +33,7 @@ func TestAudit(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &got); err != nil {
 		t.Fatalf("%v\n%s", err, out)
 	}
-	want := []string{"/bootchain.bootapi.v1.SiteService/PutSite lab", "/bootchain.bootapi.v1.MachineService/RegisterMachine 52:54:00:12:34:56", "/bootchain.bootapi.v1.SiteService/PutSite lab"}
+	want := []string{"/bootchain.bootapi.v1.SiteService/PutSite lab", "/bootchain.bootapi.v1.MachineService/RegisterMachine 52:54:00:12:34:56", "/bootchain.bootapi.v1.SiteService/UpdateSite lab"}
 	if len(got.Events) != len(want) {
 		t.Fatalf("got %d events, want %d:\n%s", len(got.Events), len(want), out)
 	}
@@ -58,7 +58,8 @@ func TestAudit(t *testing.T) {
 		args []string
 		rows int
 	}{
-		{[]string{"--action", "PutSite"}, 2},
+		{[]string{"--action", "PutSite"}, 1},
+		{[]string{"--action", "UpdateSite"}, 1},
 		{[]string{"--resource", "52:54:00:12:34:56"}, 1},
 		{[]string{"--identity", "test-admin", "--since", "1h"}, 3},
 		{[]string{"--identity", "anonymous"}, 0},

@@ -4,11 +4,13 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 
 	bootapiv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/bootapi/v1"
 	"github.com/spf13/cobra"
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/types/known/fieldmaskpb"
 	"sigs.k8s.io/yaml"
 )
 
@@ -86,6 +88,7 @@ func showSite(g *Global, s *bootapiv1.Site) error {
 			{"Default", actionName(s.GetDefaultAction(), s.GetDefaultProfile())},
 			{"Bootapi URL", dash(s.GetBootapiUrl())},
 			{"Artifact URL", dash(s.GetArtifactUrl())},
+			{"Callback URL", dash(s.GetCallbackUrl())},
 			{"TFTP server", dash(s.GetTftpServer())},
 			{"Discovery", discoveryName(s.GetDiscoveryPolicy())},
 			{"Extra cmdline", dash(s.GetExtraCmdline())},
@@ -96,8 +99,19 @@ func showSite(g *Global, s *bootapiv1.Site) error {
 			for _, n := range d.GetSubnets() {
 				subnets = append(subnets, n.GetCidr())
 			}
+			fields = append(fields, field{"DHCP subnets", dash(strings.Join(subnets, ", "))})
+			for _, n := range d.GetSubnets() {
+				var pools []string
+				for _, p := range n.GetPools() {
+					pools = append(pools, p.GetStart()+"-"+p.GetEnd())
+				}
+				fields = append(fields,
+					field{"  " + n.GetCidr() + " pools", dash(strings.Join(pools, ", "))},
+					field{"  " + n.GetCidr() + " routers", dash(strings.Join(n.GetRouters(), ", "))},
+					field{"  " + n.GetCidr() + " DNS", dash(strings.Join(n.GetDnsServers(), ", "))},
+				)
+			}
 			fields = append(fields,
-				field{"DHCP subnets", dash(strings.Join(subnets, ", "))},
 				field{"DHCP unknown clients", enumName(d.GetUnknownClients().String(), "DHCP_UNKNOWN_CLIENTS_")},
 				field{"DHCP lease time", d.GetLeaseTime().AsDuration().String()},
 			)
@@ -136,7 +150,14 @@ func sitesGetCommand(g *Global) *cobra.Command {
 type siteFlags struct {
 	file, action, discovery       string
 	profile, bootapiURL, artifURL string
-	tftp, extraCmdline            string
+	tftp, extraCmdline, callback  string
+}
+
+// siteFields maps the flags of put and update to the update mask paths they set.
+var siteFields = map[string]string{
+	"action": "default_action", "profile": "default_profile", "bootapi-url": "bootapi_url",
+	"artifact-url": "artifact_url", "callback-url": "callback_url", "tftp": "tftp_server",
+	"extra-cmdline": "extra_cmdline", "discovery": "discovery_policy",
 }
 
 var discoveryWords = enumWords("DISCOVERY_POLICY_", bootapiv1.DiscoveryPolicy_value)
@@ -150,6 +171,7 @@ func (f *siteFlags) bind(g *Global, cmd *cobra.Command, withFile bool) {
 	fs.StringVar(&f.profile, "profile", "", "default profile, with --action profile")
 	fs.StringVar(&f.bootapiURL, "bootapi-url", "", "bootapi base URL as machines reach it")
 	fs.StringVar(&f.artifURL, "artifact-url", "", "artifactstore base URL as machines reach it")
+	fs.StringVar(&f.callback, "callback-url", "", "base URL installers report to: a load balancer or VIP in front of bootapi replicas")
 	fs.StringVar(&f.tftp, "tftp", "", "tftpd address (DHCP next-server)")
 	fs.StringVar(&f.extraCmdline, "extra-cmdline", "", "kernel parameters added to every boot")
 	fs.StringVar(&f.discovery, "discovery", "", "unknown machines: "+strings.Join(discoveryWords, ", "))
@@ -158,7 +180,7 @@ func (f *siteFlags) bind(g *Global, cmd *cobra.Command, withFile bool) {
 	_ = cmd.RegisterFlagCompletionFunc("profile", complete(g, profileNames))
 	withFields(cmd, map[string]string{
 		"name": "NAME", "site.name": "NAME", "site": "NAME", "site.default_action": "--action", "site.default_profile": "--profile",
-		"site.bootapi_url": "--bootapi-url", "site.artifact_url": "--artifact-url", "site.tftp_server": "--tftp",
+		"site.bootapi_url": "--bootapi-url", "site.artifact_url": "--artifact-url", "site.tftp_server": "--tftp", "site.callback_url": "--callback-url",
 		"site.extra_cmdline": "--extra-cmdline", "site.discovery_policy": "--discovery",
 	})
 }
@@ -182,7 +204,7 @@ func (f *siteFlags) apply(cmd *cobra.Command, s *bootapiv1.Site) error {
 	}
 	for flag, dst := range map[string]*string{
 		"profile": &s.DefaultProfile, "bootapi-url": &s.BootapiUrl, "artifact-url": &s.ArtifactUrl,
-		"tftp": &s.TftpServer, "extra-cmdline": &s.ExtraCmdline,
+		"tftp": &s.TftpServer, "extra-cmdline": &s.ExtraCmdline, "callback-url": &s.CallbackUrl,
 	} {
 		if fs.Changed(flag) {
 			*dst, _ = fs.GetString(flag)
@@ -213,8 +235,10 @@ func sitesPutCommand(g *Global) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:     "put NAME",
 		Aliases: []string{"create"},
-		Short:   "Create or replace a site",
-		Long: `put writes the whole site: fields neither in --file nor in a flag are cleared.
+		Short:   "Create or replace a whole site",
+		Long: `put writes the whole site record: every field neither in --file nor in a flag
+is cleared, the DHCP settings (pools, routers, DNS, boot files) included. Use it to
+create a site or to write back a file from "bootctl sites get NAME -o yaml".
 To change some fields of a site and keep the rest, use "bootctl sites update".`,
 		Example: `  bootctl sites put lab --action local-disk --bootapi-url http://10.0.0.5:8080
   bootctl sites put lab -f lab.yaml`,
@@ -252,37 +276,165 @@ func putSite(cmd *cobra.Command, g *Global, s *bootapiv1.Site) error {
 	return showSite(g, r.GetSite())
 }
 
+// subnetFlags edit one DHCP subnet of a site in sites update.
+type subnetFlags struct {
+	cidr, domain       string
+	pools, routers, dn []string
+	bootFiles          []string
+	revision           int64
+}
+
+func (f *subnetFlags) bind(cmd *cobra.Command) {
+	fs := cmd.Flags()
+	fs.StringVar(&f.cidr, "subnet", "", "DHCP subnet (CIDR) that --pool, --router, --dns and --domain change; added when the site lacks it")
+	fs.StringArrayVar(&f.pools, "pool", nil, "address range START-END of --subnet (repeatable; replaces its pools)")
+	fs.StringArrayVar(&f.routers, "router", nil, "router of --subnet (repeatable; replaces its routers)")
+	fs.StringArrayVar(&f.dn, "dns", nil, "DNS server of --subnet (repeatable; replaces its DNS servers)")
+	fs.StringVar(&f.domain, "domain", "", "domain name of --subnet")
+	fs.StringArrayVar(&f.bootFiles, "boot-file", nil, "boot file per client kind, KIND=FILE (bios, uefi-x64, uefi-arm64, http-x64, http-arm64); KIND= removes it (repeatable)")
+	fs.Int64Var(&f.revision, "revision", 0, "update only if the site is still at this revision (as get -o yaml prints it)")
+}
+
+// subnetFlagNames are the flags that edit a subnet.
+var subnetFlagNames = []string{"pool", "router", "dns", "domain"}
+
+// editDhcp applies the subnet and boot file flags to s (the stored site) and
+// returns the mask paths they change.
+func (f *subnetFlags) editDhcp(cmd *cobra.Command, s *bootapiv1.Site) ([]string, error) {
+	fs := cmd.Flags()
+	var paths []string
+	subnet := slices.ContainsFunc(subnetFlagNames, fs.Changed)
+	if fs.Changed("subnet") && !subnet {
+		return nil, usageErrorf("--subnet: say what to change with --pool, --router, --dns or --domain")
+	}
+	if subnet {
+		if f.cidr == "" {
+			return nil, usageErrorf("--pool, --router, --dns and --domain need --subnet CIDR")
+		}
+		if s.Dhcp == nil {
+			s.Dhcp = &bootapiv1.SiteDhcp{}
+		}
+		var n *bootapiv1.DhcpSubnet
+		for _, x := range s.Dhcp.GetSubnets() {
+			if x.GetCidr() == f.cidr {
+				n = x
+			}
+		}
+		if n == nil {
+			n = &bootapiv1.DhcpSubnet{Cidr: f.cidr}
+			s.Dhcp.Subnets = append(s.Dhcp.Subnets, n)
+		}
+		if fs.Changed("pool") {
+			n.Pools = nil
+			for _, p := range f.pools {
+				start, end, ok := strings.Cut(p, "-")
+				if !ok || start == "" || end == "" {
+					return nil, usageErrorf("--pool %q: want START-END", p)
+				}
+				n.Pools = append(n.Pools, &bootapiv1.DhcpPool{Start: start, End: end})
+			}
+		}
+		if fs.Changed("router") {
+			n.Routers = f.routers
+		}
+		if fs.Changed("dns") {
+			n.DnsServers = f.dn
+		}
+		if fs.Changed("domain") {
+			n.DomainName = f.domain
+		}
+		paths = append(paths, "dhcp.subnets")
+	}
+	if fs.Changed("boot-file") {
+		if s.Dhcp == nil {
+			s.Dhcp = &bootapiv1.SiteDhcp{}
+		}
+		if s.Dhcp.BootFiles == nil {
+			s.Dhcp.BootFiles = map[string]string{}
+		}
+		for _, kv := range f.bootFiles {
+			k, v, ok := strings.Cut(kv, "=")
+			if !ok || k == "" {
+				return nil, usageErrorf("--boot-file %q: want KIND=FILE", kv)
+			}
+			if v == "" {
+				delete(s.Dhcp.BootFiles, k)
+			} else {
+				s.Dhcp.BootFiles[k] = v
+			}
+		}
+		paths = append(paths, "dhcp.boot_files")
+	}
+	return paths, nil
+}
+
 func sitesUpdateCommand(g *Global) *cobra.Command {
 	var f siteFlags
+	var sf subnetFlags
 	cmd := &cobra.Command{
-		Use:               "update NAME",
-		Short:             "Change a site: only the flags given change",
-		Example:           `  bootctl sites update lab --action menu`,
+		Use:   "update NAME",
+		Short: "Change a site: only the flags given change",
+		Long: `update changes the fields its flags name and keeps every other field of the
+site: it sends bootapi only those fields (a field mask), so a change made meanwhile
+by someone else to another field is kept too.
+
+Subnet flags (--pool, --router, --dns, --domain) edit the subnet --subnet names
+and replace that subnet's list; --boot-file changes one client kind. These read the
+site first and write back only if nobody changed it in between (else: run again).
+With --revision, any update writes only if the site is still at that revision.`,
+		Example: `  bootctl sites update lab --action menu
+  bootctl sites update lab --extra-cmdline "console=ttyS0,115200"
+  bootctl sites update lab --subnet 10.0.0.0/24 --pool 10.0.0.100-10.0.0.199 --router 10.0.0.1
+  bootctl sites update lab --boot-file uefi-x64=snponly.efi
+  bootctl sites update lab --callback-url https://boot.example.net`,
 		Args:              argNames("NAME"),
 		ValidArgsFunction: firstArg(g, siteNames),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if cmd.Flags().NFlag() == 0 {
+			fs := cmd.Flags()
+			s := &bootapiv1.Site{Name: args[0]}
+			if err := f.apply(cmd, s); err != nil {
+				return err
+			}
+			paths := changedFields(fs, siteFields).GetPaths()
+			dhcp := slices.ContainsFunc(append([]string{"subnet", "boot-file"}, subnetFlagNames...), fs.Changed)
+			if len(paths) == 0 && !dhcp {
 				return usageErrorf("%s: nothing to change: give at least one flag", cmd.CommandPath())
 			}
 			c, err := siteClient(g)
 			if err != nil {
 				return err
 			}
+			rev := sf.revision
+			if dhcp {
+				// Lists and maps are replaced whole: edit the stored ones and
+				// write back only if they are still what we read.
+				ctx, cancel := g.call(cmd.Context())
+				r, err := c.GetSite(ctx, &bootapiv1.GetSiteRequest{Name: args[0]})
+				cancel()
+				if err != nil {
+					return err
+				}
+				if rev != 0 && r.GetSite().GetRevision() != rev {
+					return fmt.Errorf("site %s is at revision %d, not %d: read it again", args[0], r.GetSite().GetRevision(), rev)
+				}
+				s.Dhcp = r.GetSite().GetDhcp()
+				more, err := sf.editDhcp(cmd, s)
+				if err != nil {
+					return err
+				}
+				paths, rev = append(paths, more...), r.GetSite().GetRevision()
+			}
 			ctx, cancel := g.call(cmd.Context())
-			r, err := c.GetSite(ctx, &bootapiv1.GetSiteRequest{Name: args[0]})
-			cancel()
+			defer cancel()
+			r, err := c.UpdateSite(ctx, &bootapiv1.UpdateSiteRequest{Site: s, UpdateMask: &fieldmaskpb.FieldMask{Paths: paths}, Revision: rev})
 			if err != nil {
 				return err
 			}
-			// The API has no masked update for sites: read, change, write back.
-			s := r.GetSite()
-			if err := f.apply(cmd, s); err != nil {
-				return err
-			}
-			return putSite(cmd, g, s)
+			return showSite(g, r.GetSite())
 		},
 	}
 	f.bind(g, cmd, false)
+	sf.bind(cmd)
 	return cmd
 }
 

@@ -66,6 +66,15 @@ func (a *API) PreviewMachine(ctx context.Context, req *bootapiv1.PreviewMachineR
 	}
 	in, _ := a.st.DecisionInput(mac, req.GetProfile())
 	in.DefaultSite, in.DefaultAction = a.preview.DefaultSite, a.preview.DefaultAction
+	if in.Machine == nil {
+		// An unknown machine's site is where it was seen, as the script
+		// endpoint resolves it: its lease's site, else its session's.
+		if site := a.st.LeaseSiteOfMAC(mac, a.now()); site != "" {
+			in.DefaultSite = site
+		} else if it, ok := a.sessions.Cache().Get(mac); ok && it.Value.GetSite() != "" {
+			in.DefaultSite = it.Value.GetSite()
+		}
+	}
 	// What the machine itself would get: a request from the address that holds
 	// its lease (another host's request gets the default; docs/bootapi.md).
 	in.Trusted = true

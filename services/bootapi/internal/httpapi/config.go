@@ -43,6 +43,14 @@ func (h *Handler) config(ctx context.Context, rc *fasthttp.RequestCtx, query []b
 	ip := remoteIP(rc)
 	start := h.cfg.Now()
 	sess := h.cfg.Sessions.Open(ctx, mac, session.OpenOptions{IP: ip, Now: start})
+	if in.Machine == nil {
+		// An unknown machine belongs where it was seen, not where this bootapi
+		// runs: one bootapi serves many sites, and the menu must point at the
+		// artifactstore of the machine's own site.
+		if site := h.seenSite(mac, ip, sess, start); site != "" {
+			in.DefaultSite = site
+		}
+	}
 	if decide.NeedsTrust(in) {
 		in.Trusted, in.Untrusted = h.cfg.State.Trusted(ctx, decide.SiteOf(in), mac, state.Requester{IP: ip, TraceID: sess.TraceID()}, start)
 	}
@@ -88,6 +96,20 @@ func (h *Handler) config(ctx context.Context, rc *fasthttp.RequestCtx, query []b
 	}
 	writeScript(rc, s.Head, s.Body)
 	h.cfg.State.Sightings.Seen(mac, in.Machine, facts(q, ip), start)
+}
+
+// seenSite is the site an unknown machine was seen at: that of the lease its
+// address holds (its site's dhcpd handed it out), else that of the dhcpd or
+// tftpd that opened its boot session; "" when neither says.
+func (h *Handler) seenSite(mac, ip string, sess *session.Session, now time.Time) string {
+	if site := h.cfg.State.LeaseSite(mac, ip, now); site != "" {
+		return site
+	}
+	it, ok := h.cfg.Sessions.Cache().Get(mac)
+	if ok && it.Value.GetTraceId() == sess.TraceID() {
+		return it.Value.GetSite()
+	}
+	return ""
 }
 
 // head answers a HEAD for a script: what a GET from a stranger would get,

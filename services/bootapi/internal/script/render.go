@@ -138,9 +138,9 @@ func (r *Renderer) boot(d decide.Decision, tp string, job *Job) (string, error) 
 		if job == nil {
 			return "", errors.New("job " + d.Job.GetId() + ": no callback token")
 		}
-		base := r.cfg.CallbackURL
-		if base == nil {
-			base = r.cfg.PublicURL
+		base, err := r.callbackBase(site)
+		if err != nil {
+			return "", err
 		}
 		cb := base.JoinPath("ipxe", "v1", "report")
 		cb.RawQuery = url.Values{"job": {d.Job.GetId()}}.Encode()
@@ -152,6 +152,23 @@ func (r *Renderer) boot(d decide.Decision, tp string, job *Job) (string, error) 
 	}
 	bt.Args = args
 	return RenderBoot(bt)
+}
+
+// callbackBase is the base URL a job's installer reports to: the site's
+// callback_url (a site-level load balancer or VIP), else the configured one
+// (bootapi's --callback-url or HTTPS listener), else PublicURL.
+func (r *Renderer) callbackBase(site *bootapiv1.Site) (*url.URL, error) {
+	if s := site.GetCallbackUrl(); s != "" {
+		u, err := url.Parse(s)
+		if err != nil || u.Host == "" {
+			return nil, fmt.Errorf("site %s: callback_url %q is not a base URL", site.GetName(), s)
+		}
+		return u, nil
+	}
+	if r.cfg.CallbackURL != nil {
+		return r.cfg.CallbackURL, nil
+	}
+	return r.cfg.PublicURL, nil
 }
 
 // URLs are the kernel and initrd URLs a kernel boot of d.Profile fetches, as

@@ -71,6 +71,42 @@ func (s *State) HoldsLease(site, mac, ip string, now time.Time) bool {
 	return false
 }
 
+// LeaseSite is the site whose dhcpd leased ip to mac, unexpired at now; "" when
+// no site did, or more than one did (then none can be believed).
+func (s *State) LeaseSite(mac, ip string, now time.Time) string {
+	s.leaseIdx.mu.RLock()
+	defer s.leaseIdx.mu.RUnlock()
+	site := ""
+	for _, h := range s.leaseIdx.byMAC[mac] {
+		if h.ip != ip || !now.Before(h.expire) {
+			continue
+		}
+		if site != "" && site != h.site {
+			return ""
+		}
+		site = h.site
+	}
+	return site
+}
+
+// LeaseSiteOfMAC is the site whose dhcpd holds an unexpired lease of mac (at
+// any address); "" when none does or several do.
+func (s *State) LeaseSiteOfMAC(mac string, now time.Time) string {
+	s.leaseIdx.mu.RLock()
+	defer s.leaseIdx.mu.RUnlock()
+	site := ""
+	for _, h := range s.leaseIdx.byMAC[mac] {
+		if !now.Before(h.expire) {
+			continue
+		}
+		if site != "" && site != h.site {
+			return ""
+		}
+		site = h.site
+	}
+	return site
+}
+
 // Requester is who sent a script request or report: its source address and,
 // for a script request, the boot session it continues.
 type Requester struct {

@@ -283,6 +283,9 @@ func SiteRecord(s *bootapiv1.Site) error {
 	if err := BaseURL("site.artifact_url", s.GetArtifactUrl()); err != nil {
 		return err
 	}
+	if err := BaseURL("site.callback_url", s.GetCallbackUrl()); err != nil {
+		return err
+	}
 	if t := s.GetTftpServer(); t != "" {
 		if _, err := netip.ParseAddr(t); err != nil {
 			return apierr.Field("site.tftp_server", "%q is not an IP address", t)

@@ -11,6 +11,7 @@ import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	durationpb "google.golang.org/protobuf/types/known/durationpb"
+	fieldmaskpb "google.golang.org/protobuf/types/known/fieldmaskpb"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
@@ -210,6 +211,14 @@ type Site struct {
 	ExtraCmdline string `protobuf:"bytes,8,opt,name=extra_cmdline,json=extraCmdline,proto3" json:"extra_cmdline,omitempty"`
 	// When the site last changed.
 	UpdateTime *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
+	// Output only: etcd revision the site was last written at; give it back in
+	// UpdateSiteRequest.revision to update only if nobody changed the site since.
+	Revision int64 `protobuf:"varint,10,opt,name=revision,proto3" json:"revision,omitempty"`
+	// Base URL the site's installers send their reports to: a load balancer or
+	// VIP in front of the bootapi replicas (https://boot.example.net), so that a
+	// report reaches a live replica. Empty: bootapi's --callback-url, else the
+	// replica that served the script (its HTTPS URL, else its public URL).
+	CallbackUrl string `protobuf:"bytes,11,opt,name=callback_url,json=callbackUrl,proto3" json:"callback_url,omitempty"`
 	// DHCP settings of the site's dhcpd (owned by dhcpd; see docs/dhcpd.md).
 	Dhcp          *SiteDhcp `protobuf:"bytes,20,opt,name=dhcp,proto3" json:"dhcp,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -307,6 +316,20 @@ func (x *Site) GetUpdateTime() *timestamppb.Timestamp {
 		return x.UpdateTime
 	}
 	return nil
+}
+
+func (x *Site) GetRevision() int64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+func (x *Site) GetCallbackUrl() string {
+	if x != nil {
+		return x.CallbackUrl
+	}
+	return ""
 }
 
 func (x *Site) GetDhcp() *SiteDhcp {
@@ -678,6 +701,118 @@ func (x *PutSiteResponse) GetSite() *Site {
 	return nil
 }
 
+// UpdateSiteRequest changes some fields of a site.
+type UpdateSiteRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// New values; site.name names the site.
+	Site *Site `protobuf:"bytes,1,opt,name=site,proto3" json:"site,omitempty"`
+	// Fields to change (default_action, dhcp, dhcp.subnets, ...); empty means every
+	// writable field, as PutSite, but the site must exist.
+	UpdateMask *fieldmaskpb.FieldMask `protobuf:"bytes,2,opt,name=update_mask,json=updateMask,proto3" json:"update_mask,omitempty"`
+	// When not 0, write only if the site is still at this revision (Site.revision);
+	// Aborted otherwise.
+	Revision      int64 `protobuf:"varint,3,opt,name=revision,proto3" json:"revision,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateSiteRequest) Reset() {
+	*x = UpdateSiteRequest{}
+	mi := &file_bootchain_bootapi_v1_site_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateSiteRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateSiteRequest) ProtoMessage() {}
+
+func (x *UpdateSiteRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_bootchain_bootapi_v1_site_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateSiteRequest.ProtoReflect.Descriptor instead.
+func (*UpdateSiteRequest) Descriptor() ([]byte, []int) {
+	return file_bootchain_bootapi_v1_site_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *UpdateSiteRequest) GetSite() *Site {
+	if x != nil {
+		return x.Site
+	}
+	return nil
+}
+
+func (x *UpdateSiteRequest) GetUpdateMask() *fieldmaskpb.FieldMask {
+	if x != nil {
+		return x.UpdateMask
+	}
+	return nil
+}
+
+func (x *UpdateSiteRequest) GetRevision() int64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+// UpdateSiteResponse is the stored site.
+type UpdateSiteResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The site as stored.
+	Site          *Site `protobuf:"bytes,1,opt,name=site,proto3" json:"site,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateSiteResponse) Reset() {
+	*x = UpdateSiteResponse{}
+	mi := &file_bootchain_bootapi_v1_site_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateSiteResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateSiteResponse) ProtoMessage() {}
+
+func (x *UpdateSiteResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_bootchain_bootapi_v1_site_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateSiteResponse.ProtoReflect.Descriptor instead.
+func (*UpdateSiteResponse) Descriptor() ([]byte, []int) {
+	return file_bootchain_bootapi_v1_site_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *UpdateSiteResponse) GetSite() *Site {
+	if x != nil {
+		return x.Site
+	}
+	return nil
+}
+
 // GetSiteRequest names a site.
 type GetSiteRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -689,7 +824,7 @@ type GetSiteRequest struct {
 
 func (x *GetSiteRequest) Reset() {
 	*x = GetSiteRequest{}
-	mi := &file_bootchain_bootapi_v1_site_proto_msgTypes[6]
+	mi := &file_bootchain_bootapi_v1_site_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -701,7 +836,7 @@ func (x *GetSiteRequest) String() string {
 func (*GetSiteRequest) ProtoMessage() {}
 
 func (x *GetSiteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_bootchain_bootapi_v1_site_proto_msgTypes[6]
+	mi := &file_bootchain_bootapi_v1_site_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -714,7 +849,7 @@ func (x *GetSiteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSiteRequest.ProtoReflect.Descriptor instead.
 func (*GetSiteRequest) Descriptor() ([]byte, []int) {
-	return file_bootchain_bootapi_v1_site_proto_rawDescGZIP(), []int{6}
+	return file_bootchain_bootapi_v1_site_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *GetSiteRequest) GetName() string {
@@ -735,7 +870,7 @@ type GetSiteResponse struct {
 
 func (x *GetSiteResponse) Reset() {
 	*x = GetSiteResponse{}
-	mi := &file_bootchain_bootapi_v1_site_proto_msgTypes[7]
+	mi := &file_bootchain_bootapi_v1_site_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -747,7 +882,7 @@ func (x *GetSiteResponse) String() string {
 func (*GetSiteResponse) ProtoMessage() {}
 
 func (x *GetSiteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_bootchain_bootapi_v1_site_proto_msgTypes[7]
+	mi := &file_bootchain_bootapi_v1_site_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -760,7 +895,7 @@ func (x *GetSiteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSiteResponse.ProtoReflect.Descriptor instead.
 func (*GetSiteResponse) Descriptor() ([]byte, []int) {
-	return file_bootchain_bootapi_v1_site_proto_rawDescGZIP(), []int{7}
+	return file_bootchain_bootapi_v1_site_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *GetSiteResponse) GetSite() *Site {
@@ -779,7 +914,7 @@ type ListSitesRequest struct {
 
 func (x *ListSitesRequest) Reset() {
 	*x = ListSitesRequest{}
-	mi := &file_bootchain_bootapi_v1_site_proto_msgTypes[8]
+	mi := &file_bootchain_bootapi_v1_site_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -791,7 +926,7 @@ func (x *ListSitesRequest) String() string {
 func (*ListSitesRequest) ProtoMessage() {}
 
 func (x *ListSitesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_bootchain_bootapi_v1_site_proto_msgTypes[8]
+	mi := &file_bootchain_bootapi_v1_site_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -804,7 +939,7 @@ func (x *ListSitesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSitesRequest.ProtoReflect.Descriptor instead.
 func (*ListSitesRequest) Descriptor() ([]byte, []int) {
-	return file_bootchain_bootapi_v1_site_proto_rawDescGZIP(), []int{8}
+	return file_bootchain_bootapi_v1_site_proto_rawDescGZIP(), []int{10}
 }
 
 // ListSitesResponse lists sites.
@@ -818,7 +953,7 @@ type ListSitesResponse struct {
 
 func (x *ListSitesResponse) Reset() {
 	*x = ListSitesResponse{}
-	mi := &file_bootchain_bootapi_v1_site_proto_msgTypes[9]
+	mi := &file_bootchain_bootapi_v1_site_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -830,7 +965,7 @@ func (x *ListSitesResponse) String() string {
 func (*ListSitesResponse) ProtoMessage() {}
 
 func (x *ListSitesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_bootchain_bootapi_v1_site_proto_msgTypes[9]
+	mi := &file_bootchain_bootapi_v1_site_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -843,7 +978,7 @@ func (x *ListSitesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSitesResponse.ProtoReflect.Descriptor instead.
 func (*ListSitesResponse) Descriptor() ([]byte, []int) {
-	return file_bootchain_bootapi_v1_site_proto_rawDescGZIP(), []int{9}
+	return file_bootchain_bootapi_v1_site_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ListSitesResponse) GetSites() []*Site {
@@ -864,7 +999,7 @@ type DeleteSiteRequest struct {
 
 func (x *DeleteSiteRequest) Reset() {
 	*x = DeleteSiteRequest{}
-	mi := &file_bootchain_bootapi_v1_site_proto_msgTypes[10]
+	mi := &file_bootchain_bootapi_v1_site_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -876,7 +1011,7 @@ func (x *DeleteSiteRequest) String() string {
 func (*DeleteSiteRequest) ProtoMessage() {}
 
 func (x *DeleteSiteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_bootchain_bootapi_v1_site_proto_msgTypes[10]
+	mi := &file_bootchain_bootapi_v1_site_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -889,7 +1024,7 @@ func (x *DeleteSiteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteSiteRequest.ProtoReflect.Descriptor instead.
 func (*DeleteSiteRequest) Descriptor() ([]byte, []int) {
-	return file_bootchain_bootapi_v1_site_proto_rawDescGZIP(), []int{10}
+	return file_bootchain_bootapi_v1_site_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *DeleteSiteRequest) GetName() string {
@@ -908,7 +1043,7 @@ type DeleteSiteResponse struct {
 
 func (x *DeleteSiteResponse) Reset() {
 	*x = DeleteSiteResponse{}
-	mi := &file_bootchain_bootapi_v1_site_proto_msgTypes[11]
+	mi := &file_bootchain_bootapi_v1_site_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -920,7 +1055,7 @@ func (x *DeleteSiteResponse) String() string {
 func (*DeleteSiteResponse) ProtoMessage() {}
 
 func (x *DeleteSiteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_bootchain_bootapi_v1_site_proto_msgTypes[11]
+	mi := &file_bootchain_bootapi_v1_site_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -933,14 +1068,14 @@ func (x *DeleteSiteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteSiteResponse.ProtoReflect.Descriptor instead.
 func (*DeleteSiteResponse) Descriptor() ([]byte, []int) {
-	return file_bootchain_bootapi_v1_site_proto_rawDescGZIP(), []int{11}
+	return file_bootchain_bootapi_v1_site_proto_rawDescGZIP(), []int{13}
 }
 
 var File_bootchain_bootapi_v1_site_proto protoreflect.FileDescriptor
 
 const file_bootchain_bootapi_v1_site_proto_rawDesc = "" +
 	"\n" +
-	"\x1fbootchain/bootapi/v1/site.proto\x12\x14bootchain.bootapi.v1\x1a\x1cbootchain/auth/v1/auth.proto\x1a\"bootchain/bootapi/v1/machine.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd5\x03\n" +
+	"\x1fbootchain/bootapi/v1/site.proto\x12\x14bootchain.bootapi.v1\x1a\x1cbootchain/auth/v1/auth.proto\x1a\"bootchain/bootapi/v1/machine.proto\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x94\x04\n" +
 	"\x04Site\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12C\n" +
 	"\x0edefault_action\x18\x02 \x01(\x0e2\x1c.bootchain.bootapi.v1.ActionR\rdefaultAction\x12'\n" +
@@ -953,7 +1088,10 @@ const file_bootchain_bootapi_v1_site_proto_rawDesc = "" +
 	"\x10discovery_policy\x18\a \x01(\x0e2%.bootchain.bootapi.v1.DiscoveryPolicyR\x0fdiscoveryPolicy\x12#\n" +
 	"\rextra_cmdline\x18\b \x01(\tR\fextraCmdline\x12;\n" +
 	"\vupdate_time\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"updateTime\x122\n" +
+	"updateTime\x12\x1a\n" +
+	"\brevision\x18\n" +
+	" \x01(\x03R\brevision\x12!\n" +
+	"\fcallback_url\x18\v \x01(\tR\vcallbackUrl\x122\n" +
 	"\x04dhcp\x18\x14 \x01(\v2\x1e.bootchain.bootapi.v1.SiteDhcpR\x04dhcp\"\xe9\x04\n" +
 	"\bSiteDhcp\x122\n" +
 	"\x04mode\x18\x01 \x01(\x0e2\x1e.bootchain.bootapi.v1.DhcpModeR\x04mode\x12:\n" +
@@ -987,6 +1125,13 @@ const file_bootchain_bootapi_v1_site_proto_rawDesc = "" +
 	"\x0ePutSiteRequest\x12.\n" +
 	"\x04site\x18\x01 \x01(\v2\x1a.bootchain.bootapi.v1.SiteR\x04site\"A\n" +
 	"\x0fPutSiteResponse\x12.\n" +
+	"\x04site\x18\x01 \x01(\v2\x1a.bootchain.bootapi.v1.SiteR\x04site\"\x9c\x01\n" +
+	"\x11UpdateSiteRequest\x12.\n" +
+	"\x04site\x18\x01 \x01(\v2\x1a.bootchain.bootapi.v1.SiteR\x04site\x12;\n" +
+	"\vupdate_mask\x18\x02 \x01(\v2\x1a.google.protobuf.FieldMaskR\n" +
+	"updateMask\x12\x1a\n" +
+	"\brevision\x18\x03 \x01(\x03R\brevision\"D\n" +
+	"\x12UpdateSiteResponse\x12.\n" +
 	"\x04site\x18\x01 \x01(\v2\x1a.bootchain.bootapi.v1.SiteR\x04site\"$\n" +
 	"\x0eGetSiteRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"A\n" +
@@ -1010,9 +1155,12 @@ const file_bootchain_bootapi_v1_site_proto_rawDesc = "" +
 	"\x12DhcpUnknownClients\x12$\n" +
 	" DHCP_UNKNOWN_CLIENTS_UNSPECIFIED\x10\x00\x12\x1d\n" +
 	"\x19DHCP_UNKNOWN_CLIENTS_BOOT\x10\x01\x12\x1f\n" +
-	"\x1bDHCP_UNKNOWN_CLIENTS_IGNORE\x10\x022\xcc\x03\n" +
+	"\x1bDHCP_UNKNOWN_CLIENTS_IGNORE\x10\x022\xc0\x04\n" +
 	"\vSiteService\x12i\n" +
 	"\aPutSite\x12$.bootchain.bootapi.v1.PutSiteRequest\x1a%.bootchain.bootapi.v1.PutSiteResponse\"\x11\x82\x99\x19\r\n" +
+	"\vsites.write\x12r\n" +
+	"\n" +
+	"UpdateSite\x12'.bootchain.bootapi.v1.UpdateSiteRequest\x1a(.bootchain.bootapi.v1.UpdateSiteResponse\"\x11\x82\x99\x19\r\n" +
 	"\vsites.write\x12k\n" +
 	"\aGetSite\x12$.bootchain.bootapi.v1.GetSiteRequest\x1a%.bootchain.bootapi.v1.GetSiteResponse\"\x13\x82\x99\x19\f\n" +
 	"\n" +
@@ -1038,7 +1186,7 @@ func file_bootchain_bootapi_v1_site_proto_rawDescGZIP() []byte {
 }
 
 var file_bootchain_bootapi_v1_site_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_bootchain_bootapi_v1_site_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_bootchain_bootapi_v1_site_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_bootchain_bootapi_v1_site_proto_goTypes = []any{
 	(DiscoveryPolicy)(0),          // 0: bootchain.bootapi.v1.DiscoveryPolicy
 	(DhcpMode)(0),                 // 1: bootchain.bootapi.v1.DhcpMode
@@ -1049,47 +1197,55 @@ var file_bootchain_bootapi_v1_site_proto_goTypes = []any{
 	(*DhcpPool)(nil),              // 6: bootchain.bootapi.v1.DhcpPool
 	(*PutSiteRequest)(nil),        // 7: bootchain.bootapi.v1.PutSiteRequest
 	(*PutSiteResponse)(nil),       // 8: bootchain.bootapi.v1.PutSiteResponse
-	(*GetSiteRequest)(nil),        // 9: bootchain.bootapi.v1.GetSiteRequest
-	(*GetSiteResponse)(nil),       // 10: bootchain.bootapi.v1.GetSiteResponse
-	(*ListSitesRequest)(nil),      // 11: bootchain.bootapi.v1.ListSitesRequest
-	(*ListSitesResponse)(nil),     // 12: bootchain.bootapi.v1.ListSitesResponse
-	(*DeleteSiteRequest)(nil),     // 13: bootchain.bootapi.v1.DeleteSiteRequest
-	(*DeleteSiteResponse)(nil),    // 14: bootchain.bootapi.v1.DeleteSiteResponse
-	nil,                           // 15: bootchain.bootapi.v1.SiteDhcp.BootFilesEntry
-	(Action)(0),                   // 16: bootchain.bootapi.v1.Action
-	(*timestamppb.Timestamp)(nil), // 17: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 18: google.protobuf.Duration
+	(*UpdateSiteRequest)(nil),     // 9: bootchain.bootapi.v1.UpdateSiteRequest
+	(*UpdateSiteResponse)(nil),    // 10: bootchain.bootapi.v1.UpdateSiteResponse
+	(*GetSiteRequest)(nil),        // 11: bootchain.bootapi.v1.GetSiteRequest
+	(*GetSiteResponse)(nil),       // 12: bootchain.bootapi.v1.GetSiteResponse
+	(*ListSitesRequest)(nil),      // 13: bootchain.bootapi.v1.ListSitesRequest
+	(*ListSitesResponse)(nil),     // 14: bootchain.bootapi.v1.ListSitesResponse
+	(*DeleteSiteRequest)(nil),     // 15: bootchain.bootapi.v1.DeleteSiteRequest
+	(*DeleteSiteResponse)(nil),    // 16: bootchain.bootapi.v1.DeleteSiteResponse
+	nil,                           // 17: bootchain.bootapi.v1.SiteDhcp.BootFilesEntry
+	(Action)(0),                   // 18: bootchain.bootapi.v1.Action
+	(*timestamppb.Timestamp)(nil), // 19: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 20: google.protobuf.Duration
+	(*fieldmaskpb.FieldMask)(nil), // 21: google.protobuf.FieldMask
 }
 var file_bootchain_bootapi_v1_site_proto_depIdxs = []int32{
-	16, // 0: bootchain.bootapi.v1.Site.default_action:type_name -> bootchain.bootapi.v1.Action
+	18, // 0: bootchain.bootapi.v1.Site.default_action:type_name -> bootchain.bootapi.v1.Action
 	0,  // 1: bootchain.bootapi.v1.Site.discovery_policy:type_name -> bootchain.bootapi.v1.DiscoveryPolicy
-	17, // 2: bootchain.bootapi.v1.Site.update_time:type_name -> google.protobuf.Timestamp
+	19, // 2: bootchain.bootapi.v1.Site.update_time:type_name -> google.protobuf.Timestamp
 	4,  // 3: bootchain.bootapi.v1.Site.dhcp:type_name -> bootchain.bootapi.v1.SiteDhcp
 	1,  // 4: bootchain.bootapi.v1.SiteDhcp.mode:type_name -> bootchain.bootapi.v1.DhcpMode
 	5,  // 5: bootchain.bootapi.v1.SiteDhcp.subnets:type_name -> bootchain.bootapi.v1.DhcpSubnet
-	15, // 6: bootchain.bootapi.v1.SiteDhcp.boot_files:type_name -> bootchain.bootapi.v1.SiteDhcp.BootFilesEntry
+	17, // 6: bootchain.bootapi.v1.SiteDhcp.boot_files:type_name -> bootchain.bootapi.v1.SiteDhcp.BootFilesEntry
 	2,  // 7: bootchain.bootapi.v1.SiteDhcp.unknown_clients:type_name -> bootchain.bootapi.v1.DhcpUnknownClients
-	18, // 8: bootchain.bootapi.v1.SiteDhcp.lease_time:type_name -> google.protobuf.Duration
-	18, // 9: bootchain.bootapi.v1.SiteDhcp.decline_quarantine:type_name -> google.protobuf.Duration
+	20, // 8: bootchain.bootapi.v1.SiteDhcp.lease_time:type_name -> google.protobuf.Duration
+	20, // 9: bootchain.bootapi.v1.SiteDhcp.decline_quarantine:type_name -> google.protobuf.Duration
 	6,  // 10: bootchain.bootapi.v1.DhcpSubnet.pools:type_name -> bootchain.bootapi.v1.DhcpPool
-	18, // 11: bootchain.bootapi.v1.DhcpSubnet.lease_time:type_name -> google.protobuf.Duration
+	20, // 11: bootchain.bootapi.v1.DhcpSubnet.lease_time:type_name -> google.protobuf.Duration
 	3,  // 12: bootchain.bootapi.v1.PutSiteRequest.site:type_name -> bootchain.bootapi.v1.Site
 	3,  // 13: bootchain.bootapi.v1.PutSiteResponse.site:type_name -> bootchain.bootapi.v1.Site
-	3,  // 14: bootchain.bootapi.v1.GetSiteResponse.site:type_name -> bootchain.bootapi.v1.Site
-	3,  // 15: bootchain.bootapi.v1.ListSitesResponse.sites:type_name -> bootchain.bootapi.v1.Site
-	7,  // 16: bootchain.bootapi.v1.SiteService.PutSite:input_type -> bootchain.bootapi.v1.PutSiteRequest
-	9,  // 17: bootchain.bootapi.v1.SiteService.GetSite:input_type -> bootchain.bootapi.v1.GetSiteRequest
-	11, // 18: bootchain.bootapi.v1.SiteService.ListSites:input_type -> bootchain.bootapi.v1.ListSitesRequest
-	13, // 19: bootchain.bootapi.v1.SiteService.DeleteSite:input_type -> bootchain.bootapi.v1.DeleteSiteRequest
-	8,  // 20: bootchain.bootapi.v1.SiteService.PutSite:output_type -> bootchain.bootapi.v1.PutSiteResponse
-	10, // 21: bootchain.bootapi.v1.SiteService.GetSite:output_type -> bootchain.bootapi.v1.GetSiteResponse
-	12, // 22: bootchain.bootapi.v1.SiteService.ListSites:output_type -> bootchain.bootapi.v1.ListSitesResponse
-	14, // 23: bootchain.bootapi.v1.SiteService.DeleteSite:output_type -> bootchain.bootapi.v1.DeleteSiteResponse
-	20, // [20:24] is the sub-list for method output_type
-	16, // [16:20] is the sub-list for method input_type
-	16, // [16:16] is the sub-list for extension type_name
-	16, // [16:16] is the sub-list for extension extendee
-	0,  // [0:16] is the sub-list for field type_name
+	3,  // 14: bootchain.bootapi.v1.UpdateSiteRequest.site:type_name -> bootchain.bootapi.v1.Site
+	21, // 15: bootchain.bootapi.v1.UpdateSiteRequest.update_mask:type_name -> google.protobuf.FieldMask
+	3,  // 16: bootchain.bootapi.v1.UpdateSiteResponse.site:type_name -> bootchain.bootapi.v1.Site
+	3,  // 17: bootchain.bootapi.v1.GetSiteResponse.site:type_name -> bootchain.bootapi.v1.Site
+	3,  // 18: bootchain.bootapi.v1.ListSitesResponse.sites:type_name -> bootchain.bootapi.v1.Site
+	7,  // 19: bootchain.bootapi.v1.SiteService.PutSite:input_type -> bootchain.bootapi.v1.PutSiteRequest
+	9,  // 20: bootchain.bootapi.v1.SiteService.UpdateSite:input_type -> bootchain.bootapi.v1.UpdateSiteRequest
+	11, // 21: bootchain.bootapi.v1.SiteService.GetSite:input_type -> bootchain.bootapi.v1.GetSiteRequest
+	13, // 22: bootchain.bootapi.v1.SiteService.ListSites:input_type -> bootchain.bootapi.v1.ListSitesRequest
+	15, // 23: bootchain.bootapi.v1.SiteService.DeleteSite:input_type -> bootchain.bootapi.v1.DeleteSiteRequest
+	8,  // 24: bootchain.bootapi.v1.SiteService.PutSite:output_type -> bootchain.bootapi.v1.PutSiteResponse
+	10, // 25: bootchain.bootapi.v1.SiteService.UpdateSite:output_type -> bootchain.bootapi.v1.UpdateSiteResponse
+	12, // 26: bootchain.bootapi.v1.SiteService.GetSite:output_type -> bootchain.bootapi.v1.GetSiteResponse
+	14, // 27: bootchain.bootapi.v1.SiteService.ListSites:output_type -> bootchain.bootapi.v1.ListSitesResponse
+	16, // 28: bootchain.bootapi.v1.SiteService.DeleteSite:output_type -> bootchain.bootapi.v1.DeleteSiteResponse
+	24, // [24:29] is the sub-list for method output_type
+	19, // [19:24] is the sub-list for method input_type
+	19, // [19:19] is the sub-list for extension type_name
+	19, // [19:19] is the sub-list for extension extendee
+	0,  // [0:19] is the sub-list for field type_name
 }
 
 func init() { file_bootchain_bootapi_v1_site_proto_init() }
@@ -1104,7 +1260,7 @@ func file_bootchain_bootapi_v1_site_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_bootchain_bootapi_v1_site_proto_rawDesc), len(file_bootchain_bootapi_v1_site_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   13,
+			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -20,6 +20,7 @@ const _ = grpc.SupportPackageIsVersion9
 
 const (
 	SiteService_PutSite_FullMethodName    = "/bootchain.bootapi.v1.SiteService/PutSite"
+	SiteService_UpdateSite_FullMethodName = "/bootchain.bootapi.v1.SiteService/UpdateSite"
 	SiteService_GetSite_FullMethodName    = "/bootchain.bootapi.v1.SiteService/GetSite"
 	SiteService_ListSites_FullMethodName  = "/bootchain.bootapi.v1.SiteService/ListSites"
 	SiteService_DeleteSite_FullMethodName = "/bootchain.bootapi.v1.SiteService/DeleteSite"
@@ -33,6 +34,9 @@ const (
 type SiteServiceClient interface {
 	// PutSite creates or replaces a site.
 	PutSite(ctx context.Context, in *PutSiteRequest, opts ...grpc.CallOption) (*PutSiteResponse, error)
+	// UpdateSite changes the fields named in the update mask and keeps the others;
+	// with a revision it writes only if the site is still at that revision.
+	UpdateSite(ctx context.Context, in *UpdateSiteRequest, opts ...grpc.CallOption) (*UpdateSiteResponse, error)
 	// GetSite returns one site.
 	GetSite(ctx context.Context, in *GetSiteRequest, opts ...grpc.CallOption) (*GetSiteResponse, error)
 	// ListSites returns every site sorted by name.
@@ -53,6 +57,16 @@ func (c *siteServiceClient) PutSite(ctx context.Context, in *PutSiteRequest, opt
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(PutSiteResponse)
 	err := c.cc.Invoke(ctx, SiteService_PutSite_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *siteServiceClient) UpdateSite(ctx context.Context, in *UpdateSiteRequest, opts ...grpc.CallOption) (*UpdateSiteResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(UpdateSiteResponse)
+	err := c.cc.Invoke(ctx, SiteService_UpdateSite_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -97,6 +111,9 @@ func (c *siteServiceClient) DeleteSite(ctx context.Context, in *DeleteSiteReques
 type SiteServiceServer interface {
 	// PutSite creates or replaces a site.
 	PutSite(context.Context, *PutSiteRequest) (*PutSiteResponse, error)
+	// UpdateSite changes the fields named in the update mask and keeps the others;
+	// with a revision it writes only if the site is still at that revision.
+	UpdateSite(context.Context, *UpdateSiteRequest) (*UpdateSiteResponse, error)
 	// GetSite returns one site.
 	GetSite(context.Context, *GetSiteRequest) (*GetSiteResponse, error)
 	// ListSites returns every site sorted by name.
@@ -115,6 +132,9 @@ type UnimplementedSiteServiceServer struct{}
 
 func (UnimplementedSiteServiceServer) PutSite(context.Context, *PutSiteRequest) (*PutSiteResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method PutSite not implemented")
+}
+func (UnimplementedSiteServiceServer) UpdateSite(context.Context, *UpdateSiteRequest) (*UpdateSiteResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method UpdateSite not implemented")
 }
 func (UnimplementedSiteServiceServer) GetSite(context.Context, *GetSiteRequest) (*GetSiteResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetSite not implemented")
@@ -160,6 +180,24 @@ func _SiteService_PutSite_Handler(srv interface{}, ctx context.Context, dec func
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(SiteServiceServer).PutSite(ctx, req.(*PutSiteRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _SiteService_UpdateSite_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(UpdateSiteRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SiteServiceServer).UpdateSite(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: SiteService_UpdateSite_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SiteServiceServer).UpdateSite(ctx, req.(*UpdateSiteRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -228,6 +266,10 @@ var SiteService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "PutSite",
 			Handler:    _SiteService_PutSite_Handler,
+		},
+		{
+			MethodName: "UpdateSite",
+			Handler:    _SiteService_UpdateSite_Handler,
 		},
 		{
 			MethodName: "GetSite",

@@ -1,0 +1,70 @@
+package script_test
+
+import (
+	"strings"
+	"testing"
+
+	bootapiv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/bootapi/v1"
+	"github.com/bootchain/bootchain/services/bootapi/internal/decide"
+	"github.com/bootchain/bootchain/services/bootapi/internal/script"
+	"github.com/bootchain/bootchain/services/bootapi/internal/validate"
+)
+
+func jobBoot(site *bootapiv1.Site) decide.Decision {
+	art := &bootapiv1.ArtifactRef{Source: &bootapiv1.ArtifactRef_Artifact{Artifact: "debian/linux"}}
+	return decide.Decision{Action: decide.Boot, Machine: &bootapiv1.Machine{Mac: "52:54:00:12:34:56"}, Site: site,
+		Profile: &bootapiv1.Profile{Name: "debian", Kernel: art}, Job: &bootapiv1.Job{Id: "j1", Profile: "debian"}}
+}
+
+// TestCallbackBase: a job's callback goes to the site's callback_url, else the
+// configured callback URL (a fleet-level load balancer), else the public URL
+// of the replica that rendered it.
+func TestCallbackBase(t *testing.T) {
+	public := mustURL("http://198.18.0.1:8080")
+	fleet := mustURL("https://boot.example.net/bootchain")
+	for name, tc := range map[string]struct {
+		cfg  script.RendererConfig
+		site *bootapiv1.Site
+		want string
+	}{
+		"replica":    {script.RendererConfig{PublicURL: public}, &bootapiv1.Site{Name: "lab"}, "http://198.18.0.1:8080/ipxe/v1/report?job=j1"},
+		"fleet":      {script.RendererConfig{PublicURL: public, CallbackURL: fleet}, &bootapiv1.Site{Name: "lab"}, "https://boot.example.net/bootchain/ipxe/v1/report?job=j1"},
+		"site first": {script.RendererConfig{PublicURL: public, CallbackURL: fleet}, &bootapiv1.Site{Name: "lab", CallbackUrl: "https://198.18.0.100:8443"}, "https://198.18.0.100:8443/ipxe/v1/report?job=j1"},
+	} {
+		tc.cfg.ArtifactURL = "http://198.18.0.1:8081"
+		s, err := script.NewRenderer(tc.cfg).Render(jobBoot(tc.site), "", &script.Job{Token: "tok"})
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if !strings.Contains(s.Body, " bootchain.callback="+tc.want+" ") {
+			t.Errorf("%s: want callback %s in\n%s", name, tc.want, s.Body)
+		}
+	}
+}
+
+// FuzzCallbackURL: whatever callback_url a site record may hold (validated as
+// the API does) renders into one kernel argument, with no expansion or
+// separator the script's own lines lack.
+func FuzzCallbackURL(f *testing.F) {
+	f.Add("https://boot.example.net")
+	f.Add("http://198.18.0.1:8080/base/")
+	f.Add("http://h/${x} || shell")
+	f.Add("https://u:p@h:1/a?b=c#d")
+	f.Add("http://[::1]:80/%24%7B")
+	f.Fuzz(func(t *testing.T, cb string) {
+		if validate.BaseURL("site.callback_url", cb) != nil || cb == "" {
+			return
+		}
+		r := script.NewRenderer(script.RendererConfig{PublicURL: mustURL("http://198.18.0.1:8080"), ArtifactURL: "http://198.18.0.1:8081"})
+		s, err := r.Render(jobBoot(&bootapiv1.Site{Name: "lab", CallbackUrl: cb}), "", &script.Job{Token: "tok"})
+		if err != nil {
+			return
+		}
+		checkScript(t, s.Body, 9)
+		for _, l := range strings.Split(s.Body, "\n") {
+			if strings.HasPrefix(l, "kernel ") && strings.Count(l, "bootchain.callback=") != 1 {
+				t.Fatalf("kernel line %q", l)
+			}
+		}
+	})
+}
