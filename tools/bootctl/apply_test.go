@@ -1,10 +1,16 @@
 package main
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/bootchain/bootchain/internal/testkit"
+	"github.com/bootchain/bootchain/pkg/auth"
+	bootapiv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/bootapi/v1"
+	"github.com/bootchain/bootchain/pkg/store"
 )
 
 // TestApply takes a real bootapi from nothing to a fleet file, edits it with
@@ -78,6 +84,35 @@ func TestApply(t *testing.T) {
 	golden(t, "apply/export_after_prune", e.mustRun("export"))
 	if out := e.mustRun("apply", "-f", fleet2, "--prune"); out != "0 to create, 0 to change, 0 to delete, 3 unchanged\n" {
 		t.Errorf("apply --prune again is not a no-op:\n%s", out)
+	}
+
+	// A machine lab's dhcpd saw is neither exported nor pruned.
+	const seen = "52:54:00:00:00:77"
+	if _, err := e.etcd.Client(t).Put(context.Background(), store.Key("machines", seen), &bootapiv1.Machine{Mac: seen, Site: "lab", Discovered: true}); err != nil {
+		t.Fatal(err)
+	}
+	if !testkit.Poll(testkit.Wait, func() bool { return strings.Contains(e.mustRun("machines", "list"), seen) }) {
+		t.Fatal("bootapi never listed the discovered machine")
+	}
+	if out := e.mustRun("apply", "-f", fleet2, "--prune"); out != "0 to create, 0 to change, 0 to delete, 3 unchanged\n" {
+		t.Errorf("apply --prune with a discovered machine:\n%s", out)
+	}
+	if out := e.mustRun("export"); strings.Contains(out, seen) {
+		t.Errorf("export wrote a discovered machine:\n%s", out)
+	}
+	if !strings.Contains(e.mustRun("machines", "list"), seen) {
+		t.Error("apply --prune deleted a discovered machine")
+	}
+
+	// An operator may not write profiles: apply says which object it was
+	// refused and that nothing was applied.
+	op := testkit.Token(t, e.etcd.Client(t), auth.RoleOperator, "lab")
+	out, stderr, code = e.run("apply", "-f", fleet, "--token", op)
+	if code != 1 || !strings.Contains(stderr, "create profile rescue: PermissionDenied") || !strings.Contains(stderr, "(nothing applied)") {
+		t.Errorf("apply by lab's operator: exit %d\n%s%s", code, stderr, out)
+	}
+	if strings.Contains(stderr, op) {
+		t.Error("the error holds the token")
 	}
 }
 

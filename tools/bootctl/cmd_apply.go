@@ -8,11 +8,13 @@ import (
 	"os"
 	"sort"
 	"strings"
+	"time"
 
 	artifactv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/artifactstore/v1"
 	bootapiv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/bootapi/v1"
 	"github.com/bootchain/bootchain/tools/bootctl/internal/fleet"
 	"github.com/spf13/cobra"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/fieldmaskpb"
@@ -79,8 +81,9 @@ exist in artifactstore, and names those that do not.`,
 			if dryRun || len(plan.Ops) == 0 {
 				return nil
 			}
-			for _, op := range plan.Ops {
+			for i, op := range plan.Ops {
 				if err := applyOp(cmd.Context(), g, op); err != nil {
+					err.done = i
 					return err
 				}
 			}
@@ -176,10 +179,10 @@ func checkArtifacts(ctx context.Context, g *Global, plan *fleet.Plan) error {
 
 // applyOp runs one operation; its error names the object and, when bootapi
 // says which, the field.
-func applyOp(ctx context.Context, g *Global, op fleet.Op) error {
+func applyOp(ctx context.Context, g *Global, op fleet.Op) *applyError {
 	cc, err := g.Conn("bootapi")
 	if err != nil {
-		return err
+		return &applyError{op: op, err: err}
 	}
 	ctx, cancel := g.call(ctx)
 	defer cancel()
@@ -201,7 +204,10 @@ func applyOp(ctx context.Context, g *Global, op fleet.Op) error {
 	case "machine delete":
 		_, err = bootapiv1.NewMachineServiceClient(cc).DeleteMachine(ctx, &bootapiv1.DeleteMachineRequest{Mac: op.Name})
 	default:
-		return fmt.Errorf("internal: no way to %s a %s", op.Action, op.Kind)
+		err = fmt.Errorf("internal: no way to %s a %s", op.Action, op.Kind)
+	}
+	if err == nil && op.Action == "delete" {
+		err = waitGone(ctx, cc, op)
 	}
 	if err == nil {
 		return nil
@@ -209,11 +215,41 @@ func applyOp(ctx context.Context, g *Global, op fleet.Op) error {
 	return &applyError{op: op, err: err}
 }
 
+// waitGone waits until bootapi no longer serves a deleted object: its deletes
+// answer before its cache forgets the object, and the cache is what the next
+// delete checks (a site "still has machines" just deleted) and what the next
+// command reads.
+func waitGone(ctx context.Context, cc grpc.ClientConnInterface, op fleet.Op) error {
+	for {
+		var err error
+		switch op.Kind {
+		case fleet.KindMachine:
+			_, err = bootapiv1.NewMachineServiceClient(cc).GetMachine(ctx, &bootapiv1.GetMachineRequest{Mac: op.Name})
+		case fleet.KindSite:
+			_, err = bootapiv1.NewSiteServiceClient(cc).GetSite(ctx, &bootapiv1.GetSiteRequest{Name: op.Name})
+		default:
+			_, err = bootapiv1.NewProfileServiceClient(cc).GetProfile(ctx, &bootapiv1.GetProfileRequest{Name: op.Name})
+		}
+		if status.Code(err) == codes.NotFound {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("deleted, but bootapi still serves it: %w", ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
 // applyError says which object failed. It is not a gRPC status, so that
 // explain prints it whole rather than map the field to a flag of apply.
 type applyError struct {
-	op  fleet.Op
-	err error
+	op   fleet.Op
+	err  error
+	done int // operations applied before this one
 }
 
 func (e *applyError) Error() string {
@@ -224,5 +260,9 @@ func (e *applyError) Error() string {
 			msg = "field " + field + ": " + desc
 		}
 	}
-	return fmt.Sprintf("%s %s %s: %s (changes before it were applied)", e.op.Action, e.op.Kind, e.op.Name, msg)
+	applied := "nothing applied"
+	if e.done > 0 {
+		applied = fmt.Sprintf("the %d change(s) listed before it were applied", e.done)
+	}
+	return fmt.Sprintf("%s %s %s: %s (%s)", e.op.Action, e.op.Kind, e.op.Name, msg, applied)
 }
