@@ -90,3 +90,23 @@ func TestNormalizeMatchesServer(t *testing.T) {
 		t.Error("an oversized file parsed")
 	}
 }
+
+// TestREADMEExample parses the fleet file tools/bootctl/README.md shows.
+func TestREADMEExample(t *testing.T) {
+	b, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, ok := strings.Cut(string(b), "```yaml\n")
+	block, _, ok2 := strings.Cut(rest, "```")
+	if !ok || !ok2 {
+		t.Fatal("README has no yaml block")
+	}
+	f, err := Parse([]byte(block))
+	if err != nil {
+		t.Fatalf("README's fleet file: %v", err)
+	}
+	if len(f.Profiles) != 1 || len(f.Sites) != 1 || len(f.Machines) != 1 || f.Sites[0].GetDhcp().GetSubnets()[0].GetPools()[0].GetEnd() != "10.0.0.199" {
+		t.Errorf("README's fleet file parsed as %v", f)
+	}
+}
