@@ -66,6 +66,20 @@ func TestApply(t *testing.T) {
 	if out := e.mustRun("apply", "-f", exp, "--prune"); out != noop {
 		t.Errorf("export | apply is not a no-op:\n%s", out)
 	}
+	// The same through a pipe: apply -f - reads standard input.
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { w.WriteString(exported); w.Close() }()
+	stdin := os.Stdin
+	os.Stdin = r
+	out = e.mustRun("apply", "-f", "-", "--prune")
+	os.Stdin = stdin
+	r.Close()
+	if out != noop {
+		t.Errorf("export | apply -f - is not a no-op:\n%s", out)
+	}
 	expJSON := filepath.Join(dir, "export.json")
 	if err := os.WriteFile(expJSON, []byte(e.mustRun("export", "-o", "json")), 0o644); err != nil {
 		t.Fatal(err)
