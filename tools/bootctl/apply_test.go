@@ -18,6 +18,7 @@ import (
 // export | apply changes nothing.
 func TestApply(t *testing.T) {
 	e := startEnv(t)
+	waitTokenCached(t, e)
 	dir := t.TempDir()
 	for name, art := range map[string]string{"vmlinuz": "debian/linux", "initrd.gz": "debian/initrd.gz"} {
 		p := filepath.Join(dir, name)
@@ -134,6 +135,7 @@ func TestApply(t *testing.T) {
 // field, and that a bad file names the document and entry.
 func TestApplyErrors(t *testing.T) {
 	e := startEnv(t)
+	waitTokenCached(t, e)
 	dir := t.TempDir()
 	write := func(name, body string) string {
 		p := filepath.Join(dir, name)
@@ -165,5 +167,23 @@ func TestApplyErrors(t *testing.T) {
 	}
 	if _, stderr, code := e.run("apply"); code != 2 || !strings.Contains(stderr, "--file is required") {
 		t.Errorf("apply without -f: exit %d\n%s", code, stderr)
+	}
+}
+
+// waitTokenCached waits until bootapi's token cache holds the admin token.
+// Until then each call looks the token up in etcd, at most 20 a second, and
+// apply makes more calls than that: the test would fail on how fast the cache
+// catches up, not on what apply does.
+func waitTokenCached(t *testing.T, e *testEnv) {
+	t.Helper()
+	id, _, err := auth.ParseToken(e.token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !testkit.Poll(testkit.Wait, func() bool {
+		out, _, code := e.run("tokens", "list", "-o", "json")
+		return code == 0 && strings.Contains(out, id)
+	}) {
+		t.Fatal("bootapi never listed the admin token: its token cache is not watching etcd")
 	}
 }
