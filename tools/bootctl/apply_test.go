@@ -187,3 +187,22 @@ func waitTokenCached(t *testing.T, e *testEnv) {
 		t.Fatal("bootapi never listed the admin token: its token cache is not watching etcd")
 	}
 }
+
+// TestApplyMinimal checks idempotence where the server fills in what the
+// file leaves out: a machine with no site, a site with no settings, a
+// profile with only a kernel URL.
+func TestApplyMinimal(t *testing.T) {
+	e := startEnv(t)
+	waitTokenCached(t, e)
+	p := filepath.Join(t.TempDir(), "min.yaml")
+	body := "profiles: [{name: p, kernel: {url: 'https://example.org/linux'}}]\nsites: [{name: s}]\nmachines: [{mac: '52:54:00:00:00:02'}]\n"
+	if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out := e.mustRun("apply", "-f", p); !strings.HasSuffix(out, "applied 3 change(s)\n") {
+		t.Fatalf("apply:\n%s", out)
+	}
+	if out := e.mustRun("apply", "-f", p, "--prune"); out != "0 to create, 0 to change, 0 to delete, 3 unchanged\n" {
+		t.Errorf("second apply of a minimal file:\n%s", out)
+	}
+}
