@@ -58,7 +58,7 @@ exist in artifactstore, and names those that do not.`,
 			var b []byte
 			var err error
 			if file == "-" {
-				b, err = io.ReadAll(io.LimitReader(cmd.InOrStdin(), 64<<20+1))
+				b, err = io.ReadAll(io.LimitReader(cmd.InOrStdin(), fleet.MaxSize+1))
 			} else {
 				b, err = os.ReadFile(file)
 			}

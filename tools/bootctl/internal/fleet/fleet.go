@@ -42,16 +42,16 @@ type Fleet struct {
 	Listed map[string]bool
 }
 
-// maxDocSize bounds a file: a fleet of thousands of machines is far smaller.
-const maxDocSize = 64 << 20
+// MaxSize bounds a file: a fleet of thousands of machines is far smaller.
+const MaxSize = 64 << 20
 
 // Parse reads a fleet file: YAML (or JSON) documents separated by "---", each
 // a map with the lists "sites", "profiles" and "machines". Lists of the same
 // kind in several documents add up. Output-only fields are dropped; a name
 // given twice, an unknown key or field is an error naming where it is.
 func Parse(b []byte) (*Fleet, error) {
-	if len(b) > maxDocSize {
-		return nil, fmt.Errorf("file is larger than %d bytes", maxDocSize)
+	if len(b) > MaxSize {
+		return nil, fmt.Errorf("file is larger than %d bytes", MaxSize)
 	}
 	f := &Fleet{Listed: map[string]bool{}}
 	seen := map[string]bool{}
@@ -402,7 +402,7 @@ func Marshal(cur *Current, asJSON bool) ([]byte, error) {
 			items = append(items, fields(m))
 		}
 		sort.Slice(items, func(i, j int) bool {
-			return fmt.Sprint(items[i][jsonName(kind)]) < fmt.Sprint(items[j][jsonName(kind)])
+			return fmt.Sprint(items[i][nameField(kind)]) < fmt.Sprint(items[j][nameField(kind)])
 		})
 		doc[listKey[kind]] = items
 	}
@@ -419,4 +419,3 @@ func Marshal(cur *Current, asJSON bool) ([]byte, error) {
 	return yaml.JSONToYAML(b)
 }
 
-func jsonName(kind string) string { return nameField(kind) }

@@ -86,7 +86,7 @@ func TestNormalizeMatchesServer(t *testing.T) {
 	if len(p.Ops) != 0 || p.Unchanged != 1 {
 		t.Errorf("server-set fields counted as changes:\n%s", p.Render())
 	}
-	if _, err := Parse([]byte(strings.Repeat(" ", maxDocSize+1))); err == nil {
+	if _, err := Parse([]byte(strings.Repeat(" ", MaxSize+1))); err == nil {
 		t.Error("an oversized file parsed")
 	}
 }
