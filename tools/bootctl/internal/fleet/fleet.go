@@ -418,4 +418,3 @@ func Marshal(cur *Current, asJSON bool) ([]byte, error) {
 	}
 	return yaml.JSONToYAML(b)
 }
-
