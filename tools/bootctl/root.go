@@ -52,6 +52,8 @@ flags win over variables.`,
 		tftpCommand(g),
 		auditCommand(g),
 		tokensCommand(g),
+		applyCommand(g),
+		exportCommand(g),
 	)
 	return root
 }
