@@ -166,7 +166,7 @@ func Name(m proto.Message) string {
 	return ""
 }
 
-// Normalize clears what the server sets (timestamps, discovery, facts) and
+// Normalize clears what the server sets (timestamps, revisions, discovery, facts) and
 // writes a MAC as bootapi stores it, so that a file and the server's copy
 // compare equal when they declare the same thing.
 func Normalize(m proto.Message) {
@@ -174,7 +174,7 @@ func Normalize(m proto.Message) {
 	case *bootapiv1.Profile:
 		m.CreateTime, m.UpdateTime = nil, nil
 	case *bootapiv1.Site:
-		m.UpdateTime = nil
+		m.UpdateTime, m.Revision = nil, 0
 	case *bootapiv1.Machine:
 		m.CreateTime, m.UpdateTime, m.LastSeenTime = nil, nil, nil
 		m.Discovered, m.Facts = false, nil
