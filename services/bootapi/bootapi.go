@@ -17,6 +17,7 @@ import (
 	"flag"
 	"fmt"
 	"github.com/bootchain/bootchain/pkg/daemon"
+	"github.com/bootchain/bootchain/pkg/opshttp"
 	"github.com/prometheus/client_golang/prometheus"
 	"log/slog"
 	"net"
@@ -225,7 +226,9 @@ func New(cfg Config) (*Server, error) {
 	st := state.New(cfg.Store, log)
 	st.Discovery = cfg.Discovery
 	st.SetDefaultSite(cfg.Site)
-	rec, err := session.New(session.Config{Store: cfg.Store, Service: "bootapi", Site: cfg.Site, TracerProvider: cfg.TracerProvider, Logger: log})
+	boots := opshttp.NewBoots("bootapi")
+	rec, err := session.New(session.Config{Store: cfg.Store, Service: "bootapi", Site: cfg.Site, TracerProvider: cfg.TracerProvider, Logger: log,
+		OnHop: boots.OnHop, OnFinish: boots.OnFinish})
 	if err != nil {
 		return nil, err
 	}
@@ -305,7 +308,7 @@ func New(cfg Config) (*Server, error) {
 		Audit: cfg.GRPC.Audit, Metrics: reg,
 	})
 	limiter := ratelimit.New[netip.Addr](ratelimit.Config{Limit: cfg.HTTPLimitPerIP})
-	if err := registerMetrics(reg, h, limiter); err != nil {
+	if err := registerMetrics(reg, h, limiter, boots); err != nil {
 		closeListeners()
 		gs.Close()
 		return nil, fmt.Errorf("bootapi: metrics: %w", err)

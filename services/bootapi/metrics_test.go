@@ -46,6 +46,9 @@ func TestMetricsAndReadiness(t *testing.T) {
 	if code, _ := post(t, inst.from, inst.cb, url.Values{"state": {"running"}}); code != http.StatusBadRequest {
 		t.Fatalf("report without job and token: %d", code)
 	}
+	if code, body := inst.report(t, url.Values{"state": {"succeeded"}}); code != 200 {
+		t.Fatalf("report: %d %s", code, body)
+	}
 
 	after := metricstest.Get(t, nil, h.base)
 	for _, m := range []struct {
@@ -55,9 +58,13 @@ func TestMetricsAndReadiness(t *testing.T) {
 	}{
 		{"bootchain_bootapi_scripts_total", map[string]string{"rule": "pending-job"}, 1},
 		{"bootchain_bootapi_dispatches_total", nil, 1},
-		{"bootchain_bootapi_callbacks_total", map[string]string{"result": "accepted"}, 1},
+		{"bootchain_bootapi_callbacks_total", map[string]string{"result": "accepted"}, 2},
 		{"bootchain_bootapi_callbacks_total", map[string]string{"result": "bad_request"}, 1},
-		{"bootchain_bootapi_jobs", map[string]string{"state": "running"}, 1},
+		{"bootchain_bootapi_jobs", map[string]string{"state": "succeeded"}, 1},
+		// The session recorder's hooks: the script's hop and the boot the
+		// installer's success finished.
+		{"bootchain_bootapi_hop_duration_seconds", map[string]string{"hop": "script", "result": "ok"}, 1},
+		{"bootchain_bootapi_boots_finished_total", map[string]string{"outcome": "succeeded"}, 1},
 	} {
 		b, _ := before.Value(m.name, m.labels)
 		a, ok := after.Value(m.name, m.labels)

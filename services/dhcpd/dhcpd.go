@@ -203,6 +203,7 @@ type Server struct {
 	ready chan struct{}
 	ra    *ra.Responder
 	reg   *prometheus.Registry
+	boots *opshttp.Boots
 	ops   *opshttp.Server
 }
 
@@ -257,7 +258,9 @@ func New(cfg Config) (*Server, error) {
 	s.writer = lease.NewEtcdWriter(cfg.Store, cfg.Site, cfg.LeaseWriters, cfg.LeaseBatch)
 	s.writer.Logger = log
 	s.alloc = lease.New(lease.Config{Site: cfg.Site, Server: cfg.Name, Writer: s.writer, OfferHold: cfg.OfferHold})
-	s.rec, err = session.New(session.Config{Store: cfg.Store, Service: "dhcpd", Site: cfg.Site, TracerProvider: cfg.TracerProvider, Logger: cfg.Logger})
+	s.boots = opshttp.NewBoots("dhcpd")
+	s.rec, err = session.New(session.Config{Store: cfg.Store, Service: "dhcpd", Site: cfg.Site, TracerProvider: cfg.TracerProvider, Logger: cfg.Logger,
+		OnHop: s.boots.OnHop, OnFinish: s.boots.OnFinish})
 	if err != nil {
 		return nil, err
 	}

@@ -103,7 +103,7 @@ func (s *Server) newRegistry() (*prometheus.Registry, error) {
 		}
 		txn.WithLabelValues(r).Observe(d.Seconds())
 	}
-	for _, c := range []prometheus.Collector{newCollector(s), txn, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})} {
+	for _, c := range []prometheus.Collector{newCollector(s), txn, s.boots.Hops, s.boots.Finished, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

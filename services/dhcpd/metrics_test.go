@@ -59,6 +59,7 @@ func TestMetricsAndHealth(t *testing.T) {
 		{"bootchain_dhcpd_replies_sent_total", map[string]string{"type": "ack"}},
 		{"bootchain_dhcpd_lease_writes_total", nil},
 		{"bootchain_dhcpd_lease_transaction_seconds", map[string]string{"result": "ok"}},
+		{"bootchain_dhcpd_hop_duration_seconds", map[string]string{"hop": "dhcp.request", "result": "ok"}},
 	} {
 		b, _ := before.Value(m.name, m.labels)
 		a, ok := after.Value(m.name, m.labels)

@@ -234,6 +234,7 @@ type Server struct {
 	base      *filemap.Map
 	current   atomic.Pointer[filemap.Map]
 	reg       *prometheus.Registry
+	boots     *opshttp.Boots
 	ops       *opshttp.Server
 	// loaded is set once the file map, lease and artifact caches hold etcd's
 	// snapshot (/readyz).
@@ -285,7 +286,9 @@ func New(cfg Config) (_ *Server, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("tftpd: %w", err)
 	}
-	s.sessions, err = session.New(session.Config{Store: cfg.Store, Service: "tftpd", Site: cfg.Site, TracerProvider: cfg.TracerProvider, Logger: log})
+	s.boots = opshttp.NewBoots("tftpd")
+	s.sessions, err = session.New(session.Config{Store: cfg.Store, Service: "tftpd", Site: cfg.Site, TracerProvider: cfg.TracerProvider, Logger: log,
+		OnHop: s.boots.OnHop, OnFinish: s.boots.OnFinish})
 	if err != nil {
 		return nil, fmt.Errorf("tftpd: %w", err)
 	}
