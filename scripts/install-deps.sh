@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # install-deps.sh: install the Debian packages bootchain's labs, end-to-end tests and
 # benchmarks need (QEMU, iPXE, OVMF, a kernel, busybox, peer DHCP/TFTP/HTTP servers,
-# an etcd server for the external-etcd tests, buildah and podman for deploy/oci).
+# an etcd server for the external-etcd tests, buildah and podman for deploy/oci,
+# Prometheus for promtool and the metrics scrape test).
 #
 # Idempotent: packages already installed are not touched, and `apt-get update` runs
 # only when something is missing.
 #
-# Daemons in this list (nginx, dnsmasq, atftpd, tftpd-hpa, kea, etcd) must never be left
+# Daemons in this list (nginx, dnsmasq, atftpd, tftpd-hpa, kea, etcd, prometheus) must never be left
 # running as system services: the tests start their own copies, in private network
 # namespaces, with their own configs. So while installing, a policy-rc.d forbids every
 # service start, and afterwards each of those services is stopped (if it is running
@@ -25,6 +26,7 @@ PACKAGES=(
 	iproute2 curl tcpdump
 	etcd-server
 	buildah podman
+	prometheus
 )
 
 # atftpd conflicts with tftpd-hpa in Debian (tftpd-hpa: "Conflicts: atftpd"), so it is
@@ -34,7 +36,7 @@ ATFTPD_ROOT=/opt/bootchain/atftpd
 ATFTPD_LINK=/usr/local/sbin/atftpd
 
 # Services that the packages above may register; checked after the install.
-SERVICES=(nginx dnsmasq atftpd tftpd-hpa kea-dhcp4-server kea-dhcp6-server kea-dhcp-ddns-server kea-ctrl-agent etcd)
+SERVICES=(nginx dnsmasq atftpd tftpd-hpa kea-dhcp4-server kea-dhcp6-server kea-dhcp-ddns-server kea-ctrl-agent etcd prometheus prometheus-node-exporter)
 
 SUDO=()
 if [[ $(id -u) -ne 0 ]]; then
@@ -128,7 +130,7 @@ done
 
 # Report anything still bound to the daemons' well-known ports, so a surprise is visible.
 if command -v ss >/dev/null 2>&1; then
-	busy=$(ss -Hlnptu 2>/dev/null | grep -E '"(nginx|dnsmasq|atftpd|in.tftpd|kea-dhcp4|kea-dhcp6|kea-ctrl-agent|etcd)"' || true)
+	busy=$(ss -Hlnptu 2>/dev/null | grep -E '"(nginx|dnsmasq|atftpd|in.tftpd|kea-dhcp4|kea-dhcp6|kea-ctrl-agent|etcd|prometheus)"' || true)
 	if [[ -n $busy ]]; then
 		log "warning: daemons still listening:"
 		echo "$busy" >&2

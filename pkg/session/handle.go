@@ -105,6 +105,9 @@ func (s *Session) Finish(state bootapiv1.SessionState, hop, message string) {
 	if same {
 		return // nothing new: a machine re-fetching its menu
 	}
+	if f := s.r.cfg.OnFinish; f != nil {
+		f(state)
+	}
 	now := timestamppb.Now()
 	s.mutate(func(bs *bootapiv1.BootSession) *bootapiv1.BootSession {
 		bs.State, bs.FailedHop, bs.Message, bs.UpdateTime = state, hop, message, now

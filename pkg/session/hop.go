@@ -147,6 +147,9 @@ func (h *Hop) End() {
 		h.span.SetAttributes(attribute.Int64("bootchain.bytes", rec.Bytes))
 	}
 	h.span.End()
+	if f := h.s.r.cfg.OnHop; f != nil {
+		f(rec.GetName(), rec.GetFailed(), now.Sub(h.start))
+	}
 	if h.s.MAC != "" {
 		h.s.r.enqueueHop(h.s, rec, h.span.SpanContext().SpanID(), h.start, now)
 	}

@@ -43,6 +43,13 @@ type Config struct {
 	IdleRestart time.Duration
 	// Logger; default slog.Default().
 	Logger *slog.Logger
+	// OnHop, when set, sees every hop that ends (metrics): its name, whether
+	// it failed and how long it took. It runs on the request's goroutine and
+	// must be quick.
+	OnHop func(name string, failed bool, d time.Duration)
+	// OnFinish, when set, sees every session this process finishes, with the
+	// state it finished in (metrics); a repeat of the same Finish is not seen.
+	OnFinish func(state bootapiv1.SessionState)
 }
 
 // Recorder opens sessions and records hops for one service.

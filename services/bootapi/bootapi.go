@@ -17,6 +17,8 @@ import (
 	"flag"
 	"fmt"
 	"github.com/bootchain/bootchain/pkg/daemon"
+	"github.com/bootchain/bootchain/pkg/opshttp"
+	"github.com/prometheus/client_golang/prometheus"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -217,6 +219,7 @@ type Server struct {
 	handler      fasthttp.RequestHandler
 	stopRequests context.CancelFunc
 	limiter      *ratelimit.Limiter[netip.Addr]
+	reg          *prometheus.Registry
 	serving      atomic.Int32 // HTTP(S) servers not yet stopped
 }
 
@@ -236,7 +239,9 @@ func New(cfg Config) (*Server, error) {
 	st := state.New(cfg.Store, log)
 	st.Discovery = cfg.Discovery
 	st.SetDefaultSite(cfg.Site)
-	rec, err := session.New(session.Config{Store: cfg.Store, Service: "bootapi", Site: cfg.Site, TracerProvider: cfg.TracerProvider, Logger: log})
+	boots := opshttp.NewBoots("bootapi")
+	rec, err := session.New(session.Config{Store: cfg.Store, Service: "bootapi", Site: cfg.Site, TracerProvider: cfg.TracerProvider, Logger: log,
+		OnHop: boots.OnHop, OnFinish: boots.OnFinish})
 	if err != nil {
 		return nil, err
 	}
@@ -313,14 +318,21 @@ func New(cfg Config) (*Server, error) {
 	}).Register(gs.GRPC)
 	grpcapi.NewAudit(cfg.Store).Register(gs.GRPC)
 	grpcapi.NewCredentials(cfg.Store, cfg.GRPC.Auth).Register(gs.GRPC)
+	reg := prometheus.NewRegistry()
 	h := httpapi.New(httpapi.Config{
 		State: st, Sessions: rec, PublicURL: pu, CallbackURL: cbu, ArtifactURL: artifactURL, DefaultSite: cfg.Site,
 		DefaultAction: actions[cfg.DefaultAction], MenuTimeout: cfg.MenuTimeout, Logger: log,
-		Audit: cfg.GRPC.Audit,
+		Audit: cfg.GRPC.Audit, Metrics: reg,
 	})
-	requests, stop := context.WithCancel(context.Background())
 	limiter := ratelimit.New[netip.Addr](ratelimit.Config{Limit: cfg.HTTPLimitPerIP})
+	if err := registerMetrics(reg, h, limiter, boots); err != nil {
+		closeListeners()
+		gs.Close()
+		return nil, fmt.Errorf("bootapi: metrics: %w", err)
+	}
+	requests, stop := context.WithCancel(context.Background())
 	return &Server{
+		reg: reg,
 		cfg: cfg, log: log, state: st, sessions: rec, http: h, httpLis: lis, httpsLis: httpsLis, httpsPublic: hpu, grpc: gs, public: pu,
 		handler: httpapi.Limit(h.RequestHandler(requests), limiter), stopRequests: stop, limiter: limiter,
 	}, nil
@@ -363,6 +375,9 @@ func (s *Server) Endpoints() []string {
 
 // Handler is the HTTP handler Run serves (for tests and embedding).
 func (s *Server) Handler() fasthttp.RequestHandler { return s.handler }
+
+// Metrics is the registry served on the HTTP endpoint's /metrics.
+func (s *Server) Metrics() *prometheus.Registry { return s.reg }
 
 // HTTPLimited is how many HTTP requests the per-IP limit refused; HTTPPanics
 // how many panicked (answered 500).

@@ -31,6 +31,7 @@ import (
 	dhcpdv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/dhcpd/v1"
 	"github.com/bootchain/bootchain/pkg/grpcserver"
 	"github.com/bootchain/bootchain/pkg/lifecycle"
+	"github.com/bootchain/bootchain/pkg/opshttp"
 	"github.com/bootchain/bootchain/pkg/ratelimit"
 	"github.com/bootchain/bootchain/pkg/session"
 	"github.com/bootchain/bootchain/pkg/store"
@@ -39,6 +40,7 @@ import (
 	"github.com/bootchain/bootchain/services/dhcpd/internal/ra"
 	"github.com/bootchain/bootchain/services/dhcpd/internal/server"
 	"github.com/insomniacslk/dhcp/dhcpv4/server4"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -59,6 +61,9 @@ type Config struct {
 	PXEAddr string
 	// GRPC is the admin API server; default address ":9082".
 	GRPC grpcserver.Config
+	// HTTPAddr serves /metrics, /healthz and /readyz (operators and probes
+	// only; docs/dhcpd.md); default ":9182"; "-" disables.
+	HTTPAddr string
 	// ServerIP is the server identifier and default next-server; default the
 	// interface's first IPv4 address, else Advertise.
 	ServerIP string
@@ -115,7 +120,7 @@ var (
 // DefaultConfig returns the defaults.
 func DefaultConfig() Config {
 	return Config{
-		Site: "default", ListenAddr: ":67", PXEAddr: ":4011", GRPC: grpcserver.Config{Addr: ":9082"},
+		Site: "default", ListenAddr: ":67", PXEAddr: ":4011", GRPC: grpcserver.Config{Addr: ":9082"}, HTTPAddr: ":9182",
 		Workers: 512, ReplyBurst: 16, LeaseWriters: 4, LeaseBatch: 128, OfferHold: 30 * time.Second,
 		ReclaimInterval: 10 * time.Second, ChainloadWindow: 2 * time.Minute,
 		LimitPerMAC: DefaultLimitPerMAC, LimitPerIP: DefaultLimitPerIP,
@@ -197,6 +202,9 @@ type Server struct {
 
 	ready chan struct{}
 	ra    *ra.Responder
+	reg   *prometheus.Registry
+	boots *opshttp.Boots
+	ops   *opshttp.Server
 }
 
 // New opens the sockets and prepares the server; Run serves.
@@ -210,6 +218,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.GRPC.Addr == "" {
 		cfg.GRPC.Addr = def.GRPC.Addr
+	}
+	if cfg.HTTPAddr == "" {
+		cfg.HTTPAddr = def.HTTPAddr
 	}
 	if cfg.OfferHold == 0 {
 		cfg.OfferHold = def.OfferHold
@@ -247,7 +258,9 @@ func New(cfg Config) (*Server, error) {
 	s.writer = lease.NewEtcdWriter(cfg.Store, cfg.Site, cfg.LeaseWriters, cfg.LeaseBatch)
 	s.writer.Logger = log
 	s.alloc = lease.New(lease.Config{Site: cfg.Site, Server: cfg.Name, Writer: s.writer, OfferHold: cfg.OfferHold})
-	s.rec, err = session.New(session.Config{Store: cfg.Store, Service: "dhcpd", Site: cfg.Site, TracerProvider: cfg.TracerProvider, Logger: cfg.Logger})
+	s.boots = opshttp.NewBoots("dhcpd")
+	s.rec, err = session.New(session.Config{Store: cfg.Store, Service: "dhcpd", Site: cfg.Site, TracerProvider: cfg.TracerProvider, Logger: cfg.Logger,
+		OnHop: s.boots.OnHop, OnFinish: s.boots.OnFinish})
 	if err != nil {
 		return nil, err
 	}
@@ -307,6 +320,18 @@ func New(cfg Config) (*Server, error) {
 		s.closeSockets()
 		return nil, err
 	}
+	if s.reg, err = s.newRegistry(); err != nil {
+		s.closeSockets()
+		s.grpc.Close()
+		return nil, fmt.Errorf("dhcpd: metrics: %w", err)
+	}
+	if cfg.HTTPAddr != "-" {
+		if s.ops, err = opshttp.Listen(cfg.HTTPAddr, opshttp.Handler(s.reg, s.readyErr)); err != nil {
+			s.closeSockets()
+			s.grpc.Close()
+			return nil, fmt.Errorf("dhcpd: %w", err)
+		}
+	}
 	dhcpdv1.RegisterLeaseServiceServer(s.grpc.GRPC, &admin.Server{Site: cfg.Site, Store: cfg.Store, Leases: s.leases, Alloc: s.alloc})
 	return s, nil
 }
@@ -360,7 +385,32 @@ func (s *Server) Endpoints() []string {
 	if s.pxe != nil {
 		out = append(out, fmt.Sprintf("pxe udp %s", s.pxe.LocalAddr()))
 	}
+	if s.ops != nil {
+		out = append(out, "http "+s.ops.Addr().String())
+	}
 	return append(out, "grpc "+s.grpc.Addr().String())
+}
+
+// HTTPAddr is the address of /metrics, /healthz and /readyz (nil when disabled).
+func (s *Server) HTTPAddr() net.Addr {
+	if s.ops == nil {
+		return nil
+	}
+	return s.ops.Addr()
+}
+
+// Metrics is the registry served on /metrics.
+func (s *Server) Metrics() *prometheus.Registry { return s.reg }
+
+// readyErr is /readyz: ready once the caches are loaded, the leases applied
+// and the sockets serve (Ready).
+func (s *Server) readyErr() error {
+	select {
+	case <-s.ready:
+		return nil
+	default:
+		return errors.New("loading the site, machines and leases from etcd")
+	}
 }
 
 // GRPCAddr is the admin API's listening address.
@@ -453,6 +503,11 @@ func (s *Server) Run(ctx context.Context) error {
 	record := run.Layer()
 	record.Go(s.rec.Run)
 	// Stopped (or failed) before serving: the sockets Serve would close.
+	if s.ops != nil {
+		// Up from the start: /healthz answers and /readyz says 503 while the
+		// caches load. It stops after the packet sockets.
+		run.Layer().Go(s.ops.Serve)
+	}
 	stopUnserved := func(err error) error {
 		s.closeSockets()
 		s.grpc.Close()

@@ -53,7 +53,7 @@ func startDHCPD(t *testing.T, l *lab.Lab, st *store.Store, s *bootapiv1.SiteDhcp
 	t.Helper()
 	cfg := dhcpd.DefaultConfig()
 	cfg.Store, cfg.Site, cfg.Interface, cfg.Seed, cfg.Name = st, "lab", l.Bridge(), s, "t"
-	cfg.GRPC.Addr = "127.0.0.1:0"
+	cfg.GRPC.Addr, cfg.HTTPAddr = "127.0.0.1:0", "127.0.0.1:0"
 	cfg.Advertise = "198.18.0.1"
 	var srv *dhcpd.Server
 	if err := l.Main().Do(func() (err error) { srv, err = dhcpd.New(cfg); return err }); err != nil {

@@ -130,6 +130,7 @@ func (c *Config) AddFlags(fs *flag.FlagSet, prefix string) {
 	fs.StringVar(&c.PXEAddr, prefix+"pxe-listen", c.PXEAddr, "proxy-mode boot server address (- disables)")
 	fs.StringVar(&c.GRPC.Addr, prefix+"grpc-addr", c.GRPC.Addr, "gRPC admin address")
 	c.GRPC.AddFlags(fs, prefix+"grpc-")
+	fs.StringVar(&c.HTTPAddr, prefix+"http-addr", c.HTTPAddr, "address of /metrics, /healthz and /readyz (- disables)")
 	fs.StringVar(&c.ServerIP, prefix+"server-ip", c.ServerIP, "server identifier and next-server (default: the interface's address)")
 	fs.StringVar(&c.Name, prefix+"name", c.Name, "replica name written into leases (default: host name)")
 	fs.IntVar(&c.Workers, prefix+"workers", c.Workers, "packets answered concurrently")

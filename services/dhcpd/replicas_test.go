@@ -121,7 +121,7 @@ func TestReplicasShareAPool(t *testing.T) {
 		cfg.Store, cfg.Site, cfg.Seed, cfg.Name = st, "lab", site, fmt.Sprintf("replica-%d", i)
 		// No interface: both replicas serve relayed traffic only, on their own socket.
 		cfg.ListenAddr = netip.AddrPortFrom(gw, uint16(port)).String()
-		cfg.PXEAddr, cfg.GRPC.Addr, cfg.ServerIP = "-", "127.0.0.1:0", gw.String()
+		cfg.PXEAddr, cfg.GRPC.Addr, cfg.ServerIP, cfg.HTTPAddr = "-", "127.0.0.1:0", gw.String(), "-"
 		var srv *dhcpd.Server
 		if err := l.Main().Do(func() (err error) { srv, err = dhcpd.New(cfg); return err }); err != nil {
 			t.Fatal(err)

@@ -35,6 +35,7 @@ import (
 	"github.com/bootchain/bootchain/pkg/grpcclient"
 	"github.com/bootchain/bootchain/pkg/grpcserver"
 	"github.com/bootchain/bootchain/pkg/lifecycle"
+	"github.com/bootchain/bootchain/pkg/opshttp"
 	"github.com/bootchain/bootchain/pkg/ratelimit"
 	"github.com/bootchain/bootchain/pkg/session"
 	"github.com/bootchain/bootchain/pkg/store"
@@ -44,6 +45,7 @@ import (
 	"github.com/bootchain/bootchain/services/tftpd/internal/filemap"
 	"github.com/bootchain/bootchain/services/tftpd/internal/source"
 	"github.com/bootchain/bootchain/services/tftpd/internal/transfer"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
@@ -56,6 +58,9 @@ type Config struct {
 	// GRPC is the admin API server (default address ":9083"); an empty Addr
 	// disables it.
 	GRPC grpcserver.Config
+	// HTTPAddr serves /metrics, /healthz and /readyz (operators and probes
+	// only; docs/tftpd.md); default ":9183"; empty or "-" disables.
+	HTTPAddr string
 	// ArtifactStore is artifactstore's gRPC address.
 	ArtifactStore string
 	// ArtifactStoreTLS are the client TLS files for artifactstore.
@@ -120,7 +125,7 @@ type Config struct {
 // artifactstore on 127.0.0.1:9081.
 func DefaultConfig() Config {
 	return Config{
-		Addr: ":69", GRPC: grpcserver.Config{Addr: ":9083"}, ArtifactStore: "127.0.0.1:9081", Site: "default",
+		Addr: ":69", GRPC: grpcserver.Config{Addr: ":9083"}, HTTPAddr: ":9183", ArtifactStore: "127.0.0.1:9081", Site: "default",
 		MaxBlksize: 1468, Timeout: time.Second, Retries: 5, MaxTransfers: 512, MaxPerClient: 8, Anticipate: 8,
 		FetchTimeout: 20 * time.Second, RefreshWait: time.Second, Warm: true,
 		LimitPerIP: DefaultLimitPerIP,
@@ -139,6 +144,7 @@ func (c *Config) AddFlags(fs *flag.FlagSet, prefix string) {
 	fs.StringVar(&c.Addr, prefix+"addr", c.Addr, "TFTP listen address (UDP)")
 	fs.StringVar(&c.GRPC.Addr, prefix+"grpc-addr", c.GRPC.Addr, "gRPC admin API address")
 	c.GRPC.AddFlags(fs, prefix+"grpc-")
+	fs.StringVar(&c.HTTPAddr, prefix+"http-addr", c.HTTPAddr, "address of /metrics, /healthz and /readyz (- disables)")
 	fs.StringVar(&c.ArtifactStore, prefix+"artifactstore", c.ArtifactStore, "artifactstore gRPC address")
 	c.ArtifactStoreTLS.AddClientFlags(fs, prefix+"artifactstore-")
 	fs.StringVar(&c.ArtifactStoreTokenFile, prefix+"artifactstore-token-file", c.ArtifactStoreTokenFile, "file holding the bearer token (role service) presented to artifactstore")
@@ -227,6 +233,12 @@ type Server struct {
 	admin     *admin.Service
 	base      *filemap.Map
 	current   atomic.Pointer[filemap.Map]
+	reg       *prometheus.Registry
+	boots     *opshttp.Boots
+	ops       *opshttp.Server
+	// loaded is set once the file map, lease and artifact caches hold etcd's
+	// snapshot (/readyz).
+	loaded atomic.Bool
 }
 
 // New listens on the TFTP and gRPC ports and prepares the service.
@@ -274,7 +286,9 @@ func New(cfg Config) (_ *Server, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("tftpd: %w", err)
 	}
-	s.sessions, err = session.New(session.Config{Store: cfg.Store, Service: "tftpd", Site: cfg.Site, TracerProvider: cfg.TracerProvider, Logger: log})
+	s.boots = opshttp.NewBoots("tftpd")
+	s.sessions, err = session.New(session.Config{Store: cfg.Store, Service: "tftpd", Site: cfg.Site, TracerProvider: cfg.TracerProvider, Logger: log,
+		OnHop: s.boots.OnHop, OnFinish: s.boots.OnFinish})
 	if err != nil {
 		return nil, fmt.Errorf("tftpd: %w", err)
 	}
@@ -322,6 +336,15 @@ func New(cfg Config) (_ *Server, err error) {
 			return nil, fmt.Errorf("tftpd: %w", err)
 		}
 		tftpdv1.RegisterTftpServiceServer(s.grpc.GRPC, s.admin)
+		closers = append(closers, s.grpc.Close)
+	}
+	if s.reg, err = s.newRegistry(); err != nil {
+		return nil, fmt.Errorf("tftpd: metrics: %w", err)
+	}
+	if cfg.HTTPAddr != "" && cfg.HTTPAddr != "-" {
+		if s.ops, err = opshttp.Listen(cfg.HTTPAddr, opshttp.Handler(s.reg, s.readyErr)); err != nil {
+			return nil, fmt.Errorf("tftpd: %w", err)
+		}
 	}
 	return s, nil
 }
@@ -351,6 +374,26 @@ func (s *Server) Limits() (limited, panics int64) {
 	return st.Limited, st.Panics
 }
 
+// HTTPAddr is the address of /metrics, /healthz and /readyz (nil when disabled).
+func (s *Server) HTTPAddr() net.Addr {
+	if s.ops == nil {
+		return nil
+	}
+	return s.ops.Addr()
+}
+
+// Metrics is the registry served on /metrics.
+func (s *Server) Metrics() *prometheus.Registry { return s.reg }
+
+// readyErr is /readyz: the sockets are bound from New on; ready once the
+// caches hold etcd's snapshot (the file map decides what is served).
+func (s *Server) readyErr() error {
+	if !s.loaded.Load() {
+		return errors.New("loading the file map, leases and artifacts from etcd")
+	}
+	return nil
+}
+
 // Sessions is the boot-session recorder (tests flush it).
 func (s *Server) Sessions() *session.Recorder { return s.sessions }
 
@@ -359,6 +402,9 @@ func (s *Server) Endpoints() []string {
 	out := []string{"tftp udp " + s.Addr().String()}
 	if s.grpc != nil {
 		out = append(out, "grpc "+s.grpc.Addr().String())
+	}
+	if s.ops != nil {
+		out = append(out, "http "+s.ops.Addr().String())
 	}
 	return out
 }
@@ -372,6 +418,10 @@ func (s *Server) Run(ctx context.Context) error {
 	if s.conn != nil {
 		run.Layer().OnStop(func() { s.conn.Close() })
 	}
+	if s.ops != nil {
+		// Stops after the request port: probes see the shutdown through.
+		run.Layer().Go(s.ops.Serve)
+	}
 	base := run.Layer()
 	base.Go(s.maps.Run)
 	base.Go(s.artifacts.Run)
@@ -383,6 +433,15 @@ func (s *Server) Run(ctx context.Context) error {
 	serve.Go(s.watchMap)
 	serve.Go(s.watchArtifacts)
 	serve.Go(s.transfers.Run)
+	serve.Go(func(ctx context.Context) error {
+		for _, w := range []func(context.Context) error{s.maps.WaitReady, s.leases.WaitReady, s.artifacts.WaitReady} {
+			if w(ctx) != nil {
+				return nil
+			}
+		}
+		s.loaded.Store(true)
+		return nil
+	})
 	if s.grpc != nil {
 		serve.Go(s.grpc.Serve)
 	}

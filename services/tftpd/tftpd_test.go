@@ -87,6 +87,7 @@ func newEnvWith(t testing.TB, st *store.Store, artifactstore string, opts ...opt
 	e := &env{t: t, st: st}
 	cfg := tftpd.DefaultConfig()
 	cfg.Addr, cfg.GRPC.Addr, cfg.ArtifactStore = "127.0.0.1:0", "127.0.0.1:0", artifactstore
+	cfg.HTTPAddr = "127.0.0.1:0"
 	cfg.DataDir, cfg.Store, cfg.Logger = t.TempDir(), st, testLogger(t)
 	cfg.Timeout, cfg.Retries = 200*time.Millisecond, 5
 	cfg.Warm = false

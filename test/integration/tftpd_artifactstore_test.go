@@ -32,7 +32,7 @@ func TestTftpdRidesOutArtifactstoreRestart(t *testing.T) {
 	rs := startArtifactstore(t, etcd)
 
 	cfg := tftpd.DefaultConfig()
-	cfg.Addr, cfg.GRPC.Addr, cfg.ArtifactStore = "127.0.0.1:0", "127.0.0.1:0", rs.grpcAddr
+	cfg.Addr, cfg.GRPC.Addr, cfg.ArtifactStore, cfg.HTTPAddr = "127.0.0.1:0", "127.0.0.1:0", rs.grpcAddr, "-"
 	cfg.DataDir, cfg.Store, cfg.Logger = t.TempDir(), etcd.Client(t), discard()
 	cfg.ArtifactStoreToken = testkit.Token(t, cfg.Store, auth.RoleService)
 	cfg.Timeout, cfg.Retries = 200*time.Millisecond, 5

@@ -21,7 +21,7 @@ import (
 func startTFTPD(t *testing.T, e *testEnv) *tftpd.Server {
 	t.Helper()
 	cfg := tftpd.DefaultConfig()
-	cfg.Addr, cfg.GRPC.Addr, cfg.ArtifactStore = "127.0.0.1:0", "127.0.0.1:0", e.artifact.GRPCAddr().String()
+	cfg.Addr, cfg.GRPC.Addr, cfg.ArtifactStore, cfg.HTTPAddr = "127.0.0.1:0", "127.0.0.1:0", e.artifact.GRPCAddr().String(), "-"
 	cfg.DataDir, cfg.Store, cfg.Warm = t.TempDir(), e.etcd.Client(t), false
 	cfg.ArtifactStoreToken = testkit.Token(t, cfg.Store, auth.RoleService)
 	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))

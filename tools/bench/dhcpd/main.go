@@ -238,7 +238,7 @@ func startDHCPD(ctx context.Context, ns *lab.Netns, dir string) (func() string, 
 	}
 	cfg := dhcpd.DefaultConfig()
 	cfg.Store, cfg.Site, cfg.Interface, cfg.Name = st, "bench", "eth0", "bench"
-	cfg.GRPC.Addr, cfg.PXEAddr = "127.0.0.1:0", "-"
+	cfg.GRPC.Addr, cfg.PXEAddr, cfg.HTTPAddr = "127.0.0.1:0", "-", "-"
 	// One load generator is one source address: measure capacity, not the limit.
 	cfg.LimitPerMAC, cfg.LimitPerIP = ratelimit.Limit{}, ratelimit.Limit{}
 	if leaseWriters > 0 {

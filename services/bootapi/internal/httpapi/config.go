@@ -145,6 +145,7 @@ func (h *Handler) answer(ctx context.Context, in decide.Input, jit store.Item[*b
 	}
 	if d.Job != nil {
 		if s, ok := h.dispatch(ctx, d, jit, sess, ip); ok {
+			h.metrics.scripts.WithLabelValues(d.Rule).Inc()
 			return s, d.Job.GetId()
 		}
 		// Not dispatched (another request or replica got there first, or the
@@ -160,6 +161,7 @@ func (h *Handler) answer(ctx context.Context, in decide.Input, jit store.Item[*b
 	if err != nil {
 		h.log.Error("script not rendered", "mac", mac, "rule", d.Rule, "err", err)
 	}
+	h.metrics.scripts.WithLabelValues(d.Rule).Inc()
 	if note != "" {
 		s.Detail += "; " + note
 	}

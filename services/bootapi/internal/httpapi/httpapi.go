@@ -4,6 +4,8 @@
 //	GET  /ipxe/v1/config      the script for one machine (job, default action, menu)
 //	POST /ipxe/v1/report      installer callbacks (running, succeeded, failed); also over HTTPS
 //	GET  /healthz             200 once the caches are loaded
+//	GET  /readyz              the same (the probes' conventional name)
+//	GET  /metrics             Prometheus metrics (Config.Metrics)
 //
 // What a machine boots is package decide's choice, rendered by package script;
 // this package executes the choice: it dispatches a job (the one etcd write on
@@ -30,6 +32,10 @@ import (
 	"github.com/bootchain/bootchain/pkg/session"
 	"github.com/bootchain/bootchain/services/bootapi/internal/script"
 	"github.com/bootchain/bootchain/services/bootapi/internal/state"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/valyala/fasthttp"
+	"github.com/valyala/fasthttp/fasthttpadaptor"
 )
 
 // Config configures the handler.
@@ -54,6 +60,8 @@ type Config struct {
 	Now func() time.Time
 	// Audit records dispatches and callbacks; nil: none.
 	Audit *audit.Log
+	// Metrics is served on GET /metrics; nil: 404.
+	Metrics prometheus.Gatherer
 }
 
 // Handler is the HTTP API.
@@ -65,6 +73,9 @@ type Handler struct {
 	// What was answered, for bootapi's summary when it stops; Panics are
 	// requests whose handler panicked (answered 500).
 	Scripts, Dispatches, Reports, Rejected, Panics atomic.Int64
+	metrics                                        *metrics
+	// metricsHandler serves Config.Metrics; nil without it.
+	metricsHandler fasthttp.RequestHandler
 }
 
 // New returns the handler.
@@ -73,8 +84,13 @@ func New(cfg Config) *Handler {
 		cfg.Now = time.Now
 	}
 	st := cfg.State
+	var mh fasthttp.RequestHandler
+	if cfg.Metrics != nil {
+		mh = fasthttpadaptor.NewFastHTTPHandler(promhttp.HandlerFor(cfg.Metrics, promhttp.HandlerOpts{}))
+	}
 	return &Handler{
-		cfg: cfg, log: cfg.Logger, spans: cfg.Sessions.Spans(),
+		metricsHandler: mh,
+		cfg:            cfg, log: cfg.Logger, spans: cfg.Sessions.Spans(), metrics: newMetrics(),
 		render: script.NewRenderer(script.RendererConfig{
 			PublicURL: cfg.PublicURL, CallbackURL: cfg.CallbackURL, ArtifactURL: cfg.ArtifactURL, MenuTimeout: cfg.MenuTimeout, Profiles: st.Profiles,
 		}),

@@ -57,13 +57,27 @@ func (h *Handler) RequestHandler(base context.Context) fasthttp.RequestHandler {
 		case "/ipxe/v1/report":
 			if rc.IsPost() {
 				h.report(base, rc)
+				h.metrics.callback(rc.Response.StatusCode())
 				return
 			}
 			methodNotAllowed(rc, "POST")
 			return
-		case "/healthz":
+		case "/healthz", "/readyz":
+			// Both say ready: /healthz always has (tests and tools wait on
+			// it), /readyz is the name probes look for. A liveness probe wants
+			// neither to fail while the caches load: give it a start delay.
 			if get {
 				h.healthz(base, rc)
+				return
+			}
+		case "/metrics":
+			if h.metricsHandler != nil {
+				if get {
+					h.metricsHandler(rc)
+					return
+				}
+			} else {
+				httpError(rc, "404 page not found", fasthttp.StatusNotFound)
 				return
 			}
 		default:

@@ -328,6 +328,47 @@ func (a *Allocator) ByMAC(mac string) (*dhcpdv1.Lease, bool) {
 	return e.l, true
 }
 
+// PoolUse is how a subnet's pools are used.
+type PoolUse struct {
+	// Subnet is the subnet's CIDR.
+	Subnet string
+	// Size is the number of addresses in its pools; Bound and Offered those
+	// with a bound or offered lease record in etcd.
+	Size, Bound, Offered uint64
+}
+
+// PoolUse returns the use of every subnet's pools.
+func (a *Allocator) PoolUse() []PoolUse {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	out := make([]PoolUse, 0, len(a.subnets))
+	for _, sub := range a.subnets {
+		u := PoolUse{Subnet: sub.Prefix.String()}
+		for _, r := range sub.Pools {
+			u.Size += uint64(r.Size())
+		}
+		out = append(out, u)
+	}
+	for ip, e := range a.leases {
+		if e.l == nil {
+			continue
+		}
+		for i, sub := range a.subnets {
+			if !sub.InPool(ip) {
+				continue
+			}
+			switch e.l.GetState() {
+			case dhcpdv1.LeaseState_LEASE_STATE_BOUND:
+				out[i].Bound++
+			case dhcpdv1.LeaseState_LEASE_STATE_OFFERED:
+				out[i].Offered++
+			}
+			break
+		}
+	}
+	return out
+}
+
 // Len is the number of addresses with a lease record.
 func (a *Allocator) Len() int {
 	a.mu.Lock()

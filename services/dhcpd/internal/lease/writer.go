@@ -74,6 +74,9 @@ type EtcdWriter struct {
 	Logger *slog.Logger
 	// Panics counts transactions that panicked (their writes failed).
 	Panics atomic.Uint64
+	// OnTxn, when set, sees every lease transaction: how long etcd took and
+	// whether it failed (metrics).
+	OnTxn func(d time.Duration, err error)
 	// testHook, when set, sees the first write of every batch (tests force
 	// panics).
 	testHook func(Write)
@@ -152,6 +155,9 @@ func (e *EtcdWriter) Stats() (txns, writes uint64) {
 	defer e.mu.Unlock()
 	return e.txns, e.written
 }
+
+// QueueLen is the number of writes waiting in the queue for a transaction.
+func (e *EtcdWriter) QueueLen() int { return len(e.queue) }
 
 // linger is how long a small batch waits for company while another transaction
 // is in flight. With nothing in flight a write goes out at once.
@@ -308,7 +314,11 @@ func (e *EtcdWriter) commitOnce(ctx context.Context, todo []*pending) []*pending
 	todo = sent
 	tctx, cancel := context.WithTimeout(ctx, txnTimeout)
 	defer cancel()
+	start := time.Now()
 	resp, err := e.cli.Txn(tctx).If(cmps...).Then(puts...).Commit()
+	if e.OnTxn != nil {
+		e.OnTxn(time.Since(start), err)
+	}
 	if err != nil {
 		e.fail(todo, err)
 		return nil
