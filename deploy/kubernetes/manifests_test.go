@@ -438,7 +438,9 @@ func checkWorkload(t *testing.T, k *kust, o obj, flags map[string]map[string]boo
 		want["http"] = "BOOTCHAIN_HTTP_ADDR"
 	case "tftpd":
 		want["tftp"] = "BOOTCHAIN_ADDR"
+		want["http"] = "BOOTCHAIN_HTTP_ADDR"
 	case "dhcpd":
+		want["http"] = "BOOTCHAIN_HTTP_ADDR"
 		if ports["dhcp"] != 67 {
 			t.Errorf("%s: dhcp port %d", o.id(), ports["dhcp"])
 		}
@@ -460,19 +462,14 @@ func checkWorkload(t *testing.T, k *kust, o obj, flags map[string]map[string]boo
 			t.Errorf("%s: no %s", o.id(), probe)
 			continue
 		}
-		switch svc {
-		case "bootapi", "artifactstore":
-			if p.str("httpGet", "path") != "/healthz" || p.str("httpGet", "port") != "http" {
-				t.Errorf("%s: %s is not GET /healthz on the http port: %v", o.id(), probe, p)
-			}
-		default:
-			port := p.str("tcpSocket", "port")
-			if port == "" {
-				port = p.str("httpGet", "port")
-			}
-			if _, ok := ports[port]; !ok {
-				t.Errorf("%s: %s on undeclared port %q", o.id(), probe, port)
-			}
+		// Every service has an HTTP health endpoint; dhcpd and tftpd also
+		// say when they are ready.
+		path := "/healthz"
+		if probe == "readinessProbe" && (svc == "dhcpd" || svc == "tftpd") {
+			path = "/readyz"
+		}
+		if p.str("httpGet", "path") != path || p.str("httpGet", "port") != "http" {
+			t.Errorf("%s: %s is not GET %s on the http port: %v", o.id(), probe, path, p)
 		}
 	}
 
