@@ -132,6 +132,20 @@ func (a *API) wait(ctx context.Context, w func(context.Context, int64) error, re
 	w(ctx, rev)
 }
 
+// deleted runs del and, like every write, answers only once w's cache has the
+// deletion: a client that deletes a site's last machine and then the site is
+// not told the site still has machines. The revision also reaches ctx's own
+// sink (the audit log's).
+func (a *API) deleted(ctx context.Context, w func(context.Context, int64) error, del func(context.Context) error) error {
+	dctx, revs := store.WithRevisions(ctx)
+	err := del(dctx)
+	if rev := revs.Last(); rev > 0 {
+		store.ReportRevision(ctx, rev)
+		a.wait(ctx, w, rev)
+	}
+	return err
+}
+
 func (a *API) GetMachine(ctx context.Context, req *bootapiv1.GetMachineRequest) (*bootapiv1.GetMachineResponse, error) {
 	mac, err := validate.MAC("mac", req.GetMac())
 	if err != nil {
@@ -239,7 +253,7 @@ func (a *API) DeleteMachine(ctx context.Context, req *bootapiv1.DeleteMachineReq
 	if err := a.requireMAC(ctx, mac); err != nil {
 		return nil, err
 	}
-	if err := a.st.DeleteMachine(ctx, mac, a.now()); err != nil {
+	if err := a.deleted(ctx, a.st.Machines.WaitRevision, func(ctx context.Context) error { return a.st.DeleteMachine(ctx, mac, a.now()) }); err != nil {
 		if errors.Is(err, store.ErrNotFound) {
 			return nil, apierr.NotFound("machine", mac)
 		}
@@ -419,7 +433,7 @@ func (a *API) DeleteProfile(ctx context.Context, req *bootapiv1.DeleteProfileReq
 			return nil, apierr.FailedPrecondition("name", "profile %q is the default of site %s", name, it.Value.GetName())
 		}
 	}
-	if err := a.store().Delete(ctx, store.Key("profiles", name), 0); err != nil {
+	if err := a.deleted(ctx, a.st.Profiles.WaitRevision, func(ctx context.Context) error { return a.store().Delete(ctx, store.Key("profiles", name), 0) }); err != nil {
 		if errors.Is(err, store.ErrNotFound) {
 			return nil, apierr.NotFound("profile", name)
 		}
@@ -802,7 +816,7 @@ func (a *API) DeleteSite(ctx context.Context, req *bootapiv1.DeleteSiteRequest) 
 			return nil, apierr.FailedPrecondition("name", "site %q still has machines (e.g. %s)", name, it.Value.GetMac())
 		}
 	}
-	if err := a.store().Delete(ctx, store.Key("sites", name), 0); err != nil {
+	if err := a.deleted(ctx, a.st.Sites.WaitRevision, func(ctx context.Context) error { return a.store().Delete(ctx, store.Key("sites", name), 0) }); err != nil {
 		if errors.Is(err, store.ErrNotFound) {
 			return nil, apierr.NotFound("site", name)
 		}
