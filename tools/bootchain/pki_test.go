@@ -42,10 +42,14 @@ func startUp(t *testing.T, dataDir string, args ...string) {
 			t.Errorf("up: %v", err)
 		}
 	})
+	// The launcher writes its own copy first, then the one where bootctl looks
+	// (BOOTCHAIN_CONFIG here): wait for both.
 	own := filepath.Join(dataDir, "pki", "bootctl.json")
 	deadline := time.After(time.Minute)
 	for {
-		if _, err := os.Stat(own); err == nil {
+		_, errOwn := os.Stat(own)
+		_, errUser := os.Stat(os.Getenv(pki.ConfigEnv))
+		if errOwn == nil && errUser == nil {
 			return
 		}
 		select {
