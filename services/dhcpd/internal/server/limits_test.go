@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"github.com/bootchain/bootchain/internal/testkit"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -159,6 +160,9 @@ func TestServeSurvivesPanic(t *testing.T) {
 		}
 		break
 	}
+	// Four workers: the good packet may be answered before the last of the
+	// panicking ones is handled.
+	testkit.Eventually(t, "three panics counted", func() bool { return h.Stats.Panics.Load() == 3 })
 	if got := h.Stats.Panics.Load(); got != 3 {
 		t.Fatalf("Panics = %d, want 3", got)
 	}
