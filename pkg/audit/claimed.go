@@ -4,6 +4,7 @@ import (
 	"context"
 	"strings"
 
+	"github.com/bootchain/bootchain/pkg/auth"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
@@ -47,11 +48,8 @@ func tokenID(h string) (string, bool) {
 	if !ok || len(rest) < 17 || rest[16] != '_' {
 		return "", false
 	}
-	id := rest[:16]
-	for i := 0; i < len(id); i++ {
-		if c := id[i]; !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
-			return "", false
-		}
+	if id := rest[:16]; auth.ValidTokenID(id) {
+		return id, true
 	}
-	return id, true
+	return "", false
 }

@@ -7,7 +7,6 @@ package grpcserver
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -101,12 +100,6 @@ func New(cfg Config, opts ...grpc.ServerOption) (*Server, error) {
 			return nil, fmt.Errorf("grpc: refusing plaintext on non-loopback address %s: give a TLS certificate (--*grpc-tls-cert/--*grpc-tls-key), listen on loopback, or pass --*grpc-insecure-plaintext", cfg.Addr)
 		}
 		cfg.Logger.Warn("INSECURE: gRPC serves plaintext on a non-loopback address; bearer tokens and all data cross the network in clear", "addr", cfg.Addr)
-	}
-	if tlsCfg != nil && tlsCfg.ClientCAs != nil {
-		// A client certificate is one credential; a bearer token is the other. The
-		// handshake verifies a certificate when one is given, and the
-		// authenticator refuses a call that presents neither.
-		tlsCfg.ClientAuth = tls.VerifyClientCertIfGiven
 	}
 	rec := recovery{log: cfg.Logger}
 	base := []grpc.ServerOption{

@@ -168,7 +168,7 @@ func (l *Limiter[K]) Allow(k K) (bool, time.Duration) {
 		}
 		b = bucket{tokens: burst, last: now}
 	} else if now > b.last {
-		b.tokens = min(burst, b.tokens+float64(now-b.last)*l.lim.Rate/1e9)
+		b.tokens = min(burst, l.refilled(b, now))
 		b.last = now
 	}
 	allowed := b.tokens >= 1
@@ -198,13 +198,19 @@ func (l *Limiter[K]) Len() int {
 	return n
 }
 
+// refilled is b's tokens at now, uncapped: what it held plus what the rate
+// has added since it was last seen.
+func (l *Limiter[K]) refilled(b bucket, now int64) float64 {
+	return b.tokens + float64(now-b.last)*l.lim.Rate/1e9
+}
+
 // evict removes one key of a full shard: the first sampled whose bucket has
 // refilled (it would start full anyway), else the least recently seen sampled.
 func (l *Limiter[K]) evict(sh *shard[K], now int64) {
 	var victim K
 	oldest, seen := int64(math.MaxInt64), 0
 	for k, b := range sh.m {
-		if b.tokens+float64(now-b.last)*l.lim.Rate/1e9 >= float64(l.lim.Burst) {
+		if l.refilled(b, now) >= float64(l.lim.Burst) {
 			victim = k
 			break
 		}
