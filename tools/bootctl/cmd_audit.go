@@ -37,19 +37,19 @@ of the field; --resource matches it exactly.`,
 			if since != "" {
 				t, err := parseWhen(since, now)
 				if err != nil {
-					return &usageError{msg: "--since: " + err.Error()}
+					return usageErrorf("--since: %v", err)
 				}
 				req.Since = timestamppb.New(t)
 			}
 			if until != "" {
 				t, err := parseWhen(until, now)
 				if err != nil {
-					return &usageError{msg: "--until: " + err.Error()}
+					return usageErrorf("--until: %v", err)
 				}
 				req.Until = timestamppb.New(t)
 			}
 			if limit <= 0 {
-				return &usageError{msg: "--limit: must be positive"}
+				return usageErrorf("--limit: must be positive")
 			}
 			cc, err := g.Conn("bootapi")
 			if err != nil {

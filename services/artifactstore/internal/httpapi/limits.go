@@ -75,11 +75,11 @@ func (g *Guard) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	defer func() {
 		p := recover()
-		if p == nil || p == http.ErrAbortHandler {
-			if p != nil {
-				panic(p)
-			}
+		if p == nil {
 			return
+		}
+		if p == http.ErrAbortHandler {
+			panic(p)
 		}
 		g.Panics.Inc()
 		g.log.Error("panic serving HTTP; connection cut", "path", r.URL.Path, "client", r.RemoteAddr, "panic", p, "stack", string(debug.Stack()))

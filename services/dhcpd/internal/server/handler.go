@@ -307,14 +307,10 @@ func (h *Handler) logFor(in *info) *slog.Logger {
 	return h.log.With("mac", in.mac, "xid", in.msg.TransactionID.String(), "site", h.cfg.Site)
 }
 
-// subnetFor picks the client's subnet: the relay's (giaddr) or the one on our
-// interface.
+// subnetFor picks the client's subnet: the relay's (giaddr; handle has
+// accepted the relay) or the one on our interface.
 func (h *Handler) subnetFor(sc *SiteConfig, in *info) *Subnet {
 	if gi := addrOf(in.msg.GatewayIPAddr); gi.IsValid() && !gi.IsUnspecified() {
-		if len(sc.Relays) > 0 && !sc.Relays[gi] {
-			h.Stats.UnknownRelay.Add(1)
-			return nil
-		}
 		return sc.containing(gi)
 	}
 	for _, p := range h.cfg.Local {
