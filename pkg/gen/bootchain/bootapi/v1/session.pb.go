@@ -86,6 +86,96 @@ func (SessionState) EnumDescriptor() ([]byte, []int) {
 	return file_bootchain_bootapi_v1_session_proto_rawDescGZIP(), []int{0}
 }
 
+// DiagnosisClass names a known way for a boot to fail or stall.
+type DiagnosisClass int32
+
+const (
+	// No class (the session has not failed, or nothing matched).
+	DiagnosisClass_DIAGNOSIS_CLASS_UNSPECIFIED DiagnosisClass = 0
+	// An OFFER went out but no REQUEST followed: the firmware ignored the offer
+	// (proxyDHCP not answered on 4011, another server's offer taken, ...).
+	DiagnosisClass_DIAGNOSIS_CLASS_OFFER_IGNORED DiagnosisClass = 1
+	// The boot file asked for over TFTP does not exist.
+	DiagnosisClass_DIAGNOSIS_CLASS_BOOTFILE_NOT_FOUND DiagnosisClass = 2
+	// The boot file is for another architecture than the client announced.
+	DiagnosisClass_DIAGNOSIS_CLASS_BOOTFILE_WRONG_ARCH DiagnosisClass = 3
+	// The boot file's TFTP transfer stopped at some block.
+	DiagnosisClass_DIAGNOSIS_CLASS_TFTP_STALLED DiagnosisClass = 4
+	// iPXE started (DHCP from iPXE seen) but never asked for its script.
+	DiagnosisClass_DIAGNOSIS_CLASS_SCRIPT_NOT_FETCHED DiagnosisClass = 5
+	// The script was served but no kernel download followed.
+	DiagnosisClass_DIAGNOSIS_CLASS_KERNEL_NOT_FETCHED DiagnosisClass = 6
+	// A kernel or initrd answered 404.
+	DiagnosisClass_DIAGNOSIS_CLASS_ARTIFACT_NOT_FOUND DiagnosisClass = 7
+	// A kernel or initrd did not match its checksum.
+	DiagnosisClass_DIAGNOSIS_CLASS_ARTIFACT_CHECKSUM DiagnosisClass = 8
+	// Downloads finished but no callback came in time: the kernel or initrd did not start.
+	DiagnosisClass_DIAGNOSIS_CLASS_NO_CALLBACK DiagnosisClass = 9
+	// The installer reported a failure.
+	DiagnosisClass_DIAGNOSIS_CLASS_INSTALLER_FAILED DiagnosisClass = 10
+	// Stopped somewhere no other class covers; the cause names what was last seen.
+	DiagnosisClass_DIAGNOSIS_CLASS_OTHER DiagnosisClass = 11
+)
+
+// Enum value maps for DiagnosisClass.
+var (
+	DiagnosisClass_name = map[int32]string{
+		0:  "DIAGNOSIS_CLASS_UNSPECIFIED",
+		1:  "DIAGNOSIS_CLASS_OFFER_IGNORED",
+		2:  "DIAGNOSIS_CLASS_BOOTFILE_NOT_FOUND",
+		3:  "DIAGNOSIS_CLASS_BOOTFILE_WRONG_ARCH",
+		4:  "DIAGNOSIS_CLASS_TFTP_STALLED",
+		5:  "DIAGNOSIS_CLASS_SCRIPT_NOT_FETCHED",
+		6:  "DIAGNOSIS_CLASS_KERNEL_NOT_FETCHED",
+		7:  "DIAGNOSIS_CLASS_ARTIFACT_NOT_FOUND",
+		8:  "DIAGNOSIS_CLASS_ARTIFACT_CHECKSUM",
+		9:  "DIAGNOSIS_CLASS_NO_CALLBACK",
+		10: "DIAGNOSIS_CLASS_INSTALLER_FAILED",
+		11: "DIAGNOSIS_CLASS_OTHER",
+	}
+	DiagnosisClass_value = map[string]int32{
+		"DIAGNOSIS_CLASS_UNSPECIFIED":         0,
+		"DIAGNOSIS_CLASS_OFFER_IGNORED":       1,
+		"DIAGNOSIS_CLASS_BOOTFILE_NOT_FOUND":  2,
+		"DIAGNOSIS_CLASS_BOOTFILE_WRONG_ARCH": 3,
+		"DIAGNOSIS_CLASS_TFTP_STALLED":        4,
+		"DIAGNOSIS_CLASS_SCRIPT_NOT_FETCHED":  5,
+		"DIAGNOSIS_CLASS_KERNEL_NOT_FETCHED":  6,
+		"DIAGNOSIS_CLASS_ARTIFACT_NOT_FOUND":  7,
+		"DIAGNOSIS_CLASS_ARTIFACT_CHECKSUM":   8,
+		"DIAGNOSIS_CLASS_NO_CALLBACK":         9,
+		"DIAGNOSIS_CLASS_INSTALLER_FAILED":    10,
+		"DIAGNOSIS_CLASS_OTHER":               11,
+	}
+)
+
+func (x DiagnosisClass) Enum() *DiagnosisClass {
+	p := new(DiagnosisClass)
+	*p = x
+	return p
+}
+
+func (x DiagnosisClass) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (DiagnosisClass) Descriptor() protoreflect.EnumDescriptor {
+	return file_bootchain_bootapi_v1_session_proto_enumTypes[1].Descriptor()
+}
+
+func (DiagnosisClass) Type() protoreflect.EnumType {
+	return &file_bootchain_bootapi_v1_session_proto_enumTypes[1]
+}
+
+func (x DiagnosisClass) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use DiagnosisClass.Descriptor instead.
+func (DiagnosisClass) EnumDescriptor() ([]byte, []int) {
+	return file_bootchain_bootapi_v1_session_proto_rawDescGZIP(), []int{1}
+}
+
 // BootSession is one attempt of one machine to boot: one W3C trace.
 type BootSession struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -113,7 +203,10 @@ type BootSession struct {
 	// For failed and stalled sessions: the hop where the boot stopped.
 	FailedHop string `protobuf:"bytes,11,opt,name=failed_hop,json=failedHop,proto3" json:"failed_hop,omitempty"`
 	// Why the session failed or stalled.
-	Message       string `protobuf:"bytes,12,opt,name=message,proto3" json:"message,omitempty"`
+	Message string `protobuf:"bytes,12,opt,name=message,proto3" json:"message,omitempty"`
+	// For failed and stalled sessions: the hop, the likely cause and the next step,
+	// worked out from what the services saw (empty while the boot goes on).
+	Diagnosis     *Diagnosis `protobuf:"bytes,13,opt,name=diagnosis,proto3" json:"diagnosis,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -232,6 +325,104 @@ func (x *BootSession) GetMessage() string {
 	return ""
 }
 
+func (x *BootSession) GetDiagnosis() *Diagnosis {
+	if x != nil {
+		return x.Diagnosis
+	}
+	return nil
+}
+
+// Diagnosis explains a failed or stalled boot.
+type Diagnosis struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Which known failure this is.
+	Class DiagnosisClass `protobuf:"varint,1,opt,name=class,proto3,enum=bootchain.bootapi.v1.DiagnosisClass" json:"class,omitempty"`
+	// The hop where the boot stopped (a hop name such as "dhcp.offer" or "http.kernel").
+	Hop string `protobuf:"bytes,2,opt,name=hop,proto3" json:"hop,omitempty"`
+	// The service that saw it (dhcpd, tftpd, bootapi, artifactstore).
+	Service string `protobuf:"bytes,3,opt,name=service,proto3" json:"service,omitempty"`
+	// The likely cause, in a sentence an operator can act on.
+	Cause string `protobuf:"bytes,4,opt,name=cause,proto3" json:"cause,omitempty"`
+	// What to check or do next.
+	NextStep string `protobuf:"bytes,5,opt,name=next_step,json=nextStep,proto3" json:"next_step,omitempty"`
+	// When the diagnosis was made.
+	Time          *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=time,proto3" json:"time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Diagnosis) Reset() {
+	*x = Diagnosis{}
+	mi := &file_bootchain_bootapi_v1_session_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Diagnosis) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Diagnosis) ProtoMessage() {}
+
+func (x *Diagnosis) ProtoReflect() protoreflect.Message {
+	mi := &file_bootchain_bootapi_v1_session_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Diagnosis.ProtoReflect.Descriptor instead.
+func (*Diagnosis) Descriptor() ([]byte, []int) {
+	return file_bootchain_bootapi_v1_session_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *Diagnosis) GetClass() DiagnosisClass {
+	if x != nil {
+		return x.Class
+	}
+	return DiagnosisClass_DIAGNOSIS_CLASS_UNSPECIFIED
+}
+
+func (x *Diagnosis) GetHop() string {
+	if x != nil {
+		return x.Hop
+	}
+	return ""
+}
+
+func (x *Diagnosis) GetService() string {
+	if x != nil {
+		return x.Service
+	}
+	return ""
+}
+
+func (x *Diagnosis) GetCause() string {
+	if x != nil {
+		return x.Cause
+	}
+	return ""
+}
+
+func (x *Diagnosis) GetNextStep() string {
+	if x != nil {
+		return x.NextStep
+	}
+	return ""
+}
+
+func (x *Diagnosis) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
+}
+
 // Hop is one step of a boot, recorded by the service that handled it.
 type Hop struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -268,7 +459,7 @@ type Hop struct {
 
 func (x *Hop) Reset() {
 	*x = Hop{}
-	mi := &file_bootchain_bootapi_v1_session_proto_msgTypes[1]
+	mi := &file_bootchain_bootapi_v1_session_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -280,7 +471,7 @@ func (x *Hop) String() string {
 func (*Hop) ProtoMessage() {}
 
 func (x *Hop) ProtoReflect() protoreflect.Message {
-	mi := &file_bootchain_bootapi_v1_session_proto_msgTypes[1]
+	mi := &file_bootchain_bootapi_v1_session_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -293,7 +484,7 @@ func (x *Hop) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Hop.ProtoReflect.Descriptor instead.
 func (*Hop) Descriptor() ([]byte, []int) {
-	return file_bootchain_bootapi_v1_session_proto_rawDescGZIP(), []int{1}
+	return file_bootchain_bootapi_v1_session_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *Hop) GetName() string {
@@ -384,7 +575,7 @@ type GetSessionRequest struct {
 
 func (x *GetSessionRequest) Reset() {
 	*x = GetSessionRequest{}
-	mi := &file_bootchain_bootapi_v1_session_proto_msgTypes[2]
+	mi := &file_bootchain_bootapi_v1_session_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -396,7 +587,7 @@ func (x *GetSessionRequest) String() string {
 func (*GetSessionRequest) ProtoMessage() {}
 
 func (x *GetSessionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_bootchain_bootapi_v1_session_proto_msgTypes[2]
+	mi := &file_bootchain_bootapi_v1_session_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -409,7 +600,7 @@ func (x *GetSessionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSessionRequest.ProtoReflect.Descriptor instead.
 func (*GetSessionRequest) Descriptor() ([]byte, []int) {
-	return file_bootchain_bootapi_v1_session_proto_rawDescGZIP(), []int{2}
+	return file_bootchain_bootapi_v1_session_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *GetSessionRequest) GetMac() string {
@@ -430,7 +621,7 @@ type GetSessionResponse struct {
 
 func (x *GetSessionResponse) Reset() {
 	*x = GetSessionResponse{}
-	mi := &file_bootchain_bootapi_v1_session_proto_msgTypes[3]
+	mi := &file_bootchain_bootapi_v1_session_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -442,7 +633,7 @@ func (x *GetSessionResponse) String() string {
 func (*GetSessionResponse) ProtoMessage() {}
 
 func (x *GetSessionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_bootchain_bootapi_v1_session_proto_msgTypes[3]
+	mi := &file_bootchain_bootapi_v1_session_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -455,7 +646,7 @@ func (x *GetSessionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSessionResponse.ProtoReflect.Descriptor instead.
 func (*GetSessionResponse) Descriptor() ([]byte, []int) {
-	return file_bootchain_bootapi_v1_session_proto_rawDescGZIP(), []int{3}
+	return file_bootchain_bootapi_v1_session_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *GetSessionResponse) GetSession() *BootSession {
@@ -476,7 +667,7 @@ type ListSessionsRequest struct {
 
 func (x *ListSessionsRequest) Reset() {
 	*x = ListSessionsRequest{}
-	mi := &file_bootchain_bootapi_v1_session_proto_msgTypes[4]
+	mi := &file_bootchain_bootapi_v1_session_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -488,7 +679,7 @@ func (x *ListSessionsRequest) String() string {
 func (*ListSessionsRequest) ProtoMessage() {}
 
 func (x *ListSessionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_bootchain_bootapi_v1_session_proto_msgTypes[4]
+	mi := &file_bootchain_bootapi_v1_session_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -501,7 +692,7 @@ func (x *ListSessionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSessionsRequest.ProtoReflect.Descriptor instead.
 func (*ListSessionsRequest) Descriptor() ([]byte, []int) {
-	return file_bootchain_bootapi_v1_session_proto_rawDescGZIP(), []int{4}
+	return file_bootchain_bootapi_v1_session_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *ListSessionsRequest) GetState() SessionState {
@@ -522,7 +713,7 @@ type ListSessionsResponse struct {
 
 func (x *ListSessionsResponse) Reset() {
 	*x = ListSessionsResponse{}
-	mi := &file_bootchain_bootapi_v1_session_proto_msgTypes[5]
+	mi := &file_bootchain_bootapi_v1_session_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -534,7 +725,7 @@ func (x *ListSessionsResponse) String() string {
 func (*ListSessionsResponse) ProtoMessage() {}
 
 func (x *ListSessionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_bootchain_bootapi_v1_session_proto_msgTypes[5]
+	mi := &file_bootchain_bootapi_v1_session_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -547,7 +738,7 @@ func (x *ListSessionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSessionsResponse.ProtoReflect.Descriptor instead.
 func (*ListSessionsResponse) Descriptor() ([]byte, []int) {
-	return file_bootchain_bootapi_v1_session_proto_rawDescGZIP(), []int{5}
+	return file_bootchain_bootapi_v1_session_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ListSessionsResponse) GetSessions() []*BootSession {
@@ -561,7 +752,7 @@ var File_bootchain_bootapi_v1_session_proto protoreflect.FileDescriptor
 
 const file_bootchain_bootapi_v1_session_proto_rawDesc = "" +
 	"\n" +
-	"\"bootchain/bootapi/v1/session.proto\x12\x14bootchain.bootapi.v1\x1a\x1cbootchain/auth/v1/auth.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb1\x03\n" +
+	"\"bootchain/bootapi/v1/session.proto\x12\x14bootchain.bootapi.v1\x1a\x1cbootchain/auth/v1/auth.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf0\x03\n" +
 	"\vBootSession\x12\x10\n" +
 	"\x03mac\x18\x01 \x01(\tR\x03mac\x12\x12\n" +
 	"\x04site\x18\x02 \x01(\tR\x04site\x12\x19\n" +
@@ -578,7 +769,15 @@ const file_bootchain_bootapi_v1_session_proto_rawDesc = "" +
 	" \x03(\v2\x19.bootchain.bootapi.v1.HopR\x04hops\x12\x1d\n" +
 	"\n" +
 	"failed_hop\x18\v \x01(\tR\tfailedHop\x12\x18\n" +
-	"\amessage\x18\f \x01(\tR\amessage\"\xee\x03\n" +
+	"\amessage\x18\f \x01(\tR\amessage\x12=\n" +
+	"\tdiagnosis\x18\r \x01(\v2\x1f.bootchain.bootapi.v1.DiagnosisR\tdiagnosis\"\xd6\x01\n" +
+	"\tDiagnosis\x12:\n" +
+	"\x05class\x18\x01 \x01(\x0e2$.bootchain.bootapi.v1.DiagnosisClassR\x05class\x12\x10\n" +
+	"\x03hop\x18\x02 \x01(\tR\x03hop\x12\x18\n" +
+	"\aservice\x18\x03 \x01(\tR\aservice\x12\x14\n" +
+	"\x05cause\x18\x04 \x01(\tR\x05cause\x12\x1b\n" +
+	"\tnext_step\x18\x05 \x01(\tR\bnextStep\x12.\n" +
+	"\x04time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\"\xee\x03\n" +
 	"\x03Hop\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aservice\x18\x02 \x01(\tR\aservice\x12\x17\n" +
@@ -611,7 +810,21 @@ const file_bootchain_bootapi_v1_session_proto_rawDesc = "" +
 	"\x14SESSION_STATE_ACTIVE\x10\x01\x12\x1b\n" +
 	"\x17SESSION_STATE_SUCCEEDED\x10\x02\x12\x18\n" +
 	"\x14SESSION_STATE_FAILED\x10\x03\x12\x19\n" +
-	"\x15SESSION_STATE_STALLED\x10\x042\x88\x02\n" +
+	"\x15SESSION_STATE_STALLED\x10\x04*\xc8\x03\n" +
+	"\x0eDiagnosisClass\x12\x1f\n" +
+	"\x1bDIAGNOSIS_CLASS_UNSPECIFIED\x10\x00\x12!\n" +
+	"\x1dDIAGNOSIS_CLASS_OFFER_IGNORED\x10\x01\x12&\n" +
+	"\"DIAGNOSIS_CLASS_BOOTFILE_NOT_FOUND\x10\x02\x12'\n" +
+	"#DIAGNOSIS_CLASS_BOOTFILE_WRONG_ARCH\x10\x03\x12 \n" +
+	"\x1cDIAGNOSIS_CLASS_TFTP_STALLED\x10\x04\x12&\n" +
+	"\"DIAGNOSIS_CLASS_SCRIPT_NOT_FETCHED\x10\x05\x12&\n" +
+	"\"DIAGNOSIS_CLASS_KERNEL_NOT_FETCHED\x10\x06\x12&\n" +
+	"\"DIAGNOSIS_CLASS_ARTIFACT_NOT_FOUND\x10\a\x12%\n" +
+	"!DIAGNOSIS_CLASS_ARTIFACT_CHECKSUM\x10\b\x12\x1f\n" +
+	"\x1bDIAGNOSIS_CLASS_NO_CALLBACK\x10\t\x12$\n" +
+	" DIAGNOSIS_CLASS_INSTALLER_FAILED\x10\n" +
+	"\x12\x19\n" +
+	"\x15DIAGNOSIS_CLASS_OTHER\x10\v2\x88\x02\n" +
 	"\x0eSessionService\x12w\n" +
 	"\n" +
 	"GetSession\x12'.bootchain.bootapi.v1.GetSessionRequest\x1a(.bootchain.bootapi.v1.GetSessionResponse\"\x16\x82\x99\x19\x0f\n" +
@@ -632,41 +845,46 @@ func file_bootchain_bootapi_v1_session_proto_rawDescGZIP() []byte {
 	return file_bootchain_bootapi_v1_session_proto_rawDescData
 }
 
-var file_bootchain_bootapi_v1_session_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_bootchain_bootapi_v1_session_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
+var file_bootchain_bootapi_v1_session_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_bootchain_bootapi_v1_session_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
 var file_bootchain_bootapi_v1_session_proto_goTypes = []any{
 	(SessionState)(0),             // 0: bootchain.bootapi.v1.SessionState
-	(*BootSession)(nil),           // 1: bootchain.bootapi.v1.BootSession
-	(*Hop)(nil),                   // 2: bootchain.bootapi.v1.Hop
-	(*GetSessionRequest)(nil),     // 3: bootchain.bootapi.v1.GetSessionRequest
-	(*GetSessionResponse)(nil),    // 4: bootchain.bootapi.v1.GetSessionResponse
-	(*ListSessionsRequest)(nil),   // 5: bootchain.bootapi.v1.ListSessionsRequest
-	(*ListSessionsResponse)(nil),  // 6: bootchain.bootapi.v1.ListSessionsResponse
-	nil,                           // 7: bootchain.bootapi.v1.Hop.AttributesEntry
-	(*timestamppb.Timestamp)(nil), // 8: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 9: google.protobuf.Duration
+	(DiagnosisClass)(0),           // 1: bootchain.bootapi.v1.DiagnosisClass
+	(*BootSession)(nil),           // 2: bootchain.bootapi.v1.BootSession
+	(*Diagnosis)(nil),             // 3: bootchain.bootapi.v1.Diagnosis
+	(*Hop)(nil),                   // 4: bootchain.bootapi.v1.Hop
+	(*GetSessionRequest)(nil),     // 5: bootchain.bootapi.v1.GetSessionRequest
+	(*GetSessionResponse)(nil),    // 6: bootchain.bootapi.v1.GetSessionResponse
+	(*ListSessionsRequest)(nil),   // 7: bootchain.bootapi.v1.ListSessionsRequest
+	(*ListSessionsResponse)(nil),  // 8: bootchain.bootapi.v1.ListSessionsResponse
+	nil,                           // 9: bootchain.bootapi.v1.Hop.AttributesEntry
+	(*timestamppb.Timestamp)(nil), // 10: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 11: google.protobuf.Duration
 }
 var file_bootchain_bootapi_v1_session_proto_depIdxs = []int32{
-	8,  // 0: bootchain.bootapi.v1.BootSession.start_time:type_name -> google.protobuf.Timestamp
-	8,  // 1: bootchain.bootapi.v1.BootSession.update_time:type_name -> google.protobuf.Timestamp
+	10, // 0: bootchain.bootapi.v1.BootSession.start_time:type_name -> google.protobuf.Timestamp
+	10, // 1: bootchain.bootapi.v1.BootSession.update_time:type_name -> google.protobuf.Timestamp
 	0,  // 2: bootchain.bootapi.v1.BootSession.state:type_name -> bootchain.bootapi.v1.SessionState
-	2,  // 3: bootchain.bootapi.v1.BootSession.hops:type_name -> bootchain.bootapi.v1.Hop
-	8,  // 4: bootchain.bootapi.v1.Hop.start_time:type_name -> google.protobuf.Timestamp
-	9,  // 5: bootchain.bootapi.v1.Hop.duration:type_name -> google.protobuf.Duration
-	7,  // 6: bootchain.bootapi.v1.Hop.attributes:type_name -> bootchain.bootapi.v1.Hop.AttributesEntry
-	8,  // 7: bootchain.bootapi.v1.Hop.last_repeat_time:type_name -> google.protobuf.Timestamp
-	1,  // 8: bootchain.bootapi.v1.GetSessionResponse.session:type_name -> bootchain.bootapi.v1.BootSession
-	0,  // 9: bootchain.bootapi.v1.ListSessionsRequest.state:type_name -> bootchain.bootapi.v1.SessionState
-	1,  // 10: bootchain.bootapi.v1.ListSessionsResponse.sessions:type_name -> bootchain.bootapi.v1.BootSession
-	3,  // 11: bootchain.bootapi.v1.SessionService.GetSession:input_type -> bootchain.bootapi.v1.GetSessionRequest
-	5,  // 12: bootchain.bootapi.v1.SessionService.ListSessions:input_type -> bootchain.bootapi.v1.ListSessionsRequest
-	4,  // 13: bootchain.bootapi.v1.SessionService.GetSession:output_type -> bootchain.bootapi.v1.GetSessionResponse
-	6,  // 14: bootchain.bootapi.v1.SessionService.ListSessions:output_type -> bootchain.bootapi.v1.ListSessionsResponse
-	13, // [13:15] is the sub-list for method output_type
-	11, // [11:13] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	4,  // 3: bootchain.bootapi.v1.BootSession.hops:type_name -> bootchain.bootapi.v1.Hop
+	3,  // 4: bootchain.bootapi.v1.BootSession.diagnosis:type_name -> bootchain.bootapi.v1.Diagnosis
+	1,  // 5: bootchain.bootapi.v1.Diagnosis.class:type_name -> bootchain.bootapi.v1.DiagnosisClass
+	10, // 6: bootchain.bootapi.v1.Diagnosis.time:type_name -> google.protobuf.Timestamp
+	10, // 7: bootchain.bootapi.v1.Hop.start_time:type_name -> google.protobuf.Timestamp
+	11, // 8: bootchain.bootapi.v1.Hop.duration:type_name -> google.protobuf.Duration
+	9,  // 9: bootchain.bootapi.v1.Hop.attributes:type_name -> bootchain.bootapi.v1.Hop.AttributesEntry
+	10, // 10: bootchain.bootapi.v1.Hop.last_repeat_time:type_name -> google.protobuf.Timestamp
+	2,  // 11: bootchain.bootapi.v1.GetSessionResponse.session:type_name -> bootchain.bootapi.v1.BootSession
+	0,  // 12: bootchain.bootapi.v1.ListSessionsRequest.state:type_name -> bootchain.bootapi.v1.SessionState
+	2,  // 13: bootchain.bootapi.v1.ListSessionsResponse.sessions:type_name -> bootchain.bootapi.v1.BootSession
+	5,  // 14: bootchain.bootapi.v1.SessionService.GetSession:input_type -> bootchain.bootapi.v1.GetSessionRequest
+	7,  // 15: bootchain.bootapi.v1.SessionService.ListSessions:input_type -> bootchain.bootapi.v1.ListSessionsRequest
+	6,  // 16: bootchain.bootapi.v1.SessionService.GetSession:output_type -> bootchain.bootapi.v1.GetSessionResponse
+	8,  // 17: bootchain.bootapi.v1.SessionService.ListSessions:output_type -> bootchain.bootapi.v1.ListSessionsResponse
+	16, // [16:18] is the sub-list for method output_type
+	14, // [14:16] is the sub-list for method input_type
+	14, // [14:14] is the sub-list for extension type_name
+	14, // [14:14] is the sub-list for extension extendee
+	0,  // [0:14] is the sub-list for field type_name
 }
 
 func init() { file_bootchain_bootapi_v1_session_proto_init() }
@@ -679,8 +897,8 @@ func file_bootchain_bootapi_v1_session_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_bootchain_bootapi_v1_session_proto_rawDesc), len(file_bootchain_bootapi_v1_session_proto_rawDesc)),
-			NumEnums:      1,
-			NumMessages:   7,
+			NumEnums:      2,
+			NumMessages:   8,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
