@@ -7,7 +7,7 @@ FUZZTIME ?= 5000x
 DATA_DIR ?= ./var
 PKGS := ./...
 
-.PHONY: all build deps proto lint gen-check test unit fuzz deploy-check e2e demo run bench clean
+.PHONY: all build deps proto lint gen-check test unit fuzz deploy-check e2e demo run bench clean jaeger
 
 all: build
 
@@ -34,7 +34,8 @@ gen-check:
 	  $(GO) tool buf generate -o $$tmp && \
 	  diff -r $$tmp/pkg/gen pkg/gen && echo "generated code is up to date"
 
-unit:
+# jaeger: test/e2e's TestChainJaeger needs the binary (built once per machine).
+unit: jaeger
 	$(GO) test -race -count=1 -timeout 20m $(PKGS)
 
 # Every Fuzz target, briefly.
@@ -68,11 +69,17 @@ grpcurl-list:
 # The whole chain for real (root, QEMU under TCG): a lab namespace, `bootchain up`
 # inside it, VMs PXE-booting BIOS and UEFI through authoritative and proxy DHCP,
 # one OTLP trace per boot, a failed boot. Also part of `make unit` (go test ./...).
-e2e: deps
+e2e: deps jaeger
 	$(GO) test -count=1 -timeout 15m -v ./test/e2e/
 
 # One VM booted through the chain in a private lab, its trace timeline, cleanup.
-# DEMO_FLAGS=-uefi boots UEFI; DEMO_FLAGS=-keep keeps the logs.
+# DEMO_FLAGS=-uefi boots UEFI; DEMO_FLAGS=-keep keeps the logs; DEMO_FLAGS=-jaeger
+# exports the boot's trace to Jaeger and prints its query URL.
 DEMO_FLAGS ?=
 demo: deps
 	$(GO) run ./test/e2e/cmd/demo $(DEMO_FLAGS)
+
+# Jaeger all-in-one (tools/jaeger), built once per machine into ~/.cache/bootchain:
+# about 10 CPU-minutes the first time, then instant. Prints the binary's path.
+jaeger:
+	@scripts/jaeger.sh
