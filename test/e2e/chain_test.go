@@ -29,8 +29,9 @@ type chainEnv struct {
 	l     *lab.Lab
 	tap   string
 	stack *Stack
-	otlp  *OTLPReceiver
-	rd    *Initrd
+	// traces is where the stack's spans go: the test's receiver or Jaeger.
+	traces traceSource
+	rd     *Initrd
 }
 
 type chainOpts struct {
@@ -38,6 +39,8 @@ type chainOpts struct {
 	proxy bool
 	// chainload: site chain-loads our own iPXE even for an iPXE ROM (BIOS, TFTP).
 	chainload bool
+	// jaeger: export to a real Jaeger in the lab instead of the test's receiver.
+	jaeger bool
 }
 
 var (
@@ -72,12 +75,7 @@ func newChainEnv(t *testing.T, ctx context.Context, rd *Initrd, o chainOpts) *ch
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := l.Main().Listen("tcp", "127.0.0.1:4317")
-	if err != nil {
-		t.Fatal(err)
-	}
-	otlp := ServeOTLP(ln)
-	t.Cleanup(otlp.Close)
+	traces, otlpEndpoint := startTraceBackend(t, ctx, l, o)
 
 	args := []string{
 		"--dhcpd-interface", l.Bridge(),
@@ -106,7 +104,7 @@ func newChainEnv(t *testing.T, ctx context.Context, rd *Initrd, o chainOpts) *ch
 	st, err := StartStack(ctx, l, l.Main(), StackConfig{
 		Tools: tl, Dir: filepath.Join(l.Dir(), "bootchain"), Args: args, DHCP: true,
 		Env: []string{
-			"OTEL_EXPORTER_OTLP_ENDPOINT=" + otlp.Endpoint(),
+			"OTEL_EXPORTER_OTLP_ENDPOINT=" + otlpEndpoint,
 			"OTEL_EXPORTER_OTLP_PROTOCOL=grpc",
 			"OTEL_BSP_SCHEDULE_DELAY=200",
 		},
@@ -120,7 +118,7 @@ func newChainEnv(t *testing.T, ctx context.Context, rd *Initrd, o chainOpts) *ch
 		}
 		st.Stop()
 	})
-	return &chainEnv{t: t, l: l, tap: tap, stack: st, otlp: otlp, rd: rd}
+	return &chainEnv{t: t, l: l, tap: tap, stack: st, traces: traces, rd: rd}
 }
 
 func (e *chainEnv) bootapi() *grpc.ClientConn {
@@ -298,7 +296,7 @@ func (e *chainEnv) checkTrace(ctx context.Context, s *bootapiv1.BootSession, ker
 	}
 	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	spans, err := e.otlp.WaitTrace(wctx, s.GetTraceId(), func(sp []Span) bool { return match(sp) == "" })
+	spans, err := e.traces.WaitTrace(wctx, s.GetTraceId(), func(sp []Span) bool { return match(sp) == "" })
 	var b strings.Builder
 	root := ""
 	for _, sp := range spans {
@@ -311,7 +309,7 @@ func (e *chainEnv) checkTrace(ctx context.Context, s *bootapiv1.BootSession, ker
 		// Say where the missing hop went, if it was exported in another trace.
 		miss := match(spans)
 		var elsewhere []string
-		for _, sp := range e.otlp.All() {
+		for _, sp := range e.traces.All() {
 			if sp.TraceID != s.GetTraceId() && sp.Attrs["bootchain.mac"] == s.GetMac() {
 				elsewhere = append(elsewhere, sp.Service+"/"+sp.Name+"@"+sp.TraceID[:8])
 			}
@@ -325,6 +323,9 @@ func (e *chainEnv) checkTrace(ctx context.Context, s *bootapiv1.BootSession, ker
 		if sp.SpanID != root && sp.ParentID != root && sp.Attrs["bootchain.hop"] != "" {
 			t.Errorf("hop %s (%s) is not a child of the session root %s", sp.Name, sp.Service, root)
 		}
+	}
+	for _, p := range traceTreeProblems(spans, s.GetMac()) {
+		t.Errorf("trace %s: %s", s.GetTraceId(), p)
 	}
 	t.Logf("trace %s, %d spans:\n%s", s.GetTraceId(), len(spans), b.String())
 }
