@@ -14,6 +14,12 @@
 //	go run ./test/e2e/cmd/demo            # BIOS: SeaBIOS, iPXE ROM -> undionly.kpxe over TFTP
 //	go run ./test/e2e/cmd/demo -uefi      # UEFI: OVMF's own PXE -> ipxe.efi over TFTP
 //	go run ./test/e2e/cmd/demo -keep      # keep logs and the serial console output
+//	go run ./test/e2e/cmd/demo -jaeger    # export the trace to Jaeger, print its URL, wait for Ctrl-C
+//
+// With -jaeger, a Jaeger all-in-one (tools/jaeger; built once per machine by
+// scripts/jaeger.sh if it is not yet) runs in the lab namespace and receives the
+// stack's OTLP; its query API is forwarded to -jaeger-listen on this host's
+// loopback, and the demo waits for Ctrl-C so you can look at the trace.
 package main
 
 import (
@@ -38,10 +44,13 @@ func main() {
 	uefi := flag.Bool("uefi", false, "boot UEFI (OVMF, NIC without option ROM) instead of BIOS")
 	keep := flag.Bool("keep", false, "keep the lab directory (logs, serial output) after the demo")
 	timeout := flag.Duration("timeout", 4*time.Minute, "give up on the boot after this long")
+	withJaeger := flag.Bool("jaeger", false, "export the boot's trace to Jaeger (tools/jaeger) in the lab; print where to look; wait for Ctrl-C")
+	jaegerListen := flag.String("jaeger-listen", "127.0.0.1:16686", "with -jaeger: where on this host's loopback to serve Jaeger's query API (busy: any free port)")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, *uefi, *keep, *timeout); err != nil {
+	o := opts{uefi: *uefi, keep: *keep, timeout: *timeout, jaeger: *withJaeger, jaegerListen: *jaegerListen}
+	if err := run(ctx, o); err != nil {
 		fmt.Fprintln(os.Stderr, "demo:", err)
 		os.Exit(1)
 	}
@@ -51,7 +60,15 @@ func step(format string, args ...any) {
 	fmt.Printf("==> "+format+"\n", args...)
 }
 
-func run(ctx context.Context, uefi, keep bool, timeout time.Duration) (err error) {
+type opts struct {
+	uefi, keep   bool
+	timeout      time.Duration
+	jaeger       bool
+	jaegerListen string
+}
+
+func run(ctx context.Context, o opts) (err error) {
+	uefi, keep, timeout := o.uefi, o.keep, o.timeout
 	if err := lab.Check(); err != nil {
 		return fmt.Errorf("%w (run as root: sudo make demo)", err)
 	}
@@ -96,8 +113,23 @@ func run(ctx context.Context, uefi, keep bool, timeout time.Duration) (err error
 		// shows the TFTP hop too.
 		args = append(args, "--dhcpd-chainload-own-ipxe")
 	}
+	var jg *e2e.Jaeger
+	var env []string
+	if o.jaeger {
+		step("starting Jaeger (tools/jaeger) in the lab")
+		bin, err := e2e.JaegerBinary(ctx, true)
+		if err != nil {
+			return err
+		}
+		if jg, err = e2e.StartJaeger(ctx, l, l.Main(), e2e.JaegerConfig{Binary: bin, Dir: filepath.Join(l.Dir(), "jaeger")}); err != nil {
+			return err
+		}
+		defer jg.Stop()
+		env = []string{"OTEL_EXPORTER_OTLP_ENDPOINT=" + jg.OTLPEndpoint(), "OTEL_EXPORTER_OTLP_PROTOCOL=grpc", "OTEL_BSP_SCHEDULE_DELAY=200"}
+		fmt.Printf("    %s, OTLP at %s in the lab\n", bin, jg.OTLPEndpoint())
+	}
 	step("starting: bootchain up %s", strings.Join(args, " "))
-	st, err := e2e.StartStack(ctx, l, l.Main(), e2e.StackConfig{Tools: tools, Dir: filepath.Join(l.Dir(), "bootchain"), Args: args, DHCP: true})
+	st, err := e2e.StartStack(ctx, l, l.Main(), e2e.StackConfig{Tools: tools, Dir: filepath.Join(l.Dir(), "bootchain"), Args: args, DHCP: true, Env: env})
 	if err != nil {
 		return err
 	}
@@ -164,10 +196,14 @@ func run(ctx context.Context, uefi, keep bool, timeout time.Duration) (err error
 	// The last hops' records reach etcd asynchronously: wait for the session to end.
 	tick := time.NewTicker(200 * time.Millisecond)
 	defer tick.Stop()
+	var session *bootapiv1.BootSession
 	for i := 0; i < 50; i++ {
 		r, err := bootapiv1.NewSessionServiceClient(cc).GetSession(ctx, &bootapiv1.GetSessionRequest{Mac: macs})
-		if err == nil && r.GetSession().GetState() != bootapiv1.SessionState_SESSION_STATE_ACTIVE {
-			break
+		if err == nil {
+			session = r.GetSession()
+			if session.GetState() != bootapiv1.SessionState_SESSION_STATE_ACTIVE {
+				break
+			}
 		}
 		<-tick.C
 	}
@@ -185,15 +221,69 @@ func run(ctx context.Context, uefi, keep bool, timeout time.Duration) (err error
     VM serial console     %s
     lab namespace         %s (commands: ip netns exec %[3]s %s <command>)
     while a lab runs:     ip netns exec <ns> env BOOTCHAIN_CONFIG=%[5]s bootctl sessions | trace <mac> | jobs list | leases list
-    traces:               set OTEL_EXPORTER_OTLP_ENDPOINT (and _PROTOCOL=grpc) for bootchain up
+    traces:               set OTEL_EXPORTER_OTLP_ENDPOINT (and _PROTOCOL=grpc) for bootchain up; DEMO_FLAGS=-jaeger shows them in Jaeger
     the same, as a test:  make e2e   (test/e2e: BIOS + UEFI, authoritative + proxy DHCP, one OTLP trace per boot)
 `, st.LogPath, vm.SerialPath, l.Name(), tools.Bootctl, st.ClientConfig)
 	if !keep {
 		fmt.Println("    (run with -keep, or `make demo DEMO_FLAGS=-keep`, to keep these files)")
 	}
+	if jg != nil && session != nil {
+		if err := showJaeger(ctx, jg, session.GetTraceId(), o.jaegerListen); err != nil {
+			return err
+		}
+	}
 	if final != bootapiv1.JobState_JOB_STATE_SUCCEEDED {
 		return fmt.Errorf("job %s ended %v", job, final)
 	}
+	return nil
+}
+
+// showJaeger prints the boot's trace as Jaeger has it, serves Jaeger's query API
+// on this host's loopback and waits for Ctrl-C.
+func showJaeger(ctx context.Context, jg *e2e.Jaeger, traceID, listen string) error {
+	step("the boot's trace in Jaeger")
+	// Spans reach Jaeger in batches: wait (bounded) until the count stops growing.
+	var spans []e2e.Span
+	for i := 0; i < 20; i++ {
+		got, err := jg.Trace(ctx, traceID)
+		if err != nil {
+			return err
+		}
+		if len(got) > 0 && len(got) == len(spans) {
+			break
+		}
+		spans = got
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+	for _, sp := range spans {
+		fmt.Printf("    %s  %-24s %-14s %8s %s\n", sp.Start.Format("15:04:05.000"), sp.Service, sp.Name,
+			sp.End.Sub(sp.Start).Round(time.Millisecond), sp.Attrs["url.path"])
+	}
+	fmt.Printf("    %d spans in trace %s\n", len(spans), traceID)
+	ln, err := net.Listen("tcp", listen)
+	if err != nil {
+		// Busy (another demo?): any free port on loopback.
+		if ln, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
+			return err
+		}
+	}
+	stop := jg.Forward(ln)
+	defer stop()
+	base := "http://" + ln.Addr().String()
+	step("where to look in Jaeger (until Ctrl-C)")
+	fmt.Printf(`    the boot's trace      %s%s   (OTLP JSON)
+    the same, v1 format   %s/api/traces/%s
+    services              %s/api/v3/services
+    Jaeger's log          %s
+    (a Jaeger built from Go modules has no web UI assets: / is a placeholder page;
+    point a full Jaeger, or Grafana, at bootchain with OTEL_EXPORTER_OTLP_ENDPOINT)
+`, base, e2e.TracePath(traceID), base, traceID, base, jg.LogPath)
+	<-ctx.Done()
+	fmt.Println()
 	return nil
 }
 
