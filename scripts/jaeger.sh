@@ -15,28 +15,35 @@
 # Env:   BOOTCHAIN_CACHE (default ${XDG_CACHE_HOME:-$HOME/.cache}/bootchain)
 set -euo pipefail
 
-root=$(cd "$(dirname "$0")/.." && pwd)
-mod="$root/tools/jaeger"
-ver=$(awk '$1 == "github.com/jaegertracing/jaeger" { print $2 }' "$mod/go.mod")
-if [ -z "$ver" ]; then
-	echo "jaeger.sh: no github.com/jaegertracing/jaeger version in $mod/go.mod" >&2
-	exit 1
-fi
-cache=${BOOTCHAIN_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/bootchain}
-dir="$cache/jaeger/$ver"
-bin="$dir/jaeger"
-if [ "${1:-}" = "--path" ] || [ -x "$bin" ]; then
-	echo "$bin"
-	exit 0
-fi
+# One function, called on the last line: bash reads a script as it runs, so an
+# edit during the long build must not change what runs after it.
+main() {
+	root=$(cd "$(dirname "$0")/.." && pwd)
+	mod="$root/tools/jaeger"
+	ver=$(awk '$1 == "github.com/jaegertracing/jaeger" { print $2 }' "$mod/go.mod")
+	if [ -z "$ver" ]; then
+		echo "jaeger.sh: no github.com/jaegertracing/jaeger version in $mod/go.mod" >&2
+		exit 1
+	fi
+	cache=${BOOTCHAIN_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/bootchain}
+	dir="$cache/jaeger/$ver"
+	bin="$dir/jaeger"
+	if [ "${1:-}" = "--path" ] || [ -x "$bin" ]; then
+		echo "$bin"
+		exit 0
+	fi
 
-mkdir -p "$dir"
-tmp=$(mktemp "$dir/.jaeger.XXXXXX")
-trap 'rm -f "$tmp"' EXIT
-echo "jaeger.sh: building Jaeger $ver into $dir (about 10 CPU-minutes, once)" >&2
-# -trimpath and no VCS stamp: the binary depends only on go.mod/go.sum.
-nice -n 10 go -C "$mod" build -trimpath -buildvcs=false -o "$tmp" github.com/jaegertracing/jaeger/cmd/jaeger
-chmod 0755 "$tmp"
-mv -f "$tmp" "$bin"
-trap - EXIT
-echo "$bin"
+	mkdir -p "$dir"
+	tmp=$(mktemp "$dir/.jaeger.XXXXXX")
+	trap 'rm -f "$tmp"' EXIT
+	echo "jaeger.sh: building Jaeger $ver into $dir (about 10 CPU-minutes, once)" >&2
+	# -trimpath and no VCS stamp: the binary depends only on go.mod/go.sum.
+	nice -n 10 go -C "$mod" build -trimpath -buildvcs=false -o "$tmp" github.com/jaegertracing/jaeger/cmd/jaeger
+	chmod 0755 "$tmp"
+	mv -f "$tmp" "$bin"
+	trap - EXIT
+	echo "$bin"
+}
+
+main "$@"
+exit
