@@ -260,8 +260,11 @@ func showJaeger(ctx context.Context, jg *e2e.Jaeger, traceID, listen string) err
 		}
 	}
 	for _, sp := range spans {
-		fmt.Printf("    %s  %-24s %-14s %8s %s\n", sp.Start.Format("15:04:05.000"), sp.Service, sp.Name,
-			sp.End.Sub(sp.Start).Round(time.Millisecond), sp.Attrs["url.path"])
+		d := sp.End.Sub(sp.Start)
+		if d >= time.Millisecond {
+			d = d.Round(time.Millisecond)
+		}
+		fmt.Printf("    %s  %-24s %-22s %9s %s\n", sp.Start.Format("15:04:05.000"), sp.Service, sp.Name, d, sp.Attrs["url.path"])
 	}
 	fmt.Printf("    %d spans in trace %s\n", len(spans), traceID)
 	ln, err := net.Listen("tcp", listen)
