@@ -348,6 +348,11 @@ func (s *Stack) CreateJob(ctx context.Context, mac, profile string) (string, err
 	if err != nil {
 		return "", fmt.Errorf("bootctl jobs create: %w: %s", err, out)
 	}
+	return ParseJobID(out)
+}
+
+// ParseJobID picks the job's ID out of `bootctl -o json jobs create` output.
+func ParseJobID(out string) (string, error) {
 	// protojson of the job: {"id": "...", ...}; pick the id without a proto dependency here.
 	i := bytes.Index([]byte(out), []byte(`"id"`))
 	if i < 0 {
