@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/bootchain/bootchain/test/e2e"
@@ -33,8 +34,9 @@ var binPkgs = map[string]string{
 	"bootctl":       "./tools/bootctl",
 }
 
-// Build builds the per-service binaries and bootctl (static, -trimpath, as
-// docs/deploy.md does) into cacheDir/<key>/, where key hashes the Go version and
+// Build builds the per-service binaries and bootctl into cacheDir/<key>/ (with
+// the flags of a plain go build, so Go's build cache of other builds and tests
+// serves the packages), where key hashes the Go version and
 // the content of every source file they are built from: a second test binary (or
 // run) with the same sources reuses them without linking again.
 func Build(ctx context.Context, cacheDir string) (Binaries, error) {
@@ -68,13 +70,12 @@ func Build(ctx context.Context, cacheDir string) (Binaries, error) {
 	defer os.RemoveAll(tmp)
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
 	defer cancel()
-	args := []string{"build", "-trimpath", "-o", tmp + "/"}
+	args := []string{"build", "-o", tmp + "/"}
 	for _, name := range sortedNames() {
 		args = append(args, binPkgs[name])
 	}
 	cmd := exec.CommandContext(ctx, "go", args...)
 	cmd.Dir = root
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("fleet: go build: %w: %s", err, strings.TrimSpace(string(out)))
 	}
@@ -87,6 +88,26 @@ func Build(ctx context.Context, cacheDir string) (Binaries, error) {
 	}
 	return bins, nil
 }
+
+// BuildCached is Build into the user's cache (~/.cache/bootchain-e2e/fleet-bin),
+// once per test binary.
+func BuildCached(ctx context.Context) (Binaries, error) {
+	buildOnce.Do(func() {
+		cache, err := os.UserCacheDir()
+		if err != nil {
+			buildErr = err
+			return
+		}
+		built, buildErr = Build(ctx, filepath.Join(cache, "bootchain-e2e", "fleet-bin"))
+	})
+	return built, buildErr
+}
+
+var (
+	buildOnce sync.Once
+	built     Binaries
+	buildErr  error
+)
 
 func sortedNames() []string {
 	var names []string
@@ -130,7 +151,6 @@ func sourceKey(ctx context.Context, root string) (string, error) {
 	}
 	cmd := exec.CommandContext(ctx, "go", args...)
 	cmd.Dir = root
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	out, err := cmd.Output()
 	if err != nil {
 		return "", fmt.Errorf("fleet: go list: %w", err)

@@ -142,6 +142,16 @@ func StartT(t *testing.T, cfg Config) *Fleet {
 	if cfg.Logf == nil {
 		cfg.Logf = t.Logf
 	}
+	if cfg.Bins == nil {
+		// Apart from Start's bound: a cold build on a busy machine takes minutes.
+		bctx, bcancel := context.WithTimeout(context.Background(), 15*time.Minute)
+		bins, err := BuildCached(bctx)
+		bcancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.Bins = bins
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	f, err := Start(ctx, cfg)
@@ -174,11 +184,7 @@ func Start(ctx context.Context, cfg Config) (_ *Fleet, err error) {
 		cfg.StallAfter = time.Minute
 	}
 	if cfg.Bins == nil {
-		cache, err := os.UserCacheDir()
-		if err != nil {
-			return nil, err
-		}
-		if cfg.Bins, err = Build(ctx, filepath.Join(cache, "bootchain-e2e", "fleet-bin")); err != nil {
+		if cfg.Bins, err = BuildCached(ctx); err != nil {
 			return nil, err
 		}
 	}
