@@ -153,7 +153,7 @@ func TestMultiSite(t *testing.T) {
 	fwg.Add(1)
 	go func() {
 		defer fwg.Done()
-		faults = injectFaults(ctx, t, f, a)
+		faults = injectFaults(ctx, t, f, a, boots[0].mac, boots[1].mac)
 	}()
 
 	jobs := bootapiv1.NewJobServiceClient(api)
@@ -187,6 +187,19 @@ func TestMultiSite(t *testing.T) {
 			return err == nil && s.GetState() == bootapiv1.SessionState_SESSION_STATE_SUCCEEDED
 		})
 		spans := checkBootTrace(ctx, t, f, s)
+		// The site's own dhcpd, tftpd and replica served it, not the origin.
+		for _, sp := range spans {
+			switch sp.Service {
+			case "bootchain-dhcpd", "bootchain-tftpd", "bootchain-artifactstore":
+				if site := sp.Attrs["bootchain.site"]; sp.Attrs["bootchain.hop"] != "" && site != bt.site.Name {
+					t.Errorf("%s: hop %s from %s of site %q, want %q", bt.site.Name, sp.Name, sp.Service, site, bt.site.Name)
+				}
+			}
+		}
+		// The session in etcd has every hop too: none lost to the faults.
+		if miss := missingRecordedHop(s); miss != "" {
+			t.Errorf("%s: session in etcd lacks hop %s; hops: %v", bt.site.Name, miss, recordedHops(s))
+		}
 		var done time.Time
 		for _, sp := range spans {
 			if sp.Name == "callback" && sp.Attrs["bootchain.report_state"] == "succeeded" {
@@ -241,22 +254,34 @@ func TestMultiSite(t *testing.T) {
 // injectFaults kills the etcd leader, the bootapi replica holding the VIP and
 // site's dhcpd, each once the boots have reached a stage it can hurt, and brings
 // each back; it returns what happened when.
-func injectFaults(ctx context.Context, t *testing.T, f *Fleet, site *Site) []fault {
+func injectFaults(ctx context.Context, t *testing.T, f *Fleet, site *Site, macs ...string) []fault {
 	var out []fault
-	waitSpan := func(name string, max time.Duration) {
+	// waitSpans waits until every MAC has a span named name (or max passed).
+	waitSpans := func(name string, max time.Duration, macs ...string) {
 		wctx, cancel := context.WithTimeout(ctx, max)
 		defer cancel()
 		for wctx.Err() == nil {
+			seen := map[string]bool{}
 			for _, sp := range f.OTLP.All() {
 				if sp.Name == name {
-					return
+					seen[sp.Attrs["bootchain.mac"]] = true
 				}
+			}
+			n := 0
+			for _, m := range macs {
+				if seen[m] {
+					n++
+				}
+			}
+			if n == len(macs) {
+				return
 			}
 			time.Sleep(50 * time.Millisecond)
 		}
 	}
-	// 1. The etcd leader, as soon as the firmware's DHCP is under way.
-	waitSpan("dhcp.discover", 2*time.Minute)
+	// 1. The etcd leader, once the later machine's firmware (OVMF starts its
+	// PXE client well after SeaBIOS) is in DHCP: the other is further on.
+	waitSpans("dhcp.discover", 3*time.Minute, macs...)
 	ft := fault{what: "etcd leader"}
 	func() {
 		leader, err := f.EtcdLeader(ctx)
@@ -281,8 +306,9 @@ func injectFaults(ctx context.Context, t *testing.T, f *Fleet, site *Site) []fau
 	}()
 	out = append(out, ft)
 
-	// 2. The bootapi replica holding the VIP, once a script was served.
-	waitSpan("script", 2*time.Minute)
+	// 2. The bootapi replica holding the VIP, once both fetched their
+	// scripts: their callbacks must reach the other replica.
+	waitSpans("script", 3*time.Minute, macs...)
 	ft = fault{what: "bootapi VIP holder"}
 	func() {
 		holder := f.VIPHolder()
@@ -308,7 +334,8 @@ func injectFaults(ctx context.Context, t *testing.T, f *Fleet, site *Site) []fau
 	}()
 	out = append(out, ft)
 
-	// 3. The site's dhcpd: killed and started again a second later.
+	// 3. The site's dhcpd, killed and started again a second later, before the
+	// installer's own DHCP (the kernel is still loading or starting).
 	ft = fault{what: site.Name + " dhcpd", start: time.Now()}
 	if err := site.DHCPD.Kill(); err != nil {
 		ft.skippedBecauseErr = err
@@ -455,6 +482,38 @@ func checkLeases(t *testing.T, site string, acks []ACK, leases map[string]*dhcpd
 			t.Errorf("%s: %s holds %d bound leases: %v", site, mac, len(ips), ips)
 		}
 	}
+}
+
+// recordedHops lists the session's hops as "name/service".
+func recordedHops(s *bootapiv1.BootSession) []string {
+	var out []string
+	for _, h := range s.GetHops() {
+		out = append(out, h.GetName()+"/"+h.GetService())
+	}
+	return out
+}
+
+// missingRecordedHop is e2e.MissingHop for the hops recorded in etcd (names and
+// services, in order).
+func missingRecordedHop(s *bootapiv1.BootSession) string {
+	var spans []e2e.Span
+	for _, h := range s.GetHops() {
+		sp := e2e.Span{Name: h.GetName(), Service: "bootchain-" + h.GetService(), Attrs: map[string]string{"url.path": h.GetDetail()}}
+		if h.GetName() == "callback" {
+			sp.Attrs["bootchain.report_state"] = callbackState(h.GetDetail())
+		}
+		spans = append(spans, sp)
+	}
+	return e2e.MissingHop(spans, "e2e/vmlinuz", "e2e/initrd.gz")
+}
+
+func callbackState(detail string) string {
+	for _, st := range []string{"succeeded", "running"} {
+		if strings.Contains(detail, st) {
+			return st
+		}
+	}
+	return ""
 }
 
 func pick(m map[string]float64, sub string) map[string]float64 {
