@@ -11,8 +11,6 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
 	bootapiv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/bootapi/v1"
 
@@ -480,48 +478,20 @@ func (r *Recorder) trimHops(ctx context.Context, prefix string) error {
 // election of a cluster that keeps its quorum (etcd's election timeout, 1 s by
 // default, plus a round or two), short enough that the writer, which waits
 // meanwhile, catches up from its bounded queues.
-var retryBudget = 10 * time.Second
+const retryBudget = 10 * time.Second
 
-// retryEtcd runs op, one etcd call, until it succeeds, fails for good, ctx
-// ends or retryBudget has passed. While a cluster elects a leader it answers
-// no write (Unavailable, or no answer before the call's timeout); a hop or a
-// session state dropped then would be lost for good although etcd is back a
-// second later. Waits double from 50 ms to 1 s.
+// retryEtcd runs op, one etcd call, again while it fails the way etcd fails
+// during a leader election (store.RetryTransient): a hop or a session state
+// dropped then would be lost for good although etcd is back a second later.
 func (r *Recorder) retryEtcd(ctx context.Context, op func() error) error {
-	start := time.Now()
-	wait := 50 * time.Millisecond
-	for {
-		var err error
+	n, err := store.RetryTransient(ctx, retryBudget, func() error {
 		if r.faultHook != nil {
-			err = r.faultHook()
+			if err := r.faultHook(); err != nil {
+				return err
+			}
 		}
-		if err == nil {
-			err = op()
-		}
-		if err == nil || ctx.Err() != nil || !transient(err) || time.Since(start)+wait > retryBudget {
-			return err
-		}
-		r.Retries.Add(1)
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return err
-		case <-t.C:
-		}
-		wait = min(2*wait, time.Second)
-	}
-}
-
-// transient reports whether err is how etcd fails while it has no leader (or
-// this client lost its member): worth the same call again.
-func transient(err error) bool {
-	if errors.Is(err, context.DeadlineExceeded) {
-		return true // the call's own timeout (the caller's ctx is checked apart)
-	}
-	switch status.Code(err) {
-	case codes.Unavailable, codes.DeadlineExceeded:
-		return true
-	}
-	return false
+		return op()
+	})
+	r.Retries.Add(int64(n))
+	return err
 }

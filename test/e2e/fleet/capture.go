@@ -50,7 +50,9 @@ func (s *Site) CaptureDHCP(ctx context.Context) (*Capture, error) {
 	}
 	defer out.Close()
 	// -U: every packet reaches the file at once; -s 0: whole frames.
-	cmd := s.NS.Command("tcpdump", "-i", s.Bridge, "-n", "-U", "-s", "0", "-w", c.path, "udp port 67 or udp port 68")
+	// -Z root: tcpdump keeps its user, so the kernel keeps its parent-death
+	// signal (a change of credentials clears it) and it dies with the test.
+	cmd := s.NS.Command("tcpdump", "-Z", "root", "-i", s.Bridge, "-n", "-U", "-s", "0", "-w", c.path, "udp port 67 or udp port 68")
 	cmd.Stdout, cmd.Stderr = out, out
 	if c.proc, err = s.f.Lab.Start(cmd); err != nil {
 		return nil, err
