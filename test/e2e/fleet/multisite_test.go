@@ -158,7 +158,18 @@ func TestMultiSite(t *testing.T) {
 
 	jobs := bootapiv1.NewJobServiceClient(api)
 	for _, bt := range boots {
-		if err := waitJob(ctx, jobs, bt.job, 8*time.Minute); err != nil {
+		vm := bt.vm
+		lost := func() error {
+			// SeaBIOS and OVMF end here when the machine got its default
+			// (local disk) instead of the job: waiting longer is pointless.
+			for _, m := range []string{"No bootable device", "No bootable option"} {
+				if strings.Contains(vm.Serial(), m) {
+					return fmt.Errorf("the VM booted its default: %q on its console", m)
+				}
+			}
+			return nil
+		}
+		if err := waitJob(ctx, jobs, bt.job, 8*time.Minute, lost); err != nil {
 			fwg.Wait()
 			s, _ := bootapiv1.NewSessionServiceClient(api).GetSession(ctx, &bootapiv1.GetSessionRequest{Mac: bt.mac})
 			t.Fatalf("%s: %v\nsession: %v\nserial:\n%s", bt.site.Name, err, s.GetSession(), tail(bt.vm.Serial(), 3000))
@@ -375,8 +386,8 @@ func heldUp(ft fault, spans []e2e.Span) string {
 }
 
 // waitJob polls the job (through the VIP, whichever replica answers) until it
-// succeeded, failed or max passed.
-func waitJob(ctx context.Context, jobs bootapiv1.JobServiceClient, id string, max time.Duration) error {
+// succeeded, failed, lost says the machine will not run it, or max passed.
+func waitJob(ctx context.Context, jobs bootapiv1.JobServiceClient, id string, max time.Duration, lost func() error) error {
 	ctx, cancel := context.WithTimeout(ctx, max)
 	defer cancel()
 	var states []bootapiv1.JobState
@@ -395,6 +406,9 @@ func waitJob(ctx context.Context, jobs bootapiv1.JobServiceClient, id string, ma
 			case bootapiv1.JobState_JOB_STATE_FAILED, bootapiv1.JobState_JOB_STATE_CANCELED, bootapiv1.JobState_JOB_STATE_EXPIRED:
 				return fmt.Errorf("job %s ended %v (states %v)", id, st, states)
 			}
+		}
+		if lerr := lost(); lerr != nil {
+			return fmt.Errorf("job %s: %w (states %v)", id, lerr, states)
 		}
 		select {
 		case <-ctx.Done():

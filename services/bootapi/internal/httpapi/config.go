@@ -225,8 +225,13 @@ func (h *Handler) dispatch(ctx context.Context, d decide.Decision, jit store.Ite
 
 // dispatchRetryBudget bounds how long a script request tries to dispatch its job
 // while etcd elects a leader: a lost dispatch boots the machine's default and
-// leaves the job pending, so it is worth a few seconds of iPXE's wait.
-const dispatchRetryBudget = 5 * time.Second
+// leaves the job pending, so it is worth a few seconds of iPXE's wait. Each try
+// gets dispatchTryTimeout: a write stuck behind the dead leader must not use up
+// the budget alone.
+const (
+	dispatchRetryBudget = 8 * time.Second
+	dispatchTryTimeout  = 2 * time.Second
+)
 
 // transitionRetry is State.Transition tried again while etcd has no leader. A
 // try that etcd applied without answering makes the next one's compare fail:
@@ -235,7 +240,9 @@ func (h *Handler) transitionRetry(ctx context.Context, next *bootapiv1.Job, rev 
 	unanswered := false
 	var newRev int64
 	_, err := store.RetryTransient(ctx, dispatchRetryBudget, func() (err error) {
-		newRev, err = h.cfg.State.Transition(ctx, next, rev)
+		tctx, cancel := context.WithTimeout(ctx, dispatchTryTimeout)
+		defer cancel()
+		newRev, err = h.cfg.State.Transition(tctx, next, rev)
 		unanswered = unanswered || store.Transient(err)
 		return err
 	})
