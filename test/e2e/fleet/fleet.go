@@ -93,6 +93,8 @@ type Fleet struct {
 	etcdCli   *clientv3.Client
 	vip       *vipMover
 
+	cleanup []func() // after the lab is closed
+
 	mu    sync.Mutex
 	sites map[string]*Site
 	procs []*Proc
@@ -279,6 +281,9 @@ func (f *Fleet) Close() error {
 	}
 	if f.OTLP != nil {
 		f.OTLP.Close()
+	}
+	for _, c := range f.cleanup {
+		c()
 	}
 	return errors.Join(errs...)
 }
