@@ -316,6 +316,27 @@ func (c *Catalog) pull(ctx context.Context, a *artifactv1.Artifact) (err error) 
 		}
 		log.Info("pulled from origin", "bytes", a.GetSize(), "duration", time.Since(start))
 	}()
+	// A connection to the origin that broke while idle (a middlebox's timeout,
+	// a lost link) fails the first read on it with Unavailable; gRPC dials
+	// again for the next one. Worth two more tries before the machine's
+	// download fails.
+	for attempt := 0; ; attempt++ {
+		err = c.pullOnce(ctx, a)
+		if attempt == 2 || status.Code(err) != codes.Unavailable || ctx.Err() != nil {
+			return err
+		}
+		log.Info("pull from origin failed, trying again", "err", err)
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(time.Duration(attempt+1) * 200 * time.Millisecond):
+		}
+	}
+}
+
+// pullOnce reads a from the origin into a new blob and commits it (which
+// verifies its sha256).
+func (c *Catalog) pullOnce(ctx context.Context, a *artifactv1.Artifact) error {
 	stream, err := c.cfg.Origin.Read(ctx, &artifactv1.ReadRequest{Name: a.GetName(), Sha256: a.GetSha256()})
 	if err != nil {
 		return fmt.Errorf("%w: read %q: %w", ErrOrigin, a.GetName(), err)
