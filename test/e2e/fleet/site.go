@@ -68,7 +68,8 @@ func (f *Fleet) AddSite(ctx context.Context, name string, cfg SiteConfig) (*Site
 	}
 	subnet := netip.PrefixFrom(netip.AddrFrom4([4]byte{198, 18, byte(n), 0}), 24)
 	steps := [][]string{
-		{"link", "add", s.Bridge, "type", "bridge", "forward_delay", "0", "stp_state", "0", "mcast_snooping", "0"},
+		// A fixed MAC (lab.BridgeMAC says why): taps join it later.
+		{"link", "add", s.Bridge, "address", lab.BridgeMAC([3]byte{0xf1, 0xee, byte(n)}), "type", "bridge", "forward_delay", "0", "stp_state", "0", "mcast_snooping", "0"},
 		{"addr", "add", netip.PrefixFrom(s.Addr, 24).String(), "dev", s.Bridge},
 		{"link", "set", s.Bridge, "up"},
 		// Other sites through the core's router.
