@@ -134,7 +134,7 @@ func StartStack(ctx context.Context, l *lab.Lab, ns *lab.Netns, cfg StackConfig)
 	defer out.Close()
 	cmd := ns.Command(cfg.Tools.Bootchain, s.Args...)
 	cmd.Stdout, cmd.Stderr = out, out
-	cmd.Env = append(append(cleanEnv(), pki.ConfigEnv+"="+s.ClientConfig), cfg.Env...)
+	cmd.Env = append(append(CleanEnv(), pki.ConfigEnv+"="+s.ClientConfig), cfg.Env...)
 	if s.Proc, err = l.Start(cmd); err != nil {
 		return nil, err
 	}
@@ -159,9 +159,9 @@ func StartStack(ctx context.Context, l *lab.Lab, ns *lab.Netns, cfg StackConfig)
 	return s, nil
 }
 
-// cleanEnv is this process's environment without OTEL_* and BOOTCHAIN_* variables,
+// CleanEnv is this process's environment without OTEL_* and BOOTCHAIN_* variables,
 // so a developer's settings do not leak into the stack under test.
-func cleanEnv() []string {
+func CleanEnv() []string {
 	var env []string
 	for _, kv := range os.Environ() {
 		if strings.HasPrefix(kv, "OTEL_") || strings.HasPrefix(kv, "BOOTCHAIN_") {

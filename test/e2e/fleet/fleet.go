@@ -344,7 +344,7 @@ func (p *Proc) Start(ctx context.Context) error {
 	fmt.Fprintf(out, "==== %s start: %s %s\n", time.Now().Format(time.RFC3339Nano), p.bin, strings.Join(p.args, " "))
 	cmd := p.NS.Command(p.bin, p.args...)
 	cmd.Stdout, cmd.Stderr = out, out
-	cmd.Env = append(cleanEnv(), p.env...)
+	cmd.Env = append(e2e.CleanEnv(), p.env...)
 	cur, err := p.f.Lab.Start(cmd)
 	out.Close()
 	if err != nil {
@@ -526,18 +526,6 @@ func (f *Fleet) GRPC(addr string) (*grpc.ClientConn, error) {
 
 // EtcdClient returns a client of the cluster (from the core namespace).
 func (f *Fleet) EtcdClient() *clientv3.Client { return f.etcdCli }
-
-// cleanEnv is this process's environment without OTEL_* and BOOTCHAIN_*.
-func cleanEnv() []string {
-	var env []string
-	for _, kv := range os.Environ() {
-		if strings.HasPrefix(kv, "OTEL_") || strings.HasPrefix(kv, "BOOTCHAIN_") {
-			continue
-		}
-		env = append(env, kv)
-	}
-	return env
-}
 
 func writeSysctl(key, value string) error {
 	return os.WriteFile(filepath.Join("/proc/sys", key), []byte(value), 0o644)

@@ -219,7 +219,14 @@ func TestMultiSite(t *testing.T) {
 		}
 		line := fmt.Sprintf("%s (%s): power-on -> succeeded %v", bt.site.Name, bt.fw, done.Sub(bt.vm.Started).Round(time.Millisecond))
 		for _, ft := range faults {
-			line += fmt.Sprintf("; %s", heldUp(ft, spans))
+			needs := func(sp e2e.Span) bool { return true } // etcd: every hop writes
+			switch {
+			case strings.HasPrefix(ft.what, "bootapi"):
+				needs = func(sp e2e.Span) bool { return sp.Service == "bootchain-bootapi" }
+			case strings.HasPrefix(ft.what, a.Name):
+				needs = func(sp e2e.Span) bool { return bt.site == a && sp.Service == "bootchain-dhcpd" }
+			}
+			line += fmt.Sprintf("; held up by %s", heldUp(ft, spans, needs))
 		}
 		report = append(report, line)
 	}
@@ -363,26 +370,39 @@ func injectFaults(ctx context.Context, t *testing.T, f *Fleet, site *Site, macs 
 	return out
 }
 
-// heldUp says how long a fault held one boot up: the gap between the boot's
-// last hop that ended before the fault and its first hop that started after it,
-// beyond the fault's start; 0 when the boot was past it or not yet there.
-func heldUp(ft fault, spans []e2e.Span) string {
-	var before, after *e2e.Span
+// heldUp says how long a fault held one boot up: the part of the outage
+// (kill to path working again) in which the boot made no progress, between its
+// last hop before the kill and its next hop after it, when that next hop needs
+// the killed component (needs); otherwise the boot was elsewhere.
+func heldUp(ft fault, spans []e2e.Span, needs func(e2e.Span) bool) string {
+	var prev, next *e2e.Span
 	for i := range spans {
 		sp := &spans[i]
-		if sp.Attrs["bootchain.hop"] == "" && !strings.HasPrefix(sp.Name, "dhcp") && sp.Name != "tftp" && sp.Name != "script" && sp.Name != "artifact" && sp.Name != "callback" && sp.Name != "ipxe.dhcp" {
+		if strings.HasPrefix(sp.Name, "boot ") {
 			continue
 		}
-		if !sp.End.After(ft.start) {
-			before = sp
-		} else if after == nil && sp.Start.After(ft.start) {
-			after = sp
+		if !sp.Start.After(ft.start) {
+			prev = sp
+		} else if next == nil {
+			next = sp
 		}
 	}
-	if before == nil || after == nil {
-		return fmt.Sprintf("%s: not in the boot's way", ft.what)
+	if prev == nil || next == nil {
+		return fmt.Sprintf("%s: not during this boot", ft.what)
 	}
-	return fmt.Sprintf("%s held it %v (%s -> %s)", ft.what, after.Start.Sub(ft.start).Round(time.Millisecond), before.Name, after.Name)
+	if !needs(*next) {
+		return fmt.Sprintf("%s: 0 (the boot's next hop, %s, does not need it)", ft.what, next.Name)
+	}
+	from := ft.start
+	if prev.End.After(from) {
+		from = prev.End // a hop in progress at the kill
+	}
+	to := ft.recovered
+	if next.Start.Before(to) {
+		to = next.Start
+	}
+	held := max(to.Sub(from), 0)
+	return fmt.Sprintf("%s: %v (%s -> %s)", ft.what, held.Round(time.Millisecond), prev.Name, next.Name)
 }
 
 // waitJob polls the job (through the VIP, whichever replica answers) until it
