@@ -25,8 +25,8 @@ func (f *Fleet) startEtcd(ctx context.Context) error {
 	for i, a := range etcdAddrs {
 		peers = append(peers, fmt.Sprintf("etcd%d=http://%s:2380", i+1, a))
 	}
-	// The members' data on tmpfs where there is one: on a loaded machine a
-	// disk's fsync alone can outlast etcd's timeouts (the lab dir is on disk).
+	// The members' data on tmpfs where there is one, so that the host's disk
+	// (other work shares it) plays no part in the test's timings.
 	dataRoot := f.dir
 	if st, err := os.Stat("/dev/shm"); err == nil && st.IsDir() {
 		d, err := os.MkdirTemp("/dev/shm", "bootchain-fleet-etcd-")
@@ -43,8 +43,8 @@ func (f *Fleet) startEtcd(ctx context.Context) error {
 		// count only for a new data dir.
 		p := f.newProc(name, f.Core, f.cfg.EtcdBinary, []string{
 			"--name", name, "--data-dir", filepath.Join(dataRoot, name),
-			// Twice etcd's defaults (100 ms, 1 s): 2 cores shared with QEMU
-			// under TCG miss 100 ms heartbeats and elect for nothing.
+			// Twice etcd's defaults (100 ms, 1 s): with 2 cores shared with
+			// QEMU under TCG the leader sent 100 ms heartbeats late.
 			"--heartbeat-interval", "200", "--election-timeout", "2000",
 			"--listen-client-urls", client, "--advertise-client-urls", client,
 			"--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
