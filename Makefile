@@ -68,9 +68,11 @@ grpcurl-list:
 
 # The whole chain for real (root, QEMU under TCG): a lab namespace, `bootchain up`
 # inside it, VMs PXE-booting BIOS and UEFI through authoritative and proxy DHCP,
-# one OTLP trace per boot, a failed boot. Also part of `make unit` (go test ./...).
+# one OTLP trace per boot, a failed boot; and test/e2e/fleet, two sites of
+# per-service processes on a 3-member etcd cluster booting at once under kill -9.
+# Also part of `make unit` (go test ./...).
 e2e: deps jaeger
-	$(GO) test -count=1 -timeout 15m -v ./test/e2e/
+	$(GO) test -count=1 -timeout 30m -v ./test/e2e/...
 
 # One VM booted through the chain in a private lab, its trace timeline, cleanup.
 # DEMO_FLAGS=-uefi boots UEFI; DEMO_FLAGS=-keep keeps the logs; DEMO_FLAGS=-jaeger

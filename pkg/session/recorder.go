@@ -84,9 +84,15 @@ type Recorder struct {
 	Dropped atomic.Int64
 	// Panics counts recovered panics of the writer (their changes are lost).
 	Panics atomic.Int64
+	// Retries counts etcd calls of the writer tried again after a transient
+	// failure (a leader election).
+	Retries atomic.Int64
 	// testHook, when set, sees every group of machines written (tests force
 	// panics).
 	testHook func(macs []string)
+	// faultHook, when set, runs before each etcd call of the writer; an error
+	// it returns stands for the call's (tests fake an election).
+	faultHook func() error
 
 	leaseMu   sync.Mutex
 	lease     clientv3.LeaseID

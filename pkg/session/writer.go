@@ -297,13 +297,19 @@ func (r *Recorder) writeGroup(ctx context.Context, macs []string, batch map[stri
 	if len(puts) == 0 {
 		return revs
 	}
-	tctx, cancel := r.cfg.Store.WithTimeout(ctx)
-	resp, err := r.cfg.Store.Client().Txn(tctx).If(cmps...).Then(puts...).Commit()
-	cancel()
+	// Retried as it is, compares included: if a try that got no answer was
+	// applied, the next one's compares fail and each machine is written from
+	// etcd's copy (alone), as after any lost race.
+	var resp *clientv3.TxnResponse
+	err = r.retryEtcd(ctx, func() (err error) {
+		tctx, cancel := r.cfg.Store.WithTimeout(ctx)
+		defer cancel()
+		resp, err = r.cfg.Store.Client().Txn(tctx).If(cmps...).Then(puts...).Commit()
+		return err
+	})
 	switch {
 	case err != nil:
-		// Not written, or written with no answer: as a single write, no retry
-		// (one that replaced a record wholesale could undo a later change).
+		// Not written within the retry budget.
 		if ctx.Err() == nil {
 			r.log.Warn("boot sessions not recorded", "sessions", len(written), "err", err)
 		}
@@ -341,10 +347,15 @@ func (r *Recorder) write(ctx context.Context, mac string, muts []mutation) (int6
 			cur, rev, exists = proto.Clone(it.Value).(*bootapiv1.BootSession), it.ModRevision, true
 		} else {
 			cur = &bootapiv1.BootSession{}
-			var err error
-			rev, err = r.cfg.Store.Get(ctx, key, cur)
-			exists = err == nil
-			if err != nil && !errors.Is(err, store.ErrNotFound) {
+			err := r.retryEtcd(ctx, func() (err error) {
+				rev, err = r.cfg.Store.Get(ctx, key, cur)
+				if errors.Is(err, store.ErrNotFound) {
+					return nil
+				}
+				return err
+			})
+			exists = err == nil && rev != 0
+			if err != nil {
 				return 0, err
 			}
 		}
@@ -363,9 +374,15 @@ func (r *Recorder) write(ctx context.Context, mac string, muts []mutation) (int6
 		if err != nil {
 			return 0, err
 		}
-		tctx, cancel := r.cfg.Store.WithTimeout(ctx)
-		resp, err := cli.Txn(tctx).If(store.Unchanged(key, rev)).Then(clientv3.OpPut(key, string(b), clientv3.WithLease(lease))).Commit()
-		cancel()
+		// A try applied without an answer makes the next one's compare fail:
+		// the loop then starts again from etcd's copy.
+		var resp *clientv3.TxnResponse
+		err = r.retryEtcd(ctx, func() (err error) {
+			tctx, cancel := r.cfg.Store.WithTimeout(ctx)
+			defer cancel()
+			resp, err = cli.Txn(tctx).If(store.Unchanged(key, rev)).Then(clientv3.OpPut(key, string(b), clientv3.WithLease(lease))).Commit()
+			return err
+		})
 		if err != nil {
 			return 0, fmt.Errorf("write session: %w", err)
 		}
@@ -399,9 +416,13 @@ func (r *Recorder) writeHops(ctx context.Context, hops []pendingHop) error {
 			}
 			ops = append(ops, clientv3.OpPut(ph.key, string(b), clientv3.WithLease(lease)))
 		}
-		tctx, cancel := r.cfg.Store.WithTimeout(ctx)
-		_, err := r.cfg.Store.Client().Txn(tctx).Then(ops...).Commit()
-		cancel()
+		// Unique keys, nothing compared: writing them again is harmless.
+		err := r.retryEtcd(ctx, func() error {
+			tctx, cancel := r.cfg.Store.WithTimeout(ctx)
+			defer cancel()
+			_, err := r.cfg.Store.Client().Txn(tctx).Then(ops...).Commit()
+			return err
+		})
 		if err != nil {
 			return fmt.Errorf("write hops: %w", err)
 		}
@@ -418,9 +439,13 @@ func (r *Recorder) leaseID(ctx context.Context) (clientv3.LeaseID, error) {
 	if r.lease != 0 && time.Since(r.leaseTime) < r.cfg.TTL/10 {
 		return r.lease, nil
 	}
-	tctx, cancel := r.cfg.Store.WithTimeout(ctx)
-	defer cancel()
-	resp, err := r.cfg.Store.Client().Grant(tctx, int64(r.cfg.TTL/time.Second))
+	var resp *clientv3.LeaseGrantResponse
+	err := r.retryEtcd(ctx, func() (err error) {
+		tctx, cancel := r.cfg.Store.WithTimeout(ctx)
+		defer cancel()
+		resp, err = r.cfg.Store.Client().Grant(tctx, int64(r.cfg.TTL/time.Second))
+		return err
+	})
 	if err != nil {
 		return 0, fmt.Errorf("session lease: %w", err)
 	}
@@ -447,4 +472,26 @@ func (r *Recorder) trimHops(ctx context.Context, prefix string) error {
 		return fmt.Errorf("delete old hops: %w", err)
 	}
 	return nil
+}
+
+// retryBudget bounds how long retryEtcd tries one etcd call: longer than an
+// election of a cluster that keeps its quorum (etcd's election timeout, 1 s by
+// default, plus a round or two), short enough that the writer, which waits
+// meanwhile, catches up from its bounded queues.
+const retryBudget = 10 * time.Second
+
+// retryEtcd runs op, one etcd call, again while it fails the way etcd fails
+// during a leader election (store.RetryTransient): a hop or a session state
+// dropped then would be lost for good although etcd is back a second later.
+func (r *Recorder) retryEtcd(ctx context.Context, op func() error) error {
+	n, err := store.RetryTransient(ctx, retryBudget, func() error {
+		if r.faultHook != nil {
+			if err := r.faultHook(); err != nil {
+				return err
+			}
+		}
+		return op()
+	})
+	r.Retries.Add(int64(n))
+	return err
 }

@@ -576,3 +576,50 @@ func TestDownloadIsAHop(t *testing.T) {
 		t.Errorf("failed hop: %v", failed)
 	}
 }
+
+// TestReplicaPullRetriesBrokenOrigin: the replica's first connection to the
+// origin breaks (here: closed as soon as it is accepted, as a middlebox that
+// dropped an idle connection would); the pull tries again on a new one and the
+// machine's download succeeds.
+func TestReplicaPullRetriesBrokenOrigin(t *testing.T) {
+	e := storetest.Start(t)
+	origin := start(t, e, opts{site: "hq"})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for n := 0; ; n++ {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			if n == 0 {
+				c.Close()
+				continue
+			}
+			up, err := net.Dial("tcp", origin.srv.GRPCAddr().String())
+			if err != nil {
+				c.Close()
+				continue
+			}
+			wg.Add(2)
+			go func() { defer wg.Done(); io.Copy(up, c); up.Close() }()
+			go func() { defer wg.Done(); io.Copy(c, up); c.Close() }()
+		}
+	}()
+	replica := start(t, e, opts{site: "edge", origin: ln.Addr().String()})
+	data := randBytes(t, 1<<20)
+	mustUpload(t, origin, "retry/vmlinuz", data)
+	resp, body := httpGet(t, replica.base+"/artifacts/retry/vmlinuz", nil)
+	if resp.StatusCode != http.StatusOK || !bytes.Equal(body, data) {
+		t.Fatalf("download through a replica whose origin connection broke: %d, %s", resp.StatusCode, body)
+	}
+	if n := counter(t, replica.srv.Metrics(), "bootchain_artifactstore_origin_fetches_total", "ok"); n != 1 {
+		t.Errorf("pulls ok = %v, want 1", n)
+	}
+}

@@ -238,62 +238,13 @@ func (e *chainEnv) bootVM(name string, fw Firmware, mac net.HardwareAddr) *VM {
 	return vm
 }
 
-// hopOrder is the order the issue asks one trace to hold, with the service that
-// must have handled each hop. For BIOS with chain-loading, the "firmware" DHCP is
-// the ROM iPXE's (the NIC's option ROM is iPXE: docs/firmware.md).
-var hopOrder = []struct{ name, service, what string }{
-	{"dhcp.discover", "bootchain-dhcpd", "firmware DHCP DISCOVER"},
-	{"dhcp.request", "bootchain-dhcpd", "firmware DHCP REQUEST"},
-	{"tftp", "bootchain-tftpd", "TFTP transfer of iPXE"},
-	{"ipxe.dhcp", "bootchain-dhcpd", "iPXE's DHCP"},
-	{"script", "bootchain-bootapi", "script request"},
-	{"artifact", "bootchain-artifactstore", "kernel download"},
-	{"artifact", "bootchain-artifactstore", "initrd download"},
-	{"callback", "bootchain-bootapi", "callback running"},
-	{"callback", "bootchain-bootapi", "callback succeeded"},
-}
-
 // checkTrace waits for the session's trace at the OTLP receiver and checks that it
-// holds every hop of hopOrder, in that order, each from its service, all children of
+// holds every hop of BootHops, in that order, each from its service, all children of
 // the session's root span.
 func (e *chainEnv) checkTrace(ctx context.Context, s *bootapiv1.BootSession, kernel, initrd string) {
 	t := e.t
 	t.Helper()
-	match := func(spans []Span) (missing string) {
-		i := 0
-		for _, sp := range spans {
-			if i == len(hopOrder) {
-				break
-			}
-			want := hopOrder[i]
-			if sp.Name != want.name || sp.Service != want.service {
-				continue
-			}
-			switch want.what {
-			case "kernel download":
-				if !strings.Contains(sp.Attrs["url.path"], kernel) {
-					continue
-				}
-			case "initrd download":
-				if !strings.Contains(sp.Attrs["url.path"], initrd) {
-					continue
-				}
-			case "callback running":
-				if sp.Attrs["bootchain.report_state"] != "running" {
-					continue
-				}
-			case "callback succeeded":
-				if sp.Attrs["bootchain.report_state"] != "succeeded" {
-					continue
-				}
-			}
-			i++
-		}
-		if i < len(hopOrder) {
-			return fmt.Sprintf("%s (%s from %s)", hopOrder[i].what, hopOrder[i].name, hopOrder[i].service)
-		}
-		return ""
-	}
+	match := func(spans []Span) string { return MissingHop(spans, kernel, initrd) }
 	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	spans, err := e.traces.WaitTrace(wctx, s.GetTraceId(), func(sp []Span) bool { return match(sp) == "" })

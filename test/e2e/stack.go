@@ -134,7 +134,7 @@ func StartStack(ctx context.Context, l *lab.Lab, ns *lab.Netns, cfg StackConfig)
 	defer out.Close()
 	cmd := ns.Command(cfg.Tools.Bootchain, s.Args...)
 	cmd.Stdout, cmd.Stderr = out, out
-	cmd.Env = append(append(cleanEnv(), pki.ConfigEnv+"="+s.ClientConfig), cfg.Env...)
+	cmd.Env = append(append(CleanEnv(), pki.ConfigEnv+"="+s.ClientConfig), cfg.Env...)
 	if s.Proc, err = l.Start(cmd); err != nil {
 		return nil, err
 	}
@@ -159,9 +159,9 @@ func StartStack(ctx context.Context, l *lab.Lab, ns *lab.Netns, cfg StackConfig)
 	return s, nil
 }
 
-// cleanEnv is this process's environment without OTEL_* and BOOTCHAIN_* variables,
+// CleanEnv is this process's environment without OTEL_* and BOOTCHAIN_* variables,
 // so a developer's settings do not leak into the stack under test.
-func cleanEnv() []string {
+func CleanEnv() []string {
 	var env []string
 	for _, kv := range os.Environ() {
 		if strings.HasPrefix(kv, "OTEL_") || strings.HasPrefix(kv, "BOOTCHAIN_") {
@@ -348,6 +348,11 @@ func (s *Stack) CreateJob(ctx context.Context, mac, profile string) (string, err
 	if err != nil {
 		return "", fmt.Errorf("bootctl jobs create: %w: %s", err, out)
 	}
+	return ParseJobID(out)
+}
+
+// ParseJobID picks the job's ID out of `bootctl -o json jobs create` output.
+func ParseJobID(out string) (string, error) {
 	// protojson of the job: {"id": "...", ...}; pick the id without a proto dependency here.
 	i := bytes.Index([]byte(out), []byte(`"id"`))
 	if i < 0 {

@@ -182,7 +182,11 @@ func New(ctx context.Context, cfg Config) (*Lab, error) {
 	l.main = main
 	br := cfg.Bridge
 	steps := [][]string{
-		{"link", "add", br, "type", "bridge", "forward_delay", "0", "stp_state", "0", "mcast_snooping", "0"},
+		// A fixed address: a bridge without one takes the lowest of its ports'
+		// MACs, so adding a port can change it, and neighbours' ARP entries for
+		// the bridge's addresses then point at a MAC it drops frames to (as
+		// "other host") until they expire, half a minute of silence.
+		{"link", "add", br, "address", BridgeMAC(rnd), "type", "bridge", "forward_delay", "0", "stp_state", "0", "mcast_snooping", "0"},
 		{"addr", "add", cfg.BridgeAddr.String(), "dev", br},
 		{"link", "set", br, "up"},
 	}
@@ -222,6 +226,12 @@ func NewT(tb testing.TB, cfg Config) *Lab {
 		}
 	})
 	return l
+}
+
+// BridgeMAC is a locally administered unicast MAC for a bridge, from 3 bytes
+// that tell bridges apart.
+func BridgeMAC(b [3]byte) string {
+	return fmt.Sprintf("02:bc:1a:%02x:%02x:%02x", b[0], b[1], b[2])
 }
 
 // Main returns the main namespace, the one holding the bridge.

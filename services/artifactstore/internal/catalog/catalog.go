@@ -243,7 +243,11 @@ func (c *Catalog) Lookup(ctx context.Context, n string) (*artifactv1.Artifact, e
 	if ok && time.Since(e.when) < c.cfg.RemoteTTL {
 		return e.a, nil
 	}
-	resp, err := c.cfg.Origin.Stat(ctx, &artifactv1.StatRequest{Name: n})
+	var resp *artifactv1.StatResponse
+	err := c.retryOrigin(ctx, func() (err error) {
+		resp, err = c.cfg.Origin.Stat(ctx, &artifactv1.StatRequest{Name: n})
+		return err
+	})
 	if err != nil {
 		if isNotFound(err) {
 			return nil, fmt.Errorf("%w: %q (not at the origin either)", ErrNotFound, n)
@@ -316,6 +320,32 @@ func (c *Catalog) pull(ctx context.Context, a *artifactv1.Artifact) (err error) 
 		}
 		log.Info("pulled from origin", "bytes", a.GetSize(), "duration", time.Since(start))
 	}()
+	return c.retryOrigin(ctx, func() error { return c.pullOnce(ctx, a) })
+}
+
+// retryOrigin runs op, a call to the origin, up to three times while it fails
+// with Unavailable. A connection to the origin that broke while idle (a
+// middlebox's timeout, a lost link) fails the first call on it; gRPC dials again
+// for the next one (after its reconnect backoff, about 1 s, when a dial failed):
+// worth two more tries, 0.5 s and 1.5 s later, before a machine's download fails.
+func (c *Catalog) retryOrigin(ctx context.Context, op func() error) error {
+	for attempt := 0; ; attempt++ {
+		err := op()
+		if attempt == 2 || status.Code(err) != codes.Unavailable || ctx.Err() != nil {
+			return err
+		}
+		c.log.Info("origin unavailable, trying again", "err", err)
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(time.Duration(1+2*attempt) * 500 * time.Millisecond):
+		}
+	}
+}
+
+// pullOnce reads a from the origin into a new blob and commits it (which
+// verifies its sha256).
+func (c *Catalog) pullOnce(ctx context.Context, a *artifactv1.Artifact) error {
 	stream, err := c.cfg.Origin.Read(ctx, &artifactv1.ReadRequest{Name: a.GetName(), Sha256: a.GetSha256()})
 	if err != nil {
 		return fmt.Errorf("%w: read %q: %w", ErrOrigin, a.GetName(), err)

@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"strings"
@@ -205,7 +206,7 @@ func (h *Handler) dispatch(ctx context.Context, d decide.Decision, jit store.Ite
 	next.DispatchIp, next.TokenExchanged = ip, false
 	next.DispatchTime, next.UpdateTime = timestamppb.New(now), timestamppb.New(now)
 	next.DeadlineTime = timestamppb.New(now.Add(job.GetTimeout().AsDuration()))
-	rev, err := h.cfg.State.Transition(ctx, next, jit.ModRevision)
+	rev, err := h.transitionRetry(ctx, next, jit.ModRevision)
 	if err != nil {
 		if !errors.Is(err, store.ErrConflict) {
 			h.log.Error("job not dispatched", "job", job.GetId(), "mac", job.GetMac(), "err", err)
@@ -220,6 +221,39 @@ func (h *Handler) dispatch(ctx context.Context, d decide.Decision, jit store.Ite
 	cancel()
 	h.Dispatches.Add(1)
 	return s, true
+}
+
+// dispatchRetryBudget bounds how long a script request tries to dispatch its job
+// while etcd elects a leader: a lost dispatch boots the machine's default and
+// leaves the job pending, so it is worth a few seconds of iPXE's wait. Each try
+// gets dispatchTryTimeout: a write stuck behind the dead leader must not use up
+// the budget alone.
+const (
+	dispatchRetryBudget = 8 * time.Second
+	dispatchTryTimeout  = 2 * time.Second
+)
+
+// transitionRetry is State.Transition tried again while etcd has no leader. A
+// try that etcd applied without answering makes the next one's compare fail:
+// then the job, read back, is ours if it holds next's token hash.
+func (h *Handler) transitionRetry(ctx context.Context, next *bootapiv1.Job, rev int64) (int64, error) {
+	unanswered := false
+	var newRev int64
+	_, err := store.RetryTransient(ctx, dispatchRetryBudget, func() (err error) {
+		tctx, cancel := context.WithTimeout(ctx, dispatchTryTimeout)
+		defer cancel()
+		newRev, err = h.cfg.State.Transition(tctx, next, rev)
+		unanswered = unanswered || store.Transient(err)
+		return err
+	})
+	if errors.Is(err, store.ErrConflict) && unanswered {
+		cur := &bootapiv1.Job{}
+		if r, gerr := h.cfg.State.Store().Get(ctx, state.JobKey(next.GetId()), cur); gerr == nil &&
+			cur.GetState() == next.GetState() && bytes.Equal(cur.GetTokenHash(), next.GetTokenHash()) {
+			return r, nil
+		}
+	}
+	return newRev, err
 }
 
 func (h *Handler) failJob(ctx context.Context, jit store.Item[*bootapiv1.Job], msg string, now time.Time) {

@@ -1,0 +1,63 @@
+//go:build linux
+
+package e2e
+
+import (
+	"fmt"
+	"strings"
+)
+
+// BootHops is the order the hops of one good network boot appear in its trace,
+// with the service that must have handled each. For BIOS with chain-loading,
+// the "firmware" DHCP is the ROM iPXE's (the NIC's option ROM is iPXE:
+// docs/firmware.md).
+var BootHops = []struct{ Name, Service, What string }{
+	{"dhcp.discover", "bootchain-dhcpd", "firmware DHCP DISCOVER"},
+	{"dhcp.request", "bootchain-dhcpd", "firmware DHCP REQUEST"},
+	{"tftp", "bootchain-tftpd", "TFTP transfer of iPXE"},
+	{"ipxe.dhcp", "bootchain-dhcpd", "iPXE's DHCP"},
+	{"script", "bootchain-bootapi", "script request"},
+	{"artifact", "bootchain-artifactstore", "kernel download"},
+	{"artifact", "bootchain-artifactstore", "initrd download"},
+	{"callback", "bootchain-bootapi", "callback running"},
+	{"callback", "bootchain-bootapi", "callback succeeded"},
+}
+
+// MissingHop returns the first hop of BootHops that spans (in start-time order)
+// lack, as "what (name from service)", or "" when they hold every one in order.
+// kernel and initrd are the artifact names the downloads' URL paths hold.
+func MissingHop(spans []Span, kernel, initrd string) string {
+	i := 0
+	for _, sp := range spans {
+		if i == len(BootHops) {
+			break
+		}
+		want := BootHops[i]
+		if sp.Name != want.Name || sp.Service != want.Service {
+			continue
+		}
+		switch want.What {
+		case "kernel download":
+			if !strings.Contains(sp.Attrs["url.path"], kernel) {
+				continue
+			}
+		case "initrd download":
+			if !strings.Contains(sp.Attrs["url.path"], initrd) {
+				continue
+			}
+		case "callback running":
+			if sp.Attrs["bootchain.report_state"] != "running" {
+				continue
+			}
+		case "callback succeeded":
+			if sp.Attrs["bootchain.report_state"] != "succeeded" {
+				continue
+			}
+		}
+		i++
+	}
+	if i < len(BootHops) {
+		return fmt.Sprintf("%s (%s from %s)", BootHops[i].What, BootHops[i].Name, BootHops[i].Service)
+	}
+	return ""
+}
