@@ -129,7 +129,7 @@ func StartJaeger(ctx context.Context, l *lab.Lab, ns *lab.Netns, cfg JaegerConfi
 	defer out.Close()
 	cmd := ns.Command(cfg.Binary, "--config", cfg.Config)
 	cmd.Stdout, cmd.Stderr = out, out
-	cmd.Env = append(cleanEnv(), "JAEGER_LISTEN_HOST="+cfg.Host)
+	cmd.Env = append(CleanEnv(), "JAEGER_LISTEN_HOST="+cfg.Host)
 	if j.Proc, err = l.Start(cmd); err != nil {
 		return nil, err
 	}
