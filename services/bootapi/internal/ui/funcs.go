@@ -41,7 +41,7 @@ func funcs(now func() time.Time) template.FuncMap {
 		"add":   func(a, b int) int { return a + b },
 		// repeats is how many times a folded hop happened in all.
 		"repeats": func(n uint32) int { return int(n) + 1 },
-		"bar":   func(f float64) string { return fmt.Sprintf("%.1f", f) },
+		"bar":     func(f float64) string { return fmt.Sprintf("%.1f", f) },
 	}
 }
 

@@ -345,7 +345,7 @@ func TestPages(t *testing.T) {
 func TestEventsAfterChange(t *testing.T) {
 	d := newDash(t)
 	admin := testkit.AdminToken(t, d.st)
-		req, _ := http.NewRequest("GET", d.base+"/ui/events", nil)
+	req, _ := http.NewRequest("GET", d.base+"/ui/events", nil)
 	req.AddCookie(&http.Cookie{Name: cookieName, Value: admin})
 	ctx, cancel := context.WithTimeout(context.Background(), testkit.Wait)
 	defer cancel()
