@@ -298,7 +298,9 @@ func (r *Recorder) writeGroup(ctx context.Context, macs []string, batch map[stri
 		return revs
 	}
 	tctx, cancel := r.cfg.Store.WithTimeout(ctx)
+	start := time.Now()
 	resp, err := r.cfg.Store.Client().Txn(tctx).If(cmps...).Then(puts...).Commit()
+	r.observe("sessions", start, err)
 	cancel()
 	switch {
 	case err != nil:
@@ -364,7 +366,9 @@ func (r *Recorder) write(ctx context.Context, mac string, muts []mutation) (int6
 			return 0, err
 		}
 		tctx, cancel := r.cfg.Store.WithTimeout(ctx)
+		start := time.Now()
 		resp, err := cli.Txn(tctx).If(store.Unchanged(key, rev)).Then(clientv3.OpPut(key, string(b), clientv3.WithLease(lease))).Commit()
+		r.observe("sessions", start, err)
 		cancel()
 		if err != nil {
 			return 0, fmt.Errorf("write session: %w", err)
@@ -400,7 +404,9 @@ func (r *Recorder) writeHops(ctx context.Context, hops []pendingHop) error {
 			ops = append(ops, clientv3.OpPut(ph.key, string(b), clientv3.WithLease(lease)))
 		}
 		tctx, cancel := r.cfg.Store.WithTimeout(ctx)
+		start := time.Now()
 		_, err := r.cfg.Store.Client().Txn(tctx).Then(ops...).Commit()
+		r.observe("hops", start, err)
 		cancel()
 		if err != nil {
 			return fmt.Errorf("write hops: %w", err)

@@ -263,6 +263,10 @@ func New(cfg Config) (*Server, error) {
 			return nil, fmt.Errorf("artifactstore: %w", err)
 		}
 		s.ownRec = true
+		// A recorder handed in is its owner's to export.
+		for _, c := range s.sessions.Collectors() {
+			s.reg.MustRegister(c)
+		}
 	}
 	gcfg := cfg.GRPC
 	if gcfg.Logger == nil {

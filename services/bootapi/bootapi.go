@@ -342,7 +342,7 @@ func New(cfg Config) (*Server, error) {
 		Audit: cfg.GRPC.Audit, Metrics: reg, UI: dash.Handle,
 	})
 	limiter := ratelimit.New[netip.Addr](ratelimit.Config{Limit: cfg.HTTPLimitPerIP})
-	if err := registerMetrics(reg, h, limiter, boots); err != nil {
+	if err := registerMetrics(reg, h, limiter, boots, rec.Collectors()); err != nil {
 		closeListeners()
 		gs.Close()
 		return nil, fmt.Errorf("bootapi: metrics: %w", err)

@@ -16,13 +16,14 @@ import (
 
 // securityHeaders go on every dashboard answer: scripts and styles only from
 // the dashboard's own files (no inline script for an injection to run), no
-// framing, nothing cached, no referrer sent to the trace backend.
+// framing, nothing cached, no referrer sent to another site (the trace
+// backend).
 func securityHeaders(rc *fasthttp.RequestCtx) {
 	h := &rc.Response.Header
 	h.Set("Content-Security-Policy", "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("X-Frame-Options", "DENY")
-	h.Set("Referrer-Policy", "no-referrer")
+	h.Set("Referrer-Policy", "same-origin")
 	h.Set("Cache-Control", "no-store")
 }
 

@@ -64,12 +64,15 @@ func (u *UI) check(base context.Context, tok string) (auth.Identity, error) {
 	return id, nil
 }
 
-// sameOrigin is the CSRF check of a POST: a browser names the page a form was
-// sent from (Sec-Fetch-Site, Origin); a request from another site is refused.
-// Clients that send neither header (curl) are not browsers a page can drive.
+// sameOrigin is the CSRF check of a POST: a browser says where a form was
+// sent from, in Sec-Fetch-Site (every current browser) or else in Origin; a
+// request from another site is refused. Sec-Fetch-Site comes first: a page
+// whose referrer policy withholds its origin sends "Origin: null" on a
+// same-origin POST. Clients that send neither header (curl) are not browsers
+// another site's page can drive.
 func sameOrigin(rc *fasthttp.RequestCtx) bool {
-	if s := string(rc.Request.Header.Peek("Sec-Fetch-Site")); s != "" && s != "same-origin" && s != "none" {
-		return false
+	if s := string(rc.Request.Header.Peek("Sec-Fetch-Site")); s != "" {
+		return s == "same-origin" || s == "none"
 	}
 	o := string(rc.Request.Header.Peek("Origin"))
 	if o == "" {

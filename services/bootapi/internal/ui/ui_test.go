@@ -151,6 +151,9 @@ func TestSignIn(t *testing.T) {
 		"other origin":       {viewer, map[string]string{"Origin": "http://evil.test"}, http.StatusForbidden},
 		"malformed origin":   {viewer, map[string]string{"Origin": "::"}, http.StatusForbidden},
 		"same-site subframe": {viewer, map[string]string{"Sec-Fetch-Site": "same-site"}, http.StatusForbidden},
+		// What a browser sends when the page's referrer policy hides its origin.
+		"null origin, same origin":   {viewer, map[string]string{"Sec-Fetch-Site": "same-origin", "Origin": "null"}, http.StatusSeeOther},
+		"null origin, no fetch site": {viewer, map[string]string{"Origin": "null"}, http.StatusForbidden},
 	}
 	for name, c := range cases {
 		t.Run(name, func(t *testing.T) {
