@@ -79,6 +79,9 @@ type UI struct {
 //go:embed templates/*.html static/*
 var files embed.FS
 
+// templates are the pages, parsed once; each UI clones them with its clock.
+var templates = template.Must(template.New("").Funcs(funcs(time.Now)).ParseFS(files, "templates/*.html"))
+
 // New returns the dashboard; Run it.
 func New(cfg Config) *UI {
 	if cfg.Logger == nil {
@@ -91,7 +94,7 @@ func New(cfg Config) *UI {
 		cfg.Refresh = time.Second
 	}
 	u := &UI{cfg: cfg, log: cfg.Logger, changed: make(chan struct{}), done: make(chan struct{})}
-	u.pages = template.Must(template.New("").Funcs(funcs(cfg.Now)).ParseFS(files, "templates/*.html"))
+	u.pages = template.Must(templates.Clone()).Funcs(funcs(cfg.Now))
 	u.sessions = newView(cfg.Sessions, compareSessions, func(s *bootapiv1.BootSession) (string, string) {
 		return s.GetSite(), sessionState(s.GetState())
 	})
