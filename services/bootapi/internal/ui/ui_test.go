@@ -3,7 +3,6 @@ package ui
 import (
 	"bufio"
 	"context"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -386,39 +385,4 @@ func TestEventsAfterChange(t *testing.T) {
 		}
 	}
 	t.Fatal("no changed event after a machine was written")
-}
-
-// TestPageFromTenThousand renders pages of a 10,000-session fleet: the figures
-// are logged (go test -v), never asserted.
-func TestPageFromTenThousand(t *testing.T) {
-	if testing.Short() {
-		t.Skip("-short")
-	}
-	d := newDash(t)
-	admin := testkit.AdminToken(t, d.st)
-	now := time.Now()
-	const n = 10000
-	for i := range n {
-		mac := fmt.Sprintf("52:54:%02x:%02x:%02x:%02x", i>>24&0xff, i>>16&0xff, i>>8&0xff, i&0xff)
-		state := bootapiv1.SessionState_SESSION_STATE_SUCCEEDED
-		if i%97 == 0 {
-			state = bootapiv1.SessionState_SESSION_STATE_FAILED
-		}
-		d.put(store.Key("sessions", mac), &bootapiv1.BootSession{Mac: mac, Site: fmt.Sprintf("site-%d", i%10), State: state, UpdateTime: ts(now.Add(-time.Duration(i) * time.Second)),
-			Diagnosis: &bootapiv1.Diagnosis{Cause: "x"}})
-		d.put(store.Key("machines", mac), &bootapiv1.Machine{Mac: mac, Site: fmt.Sprintf("site-%d", i%10), Hostname: fmt.Sprintf("node-%05d", i)})
-	}
-	testkit.EventuallyWithin(t, time.Minute, "10,000 sessions in the snapshot", func() bool {
-		return len(d.ui.sessSnap.Load().rows) == n && len(d.ui.machSnap.Load().rows) == n
-	})
-	for _, path := range []string{"/ui/boots", "/ui/boots?state=failed&site=site-3", "/ui/boots?q=52:54:00:00:1&page=2", "/ui/machines?page=150", "/ui/machines?q=node-0999"} {
-		const rounds = 20
-		start := time.Now()
-		for range rounds {
-			if resp, _ := d.get(path, admin); resp.StatusCode != 200 {
-				t.Fatalf("%s: %d", path, resp.StatusCode)
-			}
-		}
-		t.Logf("%s over 10,000 sessions and machines: %v a page (HTTP round trip included, mean of %d)", path, time.Since(start)/rounds, rounds)
-	}
 }
