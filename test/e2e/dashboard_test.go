@@ -26,7 +26,6 @@ import (
 	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
 	"github.com/insomniacslk/dhcp/dhcpv4"
-	"github.com/insomniacslk/dhcp/dhcpv4/nclient4"
 	"github.com/insomniacslk/dhcp/iana"
 	"github.com/pin/tftp/v3"
 	"google.golang.org/protobuf/encoding/prototext"
@@ -300,28 +299,9 @@ func artifactsDir(t *testing.T) string {
 // (when the downloads worked and report is set) the installer's reports.
 func bootMachine(t *testing.T, ctx context.Context, l *lab.Lab, name, mac string, roots *x509.CertPool, report bool) {
 	t.Helper()
-	ns := attachHost(t, ctx, l, name, "")
-	if _, err := ns.IP(ctx, "link", "set", "eth0", "address", mac); err != nil {
-		t.Fatal(err)
-	}
-	var dc *nclient4.Client
-	if err := ns.Do(func() (err error) {
-		dc, err = nclient4.New("eth0", nclient4.WithTimeout(2*time.Second), nclient4.WithRetry(3))
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
 	// As a PC's PXE firmware asks: dhcpd opens the boot session on it.
-	lease, err := dc.Request(ctx, dhcpv4.WithOption(dhcpv4.OptClassIdentifier("PXEClient:Arch:00000:UNDI:002001")),
+	ns, lease := leasedHost(t, ctx, l, name, mac, dhcpv4.WithOption(dhcpv4.OptClassIdentifier("PXEClient:Arch:00000:UNDI:002001")),
 		dhcpv4.WithOption(dhcpv4.OptClientArch(iana.INTEL_X86PC)))
-	dc.Close()
-	if err != nil {
-		t.Fatalf("%s: DHCP: %v", name, err)
-	}
-	ip := lease.ACK.YourIPAddr.String()
-	if _, err := ns.IP(ctx, "addr", "add", ip+"/24", "dev", "eth0"); err != nil {
-		t.Fatal(err)
-	}
 	if err := ns.Do(func() error {
 		c, err := tftp.NewClient("198.18.0.1:69")
 		if err != nil {

@@ -27,7 +27,8 @@ func funcs(now func() time.Time) template.FuncMap {
 			}
 			return ts.AsTime().UTC().Format(time.RFC3339)
 		},
-		"dur": func(d *durationpb.Duration) string { return round(d.AsDuration()).String() },
+		"dur":  func(d *durationpb.Duration) string { return round(d.AsDuration()).String() },
+		"span": func(d time.Duration) string { return round(d).String() },
 		"offset": func(d time.Duration) string {
 			return "+" + round(d).String()
 		},
@@ -38,17 +39,22 @@ func funcs(now func() time.Time) template.FuncMap {
 			return slicesTrim(c.String())
 		},
 		"attrs": sortedLabels,
-		"add":   func(a, b int) int { return a + b },
+		// hostname is the UI's (New replaces it); parsing needs the name.
+		"hostname": func(string) string { return "" },
+		"add":      func(a, b int) int { return a + b },
 		// repeats is how many times a folded hop happened in all.
 		"repeats": func(n uint32) int { return int(n) + 1 },
 		"bar":     func(f float64) string { return fmt.Sprintf("%.1f", f) },
 	}
 }
 
-// round shortens a duration for a person: milliseconds below a second, tenths
-// of a second below a minute, seconds above.
+// round shortens a duration for a person: microseconds below a millisecond,
+// milliseconds below a second, tenths of a second below a minute, seconds
+// above.
 func round(d time.Duration) time.Duration {
 	switch {
+	case d < time.Millisecond:
+		return d.Round(time.Microsecond)
 	case d < time.Second:
 		return d.Round(time.Millisecond)
 	case d < time.Minute:

@@ -74,7 +74,7 @@ func (u *UI) bootsData(id auth.Identity, f filter) listData[*bootapiv1.BootSessi
 		keep = func(s *bootapiv1.BootSession) bool {
 			return id.MaySite(s.GetSite()) && (f.Site == "" || s.GetSite() == f.Site) &&
 				(f.State == "" || sessionState(s.GetState()) == f.State) &&
-				(f.Q == "" || contains(f.Q, s.GetMac(), s.GetIp(), s.GetJobId(), s.GetFailedHop(), s.GetMessage()))
+				(f.Q == "" || contains(f.Q, s.GetMac(), s.GetIp(), s.GetJobId(), s.GetFailedHop(), s.GetMessage(), u.hostname(s.GetMac())))
 		}
 	}
 	return newList(u.common("Boots", "boots", id), visibleSites(snap.sites, id), sessionStates, f, paginate(snap.rows, keep, f.Page, f.N))

@@ -94,7 +94,7 @@ func New(cfg Config) *UI {
 		cfg.Refresh = time.Second
 	}
 	u := &UI{cfg: cfg, log: cfg.Logger, changed: make(chan struct{}), done: make(chan struct{})}
-	u.pages = template.Must(templates.Clone()).Funcs(funcs(cfg.Now))
+	u.pages = template.Must(templates.Clone()).Funcs(funcs(cfg.Now)).Funcs(template.FuncMap{"hostname": u.hostname})
 	u.sessions = newView(cfg.Sessions, compareSessions, func(s *bootapiv1.BootSession) (string, string) {
 		return s.GetSite(), sessionState(s.GetState())
 	})
@@ -113,6 +113,14 @@ func New(cfg Config) *UI {
 	u.jobSnap.Store(&snapshot[*bootapiv1.Job]{})
 	u.machSnap.Store(&snapshot[*bootapiv1.Machine]{})
 	return u
+}
+
+// hostname is a machine's hostname, "" when it has no record.
+func (u *UI) hostname(mac string) string {
+	if it, ok := u.cfg.Machines.Get(mac); ok {
+		return it.Value.GetHostname()
+	}
+	return ""
 }
 
 // siteOf is the site of a machine, for jobs (which name only the MAC).
