@@ -334,7 +334,7 @@ func New(cfg Config) (*Server, error) {
 	reg := prometheus.NewRegistry()
 	dash := ui.New(ui.Config{
 		Sessions: rec.Cache(), Jobs: st.Jobs, Machines: st.Machines, Session: rec.Get,
-		Auth: cfg.GRPC.Auth, TraceURL: cfg.TraceURL, Logger: log,
+		Auth: cfg.GRPC.Auth, TraceURL: cfg.TraceURL, DefaultSite: cfg.Site, Logger: log,
 	})
 	h := httpapi.New(httpapi.Config{
 		State: st, Sessions: rec, PublicURL: pu, CallbackURL: cbu, ArtifactURL: artifactURL, DefaultSite: cfg.Site,

@@ -119,6 +119,8 @@ func (u *UI) jobsData(id auth.Identity, f filter) listData[jobRow] {
 // machineRow is a machine with its latest session and that session's job.
 type machineRow struct {
 	*bootapiv1.Machine
+	// Site is the machine's site, the default one when it names none.
+	Site    string
 	Session *bootapiv1.BootSession
 	Job     *bootapiv1.Job
 }
@@ -131,7 +133,7 @@ func (u *UI) machinesData(id auth.Identity, f filter) listData[machineRow] {
 	var keep func(*bootapiv1.Machine) bool
 	if f.Site != "" || f.State != "" || f.Q != "" || len(id.Sites) > 0 {
 		keep = func(m *bootapiv1.Machine) bool {
-			if !id.MaySite(m.GetSite()) || (f.Site != "" && m.GetSite() != f.Site) {
+			if site := u.machineSite(m); !id.MaySite(site) || (f.Site != "" && site != f.Site) {
 				return false
 			}
 			if f.State == "discovered" && !m.GetDiscovered() || f.State == "registered" && m.GetDiscovered() {
@@ -151,7 +153,7 @@ func (u *UI) machinesData(id auth.Identity, f filter) listData[machineRow] {
 	p := paginate(snap.rows, keep, f.Page, f.N)
 	rows := make([]machineRow, len(p.Rows))
 	for i, m := range p.Rows {
-		rows[i] = machineRow{Machine: m}
+		rows[i] = machineRow{Machine: m, Site: u.machineSite(m)}
 		if it, ok := u.cfg.Sessions.Get(m.GetMac()); ok {
 			rows[i].Session = it.Value
 			if j, ok := u.cfg.Jobs.Get(it.Value.GetJobId()); ok && it.Value.GetJobId() != "" {
@@ -194,7 +196,7 @@ func (u *UI) bootData(ctx context.Context, id auth.Identity, raw string) (bootDa
 		return d, false
 	}
 	d.MAC, d.Title = mac, "Boot of "+mac
-	if it, ok := u.cfg.Machines.Get(mac); ok && id.MaySite(it.Value.GetSite()) {
+	if it, ok := u.cfg.Machines.Get(mac); ok && id.MaySite(u.machineSite(it.Value)) {
 		d.Machine = it.Value
 	}
 	s, ok := u.cfg.Session(ctx, mac)

@@ -44,6 +44,8 @@ type Config struct {
 	Session func(ctx context.Context, mac string) (*bootapiv1.BootSession, bool)
 	// Auth checks the token a user signs in with, on every request.
 	Auth *auth.Authenticator
+	// DefaultSite is the site of machines that name none (bootapi's --site).
+	DefaultSite string
 	// TraceURL is the trace backend's page of one trace, {trace_id} standing for
 	// the trace's ID (http://jaeger:16686/trace/{trace_id}); empty: no link.
 	TraceURL string
@@ -105,9 +107,9 @@ func New(cfg Config) *UI {
 		return cmp.Or(b.GetLastSeenTime().AsTime().Compare(a.GetLastSeenTime().AsTime()), strings.Compare(a.GetMac(), b.GetMac()))
 	}, func(m *bootapiv1.Machine) (string, string) {
 		if m.GetDiscovered() {
-			return m.GetSite(), "discovered"
+			return u.machineSite(m), "discovered"
 		}
-		return m.GetSite(), "registered"
+		return u.machineSite(m), "registered"
 	})
 	u.sessSnap.Store(&snapshot[*bootapiv1.BootSession]{})
 	u.jobSnap.Store(&snapshot[*bootapiv1.Job]{})
@@ -126,9 +128,17 @@ func (u *UI) hostname(mac string) string {
 // siteOf is the site of a machine, for jobs (which name only the MAC).
 func (u *UI) siteOf(mac string) string {
 	if it, ok := u.cfg.Machines.Get(mac); ok {
-		return it.Value.GetSite()
+		return u.machineSite(it.Value)
 	}
 	return ""
+}
+
+// machineSite is a machine's site: its own, else the default site.
+func (u *UI) machineSite(m *bootapiv1.Machine) string {
+	if s := m.GetSite(); s != "" {
+		return s
+	}
+	return u.cfg.DefaultSite
 }
 
 // compareSessions puts failed and stalled sessions first, then active, then
