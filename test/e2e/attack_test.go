@@ -52,22 +52,13 @@ func TestAttacker(t *testing.T) {
 	defer cancel()
 	tl := buildTools(t)
 	l := lab.NewT(t, lab.Config{IPv6: true, KeepDir: os.Getenv("BOOTCHAIN_E2E_KEEP") != ""})
-	st, err := StartStack(ctx, l, l.Main(), StackConfig{
+	st := startStack(t, ctx, l, StackConfig{
 		Tools: tl, Dir: filepath.Join(l.Dir(), "bootchain"), DHCP: true,
 		Args: []string{
 			"--dhcpd-interface", l.Bridge(), "--dhcpd-subnet", "198.18.0.0/24", "--dhcpd-pool", "198.18.0.100-198.18.0.200",
 			// Low, so that a short flood shows the limit; a machine asks a few times.
 			"--bootapi-http-limit-per-ip", "20/s,60",
 		},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("launcher log (tail):\n%s", tail(st.Log(), 6000))
-		}
-		st.Stop()
 	})
 
 	// The victim: a real DHCP client that holds a lease, registered, with a job.

@@ -56,7 +56,7 @@ func TestDashboardInBrowser(t *testing.T) {
 	tl := buildTools(t)
 	l := lab.NewT(t, lab.Config{IPv6: true, KeepDir: os.Getenv("BOOTCHAIN_E2E_KEEP") != ""})
 	const traceURL = "http://jaeger.test:16686/trace/{trace_id}"
-	st, err := StartStack(ctx, l, l.Main(), StackConfig{
+	st := startStack(t, ctx, l, StackConfig{
 		Tools: tl, Dir: filepath.Join(l.Dir(), "bootchain"), DHCP: true,
 		Args: []string{
 			"--dhcpd-interface", l.Bridge(), "--dhcpd-subnet", "198.18.0.0/24", "--dhcpd-pool", "198.18.0.100-198.18.0.200",
@@ -65,15 +65,6 @@ func TestDashboardInBrowser(t *testing.T) {
 			// nothing follow it.
 			"--bootapi-stall-after", "20s",
 		},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("launcher log (tail):\n%s", tail(st.Log(), 6000))
-		}
-		st.Stop()
 	})
 	cc, err := st.Conn("bootapi")
 	if err != nil {
