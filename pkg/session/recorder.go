@@ -97,6 +97,8 @@ type Recorder struct {
 	leaseMu   sync.Mutex
 	lease     clientv3.LeaseID
 	leaseTime time.Time
+
+	metrics *metrics
 }
 
 // New returns a Recorder; call Run.
@@ -122,11 +124,12 @@ func New(cfg Config) (*Recorder, error) {
 		cfg.Logger = slog.Default()
 	}
 	r := &Recorder{
-		cfg:    cfg,
-		tracer: cfg.TracerProvider.Tracer("github.com/bootchain/bootchain/pkg/session"),
-		spans:  !isNoop(cfg.TracerProvider),
-		log:    cfg.Logger.With("component", "session"),
-		kick:   make(chan struct{}, 1),
+		cfg:     cfg,
+		tracer:  cfg.TracerProvider.Tracer("github.com/bootchain/bootchain/pkg/session"),
+		spans:   !isNoop(cfg.TracerProvider),
+		log:     cfg.Logger.With("component", "session"),
+		kick:    make(chan struct{}, 1),
+		metrics: newMetrics(cfg.Service),
 	}
 	for i := range r.shards {
 		r.shards[i] = shard{machines: map[string]*machine{}, pending: map[string][]mutation{}, byIP: &r.byIP, byTrace: &r.byTrace}

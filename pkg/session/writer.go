@@ -304,7 +304,9 @@ func (r *Recorder) writeGroup(ctx context.Context, macs []string, batch map[stri
 	err = r.retryEtcd(ctx, func() (err error) {
 		tctx, cancel := r.cfg.Store.WithTimeout(ctx)
 		defer cancel()
+		start := time.Now()
 		resp, err = r.cfg.Store.Client().Txn(tctx).If(cmps...).Then(puts...).Commit()
+		r.observe("sessions", start, err)
 		return err
 	})
 	switch {
@@ -380,7 +382,9 @@ func (r *Recorder) write(ctx context.Context, mac string, muts []mutation) (int6
 		err = r.retryEtcd(ctx, func() (err error) {
 			tctx, cancel := r.cfg.Store.WithTimeout(ctx)
 			defer cancel()
+			start := time.Now()
 			resp, err = cli.Txn(tctx).If(store.Unchanged(key, rev)).Then(clientv3.OpPut(key, string(b), clientv3.WithLease(lease))).Commit()
+			r.observe("sessions", start, err)
 			return err
 		})
 		if err != nil {
@@ -420,7 +424,9 @@ func (r *Recorder) writeHops(ctx context.Context, hops []pendingHop) error {
 		err := r.retryEtcd(ctx, func() error {
 			tctx, cancel := r.cfg.Store.WithTimeout(ctx)
 			defer cancel()
+			start := time.Now()
 			_, err := r.cfg.Store.Client().Txn(tctx).Then(ops...).Commit()
+			r.observe("hops", start, err)
 			return err
 		})
 		if err != nil {

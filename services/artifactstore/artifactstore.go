@@ -263,6 +263,10 @@ func New(cfg Config) (*Server, error) {
 			return nil, fmt.Errorf("artifactstore: %w", err)
 		}
 		s.ownRec = true
+		// A recorder handed in is its owner's to export.
+		for _, c := range s.sessions.Collectors() {
+			s.reg.MustRegister(c)
+		}
 	}
 	gcfg := cfg.GRPC
 	if gcfg.Logger == nil {
@@ -294,6 +298,16 @@ func New(cfg Config) (*Server, error) {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok\n")) })
+	// Ready once the catalog has loaded: before that every artifact is a 404.
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), 50*time.Millisecond)
+		defer cancel()
+		if s.cat.WaitReady(ctx) != nil {
+			http.Error(w, "catalog loading", http.StatusServiceUnavailable)
+			return
+		}
+		w.Write([]byte("ok\n"))
+	})
 	guard := httpapi.NewGuard(httpapi.New(httpapi.Config{Catalog: s.cat, Sessions: s.sessions, Other: mux, Logger: log}),
 		httpapi.GuardConfig{PerIP: cfg.HTTPLimitPerIP, Logger: log})
 	for _, c := range guard.Collectors() {

@@ -103,8 +103,9 @@ func start(t *testing.T, e *storetest.Etcd, o opts) *instance {
 	}
 	t.Cleanup(func() { cc.Close() })
 	in := &instance{srv: srv, cli: artifactv1.NewArtifactServiceClient(cc), base: "http://" + srv.HTTPAddr().String(), dir: cfg.DataDir, st: st}
-	// It serves once its cache is loaded.
+	// It serves once its cache is loaded, and says so on /readyz.
 	testkit.WaitHTTP(t, in.base+"/healthz")
+	testkit.WaitHTTP(t, in.base+"/readyz")
 	return in
 }
 

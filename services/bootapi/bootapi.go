@@ -23,6 +23,7 @@ import (
 	"net"
 	"net/netip"
 	"net/url"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -39,6 +40,7 @@ import (
 	"github.com/bootchain/bootchain/services/bootapi/internal/httpapi"
 	"github.com/bootchain/bootchain/services/bootapi/internal/script"
 	"github.com/bootchain/bootchain/services/bootapi/internal/state"
+	"github.com/bootchain/bootchain/services/bootapi/internal/ui"
 	"github.com/valyala/fasthttp"
 	"go.opentelemetry.io/otel/trace"
 )
@@ -97,6 +99,9 @@ type Config struct {
 	Audit *audit.Log
 	// TracerProvider; default the global one.
 	TracerProvider trace.TracerProvider
+	// TraceURL is the trace backend's page of one trace for the dashboard's
+	// links, {trace_id} standing for the ID; empty: no link.
+	TraceURL string
 }
 
 // DefaultHTTPLimitPerIP: a machine makes a handful of requests per boot
@@ -132,6 +137,7 @@ func (c *Config) AddFlags(fs *flag.FlagSet, prefix string) {
 	fs.StringVar(&c.DefaultAction, prefix+"default-action", c.DefaultAction, "what machines without a job or default boot: menu, local-disk, sanboot, shell")
 	fs.DurationVar(&c.MenuTimeout, prefix+"menu-timeout", c.MenuTimeout, "menu timeout before booting the local disk")
 	fs.DurationVar(&c.StallAfter, prefix+"stall-after", c.StallAfter, "mark a boot session stalled after this long without progress")
+	fs.StringVar(&c.TraceURL, prefix+"trace-url", c.TraceURL, "the dashboard's link to a boot's trace, {trace_id} standing for its ID (http://jaeger:16686/trace/{trace_id}); empty: no link")
 	fs.Var(&c.HTTPLimitPerIP, prefix+"http-limit-per-ip", "HTTP requests one client IP may send: RATE/s,BURST, or off (over it: 429 with Retry-After)")
 }
 
@@ -194,6 +200,12 @@ func (c Config) Validate() error {
 	if c.Discovery.Cap < 0 || c.Discovery.TTL < 0 {
 		return errors.New("bootapi: discovery-cap and discovery-ttl must not be negative")
 	}
+	if c.TraceURL != "" {
+		u, err := url.Parse(c.TraceURL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || !strings.Contains(c.TraceURL, "{trace_id}") {
+			return fmt.Errorf("bootapi: trace URL %q: want http(s)://host[:port]/...{trace_id}...", c.TraceURL)
+		}
+	}
 	if c.StallAfter <= 0 || c.SweepInterval <= 0 {
 		return errors.New("bootapi: stall-after and sweep interval must be positive")
 	}
@@ -220,6 +232,7 @@ type Server struct {
 	stopRequests context.CancelFunc
 	limiter      *ratelimit.Limiter[netip.Addr]
 	reg          *prometheus.Registry
+	ui           *ui.UI
 	serving      atomic.Int32 // HTTP(S) servers not yet stopped
 }
 
@@ -319,20 +332,24 @@ func New(cfg Config) (*Server, error) {
 	grpcapi.NewAudit(cfg.Store).Register(gs.GRPC)
 	grpcapi.NewCredentials(cfg.Store, cfg.GRPC.Auth).Register(gs.GRPC)
 	reg := prometheus.NewRegistry()
+	dash := ui.New(ui.Config{
+		Sessions: rec.Cache(), Jobs: st.Jobs, Machines: st.Machines, Session: rec.Get,
+		Auth: cfg.GRPC.Auth, TraceURL: cfg.TraceURL, DefaultSite: cfg.Site, Logger: log,
+	})
 	h := httpapi.New(httpapi.Config{
 		State: st, Sessions: rec, PublicURL: pu, CallbackURL: cbu, ArtifactURL: artifactURL, DefaultSite: cfg.Site,
 		DefaultAction: actions[cfg.DefaultAction], MenuTimeout: cfg.MenuTimeout, Logger: log,
-		Audit: cfg.GRPC.Audit, Metrics: reg,
+		Audit: cfg.GRPC.Audit, Metrics: reg, UI: dash.Handle,
 	})
 	limiter := ratelimit.New[netip.Addr](ratelimit.Config{Limit: cfg.HTTPLimitPerIP})
-	if err := registerMetrics(reg, h, limiter, boots); err != nil {
+	if err := registerMetrics(reg, h, limiter, boots, rec.Collectors()); err != nil {
 		closeListeners()
 		gs.Close()
 		return nil, fmt.Errorf("bootapi: metrics: %w", err)
 	}
 	requests, stop := context.WithCancel(context.Background())
 	return &Server{
-		reg: reg,
+		reg: reg, ui: dash,
 		cfg: cfg, log: log, state: st, sessions: rec, http: h, httpLis: lis, httpsLis: httpsLis, httpsPublic: hpu, grpc: gs, public: pu,
 		handler: httpapi.Limit(h.RequestHandler(requests), limiter), stopRequests: stop, limiter: limiter,
 	}, nil
@@ -366,7 +383,7 @@ func (s *Server) PublicURL() string { return s.public.String() }
 
 // Endpoints describes the listeners for the launcher.
 func (s *Server) Endpoints() []string {
-	eps := []string{"http " + s.HTTPAddr().String() + " (scripts: " + s.public.JoinPath("boot.ipxe").String() + ")"}
+	eps := []string{"http " + s.HTTPAddr().String() + " (scripts: " + s.public.JoinPath("boot.ipxe").String() + ", dashboard: " + s.public.JoinPath("ui").String() + "/)"}
 	if s.httpsLis != nil {
 		eps = append(eps, "https "+s.HTTPSAddr().String()+" (callbacks: "+s.httpsPublic.JoinPath("ipxe", "v1", "report").String()+")")
 	}
@@ -423,6 +440,7 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	serve := run.Layer()
 	serve.Go(s.sweep)
+	serve.Go(s.ui.Run)
 	serve.Go(s.grpc.Serve)
 	serve.Go(func(ctx context.Context) error { return s.serveHTTP(ctx, s.httpLis, "http") })
 	if s.httpsLis != nil {

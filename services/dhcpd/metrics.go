@@ -88,7 +88,8 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 }
 
 // newRegistry makes the server's registry: the Stats collector, the lease
-// writer's etcd latency, and the Go runtime and process metrics.
+// writer's etcd latency, the session recorder's, and the Go runtime and
+// process metrics.
 func (s *Server) newRegistry() (*prometheus.Registry, error) {
 	reg := prometheus.NewRegistry()
 	txn := prometheus.NewHistogramVec(prometheus.HistogramOpts{
@@ -103,7 +104,8 @@ func (s *Server) newRegistry() (*prometheus.Registry, error) {
 		}
 		txn.WithLabelValues(r).Observe(d.Seconds())
 	}
-	for _, c := range []prometheus.Collector{newCollector(s), txn, s.boots.Hops, s.boots.Finished, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})} {
+	cs := []prometheus.Collector{newCollector(s), txn, s.boots.Hops, s.boots.Finished, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})}
+	for _, c := range append(cs, s.rec.Collectors()...) {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

@@ -65,11 +65,12 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.cacheSize, prometheus.GaugeValue, float64(len(c.s.cache.Names())))
 }
 
-// newRegistry makes the server's registry: the transfer collector and the Go
-// runtime and process metrics.
+// newRegistry makes the server's registry: the transfer collector, the
+// session recorder's, and the Go runtime and process metrics.
 func (s *Server) newRegistry() (*prometheus.Registry, error) {
 	reg := prometheus.NewRegistry()
-	for _, c := range []prometheus.Collector{newCollector(s), s.boots.Hops, s.boots.Finished, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})} {
+	cs := []prometheus.Collector{newCollector(s), s.boots.Hops, s.boots.Finished, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})}
+	for _, c := range append(cs, s.sessions.Collectors()...) {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

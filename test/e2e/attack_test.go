@@ -52,7 +52,7 @@ func TestAttacker(t *testing.T) {
 	defer cancel()
 	tl := buildTools(t)
 	l := lab.NewT(t, lab.Config{IPv6: true, KeepDir: os.Getenv("BOOTCHAIN_E2E_KEEP") != ""})
-	st, err := StartStack(ctx, l, l.Main(), StackConfig{
+	st := startStack(t, ctx, l, StackConfig{
 		Tools: tl, Dir: filepath.Join(l.Dir(), "bootchain"), DHCP: true,
 		Args: []string{
 			"--dhcpd-interface", l.Bridge(), "--dhcpd-subnet", "198.18.0.0/24", "--dhcpd-pool", "198.18.0.100-198.18.0.200",
@@ -60,38 +60,11 @@ func TestAttacker(t *testing.T) {
 			"--bootapi-http-limit-per-ip", "20/s,60",
 		},
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("launcher log (tail):\n%s", tail(st.Log(), 6000))
-		}
-		st.Stop()
-	})
 
 	// The victim: a real DHCP client that holds a lease, registered, with a job.
 	const victimMAC = "52:54:00:bc:a7:01"
-	victim := attachHost(t, ctx, l, "victim", "")
-	if _, err := victim.IP(ctx, "link", "set", "eth0", "address", victimMAC); err != nil {
-		t.Fatal(err)
-	}
-	var dc *nclient4.Client
-	if err := victim.Do(func() (err error) {
-		dc, err = nclient4.New("eth0", nclient4.WithTimeout(2*time.Second), nclient4.WithRetry(3))
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	lease, err := dc.Request(ctx)
-	dc.Close()
-	if err != nil {
-		t.Fatalf("victim's DHCP: %v", err)
-	}
+	victim, lease := leasedHost(t, ctx, l, "victim", victimMAC)
 	victimIP := lease.ACK.YourIPAddr.String()
-	if _, err := victim.IP(ctx, "addr", "add", victimIP+"/24", "dev", "eth0"); err != nil {
-		t.Fatal(err)
-	}
 	dir := t.TempDir()
 	kernel, initrd := filepath.Join(dir, "vmlinuz"), filepath.Join(dir, "initrd.gz")
 	for _, f := range []string{kernel, initrd} {
@@ -359,6 +332,32 @@ func TestAttacker(t *testing.T) {
 			t.Errorf("audit log: %d refused calls from the attacker, %d callbacks; want both", refused, callbacks)
 		}
 	})
+}
+
+// leasedHost adds a namespace on the lab's bridge whose eth0 has MAC mac and
+// the address dhcpd leases it, in an exchange whose packets mods change.
+func leasedHost(t *testing.T, ctx context.Context, l *lab.Lab, name, mac string, mods ...dhcpv4.Modifier) (*lab.Netns, *nclient4.Lease) {
+	t.Helper()
+	ns := attachHost(t, ctx, l, name, "")
+	if _, err := ns.IP(ctx, "link", "set", "eth0", "address", mac); err != nil {
+		t.Fatal(err)
+	}
+	var dc *nclient4.Client
+	if err := ns.Do(func() (err error) {
+		dc, err = nclient4.New("eth0", nclient4.WithTimeout(2*time.Second), nclient4.WithRetry(3))
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	lease, err := dc.Request(ctx, mods...)
+	dc.Close()
+	if err != nil {
+		t.Fatalf("%s: DHCP: %v", name, err)
+	}
+	if _, err := ns.IP(ctx, "addr", "add", lease.ACK.YourIPAddr.String()+"/24", "dev", "eth0"); err != nil {
+		t.Fatal(err)
+	}
+	return ns, lease
 }
 
 // attachHost adds a namespace on the lab's bridge, its eth0 at addr (none if empty).

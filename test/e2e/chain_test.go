@@ -66,6 +66,23 @@ func buildTools(t *testing.T) Tools {
 	return tools
 }
 
+// startStack starts `bootchain up` in l's main namespace for t and stops it
+// when t ends, printing the tail of its log if t failed.
+func startStack(t *testing.T, ctx context.Context, l *lab.Lab, cfg StackConfig) *Stack {
+	t.Helper()
+	st, err := StartStack(ctx, l, l.Main(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("launcher log (tail):\n%s", tail(st.Log(), 6000))
+		}
+		st.Stop()
+	})
+	return st
+}
+
 func newChainEnv(t *testing.T, ctx context.Context, rd *Initrd, o chainOpts) *chainEnv {
 	t.Helper()
 	tl := buildTools(t)
@@ -101,22 +118,13 @@ func newChainEnv(t *testing.T, ctx context.Context, rd *Initrd, o chainOpts) *ch
 	if o.chainload {
 		args = append(args, "--dhcpd-chainload-own-ipxe")
 	}
-	st, err := StartStack(ctx, l, l.Main(), StackConfig{
+	st := startStack(t, ctx, l, StackConfig{
 		Tools: tl, Dir: filepath.Join(l.Dir(), "bootchain"), Args: args, DHCP: true,
 		Env: []string{
 			"OTEL_EXPORTER_OTLP_ENDPOINT=" + otlpEndpoint,
 			"OTEL_EXPORTER_OTLP_PROTOCOL=grpc",
 			"OTEL_BSP_SCHEDULE_DELAY=200",
 		},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("launcher log (tail):\n%s", tail(st.Log(), 6000))
-		}
-		st.Stop()
 	})
 	return &chainEnv{t: t, l: l, tap: tap, stack: st, traces: traces, rd: rd}
 }

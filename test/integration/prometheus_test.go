@@ -15,12 +15,6 @@ import (
 	"time"
 
 	"github.com/bootchain/bootchain/internal/testkit"
-	"github.com/bootchain/bootchain/pkg/grpcserver"
-	"github.com/bootchain/bootchain/pkg/store/storetest"
-	"github.com/bootchain/bootchain/services/artifactstore"
-	"github.com/bootchain/bootchain/services/bootapi"
-	"github.com/bootchain/bootchain/services/dhcpd"
-	"github.com/bootchain/bootchain/services/tftpd"
 )
 
 // TestPrometheusScrapesEveryService runs the four services and Debian's
@@ -32,54 +26,7 @@ func TestPrometheusScrapesEveryService(t *testing.T) {
 	if err != nil {
 		t.Skip("prometheus not installed (scripts/install-deps.sh installs it)")
 	}
-	etcd := storetest.Start(t)
-	grpc := func() grpcserver.Config { return grpcserver.Config{Addr: "127.0.0.1:0", StopTimeout: time.Second} }
-
-	acfg := artifactstore.DefaultConfig()
-	acfg.Store, acfg.HTTPAddr, acfg.DataDir, acfg.Logger, acfg.GRPC = etcd.Client(t), "127.0.0.1:0", t.TempDir(), discard(), grpc()
-	asrv, err := artifactstore.New(acfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	testkit.Run(t, "artifactstore", asrv.Run)
-
-	bcfg := bootapi.DefaultConfig()
-	bcfg.Store, bcfg.HTTPAddr, bcfg.Logger, bcfg.GRPC = etcd.Client(t), "127.0.0.1:0", discard(), grpc()
-	bsrv, err := bootapi.New(bcfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	testkit.Run(t, "bootapi", bsrv.Run)
-
-	tcfg := tftpd.DefaultConfig()
-	tcfg.Addr, tcfg.GRPC, tcfg.HTTPAddr, tcfg.ArtifactStore = "127.0.0.1:0", grpc(), "127.0.0.1:0", asrv.GRPCAddr().String()
-	tcfg.DataDir, tcfg.Store, tcfg.Logger, tcfg.Warm = t.TempDir(), etcd.Client(t), discard(), false
-	tsrv, err := tftpd.New(tcfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	testkit.Run(t, "tftpd", tsrv.Run)
-
-	// No interface: relayed traffic only, on loopback; enough to be scraped.
-	dcfg := dhcpd.DefaultConfig()
-	dcfg.Store, dcfg.Logger, dcfg.Name = etcd.Client(t), discard(), "prom"
-	dcfg.ListenAddr, dcfg.PXEAddr, dcfg.GRPC, dcfg.HTTPAddr = "127.0.0.1:0", "-", grpc(), "127.0.0.1:0"
-	dsrv, err := dhcpd.New(dcfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	testkit.Run(t, "dhcpd", dsrv.Run)
-
-	targets := map[string]string{
-		"artifactstore": asrv.HTTPAddr().String(), "bootapi": bsrv.HTTPAddr().String(),
-		"tftpd": tsrv.HTTPAddr().String(), "dhcpd": dsrv.HTTPAddr().String(),
-	}
-	for svc, addr := range targets {
-		testkit.WaitHTTP(t, "http://"+addr+"/healthz")
-		if svc == "dhcpd" || svc == "tftpd" {
-			testkit.WaitHTTP(t, "http://"+addr+"/readyz")
-		}
-	}
+	targets, _ := startFour(t)
 
 	dir := t.TempDir()
 	var cfg strings.Builder

@@ -6,6 +6,7 @@
 //	GET  /healthz             200 once the caches are loaded
 //	GET  /readyz              the same (the probes' conventional name)
 //	GET  /metrics             Prometheus metrics (Config.Metrics)
+//	     /ui/...              the dashboard (Config.UI)
 //
 // What a machine boots is package decide's choice, rendered by package script;
 // this package executes the choice: it dispatches a job (the one etcd write on
@@ -22,6 +23,7 @@
 package httpapi
 
 import (
+	"context"
 	"log/slog"
 	"net/url"
 	"sync/atomic"
@@ -62,6 +64,9 @@ type Config struct {
 	Audit *audit.Log
 	// Metrics is served on GET /metrics; nil: 404.
 	Metrics prometheus.Gatherer
+	// UI serves the dashboard's requests, everything under /ui (package ui,
+	// which authenticates them); nil: 404.
+	UI func(base context.Context, rc *fasthttp.RequestCtx)
 }
 
 // Handler is the HTTP API.

@@ -81,6 +81,10 @@ func (h *Handler) RequestHandler(base context.Context) fasthttp.RequestHandler {
 				return
 			}
 		default:
+			if p := rc.Path(); h.cfg.UI != nil && bytes.HasPrefix(p, []byte("/ui")) && (len(p) == 3 || p[3] == '/') {
+				h.cfg.UI(base, rc)
+				return
+			}
 			httpError(rc, "404 page not found", fasthttp.StatusNotFound)
 			return
 		}

@@ -1,0 +1,266 @@
+// Package ui is bootapi's dashboard: read-only HTML pages under /ui/ on
+// bootapi's HTTP port, for operators who sign in with an API token.
+//
+//	GET  /ui/login, POST /ui/login   sign in: a token for an HttpOnly cookie
+//	POST /ui/logout                  sign out
+//	GET  /ui/boots                   the fleet's boot sessions, failed and stalled first, per site
+//	GET  /ui/boots/<mac>             one session as a waterfall of its hops, with its trace link
+//	GET  /ui/jobs                    jobs and their states
+//	GET  /ui/machines                machines and what they last did
+//	GET  /ui/events                  server-sent events: "changed" when any of those did
+//
+// The pages read the caches bootapi already keeps (sessions, jobs, machines):
+// each cache is mirrored into a sorted snapshot that Run rebuilds at most every
+// refresh tick when it changed, and that every request shares; a page filters
+// and pages it on the server. Rendering is html/template, so user data
+// (hostnames, labels, messages) is escaped for where it lands.
+package ui
+
+import (
+	"cmp"
+	"context"
+	"embed"
+	"html/template"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/bootchain/bootchain/pkg/auth"
+	bootapiv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/bootapi/v1"
+	"github.com/bootchain/bootchain/pkg/store"
+	"github.com/valyala/fasthttp"
+	"google.golang.org/protobuf/proto"
+)
+
+// Config configures the dashboard.
+type Config struct {
+	Sessions *store.Cache[*bootapiv1.BootSession]
+	Jobs     *store.Cache[*bootapiv1.Job]
+	Machines *store.Cache[*bootapiv1.Machine]
+	// Session returns a machine's latest session with its hops (the session
+	// recorder's Get).
+	Session func(ctx context.Context, mac string) (*bootapiv1.BootSession, bool)
+	// Auth checks the token a user signs in with, on every request.
+	Auth *auth.Authenticator
+	// DefaultSite is the site of machines that name none (bootapi's --site).
+	DefaultSite string
+	// TraceURL is the trace backend's page of one trace, {trace_id} standing for
+	// the trace's ID (http://jaeger:16686/trace/{trace_id}); empty: no link.
+	TraceURL string
+	// Refresh is how often changed caches are re-sorted and open pages told;
+	// default one second.
+	Refresh time.Duration
+	Logger  *slog.Logger
+	// Now is the clock; default time.Now.
+	Now func() time.Time
+}
+
+// UI is the dashboard: Run keeps its snapshots, Handle serves it.
+type UI struct {
+	cfg      Config
+	log      *slog.Logger
+	pages    *template.Template
+	sessions *view[*bootapiv1.BootSession]
+	jobs     *view[*bootapiv1.Job]
+	machines *view[*bootapiv1.Machine]
+
+	sessSnap atomic.Pointer[snapshot[*bootapiv1.BootSession]]
+	jobSnap  atomic.Pointer[snapshot[*bootapiv1.Job]]
+	machSnap atomic.Pointer[snapshot[*bootapiv1.Machine]]
+
+	// version counts the rebuilds; changed is closed and replaced at each, to
+	// wake the event streams; done is closed when Run returns.
+	mu      sync.Mutex
+	version uint64
+	changed chan struct{}
+	done    chan struct{}
+}
+
+//go:embed templates/*.html static/*
+var files embed.FS
+
+// templates are the pages, parsed once; each UI clones them with its clock.
+var templates = template.Must(template.New("").Funcs(funcs(time.Now)).ParseFS(files, "templates/*.html"))
+
+// New returns the dashboard; Run it.
+func New(cfg Config) *UI {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Refresh <= 0 {
+		cfg.Refresh = time.Second
+	}
+	u := &UI{cfg: cfg, log: cfg.Logger, changed: make(chan struct{}), done: make(chan struct{})}
+	u.pages = template.Must(templates.Clone()).Funcs(funcs(cfg.Now)).Funcs(template.FuncMap{"hostname": u.hostname})
+	u.sessions = newView(cfg.Sessions, compareSessions, func(s *bootapiv1.BootSession) (string, string) {
+		return s.GetSite(), sessionState(s.GetState())
+	})
+	u.jobs = newView(cfg.Jobs, func(a, b *bootapiv1.Job) int {
+		return cmp.Or(b.GetUpdateTime().AsTime().Compare(a.GetUpdateTime().AsTime()), strings.Compare(a.GetId(), b.GetId()))
+	}, func(j *bootapiv1.Job) (string, string) { return u.siteOf(j.GetMac()), jobState(j.GetState()) })
+	u.machines = newView(cfg.Machines, func(a, b *bootapiv1.Machine) int {
+		return cmp.Or(b.GetLastSeenTime().AsTime().Compare(a.GetLastSeenTime().AsTime()), strings.Compare(a.GetMac(), b.GetMac()))
+	}, func(m *bootapiv1.Machine) (string, string) {
+		if m.GetDiscovered() {
+			return u.machineSite(m), "discovered"
+		}
+		return u.machineSite(m), "registered"
+	})
+	u.sessSnap.Store(&snapshot[*bootapiv1.BootSession]{})
+	u.jobSnap.Store(&snapshot[*bootapiv1.Job]{})
+	u.machSnap.Store(&snapshot[*bootapiv1.Machine]{})
+	return u
+}
+
+// hostname is a machine's hostname, "" when it has no record.
+func (u *UI) hostname(mac string) string {
+	if it, ok := u.cfg.Machines.Get(mac); ok {
+		return it.Value.GetHostname()
+	}
+	return ""
+}
+
+// siteOf is the site of a machine, for jobs (which name only the MAC).
+func (u *UI) siteOf(mac string) string {
+	if it, ok := u.cfg.Machines.Get(mac); ok {
+		return u.machineSite(it.Value)
+	}
+	return ""
+}
+
+// machineSite is a machine's site: its own, else the default site.
+func (u *UI) machineSite(m *bootapiv1.Machine) string {
+	if s := m.GetSite(); s != "" {
+		return s
+	}
+	return u.cfg.DefaultSite
+}
+
+// compareSessions puts failed and stalled sessions first, then active, then
+// succeeded; the latest first within each.
+func compareSessions(a, b *bootapiv1.BootSession) int {
+	return cmp.Or(cmp.Compare(stateRank(a.GetState()), stateRank(b.GetState())),
+		b.GetUpdateTime().AsTime().Compare(a.GetUpdateTime().AsTime()),
+		strings.Compare(a.GetMac(), b.GetMac()))
+}
+
+func stateRank(s bootapiv1.SessionState) int {
+	switch s {
+	case bootapiv1.SessionState_SESSION_STATE_FAILED:
+		return 0
+	case bootapiv1.SessionState_SESSION_STATE_STALLED:
+		return 1
+	case bootapiv1.SessionState_SESSION_STATE_ACTIVE:
+		return 2
+	case bootapiv1.SessionState_SESSION_STATE_SUCCEEDED:
+		return 3
+	}
+	return 4
+}
+
+// Run mirrors the caches into snapshots until ctx ends; then it ends the event
+// streams.
+func (u *UI) Run(ctx context.Context) error {
+	defer close(u.done)
+	sess := subscribe(u.sessions)
+	defer sess.cancel()
+	jobs := subscribe(u.jobs)
+	defer jobs.cancel()
+	machs := subscribe(u.machines)
+	defer machs.cancel()
+	t := time.NewTicker(u.cfg.Refresh)
+	defer t.Stop()
+	u.rebuild()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case ev, ok := <-sess.events:
+			sess.take(ev, ok)
+		case ev, ok := <-jobs.events:
+			jobs.take(ev, ok)
+		case ev, ok := <-machs.events:
+			machs.take(ev, ok)
+		case <-t.C:
+			u.rebuild()
+		}
+	}
+}
+
+// rebuild publishes the snapshots of the views that changed and wakes the
+// event streams.
+func (u *UI) rebuild() {
+	if !u.sessions.dirty && !u.jobs.dirty && !u.machines.dirty {
+		return
+	}
+	// Jobs are grouped by their machine's site: a machine's change regroups them.
+	if u.machines.dirty {
+		u.jobs.dirty = true
+	}
+	if u.sessions.dirty {
+		u.sessSnap.Store(u.sessions.build())
+	}
+	if u.jobs.dirty {
+		u.jobSnap.Store(u.jobs.build())
+	}
+	if u.machines.dirty {
+		u.machSnap.Store(u.machines.build())
+	}
+	u.mu.Lock()
+	u.version++
+	close(u.changed)
+	u.changed = make(chan struct{})
+	u.mu.Unlock()
+}
+
+// Version is the number of snapshot rebuilds so far and a channel closed at
+// the next one.
+func (u *UI) Version() (uint64, <-chan struct{}) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.version, u.changed
+}
+
+// follower is one view's cache subscription.
+type follower[T proto.Message] struct {
+	v      *view[T]
+	events <-chan store.Event[T]
+	cancel func()
+}
+
+func subscribe[T proto.Message](v *view[T]) *follower[T] {
+	f := &follower[T]{v: v}
+	f.resubscribe()
+	return f
+}
+
+func (f *follower[T]) resubscribe() {
+	snap, events, cancel := f.v.cache.Subscribe(subscriberBuffer)
+	f.v.reset(snap)
+	f.events, f.cancel = events, cancel
+}
+
+// take applies an event, or, when the channel closed because the view fell
+// behind, starts again from the cache's current records.
+func (f *follower[T]) take(ev store.Event[T], ok bool) {
+	if ok {
+		f.v.apply(ev)
+		return
+	}
+	f.cancel()
+	f.resubscribe()
+}
+
+// subscriberBuffer is how many changes a view may fall behind its cache before
+// it reloads the cache's records instead.
+const subscriberBuffer = 4096
+
+// Handle serves a request under /ui.
+func (u *UI) Handle(base context.Context, rc *fasthttp.RequestCtx) {
+	u.serve(base, rc)
+}
