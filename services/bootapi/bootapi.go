@@ -47,6 +47,8 @@ import (
 type Config struct {
 	// Store is the etcd store. Required.
 	Store *store.Store
+	// ReachInterval is how often etcd is probed (store.Reach); default 1s.
+	ReachInterval time.Duration
 	// Site is the default site of machines that name none.
 	Site string
 	// HTTPAddr serves iPXE scripts and callbacks (":8080"); port 0 picks one.
@@ -207,6 +209,7 @@ type Server struct {
 	state    *state.State
 	sessions *session.Recorder
 	http     *httpapi.Handler
+	reach    *store.Reach
 	httpLis  net.Listener
 	// httpsLis is the HTTPS listener (TLS inside); nil when off.
 	httpsLis    net.Listener
@@ -319,10 +322,11 @@ func New(cfg Config) (*Server, error) {
 	grpcapi.NewAudit(cfg.Store).Register(gs.GRPC)
 	grpcapi.NewCredentials(cfg.Store, cfg.GRPC.Auth).Register(gs.GRPC)
 	reg := prometheus.NewRegistry()
+	reach := store.NewReach(cfg.Store, cfg.ReachInterval)
 	h := httpapi.New(httpapi.Config{
 		State: st, Sessions: rec, PublicURL: pu, CallbackURL: cbu, ArtifactURL: artifactURL, DefaultSite: cfg.Site,
 		DefaultAction: actions[cfg.DefaultAction], MenuTimeout: cfg.MenuTimeout, Logger: log,
-		Audit: cfg.GRPC.Audit, Metrics: reg,
+		Audit: cfg.GRPC.Audit, Metrics: reg, Offline: func() bool { return !reach.Online() },
 	})
 	limiter := ratelimit.New[netip.Addr](ratelimit.Config{Limit: cfg.HTTPLimitPerIP})
 	if err := registerMetrics(reg, h, limiter, boots); err != nil {
@@ -333,7 +337,7 @@ func New(cfg Config) (*Server, error) {
 	requests, stop := context.WithCancel(context.Background())
 	return &Server{
 		reg: reg,
-		cfg: cfg, log: log, state: st, sessions: rec, http: h, httpLis: lis, httpsLis: httpsLis, httpsPublic: hpu, grpc: gs, public: pu,
+		cfg: cfg, log: log, state: st, sessions: rec, http: h, reach: reach, httpLis: lis, httpsLis: httpsLis, httpsPublic: hpu, grpc: gs, public: pu,
 		handler: httpapi.Limit(h.RequestHandler(requests), limiter), stopRequests: stop, limiter: limiter,
 	}, nil
 }
@@ -409,6 +413,7 @@ func (s *Server) Run(ctx context.Context) error {
 	run := lifecycle.New(ctx)
 	base := run.Layer()
 	base.Go(s.state.Run)
+	base.Go(s.reach.Run)
 	record := run.Layer()
 	record.Go(s.sessions.Run)
 	if s.state.WaitReady(run.Stopping()) != nil || s.sessions.WaitReady(run.Stopping()) != nil {
