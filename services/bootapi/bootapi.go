@@ -441,6 +441,10 @@ func (s *Server) Run(ctx context.Context) error {
 	return err
 }
 
+// Offline reports whether bootapi serves as cut off from etcd (its probe of
+// etcd fails): pending jobs withheld, reports answered 503.
+func (s *Server) Offline() bool { return !s.reach.Online() }
+
 // serveHTTP serves the HTTP endpoint on lis until ctx ends, then shuts it down
 // gracefully; requests that outlive the shutdown's bound have their work stopped
 // (once every listener's server has stopped).
