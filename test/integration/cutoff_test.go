@@ -25,6 +25,7 @@ import (
 	"github.com/bootchain/bootchain/services/artifactstore"
 	"github.com/bootchain/bootchain/services/bootapi"
 	"github.com/bootchain/bootchain/services/dhcpd"
+	"github.com/bootchain/bootchain/services/tftpd"
 	"github.com/bootchain/bootchain/test/lab"
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/insomniacslk/dhcp/dhcpv4/nclient4"
@@ -46,7 +47,8 @@ var bootToken = regexp.MustCompile(`bootchain\.token=([A-Za-z0-9_-]+)`)
 // gone too (the WAN link). A real DHCP client renews its bound lease, the
 // known machine fetches its default script (its pending job withheld), its
 // installer's report gets 503 with Retry-After, a cached artifact downloads
-// and one not yet pulled answers 503 "origin unreachable". Quorum back: the
+// and one not yet pulled answers 503 "origin unreachable", a cached boot file
+// comes over TFTP. Quorum back: the
 // renewal is replayed into etcd (no address twice), and the pending job is
 // dispatched within 30 s.
 func TestSiteKeepsBootingWithoutQuorum(t *testing.T) {
@@ -80,8 +82,8 @@ func TestSiteKeepsBootingWithoutQuorum(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer occ.Close()
-	kernel, initrd := randomBytes(t, 200000), randomBytes(t, 50000)
-	for name, data := range map[string][]byte{"vmlinuz": kernel, "initrd.gz": initrd} {
+	kernel, initrd, ipxe := randomBytes(t, 200000), randomBytes(t, 50000), randomBytes(t, 300000)
+	for name, data := range map[string][]byte{"vmlinuz": kernel, "initrd.gz": initrd, "ipxe.efi": ipxe} {
 		stream, err := artifactstorev1.NewArtifactServiceClient(occ).Upload(ctx)
 		if err != nil {
 			t.Fatal(err)
@@ -110,6 +112,18 @@ func TestSiteKeepsBootingWithoutQuorum(t *testing.T) {
 	testkit.Run(t, "replica artifactstore", replica.Run)
 	replicaURL := "http://" + rlis.Addr().String()
 
+	tcfg := tftpd.DefaultConfig()
+	tcfg.Addr, tcfg.GRPC.Addr, tcfg.HTTPAddr, tcfg.ArtifactStore = "127.0.0.1:0", "127.0.0.1:0", "-", replica.GRPCAddr().String()
+	tcfg.DataDir, tcfg.Store, tcfg.Logger, tcfg.Site = t.TempDir(), open(), discard(), "lab"
+	tcfg.ArtifactStoreToken = testkit.Token(t, st, auth.RoleService)
+	tcfg.Warm = false
+	tsrv, err := tftpd.New(tcfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	testkit.Run(t, "tftpd", tsrv.Run)
+	tftpAddr := tsrv.Addr().String()
+
 	var bsrv *bootapi.Server
 	bcfg := bootapi.DefaultConfig()
 	bcfg.Store, bcfg.Site, bcfg.HTTPAddr, bcfg.Logger, bcfg.ArtifactURL = open(), "lab", "198.18.0.1:0", discard(), replicaURL
@@ -127,22 +141,6 @@ func TestSiteKeepsBootingWithoutQuorum(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer bcc.Close()
-
-	var dsrv *dhcpd.Server
-	dcfg := dhcpd.DefaultConfig()
-	dcfg.Store, dcfg.Site, dcfg.Interface, dcfg.Name, dcfg.Logger = open(), "lab", l.Bridge(), "dhcpd-lab", discard()
-	dcfg.GRPC.Addr, dcfg.HTTPAddr, dcfg.Advertise = "127.0.0.1:0", "127.0.0.1:0", "198.18.0.1"
-	dcfg.DataDir, dcfg.ReachInterval = t.TempDir(), 200*time.Millisecond
-	dcfg.Seed = &bootapiv1.SiteDhcp{
-		Mode: bootapiv1.DhcpMode_DHCP_MODE_AUTHORITATIVE, LeaseTime: durationpb.New(time.Hour),
-		Subnets: []*bootapiv1.DhcpSubnet{{Cidr: "198.18.0.0/24", Routers: []string{"198.18.0.1"},
-			Pools: []*bootapiv1.DhcpPool{{Start: "198.18.0.100", End: "198.18.0.199"}}}},
-	}
-	if err := l.Main().Do(func() (err error) { dsrv, err = dhcpd.New(dcfg); return err }); err != nil {
-		t.Fatal(err)
-	}
-	dsvc := testkit.Run(t, "dhcpd", dsrv.Run)
-	testkit.WaitClosed(t, dsvc, "dhcpd ready", dsrv.Ready())
 
 	// The machine: a namespace on the boot network at its reserved address.
 	const machineIP = "198.18.0.150"
@@ -164,7 +162,7 @@ func TestSiteKeepsBootingWithoutQuorum(t *testing.T) {
 	defer dc.Close()
 	mac := dc.InterfaceAddr().String()
 	web := &http.Client{Timeout: 20 * time.Second, Transport: &http.Transport{DialContext: ns.DialContext, DisableKeepAlives: true}}
-	get := func(u string) (int, http.Header, []byte) {
+	httpGet := func(u string) (int, http.Header, []byte) {
 		t.Helper()
 		resp, err := web.Get(u)
 		if err != nil {
@@ -176,7 +174,7 @@ func TestSiteKeepsBootingWithoutQuorum(t *testing.T) {
 	}
 	script := func() string {
 		t.Helper()
-		code, _, b := get(bootapiURL + "/ipxe/v1/config?mac=" + url.QueryEscape(mac))
+		code, _, b := httpGet(bootapiURL + "/ipxe/v1/config?mac=" + url.QueryEscape(mac))
 		if code != 200 {
 			t.Fatalf("script: %d %s", code, b)
 		}
@@ -203,18 +201,39 @@ func TestSiteKeepsBootingWithoutQuorum(t *testing.T) {
 		Mac: mac, Site: "lab", Ipv4Address: machineIP, DefaultAction: bootapiv1.Action_ACTION_LOCAL_DISK}}); err != nil {
 		t.Fatal(err)
 	}
+	// dhcpd starts with the machine record (its reserved address) loaded.
+	var dsrv *dhcpd.Server
+	dcfg := dhcpd.DefaultConfig()
+	dcfg.Store, dcfg.Site, dcfg.Interface, dcfg.Name, dcfg.Logger = open(), "lab", l.Bridge(), "dhcpd-lab", discard()
+	dcfg.GRPC.Addr, dcfg.HTTPAddr, dcfg.Advertise = "127.0.0.1:0", "127.0.0.1:0", "198.18.0.1"
+	dcfg.DataDir, dcfg.ReachInterval = t.TempDir(), 200*time.Millisecond
+	dcfg.Seed = &bootapiv1.SiteDhcp{
+		Mode: bootapiv1.DhcpMode_DHCP_MODE_AUTHORITATIVE, LeaseTime: durationpb.New(time.Hour),
+		Subnets: []*bootapiv1.DhcpSubnet{{Cidr: "198.18.0.0/24", Routers: []string{"198.18.0.1"},
+			Pools: []*bootapiv1.DhcpPool{{Start: "198.18.0.100", End: "198.18.0.199"}}}},
+	}
+	if err := l.Main().Do(func() (err error) { dsrv, err = dhcpd.New(dcfg); return err }); err != nil {
+		t.Fatal(err)
+	}
+	dsvc := testkit.Run(t, "dhcpd", dsrv.Run)
+	testkit.WaitClosed(t, dsvc, "dhcpd ready", dsrv.Ready())
+
 	var bound *nclient4.Lease
-	testkit.EventuallyWithin(t, 60*time.Second, "the machine's DHCP lease", func() bool {
-		bound, err = dc.Request(ctx)
-		return err == nil && bound.ACK.YourIPAddr.String() == machineIP
-	})
+	if bound, err = dc.Request(ctx); err != nil || bound.ACK.YourIPAddr.String() != machineIP {
+		t.Fatalf("the machine's DHCP lease: %v, %v; want %s", bound, err, machineIP)
+	}
 	jr, err := bootapiv1.NewJobServiceClient(bcc).CreateJob(ctx, &bootapiv1.CreateJobRequest{Mac: mac, Profile: "install"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	job := jr.GetJob().GetId()
+	// The boot file reaches tftpd's cache before the cut.
+	testkit.EventuallyWithin(t, 60*time.Second, "ipxe.efi over TFTP", func() bool {
+		got, err := get(tftpAddr, "ipxe.efi", 1468)
+		return err == nil && bytes.Equal(got, ipxe)
+	})
 	// The kernel is pulled through to the site before the cut; the initrd is not.
-	if code, _, b := get(replicaURL + "/artifacts/vmlinuz"); code != 200 || !bytes.Equal(b, kernel) {
+	if code, _, b := httpGet(replicaURL + "/artifacts/vmlinuz"); code != 200 || !bytes.Equal(b, kernel) {
 		t.Fatalf("kernel through the replica: %d, %d bytes", code, len(b))
 	}
 
@@ -246,12 +265,15 @@ func TestSiteKeepsBootingWithoutQuorum(t *testing.T) {
 		t.Errorf("report without quorum: %d, Retry-After %q; want 503 with Retry-After", code, hdr.Get("Retry-After"))
 	}
 	// The cached kernel downloads; the initrd, never pulled, cannot be.
-	if code, _, b := get(replicaURL + "/artifacts/vmlinuz"); code != 200 || !bytes.Equal(b, kernel) {
+	if code, _, b := httpGet(replicaURL + "/artifacts/vmlinuz"); code != 200 || !bytes.Equal(b, kernel) {
 		t.Errorf("cached kernel cut off: %d, %d bytes", code, len(b))
 	}
-	if code, hdr, b := get(replicaURL + "/artifacts/initrd.gz"); code != http.StatusServiceUnavailable ||
+	if code, hdr, b := httpGet(replicaURL + "/artifacts/initrd.gz"); code != http.StatusServiceUnavailable ||
 		!strings.Contains(string(b), "origin unreachable") || hdr.Get("Retry-After") == "" {
 		t.Errorf("initrd not pulled, cut off: %d, Retry-After %q, %q; want 503 origin unreachable", code, hdr.Get("Retry-After"), b)
+	}
+	if got, err := get(tftpAddr, "ipxe.efi", 1468); err != nil || !bytes.Equal(got, ipxe) {
+		t.Errorf("cached boot file over TFTP, cut off: %d bytes, %v", len(got), err)
 	}
 	if n := dsrv.JournalLen(); n != 1 {
 		t.Errorf("dhcpd journal holds %d renewals, want 1", n)
