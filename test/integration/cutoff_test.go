@@ -31,7 +31,6 @@ import (
 	"github.com/insomniacslk/dhcp/dhcpv4/nclient4"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 )
@@ -134,8 +133,8 @@ func TestSiteKeepsBootingWithoutQuorum(t *testing.T) {
 	}
 	testkit.Run(t, "bootapi", bsrv.Run)
 	bootapiURL := "http://" + bsrv.HTTPAddr().String()
-	bcc, err := grpc.NewClient("passthrough:///"+bsrv.GRPCAddr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithPerRPCCredentials(bearerToken(testkit.AdminToken(t, st))),
+	// bootapi's gRPC listener is on the lab namespace's loopback.
+	bcc, err := grpcclient.Dial(bsrv.GRPCAddr().String(), tlsconf.Files{}, admin,
 		grpc.WithContextDialer(func(ctx context.Context, a string) (net.Conn, error) { return l.Main().DialContext(ctx, "tcp", a) }))
 	if err != nil {
 		t.Fatal(err)
@@ -338,11 +337,3 @@ func TestSiteKeepsBootingWithoutQuorum(t *testing.T) {
 		t.Errorf("dhcpd: %d offline renewals, %d replayed, %d conflicts; want 1, 1, 0", s.OfflineRenewals, s.Replayed, s.ReplayConflicts)
 	}
 }
-
-type bearerToken string
-
-func (b bearerToken) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
-	return map[string]string{"authorization": "Bearer " + string(b)}, nil
-}
-
-func (bearerToken) RequireTransportSecurity() bool { return false }
