@@ -154,6 +154,13 @@ func (h *Handler) SetSite(sc *SiteConfig) {
 
 func (h *Handler) offline() bool { return h.cfg.Offline != nil && h.cfg.Offline() }
 
+// etcdFailed reports whether a bind failed because etcd did not commit (not
+// a refusal, and not this server stopping).
+func etcdFailed(ctx context.Context, err error) bool {
+	return ctx.Err() == nil && !errors.Is(err, lease.ErrTaken) && !errors.Is(err, lease.ErrNotServed) &&
+		!errors.Is(err, lease.ErrConflict) && !errors.Is(err, context.Canceled)
+}
+
 // SiteConfig returns the settings in use.
 func (h *Handler) SiteConfig() *SiteConfig { return h.site.Load() }
 
@@ -534,10 +541,7 @@ func (h *Handler) request(ctx context.Context, sc *SiteConfig, in *info) *Reply 
 	c := h.client(in, sub, m)
 	var l *dhcpdv1.Lease
 	var err error
-	if !h.offline() {
-		l, err = h.cfg.Alloc.Bind(ctx, c, ip, sub.Subnet, mark)
-	}
-	if h.offline() || (err != nil && h.cfg.Offline != nil && !errors.Is(err, lease.ErrTaken) && !errors.Is(err, lease.ErrNotServed)) {
+	if h.offline() {
 		// etcd cannot commit: the address the client holds is renewed from
 		// the journal; nothing else is answered (no NAK: the client keeps
 		// its address and asks again).
@@ -545,6 +549,16 @@ func (h *Handler) request(ctx context.Context, sc *SiteConfig, in *info) *Reply 
 			h.Stats.OfflineRefused.Add(1)
 			endHop(hop, err, "")
 			return nil
+		}
+	} else {
+		l, err = h.cfg.Alloc.Bind(ctx, c, ip, sub.Subnet, mark)
+		if err != nil && h.cfg.Offline != nil && etcdFailed(ctx, err) {
+			// etcd failed before the probe noticed: a renewal of a held
+			// lease still goes through the journal; anything else fails
+			// as it would have.
+			if rl, rerr := h.cfg.Alloc.RenewOffline(c, ip, sub.Subnet, mark); rerr == nil {
+				l, err = rl, nil
+			}
 		}
 	}
 	if err != nil {
