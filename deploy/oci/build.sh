@@ -70,7 +70,7 @@ for svc in "${services[@]}"; do
 		"$ctr"
 	# Only these have a --data-dir; the others would ignore the variable.
 	case $svc in
-	artifactstore | tftpd | bootchain) buildah config --env BOOTCHAIN_DATA_DIR=/var/lib/bootchain/$svc "$ctr" ;;
+	artifactstore | tftpd | dhcpd | bootchain) buildah config --env BOOTCHAIN_DATA_DIR=/var/lib/bootchain/$svc "$ctr" ;;
 	esac
 	buildah commit --quiet --rm "$ctr" "$image" >/dev/null
 	ctr=

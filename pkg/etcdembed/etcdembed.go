@@ -16,6 +16,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -70,6 +71,8 @@ func checkLoopback(cfg Config) error {
 type Etcd struct {
 	etcd     *embed.Etcd
 	endpoint string
+	peer     string
+	closed   sync.Once
 }
 
 // Start starts a single-node etcd and waits until it serves.
@@ -157,8 +160,11 @@ func start(ctx context.Context, cfg Config) (*Etcd, error) {
 		e.Close()
 		return nil, ctx.Err()
 	}
-	return &Etcd{etcd: e, endpoint: cfg.ClientAddr}, nil
+	return &Etcd{etcd: e, endpoint: cfg.ClientAddr, peer: cfg.PeerAddr}, nil
 }
+
+// PeerAddr is the address etcd's peer listener took (host:port).
+func (e *Etcd) PeerAddr() string { return e.peer }
 
 // Endpoints are the client endpoints to give to Open.
 func (e *Etcd) Endpoints() []string { return []string{e.endpoint} }
@@ -176,7 +182,8 @@ func (e *Etcd) Store(requestTimeout time.Duration) *store.Store {
 func (e *Etcd) Err() <-chan error { return e.etcd.Err() }
 
 // Close stops etcd, waiting for in-flight requests to finish.
-func (e *Etcd) Close() { e.etcd.Close() }
+// Closing twice is harmless (a test that restarts etcd closes it early).
+func (e *Etcd) Close() { e.closed.Do(e.etcd.Close) }
 
 func addrInUse(err error) bool {
 	return errors.Is(err, syscall.EADDRINUSE) || strings.Contains(err.Error(), "address already in use")

@@ -158,6 +158,8 @@ func (h *Hop) End() {
 type pendingHop struct {
 	key string
 	hop *bootapiv1.Hop
+	// failed is when a write of the hop first failed (zero: never).
+	failed time.Time
 }
 
 // maxPendingHops bounds the hop write queue (per shard).

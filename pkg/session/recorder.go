@@ -72,6 +72,10 @@ type Recorder struct {
 	mu sync.Mutex
 	// forceRepeats asks the next write for every dirty repeat run.
 	forceRepeats bool
+	// retry are hops whose write failed (etcd unreachable), written again
+	// from retryAt on, for at most hopRetryFor (retry.go).
+	retry   []pendingHop
+	retryAt time.Time
 	// started and done count the writes begun and finished (Flush waits for
 	// one that begins after it was called); stopped: Run has returned.
 	started, done uint64
@@ -163,7 +167,7 @@ func (r *Recorder) Run(ctx context.Context) error {
 	for {
 		select {
 		case <-tick.C:
-			if r.repeatsDue(time.Now()) {
+			if r.repeatsDue(time.Now()) || r.retryDue(time.Now()) {
 				last = time.Now()
 				r.writePending(wctx, dueRepeats)
 			}
@@ -173,6 +177,9 @@ func (r *Recorder) Run(ctx context.Context) error {
 			r.writePending(fctx, allRepeats)
 			cancel()
 			r.mu.Lock()
+			// Hops the final flush could not write either are lost with the process.
+			r.Dropped.Add(int64(len(r.retry)))
+			r.retry = nil
 			r.stopped = true
 			r.flushed.Broadcast()
 			r.mu.Unlock()

@@ -88,6 +88,7 @@ func (r *Recorder) writePending(ctx context.Context, take repeatTake) {
 	r.forceRepeats = false
 	r.started++
 	gen := r.started
+	retry := r.takeRetryLocked(time.Now(), take == allRepeats)
 	r.mu.Unlock()
 	batch := map[string][]mutation{}
 	var (
@@ -107,6 +108,7 @@ func (r *Recorder) writePending(ctx context.Context, take repeatTake) {
 		sh.trims = nil
 		sh.mu.Unlock()
 	}
+	hops = withRetries(hops, retry)
 	// A panic loses this batch, not the process (in bootchain up: etcd and
 	// every service) nor Flush's count of finished writes.
 	r.safely("writing boot sessions", func() {
@@ -169,8 +171,11 @@ func (sh *shard) takeHops(now time.Time, take repeatTake) []pendingHop {
 // writeBatch writes hops, then each machine's session changes, and notes the
 // revisions written so the local views can give way to the cache.
 func (r *Recorder) writeBatch(ctx context.Context, batch map[string][]mutation, hops []pendingHop) {
-	if err := r.writeHops(ctx, hops); err != nil && ctx.Err() == nil {
-		r.log.Warn("boot session hops not recorded", "hops", len(hops), "err", err)
+	if left, err := r.writeHops(ctx, hops); err != nil {
+		if ctx.Err() == nil {
+			r.log.Warn("boot session hops not recorded; retrying", "hops", len(left), "err", err)
+		}
+		r.keepForRetry(left, time.Now())
 	}
 	revs := make(map[string]int64, len(batch))
 	var revMu sync.Mutex
@@ -402,13 +407,14 @@ func (r *Recorder) write(ctx context.Context, mac string, muts []mutation) (int6
 
 // writeHops puts hops in transactions of up to 64 keys, each with the session
 // lease. The keys are unique, so nothing is compared and nothing can conflict.
-func (r *Recorder) writeHops(ctx context.Context, hops []pendingHop) error {
+// It returns the hops not written when it fails.
+func (r *Recorder) writeHops(ctx context.Context, hops []pendingHop) ([]pendingHop, error) {
 	if len(hops) == 0 {
-		return nil
+		return nil, nil
 	}
 	lease, err := r.leaseID(ctx)
 	if err != nil {
-		return err
+		return hops, err
 	}
 	for len(hops) > 0 {
 		n := min(len(hops), 64)
@@ -416,7 +422,7 @@ func (r *Recorder) writeHops(ctx context.Context, hops []pendingHop) error {
 		for _, ph := range hops[:n] {
 			b, err := proto.Marshal(ph.hop)
 			if err != nil {
-				return err
+				return nil, err
 			}
 			ops = append(ops, clientv3.OpPut(ph.key, string(b), clientv3.WithLease(lease)))
 		}
@@ -430,11 +436,11 @@ func (r *Recorder) writeHops(ctx context.Context, hops []pendingHop) error {
 			return err
 		})
 		if err != nil {
-			return fmt.Errorf("write hops: %w", err)
+			return hops, fmt.Errorf("write hops: %w", err)
 		}
 		hops = hops[n:]
 	}
-	return nil
+	return nil, nil
 }
 
 // leaseID returns a lease for session keys. One lease serves every write for a tenth

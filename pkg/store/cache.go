@@ -79,9 +79,14 @@ func NewCache[T proto.Message](st *Store, prefix string, newT func() T, log *slo
 func (c *Cache[T]) Run(ctx context.Context) error {
 	backoff := 100 * time.Millisecond
 	for ctx.Err() == nil {
-		err := c.listAndWatch(ctx)
+		listed, err := c.listAndWatch(ctx)
 		if ctx.Err() != nil {
 			return nil
+		}
+		if listed {
+			// The list worked: this break is a new one (etcd lost its leader,
+			// a compaction), not the next failure of an outage.
+			backoff = 100 * time.Millisecond
 		}
 		c.log.Warn("cache watch restarting", "err", err)
 		select {
@@ -94,12 +99,14 @@ func (c *Cache[T]) Run(ctx context.Context) error {
 	return nil
 }
 
-func (c *Cache[T]) listAndWatch(ctx context.Context) error {
+// listAndWatch lists the prefix and watches from the list's revision until
+// the watch breaks; listed says the list worked.
+func (c *Cache[T]) listAndWatch(ctx context.Context) (listed bool, err error) {
 	lctx, cancel := c.st.WithTimeout(ctx)
 	resp, err := c.st.cli.Get(lctx, c.prefix, clientv3.WithPrefix())
 	cancel()
 	if err != nil {
-		return fmt.Errorf("list %s: %w", c.prefix, err)
+		return false, fmt.Errorf("list %s: %w", c.prefix, err)
 	}
 	fresh := make(map[string]Item[T], len(resp.Kvs))
 	for _, kv := range resp.Kvs {
@@ -138,9 +145,9 @@ func (c *Cache[T]) listAndWatch(ctx context.Context) error {
 	for wr := range wch {
 		if err := wr.Err(); err != nil {
 			if errors.Is(err, rpctypes.ErrCompacted) {
-				return fmt.Errorf("watch compacted at %d: %w", wr.CompactRevision, err)
+				return true, fmt.Errorf("watch compacted at %d: %w", wr.CompactRevision, err)
 			}
-			return fmt.Errorf("watch %s: %w", c.prefix, err)
+			return true, fmt.Errorf("watch %s: %w", c.prefix, err)
 		}
 		// Decode before taking the lock: readers on the hot paths wait only for
 		// the map updates, not for a whole watch response's unmarshalling.
@@ -173,7 +180,7 @@ func (c *Cache[T]) listAndWatch(ctx context.Context) error {
 		c.setRevLocked(wr.Header.Revision)
 		c.mu.Unlock()
 	}
-	return fmt.Errorf("watch %s closed", c.prefix)
+	return true, fmt.Errorf("watch %s closed", c.prefix)
 }
 
 // change is one watch event, decoded.

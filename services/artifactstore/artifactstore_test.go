@@ -43,6 +43,7 @@ type instance struct {
 	base string // http://127.0.0.1:port
 	dir  string
 	st   *store.Store
+	svc  *testkit.Service
 }
 
 type opts struct {
@@ -96,13 +97,13 @@ func start(t *testing.T, e *storetest.Etcd, o opts) *instance {
 	if err != nil {
 		t.Fatal(err)
 	}
-	testkit.Run(t, "artifactstore", srv.Run)
+	svc := testkit.Run(t, "artifactstore", srv.Run)
 	cc, err := grpcclient.Dial(srv.GRPCAddr().String(), o.clientTLS, grpcclient.WithToken(testkit.AdminToken(t, st)))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cc.Close() })
-	in := &instance{srv: srv, cli: artifactv1.NewArtifactServiceClient(cc), base: "http://" + srv.HTTPAddr().String(), dir: cfg.DataDir, st: st}
+	in := &instance{srv: srv, cli: artifactv1.NewArtifactServiceClient(cc), base: "http://" + srv.HTTPAddr().String(), dir: cfg.DataDir, st: st, svc: svc}
 	// It serves once its cache is loaded, and says so on /readyz.
 	testkit.WaitHTTP(t, in.base+"/healthz")
 	testkit.WaitHTTP(t, in.base+"/readyz")
@@ -504,6 +505,34 @@ func TestReplicaSeparateEtcd(t *testing.T) {
 	}
 	if resp, _ := httpGet(t, replica.base+"/artifacts/missing", nil); resp.StatusCode != 404 {
 		t.Errorf("missing on both: %d", resp.StatusCode)
+	}
+}
+
+// TestReplicaCutOffFromOrigin: with its origin gone (a site cut off from the
+// core), a replica serves what it pulled and answers 503 "origin unreachable"
+// with Retry-After, not 502, for what it has not.
+func TestReplicaCutOffFromOrigin(t *testing.T) {
+	origin := start(t, storetest.Start(t), opts{site: "hq"})
+	replica := start(t, storetest.Start(t), opts{
+		site: "edge", origin: origin.srv.GRPCAddr().String(),
+		originToken: testkit.Token(t, origin.st, auth.RoleService),
+	})
+	cached, later := randBytes(t, 300000), randBytes(t, 1000)
+	mustUpload(t, origin, "vmlinuz", cached)
+	mustUpload(t, origin, "initrd.gz", later)
+	if resp, body := httpGet(t, replica.base+"/artifacts/vmlinuz", nil); resp.StatusCode != 200 || !bytes.Equal(body, cached) {
+		t.Fatalf("pull-through: %d, %d bytes", resp.StatusCode, len(body))
+	}
+	origin.svc.Stop()
+
+	resp, body := httpGet(t, replica.base+"/artifacts/vmlinuz", map[string]string{"Range": "bytes=10-19"})
+	if resp.StatusCode != 206 || !bytes.Equal(body, cached[10:20]) {
+		t.Errorf("cached artifact with the origin gone: %d, %q", resp.StatusCode, body)
+	}
+	resp, body = httpGet(t, replica.base+"/artifacts/initrd.gz", nil)
+	if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(string(body), "origin unreachable") || resp.Header.Get("Retry-After") == "" {
+		t.Errorf("artifact not yet pulled, origin gone: %d, Retry-After %q, %q; want 503 origin unreachable with Retry-After",
+			resp.StatusCode, resp.Header.Get("Retry-After"), body)
 	}
 }
 

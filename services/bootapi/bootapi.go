@@ -49,6 +49,8 @@ import (
 type Config struct {
 	// Store is the etcd store. Required.
 	Store *store.Store
+	// ReachInterval is how often etcd is probed (store.Reach); default 1s.
+	ReachInterval time.Duration
 	// Site is the default site of machines that name none.
 	Site string
 	// HTTPAddr serves iPXE scripts and callbacks (":8080"); port 0 picks one.
@@ -219,6 +221,7 @@ type Server struct {
 	state    *state.State
 	sessions *session.Recorder
 	http     *httpapi.Handler
+	reach    *store.Reach
 	httpLis  net.Listener
 	// httpsLis is the HTTPS listener (TLS inside); nil when off.
 	httpsLis    net.Listener
@@ -336,10 +339,12 @@ func New(cfg Config) (*Server, error) {
 		Sessions: rec.Cache(), Jobs: st.Jobs, Machines: st.Machines, Session: rec.Get,
 		Auth: cfg.GRPC.Auth, TraceURL: cfg.TraceURL, DefaultSite: cfg.Site, Logger: log,
 	})
+	reach := store.NewReach(cfg.Store, cfg.ReachInterval)
 	h := httpapi.New(httpapi.Config{
 		State: st, Sessions: rec, PublicURL: pu, CallbackURL: cbu, ArtifactURL: artifactURL, DefaultSite: cfg.Site,
 		DefaultAction: actions[cfg.DefaultAction], MenuTimeout: cfg.MenuTimeout, Logger: log,
 		Audit: cfg.GRPC.Audit, Metrics: reg, UI: dash.Handle,
+		Offline: func() bool { return !reach.Online() },
 	})
 	limiter := ratelimit.New[netip.Addr](ratelimit.Config{Limit: cfg.HTTPLimitPerIP})
 	if err := registerMetrics(reg, h, limiter, boots, rec.Collectors()); err != nil {
@@ -349,7 +354,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	requests, stop := context.WithCancel(context.Background())
 	return &Server{
-		reg: reg, ui: dash,
+		reg: reg, ui: dash, reach: reach,
 		cfg: cfg, log: log, state: st, sessions: rec, http: h, httpLis: lis, httpsLis: httpsLis, httpsPublic: hpu, grpc: gs, public: pu,
 		handler: httpapi.Limit(h.RequestHandler(requests), limiter), stopRequests: stop, limiter: limiter,
 	}, nil
@@ -426,6 +431,7 @@ func (s *Server) Run(ctx context.Context) error {
 	run := lifecycle.New(ctx)
 	base := run.Layer()
 	base.Go(s.state.Run)
+	base.Go(s.reach.Run)
 	record := run.Layer()
 	record.Go(s.sessions.Run)
 	if s.state.WaitReady(run.Stopping()) != nil || s.sessions.WaitReady(run.Stopping()) != nil {
@@ -453,6 +459,10 @@ func (s *Server) Run(ctx context.Context) error {
 		"limited", s.limiter.Limited.Load(), "panics", s.http.Panics.Load())
 	return err
 }
+
+// Offline reports whether bootapi serves as cut off from etcd (its probe of
+// etcd fails): pending jobs withheld, reports answered 503.
+func (s *Server) Offline() bool { return !s.reach.Online() }
 
 // serveHTTP serves the HTTP endpoint on lis until ctx ends, then shuts it down
 // gracefully; requests that outlive the shutdown's bound have their work stopped

@@ -36,6 +36,7 @@ import (
 	"github.com/bootchain/bootchain/pkg/session"
 	"github.com/bootchain/bootchain/pkg/store"
 	"github.com/bootchain/bootchain/services/dhcpd/internal/admin"
+	"github.com/bootchain/bootchain/services/dhcpd/internal/journal"
 	"github.com/bootchain/bootchain/services/dhcpd/internal/lease"
 	"github.com/bootchain/bootchain/services/dhcpd/internal/ra"
 	"github.com/bootchain/bootchain/services/dhcpd/internal/server"
@@ -94,6 +95,15 @@ type Config struct {
 	// local segment); beyond them packets are dropped and counted. Zero limits
 	// are off. See docs/dhcpd.md for sizing.
 	LimitPerMAC, LimitPerIP ratelimit.Limit
+	// DataDir holds the journal of leases renewed while etcd could not commit
+	// (docs/dhcpd.md, "Cut off from etcd"); empty: no renewals then.
+	DataDir string
+	// OfflineGrace keeps every bound lease from other clients this long past
+	// its expiry, and bounds the renewals granted while etcd cannot commit;
+	// default 1h, negative: none.
+	OfflineGrace time.Duration
+	// ReachInterval is how often etcd is probed (store.Reach); default 1s.
+	ReachInterval time.Duration
 	// Seed is written as the site's DHCP settings when the site has none.
 	Seed *bootapiv1.SiteDhcp
 	// TracerProvider for boot-session hops; default the global one.
@@ -124,6 +134,7 @@ func DefaultConfig() Config {
 		Workers: 512, ReplyBurst: 16, LeaseWriters: 4, LeaseBatch: 128, OfferHold: 30 * time.Second,
 		ReclaimInterval: 10 * time.Second, ChainloadWindow: 2 * time.Minute,
 		LimitPerMAC: DefaultLimitPerMAC, LimitPerIP: DefaultLimitPerIP,
+		OfflineGrace: time.Hour, ReachInterval: time.Second,
 	}
 }
 
@@ -133,7 +144,7 @@ func Component() daemon.Component {
 	cfg := DefaultConfig()
 	var seed SeedFlags
 	return daemon.Component{
-		Name: "dhcpd", Advertise: true,
+		Name: "dhcpd", Advertise: true, DataDir: "/var/lib/bootchain/dhcpd",
 		AddFlags: func(fs *flag.FlagSet, prefix string) {
 			cfg.AddFlags(fs, prefix)
 			seed.AddFlags(fs, prefix)
@@ -148,7 +159,7 @@ func Component() daemon.Component {
 				c.Advertise = env.Advertise
 			}
 			c.Store, c.Logger, c.Site, c.TracerProvider = env.Store, env.Logger, env.Site, env.Tracer("dhcpd")
-			c.Audit = env.Audit
+			c.Audit, c.DataDir = env.Audit, env.DataDir
 			return New(c)
 		},
 	}
@@ -192,6 +203,8 @@ type Server struct {
 	grpc     *grpcserver.Server
 	writer   *lease.EtcdWriter
 	alloc    *lease.Allocator
+	reach    *store.Reach
+	journal  *journal.Journal
 	handler  *server.Handler
 	rec      *session.Recorder
 	leases   *store.Cache[*dhcpdv1.Lease]
@@ -231,6 +244,9 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	if cfg.OfflineGrace == 0 {
+		cfg.OfflineGrace = def.OfflineGrace
+	}
 	if cfg.Name == "" {
 		cfg.Name, _ = os.Hostname()
 	}
@@ -255,9 +271,26 @@ func New(cfg Config) (*Server, error) {
 		adv = serverIP
 	}
 	s := &Server{cfg: cfg, log: log, defaults: server.Defaults{Advertise: adv}, ready: make(chan struct{})}
+	built := false
+	defer func() {
+		if !built && s.journal != nil {
+			s.journal.Close()
+		}
+	}()
 	s.writer = lease.NewEtcdWriter(cfg.Store, cfg.Site, cfg.LeaseWriters, cfg.LeaseBatch)
 	s.writer.Logger = log
-	s.alloc = lease.New(lease.Config{Site: cfg.Site, Server: cfg.Name, Writer: s.writer, OfferHold: cfg.OfferHold})
+	s.reach = store.NewReach(cfg.Store, cfg.ReachInterval)
+	lcfg := lease.Config{Site: cfg.Site, Server: cfg.Name, Writer: s.writer, OfferHold: cfg.OfferHold, OfflineGrace: max(cfg.OfflineGrace, 0)}
+	if cfg.DataDir != "" {
+		if s.journal, err = journal.Open(cfg.DataDir); err != nil {
+			return nil, fmt.Errorf("dhcpd: %w", err)
+		}
+		if n := s.journal.Damaged(); n > 0 {
+			log.Warn("offline-renewal journal had damaged lines; skipped", "lines", n)
+		}
+		lcfg.Journal = s.journal
+	}
+	s.alloc = lease.New(lcfg)
 	s.boots = opshttp.NewBoots("dhcpd")
 	s.rec, err = session.New(session.Config{Store: cfg.Store, Service: "dhcpd", Site: cfg.Site, TracerProvider: cfg.TracerProvider, Logger: cfg.Logger,
 		OnHop: s.boots.OnHop, OnFinish: s.boots.OnFinish})
@@ -274,7 +307,7 @@ func New(cfg Config) (*Server, error) {
 	s.handler = server.New(server.Config{
 		Site: cfg.Site, ServerIP: serverIP, Local: local, Alloc: s.alloc, Sessions: s.rec,
 		ChainloadWindow: cfg.ChainloadWindow, Logger: log, Machines: s.machine,
-		PerMAC: cfg.LimitPerMAC, PerIP: cfg.LimitPerIP,
+		PerMAC: cfg.LimitPerMAC, PerIP: cfg.LimitPerIP, Offline: s.offline,
 	})
 
 	udp, err := net.ResolveUDPAddr("udp4", cfg.ListenAddr)
@@ -333,6 +366,7 @@ func New(cfg Config) (*Server, error) {
 		}
 	}
 	dhcpdv1.RegisterLeaseServiceServer(s.grpc.GRPC, &admin.Server{Site: cfg.Site, Store: cfg.Store, Leases: s.leases, Alloc: s.alloc})
+	built = true
 	return s, nil
 }
 
@@ -436,8 +470,13 @@ type Stats struct {
 	// panics: packets whose handling panicked (dropped) and lease transactions
 	// that did (their writes failed; the clients retransmit).
 	LimitedMAC, LimitedIP, Panics uint64
-	// Requests left unanswered: no address free, or etcd failed.
-	Exhausted, StoreErrors uint64
+	// Requests left unanswered: no address free, or etcd failed, or etcd was
+	// unreachable and the client held no lease to renew.
+	Exhausted, StoreErrors, OfflineRefused uint64
+	// OfflineRenewals are leases renewed while etcd was unreachable; Replayed,
+	// ReplayCurrent and ReplayConflicts what became of them once it was back
+	// (written; etcd had them or newer; another lease won).
+	OfflineRenewals, Replayed, ReplayCurrent, ReplayConflicts uint64
 	// LeaseTxns and LeaseWrites are the etcd transactions and lease writes
 	// committed.
 	LeaseTxns, LeaseWrites uint64
@@ -457,7 +496,9 @@ func (s *Server) Stats() Stats {
 		Malformed: h.Malformed.Load(), WrongOp: h.WrongOp.Load(), BadHardware: h.BadHardware.Load(), NoMessageType: h.NoMessageType.Load(),
 		NoSubnet: h.NoSubnet.Load(), NotForUs: h.NotForUs.Load(), NotPXE: h.NotPXE.Load(), UnknownRelay: h.UnknownRelay.Load(),
 		Unsupported: h.Unsupported.Load(), Overrun: h.Overrun.Load(),
-		Exhausted: h.Exhausted.Load(), StoreErrors: h.StoreErrors.Load(),
+		Exhausted: h.Exhausted.Load(), StoreErrors: h.StoreErrors.Load(), OfflineRefused: h.OfflineRefused.Load(),
+		OfflineRenewals: s.alloc.Offline.Renewals.Load(), Replayed: s.alloc.Offline.Replayed.Load(),
+		ReplayCurrent: s.alloc.Offline.Current.Load(), ReplayConflicts: s.alloc.Offline.Conflicts.Load(),
 		LimitedMAC: h.LimitedMAC.Load(), LimitedIP: h.LimitedIP.Load(), Panics: h.Panics.Load(),
 	}
 	st.LeaseTxns, st.LeaseWrites = s.writer.Stats()
@@ -469,6 +510,57 @@ func (s *Server) Stats() Stats {
 		st.RouterAdvertisements = s.ra.Stats.Advertisements.Load()
 	}
 	return st
+}
+
+// offline reports that etcd cannot commit: only held leases are renewed.
+func (s *Server) offline() bool { return s.journal != nil && !s.reach.Online() }
+
+// Offline reports whether dhcpd serves as cut off from etcd (its probe of
+// etcd fails and it has a journal).
+func (s *Server) Offline() bool { return s.offline() }
+
+// JournalLen is the number of offline renewals not yet replayed into etcd.
+func (s *Server) JournalLen() int {
+	if s.journal == nil {
+		return 0
+	}
+	return s.journal.Len()
+}
+
+// replayEvery is how often replay retries records etcd did not take.
+const replayEvery = 5 * time.Second
+
+// replay writes the journaled offline renewals into etcd whenever etcd
+// commits: at once when it comes back, then every replayEvery while records
+// are left (etcd failed for them).
+func (s *Server) replay(ctx context.Context) error {
+	if s.journal == nil {
+		return nil
+	}
+	t := time.NewTicker(replayEvery)
+	defer t.Stop()
+	for {
+		changed := s.reach.Changed()
+		if s.reach.Online() && s.journal.Len() > 0 {
+			n := s.journal.Len()
+			left, err := s.alloc.ReplayJournal(ctx, s.journal, func(rec, winner *dhcpdv1.Lease) {
+				s.log.Warn("offline renewal dropped: a newer lease holds the address", "ip", rec.GetIp(), "mac", rec.GetMac(),
+					"winner_mac", winner.GetMac(), "winner_server", winner.GetServer())
+			})
+			switch {
+			case err != nil && ctx.Err() == nil:
+				s.log.Warn("offline renewals not all replayed; retrying", "left", left, "err", err)
+			case err == nil:
+				s.log.Info("offline renewals replayed into etcd", "records", n)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-changed:
+		case <-t.C:
+		}
+	}
 }
 
 // Sessions is the boot-session recorder (for tests: Flush).
@@ -497,6 +589,10 @@ func (s *Server) Run(ctx context.Context) error {
 	run := lifecycle.New(ctx)
 	writes := run.Layer()
 	writes.Go(s.writer.Run)
+	writes.Go(s.reach.Run)
+	if s.journal != nil {
+		writes.OnStop(func() { s.journal.Close() })
+	}
 	for _, c := range []func(context.Context) error{s.leases.Run, s.blocks.Run, s.sites.Run, s.machines.Run} {
 		writes.Go(c)
 	}
@@ -537,6 +633,7 @@ func (s *Server) Run(ctx context.Context) error {
 	// addresses: the first snapshot is applied before the first packet.
 	leasesLoaded := make(chan struct{})
 	derive.Go(func(ctx context.Context) error { return s.feedLeases(ctx, leasesLoaded) })
+	derive.Go(s.replay)
 	derive.Go(s.watchSites)
 	derive.Go(s.watchMachines)
 	select {

@@ -51,10 +51,19 @@ type rig struct {
 // startDHCPD runs a dhcpd on the lab bridge (198.18.0.1/24) in the lab's main namespace.
 func startDHCPD(t *testing.T, l *lab.Lab, st *store.Store, s *bootapiv1.SiteDhcp) *rig {
 	t.Helper()
+	return startDHCPDWith(t, l, st, s, nil)
+}
+
+// startDHCPDWith is startDHCPD with more of the Config set by more.
+func startDHCPDWith(t *testing.T, l *lab.Lab, st *store.Store, s *bootapiv1.SiteDhcp, more func(*dhcpd.Config)) *rig {
+	t.Helper()
 	cfg := dhcpd.DefaultConfig()
 	cfg.Store, cfg.Site, cfg.Interface, cfg.Seed, cfg.Name = st, "lab", l.Bridge(), s, "t"
 	cfg.GRPC.Addr, cfg.HTTPAddr = "127.0.0.1:0", "127.0.0.1:0"
 	cfg.Advertise = "198.18.0.1"
+	if more != nil {
+		more(&cfg)
+	}
 	var srv *dhcpd.Server
 	if err := l.Main().Do(func() (err error) { srv, err = dhcpd.New(cfg); return err }); err != nil {
 		t.Fatal(err)

@@ -134,6 +134,7 @@ func (c *Config) AddFlags(fs *flag.FlagSet, prefix string) {
 	fs.StringVar(&c.ServerIP, prefix+"server-ip", c.ServerIP, "server identifier and next-server (default: the interface's address)")
 	fs.StringVar(&c.Name, prefix+"name", c.Name, "replica name written into leases (default: host name)")
 	fs.IntVar(&c.Workers, prefix+"workers", c.Workers, "packets answered concurrently")
+	fs.DurationVar(&c.OfflineGrace, prefix+"offline-grace", c.OfflineGrace, "how long past its expiry a bound lease stays its client's, on every replica, and how far renewals may go while etcd cannot commit (docs/dhcpd.md)")
 	fs.IntVar(&c.ReplyBurst, prefix+"reply-burst", c.ReplyBurst, "most replies sent back to back before arriving requests pace them (0: unpaced)")
 	fs.Var(&c.LimitPerMAC, prefix+"limit-per-mac", "packets one client MAC may send: RATE/s,BURST, or off (over it: dropped and counted)")
 	fs.Var(&c.LimitPerIP, prefix+"limit-per-ip", "packets one source address (a relay; 0.0.0.0 for local unconfigured clients) may send: RATE/s,BURST, or off")

@@ -14,6 +14,7 @@ type collector struct {
 	received, replies, drops, limited, panics    *prometheus.Desc
 	unanswered, leaseTxns, leaseWrites, queue    *prometheus.Desc
 	poolSize, poolLeases, raPackets, leasesKnown *prometheus.Desc
+	reachable, offlineRenewals, journal, replays *prometheus.Desc
 }
 
 func newCollector(s *Server) *collector {
@@ -22,25 +23,29 @@ func newCollector(s *Server) *collector {
 		return prometheus.NewDesc("bootchain_dhcpd_"+name, help, labels, site)
 	}
 	return &collector{
-		s:           s,
-		received:    d("packets_received_total", "DHCP messages received and handled, by message type.", "type"),
-		replies:     d("replies_sent_total", "DHCP replies sent, by message type (offer, ack, nak).", "type"),
-		drops:       d("packets_dropped_total", "Packets dropped unanswered, by reason.", "reason"),
-		limited:     d("rate_limited_total", "Packets dropped by a rate limit, by limit (mac, ip).", "limit"),
-		panics:      d("panics_total", "Packets and lease transactions whose handling panicked (recovered)."),
-		unanswered:  d("requests_unanswered_total", "Requests left unanswered, by reason (exhausted: no address free; store_error: etcd failed).", "reason"),
-		leaseTxns:   d("lease_transactions_total", "etcd transactions committed by the lease writer."),
-		leaseWrites: d("lease_writes_total", "Lease records written to etcd."),
-		queue:       d("lease_write_queue_depth", "Lease writes waiting for an etcd transaction."),
-		poolSize:    d("pool_addresses", "Addresses in the pools of each subnet.", "subnet"),
-		poolLeases:  d("pool_leases", "Pool addresses with a lease record, by subnet and state (bound, offered).", "subnet", "state"),
-		raPackets:   d("router_advertisement_packets_total", "IPv6 router solicitations answered or ignored and advertisements sent.", "kind"),
-		leasesKnown: d("lease_records", "Lease records of the site this replica knows."),
+		s:               s,
+		received:        d("packets_received_total", "DHCP messages received and handled, by message type.", "type"),
+		replies:         d("replies_sent_total", "DHCP replies sent, by message type (offer, ack, nak).", "type"),
+		drops:           d("packets_dropped_total", "Packets dropped unanswered, by reason.", "reason"),
+		limited:         d("rate_limited_total", "Packets dropped by a rate limit, by limit (mac, ip).", "limit"),
+		panics:          d("panics_total", "Packets and lease transactions whose handling panicked (recovered)."),
+		unanswered:      d("requests_unanswered_total", "Requests left unanswered, by reason (exhausted: no address free; store_error: etcd failed; offline: etcd unreachable and the client holds no lease).", "reason"),
+		leaseTxns:       d("lease_transactions_total", "etcd transactions committed by the lease writer."),
+		leaseWrites:     d("lease_writes_total", "Lease records written to etcd."),
+		queue:           d("lease_write_queue_depth", "Lease writes waiting for an etcd transaction."),
+		poolSize:        d("pool_addresses", "Addresses in the pools of each subnet.", "subnet"),
+		poolLeases:      d("pool_leases", "Pool addresses with a lease record, by subnet and state (bound, offered).", "subnet", "state"),
+		raPackets:       d("router_advertisement_packets_total", "IPv6 router solicitations answered or ignored and advertisements sent.", "kind"),
+		leasesKnown:     d("lease_records", "Lease records of the site this replica knows."),
+		reachable:       d("etcd_reachable", "1 while etcd commits (its probe answers), 0 while this dhcpd serves cut off from it."),
+		offlineRenewals: d("offline_renewals_total", "Leases renewed while etcd was unreachable (journaled before the ACK)."),
+		journal:         d("offline_journal_records", "Offline renewals journaled and not yet replayed into etcd."),
+		replays:         d("offline_replays_total", "Journaled renewals replayed, by outcome (written; current: etcd had it or newer; conflict: another lease won).", "outcome"),
 	}
 }
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.received, c.replies, c.drops, c.limited, c.panics, c.unanswered, c.leaseTxns, c.leaseWrites, c.queue, c.poolSize, c.poolLeases, c.raPackets, c.leasesKnown} {
+	for _, d := range []*prometheus.Desc{c.received, c.replies, c.drops, c.limited, c.panics, c.unanswered, c.leaseTxns, c.leaseWrites, c.queue, c.poolSize, c.poolLeases, c.raPackets, c.leasesKnown, c.reachable, c.offlineRenewals, c.journal, c.replays} {
 		ch <- d
 	}
 }
@@ -71,6 +76,17 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.panics, st.Panics)
 	counter(c.unanswered, st.Exhausted, "exhausted")
 	counter(c.unanswered, st.StoreErrors, "store_error")
+	counter(c.unanswered, st.OfflineRefused, "offline")
+	reachable := uint64(1)
+	if !c.s.reach.Online() {
+		reachable = 0
+	}
+	gauge(c.reachable, reachable)
+	counter(c.offlineRenewals, st.OfflineRenewals)
+	gauge(c.journal, uint64(c.s.JournalLen()))
+	counter(c.replays, st.Replayed, "written")
+	counter(c.replays, st.ReplayCurrent, "current")
+	counter(c.replays, st.ReplayConflicts, "conflict")
 	counter(c.leaseTxns, st.LeaseTxns)
 	counter(c.leaseWrites, st.LeaseWrites)
 	gauge(c.queue, uint64(c.s.writer.QueueLen()))

@@ -2,12 +2,14 @@ package e2e
 
 import (
 	"context"
+	"io"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -79,7 +81,7 @@ func TestReportWire(t *testing.T) {
 			cmd := exec.CommandContext(ctx, "/bin/busybox", "sh", "-c", script, "sh", lib, cmdline)
 			// busybox runs its applets (wget, timeout) from PATH, as in the initrd.
 			bin := t.TempDir()
-			for _, a := range []string{"wget", "timeout", "cat", "sleep", "sed", "rm"} {
+			for _, a := range []string{"wget", "timeout", "cat", "sleep", "sed", "rm", "date", "tail"} {
 				if err := os.Symlink("/bin/busybox", filepath.Join(bin, a)); err != nil {
 					t.Fatal(err)
 				}
@@ -179,5 +181,71 @@ func TestCallbackServerWaitState(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("WaitState did not return")
+	}
+}
+
+// TestReportRetriesUnavailable: the initramfs's report keeps trying while
+// bootapi answers 503 (a site cut off from etcd) and stops at once on a
+// refusal (403), with the host's busybox as inside the VM.
+func TestReportRetriesUnavailable(t *testing.T) {
+	if _, err := os.Stat("/bin/busybox"); err != nil {
+		t.Skip("no /bin/busybox (install busybox-static)")
+	}
+	dir := t.TempDir()
+	lib := filepath.Join(dir, "bootchain.sh")
+	if err := os.WriteFile(lib, bootchainLib, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	bin := t.TempDir()
+	for _, a := range []string{"wget", "timeout", "cat", "sleep", "sed", "rm", "date", "tail"} {
+		if err := os.Symlink("/bin/busybox", filepath.Join(bin, a)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for name, tc := range map[string]struct {
+		answers      []int // status of each attempt; the last repeats
+		wantAttempts int
+		wantOK       bool
+	}{
+		"503 until etcd is back": {answers: []int{503, 503, 503, 200}, wantAttempts: 4, wantOK: true},
+		"403 is final":           {answers: []int{403}, wantAttempts: 1},
+	} {
+		t.Run(name, func(t *testing.T) {
+			var mu sync.Mutex
+			attempts := 0
+			srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				mu.Lock()
+				code := tc.answers[min(attempts, len(tc.answers)-1)]
+				attempts++
+				mu.Unlock()
+				if code == 503 {
+					w.Header().Set("Retry-After", "10")
+				}
+				w.WriteHeader(code)
+				io.WriteString(w, "ok j running\n")
+			})}
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			go srv.Serve(ln)
+			defer srv.Close()
+			cmdline := filepath.Join(t.TempDir(), "cmdline")
+			os.WriteFile(cmdline, []byte("bootchain.callback=http://"+ln.Addr().String()+"/report?job=j bootchain.token=t\n"), 0o644)
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			defer cancel()
+			script := `. "$1"; bootchain_cmdline "$2"; REPORT_FOR=60; report running 50 "up"`
+			cmd := exec.CommandContext(ctx, "/bin/busybox", "sh", "-c", script, "sh", lib, cmdline)
+			cmd.Env = []string{"PATH=" + bin}
+			out, err := cmd.CombinedOutput()
+			if ok := err == nil; ok != tc.wantOK {
+				t.Errorf("report returned %v, want success %v; output:\n%s", err, tc.wantOK, out)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if attempts != tc.wantAttempts {
+				t.Errorf("%d attempts, want %d; output:\n%s", attempts, tc.wantAttempts, out)
+			}
+		})
 	}
 }

@@ -30,6 +30,27 @@ func Start(t testing.TB) *Etcd {
 	return &Etcd{Etcd: e, Dir: dir}
 }
 
+// Restart stops e and starts it again on the same data and addresses: etcd
+// is unreachable in between, as for a site cut off from the core (pass a
+// function to run while it is down). The restarted etcd stops when the test
+// ends.
+func (e *Etcd) Restart(t testing.TB, whileDown func()) {
+	t.Helper()
+	client, peer := e.Endpoints()[0], e.PeerAddr()
+	e.Etcd.Close()
+	if whileDown != nil {
+		whileDown()
+	}
+	n, err := etcdembed.Start(context.Background(), etcdembed.Config{
+		Dir: e.Dir, ClientAddr: client, PeerAddr: peer, UnsafeNoFsync: true,
+	})
+	if err != nil {
+		t.Fatalf("embedded etcd restart: %v", err)
+	}
+	e.Etcd = n
+	t.Cleanup(n.Close)
+}
+
 // Client opens a Store on e, closed when the test ends.
 func (e *Etcd) Client(t testing.TB) *store.Store {
 	t.Helper()

@@ -60,8 +60,16 @@ urlencode() {
 	printf '%s' "$out"
 }
 
-# report STATE PROGRESS MESSAGE: POST one report to $CALLBACK; up to 3 attempts of
-# at most 10 s each. Returns 0 when the server answered 2xx.
+# REPORT_FOR is how long report keeps trying, in seconds: a site cut off from
+# etcd answers 503 (Retry-After) until etcd is back, and bootapi replicas
+# restart; minutes, not seconds.
+REPORT_FOR=${REPORT_FOR:-300}
+
+# report STATE PROGRESS MESSAGE: POST one report to $CALLBACK, each attempt at
+# most 10 s, again and again (waits of 1, 2, 4, 8, then 10 s) for REPORT_FOR
+# seconds while the server does not answer or answers 5xx, 408 or 429. Another
+# 4xx is a refusal that repeating does not change: it stops at once. Returns 0
+# when the server answered 2xx.
 report() {
 	if [ -z "$CALLBACK" ]; then
 		say "no callback on cmdline, not reporting $1"
@@ -70,14 +78,16 @@ report() {
 	body="state=$(urlencode "$1")&progress=$(urlencode "$2")&message=$(urlencode "$3")"
 	[ -n "$TOKEN" ] && body="$body&token=$(urlencode "$TOKEN")"
 	n=1
-	while [ "$n" -le 3 ]; do
+	wait=1
+	deadline=$(($(date +%s) + REPORT_FOR))
+	while :; do
 		if [ -n "$TRACEPARENT" ]; then
-			timeout 10 wget -q -O /tmp/bootchain-response \
+			timeout 10 wget -S -q -O /tmp/bootchain-response \
 				--header "traceparent: $TRACEPARENT" \
-				--post-data "$body" "$CALLBACK"
+				--post-data "$body" "$CALLBACK" 2>/tmp/bootchain-status
 		else
-			timeout 10 wget -q -O /tmp/bootchain-response \
-				--post-data "$body" "$CALLBACK"
+			timeout 10 wget -S -q -O /tmp/bootchain-response \
+				--post-data "$body" "$CALLBACK" 2>/tmp/bootchain-status
 		fi
 		rc=$?
 		if [ "$rc" -eq 0 ]; then
@@ -87,12 +97,23 @@ report() {
 				say "token exchanged"
 			fi
 			say "callback $1 ok"
-			rm -f /tmp/bootchain-response
+			rm -f /tmp/bootchain-response /tmp/bootchain-status
 			return 0
 		fi
-		say "callback $1 attempt $n failed (exit $rc)"
+		code=$(sed -n 's/^ *HTTP\/[0-9.]* \([0-9][0-9][0-9]\).*/\1/p' /tmp/bootchain-status 2>/dev/null | tail -n 1)
+		say "callback $1 attempt $n failed (exit $rc, status ${code:-none})"
+		case "$code" in
+		408 | 429) ;;
+		4??)
+			say "callback $1 refused"
+			return 1
+			;;
+		esac
+		[ "$(date +%s)" -ge "$deadline" ] && break
+		sleep "$wait"
+		wait=$((wait * 2))
+		[ "$wait" -gt 10 ] && wait=10
 		n=$((n + 1))
-		sleep 1
 	done
 	say "callback $1 failed"
 	return 1

@@ -41,6 +41,9 @@ var (
 	ErrNotFound   = errors.New("artifact not found")
 	ErrReferenced = errors.New("artifact referenced by profiles")
 	ErrOrigin     = errors.New("origin artifactstore")
+	// ErrOriginUnreachable: the origin did not answer (a site cut off from
+	// the core); it wraps ErrOrigin. Retry later.
+	ErrOriginUnreachable = errors.New("origin unreachable")
 	// ErrExists: the name holds other content and the request did not name it.
 	ErrExists = errors.New("artifact exists")
 	// ErrStale: the request named a sha256 the artifact no longer has.
@@ -50,6 +53,25 @@ var (
 	// ErrUntrusted: a replica's trusted keys do not verify the artifact's signature.
 	ErrUntrusted = errors.New("artifact signature not trusted")
 )
+
+// originErr wraps an error of a call to the origin: ErrOriginUnreachable when
+// the origin did not answer (no connection, or none within the deadline),
+// else ErrOrigin (it answered wrongly).
+func originErr(op, name string, err error) error {
+	switch status.Code(err) {
+	case codes.Unavailable, codes.DeadlineExceeded:
+		// gRPC reports a refused TLS handshake (an origin certificate this
+		// replica does not trust) as Unavailable too: that is a wrong
+		// answer, which waiting does not mend.
+		if !strings.Contains(err.Error(), "authentication handshake failed") {
+			return fmt.Errorf("%w: %w: %s %q: %w", ErrOrigin, ErrOriginUnreachable, op, name, err)
+		}
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("%w: %w: %s %q: %w", ErrOrigin, ErrOriginUnreachable, op, name, err)
+	}
+	return fmt.Errorf("%w: %s %q: %w", ErrOrigin, op, name, err)
+}
 
 // FieldError is a request field that is wrong.
 type FieldError struct {
@@ -252,7 +274,7 @@ func (c *Catalog) Lookup(ctx context.Context, n string) (*artifactv1.Artifact, e
 		if isNotFound(err) {
 			return nil, fmt.Errorf("%w: %q (not at the origin either)", ErrNotFound, n)
 		}
-		return nil, fmt.Errorf("%w: stat %q: %w", ErrOrigin, n, err)
+		return nil, originErr("stat", n, err)
 	}
 	c.mu.Lock()
 	c.remote[n] = remoteEntry{a: resp.GetArtifact(), when: time.Now()}
@@ -348,7 +370,7 @@ func (c *Catalog) retryOrigin(ctx context.Context, op func() error) error {
 func (c *Catalog) pullOnce(ctx context.Context, a *artifactv1.Artifact) error {
 	stream, err := c.cfg.Origin.Read(ctx, &artifactv1.ReadRequest{Name: a.GetName(), Sha256: a.GetSha256()})
 	if err != nil {
-		return fmt.Errorf("%w: read %q: %w", ErrOrigin, a.GetName(), err)
+		return originErr("read", a.GetName(), err)
 	}
 	w, err := c.cfg.Blobs.Create()
 	if err != nil {
@@ -361,7 +383,7 @@ func (c *Catalog) pullOnce(ctx context.Context, a *artifactv1.Artifact) error {
 			break
 		}
 		if err != nil {
-			return fmt.Errorf("%w: read %q: %w", ErrOrigin, a.GetName(), err)
+			return originErr("read", a.GetName(), err)
 		}
 		if _, err := w.Write(msg.GetChunk()); err != nil {
 			return err

@@ -204,6 +204,11 @@ func (h *Handler) lookupError(w http.ResponseWriter, err error) result {
 		return plain(w, http.StatusBadRequest, err)
 	case errors.Is(err, catalog.ErrNotFound):
 		return plain(w, http.StatusNotFound, err)
+	case errors.Is(err, catalog.ErrOriginUnreachable):
+		// Not pulled yet and the origin does not answer (a site cut off from
+		// the core): not a bad gateway, a temporary state. Retry.
+		w.Header().Set("Retry-After", strconv.Itoa(int(OriginRetryAfter/time.Second)))
+		return plain(w, http.StatusServiceUnavailable, err)
 	case errors.Is(err, catalog.ErrOrigin), errors.Is(err, catalog.ErrUntrusted):
 		return plain(w, http.StatusBadGateway, err)
 	case errors.Is(err, catalog.ErrCorrupt):
@@ -213,6 +218,10 @@ func (h *Handler) lookupError(w http.ResponseWriter, err error) result {
 	}
 	return plain(w, http.StatusInternalServerError, err)
 }
+
+// OriginRetryAfter is what a 503 for an unreachable origin asks the client to
+// wait.
+const OriginRetryAfter = 10 * time.Second
 
 // plain answers with a short text error.
 func plain(w http.ResponseWriter, code int, err error) result {

@@ -84,6 +84,12 @@ func (h *Handler) report(ctx context.Context, rc *fasthttp.RequestCtx) {
 		httpError(rc, "job and token are required", fasthttp.StatusBadRequest)
 		return
 	}
+	if h.offline() {
+		// Nothing can be recorded: the installer retries (test/e2e's
+		// initramfs does for minutes), and its report lands once etcd is back.
+		unavailable(rc, "etcd unreachable: report not recorded, retry")
+		return
+	}
 	ip := remoteIP(rc)
 	now := h.cfg.Now()
 	var code int
@@ -154,7 +160,7 @@ func (h *Handler) report(ctx context.Context, rc *fasthttp.RequestCtx) {
 		return
 	case err != nil:
 		h.log.Error("report not recorded", "job", id, "err", err)
-		httpError(rc, "report not recorded, retry", fasthttp.StatusServiceUnavailable)
+		unavailable(rc, "report not recorded, retry")
 		return
 	}
 	h.Reports.Add(1)

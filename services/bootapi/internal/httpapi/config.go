@@ -33,6 +33,14 @@ func (h *Handler) config(ctx context.Context, rc *fasthttp.RequestCtx, query []b
 		return
 	}
 	in, jit := h.input(mac, q.profile)
+	withheld := ""
+	if in.Job.GetState() == bootapiv1.JobState_JOB_STATE_PENDING && h.offline() {
+		// A dispatch is a committed compare-and-swap before the script goes
+		// out (one render per job, a token etcd knows): without etcd the
+		// machine boots its default and gets the job once etcd is back.
+		withheld = "job " + in.Job.GetId() + " withheld: etcd unreachable"
+		in.Job, jit = nil, store.Item[*bootapiv1.Job]{}
+	}
 	if rc.IsHead() {
 		// HEAD changes nothing: no dispatch, no discovered record, no session,
 		// no sighting. Its headers are those of the script the machine would get
@@ -71,6 +79,10 @@ func (h *Handler) config(ctx context.Context, rc *fasthttp.RequestCtx, query []b
 	// audit (P6): the revision of a dispatch, recorded before its script goes out.
 	ctx, revs := store.WithRevisions(ctx)
 	s, jobID := h.answer(ctx, in, jit, sess, ip)
+	if withheld != "" {
+		h.Withheld.Add(1)
+		s.Detail += "; " + withheld
+	}
 	if jobID != "" {
 		h.auditDispatch(ctx, rc, mac, in.Machine.GetSite(), jobID, revs.Last())
 	}

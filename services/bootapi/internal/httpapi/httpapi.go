@@ -67,6 +67,10 @@ type Config struct {
 	// UI serves the dashboard's requests, everything under /ui (package ui,
 	// which authenticates them); nil: 404.
 	UI func(base context.Context, rc *fasthttp.RequestCtx)
+	// Offline reports that etcd cannot commit (store.Reach): pending jobs are
+	// withheld and reports answered 503 (docs/bootapi.md, "Cut off from
+	// etcd"); nil: always online.
+	Offline func() bool
 }
 
 // Handler is the HTTP API.
@@ -78,7 +82,9 @@ type Handler struct {
 	// What was answered, for bootapi's summary when it stops; Panics are
 	// requests whose handler panicked (answered 500).
 	Scripts, Dispatches, Reports, Rejected, Panics atomic.Int64
-	metrics                                        *metrics
+	// Withheld are pending jobs not dispatched because etcd was unreachable.
+	Withheld atomic.Int64
+	metrics  *metrics
 	// metricsHandler serves Config.Metrics; nil without it.
 	metricsHandler fasthttp.RequestHandler
 }

@@ -20,7 +20,7 @@ func newMetrics() *metrics {
 			Name: "bootchain_bootapi_scripts_total", Help: "Boot scripts served, by the decision rule that chose them.",
 		}, []string{"rule"}),
 		callbacks: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "bootchain_bootapi_callbacks_total", Help: "Installer reports (POST /ipxe/v1/report), by result (accepted, refused, not_found, bad_request, error).",
+			Name: "bootchain_bootapi_callbacks_total", Help: "Installer reports (POST /ipxe/v1/report), by result (accepted, refused, not_found, bad_request, unavailable: 503, etcd unreachable or the write failed; error).",
 		}, []string{"result"}),
 	}
 }
@@ -37,6 +37,8 @@ func (m *metrics) callback(code int) {
 		r = "refused"
 	case code < 500:
 		r = "bad_request"
+	case code == 503:
+		r = "unavailable"
 	}
 	m.callbacks.WithLabelValues(r).Inc()
 }
@@ -51,6 +53,8 @@ var (
 	descDispatches = prometheus.NewDesc("bootchain_bootapi_dispatches_total", "Jobs dispatched (moved pending to dispatched by a script request).", nil, nil)
 	descRejected   = prometheus.NewDesc("bootchain_bootapi_requests_rejected_total", "Script and report requests refused as malformed or unauthorized.", nil, nil)
 	descPanics     = prometheus.NewDesc("bootchain_bootapi_http_panics_total", "HTTP requests whose handler panicked (answered 500).", nil, nil)
+	descWithheld   = prometheus.NewDesc("bootchain_bootapi_jobs_withheld_total", "Script requests whose pending job was withheld (the default served) because etcd was unreachable.", nil, nil)
+	descReachable  = prometheus.NewDesc("bootchain_bootapi_etcd_reachable", "1 while etcd commits (its probe answers), 0 while bootapi serves cut off from it.", nil, nil)
 	descJobs       = prometheus.NewDesc("bootchain_bootapi_jobs", "Jobs in etcd as this replica's cache holds them, by state.", []string{"state"}, nil)
 )
 
@@ -61,6 +65,8 @@ func (c handlerCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descRejected
 	ch <- descPanics
 	ch <- descJobs
+	ch <- descWithheld
+	ch <- descReachable
 }
 
 func (c handlerCollector) Collect(ch chan<- prometheus.Metric) {
@@ -68,6 +74,12 @@ func (c handlerCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descDispatches, prometheus.CounterValue, float64(h.Dispatches.Load()))
 	ch <- prometheus.MustNewConstMetric(descRejected, prometheus.CounterValue, float64(h.Rejected.Load()))
 	ch <- prometheus.MustNewConstMetric(descPanics, prometheus.CounterValue, float64(h.Panics.Load()))
+	ch <- prometheus.MustNewConstMetric(descWithheld, prometheus.CounterValue, float64(h.Withheld.Load()))
+	reachable := 1.0
+	if h.offline() {
+		reachable = 0
+	}
+	ch <- prometheus.MustNewConstMetric(descReachable, prometheus.GaugeValue, reachable)
 	// Every state is exported, zeros too, so a dashboard's series never vanish.
 	counts := map[bootapiv1.JobState]int{}
 	for st := range bootapiv1.JobState_name {

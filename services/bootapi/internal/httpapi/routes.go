@@ -179,6 +179,17 @@ func httpError(rc *fasthttp.RequestCtx, msg string, code int) {
 	rc.Response.Header.Set("X-Content-Type-Options", "nosniff")
 }
 
+// RetryAfter is what a 503 asks a client to wait before it retries.
+const RetryAfter = 10 * time.Second
+
+// unavailable answers 503 with Retry-After: nothing was recorded, retry.
+func unavailable(rc *fasthttp.RequestCtx, msg string) {
+	httpError(rc, msg, fasthttp.StatusServiceUnavailable)
+	rc.Response.Header.Set("Retry-After", strconv.Itoa(int(RetryAfter/time.Second)))
+}
+
+func (h *Handler) offline() bool { return h.cfg.Offline != nil && h.cfg.Offline() }
+
 func methodNotAllowed(rc *fasthttp.RequestCtx, allow string) {
 	httpError(rc, "Method Not Allowed", fasthttp.StatusMethodNotAllowed)
 	rc.Response.Header.Set("Allow", allow)

@@ -541,7 +541,7 @@ func (a *Allocator) dropOfferLocked(ip netip.Addr, mac string) {
 		return
 	}
 	e.local = nil
-	if e.l == nil && !e.busy {
+	if e.l == nil && e.offline == nil && !e.busy {
 		delete(a.leases, ip)
 	}
 	a.freedLocked(ip)

@@ -121,6 +121,13 @@ type Config struct {
 	Quarantine time.Duration
 	// Now is the clock; default time.Now.
 	Now func() time.Time
+	// OfflineGrace keeps a bound lease from other clients this long past its
+	// expiry, on every replica, and bounds the renewals granted while etcd is
+	// unreachable (RenewOffline); 0: none.
+	OfflineGrace time.Duration
+	// Journal records offline renewals; nil: no renewal while etcd is
+	// unreachable.
+	Journal Journal
 }
 
 type entry struct {
@@ -133,6 +140,9 @@ type entry struct {
 	busy bool
 	// wake, when set, is closed when busy ends (someone waits for it).
 	wake chan struct{}
+	// offline is this process's renewal of the lease while etcd was
+	// unreachable: journaled, not yet replayed into etcd.
+	offline *dhcpdv1.Lease
 }
 
 // Allocator is the in-memory view of a site's leases plus the logic that changes
@@ -164,6 +174,9 @@ type Allocator struct {
 	closed bool
 	// prefetching: a claim ahead of need is under way (prefetch).
 	prefetching bool
+
+	// Offline counts renewals while etcd was unreachable and their replay.
+	Offline OfflineStats
 }
 
 // New returns an empty Allocator.
@@ -239,7 +252,7 @@ func (a *Allocator) applyLocked(ip netip.Addr, l *dhcpdv1.Lease, rev int64, dele
 	if deleted || l == nil {
 		a.freedLocked(ip)
 		if e != nil {
-			if e.busy || e.local != nil {
+			if e.busy || e.local != nil || e.offline != nil {
 				e.l, e.rev = nil, rev
 			} else {
 				delete(a.leases, ip)
@@ -257,7 +270,7 @@ func (a *Allocator) applyLocked(ip netip.Addr, l *dhcpdv1.Lease, rev int64, dele
 	}
 	// A live lease outranks an offer from memory: of this address (someone got
 	// it), and of the client's other offer (it took this one).
-	if now := a.cfg.Now(); !live(l, now) {
+	if now := a.cfg.Now(); !a.held(l, now) {
 		a.freedLocked(ip)
 	} else {
 		if e.local != nil {
@@ -296,7 +309,10 @@ func (a *Allocator) usableLocked(ip netip.Addr, mac string, now time.Time) bool 
 	if live(e.local, now) && e.local.GetMac() != mac {
 		return false
 	}
-	if !live(e.l, now) {
+	if a.held(e.offline, now) && e.offline.GetMac() != mac {
+		return false
+	}
+	if !a.held(e.l, now) {
 		return true
 	}
 	return e.l.GetMac() == mac && e.l.GetState() != dhcpdv1.LeaseState_LEASE_STATE_DECLINED
@@ -403,7 +419,7 @@ func (a *Allocator) writeLocked(ctx context.Context, ip netip.Addr, w Write) Res
 	case errors.Is(res.Err, ErrConflict):
 		a.applyLocked(ip, res.Current, res.CurrentRev, res.Current == nil)
 	}
-	if e := a.leases[ip]; e != nil && e.l == nil && e.local == nil && !e.busy {
+	if e := a.leases[ip]; e != nil && e.l == nil && e.local == nil && e.offline == nil && !e.busy {
 		delete(a.leases, ip)
 	}
 	return res
@@ -476,8 +492,11 @@ func (a *Allocator) Bind(ctx context.Context, c Client, ip netip.Addr, sub *Subn
 		if e != nil {
 			cur, prev = e.l, e.rev
 		}
-		if live(cur, now) && cur.GetMac() != c.MAC {
+		if a.held(cur, now) && cur.GetMac() != c.MAC {
 			return nil, fmt.Errorf("%w: %s held by %s", ErrTaken, ip, cur.GetMac())
+		}
+		if e != nil && a.held(e.offline, now) && e.offline.GetMac() != c.MAC {
+			return nil, fmt.Errorf("%w: %s held by %s (renewed offline)", ErrTaken, ip, e.offline.GetMac())
 		}
 		if live(cur, now) && cur.GetState() == dhcpdv1.LeaseState_LEASE_STATE_DECLINED {
 			return nil, fmt.Errorf("%w: %s is quarantined", ErrTaken, ip)
@@ -502,6 +521,7 @@ func (a *Allocator) Bind(ctx context.Context, c Client, ip netip.Addr, sub *Subn
 		res := a.writeLocked(ctx, ip, Write{IP: ip.String(), Lease: l, PrevRev: prev})
 		if res.Err == nil {
 			a.dropOfferLocked(ip, c.MAC)
+			a.settleOfflineLocked(ip, l)
 			return l, nil
 		}
 		if !errors.Is(res.Err, ErrConflict) {
@@ -627,7 +647,7 @@ func (a *Allocator) Reclaim(ctx context.Context, limit int) int {
 		}
 		switch e.l.GetState() {
 		case dhcpdv1.LeaseState_LEASE_STATE_OFFERED, dhcpdv1.LeaseState_LEASE_STATE_BOUND, dhcpdv1.LeaseState_LEASE_STATE_DECLINED:
-			if !now.Before(e.l.GetExpireTime().AsTime()) {
+			if !a.held(e.l, now) && !a.held(e.offline, now) {
 				due = append(due, ip)
 			}
 		}
@@ -647,7 +667,7 @@ func (a *Allocator) Reclaim(ctx context.Context, limit int) int {
 			defer wg.Done()
 			defer func() { <-sem }()
 			_, err := a.change(ctx, ip, false, func(cur *dhcpdv1.Lease) error {
-				if cur == nil || live(cur, now) || cur.GetState() == dhcpdv1.LeaseState_LEASE_STATE_EXPIRED ||
+				if cur == nil || a.held(cur, now) || cur.GetState() == dhcpdv1.LeaseState_LEASE_STATE_EXPIRED ||
 					cur.GetState() == dhcpdv1.LeaseState_LEASE_STATE_RELEASED {
 					return ErrNotOwner
 				}

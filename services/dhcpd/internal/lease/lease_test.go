@@ -30,9 +30,17 @@ func subnet(n int) *Subnet {
 // replica is one dhcpd's allocator, fed by its own watch-fed cache like the service.
 func replica(t *testing.T, ctx context.Context, st *store.Store, name string, sub *Subnet) *Allocator {
 	t.Helper()
+	return replicaWith(t, ctx, st, sub, Config{Site: "lab", Server: name})
+}
+
+// replicaWith is replica with more of its Config (its Writer is made here).
+func replicaWith(t *testing.T, ctx context.Context, st *store.Store, sub *Subnet, cfg Config) *Allocator {
+	t.Helper()
+	name := cfg.Server
 	w := NewEtcdWriter(st, "lab", 8, 128)
 	testkit.Run(t, name+" lease writer", w.Run)
-	a := New(Config{Site: "lab", Server: name, Writer: w})
+	cfg.Writer = w
+	a := New(cfg)
 	a.SetSubnets([]*Subnet{sub})
 	c := store.NewCache(st, store.Prefix("leases", "lab"), func() *dhcpdv1.Lease { return &dhcpdv1.Lease{} }, nil)
 	testkit.Run(t, name+" leases cache", c.Run)

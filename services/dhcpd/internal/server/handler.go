@@ -72,6 +72,10 @@ type Config struct {
 	PerMAC, PerIP ratelimit.Limit
 	// LimitKeys bounds the clients each limiter tracks; default 65536.
 	LimitKeys int
+	// Offline reports that etcd cannot commit (store.Reach): then only the
+	// leases clients hold are offered and renewed (Allocator.RenewOffline);
+	// nil: always online.
+	Offline func() bool
 	// Logger; default slog.Default().
 	Logger *slog.Logger
 }
@@ -89,6 +93,9 @@ type Stats struct {
 	// LimitedMAC and LimitedIP are packets dropped by the per-MAC and per-IP
 	// rate limits; Panics are packets whose handling panicked (dropped).
 	LimitedMAC, LimitedIP, Panics atomic.Uint64
+	// OfflineRefused are DISCOVERs and REQUESTs left unanswered while etcd
+	// was unreachable: the client held no lease to keep (no new leases then).
+	OfflineRefused atomic.Uint64
 }
 
 // Handler answers DHCP packets.
@@ -143,6 +150,15 @@ func (h *Handler) SetSite(sc *SiteConfig) {
 		h.cfg.Alloc.SetSubnets(sc.LeaseSubnets())
 		h.cfg.Alloc.SetQuarantine(sc.Quarantine)
 	}
+}
+
+func (h *Handler) offline() bool { return h.cfg.Offline != nil && h.cfg.Offline() }
+
+// etcdFailed reports whether a bind failed because etcd did not commit (not
+// a refusal, and not this server stopping).
+func etcdFailed(ctx context.Context, err error) bool {
+	return ctx.Err() == nil && !errors.Is(err, lease.ErrTaken) && !errors.Is(err, lease.ErrNotServed) &&
+		!errors.Is(err, lease.ErrConflict) && !errors.Is(err, context.Canceled)
 }
 
 // SiteConfig returns the settings in use.
@@ -460,9 +476,17 @@ func (h *Handler) discover(ctx context.Context, sc *SiteConfig, in *info) *Reply
 		endHop(hop, errors.New("no subnet for this client"), "")
 		return nil
 	}
-	l, err := h.cfg.Alloc.Offer(ctx, h.client(in, sub, m), sub.Subnet)
+	var l *dhcpdv1.Lease
+	var err error
+	if h.offline() {
+		l, err = h.cfg.Alloc.OfferHeld(h.client(in, sub, m), sub.Subnet)
+	} else {
+		l, err = h.cfg.Alloc.Offer(ctx, h.client(in, sub, m), sub.Subnet)
+	}
 	if err != nil {
-		if errors.Is(err, lease.ErrExhausted) {
+		if errors.Is(err, lease.ErrNotHeld) {
+			h.Stats.OfflineRefused.Add(1)
+		} else if errors.Is(err, lease.ErrExhausted) {
 			h.Stats.Exhausted.Add(1)
 		} else {
 			h.Stats.StoreErrors.Add(1)
@@ -509,11 +533,34 @@ func (h *Handler) request(ctx context.Context, sc *SiteConfig, in *info) *Reply 
 		return nil
 	}
 	now := time.Now()
-	l, err := h.cfg.Alloc.Bind(ctx, h.client(in, sub, m), ip, sub.Subnet, func(l *dhcpdv1.Lease) {
+	mark := func(l *dhcpdv1.Lease) {
 		if d.Chainload {
 			l.ChainloadTime = timestamppb.New(now)
 		}
-	})
+	}
+	c := h.client(in, sub, m)
+	var l *dhcpdv1.Lease
+	var err error
+	if h.offline() {
+		// etcd cannot commit: the address the client holds is renewed from
+		// the journal; nothing else is answered (no NAK: the client keeps
+		// its address and asks again).
+		if l, err = h.cfg.Alloc.RenewOffline(c, ip, sub.Subnet, mark); errors.Is(err, lease.ErrNotHeld) {
+			h.Stats.OfflineRefused.Add(1)
+			endHop(hop, err, "")
+			return nil
+		}
+	} else {
+		l, err = h.cfg.Alloc.Bind(ctx, c, ip, sub.Subnet, mark)
+		if err != nil && h.cfg.Offline != nil && etcdFailed(ctx, err) {
+			// etcd failed before the probe noticed: a renewal of a held
+			// lease still goes through the journal; anything else fails
+			// as it would have.
+			if rl, rerr := h.cfg.Alloc.RenewOffline(c, ip, sub.Subnet, mark); rerr == nil {
+				l, err = rl, nil
+			}
+		}
+	}
 	if err != nil {
 		if errors.Is(err, lease.ErrTaken) || errors.Is(err, lease.ErrNotServed) {
 			h.Stats.Naks.Add(1)
