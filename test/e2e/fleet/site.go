@@ -113,7 +113,8 @@ func (f *Fleet) AddSite(ctx context.Context, name string, cfg SiteConfig) (*Site
 		case "dhcpd":
 			pool := fmt.Sprintf("198.18.%d.100-198.18.%d.199", n, n)
 			args = []string{"--interface", s.Bridge, "--subnet", subnet.String(), "--pool", pool,
-				"--router", addr, "--server-ip", addr, "--name", "dhcpd-" + name}
+				"--router", addr, "--server-ip", addr, "--name", "dhcpd-" + name,
+				"--data-dir", filepath.Join(f.dir, name, svc)}
 			if cfg.ChainloadOwnIPXE {
 				args = append(args, "--chainload-own-ipxe")
 			}
