@@ -451,4 +451,3 @@ func ratio(a, b time.Duration) float64 {
 	}
 	return a.Seconds() / b.Seconds()
 }
-
