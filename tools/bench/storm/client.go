@@ -76,7 +76,7 @@ func clientMain(args []string) error {
 			}
 			err := m.run(ctx)
 			r := result{MAC: m.mac.String(), UEFI: m.uefi, OK: err == nil, Start: m.start.Sub(begin).Seconds(),
-				Total: time.Since(m.start).Seconds(), Bytes: m.bytes, Hops: map[string]float64{}}
+				Total: time.Since(m.start).Seconds(), Bytes: m.bytes, Hops: map[string]float64{}, Resent: m.resent}
 			for h, d := range m.hopDone {
 				r.Hops[h] = d.Seconds()
 			}
@@ -89,6 +89,9 @@ func clientMain(args []string) error {
 		}()
 	}
 	wg.Wait()
+	if d, err := link.drops(); err != nil || d > 0 {
+		return fmt.Errorf("DHCP replies dropped by the storm's own socket: %d (%v)", d, err)
+	}
 	return nil
 }
 

@@ -81,6 +81,15 @@ func openDHCPLink(ifname string) (*dhcpLink, error) {
 
 func htons(v uint16) uint16 { return v<<8 | v>>8 }
 
+// drops is how many replies the kernel dropped because the read loop fell behind.
+func (l *dhcpLink) drops() (uint32, error) {
+	st, err := unix.GetsockoptTpacketStats(l.recv, unix.SOL_PACKET, unix.PACKET_STATISTICS)
+	if err != nil {
+		return 0, err
+	}
+	return st.Drops, nil
+}
+
 // Close closes both sockets; the read loop ends with them.
 func (l *dhcpLink) Close() {
 	unix.Close(l.send)
@@ -123,7 +132,7 @@ func (l *dhcpLink) readLoop() {
 
 // exchange sends msg (re-sending it after each of timeouts) until accept takes a
 // reply of the same transaction; it returns that reply.
-func (l *dhcpLink) exchange(ctx context.Context, msg *dhcpv4.DHCPv4, timeouts []time.Duration, accept func(*dhcpv4.DHCPv4) bool) (*dhcpv4.DHCPv4, error) {
+func (l *dhcpLink) exchange(ctx context.Context, msg *dhcpv4.DHCPv4, timeouts []time.Duration, resent *int, accept func(*dhcpv4.DHCPv4) bool) (*dhcpv4.DHCPv4, error) {
 	ch := make(chan *dhcpv4.DHCPv4, 8)
 	l.mu.Lock()
 	l.waiters[msg.TransactionID] = ch
@@ -135,7 +144,10 @@ func (l *dhcpLink) exchange(ctx context.Context, msg *dhcpv4.DHCPv4, timeouts []
 	}()
 	frame := buildFrame(msg)
 	start := time.Now()
-	for _, to := range timeouts {
+	for i, to := range timeouts {
+		if i > 0 {
+			*resent++
+		}
 		// secs: the time since the client began, as firmware fills it in.
 		msg.NumSeconds = uint16(time.Since(start) / time.Second)
 		frame = buildFrame(msg)

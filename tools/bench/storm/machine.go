@@ -70,6 +70,7 @@ type machine struct {
 	failedHop string
 	err       error
 	curHop    string
+	resent    map[string]int // retransmissions (DHCP, TFTP) by hop
 }
 
 // result is one machine's outcome, printed as a JSON line by the client process.
@@ -83,6 +84,7 @@ type result struct {
 	Total     float64            `json:"total"` // seconds, power-on to succeeded
 	Hops      map[string]float64 `json:"hops"`  // seconds since power-on at each hop's end
 	Bytes     int64              `json:"bytes"`
+	Resent    map[string]int     `json:"resent,omitempty"`
 }
 
 func (m *machine) fail(err error) error {
@@ -101,6 +103,7 @@ func (m *machine) done(hop string) {
 func (m *machine) run(ctx context.Context) error {
 	m.start = time.Now()
 	m.hopDone = map[string]time.Duration{}
+	m.resent = map[string]int{}
 
 	m.curHop = hopPXEDHCP
 	if err := m.dhcp(ctx, false); err != nil {
@@ -203,11 +206,13 @@ func (m *machine) dhcp(ctx context.Context, ipxe bool) error {
 	if err != nil {
 		return err
 	}
+	resent := 0
+	defer func() { m.resent[m.curHop] += resent }()
 	timeouts := pxeDHCPTimeouts
 	if ipxe {
 		timeouts = ipxeDHCPTimeouts
 	}
-	offer, err := m.link.exchange(ctx, disc, timeouts, func(r *dhcpv4.DHCPv4) bool {
+	offer, err := m.link.exchange(ctx, disc, timeouts, &resent, func(r *dhcpv4.DHCPv4) bool {
 		return r.MessageType() == dhcpv4.MessageTypeOffer && !r.YourIPAddr.IsUnspecified() && bootFileOf(r) != ""
 	})
 	if err != nil {
@@ -223,7 +228,7 @@ func (m *machine) dhcp(ctx context.Context, ipxe bool) error {
 		return err
 	}
 	var nak error
-	ack, err := m.link.exchange(ctx, req, timeouts, func(r *dhcpv4.DHCPv4) bool {
+	ack, err := m.link.exchange(ctx, req, timeouts, &resent, func(r *dhcpv4.DHCPv4) bool {
 		switch r.MessageType() {
 		case dhcpv4.MessageTypeAck:
 			return true
@@ -313,6 +318,7 @@ func (m *machine) tftp(ctx context.Context, name string, blksize int) (int64, er
 		if err != nil {
 			var ne net.Error
 			if errors.As(err, &ne) && ne.Timeout() {
+				m.resent[hopTFTP]++
 				if tries++; tries >= len(tftpTimeouts) {
 					return got, fmt.Errorf("timeout after block %d", block)
 				}

@@ -125,6 +125,9 @@ type summary struct {
 	payload     int64
 	pathBytesPS float64
 	setupTime   time.Duration
+	hopP50      map[string]time.Duration // time spent in each hop, successful boots
+	hopP99      map[string]time.Duration
+	resent      map[string]int
 }
 
 func stormOnce(ctx context.Context, o options, s setup, f *files) (sum summary, err error) {
@@ -213,7 +216,19 @@ func stormOnce(ctx context.Context, o options, s setup, f *files) (sum summary, 
 		return sum, fmt.Errorf("%d results for %d machines: %s", len(rs), o.n, stderr.String())
 	}
 	var totals []float64
+	spent := map[string][]float64{}
+	sum.resent = map[string]int{}
 	for _, r := range rs {
+		for h, k := range r.Resent {
+			sum.resent[h] += k
+		}
+		if r.OK {
+			prev := 0.0
+			for _, h := range hops {
+				spent[h] = append(spent[h], r.Hops[h]-prev)
+				prev = r.Hops[h]
+			}
+		}
 		sum.payload += r.Bytes
 		end := time.Duration((r.Start + r.Total) * float64(time.Second))
 		sum.allDone = max(sum.allDone, end)
@@ -224,6 +239,11 @@ func stormOnce(ctx context.Context, o options, s setup, f *files) (sum summary, 
 			continue
 		}
 		totals = append(totals, r.Total)
+	}
+	sum.hopP50, sum.hopP99 = map[string]time.Duration{}, map[string]time.Duration{}
+	for h, v := range spent {
+		sort.Float64s(v)
+		sum.hopP50[h], sum.hopP99[h] = secs(percentile(v, 0.5)), secs(percentile(v, 0.99))
 	}
 	sort.Float64s(totals)
 	if len(totals) > 0 {
@@ -388,6 +408,12 @@ func statFields(pid int) []string {
 func printSummary(w io.Writer, s summary, verbose bool) {
 	fmt.Fprintf(w, "%s: %d machines, %d failed, all done in %.2f s (setup %.1f s); per machine p50 %.2f s, p99 %.2f s, max %.2f s; servers' CPU %.2f s, storm clients' %.2f s\n",
 		s.name, s.n, s.failed, s.allDone.Seconds(), s.setupTime.Seconds(), s.p50.Seconds(), s.p99.Seconds(), s.max.Seconds(), s.cpu.Seconds(), s.clientCPU.Seconds())
+	var parts []string
+	for _, h := range hops {
+		parts = append(parts, fmt.Sprintf("%s %.2f/%.2f", h, s.hopP50[h].Seconds(), s.hopP99[h].Seconds()))
+	}
+	fmt.Fprintf(w, "  time in each hop, p50/p99 s: %s\n", strings.Join(parts, ", "))
+	fmt.Fprintf(w, "  retransmissions by hop: %s\n", hopCounts(s.resent))
 	if s.failed > 0 {
 		fmt.Fprintf(w, "  failed by hop: %s\n", hopCounts(s.byHop))
 		sort.Strings(s.errs)
