@@ -47,17 +47,7 @@ func openDHCPLink(ifname string) (*dhcpLink, error) {
 	l := &dhcpLink{ifindex: ifi.Index, send: send, recv: recv, waiters: map[dhcpv4.TransactionID]chan *dhcpv4.DHCPv4{}}
 	// IPv4, UDP, not a fragment, destination port 68 (offsets from the IP header:
 	// a cooked socket strips the Ethernet header).
-	prog, err := bpf.Assemble([]bpf.Instruction{
-		bpf.LoadAbsolute{Off: 9, Size: 1},
-		bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: unix.IPPROTO_UDP, SkipTrue: 5},
-		bpf.LoadAbsolute{Off: 6, Size: 2},
-		bpf.JumpIf{Cond: bpf.JumpBitsSet, Val: 0x1fff, SkipTrue: 3},
-		bpf.LoadMemShift{Off: 0},
-		bpf.LoadIndirect{Off: 2, Size: 2},
-		bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: 68, SkipTrue: 1},
-		bpf.RetConstant{Val: 0xffff},
-		bpf.RetConstant{Val: 0},
-	})
+	prog, err := bpf.Assemble(replyFilter)
 	if err != nil {
 		l.Close()
 		return nil, err
@@ -77,6 +67,20 @@ func openDHCPLink(ifname string) (*dhcpLink, error) {
 	}
 	go l.readLoop()
 	return l, nil
+}
+
+// replyFilter passes IPv4 UDP to port 68, not fragmented; offsets are from the
+// IP header, as a cooked socket strips the Ethernet header.
+var replyFilter = []bpf.Instruction{
+	bpf.LoadAbsolute{Off: 9, Size: 1},
+	bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: unix.IPPROTO_UDP, SkipTrue: 6},
+	bpf.LoadAbsolute{Off: 6, Size: 2},
+	bpf.JumpIf{Cond: bpf.JumpBitsSet, Val: 0x1fff, SkipTrue: 4},
+	bpf.LoadMemShift{Off: 0},
+	bpf.LoadIndirect{Off: 2, Size: 2},
+	bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: 68, SkipTrue: 1},
+	bpf.RetConstant{Val: 0xffff},
+	bpf.RetConstant{Val: 0},
 }
 
 func htons(v uint16) uint16 { return v<<8 | v>>8 }
