@@ -158,6 +158,7 @@ func (h *Handler) report(ctx context.Context, rc *fasthttp.RequestCtx) {
 		return
 	}
 	h.Reports.Add(1)
+	h.admission.release(id)
 	// As for dispatch: this replica reads its own write from here on.
 	wctx, cancel := context.WithTimeout(ctx, time.Second)
 	h.cfg.State.Jobs.WaitRevision(wctx, rev)

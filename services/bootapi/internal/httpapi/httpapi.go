@@ -62,6 +62,8 @@ type Config struct {
 	Audit *audit.Log
 	// Metrics is served on GET /metrics; nil: 404.
 	Metrics prometheus.Gatherer
+	// Admission caps each site's boots in flight; the zero value is off.
+	Admission AdmissionConfig
 }
 
 // Handler is the HTTP API.
@@ -74,6 +76,7 @@ type Handler struct {
 	// requests whose handler panicked (answered 500).
 	Scripts, Dispatches, Reports, Rejected, Panics atomic.Int64
 	metrics                                        *metrics
+	admission                                      *admission
 	// metricsHandler serves Config.Metrics; nil without it.
 	metricsHandler fasthttp.RequestHandler
 }
@@ -91,6 +94,7 @@ func New(cfg Config) *Handler {
 	return &Handler{
 		metricsHandler: mh,
 		cfg:            cfg, log: cfg.Logger, spans: cfg.Sessions.Spans(), metrics: newMetrics(),
+		admission: newAdmission(cfg.Admission),
 		render: script.NewRenderer(script.RendererConfig{
 			PublicURL: cfg.PublicURL, CallbackURL: cfg.CallbackURL, ArtifactURL: cfg.ArtifactURL, MenuTimeout: cfg.MenuTimeout, Profiles: st.Profiles,
 		}),
