@@ -21,11 +21,11 @@ import (
 
 // public strips what the API never returns.
 func public(j *bootapiv1.Job) *bootapiv1.Job {
-	if len(j.GetTokenHash()) == 0 {
+	if len(j.GetTokenHash()) == 0 && len(j.GetBootstrapTokenHash()) == 0 {
 		return j
 	}
 	c := proto.Clone(j).(*bootapiv1.Job)
-	c.TokenHash = nil
+	c.TokenHash, c.BootstrapTokenHash = nil, nil
 	return c
 }
 
