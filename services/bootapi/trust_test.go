@@ -227,6 +227,17 @@ func TestCallbackTokenRules(t *testing.T) {
 	if code, body := inst.report(t, url.Values{"state": {"succeeded"}}); code != 200 {
 		t.Fatalf("report with the fresh token: %d %s", code, body)
 	}
+	// Its answer was lost: the same final report again is ok and changes
+	// nothing; another final state is a conflict.
+	if code, body := inst.report(t, url.Values{"state": {"succeeded"}}); code != 200 || !strings.HasPrefix(body, "ok ") {
+		t.Fatalf("the final report again: %d %s", code, body)
+	}
+	if code, _ := inst.report(t, url.Values{"state": {"failed"}}); code != http.StatusConflict {
+		t.Fatalf("another final state after success: %d", code)
+	}
+	if j2 := getJob(t, h, id); j2.GetState() != bootapiv1.JobState_JOB_STATE_SUCCEEDED || len(j2.GetReports()) != 4 {
+		t.Fatalf("repeats changed the job: %v, %d reports", j2.GetState(), len(j2.GetReports()))
+	}
 }
 
 // A loop of random MACs: where dhcpd is authoritative, none without a lease

@@ -102,6 +102,13 @@ func (h *Handler) report(ctx context.Context, rc *fasthttp.RequestCtx) {
 		}
 		switch j.GetState() {
 		case bootapiv1.JobState_JOB_STATE_DISPATCHED, bootapiv1.JobState_JOB_STATE_RUNNING:
+		case st:
+			if current {
+				// The same final report again: the answer to the one recorded
+				// was lost. Nothing changes; the installer hears ok.
+				return errAlready
+			}
+			fallthrough
 		default:
 			code, why = fasthttp.StatusConflict, "job is "+strings.ToLower(strings.TrimPrefix(j.GetState().String(), "JOB_STATE_"))+": reports are closed"
 			return errRefused
@@ -144,8 +151,18 @@ func (h *Handler) report(ctx context.Context, rc *fasthttp.RequestCtx) {
 			known = jit.Value
 		}
 	}
-	h.auditCallback(ctx, rc, id, known.GetMac(), form.Get("state"), code, err, rev)
+	if errors.Is(err, errAlready) {
+		h.auditCallback(ctx, rc, id, known.GetMac(), form.Get("state")+" (repeated)", code, nil, rev)
+	} else {
+		h.auditCallback(ctx, rc, id, known.GetMac(), form.Get("state"), code, err, rev)
+	}
 	switch {
+	case errors.Is(err, errAlready):
+		h.log.Info("job report repeated", "job", id, "state", form.Get("state"))
+		rc.SetContentType(textPlain)
+		rc.Response.Header.SetCanonical(cacheControl, noStore)
+		rc.SetBodyString("ok " + id + " " + form.Get("state") + "\n")
+		return
 	case errors.Is(err, errRefused):
 		// Nothing is recorded for a refused report, not even a hop: whoever
 		// sends one has no say in the machine's boot session.
@@ -195,7 +212,6 @@ func (h *Handler) report(ctx context.Context, rc *fasthttp.RequestCtx) {
 	}
 }
 
-// newToken is a callback token: 256 random bits, hex.
 // ExchangeGrace is how long after the token exchange the bootstrap token is
 // taken again, as long as no report has used the fresh token: the answer that
 // carried the fresh token may have been lost (the installer timed out, or got
@@ -218,6 +234,7 @@ func exchangeLost(j *bootapiv1.Job, sum [32]byte, now time.Time) bool {
 	return subtle.ConstantTimeCompare(sum[:], j.GetBootstrapTokenHash()) == 1
 }
 
+// newToken is a callback token: 256 random bits, hex.
 func newToken() string {
 	var raw [32]byte
 	rand.Read(raw[:])
@@ -228,6 +245,9 @@ func newToken() string {
 func tokenHash(token string) [32]byte { return sha256.Sum256([]byte(token)) }
 
 var errRefused = errors.New("report refused")
+
+// errAlready is a final report the job has already recorded.
+var errAlready = errors.New("report already recorded")
 
 // reportForm is what net/http's Request.ParseForm made of a POST, as
 // Request.Form: a url-encoded body's fields, then the query's, with the same errors
