@@ -39,6 +39,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/bootchain/bootchain/tools/bench/internal/benchenv"
 )
 
 type options struct {
@@ -108,18 +110,6 @@ func fatalf(format string, args ...any) {
 	os.Exit(1)
 }
 
-func loadavg() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "?"
-	}
-	f := strings.Fields(string(b))
-	if len(f) < 3 {
-		return "?"
-	}
-	return strings.Join(f[:3], " ")
-}
-
 func run(ctx context.Context, o options, w io.Writer) error {
 	files, err := prepareFiles(ctx, o)
 	if err != nil {
@@ -127,7 +117,7 @@ func run(ctx context.Context, o options, w io.Writer) error {
 	}
 	defer os.RemoveAll(files.dir)
 	fmt.Fprintf(w, "%d machines (%.0f%% UEFI), kernel %s (%d bytes), initrd %d bytes; %d CPUs, load %s\n",
-		o.n, o.uefi*100, files.kernelSrc, files.kernelSize, files.initrdSize, runtime.NumCPU(), loadavg())
+		o.n, o.uefi*100, files.kernelSrc, files.kernelSize, files.initrdSize, runtime.NumCPU(), benchenv.LoadAvg())
 	var sums []summary
 	for _, key := range o.setups {
 		if ctx.Err() != nil {
@@ -140,7 +130,7 @@ func run(ctx context.Context, o options, w io.Writer) error {
 		sums = append(sums, s)
 		printSummary(w, s, o.verbose)
 	}
-	fmt.Fprintf(w, "load at end %s\n\n", loadavg())
+	fmt.Fprintf(w, "load at end %s\n\n", benchenv.LoadAvg())
 	printTable(w, sums)
 	for _, s := range sums {
 		if s.key == "bootchain" && s.failed > 0 {

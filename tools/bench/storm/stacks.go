@@ -10,7 +10,6 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"sync"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -19,6 +18,7 @@ import (
 	"github.com/bootchain/bootchain/pkg/pki"
 	"github.com/bootchain/bootchain/test/e2e"
 	"github.com/bootchain/bootchain/test/lab"
+	"github.com/bootchain/bootchain/tools/bench/internal/benchenv"
 )
 
 // bootchainStack is `bootchain up` (the launcher built from this tree) given only
@@ -29,26 +29,8 @@ type bootchainStack struct {
 	st *e2e.Stack
 }
 
-var (
-	toolsOnce sync.Once
-	tools     e2e.Tools
-	toolsErr  error
-)
-
-func buildTools(ctx context.Context) (e2e.Tools, error) {
-	toolsOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "bootchain-storm-tools-")
-		if err != nil {
-			toolsErr = err
-			return
-		}
-		tools, toolsErr = e2e.BuildTools(ctx, dir)
-	})
-	return tools, toolsErr
-}
-
 func (b *bootchainStack) start(ctx context.Context, l *lab.Lab, f *files, o options) error {
-	tl, err := buildTools(ctx)
+	tl, err := benchenv.Tools(ctx)
 	if err != nil {
 		return err
 	}
