@@ -10,6 +10,8 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"regexp"
+	"strings"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -72,6 +74,25 @@ func (b *bootchainStack) start(ctx context.Context, l *lab.Lab, f *files, o opti
 		})
 	}
 	return g.Wait()
+}
+
+// droppedRE finds what a service's session recorder dropped, in its stop line.
+var droppedRE = regexp.MustCompile(`msg="([a-z]+) stopped".*sessions_dropped=([0-9]+)`)
+
+// notes says what each service's session recorder dropped (a dropped session
+// change or hop would flatter bootchain): bootapi logs it when it stops.
+func (b *bootchainStack) notes() string {
+	if b.st == nil {
+		return ""
+	}
+	var parts []string
+	for _, m := range droppedRE.FindAllStringSubmatch(b.st.Log(), -1) {
+		parts = append(parts, m[1]+" "+m[2])
+	}
+	if len(parts) == 0 {
+		return "session changes dropped: not in the launcher's log"
+	}
+	return "session changes dropped by the recorders: " + strings.Join(parts, ", ")
 }
 
 func (b *bootchainStack) caFile() string {

@@ -128,7 +128,11 @@ type summary struct {
 	hopP50      map[string]time.Duration // time spent in each hop, successful boots
 	hopP99      map[string]time.Duration
 	resent      map[string]int
+	notes       string
 }
+
+// noter is a stack with something to say once it stopped.
+type noter interface{ notes() string }
 
 func stormOnce(ctx context.Context, o options, s setup, f *files) (sum summary, err error) {
 	sum = summary{key: s.key, name: s.name, n: o.n, byHop: map[string]int{}}
@@ -204,6 +208,12 @@ func stormOnce(ctx context.Context, o options, s setup, f *files) (sum summary, 
 	}
 	wall := time.Since(begin)
 	sum.cpu = treeCPU(st.pids()) - cpu0
+	// Stopped before the figures are read: bootchain's services log what their
+	// session recorders dropped when they stop.
+	st.stop()
+	if n, ok := st.(noter); ok {
+		sum.notes = n.notes()
+	}
 	if ps := p.Cmd.ProcessState; ps != nil {
 		sum.clientCPU = ps.UserTime() + ps.SystemTime()
 	}
@@ -414,6 +424,9 @@ func printSummary(w io.Writer, s summary, verbose bool) {
 	}
 	fmt.Fprintf(w, "  time in each hop, p50/p99 s: %s\n", strings.Join(parts, ", "))
 	fmt.Fprintf(w, "  retransmissions by hop: %s\n", hopCounts(s.resent))
+	if s.notes != "" {
+		fmt.Fprintf(w, "  %s\n", s.notes)
+	}
 	if s.failed > 0 {
 		fmt.Fprintf(w, "  failed by hop: %s\n", hopCounts(s.byHop))
 		sort.Strings(s.errs)
