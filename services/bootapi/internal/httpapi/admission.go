@@ -40,7 +40,9 @@ func (c AdmissionConfig) withDefaults() AdmissionConfig {
 	return c
 }
 
-// admission counts the boots in flight per site.
+// admission counts the boots in flight per site. A nil *admission is never
+// created: New always makes one, off when Max is 0 (Retry still sets the
+// jitter of held jobs).
 type admission struct {
 	cfg AdmissionConfig
 
@@ -117,13 +119,42 @@ func (a *admission) inFlight(site string) int {
 // admitRule is the scripts metric's rule for a machine told to wait.
 const admitRule = "admission-wait"
 
+// maxHoldWait is the longest a machine whose job is held until its release
+// time sleeps before asking again, so that it notices a job cancelled or
+// replaced in the meantime.
+const maxHoldWait = time.Minute
+
+// held is how long the job is held before its release time (its wave), or 0.
+func held(releaseTime time.Time, now time.Time) time.Duration {
+	if releaseTime.IsZero() || !now.Before(releaseTime) {
+		return 0
+	}
+	return releaseTime.Sub(now)
+}
+
 // admit takes a slot of the job's site, or renders the script that has the
-// machine wait and ask again (waiting true).
+// machine wait and ask again (waiting true): while its job is held until its
+// release time, or while its site is at its cap of boots in flight.
 func (h *Handler) admit(d decide.Decision, mac string) (s script.Script, waiting bool) {
 	site := d.Site.GetName()
-	ok, wait := h.admission.admit(site, d.Job.GetId(), h.cfg.Now())
-	if ok {
-		return script.Script{}, false
+	now := h.cfg.Now()
+	var release time.Time
+	if rt := d.Job.GetReleaseTime(); rt != nil {
+		release = rt.AsTime()
+	}
+	var wait time.Duration
+	var detail string
+	if left := held(release, now); left > 0 {
+		// Jitter, so that a wave's machines do not all ask at its first second.
+		wait = min(left, maxHoldWait) + rand.N(h.admission.cfg.Retry+1)
+		detail = fmt.Sprintf("waiting %s: job %s is held until %s", wait.Round(time.Second), d.Job.GetId(), release.UTC().Format(time.RFC3339))
+	} else {
+		ok, w := h.admission.admit(site, d.Job.GetId(), now)
+		if ok {
+			return script.Script{}, false
+		}
+		wait = w
+		detail = fmt.Sprintf("waiting %s: site %q has %d boots in flight, its cap", wait.Round(time.Second), site, h.cfg.Admission.Max)
 	}
 	h.metrics.scripts.WithLabelValues(admitRule).Inc()
 	body, err := script.Wait(h.render.ConfigURL(), mac, wait)
@@ -131,5 +162,5 @@ func (h *Handler) admit(d decide.Decision, mac string) (s script.Script, waiting
 		h.log.Error("wait script not rendered", "mac", mac, "err", err)
 		body = script.Failure(mac, "bootapi cannot render its wait script")
 	}
-	return script.Script{Body: body, Detail: fmt.Sprintf("waiting %s: site %q has %d boots in flight, its cap", wait.Round(time.Second), site, h.cfg.Admission.Max)}, true
+	return script.Script{Body: body, Detail: detail}, true
 }

@@ -51,3 +51,20 @@ func TestAdmissionOff(t *testing.T) {
 		t.Error("no cap: nothing is counted")
 	}
 }
+
+func TestHeld(t *testing.T) {
+	t0 := time.Unix(1700000000, 0)
+	for name, tc := range map[string]struct {
+		release time.Time
+		want    time.Duration
+	}{
+		"no release time":  {time.Time{}, 0},
+		"released earlier": {t0.Add(-time.Second), 0},
+		"released now":     {t0, 0},
+		"held for a wave":  {t0.Add(10 * time.Minute), 10 * time.Minute},
+	} {
+		if got := held(tc.release, t0); got != tc.want {
+			t.Errorf("%s: held %v, want %v", name, got, tc.want)
+		}
+	}
+}
