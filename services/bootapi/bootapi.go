@@ -94,6 +94,16 @@ type Config struct {
 	// HTTPLimitPerIP bounds the HTTP requests of one client IP (zero: off);
 	// over it a client gets 429 with Retry-After. See docs/bootapi.md.
 	HTTPLimitPerIP ratelimit.Limit
+	// MaxBootsInFlight caps each site's boots in flight (jobs dispatched
+	// whose installer has not reported: their kernel and initrd downloads);
+	// a machine over it gets a script that waits AdmissionRetry to twice that
+	// and asks again. 0 (the default) is no cap: in the boot-storm benchmark a
+	// cap made the slowest machine of a site finish later, not sooner
+	// (docs/benchmarks.md). A dispatch without a report counts for
+	// AdmissionHold.
+	MaxBootsInFlight int
+	AdmissionRetry   time.Duration
+	AdmissionHold    time.Duration
 	// Logger; default slog.Default().
 	Logger *slog.Logger
 	// Audit records the gRPC API's writes and refused calls; nil: a log of its
@@ -117,7 +127,7 @@ func DefaultConfig() Config {
 		Site: "default", HTTPAddr: ":8080", GRPC: grpcserver.Config{Addr: ":9080"},
 		Advertise: "127.0.0.1", DefaultAction: "menu", MenuTimeout: 10 * time.Second,
 		StallAfter: 5 * time.Minute, SweepInterval: 10 * time.Second, HTTPLimitPerIP: DefaultHTTPLimitPerIP,
-		Discovery: state.DefaultDiscovery,
+		Discovery: state.DefaultDiscovery, AdmissionRetry: 5 * time.Second, AdmissionHold: 5 * time.Minute,
 	}
 }
 
@@ -141,6 +151,9 @@ func (c *Config) AddFlags(fs *flag.FlagSet, prefix string) {
 	fs.DurationVar(&c.StallAfter, prefix+"stall-after", c.StallAfter, "mark a boot session stalled after this long without progress")
 	fs.StringVar(&c.TraceURL, prefix+"trace-url", c.TraceURL, "the dashboard's link to a boot's trace, {trace_id} standing for its ID (http://jaeger:16686/trace/{trace_id}); empty: no link")
 	fs.Var(&c.HTTPLimitPerIP, prefix+"http-limit-per-ip", "HTTP requests one client IP may send: RATE/s,BURST, or off (over it: 429 with Retry-After)")
+	fs.IntVar(&c.MaxBootsInFlight, prefix+"max-boots-in-flight", c.MaxBootsInFlight, "most jobs per site dispatched and not yet reported on (their downloads); over it a machine waits and asks again; 0: no cap")
+	fs.DurationVar(&c.AdmissionRetry, prefix+"admission-retry", c.AdmissionRetry, "a machine over --"+prefix+"max-boots-in-flight asks again after this to twice this")
+	fs.DurationVar(&c.AdmissionHold, prefix+"admission-hold", c.AdmissionHold, "a dispatch without a report stops counting against --"+prefix+"max-boots-in-flight after this")
 }
 
 // Component is bootapi as its binary and the launcher run it: its flags
@@ -174,6 +187,9 @@ func (c Config) Validate() error {
 	}
 	if c.HTTPAddr == "" || c.GRPC.Addr == "" {
 		return errors.New("bootapi: HTTP and gRPC addresses are required")
+	}
+	if c.MaxBootsInFlight < 0 || c.AdmissionRetry < 0 || c.AdmissionHold < 0 {
+		return errors.New("bootapi: max-boots-in-flight, admission-retry and admission-hold must not be negative")
 	}
 	if _, ok := actions[c.DefaultAction]; !ok {
 		return fmt.Errorf("bootapi: default action %q: want menu, local-disk, sanboot or shell", c.DefaultAction)
@@ -344,7 +360,8 @@ func New(cfg Config) (*Server, error) {
 		State: st, Sessions: rec, PublicURL: pu, CallbackURL: cbu, ArtifactURL: artifactURL, DefaultSite: cfg.Site,
 		DefaultAction: actions[cfg.DefaultAction], MenuTimeout: cfg.MenuTimeout, Logger: log,
 		Audit: cfg.GRPC.Audit, Metrics: reg, UI: dash.Handle,
-		Offline: func() bool { return !reach.Online() },
+		Offline:   func() bool { return !reach.Online() },
+		Admission: httpapi.AdmissionConfig{Max: cfg.MaxBootsInFlight, Retry: cfg.AdmissionRetry, Hold: cfg.AdmissionHold},
 	})
 	limiter := ratelimit.New[netip.Addr](ratelimit.Config{Limit: cfg.HTTPLimitPerIP})
 	if err := registerMetrics(reg, h, limiter, boots, rec.Collectors()); err != nil {

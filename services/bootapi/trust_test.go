@@ -199,15 +199,44 @@ func TestCallbackTokenRules(t *testing.T) {
 	if !j.GetTokenExchanged() || j.GetState() != bootapiv1.JobState_JOB_STATE_RUNNING {
 		t.Fatalf("after the exchange: %v exchanged=%v", j.GetState(), j.GetTokenExchanged())
 	}
-	// The bootstrap token (what /proc/cmdline still shows) is spent.
+	// The answer was lost: the installer presents the bootstrap token again,
+	// before it ever used the fresh one, and gets another fresh token; the
+	// first fresh token is dead.
+	lost := inst.token
+	inst.token = bootstrap
+	if code, body := inst.report(t, url.Values{"state": {"running"}, "progress": {"10"}}); code != 200 || inst.token == bootstrap || inst.token == lost {
+		t.Fatalf("first report again after a lost answer: %d %q", code, body)
+	}
+	if code, _ := post(t, inst.from, inst.cb, url.Values{"token": {lost}, "state": {"succeeded"}}); code != http.StatusForbidden {
+		t.Fatalf("the fresh token of the lost answer: %d", code)
+	}
+	if code, body := inst.report(t, url.Values{"state": {"running"}, "progress": {"20"}}); code != 200 {
+		t.Fatalf("report with the fresh token: %d %s", code, body)
+	}
+	// Once the fresh token is in use, the bootstrap token (what /proc/cmdline
+	// still shows) is spent.
 	if code, _ := post(t, inst.from, inst.cb, url.Values{"token": {bootstrap}, "state": {"succeeded"}}); code != http.StatusForbidden {
 		t.Fatalf("bootstrap token replayed after the exchange: %d", code)
 	}
-	if j2 := getJob(t, h, id); j2.GetState() != bootapiv1.JobState_JOB_STATE_RUNNING || len(j2.GetReports()) != 1 {
+	if j2 := getJob(t, h, id); j2.GetState() != bootapiv1.JobState_JOB_STATE_RUNNING || len(j2.GetReports()) != 3 {
 		t.Fatalf("replay changed the job: %v, %d reports", j2.GetState(), len(j2.GetReports()))
+	}
+	if j2 := getJob(t, h, id); len(j2.GetTokenHash()) != 0 || len(j2.GetBootstrapTokenHash()) != 0 {
+		t.Fatal("the API returned a token hash")
 	}
 	if code, body := inst.report(t, url.Values{"state": {"succeeded"}}); code != 200 {
 		t.Fatalf("report with the fresh token: %d %s", code, body)
+	}
+	// Its answer was lost: the same final report again is ok and changes
+	// nothing; another final state is a conflict.
+	if code, body := inst.report(t, url.Values{"state": {"succeeded"}}); code != 200 || !strings.HasPrefix(body, "ok ") {
+		t.Fatalf("the final report again: %d %s", code, body)
+	}
+	if code, _ := inst.report(t, url.Values{"state": {"failed"}}); code != http.StatusConflict {
+		t.Fatalf("another final state after success: %d", code)
+	}
+	if j2 := getJob(t, h, id); j2.GetState() != bootapiv1.JobState_JOB_STATE_SUCCEEDED || len(j2.GetReports()) != 4 {
+		t.Fatalf("repeats changed the job: %v, %d reports", j2.GetState(), len(j2.GetReports()))
 	}
 }
 

@@ -118,13 +118,14 @@ type Config struct {
 // The default rate limits. Per MAC: a machine's whole boot (firmware, iPXE,
 // chain-loaded iPXE, installer, each DISCOVER and REQUEST with retransmissions,
 // twice when two relays forward each broadcast) stays within the burst, and no
-// client retransmits faster than the rate. Per source address: hundreds of
-// machines behind one relay powering on together (about 8 packets each within
-// their first seconds) stay within the burst, and the rate is far above what a
-// site sustains.
+// client retransmits faster than the rate. Per source address: about 2,000
+// machines behind one relay, or unconfigured on one segment (they all send
+// from 0.0.0.0), powering on together (about 8 packets each within their first
+// seconds) stay within the burst, and the rate is far above what a site
+// sustains.
 var (
 	DefaultLimitPerMAC = ratelimit.Limit{Rate: 5, Burst: 40}
-	DefaultLimitPerIP  = ratelimit.Limit{Rate: 500, Burst: 5000}
+	DefaultLimitPerIP  = ratelimit.Limit{Rate: 1000, Burst: 16000}
 )
 
 // DefaultConfig returns the defaults.

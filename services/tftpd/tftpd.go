@@ -126,7 +126,7 @@ type Config struct {
 func DefaultConfig() Config {
 	return Config{
 		Addr: ":69", GRPC: grpcserver.Config{Addr: ":9083"}, HTTPAddr: ":9183", ArtifactStore: "127.0.0.1:9081", Site: "default",
-		MaxBlksize: 1468, Timeout: time.Second, Retries: 5, MaxTransfers: 512, MaxPerClient: 8, Anticipate: 8,
+		MaxBlksize: 1468, Timeout: time.Second, Retries: 5, MaxTransfers: 4096, MaxPerClient: 8, Anticipate: 8,
 		FetchTimeout: 20 * time.Second, RefreshWait: time.Second, Warm: true,
 		LimitPerIP: DefaultLimitPerIP,
 	}

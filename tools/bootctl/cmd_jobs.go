@@ -182,12 +182,13 @@ func jobsGetCommand(g *Global) *cobra.Command {
 
 func jobsCreateCommand(g *Global) *cobra.Command {
 	var mac, profile string
-	var timeout time.Duration
+	var timeout, release time.Duration
 	cmd := &cobra.Command{
 		Use:   "create --mac MAC --profile PROFILE",
 		Short: "Queue a job: boot a machine into a profile once",
 		Example: `  bootctl jobs create --mac 52:54:00:12:34:56 --profile debian-12
-  bootctl jobs create --mac 52:54:00:12:34:56 --profile debian-12 --job-timeout 30m`,
+  bootctl jobs create --mac 52:54:00:12:34:56 --profile debian-12 --job-timeout 30m
+  bootctl jobs create --mac 52:54:00:12:34:57 --profile debian-12 --release-after 10m   # a second wave`,
 		Args: argNames(),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if mac == "" || profile == "" {
@@ -196,6 +197,9 @@ func jobsCreateCommand(g *Global) *cobra.Command {
 			req := &bootapiv1.CreateJobRequest{Mac: mac, Profile: profile}
 			if timeout > 0 {
 				req.Timeout = durationpb.New(timeout)
+			}
+			if release > 0 {
+				req.ReleaseAfter = durationpb.New(release)
 			}
 			c, err := jobClient(g)
 			if err != nil {
@@ -213,9 +217,10 @@ func jobsCreateCommand(g *Global) *cobra.Command {
 	cmd.Flags().StringVar(&mac, "mac", "", "machine to boot (required)")
 	cmd.Flags().StringVar(&profile, "profile", "", "profile to boot once (required)")
 	cmd.Flags().DurationVar(&timeout, "job-timeout", 0, "time from dispatch to a final report (default 1h)")
+	cmd.Flags().DurationVar(&release, "release-after", 0, "hold the job this long (a wave): until then the machine waits and asks again")
 	_ = cmd.RegisterFlagCompletionFunc("mac", complete(g, machineMACs))
 	_ = cmd.RegisterFlagCompletionFunc("profile", complete(g, profileNames))
-	return withFields(cmd, map[string]string{"mac": "--mac", "profile": "--profile", "timeout": "--job-timeout"})
+	return withFields(cmd, map[string]string{"mac": "--mac", "profile": "--profile", "timeout": "--job-timeout", "release_after": "--release-after"})
 }
 
 func jobsCancelCommand(g *Global) *cobra.Command {

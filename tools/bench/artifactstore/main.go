@@ -26,6 +26,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
@@ -51,8 +52,18 @@ func main() {
 	maxDownloads := flag.Int("downloads", 64, "large-file downloads per concurrency level (at least the concurrency)")
 	ranges := flag.Int("ranges", 1000, "Range requests in the burst")
 	smalls := flag.Int("small", 5000, "small-file GETs in the burst")
+	flag.StringVar(&cpuProfile, "cpuprofile", "", "write artifactstore's CPU profile (the child's whole run) to this file")
 	flag.Parse()
 	if *serve != "" {
+		if cpuProfile != "" {
+			f, err := os.Create(cpuProfile)
+			if err != nil {
+				fmt.Fprintln(os.Stderr, "serve:", err)
+				os.Exit(1)
+			}
+			pprof.StartCPUProfile(f)
+			defer func() { pprof.StopCPUProfile(); f.Close() }()
+		}
 		if err := runServer(*serve); err != nil {
 			fmt.Fprintln(os.Stderr, "serve:", err)
 			os.Exit(1)
@@ -64,6 +75,9 @@ func main() {
 		os.Exit(1)
 	}
 }
+
+// cpuProfile is -cpuprofile: the child profiles itself.
+var cpuProfile string
 
 func runServer(dir string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
@@ -128,7 +142,11 @@ func run(sizeMB, maxDownloads, nRanges, nSmall int) error {
 	if err != nil {
 		return err
 	}
-	child := exec.Command(self, "-serve", filepath.Join(tmp, "as"))
+	args := []string{"-serve", filepath.Join(tmp, "as")}
+	if cpuProfile != "" {
+		args = append(args, "-cpuprofile", cpuProfile)
+	}
+	child := exec.Command(self, args...)
 	child.Stderr = os.Stderr
 	out, err := child.StdoutPipe()
 	if err != nil {

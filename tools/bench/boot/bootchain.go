@@ -5,14 +5,13 @@ package main
 import (
 	"context"
 	"fmt"
-	"os"
 	"path/filepath"
-	"sync"
 	"time"
 
 	bootapiv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/bootapi/v1"
 	"github.com/bootchain/bootchain/test/e2e"
 	"github.com/bootchain/bootchain/test/lab"
+	"github.com/bootchain/bootchain/tools/bench/internal/benchenv"
 )
 
 // bootchainDefaults is the "bootchain defaults" row: `bootchain up` (the all-in-one
@@ -27,26 +26,8 @@ type bootchainDefaults struct {
 	mac string
 }
 
-var (
-	toolsOnce sync.Once
-	tools     e2e.Tools
-	toolsErr  error
-)
-
-func buildTools(ctx context.Context) (e2e.Tools, error) {
-	toolsOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "bootchain-bench-tools-")
-		if err != nil {
-			toolsErr = err
-			return
-		}
-		tools, toolsErr = e2e.BuildTools(ctx, dir)
-	})
-	return tools, toolsErr
-}
-
 func (b *bootchainDefaults) Start(ctx context.Context, l *lab.Lab, f Files) error {
-	tl, err := buildTools(ctx)
+	tl, err := benchenv.Tools(ctx)
 	if err != nil {
 		return err
 	}

@@ -44,6 +44,7 @@ import (
 
 	"github.com/bootchain/bootchain/test/e2e"
 	"github.com/bootchain/bootchain/test/lab"
+	"github.com/bootchain/bootchain/tools/bench/internal/benchenv"
 )
 
 // Setup is one row of the table: a named boot stack.
@@ -167,7 +168,7 @@ func run(ctx context.Context, o options, w io.Writer) error {
 		return err
 	}
 	fmt.Fprintf(w, "kernel %s, initrd %s (%d bytes, cached %v)\n", rd.Kernel.Version, rd.Path, rd.Size, rd.Cached)
-	fmt.Fprintf(w, "%d CPUs, load average at start: %s\n", runtime.NumCPU(), loadavg())
+	fmt.Fprintf(w, "%d CPUs, load average at start: %s\n", runtime.NumCPU(), benchenv.LoadAvg())
 
 	var results []result
 	for _, fw := range firmwares {
@@ -192,7 +193,7 @@ func run(ctx context.Context, o options, w io.Writer) error {
 			}
 		}
 	}
-	fmt.Fprintf(w, "load average at end: %s\n\n", loadavg())
+	fmt.Fprintf(w, "load average at end: %s\n\n", benchenv.LoadAvg())
 	printTable(w, rows, firmwares, results)
 	for _, r := range results {
 		if r.err != nil {
@@ -218,18 +219,6 @@ func checkFiles(o options) error {
 		}
 	}
 	return nil
-}
-
-func loadavg() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "?"
-	}
-	f := strings.Fields(string(b))
-	if len(f) < 3 {
-		return "?"
-	}
-	return strings.Join(f[:3], " ")
 }
 
 func randomHex(n int) string {

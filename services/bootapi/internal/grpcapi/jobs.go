@@ -21,11 +21,11 @@ import (
 
 // public strips what the API never returns.
 func public(j *bootapiv1.Job) *bootapiv1.Job {
-	if len(j.GetTokenHash()) == 0 {
+	if len(j.GetTokenHash()) == 0 && len(j.GetBootstrapTokenHash()) == 0 {
 		return j
 	}
 	c := proto.Clone(j).(*bootapiv1.Job)
-	c.TokenHash = nil
+	c.TokenHash, c.BootstrapTokenHash = nil, nil
 	return c
 }
 
@@ -41,10 +41,14 @@ func (a *API) CreateJob(ctx context.Context, req *bootapiv1.CreateJobRequest) (*
 	if req.GetTimeout() != nil && (timeout < time.Second || timeout > 7*24*time.Hour) {
 		return nil, apierr.InvalidArgument("timeout", "want between 1s and 168h, got %s", timeout)
 	}
+	release := req.GetReleaseAfter().AsDuration()
+	if req.GetReleaseAfter() != nil && (release < 0 || release > 7*24*time.Hour) {
+		return nil, apierr.InvalidArgument("release_after", "want between 0s and 168h, got %s", release)
+	}
 	if err := a.requireMAC(ctx, mac); err != nil {
 		return nil, err
 	}
-	j, rev, err := a.st.CreateJob(ctx, mac, req.GetProfile(), timeout, a.now())
+	j, rev, err := a.st.CreateJob(ctx, mac, req.GetProfile(), timeout, release, a.now())
 	switch {
 	case errors.Is(err, state.ErrActiveJob):
 		return nil, apierr.InvalidArgument("mac", "machine %s already has an unfinished job (%v); cancel it first", mac, strings.TrimPrefix(err.Error(), state.ErrActiveJob.Error()+": "))

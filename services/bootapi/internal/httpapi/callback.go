@@ -96,7 +96,9 @@ func (h *Handler) report(ctx context.Context, rc *fasthttp.RequestCtx) {
 	var why, fresh string
 	job, rev, err := h.cfg.State.Update(ctx, id, func(j *bootapiv1.Job) error {
 		sum := tokenHash(token)
-		if len(j.GetTokenHash()) == 0 || subtle.ConstantTimeCompare(sum[:], j.GetTokenHash()) != 1 {
+		current := len(j.GetTokenHash()) > 0 && subtle.ConstantTimeCompare(sum[:], j.GetTokenHash()) == 1
+		again := !current && exchangeLost(j, sum, now)
+		if !current && !again {
 			code, why = fasthttp.StatusForbidden, "token does not match this job"
 			return errRefused
 		}
@@ -106,18 +108,28 @@ func (h *Handler) report(ctx context.Context, rc *fasthttp.RequestCtx) {
 		}
 		switch j.GetState() {
 		case bootapiv1.JobState_JOB_STATE_DISPATCHED, bootapiv1.JobState_JOB_STATE_RUNNING:
+		case st:
+			if current {
+				// The same final report again: the answer to the one recorded
+				// was lost. Nothing changes; the installer hears ok.
+				return errAlready
+			}
+			fallthrough
 		default:
 			code, why = fasthttp.StatusConflict, "job is "+strings.ToLower(strings.TrimPrefix(j.GetState().String(), "JOB_STATE_"))+": reports are closed"
 			return errRefused
 		}
-		if !j.GetTokenExchanged() {
+		switch {
+		case !j.GetTokenExchanged() || again:
 			// Update may call this again after a conflict: each attempt draws its
 			// own token, and the answer carries the one that was written.
 			fresh = newToken()
 			fh := tokenHash(fresh)
+			j.BootstrapTokenHash = sum[:]
 			j.TokenHash, j.TokenExchanged = fh[:], true
-		} else {
-			fresh = ""
+		default:
+			// The fresh token is in use: the bootstrap token is spent for good.
+			fresh, j.BootstrapTokenHash = "", nil
 		}
 		switch {
 		case progress >= 0:
@@ -145,8 +157,18 @@ func (h *Handler) report(ctx context.Context, rc *fasthttp.RequestCtx) {
 			known = jit.Value
 		}
 	}
-	h.auditCallback(ctx, rc, id, known.GetMac(), form.Get("state"), code, err, rev)
+	if errors.Is(err, errAlready) {
+		h.auditCallback(ctx, rc, id, known.GetMac(), form.Get("state")+" (repeated)", code, nil, rev)
+	} else {
+		h.auditCallback(ctx, rc, id, known.GetMac(), form.Get("state"), code, err, rev)
+	}
 	switch {
+	case errors.Is(err, errAlready):
+		h.log.Info("job report repeated", "job", id, "state", form.Get("state"))
+		rc.SetContentType(textPlain)
+		rc.Response.Header.SetCanonical(cacheControl, noStore)
+		rc.SetBodyString("ok " + id + " " + form.Get("state") + "\n")
+		return
 	case errors.Is(err, errRefused):
 		// Nothing is recorded for a refused report, not even a hop: whoever
 		// sends one has no say in the machine's boot session.
@@ -164,6 +186,7 @@ func (h *Handler) report(ctx context.Context, rc *fasthttp.RequestCtx) {
 		return
 	}
 	h.Reports.Add(1)
+	h.admission.release(id)
 	// As for dispatch: this replica reads its own write from here on.
 	wctx, cancel := context.WithTimeout(ctx, time.Second)
 	h.cfg.State.Jobs.WaitRevision(wctx, rev)
@@ -195,6 +218,28 @@ func (h *Handler) report(ctx context.Context, rc *fasthttp.RequestCtx) {
 	}
 }
 
+// ExchangeGrace is how long after the token exchange the bootstrap token is
+// taken again, as long as no report has used the fresh token: the answer that
+// carried the fresh token may have been lost (the installer timed out, or got
+// a 503 after the write committed), and without it the installer could never
+// report again. In a 1,000-machine storm on a loaded machine 66 installers
+// were locked out so. An installer retries within about 30 s (bootchain.sh:
+// 3 tries of 10 s); the window closes at the first report with the fresh
+// token, or after this.
+const ExchangeGrace = time.Minute
+
+// exchangeLost reports whether sum is the hash of the job's bootstrap token
+// presented again within ExchangeGrace of its exchange (the last report).
+func exchangeLost(j *bootapiv1.Job, sum [32]byte, now time.Time) bool {
+	if !j.GetTokenExchanged() || len(j.GetBootstrapTokenHash()) == 0 || len(j.GetReports()) == 0 {
+		return false
+	}
+	if now.Sub(j.GetReports()[len(j.GetReports())-1].GetTime().AsTime()) > ExchangeGrace {
+		return false
+	}
+	return subtle.ConstantTimeCompare(sum[:], j.GetBootstrapTokenHash()) == 1
+}
+
 // newToken is a callback token: 256 random bits, hex.
 func newToken() string {
 	var raw [32]byte
@@ -206,6 +251,9 @@ func newToken() string {
 func tokenHash(token string) [32]byte { return sha256.Sum256([]byte(token)) }
 
 var errRefused = errors.New("report refused")
+
+// errAlready is a final report the job has already recorded.
+var errAlready = errors.New("report already recorded")
 
 // reportForm is what net/http's Request.ParseForm made of a POST, as
 // Request.Form: a url-encoded body's fields, then the query's, with the same errors

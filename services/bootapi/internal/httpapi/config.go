@@ -157,10 +157,14 @@ func (h *Handler) answer(ctx context.Context, in decide.Input, jit store.Item[*b
 		note = d.Withheld
 	}
 	if d.Job != nil {
+		if s, waiting := h.admit(d, mac); waiting {
+			return s, ""
+		}
 		if s, ok := h.dispatch(ctx, d, jit, sess, ip); ok {
 			h.metrics.scripts.WithLabelValues(d.Rule).Inc()
 			return s, d.Job.GetId()
 		}
+		h.admission.release(d.Job.GetId())
 		// Not dispatched (another request or replica got there first, or the
 		// job failed): the machine gets what it would without the job.
 		in.Job = nil

@@ -71,6 +71,8 @@ type Config struct {
 	// withheld and reports answered 503 (docs/bootapi.md, "Cut off from
 	// etcd"); nil: always online.
 	Offline func() bool
+	// Admission caps each site's boots in flight; the zero value is off.
+	Admission AdmissionConfig
 }
 
 // Handler is the HTTP API.
@@ -83,8 +85,9 @@ type Handler struct {
 	// requests whose handler panicked (answered 500).
 	Scripts, Dispatches, Reports, Rejected, Panics atomic.Int64
 	// Withheld are pending jobs not dispatched because etcd was unreachable.
-	Withheld atomic.Int64
-	metrics  *metrics
+	Withheld  atomic.Int64
+	metrics   *metrics
+	admission *admission
 	// metricsHandler serves Config.Metrics; nil without it.
 	metricsHandler fasthttp.RequestHandler
 }
@@ -102,6 +105,7 @@ func New(cfg Config) *Handler {
 	return &Handler{
 		metricsHandler: mh,
 		cfg:            cfg, log: cfg.Logger, spans: cfg.Sessions.Spans(), metrics: newMetrics(),
+		admission: newAdmission(cfg.Admission),
 		render: script.NewRenderer(script.RendererConfig{
 			PublicURL: cfg.PublicURL, CallbackURL: cfg.CallbackURL, ArtifactURL: cfg.ArtifactURL, MenuTimeout: cfg.MenuTimeout, Profiles: st.Profiles,
 		}),

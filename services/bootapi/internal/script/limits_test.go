@@ -61,13 +61,13 @@ func TestCmdlineTemplatesStillAllowed(t *testing.T) {
 	}
 }
 
-// Rendering stops at its time bound (here already passed) with an error.
-func TestCmdlineRenderTimeBound(t *testing.T) {
-	old := script.CmdlineTimeout
-	script.CmdlineTimeout = -1
-	t.Cleanup(func() { script.CmdlineTimeout = old })
+// Rendering stops at its bound of writes with an error.
+func TestCmdlineRenderWriteBound(t *testing.T) {
+	old := script.CmdlineWrites
+	script.CmdlineWrites = 1
+	t.Cleanup(func() { script.CmdlineWrites = old })
 	_, err := script.Cmdline(`console=ttyS0 x={{.Machine.Hostname}}`, labelled(0))
-	if !errors.Is(err, script.ErrCmdline) || !strings.Contains(err.Error(), "took longer") {
-		t.Fatalf("err %v, want the time bound's", err)
+	if !errors.Is(err, script.ErrCmdline) || !strings.Contains(err.Error(), "more than 1 writes") {
+		t.Fatalf("err %v, want the write bound's", err)
 	}
 }

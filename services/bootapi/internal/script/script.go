@@ -38,15 +38,9 @@ const MACExpansion = "${net0/mac:hexhyp}"
 // Bootstrap renders /boot.ipxe: chain to the config URL with the machine's facts
 // (see BootstrapParams). The ${...} references are bootchain's own.
 func Bootstrap(configURL *url.URL) (string, error) {
-	var q []string
-	for _, p := range BootstrapParams {
-		q = append(q, p.Key+"=${"+p.Setting+":"+p.Type+"}")
-	}
-	u := *configURL
-	u.RawQuery = ""
 	var b ipxe.Builder
 	b.Comment("bootchain bootstrap: ask bootapi what this machine boots")
-	chain := ipxe.Raw(ipxe.EscapeURL(u.String()) + "?" + strings.Join(q, "&"))
+	chain := configChain(configURL)
 	b.Line("chain", ipxe.Raw("--autofree"), chain, ipxe.Raw("|| goto retry"))
 	// A chained script that returns (local disk: "exit") is done; without this
 	// line iPXE would fall through into the retry below and ask again.
@@ -292,11 +286,13 @@ type TemplateData struct {
 // MaxCmdline bounds a rendered command line.
 const MaxCmdline = 4096
 
-// CmdlineTimeout bounds the rendering of one command line. parse refuses every
-// construct that could spin without writing (see checkTemplate), so rendering
-// is linear in the template and the labels; this is the backstop, checked at
-// every write.
-var CmdlineTimeout = 100 * time.Millisecond
+// CmdlineWrites bounds the writes of one command line's rendering. parse
+// refuses every construct that could spin without writing (see
+// checkTemplate), so rendering is linear in the template and the labels; this
+// is the backstop, counted at every write. It counts work, not time: a bound in
+// wall-clock time failed jobs whenever the process was descheduled for a
+// moment (a boot storm on a loaded machine), though the template was fine.
+var CmdlineWrites = 1 << 16
 
 var (
 	tmplMu    sync.Mutex
@@ -327,7 +323,7 @@ func Cmdline(tmpl string, d TemplateData) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	buf := limitedBuffer{deadline: time.Now().Add(CmdlineTimeout)}
+	buf := limitedBuffer{writes: CmdlineWrites}
 	if err := t.Execute(&buf, d); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrCmdline, err)
 	}
@@ -362,15 +358,15 @@ func parse(tmpl string) (*template.Template, error) {
 
 type limitedBuffer struct {
 	bytes.Buffer
-	deadline time.Time
+	writes int // left
 }
 
 func (l *limitedBuffer) Write(p []byte) (int, error) {
 	if l.Len()+len(p) > MaxCmdline {
 		return 0, fmt.Errorf("longer than %d bytes", MaxCmdline)
 	}
-	if time.Now().After(l.deadline) {
-		return 0, fmt.Errorf("rendering took longer than %s", CmdlineTimeout)
+	if l.writes--; l.writes < 0 {
+		return 0, fmt.Errorf("rendering made more than %d writes", CmdlineWrites)
 	}
 	return l.Buffer.Write(p)
 }

@@ -186,13 +186,16 @@ func JobKey(id string) string { return store.Key("jobs", id) }
 
 // CreateJob queues a job for mac, in one transaction that checks the machine and
 // profile exist and the machine has no unfinished job.
-func (s *State) CreateJob(ctx context.Context, mac, profile string, timeout time.Duration, now time.Time) (*bootapiv1.Job, int64, error) {
+func (s *State) CreateJob(ctx context.Context, mac, profile string, timeout, releaseAfter time.Duration, now time.Time) (*bootapiv1.Job, int64, error) {
 	if timeout <= 0 {
 		timeout = DefaultJobTimeout
 	}
 	j := &bootapiv1.Job{
 		Id: NewJobID(now), Mac: mac, Profile: profile, State: bootapiv1.JobState_JOB_STATE_PENDING,
 		Timeout: durationpb.New(timeout), CreateTime: timestamppb.New(now), UpdateTime: timestamppb.New(now),
+	}
+	if releaseAfter > 0 {
+		j.ReleaseTime = timestamppb.New(now.Add(releaseAfter))
 	}
 	jb, err := proto.Marshal(j)
 	if err != nil {

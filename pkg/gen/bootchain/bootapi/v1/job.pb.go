@@ -137,8 +137,16 @@ type Job struct {
 	// line for a fresh one (its first report); token_hash is then the fresh
 	// token's, and the bootstrap token is refused.
 	TokenExchanged bool `protobuf:"varint,17,opt,name=token_exchanged,json=tokenExchanged,proto3" json:"token_exchanged,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// SHA-256 of the bootstrap token after its exchange, until a report uses
+	// the fresh token: an installer whose first answer was lost (it timed out,
+	// or got a 503 after the write committed) presents the bootstrap token again
+	// within a short grace and gets another fresh token. Never returned by the API.
+	BootstrapTokenHash []byte `protobuf:"bytes,18,opt,name=bootstrap_token_hash,json=bootstrapTokenHash,proto3" json:"bootstrap_token_hash,omitempty"`
+	// The job is not dispatched before this time (create_time plus the
+	// request's release_after); unset: at once.
+	ReleaseTime   *timestamppb.Timestamp `protobuf:"bytes,19,opt,name=release_time,json=releaseTime,proto3" json:"release_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Job) Reset() {
@@ -290,6 +298,20 @@ func (x *Job) GetTokenExchanged() bool {
 	return false
 }
 
+func (x *Job) GetBootstrapTokenHash() []byte {
+	if x != nil {
+		return x.BootstrapTokenHash
+	}
+	return nil
+}
+
+func (x *Job) GetReleaseTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ReleaseTime
+	}
+	return nil
+}
+
 // JobReport is one callback from the booted installer.
 type JobReport struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -371,7 +393,12 @@ type CreateJobRequest struct {
 	// Profile name; it must exist.
 	Profile string `protobuf:"bytes,2,opt,name=profile,proto3" json:"profile,omitempty"`
 	// Time allowed from dispatch to a final report; zero means one hour.
-	Timeout       *durationpb.Duration `protobuf:"bytes,3,opt,name=timeout,proto3" json:"timeout,omitempty"`
+	Timeout *durationpb.Duration `protobuf:"bytes,3,opt,name=timeout,proto3" json:"timeout,omitempty"`
+	// Hold the job this long after its creation (at most 7 days): until then
+	// the machine, when it asks, waits and asks again instead of booting it. A
+	// site's reinstalls go out in waves when each wave's jobs are created with a
+	// later release_after.
+	ReleaseAfter  *durationpb.Duration `protobuf:"bytes,4,opt,name=release_after,json=releaseAfter,proto3" json:"release_after,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -423,6 +450,13 @@ func (x *CreateJobRequest) GetProfile() string {
 func (x *CreateJobRequest) GetTimeout() *durationpb.Duration {
 	if x != nil {
 		return x.Timeout
+	}
+	return nil
+}
+
+func (x *CreateJobRequest) GetReleaseAfter() *durationpb.Duration {
+	if x != nil {
+		return x.ReleaseAfter
 	}
 	return nil
 }
@@ -872,7 +906,7 @@ var File_bootchain_bootapi_v1_job_proto protoreflect.FileDescriptor
 
 const file_bootchain_bootapi_v1_job_proto_rawDesc = "" +
 	"\n" +
-	"\x1ebootchain/bootapi/v1/job.proto\x12\x14bootchain.bootapi.v1\x1a\x1cbootchain/auth/v1/auth.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe1\x05\n" +
+	"\x1ebootchain/bootapi/v1/job.proto\x12\x14bootchain.bootapi.v1\x1a\x1cbootchain/auth/v1/auth.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd2\x06\n" +
 	"\x03Job\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x10\n" +
 	"\x03mac\x18\x02 \x01(\tR\x03mac\x12\x18\n" +
@@ -896,16 +930,19 @@ const file_bootchain_bootapi_v1_job_proto_rawDesc = "" +
 	"\areports\x18\x0f \x03(\v2\x1f.bootchain.bootapi.v1.JobReportR\areports\x12\x1f\n" +
 	"\vdispatch_ip\x18\x10 \x01(\tR\n" +
 	"dispatchIp\x12'\n" +
-	"\x0ftoken_exchanged\x18\x11 \x01(\bR\x0etokenExchanged\"\xa7\x01\n" +
+	"\x0ftoken_exchanged\x18\x11 \x01(\bR\x0etokenExchanged\x120\n" +
+	"\x14bootstrap_token_hash\x18\x12 \x01(\fR\x12bootstrapTokenHash\x12=\n" +
+	"\frelease_time\x18\x13 \x01(\v2\x1a.google.protobuf.TimestampR\vreleaseTime\"\xa7\x01\n" +
 	"\tJobReport\x124\n" +
 	"\x05state\x18\x01 \x01(\x0e2\x1e.bootchain.bootapi.v1.JobStateR\x05state\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12\x1a\n" +
 	"\bprogress\x18\x03 \x01(\x05R\bprogress\x12.\n" +
-	"\x04time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\"s\n" +
+	"\x04time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\"\xb3\x01\n" +
 	"\x10CreateJobRequest\x12\x10\n" +
 	"\x03mac\x18\x01 \x01(\tR\x03mac\x12\x18\n" +
 	"\aprofile\x18\x02 \x01(\tR\aprofile\x123\n" +
-	"\atimeout\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\atimeout\"@\n" +
+	"\atimeout\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\atimeout\x12>\n" +
+	"\rrelease_after\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\freleaseAfter\"@\n" +
 	"\x11CreateJobResponse\x12+\n" +
 	"\x03job\x18\x01 \x01(\v2\x19.bootchain.bootapi.v1.JobR\x03job\"\x1f\n" +
 	"\rGetJobRequest\x12\x0e\n" +
@@ -992,30 +1029,32 @@ var file_bootchain_bootapi_v1_job_proto_depIdxs = []int32{
 	14, // 5: bootchain.bootapi.v1.Job.finish_time:type_name -> google.protobuf.Timestamp
 	14, // 6: bootchain.bootapi.v1.Job.deadline_time:type_name -> google.protobuf.Timestamp
 	2,  // 7: bootchain.bootapi.v1.Job.reports:type_name -> bootchain.bootapi.v1.JobReport
-	0,  // 8: bootchain.bootapi.v1.JobReport.state:type_name -> bootchain.bootapi.v1.JobState
-	14, // 9: bootchain.bootapi.v1.JobReport.time:type_name -> google.protobuf.Timestamp
-	13, // 10: bootchain.bootapi.v1.CreateJobRequest.timeout:type_name -> google.protobuf.Duration
-	1,  // 11: bootchain.bootapi.v1.CreateJobResponse.job:type_name -> bootchain.bootapi.v1.Job
-	1,  // 12: bootchain.bootapi.v1.GetJobResponse.job:type_name -> bootchain.bootapi.v1.Job
-	0,  // 13: bootchain.bootapi.v1.ListJobsRequest.states:type_name -> bootchain.bootapi.v1.JobState
-	1,  // 14: bootchain.bootapi.v1.ListJobsResponse.jobs:type_name -> bootchain.bootapi.v1.Job
-	1,  // 15: bootchain.bootapi.v1.CancelJobResponse.job:type_name -> bootchain.bootapi.v1.Job
-	1,  // 16: bootchain.bootapi.v1.WatchJobsResponse.job:type_name -> bootchain.bootapi.v1.Job
-	3,  // 17: bootchain.bootapi.v1.JobService.CreateJob:input_type -> bootchain.bootapi.v1.CreateJobRequest
-	5,  // 18: bootchain.bootapi.v1.JobService.GetJob:input_type -> bootchain.bootapi.v1.GetJobRequest
-	7,  // 19: bootchain.bootapi.v1.JobService.ListJobs:input_type -> bootchain.bootapi.v1.ListJobsRequest
-	9,  // 20: bootchain.bootapi.v1.JobService.CancelJob:input_type -> bootchain.bootapi.v1.CancelJobRequest
-	11, // 21: bootchain.bootapi.v1.JobService.WatchJobs:input_type -> bootchain.bootapi.v1.WatchJobsRequest
-	4,  // 22: bootchain.bootapi.v1.JobService.CreateJob:output_type -> bootchain.bootapi.v1.CreateJobResponse
-	6,  // 23: bootchain.bootapi.v1.JobService.GetJob:output_type -> bootchain.bootapi.v1.GetJobResponse
-	8,  // 24: bootchain.bootapi.v1.JobService.ListJobs:output_type -> bootchain.bootapi.v1.ListJobsResponse
-	10, // 25: bootchain.bootapi.v1.JobService.CancelJob:output_type -> bootchain.bootapi.v1.CancelJobResponse
-	12, // 26: bootchain.bootapi.v1.JobService.WatchJobs:output_type -> bootchain.bootapi.v1.WatchJobsResponse
-	22, // [22:27] is the sub-list for method output_type
-	17, // [17:22] is the sub-list for method input_type
-	17, // [17:17] is the sub-list for extension type_name
-	17, // [17:17] is the sub-list for extension extendee
-	0,  // [0:17] is the sub-list for field type_name
+	14, // 8: bootchain.bootapi.v1.Job.release_time:type_name -> google.protobuf.Timestamp
+	0,  // 9: bootchain.bootapi.v1.JobReport.state:type_name -> bootchain.bootapi.v1.JobState
+	14, // 10: bootchain.bootapi.v1.JobReport.time:type_name -> google.protobuf.Timestamp
+	13, // 11: bootchain.bootapi.v1.CreateJobRequest.timeout:type_name -> google.protobuf.Duration
+	13, // 12: bootchain.bootapi.v1.CreateJobRequest.release_after:type_name -> google.protobuf.Duration
+	1,  // 13: bootchain.bootapi.v1.CreateJobResponse.job:type_name -> bootchain.bootapi.v1.Job
+	1,  // 14: bootchain.bootapi.v1.GetJobResponse.job:type_name -> bootchain.bootapi.v1.Job
+	0,  // 15: bootchain.bootapi.v1.ListJobsRequest.states:type_name -> bootchain.bootapi.v1.JobState
+	1,  // 16: bootchain.bootapi.v1.ListJobsResponse.jobs:type_name -> bootchain.bootapi.v1.Job
+	1,  // 17: bootchain.bootapi.v1.CancelJobResponse.job:type_name -> bootchain.bootapi.v1.Job
+	1,  // 18: bootchain.bootapi.v1.WatchJobsResponse.job:type_name -> bootchain.bootapi.v1.Job
+	3,  // 19: bootchain.bootapi.v1.JobService.CreateJob:input_type -> bootchain.bootapi.v1.CreateJobRequest
+	5,  // 20: bootchain.bootapi.v1.JobService.GetJob:input_type -> bootchain.bootapi.v1.GetJobRequest
+	7,  // 21: bootchain.bootapi.v1.JobService.ListJobs:input_type -> bootchain.bootapi.v1.ListJobsRequest
+	9,  // 22: bootchain.bootapi.v1.JobService.CancelJob:input_type -> bootchain.bootapi.v1.CancelJobRequest
+	11, // 23: bootchain.bootapi.v1.JobService.WatchJobs:input_type -> bootchain.bootapi.v1.WatchJobsRequest
+	4,  // 24: bootchain.bootapi.v1.JobService.CreateJob:output_type -> bootchain.bootapi.v1.CreateJobResponse
+	6,  // 25: bootchain.bootapi.v1.JobService.GetJob:output_type -> bootchain.bootapi.v1.GetJobResponse
+	8,  // 26: bootchain.bootapi.v1.JobService.ListJobs:output_type -> bootchain.bootapi.v1.ListJobsResponse
+	10, // 27: bootchain.bootapi.v1.JobService.CancelJob:output_type -> bootchain.bootapi.v1.CancelJobResponse
+	12, // 28: bootchain.bootapi.v1.JobService.WatchJobs:output_type -> bootchain.bootapi.v1.WatchJobsResponse
+	24, // [24:29] is the sub-list for method output_type
+	19, // [19:24] is the sub-list for method input_type
+	19, // [19:19] is the sub-list for extension type_name
+	19, // [19:19] is the sub-list for extension extendee
+	0,  // [0:19] is the sub-list for field type_name
 }
 
 func init() { file_bootchain_bootapi_v1_job_proto_init() }
