@@ -25,6 +25,12 @@ type OpenOptions struct {
 	Site string
 	// Now is the time of the request; default time.Now().
 	Now time.Time
+	// Dispatch is the ID of a job about to be dispatched to the machine. A
+	// dispatch starts a new boot attempt when the current session already
+	// carries another job or has reached its verdict: without bootchain's
+	// dhcpd no DISCOVER marks the new attempt, and its hops must not join the
+	// last one's trace.
+	Dispatch string
 }
 
 // Open returns the machine's current session, or opens a new one (a new trace) when
@@ -42,7 +48,7 @@ func (r *Recorder) Open(ctx context.Context, mac string, opts OpenOptions) *Sess
 	// session reached a verdict (iPXE re-fetching a script after the menu, a retry
 	// after a failed download). A new attempt starts with the firmware's DISCOVER
 	// (opts.New) or after IdleRestart of silence.
-	if cur != nil && !opts.New && now.UnixNano()-m.updated(cur) < int64(r.cfg.IdleRestart) {
+	if cur != nil && !opts.New && now.UnixNano()-m.updated(cur) < int64(r.cfg.IdleRestart) && !overBy(cur, opts.Dispatch) {
 		s := m.session(r, sh, cur)
 		moved := opts.IP != "" && m.ipChanged(cur, opts.IP)
 		sh.mu.Unlock()
@@ -84,6 +90,15 @@ func (r *Recorder) Open(ctx context.Context, mac string, opts OpenOptions) *Sess
 	s := sh.get(mac).session(r, sh, bs)
 	sh.mu.Unlock()
 	return s
+}
+
+// overBy reports whether dispatching job ends cur's boot attempt: cur carries
+// another job, or has its verdict.
+func overBy(cur *bootapiv1.BootSession, job string) bool {
+	if job == "" {
+		return false
+	}
+	return (cur.GetJobId() != "" && cur.GetJobId() != job) || cur.GetState() != bootapiv1.SessionState_SESSION_STATE_ACTIVE
 }
 
 // Join returns the machine's active session without opening one.

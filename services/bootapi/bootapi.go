@@ -35,6 +35,7 @@ import (
 	"github.com/bootchain/bootchain/pkg/session"
 	"github.com/bootchain/bootchain/pkg/store"
 	"github.com/bootchain/bootchain/pkg/tlsconf"
+	"github.com/bootchain/bootchain/services/bootapi/internal/diagnoser"
 	"github.com/bootchain/bootchain/services/bootapi/internal/grpcapi"
 	"github.com/bootchain/bootchain/services/bootapi/internal/httpapi"
 	"github.com/bootchain/bootchain/services/bootapi/internal/script"
@@ -84,6 +85,9 @@ type Config struct {
 	MenuTimeout time.Duration
 	// StallAfter marks a boot session with no progress for this long as stalled.
 	StallAfter time.Duration
+	// StallAfterStage shortens StallAfter for the stages that should move
+	// faster (diagnosis.go).
+	StallAfterStage StageTimeouts
 	// SweepInterval is how often jobs past their deadline expire and stalled
 	// sessions are marked.
 	SweepInterval time.Duration
@@ -110,7 +114,7 @@ func DefaultConfig() Config {
 		Site: "default", HTTPAddr: ":8080", GRPC: grpcserver.Config{Addr: ":9080"},
 		Advertise: "127.0.0.1", DefaultAction: "menu", MenuTimeout: 10 * time.Second,
 		StallAfter: 5 * time.Minute, SweepInterval: 10 * time.Second, HTTPLimitPerIP: DefaultHTTPLimitPerIP,
-		Discovery: state.DefaultDiscovery,
+		Discovery: state.DefaultDiscovery, StallAfterStage: DefaultStageTimeouts,
 	}
 }
 
@@ -132,6 +136,7 @@ func (c *Config) AddFlags(fs *flag.FlagSet, prefix string) {
 	fs.StringVar(&c.DefaultAction, prefix+"default-action", c.DefaultAction, "what machines without a job or default boot: menu, local-disk, sanboot, shell")
 	fs.DurationVar(&c.MenuTimeout, prefix+"menu-timeout", c.MenuTimeout, "menu timeout before booting the local disk")
 	fs.DurationVar(&c.StallAfter, prefix+"stall-after", c.StallAfter, "mark a boot session stalled after this long without progress")
+	c.StallAfterStage.addFlags(fs, prefix)
 	fs.Var(&c.HTTPLimitPerIP, prefix+"http-limit-per-ip", "HTTP requests one client IP may send: RATE/s,BURST, or off (over it: 429 with Retry-After)")
 }
 
@@ -197,7 +202,7 @@ func (c Config) Validate() error {
 	if c.StallAfter <= 0 || c.SweepInterval <= 0 {
 		return errors.New("bootapi: stall-after and sweep interval must be positive")
 	}
-	return nil
+	return c.StallAfterStage.validate()
 }
 
 // Server is a configured bootapi.
@@ -206,7 +211,9 @@ type Server struct {
 	log      *slog.Logger
 	state    *state.State
 	sessions *session.Recorder
-	http     *httpapi.Handler
+	// diagnoser diagnoses failed and stalled boots and fails their jobs.
+	diagnoser *diagnoser.Diagnoser
+	http      *httpapi.Handler
 	httpLis  net.Listener
 	// httpsLis is the HTTPS listener (TLS inside); nil when off.
 	httpsLis    net.Listener
@@ -308,7 +315,8 @@ func New(cfg Config) (*Server, error) {
 		closeListeners()
 		return nil, err
 	}
-	grpcapi.New(st, rec, nil).EnablePreview(grpcapi.PreviewConfig{
+	diag := diagnoser.New(diagnoser.Config{Store: cfg.Store, Sessions: rec, State: st, Timeouts: cfg.StallAfterStage.diagnosis(cfg.StallAfter), Logger: log})
+	grpcapi.New(st, rec, nil).EnableDiagnosis(diag.Diagnose).EnablePreview(grpcapi.PreviewConfig{
 		// Configured as the script endpoint's renderer, so that a preview
 		// renders what a machine gets.
 		Renderer: script.NewRenderer(script.RendererConfig{
@@ -325,14 +333,14 @@ func New(cfg Config) (*Server, error) {
 		Audit: cfg.GRPC.Audit, Metrics: reg,
 	})
 	limiter := ratelimit.New[netip.Addr](ratelimit.Config{Limit: cfg.HTTPLimitPerIP})
-	if err := registerMetrics(reg, h, limiter, boots); err != nil {
+	if err := registerMetrics(reg, h, limiter, boots, diag.Diagnoses); err != nil {
 		closeListeners()
 		gs.Close()
 		return nil, fmt.Errorf("bootapi: metrics: %w", err)
 	}
 	requests, stop := context.WithCancel(context.Background())
 	return &Server{
-		reg: reg,
+		reg: reg, diagnoser: diag,
 		cfg: cfg, log: log, state: st, sessions: rec, http: h, httpLis: lis, httpsLis: httpsLis, httpsPublic: hpu, grpc: gs, public: pu,
 		handler: httpapi.Limit(h.RequestHandler(requests), limiter), stopRequests: stop, limiter: limiter,
 	}, nil
@@ -423,6 +431,7 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	serve := run.Layer()
 	serve.Go(s.sweep)
+	serve.Go(s.diagnoser.Run)
 	serve.Go(s.grpc.Serve)
 	serve.Go(func(ctx context.Context) error { return s.serveHTTP(ctx, s.httpLis, "http") })
 	if s.httpsLis != nil {
@@ -511,8 +520,6 @@ func (s *Server) sweep(ctx context.Context) error {
 		} else if n > 0 {
 			s.log.Info("discovered machines expired", "count", n, "ttl", s.cfg.Discovery.TTL)
 		}
-		if n := s.sessions.MarkStalled(ctx, s.cfg.StallAfter, now); n > 0 {
-			s.log.Info("boot sessions stalled", "count", n)
-		}
+		s.sweepSessions(ctx)
 	}
 }

@@ -42,7 +42,7 @@ func (h *Handler) config(ctx context.Context, rc *fasthttp.RequestCtx, query []b
 	h.Scripts.Add(1)
 	ip := remoteIP(rc)
 	start := h.cfg.Now()
-	sess := h.cfg.Sessions.Open(ctx, mac, session.OpenOptions{IP: ip, Now: start})
+	sess := h.cfg.Sessions.Open(ctx, mac, session.OpenOptions{IP: ip, Now: start, Dispatch: pendingJob(jit)})
 	if in.Machine == nil {
 		// An unknown machine belongs where it was seen, not where this bootapi
 		// runs: one bootapi serves many sites, and the menu must point at the
@@ -96,6 +96,15 @@ func (h *Handler) config(ctx context.Context, rc *fasthttp.RequestCtx, query []b
 	}
 	writeScript(rc, s.Head, s.Body)
 	h.cfg.State.Sightings.Seen(mac, in.Machine, facts(q, ip), start)
+}
+
+// pendingJob is the ID of the machine's job when it is pending (this request
+// may dispatch it: a new boot attempt), else "".
+func pendingJob(jit store.Item[*bootapiv1.Job]) string {
+	if jit.Value.GetState() != bootapiv1.JobState_JOB_STATE_PENDING {
+		return ""
+	}
+	return jit.Value.GetId()
 }
 
 // seenSite is the site an unknown machine was seen at: that of the lease its
