@@ -211,9 +211,7 @@ type Server struct {
 	log      *slog.Logger
 	state    *state.State
 	sessions *session.Recorder
-	// diagnoser diagnoses failed and stalled boots and fails their jobs.
-	diagnoser *diagnoser.Diagnoser
-	http      *httpapi.Handler
+	http     *httpapi.Handler
 	httpLis  net.Listener
 	// httpsLis is the HTTPS listener (TLS inside); nil when off.
 	httpsLis    net.Listener
@@ -227,7 +225,9 @@ type Server struct {
 	stopRequests context.CancelFunc
 	limiter      *ratelimit.Limiter[netip.Addr]
 	reg          *prometheus.Registry
-	serving      atomic.Int32 // HTTP(S) servers not yet stopped
+	// diagnoser fails the jobs of failed and stalled boots.
+	diagnoser *diagnoser.Diagnoser
+	serving   atomic.Int32 // HTTP(S) servers not yet stopped
 }
 
 // httpTimeout bounds the reading of one HTTP request and a keep-alive
