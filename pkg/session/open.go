@@ -27,9 +27,9 @@ type OpenOptions struct {
 	Now time.Time
 	// Dispatch is the ID of a job about to be dispatched to the machine. A
 	// dispatch starts a new boot attempt when the current session already
-	// carries another job or has reached its verdict: without bootchain's
-	// dhcpd no DISCOVER marks the new attempt, and its hops must not join the
-	// last one's trace.
+	// carries another job: without a DISCOVER seen by bootchain's dhcpd
+	// nothing else marks the new attempt, and its hops must not join the last
+	// job's trace.
 	Dispatch string
 }
 
@@ -93,12 +93,10 @@ func (r *Recorder) Open(ctx context.Context, mac string, opts OpenOptions) *Sess
 }
 
 // overBy reports whether dispatching job ends cur's boot attempt: cur carries
-// another job, or has its verdict.
+// another job. (A session without one goes on: in proxy mode it holds dhcpd's
+// record of the address the job may be dispatched to.)
 func overBy(cur *bootapiv1.BootSession, job string) bool {
-	if job == "" {
-		return false
-	}
-	return (cur.GetJobId() != "" && cur.GetJobId() != job) || cur.GetState() != bootapiv1.SessionState_SESSION_STATE_ACTIVE
+	return job != "" && cur.GetJobId() != "" && cur.GetJobId() != job
 }
 
 // Join returns the machine's active session without opening one.
