@@ -108,9 +108,9 @@ func TestOf(t *testing.T) {
 			at:   7 * time.Second,
 		},
 		"artifact checksum": {
-			hops: []*bootapiv1.Hop{script, kernel, hop(6, "artifact", "artifactstore", true, "initrd 409 0B was replaced", AttrArtifactFailure, FailureChecksum)},
+			hops: []*bootapiv1.Hop{script, kernel, hop(6, "artifact", "artifactstore", true, "initrd 409 0B artifact initrd was replaced", AttrArtifactFailure, FailureChecksum)},
 			at:   7 * time.Second,
-			want: &want{bootapiv1.DiagnosisClass_DIAGNOSIS_CLASS_ARTIFACT_CHECKSUM, "artifact", "artifactstore", "initrd did not match"},
+			want: &want{bootapiv1.DiagnosisClass_DIAGNOSIS_CLASS_ARTIFACT_CHECKSUM, "artifact", "artifactstore", "initrd did not match its checksum: artifact initrd was replaced"},
 		},
 		"no callback": {
 			hops: []*bootapiv1.Hop{script, kernel, initrd}, at: 50 * time.Second,

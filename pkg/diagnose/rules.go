@@ -41,7 +41,7 @@ func failed(hops []*bootapiv1.Hop) *bootapiv1.Diagnosis {
 			case FailureChecksum:
 				return &bootapiv1.Diagnosis{
 					Class: bootapiv1.DiagnosisClass_DIAGNOSIS_CLASS_ARTIFACT_CHECKSUM, Hop: h.GetName(), Service: h.GetService(),
-					Cause:    fmt.Sprintf("artifact %s did not match its checksum: %s", name, afterFirstWord(h.GetDetail())),
+					Cause:    fmt.Sprintf("artifact %s did not match its checksum: %s", name, artifactError(h.GetDetail())),
 					NextStep: fmt.Sprintf("upload %s again, or update the profile's sha256 pin to the content it should boot", name),
 				}
 			}
@@ -67,7 +67,7 @@ func failed(hops []*bootapiv1.Hop) *bootapiv1.Diagnosis {
 				}
 				return &bootapiv1.Diagnosis{
 					Class: bootapiv1.DiagnosisClass_DIAGNOSIS_CLASS_TFTP_STALLED, Hop: h.GetName(), Service: h.GetService(),
-					Cause:    fmt.Sprintf("the TFTP transfer of %s stalled at block %s (%s after %d bytes)", file, block, outcome, h.GetBytes()),
+					Cause:    fmt.Sprintf("the TFTP transfer of %s stalled at block %s (%s)", file, block, outcome),
 					NextStep: "look for packet loss or a firewall between the machine and tftpd (UDP, ephemeral ports), or a blksize the path's MTU cannot carry",
 				}
 			}
@@ -86,51 +86,77 @@ func stalled(hops []*bootapiv1.Hop, t Timeouts) (*bootapiv1.Diagnosis, time.Dura
 		d.NextStep = "read the failing service's log for this machine, and bootctl trace for the hops before"
 		return d, t.Other
 	}
-	switch last.GetName() {
-	case "callback":
+	switch name := last.GetName(); {
+	case name == "callback":
 		return nil, 0 // the installer runs: its job's deadline covers it
-	case "artifact":
-		d.Class = bootapiv1.DiagnosisClass_DIAGNOSIS_CLASS_NO_CALLBACK
-		d.Cause = fmt.Sprintf("the downloads finished (last %s) but no installer callback came within %s: the kernel or initrd did not start", firstWord(last.GetDetail()), t.Download)
-		d.NextStep = "watch the machine's console: a kernel for another architecture, a panic, or an initrd without the installer; check that bootchain.callback= is reachable from the machine"
-		return d, t.Download
-	case "script":
-		d.Class = bootapiv1.DiagnosisClass_DIAGNOSIS_CLASS_KERNEL_NOT_FETCHED
-		d.Cause = fmt.Sprintf("the boot script was served (%s) but no kernel download followed within %s", last.GetDetail(), t.Script)
-		d.NextStep = "check that the machine reaches the artifact store URL in its script (bootctl machines preview) and read iPXE's error on the console"
-		return d, t.Script
-	case "ipxe.dhcp":
-		d.Class = bootapiv1.DiagnosisClass_DIAGNOSIS_CLASS_SCRIPT_NOT_FETCHED
-		d.Cause = fmt.Sprintf("iPXE started (its DHCP was answered) but never asked for its script within %s", t.IPXE)
-		d.NextStep = "check that dhcpd answers iPXE (user class iPXE, option 175) with the script URL and that bootapi's public URL is reachable from the machine"
-		return d, t.IPXE
-	case "tftp":
-		file := last.GetAttributes()["tftp.file"]
+	case name == "tftp":
 		if want, got, ok := wrongArch(hops); ok {
 			d.Class = bootapiv1.DiagnosisClass_DIAGNOSIS_CLASS_BOOTFILE_WRONG_ARCH
-			d.Cause = fmt.Sprintf("the boot file %s is built for %s but the client announced architecture %s (option 93): its firmware cannot run it", file, got, want)
+			d.Cause = fmt.Sprintf("the boot file %s is built for %s but the client announced architecture %s (option 93): its firmware cannot run it", last.GetAttributes()["tftp.file"], got, want)
 			d.NextStep = "fix the site's boot-file map so that this architecture gets its own iPXE binary (bootctl sites get)"
 			return d, t.IPXE
 		}
-		d.Class = bootapiv1.DiagnosisClass_DIAGNOSIS_CLASS_SCRIPT_NOT_FETCHED
-		d.Cause = fmt.Sprintf("the boot file %s was sent but neither iPXE's DHCP nor its script request followed within %s", file, t.IPXE)
-		d.NextStep = "watch the machine's console for the boot file's error; check that it is an iPXE binary for this firmware"
-		return d, t.IPXE
-	case "dhcp.discover":
-		d.Class = bootapiv1.DiagnosisClass_DIAGNOSIS_CLASS_OFFER_IGNORED
-		d.Cause = fmt.Sprintf("an OFFER went out (%s) but no REQUEST came within %s: the firmware ignored the offer", last.GetDetail(), t.Offer)
-		d.NextStep = "check that the machine hears dhcpd (relay, VLAN), that no other DHCP server answers first, and in proxy mode that UDP 4011 reaches dhcpd"
-		return d, t.Offer
-	case "dhcp.request":
-		d.Class = bootapiv1.DiagnosisClass_DIAGNOSIS_CLASS_OTHER
-		d.Cause = fmt.Sprintf("the firmware got its address (%s) but asked tftpd for no boot file within %s", last.GetDetail(), t.Other)
-		d.NextStep = "check next-server and the boot file name in dhcpd's answer, and that tftpd listens on the site's address"
-		return d, t.Other
+		fallthrough
+	default:
+		if st, ok := stages[name]; ok {
+			after := st.timeout(t)
+			d.Class, d.Cause, d.NextStep = st.class, fmt.Sprintf(st.cause, st.what(last), after), st.next
+			return d, after
+		}
 	}
 	d.Class = bootapiv1.DiagnosisClass_DIAGNOSIS_CLASS_OTHER
 	d.Cause = fmt.Sprintf("no progress for %s after %s (%s) %s", t.Other, last.GetName(), last.GetService(), last.GetDetail())
 	d.NextStep = "bootctl trace shows the hops so far; read the log of the service named"
 	return d, t.Other
+}
+
+// stage is what a boot that stops after a hop of a given name means.
+type stage struct {
+	class bootapiv1.DiagnosisClass
+	// cause is a format of what (from the hop), then the stage's timeout.
+	cause, next string
+	what        func(*bootapiv1.Hop) string
+	timeout     func(Timeouts) time.Duration
+}
+
+// stages are the stall rules by the name of the last hop.
+var stages = map[string]stage{
+	"dhcp.discover": {
+		bootapiv1.DiagnosisClass_DIAGNOSIS_CLASS_OFFER_IGNORED,
+		"an OFFER went out (%s) but no REQUEST came within %s: the firmware ignored the offer",
+		"check that the machine hears dhcpd (relay, VLAN), that no other DHCP server answers first, and in proxy mode that UDP 4011 reaches dhcpd",
+		(*bootapiv1.Hop).GetDetail, func(t Timeouts) time.Duration { return t.Offer },
+	},
+	"dhcp.request": {
+		bootapiv1.DiagnosisClass_DIAGNOSIS_CLASS_OTHER,
+		"the firmware got its address (%s) but asked tftpd for no boot file within %s",
+		"check next-server and the boot file name in dhcpd's answer, and that tftpd listens on the site's address",
+		(*bootapiv1.Hop).GetDetail, func(t Timeouts) time.Duration { return t.Other },
+	},
+	"tftp": {
+		bootapiv1.DiagnosisClass_DIAGNOSIS_CLASS_SCRIPT_NOT_FETCHED,
+		"the boot file %s was sent but neither iPXE's DHCP nor its script request followed within %s",
+		"watch the machine's console for the boot file's error; check that it is an iPXE binary for this firmware",
+		func(h *bootapiv1.Hop) string { return h.GetAttributes()["tftp.file"] }, func(t Timeouts) time.Duration { return t.IPXE },
+	},
+	"ipxe.dhcp": {
+		bootapiv1.DiagnosisClass_DIAGNOSIS_CLASS_SCRIPT_NOT_FETCHED,
+		"iPXE started (its DHCP was answered: %s) but never asked for its script within %s",
+		"check that dhcpd answers iPXE (user class iPXE, option 175) with the script URL and that bootapi's public URL is reachable from the machine",
+		(*bootapiv1.Hop).GetDetail, func(t Timeouts) time.Duration { return t.IPXE },
+	},
+	"script": {
+		bootapiv1.DiagnosisClass_DIAGNOSIS_CLASS_KERNEL_NOT_FETCHED,
+		"the boot script was served (%s) but no kernel download followed within %s",
+		"check that the machine reaches the artifact store URL in its script (bootctl machines preview) and read iPXE's error on the console",
+		(*bootapiv1.Hop).GetDetail, func(t Timeouts) time.Duration { return t.Script },
+	},
+	"artifact": {
+		bootapiv1.DiagnosisClass_DIAGNOSIS_CLASS_NO_CALLBACK,
+		"the downloads finished (last %s) but no installer callback came within %s: the kernel or initrd did not start",
+		"watch the machine's console: a kernel for another architecture, a panic, or an initrd without the installer; check that bootchain.callback= is reachable from the machine",
+		func(h *bootapiv1.Hop) string { return firstWord(h.GetDetail()) }, func(t Timeouts) time.Duration { return t.Download },
+	},
 }
 
 // passed reports whether the boot got past a failure: a later hop of one of
@@ -168,9 +194,14 @@ func firstWord(s string) string {
 	return w
 }
 
-func afterFirstWord(s string) string {
-	_, rest, _ := strings.Cut(strings.TrimSpace(s), " ")
-	return rest
+// artifactError is the error on an artifact hop's detail, "<name> <status>
+// <bytes>B <error>".
+func artifactError(detail string) string {
+	f := strings.SplitN(strings.TrimSpace(detail), " ", 4)
+	if len(f) < 4 {
+		return detail
+	}
+	return f[3]
 }
 
 // wrongArch compares the architecture of the last boot file sent with the one

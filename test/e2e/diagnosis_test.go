@@ -279,12 +279,13 @@ func TestDiagnosisClasses(t *testing.T) {
 		class bootapiv1.DiagnosisClass
 		hop   string
 		job   string // the job the diagnosis must fail
+		says  string // a part of the cause, when set
 	}
-	var checks []check
+	var checks []*check
 	machine := func(n int, class bootapiv1.DiagnosisClass, hop, profile string) (*diagMachine, *check) {
 		mac := fmt.Sprintf("52:54:00:d1:a6:%02x", n)
 		bootctl("machines", "register", mac, "-action", "local-disk")
-		c := check{m: newDiagMachine(t, ctx, l, fmt.Sprintf("m%d", n), mac, roots), class: class, hop: hop}
+		c := &check{m: newDiagMachine(t, ctx, l, fmt.Sprintf("m%d", n), mac, roots), class: class, hop: hop}
 		if profile != "" {
 			id, err := st.CreateJob(ctx, mac, profile)
 			if err != nil {
@@ -293,7 +294,7 @@ func TestDiagnosisClasses(t *testing.T) {
 			c.job = id
 		}
 		checks = append(checks, c)
-		return c.m, &checks[len(checks)-1]
+		return c.m, c
 	}
 	bios, efi := pxe(iana.INTEL_X86PC, false), pxe(iana.EFI_X86_64, false)
 
@@ -312,7 +313,8 @@ func TestDiagnosisClasses(t *testing.T) {
 		t.Fatalf("undionly.kpxe: %d bytes, %v", n, err)
 	}
 
-	m, _ = machine(4, bootapiv1.DiagnosisClass_DIAGNOSIS_CLASS_TFTP_STALLED, "tftp", "")
+	m, c := machine(4, bootapiv1.DiagnosisClass_DIAGNOSIS_CLASS_TFTP_STALLED, "tftp", "")
+	c.says = "stalled at block 4"
 	m.dhcp(ctx, false, bios...)
 	m.tftpStall("undionly.kpxe", 3)
 
@@ -388,8 +390,8 @@ func TestDiagnosisClasses(t *testing.T) {
 				return err == nil && r.GetSession().GetDiagnosis() != nil
 			})
 			d := got.GetSession().GetDiagnosis()
-			if !ok || d.GetClass() != c.class || d.GetHop() != c.hop || d.GetCause() == "" || d.GetNextStep() == "" {
-				t.Errorf("%s: want %v at %s, got %v (session %s)", c.m.mac, c.class, c.hop, d, describeSession(got.GetSession()))
+			if !ok || d.GetClass() != c.class || d.GetHop() != c.hop || !strings.Contains(d.GetCause(), c.says) || d.GetNextStep() == "" {
+				t.Errorf("%s: want %v at %s saying %q, got %v (session %s)", c.m.mac, c.class, c.hop, c.says, d, describeSession(got.GetSession()))
 				return
 			}
 			t.Logf("%s: %v at %s: %s", c.m.mac, d.GetClass(), d.GetHop(), d.GetCause())

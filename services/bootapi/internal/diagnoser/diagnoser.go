@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/bootchain/bootchain/pkg/diagnose"
@@ -65,8 +66,18 @@ func New(cfg Config) *Diagnoser {
 func (d *Diagnoser) Run(ctx context.Context) error {
 	cache := d.cfg.Sessions.Cache()
 	each := func(it store.Item[*bootapiv1.BootSession]) {
-		if it.Value.GetState() == bootapiv1.SessionState_SESSION_STATE_FAILED && it.Value.GetDiagnosis() == nil {
+		bs := it.Value
+		switch {
+		case bs.GetState() == bootapiv1.SessionState_SESSION_STATE_FAILED && bs.GetDiagnosis() == nil:
 			d.act(ctx, it)
+		case bs.GetDiagnosis() != nil && bs.GetJobId() != "":
+			// The job may have reached the session after its diagnosis (the
+			// dispatching replica's write and a download's failure race).
+			if j, ok := d.cfg.State.ActiveJob(bs.GetMac()); ok && j.Value.GetId() == bs.GetJobId() && dispatchedIn(j.Value, bs) {
+				if err := d.failJob(ctx, j.Value.GetId(), bs.GetDiagnosis()); err != nil && ctx.Err() == nil {
+					d.cfg.Logger.Warn("job not failed", "mac", bs.GetMac(), "job", j.Value.GetId(), "err", err)
+				}
+			}
 		}
 	}
 	return cache.Follow(ctx, 1024, func(snap []store.Item[*bootapiv1.BootSession]) error {
@@ -162,7 +173,11 @@ func (d *Diagnoser) act(ctx context.Context, it store.Item[*bootapiv1.BootSessio
 	d.Diagnoses.WithLabelValues(cls).Inc()
 	log := d.cfg.Logger.With("mac", mac, "class", cls, "hop", dg.GetHop())
 	log.Info("boot diagnosed", "cause", dg.GetCause())
-	if id := bs.GetJobId(); id != "" {
+	id := bs.GetJobId()
+	if j, ok := d.cfg.State.ActiveJob(mac); id == "" && ok && dispatchedIn(j.Value, bs) {
+		id = j.Value.GetId() // dispatched in this session, not recorded on it yet
+	}
+	if id != "" {
 		if err := d.failJob(ctx, id, dg); err != nil && ctx.Err() == nil {
 			log.Warn("job not failed", "job", id, "err", err)
 		}
@@ -191,3 +206,11 @@ func (d *Diagnoser) failJob(ctx context.Context, id string, dg *bootapiv1.Diagno
 }
 
 var errFinished = errors.New("job already finished")
+
+// dispatchedIn reports whether j was dispatched in bs's boot attempt (its
+// traceparent is the session's) and is not finished.
+func dispatchedIn(j *bootapiv1.Job, bs *bootapiv1.BootSession) bool {
+	st := j.GetState()
+	return (st == bootapiv1.JobState_JOB_STATE_DISPATCHED || st == bootapiv1.JobState_JOB_STATE_RUNNING) &&
+		bs.GetTraceId() != "" && strings.Contains(j.GetTraceparent(), bs.GetTraceId())
+}

@@ -668,9 +668,14 @@ func (r *record) finish(x *xfer, n int64, outcome string, err error) {
 	}
 	if outcome == diagnose.OutcomeTimedOut {
 		// The block the client never acknowledged: where a boot file's transfer
-		// stalled.
-		blk := int64(max(x.neg.Blksize, 1))
-		kv[diagnose.AttrTFTPBlock] = strconv.FormatInt((n+blk-1)/blk, 10)
+		// stalled. (Not from the bytes read: the sender reads ahead of the
+		// window.) The ACK of an OACK is block 0's.
+		_, acked := x.datagrams()
+		block := acked + 1
+		if x.neg.OACK {
+			block = acked
+		}
+		kv[diagnose.AttrTFTPBlock] = strconv.Itoa(block)
 		err = fmt.Errorf("stalled at block %s: %w", kv[diagnose.AttrTFTPBlock], err)
 	}
 	if x.neg.WindowsizeAsked > 0 {
