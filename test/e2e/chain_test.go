@@ -82,9 +82,11 @@ func newChainEnv(t *testing.T, ctx context.Context, rd *Initrd, o chainOpts) *ch
 	args := []string{
 		"--dhcpd-interface", l.Bridge(),
 		"--dhcpd-subnet", "198.18.0.0/24",
-		// Short, so the failed-boot case does not wait 5 minutes; longer than any
-		// quiet stretch of a good boot under TCG (kernel start to first callback).
-		"--bootapi-stall-after", "20s",
+		// Longer than any quiet stretch of a good boot under TCG on a loaded
+		// machine (kernel start to first callback took 33 s here): past it the
+		// boot is diagnosed NO_CALLBACK and its job failed. The failed-boot case
+		// (a 404) is diagnosed at once.
+		"--bootapi-stall-after", "3m",
 	}
 	if o.proxy {
 		args = append(args, "--dhcpd-mode", "proxy")
