@@ -91,6 +91,9 @@ func Of(bs *bootapiv1.BootSession, now time.Time, t Timeouts) *bootapiv1.Diagnos
 		}
 		return nil
 	}
+	if d := looping(hops); d != nil {
+		return stamp(d, now)
+	}
 	d, after := stalled(hops, t)
 	if d == nil || now.Sub(end(hops[len(hops)-1])) < after {
 		return nil

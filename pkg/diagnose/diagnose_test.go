@@ -89,6 +89,20 @@ func TestOf(t *testing.T) {
 			hops: []*bootapiv1.Hop{discover, request, tftpOK}, at: 30 * time.Second,
 			want: &want{bootapiv1.DiagnosisClass_DIAGNOSIS_CLASS_SCRIPT_NOT_FETCHED, "tftp", "tftpd", "undionly.kpxe was sent"},
 		},
+		"chain-load loop": {
+			hops: []*bootapiv1.Hop{discover, request, tftpOK, ipxeDHCP, hop(5, "tftp", "tftpd", false, "undionly.kpxe", "tftp.file", "undionly.kpxe"), ipxeDHCP,
+				func() *bootapiv1.Hop { h := hop(8, "tftp", "tftpd", false, "undionly.kpxe", "tftp.file", "undionly.kpxe"); h.Repeats = 1; return h }(), ipxeDHCP},
+			at:   9 * time.Second, // not idle: a loop never is
+			want: &want{bootapiv1.DiagnosisClass_DIAGNOSIS_CLASS_SCRIPT_NOT_FETCHED, "tftp", "tftpd", "sent 4 times"},
+		},
+		"boot file fetched twice is no loop": {
+			hops: []*bootapiv1.Hop{discover, request, tftpOK, ipxeDHCP, hop(5, "tftp", "tftpd", false, "undionly.kpxe", "tftp.file", "undionly.kpxe"), ipxeDHCP},
+			at:   7 * time.Second,
+		},
+		"a script between boot files is no loop": {
+			hops: []*bootapiv1.Hop{tftpOK, tftpOK, script, tftpOK, ipxeDHCP},
+			at:   7 * time.Second,
+		},
 		"script not fetched": {
 			hops: []*bootapiv1.Hop{discover, request, tftpOK, ipxeDHCP}, at: 30 * time.Second,
 			want: &want{bootapiv1.DiagnosisClass_DIAGNOSIS_CLASS_SCRIPT_NOT_FETCHED, "ipxe.dhcp", "dhcpd", "never asked for its script"},

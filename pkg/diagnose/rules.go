@@ -76,6 +76,43 @@ func failed(hops []*bootapiv1.Hop) *bootapiv1.Diagnosis {
 	return nil
 }
 
+// loopAfter is how many times the boot file may be sent without a script
+// asked for before the boot counts as a chain-load loop: a UEFI firmware's
+// size probe is dropped before, and a retry after a lost transfer is one more.
+const loopAfter = 3
+
+// looping finds iPXE chain-loading itself: the boot file sent again and again
+// with no script asked for in between, because the DHCP server answers iPXE as
+// it answers the firmware. Such a boot never stops recording hops, so no
+// stall timeout would name it.
+func looping(hops []*bootapiv1.Hop) *bootapiv1.Diagnosis {
+	n, file := 0, ""
+	var last *bootapiv1.Hop
+scan:
+	for i := len(hops) - 1; i >= 0; i-- {
+		h := hops[i]
+		switch h.GetName() {
+		case "script", "artifact", "callback":
+			break scan
+		case "tftp":
+			if !h.GetFailed() {
+				n += 1 + int(h.GetRepeats())
+				if last == nil {
+					last, file = h, h.GetAttributes()["tftp.file"]
+				}
+			}
+		}
+	}
+	if n < loopAfter {
+		return nil
+	}
+	return &bootapiv1.Diagnosis{
+		Class: bootapiv1.DiagnosisClass_DIAGNOSIS_CLASS_SCRIPT_NOT_FETCHED, Hop: last.GetName(), Service: last.GetService(),
+		Cause:    fmt.Sprintf("iPXE chain-loads itself in a loop: the boot file %s was sent %d times and no script was asked for; the DHCP server gives iPXE the boot file instead of the script URL", file, n),
+		NextStep: "make the DHCP server answer iPXE (user class iPXE, or option 175) with bootapi's script URL, or let bootchain's dhcpd answer (proxy mode)",
+	}
+}
+
 // stalled names the stage hops ends at and how long a boot may sit there.
 func stalled(hops []*bootapiv1.Hop, t Timeouts) (*bootapiv1.Diagnosis, time.Duration) {
 	last := hops[len(hops)-1]

@@ -325,6 +325,20 @@ func TestDiagnosisClasses(t *testing.T) {
 	}
 	m.dhcp(ctx, false, pxe(iana.INTEL_X86PC, true)...)
 
+	// iPXE given the boot file again instead of its script (as a DHCP
+	// server that does not tell iPXE from the firmware does): a loop.
+	m, c = machine(12, bootapiv1.DiagnosisClass_DIAGNOSIS_CLASS_SCRIPT_NOT_FETCHED, "tftp", "")
+	c.says = "chain-loads itself in a loop"
+	m.dhcp(ctx, false, bios...)
+	for i := 0; i < 3; i++ {
+		if i > 0 {
+			m.dhcp(ctx, false, pxe(iana.INTEL_X86PC, true)...)
+		}
+		if _, err := m.tftpGet("undionly.kpxe"); err != nil {
+			t.Fatal(err)
+		}
+	}
+
 	m, _ = machine(6, bootapiv1.DiagnosisClass_DIAGNOSIS_CLASS_KERNEL_NOT_FETCHED, "script", "e2e")
 	m.dhcp(ctx, false, bios...)
 	find(t, diagKernelRE, m.script())
@@ -414,7 +428,7 @@ func TestDiagnosisClasses(t *testing.T) {
 	if r, err := jobs.GetJob(ctx, &bootapiv1.GetJobRequest{Id: installer}); err != nil || r.GetJob().GetMessage() != "no disk found" {
 		t.Errorf("installer's job: %v %v", r.GetJob(), err)
 	}
-	out := bootctl("diagnose", checks[6].m.mac)
+	out := bootctl("diagnose", "52:54:00:d1:a6:07")
 	for _, want := range []string{"artifact_not_found", "Cause:", "e2e/gone.gz answered 404", "Next step:"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("bootctl diagnose lacks %q:\n%s", want, out)

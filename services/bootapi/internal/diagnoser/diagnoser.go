@@ -43,6 +43,10 @@ type Config struct {
 // Diagnoser diagnoses failed and stalled boots.
 type Diagnoser struct {
 	cfg Config
+	// looked is when Sweep last read the hops of a session that kept busy
+	// (MAC -> time), so that a boot in a loop is found without reading every
+	// busy session at every sweep. Only Sweep uses it.
+	looked map[string]time.Time
 	// Diagnoses counts the diagnoses this replica recorded, by class.
 	Diagnoses *prometheus.CounterVec
 }
@@ -55,7 +59,7 @@ func New(cfg Config) *Diagnoser {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &Diagnoser{cfg: cfg, Diagnoses: prometheus.NewCounterVec(prometheus.CounterOpts{
+	return &Diagnoser{cfg: cfg, looked: map[string]time.Time{}, Diagnoses: prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "bootchain_bootapi_boot_diagnoses_total",
 		Help: "Failed or stalled boots diagnosed (and their jobs failed) by this replica, by class.",
 	}, []string{"class"})}
@@ -95,22 +99,37 @@ func (d *Diagnoser) Run(ctx context.Context) error {
 	})
 }
 
-// Sweep diagnoses the active sessions whose stage timeout has passed and
-// returns how many this replica diagnosed.
+// Sweep diagnoses the active sessions whose stage timeout has passed, and
+// those busy for longer than iPXE may take to ask for its script (a
+// chain-load loop never goes quiet; each is read at most once per stall
+// timeout). It returns how many this replica diagnosed.
 func (d *Diagnoser) Sweep(ctx context.Context) int {
 	now := d.cfg.Now()
-	idle := d.cfg.Timeouts.Min()
+	idle, t := d.cfg.Timeouts.Min(), d.cfg.Timeouts
+	for mac, at := range d.looked {
+		if now.Sub(at) >= t.Other {
+			delete(d.looked, mac)
+		}
+	}
 	// The record's update time trails the hops by at most a minute: a cheap
 	// first filter before reading the hops.
 	stale := d.cfg.Sessions.Cache().List(func(it store.Item[*bootapiv1.BootSession]) bool {
 		bs := it.Value
-		return bs.GetState() == bootapiv1.SessionState_SESSION_STATE_ACTIVE && now.Sub(bs.GetUpdateTime().AsTime()) >= idle
+		if bs.GetState() != bootapiv1.SessionState_SESSION_STATE_ACTIVE {
+			return false
+		}
+		if now.Sub(bs.GetUpdateTime().AsTime()) >= idle {
+			return true
+		}
+		_, seen := d.looked[bs.GetMac()]
+		return !seen && now.Sub(bs.GetStartTime().AsTime()) >= t.IPXE
 	})
 	n := 0
 	for _, it := range stale {
 		if ctx.Err() != nil {
 			break
 		}
+		d.looked[it.Value.GetMac()] = now
 		if d.act(ctx, it) {
 			n++
 		}
