@@ -91,7 +91,11 @@ func TestOf(t *testing.T) {
 		},
 		"chain-load loop": {
 			hops: []*bootapiv1.Hop{discover, request, tftpOK, ipxeDHCP, hop(5, "tftp", "tftpd", false, "undionly.kpxe", "tftp.file", "undionly.kpxe"), ipxeDHCP,
-				func() *bootapiv1.Hop { h := hop(8, "tftp", "tftpd", false, "undionly.kpxe", "tftp.file", "undionly.kpxe"); h.Repeats = 1; return h }(), ipxeDHCP},
+				func() *bootapiv1.Hop {
+					h := hop(8, "tftp", "tftpd", false, "undionly.kpxe", "tftp.file", "undionly.kpxe")
+					h.Repeats = 1
+					return h
+				}(), ipxeDHCP},
 			at:   9 * time.Second, // not idle: a loop never is
 			want: &want{bootapiv1.DiagnosisClass_DIAGNOSIS_CLASS_SCRIPT_NOT_FETCHED, "tftp", "tftpd", "sent 4 times"},
 		},
