@@ -233,3 +233,21 @@ func TestMessage(t *testing.T) {
 		t.Errorf("Message = %q, want %q", got, want)
 	}
 }
+
+// BenchmarkOf diagnoses a session with the most hops one keeps (a machine
+// looping on its script): what the sweep pays per session it reads, beside
+// the etcd read of the hops.
+func BenchmarkOf(b *testing.B) {
+	hops := []*bootapiv1.Hop{discover, request, tftpOK, ipxeDHCP}
+	for i := len(hops); i < 200; i++ {
+		hops = append(hops, hop(i, "script", "bootapi", false, "menu"))
+	}
+	bs := &bootapiv1.BootSession{State: bootapiv1.SessionState_SESSION_STATE_ACTIVE, StartTime: timestamppb.New(t0), Hops: hops}
+	now, tm := t0.Add(time.Hour), DefaultTimeouts()
+	b.ReportAllocs()
+	for b.Loop() {
+		if Of(bs, now, tm) == nil {
+			b.Fatal("no diagnosis")
+		}
+	}
+}
