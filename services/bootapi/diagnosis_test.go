@@ -99,10 +99,13 @@ func TestDiagnosisFailsJobAtOnce(t *testing.T) {
 		j := getJob(t, a, id)
 		return j.GetState() == bootapiv1.JobState_JOB_STATE_FAILED && strings.HasPrefix(j.GetMessage(), "artifact_not_found at artifact: artifact debian/linux answered 404")
 	})
-	r, err := b.sessions.DiagnoseMachine(ctx, &bootapiv1.DiagnoseMachineRequest{Mac: mac})
-	if err != nil {
-		t.Fatal(err)
-	}
+	// Replica b reads the diagnosis a recorded (or the one b recorded).
+	var r *bootapiv1.DiagnoseMachineResponse
+	testkit.Eventually(t, "the diagnosis at replica b", func() bool {
+		var err error
+		r, err = b.sessions.DiagnoseMachine(ctx, &bootapiv1.DiagnoseMachineRequest{Mac: mac})
+		return err == nil && r.GetSession().GetDiagnosis() != nil
+	})
 	if d := r.GetDiagnosis(); d.GetClass() != bootapiv1.DiagnosisClass_DIAGNOSIS_CLASS_ARTIFACT_NOT_FOUND || d.GetService() != "artifactstore" || d.GetNextStep() == "" {
 		t.Errorf("diagnosis %v", d)
 	}
