@@ -140,10 +140,12 @@ func TestDiagnosisStall(t *testing.T) {
 		j := getJob(t, h, jr.GetJob().GetId())
 		return j.GetState() == bootapiv1.JobState_JOB_STATE_FAILED && strings.HasPrefix(j.GetMessage(), "kernel_not_fetched at script:")
 	})
-	s, err := h.sessions.GetSession(ctx, &bootapiv1.GetSessionRequest{Mac: mac})
-	if err != nil {
-		t.Fatal(err)
-	}
+	var s *bootapiv1.GetSessionResponse
+	testkit.Eventually(t, "the diagnosis on the session", func() bool {
+		var err error
+		s, err = h.sessions.GetSession(ctx, &bootapiv1.GetSessionRequest{Mac: mac})
+		return err == nil && s.GetSession().GetDiagnosis() != nil
+	})
 	if got := s.GetSession(); got.GetState() != bootapiv1.SessionState_SESSION_STATE_STALLED || got.GetFailedHop() != "script" ||
 		got.GetDiagnosis().GetClass() != bootapiv1.DiagnosisClass_DIAGNOSIS_CLASS_KERNEL_NOT_FETCHED {
 		t.Errorf("session %v", got)
