@@ -215,10 +215,11 @@ func TestDiagnosisClasses(t *testing.T) {
 		Tools: tl, Dir: filepath.Join(l.Dir(), "bootchain"), DHCP: true,
 		Args: []string{
 			"--dhcpd-interface", l.Bridge(), "--dhcpd-subnet", "198.18.0.0/24", "--dhcpd-pool", "198.18.0.100-198.18.0.200",
-			// Short, so that every stall is due within the test: the sweep
-			// runs every 10 s.
-			"--bootapi-stall-after", "8s", "--bootapi-stall-after-offer", "3s",
-			"--bootapi-stall-after-ipxe", "3s", "--bootapi-stall-after-script", "3s",
+			// Short, so that every stall is due within the test (the sweep
+			// runs every 10 s); iPXE's longer than a loop's round (DHCP and
+			// a TFTP download) on a loaded machine.
+			"--bootapi-stall-after", "12s", "--bootapi-stall-after-offer", "3s",
+			"--bootapi-stall-after-ipxe", "10s", "--bootapi-stall-after-script", "3s",
 			"--bootapi-stall-after-download", "4s",
 		},
 	})
