@@ -25,12 +25,6 @@ type OpenOptions struct {
 	Site string
 	// Now is the time of the request; default time.Now().
 	Now time.Time
-	// Dispatch is the ID of a job about to be dispatched to the machine. A
-	// dispatch starts a new boot attempt when the current session already
-	// carries another job: without a DISCOVER seen by bootchain's dhcpd
-	// nothing else marks the new attempt, and its hops must not join the last
-	// job's trace.
-	Dispatch string
 }
 
 // Open returns the machine's current session, or opens a new one (a new trace) when
@@ -48,7 +42,7 @@ func (r *Recorder) Open(ctx context.Context, mac string, opts OpenOptions) *Sess
 	// session reached a verdict (iPXE re-fetching a script after the menu, a retry
 	// after a failed download). A new attempt starts with the firmware's DISCOVER
 	// (opts.New) or after IdleRestart of silence.
-	if cur != nil && !opts.New && now.UnixNano()-m.updated(cur) < int64(r.cfg.IdleRestart) && !overBy(cur, opts.Dispatch) {
+	if cur != nil && !opts.New && now.UnixNano()-m.updated(cur) < int64(r.cfg.IdleRestart) {
 		s := m.session(r, sh, cur)
 		moved := opts.IP != "" && m.ipChanged(cur, opts.IP)
 		sh.mu.Unlock()
@@ -90,13 +84,6 @@ func (r *Recorder) Open(ctx context.Context, mac string, opts OpenOptions) *Sess
 	s := sh.get(mac).session(r, sh, bs)
 	sh.mu.Unlock()
 	return s
-}
-
-// overBy reports whether dispatching job ends cur's boot attempt: cur carries
-// another job. (A session without one goes on: in proxy mode it holds dhcpd's
-// record of the address the job may be dispatched to.)
-func overBy(cur *bootapiv1.BootSession, job string) bool {
-	return job != "" && cur.GetJobId() != "" && cur.GetJobId() != job
 }
 
 // Join returns the machine's active session without opening one.
