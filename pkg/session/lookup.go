@@ -135,3 +135,10 @@ func (r *Recorder) macOfTrace(tid string) string {
 	}
 	return fromCache
 }
+
+// Hops reads the latest MaxHops hops of the session of mac with trace traceID
+// from etcd, oldest first (a diagnosis reads them for a session it has from the
+// cache).
+func (r *Recorder) Hops(ctx context.Context, mac, traceID string) ([]*bootapiv1.Hop, error) {
+	return r.readHops(ctx, mac, traceID, MaxHops)
+}

@@ -211,6 +211,6 @@ func head(bs *bootapiv1.BootSession) *bootapiv1.BootSession {
 	return &bootapiv1.BootSession{
 		Mac: bs.GetMac(), Site: bs.GetSite(), TraceId: bs.GetTraceId(), Traceparent: bs.GetTraceparent(),
 		StartTime: bs.GetStartTime(), UpdateTime: bs.GetUpdateTime(), State: bs.GetState(), Ip: bs.GetIp(),
-		JobId: bs.GetJobId(), FailedHop: bs.GetFailedHop(), Message: bs.GetMessage(),
+		JobId: bs.GetJobId(), FailedHop: bs.GetFailedHop(), Message: bs.GetMessage(), Diagnosis: bs.GetDiagnosis(),
 	}
 }

@@ -102,27 +102,14 @@ func TestOneTraceAcrossServices(t *testing.T) {
 		t.Errorf("spans: %d, want 3 (root + 2 hops)", n)
 	}
 
-	// A session whose last hop failed ends as failed, naming the hop.
-	for api.MarkStalled(wctx, 0, time.Now().Add(time.Second)) == 0 {
-		select {
-		case <-wctx.Done():
-			t.Fatal("nothing marked")
-		case <-time.After(10 * time.Millisecond):
-		}
-	}
-	if err := api.Flush(wctx); err != nil {
-		t.Fatal(err)
-	}
+	// (Failed and stalled sessions are diagnosed by bootapi's diagnoser:
+	// services/bootapi/diagnosis_test.go.)
 	head := &bootapiv1.BootSession{}
 	if _, err := e.Client(t).Get(ctx, store.Key("sessions", mac), head); err != nil {
 		t.Fatal(err)
 	}
 	if len(head.Hops) != 0 {
 		t.Errorf("hops stored inside the session record: %d", len(head.Hops))
-	}
-	got = head
-	if got.State != bootapiv1.SessionState_SESSION_STATE_FAILED || got.FailedHop != "script" {
-		t.Fatalf("state %v hop %q", got.State, got.FailedHop)
 	}
 }
 

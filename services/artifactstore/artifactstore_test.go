@@ -21,6 +21,7 @@ import (
 	"github.com/bootchain/bootchain/internal/testkit"
 	"github.com/bootchain/bootchain/pkg/apierr"
 	"github.com/bootchain/bootchain/pkg/auth"
+	"github.com/bootchain/bootchain/pkg/diagnose"
 	artifactv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/artifactstore/v1"
 	bootapiv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/bootapi/v1"
 	"github.com/bootchain/bootchain/pkg/grpcclient"
@@ -604,6 +605,14 @@ func TestDownloadIsAHop(t *testing.T) {
 	}
 	if !failed.GetFailed() || !strings.Contains(failed.GetDetail(), "nothere 404") {
 		t.Errorf("failed hop: %v", failed)
+	}
+	// A 404 ends the boot: the hop says why and the session fails at once
+	// (bootapi's diagnosis reads both).
+	if failed.GetAttributes()[diagnose.AttrArtifactFailure] != diagnose.FailureNotFound {
+		t.Errorf("failed hop attributes: %v", failed.GetAttributes())
+	}
+	if bs, _ := rec.Get(ctx, mac); bs.GetState() != bootapiv1.SessionState_SESSION_STATE_FAILED || bs.GetFailedHop() != "artifact" {
+		t.Errorf("session after the 404: %v at %q", bs.GetState(), bs.GetFailedHop())
 	}
 }
 

@@ -36,6 +36,7 @@ import (
 	"github.com/bootchain/bootchain/pkg/session"
 	"github.com/bootchain/bootchain/pkg/store"
 	"github.com/bootchain/bootchain/pkg/tlsconf"
+	"github.com/bootchain/bootchain/services/bootapi/internal/diagnoser"
 	"github.com/bootchain/bootchain/services/bootapi/internal/grpcapi"
 	"github.com/bootchain/bootchain/services/bootapi/internal/httpapi"
 	"github.com/bootchain/bootchain/services/bootapi/internal/script"
@@ -88,6 +89,9 @@ type Config struct {
 	MenuTimeout time.Duration
 	// StallAfter marks a boot session with no progress for this long as stalled.
 	StallAfter time.Duration
+	// StallAfterStage shortens StallAfter for the stages that should move
+	// faster (diagnosis.go).
+	StallAfterStage StageTimeouts
 	// SweepInterval is how often jobs past their deadline expire and stalled
 	// sessions are marked.
 	SweepInterval time.Duration
@@ -127,7 +131,7 @@ func DefaultConfig() Config {
 		Site: "default", HTTPAddr: ":8080", GRPC: grpcserver.Config{Addr: ":9080"},
 		Advertise: "127.0.0.1", DefaultAction: "menu", MenuTimeout: 10 * time.Second,
 		StallAfter: 5 * time.Minute, SweepInterval: 10 * time.Second, HTTPLimitPerIP: DefaultHTTPLimitPerIP,
-		Discovery: state.DefaultDiscovery, AdmissionRetry: 5 * time.Second, AdmissionHold: 5 * time.Minute,
+		Discovery: state.DefaultDiscovery, StallAfterStage: DefaultStageTimeouts, AdmissionRetry: 5 * time.Second, AdmissionHold: 5 * time.Minute,
 	}
 }
 
@@ -150,6 +154,7 @@ func (c *Config) AddFlags(fs *flag.FlagSet, prefix string) {
 	fs.DurationVar(&c.MenuTimeout, prefix+"menu-timeout", c.MenuTimeout, "menu timeout before booting the local disk")
 	fs.DurationVar(&c.StallAfter, prefix+"stall-after", c.StallAfter, "mark a boot session stalled after this long without progress")
 	fs.StringVar(&c.TraceURL, prefix+"trace-url", c.TraceURL, "the dashboard's link to a boot's trace, {trace_id} standing for its ID (http://jaeger:16686/trace/{trace_id}); empty: no link")
+	c.StallAfterStage.addFlags(fs, prefix)
 	fs.Var(&c.HTTPLimitPerIP, prefix+"http-limit-per-ip", "HTTP requests one client IP may send: RATE/s,BURST, or off (over it: 429 with Retry-After)")
 	fs.IntVar(&c.MaxBootsInFlight, prefix+"max-boots-in-flight", c.MaxBootsInFlight, "most jobs per site dispatched and not yet reported on (their downloads); over it a machine waits and asks again; 0: no cap")
 	fs.DurationVar(&c.AdmissionRetry, prefix+"admission-retry", c.AdmissionRetry, "a machine over --"+prefix+"max-boots-in-flight asks again after this to twice this")
@@ -227,7 +232,7 @@ func (c Config) Validate() error {
 	if c.StallAfter <= 0 || c.SweepInterval <= 0 {
 		return errors.New("bootapi: stall-after and sweep interval must be positive")
 	}
-	return nil
+	return c.StallAfterStage.validate()
 }
 
 // Server is a configured bootapi.
@@ -252,7 +257,9 @@ type Server struct {
 	limiter      *ratelimit.Limiter[netip.Addr]
 	reg          *prometheus.Registry
 	ui           *ui.UI
-	serving      atomic.Int32 // HTTP(S) servers not yet stopped
+	// diagnoser fails the jobs of failed and stalled boots.
+	diagnoser *diagnoser.Diagnoser
+	serving   atomic.Int32 // HTTP(S) servers not yet stopped
 }
 
 // httpTimeout bounds the reading of one HTTP request and a keep-alive
@@ -340,7 +347,8 @@ func New(cfg Config) (*Server, error) {
 		closeListeners()
 		return nil, err
 	}
-	grpcapi.New(st, rec, nil).EnablePreview(grpcapi.PreviewConfig{
+	diag := diagnoser.New(diagnoser.Config{Store: cfg.Store, Sessions: rec, State: st, Timeouts: cfg.StallAfterStage.diagnosis(cfg.StallAfter), Logger: log})
+	grpcapi.New(st, rec, nil).EnableDiagnosis(diag.Diagnose).EnablePreview(grpcapi.PreviewConfig{
 		// Configured as the script endpoint's renderer, so that a preview
 		// renders what a machine gets.
 		Renderer: script.NewRenderer(script.RendererConfig{
@@ -364,14 +372,14 @@ func New(cfg Config) (*Server, error) {
 		Admission: httpapi.AdmissionConfig{Max: cfg.MaxBootsInFlight, Retry: cfg.AdmissionRetry, Hold: cfg.AdmissionHold},
 	})
 	limiter := ratelimit.New[netip.Addr](ratelimit.Config{Limit: cfg.HTTPLimitPerIP})
-	if err := registerMetrics(reg, h, limiter, boots, rec.Collectors()); err != nil {
+	if err := registerMetrics(reg, h, limiter, boots, rec.Collectors(), diag.Diagnoses); err != nil {
 		closeListeners()
 		gs.Close()
 		return nil, fmt.Errorf("bootapi: metrics: %w", err)
 	}
 	requests, stop := context.WithCancel(context.Background())
 	return &Server{
-		reg: reg, ui: dash, reach: reach,
+		reg: reg, ui: dash, reach: reach, diagnoser: diag,
 		cfg: cfg, log: log, state: st, sessions: rec, http: h, httpLis: lis, httpsLis: httpsLis, httpsPublic: hpu, grpc: gs, public: pu,
 		handler: httpapi.Limit(h.RequestHandler(requests), limiter), stopRequests: stop, limiter: limiter,
 	}, nil
@@ -464,6 +472,7 @@ func (s *Server) Run(ctx context.Context) error {
 	serve := run.Layer()
 	serve.Go(s.sweep)
 	serve.Go(s.ui.Run)
+	serve.Go(s.diagnoser.Run)
 	serve.Go(s.grpc.Serve)
 	serve.Go(func(ctx context.Context) error { return s.serveHTTP(ctx, s.httpLis, "http") })
 	if s.httpsLis != nil {
@@ -556,8 +565,6 @@ func (s *Server) sweep(ctx context.Context) error {
 		} else if n > 0 {
 			s.log.Info("discovered machines expired", "count", n, "ttl", s.cfg.Discovery.TTL)
 		}
-		if n := s.sessions.MarkStalled(ctx, s.cfg.StallAfter, now); n > 0 {
-			s.log.Info("boot sessions stalled", "count", n)
-		}
+		s.sweepSessions(ctx)
 	}
 }

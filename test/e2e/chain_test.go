@@ -97,9 +97,11 @@ func newChainEnv(t *testing.T, ctx context.Context, rd *Initrd, o chainOpts) *ch
 	args := []string{
 		"--dhcpd-interface", l.Bridge(),
 		"--dhcpd-subnet", "198.18.0.0/24",
-		// Short, so the failed-boot case does not wait 5 minutes; longer than any
-		// quiet stretch of a good boot under TCG (kernel start to first callback).
-		"--bootapi-stall-after", "20s",
+		// Longer than any quiet stretch of a good boot under TCG on a loaded
+		// machine (kernel start to first callback took 33 s here): past it the
+		// boot is diagnosed NO_CALLBACK and its job failed. The failed-boot case
+		// (a 404) is diagnosed at once.
+		"--bootapi-stall-after", "3m",
 	}
 	if o.proxy {
 		args = append(args, "--dhcpd-mode", "proxy")
@@ -414,7 +416,7 @@ func TestChainBIOS(t *testing.T) {
 	vm3.Kill()
 	sctx, scancel := context.WithTimeout(ctx, 90*time.Second)
 	s3, err = e.waitSession(sctx, macs, func(s *bootapiv1.BootSession) bool {
-		return s.GetTraceId() == s3.GetTraceId() && s.GetState() != bootapiv1.SessionState_SESSION_STATE_ACTIVE
+		return s.GetTraceId() == s3.GetTraceId() && s.GetState() != bootapiv1.SessionState_SESSION_STATE_ACTIVE && s.GetDiagnosis() != nil
 	})
 	scancel()
 	if err != nil {
@@ -425,6 +427,15 @@ func TestChainBIOS(t *testing.T) {
 	}
 	if s3.GetJobId() != job3 {
 		t.Errorf("failed boot session job %q, want %q", s3.GetJobId(), job3)
+	}
+	// The diagnosis names the hop and the cause, and the job failed with it at
+	// once, not when its hour ran out.
+	if d := s3.GetDiagnosis(); d.GetClass() != bootapiv1.DiagnosisClass_DIAGNOSIS_CLASS_ARTIFACT_NOT_FOUND || d.GetHop() != "artifact" || !strings.Contains(d.GetCause(), "e2e/initrd-gone.gz answered 404") {
+		t.Errorf("failed boot diagnosis %v, want ARTIFACT_NOT_FOUND at artifact naming the initrd", d)
+	}
+	if r, err := bootapiv1.NewJobServiceClient(e.bootapi()).GetJob(ctx, &bootapiv1.GetJobRequest{Id: job3}); err != nil ||
+		r.GetJob().GetState() != bootapiv1.JobState_JOB_STATE_FAILED || !strings.HasPrefix(r.GetJob().GetMessage(), "artifact_not_found at artifact:") {
+		t.Errorf("failed boot's job: %v %v; want failed with the diagnosis", r.GetJob(), err)
 	}
 	out, err := e.stack.Bootctl(ctx, "trace", macs)
 	if err != nil {

@@ -22,6 +22,8 @@ import (
 	"time"
 
 	"github.com/bootchain/bootchain/pkg/artifactref"
+	"github.com/bootchain/bootchain/pkg/diagnose"
+	bootapiv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/bootapi/v1"
 	"github.com/bootchain/bootchain/pkg/session"
 	"github.com/bootchain/bootchain/services/artifactstore/internal/catalog"
 	"github.com/bootchain/bootchain/services/artifactstore/internal/httprange"
@@ -82,8 +84,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	name := strings.TrimPrefix(r.URL.Path, Prefix)
 	ctx := r.Context()
 	var hop *session.Hop
+	var sess *session.Session
 	if tp := r.URL.Query().Get("traceparent"); tp != "" && h.cfg.Sessions != nil {
 		if s, ok := h.cfg.Sessions.FromTraceparent(tp, ""); ok {
+			sess = s
 			ctx, hop = s.StartHop(ctx, HopName,
 				attribute.String("http.request.method", r.Method),
 				attribute.String("url.path", r.URL.Path),
@@ -117,8 +121,31 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			}
 			hop.Fail(err)
 		}
+		why := failure(res)
+		if why != "" {
+			hop.SetAttr(diagnose.AttrArtifactFailure, why)
+		}
 		hop.End()
+		if why != "" {
+			// A boot that cannot have its kernel or initrd ends here: failing the
+			// session now lets bootapi fail the machine's job with the diagnosis
+			// at once, not when the job's hour runs out.
+			sess.Finish(bootapiv1.SessionState_SESSION_STATE_FAILED, HopName, fmt.Sprintf("%s answered %d: %v", name, res.status, res.err))
+		}
 	}
+}
+
+// failure classifies a download that a boot cannot get past: the artifact is
+// not there, or its content is not what the URL pins (or failed its sha256
+// check here). "" for anything a retry may mend.
+func failure(res result) string {
+	switch {
+	case res.status == http.StatusNotFound:
+		return diagnose.FailureNotFound
+	case res.status == http.StatusConflict, errors.Is(res.err, catalog.ErrCorrupt):
+		return diagnose.FailureChecksum
+	}
+	return ""
 }
 
 func (h *Handler) serve(ctx context.Context, w http.ResponseWriter, r *http.Request, name string) result {

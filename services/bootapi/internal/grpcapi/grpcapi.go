@@ -34,6 +34,7 @@ type API struct {
 	sessions *session.Recorder
 	now      func() time.Time
 	preview  *PreviewConfig // nil: PreviewMachine is Unimplemented
+	diagnose DiagnoseFunc   // nil: DiagnoseMachine is Unimplemented
 }
 
 // New returns the API.

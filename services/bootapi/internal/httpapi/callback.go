@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/bootchain/bootchain/pkg/diagnose"
 	bootapiv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/bootapi/v1"
 	"github.com/bootchain/bootchain/pkg/session"
 	"github.com/bootchain/bootchain/pkg/store"
@@ -200,6 +201,7 @@ func (h *Handler) report(ctx context.Context, rc *fasthttp.RequestCtx) {
 	if sess, _ := h.cfg.Sessions.FromTraceparent(tp, job.GetMac()); sess != nil {
 		_, hop := sess.StartHop(ctx, "callback", session.AttrJobID.String(id), attribute.String("bootchain.report_state", form.Get("state")))
 		hop.SetDetail(form.Get("state") + ": " + msg)
+		hop.SetAttr(diagnose.AttrReportState, form.Get("state"))
 		hop.End()
 		switch st {
 		case bootapiv1.JobState_JOB_STATE_SUCCEEDED:

@@ -52,6 +52,12 @@ func (h *Handler) config(ctx context.Context, rc *fasthttp.RequestCtx, query []b
 	ip := remoteIP(rc)
 	start := h.cfg.Now()
 	sess := h.cfg.Sessions.Open(ctx, mac, session.OpenOptions{IP: ip, Now: start})
+	if h.otherJobIn(sess, jit) {
+		// A dispatch is a new boot attempt when the session already had a job:
+		// without a DISCOVER seen by bootchain's dhcpd nothing else marks it,
+		// and two jobs' hops would share one trace.
+		sess = h.cfg.Sessions.Open(ctx, mac, session.OpenOptions{IP: ip, Now: start, New: true})
+	}
 	if in.Machine == nil {
 		// An unknown machine belongs where it was seen, not where this bootapi
 		// runs: one bootapi serves many sites, and the menu must point at the
@@ -109,6 +115,22 @@ func (h *Handler) config(ctx context.Context, rc *fasthttp.RequestCtx, query []b
 	}
 	writeScript(rc, s.Head, s.Body)
 	h.cfg.State.Sightings.Seen(mac, in.Machine, facts(q, ip), start)
+}
+
+// otherJobIn reports whether the machine has a pending job (this request may
+// dispatch it) and sess is the boot attempt of another of its jobs. The jobs
+// say so, not the session's job_id: dispatches are rare, and the jobs cache
+// is what dispatched them.
+func (h *Handler) otherJobIn(sess *session.Session, jit store.Item[*bootapiv1.Job]) bool {
+	pending := jit.Value
+	if pending.GetState() != bootapiv1.JobState_JOB_STATE_PENDING {
+		return false
+	}
+	tid := sess.TraceID()
+	return len(h.cfg.State.Jobs.List(func(it store.Item[*bootapiv1.Job]) bool {
+		j := it.Value
+		return j.GetMac() == pending.GetMac() && j.GetId() != pending.GetId() && strings.Contains(j.GetTraceparent(), tid)
+	})) > 0
 }
 
 // seenSite is the site an unknown machine was seen at: that of the lease its

@@ -19,6 +19,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/bootchain/bootchain/pkg/diagnose"
 	"github.com/bootchain/bootchain/pkg/ratelimit"
 	"github.com/bootchain/bootchain/pkg/session"
 	"github.com/bootchain/bootchain/services/tftpd/internal/cache"
@@ -109,6 +110,9 @@ type xfer struct {
 	statsMu sync.Mutex
 	stats   *tftp.TransferStats
 	opts    map[string]string
+	// fileArch is what the file sent is built for (diagnose.FileArch), set by
+	// the transfer's goroutine when it ends.
+	fileArch string
 }
 
 func key(addr *net.UDPAddr, file string) string { return addr.String() + "\x00" + file }
@@ -263,6 +267,7 @@ func (s *Server) admit(pkt []byte, src *net.UDPAddr, maxBlksize int) ([]byte, bo
 	artifact, ok := s.cfg.Resolve(name)
 	if !ok {
 		s.refuse(src, request.ErrCodeFileNotFound, "file not found", &s.count.notFound)
+		s.recordNotFound(src, name)
 		return nil, false
 	}
 	neg := req.Clamp(request.Limits{MaxBlksize: maxBlksize})
@@ -383,14 +388,14 @@ func (s *Server) handleRead(filename string, rf io.ReaderFrom) (err error) {
 	}
 	if err != nil {
 		s.count.failed.Add(1)
-		msg := "file not found"
+		msg, outcome := "file not found", diagnose.OutcomeNotFound
 		if errors.Is(err, source.ErrNotFound) {
 			s.count.notFound.Add(1)
 		} else {
 			s.count.fetchFailures.Add(1)
-			msg = "file not available"
+			msg, outcome = "file not available", "failed"
 		}
-		rec.finish(x, 0, "failed", fmt.Errorf("%s: %w", msg, err))
+		rec.finish(x, 0, outcome, fmt.Errorf("%s: %w", msg, err))
 		log.Warn("transfer refused", "artifact", x.artifact, "err", err)
 		// pin/tftp sends this as error 1 (file not found).
 		return errors.New(msg)
@@ -403,7 +408,9 @@ func (s *Server) handleRead(filename string, rf io.ReaderFrom) (err error) {
 	s.running[x.key] = x
 	s.mu.Unlock()
 
-	n, err := rf.ReadFrom(&countingReader{r: h.Reader, n: &x.bytes})
+	cr := &countingReader{r: h.Reader, n: &x.bytes}
+	n, err := rf.ReadFrom(cr)
+	x.fileArch = diagnose.FileArch(cr.head)
 	s.count.bytesSent.Add(n)
 	sent, acked := x.datagrams()
 	outcome := "succeeded"
@@ -469,7 +476,7 @@ func (s *Server) classify(x *xfer, err error) (string, error) {
 	}
 	var ne net.Error
 	if errors.As(err, &ne) && ne.Timeout() {
-		return "timed out", fmt.Errorf("no ACK after %d sends of %s each: %w", s.cfg.Retries, s.cfg.Timeout, err)
+		return diagnose.OutcomeTimedOut, fmt.Errorf("no ACK after %d sends of %s each: %w", s.cfg.Retries, s.cfg.Timeout, err)
 	}
 	return "failed", err
 }
@@ -494,14 +501,21 @@ func (x *xfer) datagrams() (sent, acked int) {
 	return x.stats.DatagramsSent, x.stats.DatagramsAcked
 }
 
+// countingReader counts what a transfer read and keeps the file's first bytes,
+// which say what architecture the boot file is for (a hop attribute that
+// diagnoses a boot file the client's firmware cannot run).
 type countingReader struct {
-	r io.Reader
-	n *atomic.Int64
+	r    io.Reader
+	n    *atomic.Int64
+	head []byte
 }
 
 func (c *countingReader) Read(p []byte) (int, error) {
 	n, err := c.r.Read(p)
 	c.n.Add(int64(n))
+	if left := diagnose.FileArchBytes - len(c.head); left > 0 && n > 0 {
+		c.head = append(c.head, p[:min(n, left)]...)
+	}
 	return n, err
 }
 
@@ -649,6 +663,21 @@ func (r *record) finish(x *xfer, n int64, outcome string, err error) {
 	if x.neg.Tsize {
 		kv["tftp.tsize"] = strconv.FormatInt(x.size.Load(), 10)
 	}
+	if x.fileArch != "" {
+		kv[diagnose.AttrFileArch] = x.fileArch
+	}
+	if outcome == diagnose.OutcomeTimedOut {
+		// The block the client never acknowledged: where a boot file's transfer
+		// stalled. (Not from the bytes read: the sender reads ahead of the
+		// window.) The ACK of an OACK is block 0's.
+		_, acked := x.datagrams()
+		block := acked + 1
+		if x.neg.OACK {
+			block = acked
+		}
+		kv[diagnose.AttrTFTPBlock] = strconv.Itoa(block)
+		err = fmt.Errorf("stalled at block %s: %w", kv[diagnose.AttrTFTPBlock], err)
+	}
 	if x.neg.WindowsizeAsked > 0 {
 		// Asked for, not granted: pin/tftp has no RFC 7440 support.
 		kv["tftp.windowsize_requested"] = strconv.Itoa(x.neg.WindowsizeAsked)
@@ -685,4 +714,15 @@ func (r *record) finish(x *xfer, n int64, outcome string, err error) {
 		r.span.SetStatus(codes.Error, detail)
 	}
 	r.span.End()
+}
+
+// recordNotFound records a request for a file tftpd does not have as a failed
+// hop of the client's boot session: a boot file missing from the map is a
+// boot that stops here, and the diagnosis names it.
+func (s *Server) recordNotFound(src *net.UDPAddr, name string) {
+	if s.cfg.Sessions == nil {
+		return
+	}
+	x := &xfer{client: src, clientIP: src.IP.String(), file: name}
+	s.startRecord(x).finish(x, 0, diagnose.OutcomeNotFound, errors.New("file not found"))
 }

@@ -748,6 +748,108 @@ func (x *ListSessionsResponse) GetSessions() []*BootSession {
 	return nil
 }
 
+// DiagnoseMachineRequest names a machine.
+type DiagnoseMachineRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// MAC of the machine.
+	Mac           string `protobuf:"bytes,1,opt,name=mac,proto3" json:"mac,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DiagnoseMachineRequest) Reset() {
+	*x = DiagnoseMachineRequest{}
+	mi := &file_bootchain_bootapi_v1_session_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DiagnoseMachineRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DiagnoseMachineRequest) ProtoMessage() {}
+
+func (x *DiagnoseMachineRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_bootchain_bootapi_v1_session_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DiagnoseMachineRequest.ProtoReflect.Descriptor instead.
+func (*DiagnoseMachineRequest) Descriptor() ([]byte, []int) {
+	return file_bootchain_bootapi_v1_session_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *DiagnoseMachineRequest) GetMac() string {
+	if x != nil {
+		return x.Mac
+	}
+	return ""
+}
+
+// DiagnoseMachineResponse is the machine's latest session and its diagnosis.
+type DiagnoseMachineResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The session, with its hops.
+	Session *BootSession `protobuf:"bytes,1,opt,name=session,proto3" json:"session,omitempty"`
+	// Where and why the boot stopped; unset while it goes on (or once it
+	// succeeded).
+	Diagnosis     *Diagnosis `protobuf:"bytes,2,opt,name=diagnosis,proto3" json:"diagnosis,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DiagnoseMachineResponse) Reset() {
+	*x = DiagnoseMachineResponse{}
+	mi := &file_bootchain_bootapi_v1_session_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DiagnoseMachineResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DiagnoseMachineResponse) ProtoMessage() {}
+
+func (x *DiagnoseMachineResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_bootchain_bootapi_v1_session_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DiagnoseMachineResponse.ProtoReflect.Descriptor instead.
+func (*DiagnoseMachineResponse) Descriptor() ([]byte, []int) {
+	return file_bootchain_bootapi_v1_session_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *DiagnoseMachineResponse) GetSession() *BootSession {
+	if x != nil {
+		return x.Session
+	}
+	return nil
+}
+
+func (x *DiagnoseMachineResponse) GetDiagnosis() *Diagnosis {
+	if x != nil {
+		return x.Diagnosis
+	}
+	return nil
+}
+
 var File_bootchain_bootapi_v1_session_proto protoreflect.FileDescriptor
 
 const file_bootchain_bootapi_v1_session_proto_rawDesc = "" +
@@ -804,7 +906,12 @@ const file_bootchain_bootapi_v1_session_proto_rawDesc = "" +
 	"\x13ListSessionsRequest\x128\n" +
 	"\x05state\x18\x01 \x01(\x0e2\".bootchain.bootapi.v1.SessionStateR\x05state\"U\n" +
 	"\x14ListSessionsResponse\x12=\n" +
-	"\bsessions\x18\x01 \x03(\v2!.bootchain.bootapi.v1.BootSessionR\bsessions*\x99\x01\n" +
+	"\bsessions\x18\x01 \x03(\v2!.bootchain.bootapi.v1.BootSessionR\bsessions\"*\n" +
+	"\x16DiagnoseMachineRequest\x12\x10\n" +
+	"\x03mac\x18\x01 \x01(\tR\x03mac\"\x95\x01\n" +
+	"\x17DiagnoseMachineResponse\x12;\n" +
+	"\asession\x18\x01 \x01(\v2!.bootchain.bootapi.v1.BootSessionR\asession\x12=\n" +
+	"\tdiagnosis\x18\x02 \x01(\v2\x1f.bootchain.bootapi.v1.DiagnosisR\tdiagnosis*\x99\x01\n" +
 	"\fSessionState\x12\x1d\n" +
 	"\x19SESSION_STATE_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14SESSION_STATE_ACTIVE\x10\x01\x12\x1b\n" +
@@ -824,12 +931,14 @@ const file_bootchain_bootapi_v1_session_proto_rawDesc = "" +
 	"\x1bDIAGNOSIS_CLASS_NO_CALLBACK\x10\t\x12$\n" +
 	" DIAGNOSIS_CLASS_INSTALLER_FAILED\x10\n" +
 	"\x12\x19\n" +
-	"\x15DIAGNOSIS_CLASS_OTHER\x10\v2\x88\x02\n" +
+	"\x15DIAGNOSIS_CLASS_OTHER\x10\v2\x91\x03\n" +
 	"\x0eSessionService\x12w\n" +
 	"\n" +
 	"GetSession\x12'.bootchain.bootapi.v1.GetSessionRequest\x1a(.bootchain.bootapi.v1.GetSessionResponse\"\x16\x82\x99\x19\x0f\n" +
 	"\rsessions.read\x90\x02\x01\x12}\n" +
 	"\fListSessions\x12).bootchain.bootapi.v1.ListSessionsRequest\x1a*.bootchain.bootapi.v1.ListSessionsResponse\"\x16\x82\x99\x19\x0f\n" +
+	"\rsessions.read\x90\x02\x01\x12\x86\x01\n" +
+	"\x0fDiagnoseMachine\x12,.bootchain.bootapi.v1.DiagnoseMachineRequest\x1a-.bootchain.bootapi.v1.DiagnoseMachineResponse\"\x16\x82\x99\x19\x0f\n" +
 	"\rsessions.read\x90\x02\x01B\xe1\x01\n" +
 	"\x18com.bootchain.bootapi.v1B\fSessionProtoP\x01ZEgithub.com/bootchain/bootchain/pkg/gen/bootchain/bootapi/v1;bootapiv1\xa2\x02\x03BBX\xaa\x02\x14Bootchain.Bootapi.V1\xca\x02\x14Bootchain\\Bootapi\\V1\xe2\x02 Bootchain\\Bootapi\\V1\\GPBMetadata\xea\x02\x16Bootchain::Bootapi::V1b\x06proto3"
 
@@ -846,45 +955,51 @@ func file_bootchain_bootapi_v1_session_proto_rawDescGZIP() []byte {
 }
 
 var file_bootchain_bootapi_v1_session_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_bootchain_bootapi_v1_session_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
+var file_bootchain_bootapi_v1_session_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
 var file_bootchain_bootapi_v1_session_proto_goTypes = []any{
-	(SessionState)(0),             // 0: bootchain.bootapi.v1.SessionState
-	(DiagnosisClass)(0),           // 1: bootchain.bootapi.v1.DiagnosisClass
-	(*BootSession)(nil),           // 2: bootchain.bootapi.v1.BootSession
-	(*Diagnosis)(nil),             // 3: bootchain.bootapi.v1.Diagnosis
-	(*Hop)(nil),                   // 4: bootchain.bootapi.v1.Hop
-	(*GetSessionRequest)(nil),     // 5: bootchain.bootapi.v1.GetSessionRequest
-	(*GetSessionResponse)(nil),    // 6: bootchain.bootapi.v1.GetSessionResponse
-	(*ListSessionsRequest)(nil),   // 7: bootchain.bootapi.v1.ListSessionsRequest
-	(*ListSessionsResponse)(nil),  // 8: bootchain.bootapi.v1.ListSessionsResponse
-	nil,                           // 9: bootchain.bootapi.v1.Hop.AttributesEntry
-	(*timestamppb.Timestamp)(nil), // 10: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 11: google.protobuf.Duration
+	(SessionState)(0),               // 0: bootchain.bootapi.v1.SessionState
+	(DiagnosisClass)(0),             // 1: bootchain.bootapi.v1.DiagnosisClass
+	(*BootSession)(nil),             // 2: bootchain.bootapi.v1.BootSession
+	(*Diagnosis)(nil),               // 3: bootchain.bootapi.v1.Diagnosis
+	(*Hop)(nil),                     // 4: bootchain.bootapi.v1.Hop
+	(*GetSessionRequest)(nil),       // 5: bootchain.bootapi.v1.GetSessionRequest
+	(*GetSessionResponse)(nil),      // 6: bootchain.bootapi.v1.GetSessionResponse
+	(*ListSessionsRequest)(nil),     // 7: bootchain.bootapi.v1.ListSessionsRequest
+	(*ListSessionsResponse)(nil),    // 8: bootchain.bootapi.v1.ListSessionsResponse
+	(*DiagnoseMachineRequest)(nil),  // 9: bootchain.bootapi.v1.DiagnoseMachineRequest
+	(*DiagnoseMachineResponse)(nil), // 10: bootchain.bootapi.v1.DiagnoseMachineResponse
+	nil,                             // 11: bootchain.bootapi.v1.Hop.AttributesEntry
+	(*timestamppb.Timestamp)(nil),   // 12: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),     // 13: google.protobuf.Duration
 }
 var file_bootchain_bootapi_v1_session_proto_depIdxs = []int32{
-	10, // 0: bootchain.bootapi.v1.BootSession.start_time:type_name -> google.protobuf.Timestamp
-	10, // 1: bootchain.bootapi.v1.BootSession.update_time:type_name -> google.protobuf.Timestamp
+	12, // 0: bootchain.bootapi.v1.BootSession.start_time:type_name -> google.protobuf.Timestamp
+	12, // 1: bootchain.bootapi.v1.BootSession.update_time:type_name -> google.protobuf.Timestamp
 	0,  // 2: bootchain.bootapi.v1.BootSession.state:type_name -> bootchain.bootapi.v1.SessionState
 	4,  // 3: bootchain.bootapi.v1.BootSession.hops:type_name -> bootchain.bootapi.v1.Hop
 	3,  // 4: bootchain.bootapi.v1.BootSession.diagnosis:type_name -> bootchain.bootapi.v1.Diagnosis
 	1,  // 5: bootchain.bootapi.v1.Diagnosis.class:type_name -> bootchain.bootapi.v1.DiagnosisClass
-	10, // 6: bootchain.bootapi.v1.Diagnosis.time:type_name -> google.protobuf.Timestamp
-	10, // 7: bootchain.bootapi.v1.Hop.start_time:type_name -> google.protobuf.Timestamp
-	11, // 8: bootchain.bootapi.v1.Hop.duration:type_name -> google.protobuf.Duration
-	9,  // 9: bootchain.bootapi.v1.Hop.attributes:type_name -> bootchain.bootapi.v1.Hop.AttributesEntry
-	10, // 10: bootchain.bootapi.v1.Hop.last_repeat_time:type_name -> google.protobuf.Timestamp
+	12, // 6: bootchain.bootapi.v1.Diagnosis.time:type_name -> google.protobuf.Timestamp
+	12, // 7: bootchain.bootapi.v1.Hop.start_time:type_name -> google.protobuf.Timestamp
+	13, // 8: bootchain.bootapi.v1.Hop.duration:type_name -> google.protobuf.Duration
+	11, // 9: bootchain.bootapi.v1.Hop.attributes:type_name -> bootchain.bootapi.v1.Hop.AttributesEntry
+	12, // 10: bootchain.bootapi.v1.Hop.last_repeat_time:type_name -> google.protobuf.Timestamp
 	2,  // 11: bootchain.bootapi.v1.GetSessionResponse.session:type_name -> bootchain.bootapi.v1.BootSession
 	0,  // 12: bootchain.bootapi.v1.ListSessionsRequest.state:type_name -> bootchain.bootapi.v1.SessionState
 	2,  // 13: bootchain.bootapi.v1.ListSessionsResponse.sessions:type_name -> bootchain.bootapi.v1.BootSession
-	5,  // 14: bootchain.bootapi.v1.SessionService.GetSession:input_type -> bootchain.bootapi.v1.GetSessionRequest
-	7,  // 15: bootchain.bootapi.v1.SessionService.ListSessions:input_type -> bootchain.bootapi.v1.ListSessionsRequest
-	6,  // 16: bootchain.bootapi.v1.SessionService.GetSession:output_type -> bootchain.bootapi.v1.GetSessionResponse
-	8,  // 17: bootchain.bootapi.v1.SessionService.ListSessions:output_type -> bootchain.bootapi.v1.ListSessionsResponse
-	16, // [16:18] is the sub-list for method output_type
-	14, // [14:16] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	2,  // 14: bootchain.bootapi.v1.DiagnoseMachineResponse.session:type_name -> bootchain.bootapi.v1.BootSession
+	3,  // 15: bootchain.bootapi.v1.DiagnoseMachineResponse.diagnosis:type_name -> bootchain.bootapi.v1.Diagnosis
+	5,  // 16: bootchain.bootapi.v1.SessionService.GetSession:input_type -> bootchain.bootapi.v1.GetSessionRequest
+	7,  // 17: bootchain.bootapi.v1.SessionService.ListSessions:input_type -> bootchain.bootapi.v1.ListSessionsRequest
+	9,  // 18: bootchain.bootapi.v1.SessionService.DiagnoseMachine:input_type -> bootchain.bootapi.v1.DiagnoseMachineRequest
+	6,  // 19: bootchain.bootapi.v1.SessionService.GetSession:output_type -> bootchain.bootapi.v1.GetSessionResponse
+	8,  // 20: bootchain.bootapi.v1.SessionService.ListSessions:output_type -> bootchain.bootapi.v1.ListSessionsResponse
+	10, // 21: bootchain.bootapi.v1.SessionService.DiagnoseMachine:output_type -> bootchain.bootapi.v1.DiagnoseMachineResponse
+	19, // [19:22] is the sub-list for method output_type
+	16, // [16:19] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_bootchain_bootapi_v1_session_proto_init() }
@@ -898,7 +1013,7 @@ func file_bootchain_bootapi_v1_session_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_bootchain_bootapi_v1_session_proto_rawDesc), len(file_bootchain_bootapi_v1_session_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   8,
+			NumMessages:   10,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -19,8 +19,9 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	SessionService_GetSession_FullMethodName   = "/bootchain.bootapi.v1.SessionService/GetSession"
-	SessionService_ListSessions_FullMethodName = "/bootchain.bootapi.v1.SessionService/ListSessions"
+	SessionService_GetSession_FullMethodName      = "/bootchain.bootapi.v1.SessionService/GetSession"
+	SessionService_ListSessions_FullMethodName    = "/bootchain.bootapi.v1.SessionService/ListSessions"
+	SessionService_DiagnoseMachine_FullMethodName = "/bootchain.bootapi.v1.SessionService/DiagnoseMachine"
 )
 
 // SessionServiceClient is the client API for SessionService service.
@@ -35,6 +36,10 @@ type SessionServiceClient interface {
 	// ListSessions returns the sessions still kept, newest first, without their hops
 	// (GetSession returns those).
 	ListSessions(ctx context.Context, in *ListSessionsRequest, opts ...grpc.CallOption) (*ListSessionsResponse, error)
+	// DiagnoseMachine says where the machine's latest boot stopped and why: the
+	// diagnosis bootapi recorded on a failed or stalled session, else one worked
+	// out now from its hops (none while the boot goes on within its timeouts).
+	DiagnoseMachine(ctx context.Context, in *DiagnoseMachineRequest, opts ...grpc.CallOption) (*DiagnoseMachineResponse, error)
 }
 
 type sessionServiceClient struct {
@@ -65,6 +70,16 @@ func (c *sessionServiceClient) ListSessions(ctx context.Context, in *ListSession
 	return out, nil
 }
 
+func (c *sessionServiceClient) DiagnoseMachine(ctx context.Context, in *DiagnoseMachineRequest, opts ...grpc.CallOption) (*DiagnoseMachineResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DiagnoseMachineResponse)
+	err := c.cc.Invoke(ctx, SessionService_DiagnoseMachine_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // SessionServiceServer is the server API for SessionService service.
 // All implementations must embed UnimplementedSessionServiceServer
 // for forward compatibility.
@@ -77,6 +92,10 @@ type SessionServiceServer interface {
 	// ListSessions returns the sessions still kept, newest first, without their hops
 	// (GetSession returns those).
 	ListSessions(context.Context, *ListSessionsRequest) (*ListSessionsResponse, error)
+	// DiagnoseMachine says where the machine's latest boot stopped and why: the
+	// diagnosis bootapi recorded on a failed or stalled session, else one worked
+	// out now from its hops (none while the boot goes on within its timeouts).
+	DiagnoseMachine(context.Context, *DiagnoseMachineRequest) (*DiagnoseMachineResponse, error)
 	mustEmbedUnimplementedSessionServiceServer()
 }
 
@@ -92,6 +111,9 @@ func (UnimplementedSessionServiceServer) GetSession(context.Context, *GetSession
 }
 func (UnimplementedSessionServiceServer) ListSessions(context.Context, *ListSessionsRequest) (*ListSessionsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListSessions not implemented")
+}
+func (UnimplementedSessionServiceServer) DiagnoseMachine(context.Context, *DiagnoseMachineRequest) (*DiagnoseMachineResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DiagnoseMachine not implemented")
 }
 func (UnimplementedSessionServiceServer) mustEmbedUnimplementedSessionServiceServer() {}
 func (UnimplementedSessionServiceServer) testEmbeddedByValue()                        {}
@@ -150,6 +172,24 @@ func _SessionService_ListSessions_Handler(srv interface{}, ctx context.Context, 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _SessionService_DiagnoseMachine_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DiagnoseMachineRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SessionServiceServer).DiagnoseMachine(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: SessionService_DiagnoseMachine_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SessionServiceServer).DiagnoseMachine(ctx, req.(*DiagnoseMachineRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // SessionService_ServiceDesc is the grpc.ServiceDesc for SessionService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -164,6 +204,10 @@ var SessionService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListSessions",
 			Handler:    _SessionService_ListSessions_Handler,
+		},
+		{
+			MethodName: "DiagnoseMachine",
+			Handler:    _SessionService_DiagnoseMachine_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
