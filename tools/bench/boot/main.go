@@ -13,7 +13,7 @@
 // "succeeded" to the callback URL on its kernel cmdline, then powers off.
 //
 //	go run ./tools/bench/boot              # BIOS (SeaBIOS, iPXE ROM on virtio-net)
-//	go run ./tools/bench/boot -uefi        # also UEFI (OVMF's PXE, romfile=, ipxe.efi)
+//	go run ./tools/bench/boot -uefi        # also UEFI (OVMF's PXE, romfile=, snponly.efi)
 //	go run ./tools/bench/boot -n 3 -v      # three boots per row, with phase timings
 //
 // Needs root and the packages of scripts/install-deps.sh.
@@ -80,7 +80,7 @@ type options struct {
 func main() {
 	var o options
 	var only string
-	flag.BoolVar(&o.uefi, "uefi", false, "also boot UEFI (OVMF's own PXE client, NIC without option ROM, ipxe.efi over TFTP)")
+	flag.BoolVar(&o.uefi, "uefi", false, "also boot UEFI (OVMF's own PXE client, NIC without option ROM, snponly.efi over TFTP)")
 	flag.BoolVar(&o.bios, "bios", true, "boot BIOS (SeaBIOS, iPXE option ROM on virtio-net)")
 	flag.IntVar(&o.runs, "n", 1, "boots per setup and firmware (the table shows the median)")
 	flag.DurationVar(&o.timeout, "timeout", 150*time.Second, "limit for one boot, power-on to power-off")
@@ -88,7 +88,7 @@ func main() {
 	flag.BoolVar(&o.pcap, "pcap", false, "capture the bridge's traffic with tcpdump into the lab directory (implies -keep)")
 	flag.BoolVar(&o.verbose, "v", false, "print each boot's phases and server log summary")
 	flag.StringVar(&only, "setups", "", "comma-separated setup keys to run (default all: "+setupKeys()+")")
-	flag.StringVar(&o.ipxeEFI, "ipxe-efi", "ipxe.efi", "UEFI iPXE binary in "+ipxeDir+" (ipxe.efi or snponly.efi)")
+	flag.StringVar(&o.ipxeEFI, "ipxe-efi", "snponly.efi", "UEFI iPXE binary in "+ipxeDir+" for the dnsmasq rows (snponly.efi, bootchain's default, or ipxe.efi)")
 	flag.Parse()
 	if only != "" {
 		o.only = map[string]bool{}
