@@ -240,10 +240,15 @@ func (e *chainEnv) bootVM(name string, fw Firmware, mac net.HardwareAddr) *VM {
 	return vm
 }
 
+// hopWant is one hop a trace must hold: its span name, the service that handled it,
+// and what it is (some whats narrow the match: "kernel download", "callback
+// running", ...).
+type hopWant struct{ name, service, what string }
+
 // hopOrder is the order the issue asks one trace to hold, with the service that
 // must have handled each hop. For BIOS with chain-loading, the "firmware" DHCP is
 // the ROM iPXE's (the NIC's option ROM is iPXE: docs/firmware.md).
-var hopOrder = []struct{ name, service, what string }{
+var hopOrder = []hopWant{
 	{"dhcp.discover", "bootchain-dhcpd", "firmware DHCP DISCOVER"},
 	{"dhcp.request", "bootchain-dhcpd", "firmware DHCP REQUEST"},
 	{"tftp", "bootchain-tftpd", "TFTP transfer of iPXE"},
@@ -259,6 +264,12 @@ var hopOrder = []struct{ name, service, what string }{
 // holds every hop of hopOrder, in that order, each from its service, all children of
 // the session's root span.
 func (e *chainEnv) checkTrace(ctx context.Context, s *bootapiv1.BootSession, kernel, initrd string) {
+	e.t.Helper()
+	e.checkTraceOrder(ctx, s, hopOrder, kernel, initrd)
+}
+
+// checkTraceOrder is checkTrace with another order of hops (another firmware path).
+func (e *chainEnv) checkTraceOrder(ctx context.Context, s *bootapiv1.BootSession, hopOrder []hopWant, kernel, initrd string) {
 	t := e.t
 	t.Helper()
 	match := func(spans []Span) (missing string) {

@@ -68,6 +68,12 @@ type VMConfig struct {
 	// network; the NIC is still there.
 	Kernel, Initrd, Append string
 
+	// HTTPBoot (UEFI only) turns OVMF's PXE over IPv4 and IPv6 off (fw_cfg
+	// opt/org.tianocore/IPv4PXESupport, IPv6PXESupport): the NIC's first boot option
+	// is then UEFI HTTP boot over IPv4 (DHCP option 60 "HTTPClient", arch 16), and
+	// nothing uses TFTP (docs/firmware.md).
+	HTTPBoot bool
+
 	// QMP opens a QMP socket, needed for Screendump.
 	QMP bool
 	// OVMFCode and OVMFVars override the OVMF images.
@@ -140,6 +146,9 @@ func StartVM(l *lab.Lab, ns *lab.Netns, cfg VMConfig) (*VM, error) {
 	}
 	switch cfg.Firmware {
 	case BIOS:
+		if cfg.HTTPBoot {
+			return nil, errors.New("e2e: HTTPBoot needs UEFI firmware")
+		}
 	case UEFI:
 		code, vars := cfg.OVMFCode, cfg.OVMFVars
 		if code == "" {
@@ -155,6 +164,11 @@ func StartVM(l *lab.Lab, ns *lab.Netns, cfg VMConfig) (*VM, error) {
 		args = append(args,
 			"-drive", "if=pflash,format=raw,unit=0,readonly=on,file="+code,
 			"-drive", "if=pflash,format=raw,unit=1,file="+varsCopy)
+		if cfg.HTTPBoot {
+			args = append(args,
+				"-fw_cfg", "name=opt/org.tianocore/IPv4PXESupport,string=no",
+				"-fw_cfg", "name=opt/org.tianocore/IPv6PXESupport,string=no")
+		}
 	default:
 		return nil, fmt.Errorf("e2e: unknown firmware %q", cfg.Firmware)
 	}

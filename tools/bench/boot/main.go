@@ -14,6 +14,7 @@
 //
 //	go run ./tools/bench/boot              # BIOS (SeaBIOS, iPXE ROM on virtio-net)
 //	go run ./tools/bench/boot -uefi        # also UEFI (OVMF's PXE, romfile=, snponly.efi)
+//	go run ./tools/bench/boot -http        # also UEFI HTTP boot (OVMF, PXE off, snponly.efi over HTTP)
 //	go run ./tools/bench/boot -n 3 -v      # three boots per row, with phase timings
 //
 // Needs root and the packages of scripts/install-deps.sh.
@@ -66,8 +67,13 @@ var setups = []Setup{
 // ipxeDir holds Debian's iPXE builds (package ipxe).
 const ipxeDir = "/usr/lib/ipxe"
 
+// uefiHTTP is the UEFI HTTP boot row: OVMF with its PXE turned off, so DHCP gives
+// its HTTP boot client an http URL of the UEFI iPXE binary.
+const uefiHTTP e2e.Firmware = "uefi-http"
+
 type options struct {
 	uefi, bios bool
+	http       bool
 	runs       int
 	timeout    time.Duration
 	keep       bool
@@ -81,6 +87,7 @@ func main() {
 	var o options
 	var only string
 	flag.BoolVar(&o.uefi, "uefi", false, "also boot UEFI (OVMF's own PXE client, NIC without option ROM, snponly.efi over TFTP)")
+	flag.BoolVar(&o.http, "http", false, "also boot UEFI HTTP boot (OVMF with PXE off: DHCP gives an http URL of the UEFI iPXE binary, no TFTP)")
 	flag.BoolVar(&o.bios, "bios", true, "boot BIOS (SeaBIOS, iPXE option ROM on virtio-net)")
 	flag.IntVar(&o.runs, "n", 1, "boots per setup and firmware (the table shows the median)")
 	flag.DurationVar(&o.timeout, "timeout", 150*time.Second, "limit for one boot, power-on to power-off")
@@ -152,6 +159,9 @@ func run(ctx context.Context, o options, w io.Writer) error {
 	if o.uefi {
 		firmwares = append(firmwares, e2e.UEFI)
 	}
+	if o.http {
+		firmwares = append(firmwares, uefiHTTP)
+	}
 	var rows []Setup
 	for _, s := range setups {
 		if o.only == nil || o.only[s.Key] {
@@ -159,7 +169,7 @@ func run(ctx context.Context, o options, w io.Writer) error {
 		}
 	}
 	if len(firmwares) == 0 || len(rows) == 0 {
-		return errors.New("nothing to run (check -bios, -uefi, -setups)")
+		return errors.New("nothing to run (check -bios, -uefi, -http, -setups)")
 	}
 	if err := checkFiles(o); err != nil {
 		return err
@@ -208,7 +218,7 @@ func run(ctx context.Context, o options, w io.Writer) error {
 
 func checkFiles(o options) error {
 	need := []string{filepath.Join(ipxeDir, "undionly.kpxe")}
-	if o.uefi {
+	if o.uefi || o.http {
 		need = append(need, filepath.Join(ipxeDir, o.ipxeEFI), e2e.DefaultOVMFCode, e2e.DefaultOVMFVars)
 	}
 	for _, p := range need {
@@ -303,11 +313,16 @@ func bootOnce(ctx context.Context, o options, s Setup, fw e2e.Firmware, rd *e2e.
 	}
 	defer srv.Stop()
 
+	vmFW := fw
+	if fw == uefiHTTP {
+		vmFW = e2e.UEFI
+	}
 	vm, err := e2e.StartVM(l, l.Main(), e2e.VMConfig{
 		Name:     "bench",
 		Dir:      filepath.Join(f.Dir, "vm"),
-		Firmware: fw,
-		NoNICROM: fw == e2e.UEFI,
+		Firmware: vmFW,
+		NoNICROM: vmFW == e2e.UEFI,
+		HTTPBoot: fw == uefiHTTP,
 		MAC:      f.MAC,
 		Tap:      tap,
 	})
@@ -451,8 +466,11 @@ func prepareFiles(l *lab.Lab, o options, fw e2e.Firmware, rd *e2e.Initrd) (Files
 		filepath.Join(f.HTTPRoot, f.KernelName):   f.Kernel,
 		filepath.Join(f.HTTPRoot, f.InitrdName):   f.Initrd,
 	}
-	if fw == e2e.UEFI {
+	switch fw {
+	case e2e.UEFI:
 		copies[filepath.Join(f.TFTPRoot, f.UEFIBootFile)] = filepath.Join(ipxeDir, f.UEFIBootFile)
+	case uefiHTTP:
+		copies[filepath.Join(f.HTTPRoot, f.UEFIBootFile)] = filepath.Join(ipxeDir, f.UEFIBootFile)
 	}
 	for dst, src := range copies {
 		if err := e2e.CopyFile(src, dst); err != nil {

@@ -1,0 +1,57 @@
+//go:build linux
+
+package dhcpd_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	bootapiv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/bootapi/v1"
+	"github.com/bootchain/bootchain/pkg/store/storetest"
+	"github.com/bootchain/bootchain/test/lab"
+	"github.com/insomniacslk/dhcp/dhcpv4"
+)
+
+// TestLabHTTPBootURL: a UEFI HTTP-boot client (option 60 "HTTPClient", arch 16)
+// gets an http URL of snponly.efi on the site's artifactstore, option 60
+// "HTTPClient" echoed, and the URL carries its session's traceparent so that
+// artifactstore records the download as a hop of that boot.
+func TestLabHTTPBootURL(t *testing.T) {
+	l := lab.NewT(t, lab.Config{})
+	st := storetest.New(t)
+	r := startDHCPD(t, l, st, seed(bootapiv1.DhcpMode_DHCP_MODE_AUTHORITATIVE))
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+
+	c := nclient(t, client(t, l, "c1", ""))
+	lease, err := c.Request(ctx,
+		dhcpv4.WithOption(dhcpv4.OptClassIdentifier("HTTPClient:Arch:00016:UNDI:003001")),
+		dhcpv4.WithOption(dhcpv4.OptClientArch(16)))
+	if err != nil {
+		t.Fatalf("nclient4 DORA: %v", err)
+	}
+	mac := c.InterfaceAddr().String()
+	if err := r.srv.Sessions().Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	bs, ok := r.srv.Sessions().Get(ctx, mac)
+	if !ok {
+		t.Fatal("no boot session for the HTTP-boot client")
+	}
+	for name, m := range map[string]*dhcpv4.DHCPv4{"offer": lease.Offer, "ack": lease.ACK} {
+		file := dhcpv4.GetString(dhcpv4.OptionBootfileName, m.Options)
+		base, tp, found := strings.Cut(file, "?traceparent=")
+		if !found || base != "http://198.18.0.1:8081/artifacts/snponly.efi" {
+			t.Errorf("%s: boot file %q, want snponly.efi's URL on artifactstore with ?traceparent=", name, file)
+		}
+		// 00-<trace id>-<span id>-01 of this session.
+		if parts := strings.Split(tp, "-"); len(parts) != 4 || parts[1] != bs.GetTraceId() {
+			t.Errorf("%s: traceparent %q, want one of trace %s", name, tp, bs.GetTraceId())
+		}
+		if vc := m.ClassIdentifier(); vc != "HTTPClient" {
+			t.Errorf("%s: option 60 %q, want HTTPClient", name, vc)
+		}
+	}
+}
