@@ -3,6 +3,7 @@ package session
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	bootapiv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/bootapi/v1"
@@ -70,5 +71,26 @@ func stallVerdict(last *bootapiv1.Hop, after time.Duration) (bootapiv1.SessionSt
 	if last.GetFailed() {
 		return bootapiv1.SessionState_SESSION_STATE_FAILED, last.GetName(), fmt.Sprintf("%s (%s) failed: %s", last.GetName(), last.GetService(), last.GetDetail())
 	}
+	if file, ok := bootProgram(last); ok {
+		return bootapiv1.SessionState_SESSION_STATE_FAILED, last.GetName(), fmt.Sprintf(
+			"the firmware downloaded %s and did not run it (nothing followed within %s): refused by Secure Boot, or not a boot program for this machine", file, after)
+	}
 	return bootapiv1.SessionState_SESSION_STATE_STALLED, last.GetName(), fmt.Sprintf("no progress for %s after %s (%s) %s", after, last.GetName(), last.GetService(), last.GetDetail())
+}
+
+// bootProgram reports whether hop is a completed download of a boot program by the
+// firmware: a TFTP transfer, or an HTTP download of an EFI binary (UEFI HTTP
+// boot). A boot program that runs asks for something next (iPXE's DHCP, GRUB's
+// config) within seconds; silence after it means the firmware would not run it, as
+// OVMF does with an unsigned or tampered binary under Secure Boot
+// (docs/firmware.md).
+func bootProgram(hop *bootapiv1.Hop) (string, bool) {
+	file, _, _ := strings.Cut(hop.GetDetail(), " ")
+	switch {
+	case hop.GetName() == "tftp" && hop.GetBytes() > 0:
+		return file, true
+	case hop.GetName() == "artifact" && hop.GetBytes() > 0 && strings.HasSuffix(strings.ToLower(file), ".efi"):
+		return file, true
+	}
+	return "", false
 }
