@@ -6,6 +6,8 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -96,4 +98,136 @@ func TestChainUEFIHTTP(t *testing.T) {
 		t.Errorf("no successful artifact hop of snponly.efi in the session")
 	}
 	e.checkTraceOrder(ctx, s, httpHopOrder, "e2e/vmlinuz", "e2e/initrd.gz")
+}
+
+// secureBootPrereqs skips the test without the Secure Boot firmware or signing tools.
+func secureBootPrereqs(t *testing.T) {
+	t.Helper()
+	for _, p := range []string{SecureBootCode, SnakeoilVars, SnakeoilCert, SnakeoilKey} {
+		if _, err := os.Stat(p); err != nil {
+			t.Skipf("%v (scripts/install-deps.sh: package ovmf)", err)
+		}
+	}
+	for _, bin := range []string{"sbsign", "openssl"} {
+		if _, err := exec.LookPath(bin); err != nil {
+			t.Skipf("%v (scripts/install-deps.sh: sbsigntool, openssl)", err)
+		}
+	}
+}
+
+// TestChainUEFISecureBootSiteKey boots OVMF with Secure Boot enforced and the
+// site's own key enrolled (the snakeoil key stands in for it). First with
+// Debian's unsigned snponly.efi: the firmware downloads it over TFTP and refuses
+// it, and the session ends failed at the tftp hop saying so. Then with
+// snponly.efi signed by the site key (as a site that builds its own iPXE uploads
+// it) and the kernel signed by it too (this iPXE starts the kernel through the
+// firmware's LoadImage, which checks it): the job succeeds, one trace.
+func TestChainUEFISecureBootSiteKey(t *testing.T) {
+	rd := chainPrereqs(t)
+	secureBootPrereqs(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
+	defer cancel()
+	dir := t.TempDir()
+	key, err := NewSiteKey(ctx, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	signedIPXE := filepath.Join(dir, "ipxe")
+	if err := os.Mkdir(signedIPXE, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	signedKernel := filepath.Join(dir, "vmlinuz.signed")
+	if err := key.Sign(ctx, "/usr/lib/ipxe/snponly.efi", filepath.Join(signedIPXE, "snponly.efi")); err != nil {
+		t.Fatal(err)
+	}
+	if err := key.Sign(ctx, rd.Kernel.Image, signedKernel); err != nil {
+		t.Fatal(err)
+	}
+	srd := *rd
+	srd.Kernel.Image = signedKernel
+
+	e := newChainEnv(t, ctx, &srd, chainOpts{})
+	const macs = "52:54:00:bc:e2:04"
+	mac, _ := net.ParseMAC(macs)
+	if _, err := e.stack.Provision(ctx, BootConfig{MAC: macs, Initrd: &srd, NoJob: true}); err != nil {
+		t.Fatal(err)
+	}
+	watch := e.watchJobs(ctx, macs)
+	job, err := e.stack.CreateJob(ctx, macs, "e2e")
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// Boot 1: Debian's snponly.efi, unsigned: refused.
+	vm, err := StartVM(e.l, e.l.Main(), VMConfig{Name: "sb-refused", Firmware: UEFI, SecureBoot: true, NoNICROM: true, MAC: mac, Tap: e.tap, QMP: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { vm.Kill() })
+	rctx, rcancel := context.WithTimeout(ctx, 3*time.Minute)
+	_, err = vm.WaitSerial(rctx, "Access Denied")
+	rcancel()
+	if err != nil {
+		t.Fatalf("the firmware did not refuse the unsigned binary: %v\nsession:\n%s\nserial:\n%s", err, describeSession(e.session(ctx, macs)), tail(vm.Serial(), 3000))
+	}
+	first := e.session(ctx, macs)
+	vm.Kill()
+	t.Logf("refused: %s", lastLine(vm.Serial(), "Access Denied"))
+	s1, err := e.waitSession(ctx, macs, func(s *bootapiv1.BootSession) bool {
+		return s.GetTraceId() == first.GetTraceId() && s.GetState() != bootapiv1.SessionState_SESSION_STATE_ACTIVE
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("refused boot session:\n%s", describeSession(s1))
+	if s1.GetState() != bootapiv1.SessionState_SESSION_STATE_FAILED || s1.GetFailedHop() != "tftp" ||
+		!strings.Contains(s1.GetMessage(), "snponly.efi") || !strings.Contains(s1.GetMessage(), "Secure Boot") {
+		t.Errorf("refused boot: state %v hop %q message %q; want failed at tftp naming snponly.efi and Secure Boot", s1.GetState(), s1.GetFailedHop(), s1.GetMessage())
+	}
+
+	// Boot 2: the site's signed snponly.efi replaces Debian's.
+	if out, err := e.stack.Bootctl(ctx, "artifacts", "import-ipxe", "--dir", signedIPXE, "--replace"); err != nil {
+		t.Fatalf("bootctl artifacts import-ipxe: %v: %s", err, out)
+	}
+	vm2, err := StartVM(e.l, e.l.Main(), VMConfig{Name: "sb-signed", Firmware: UEFI, SecureBoot: true, NoNICROM: true, MAC: mac, Tap: e.tap, QMP: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { vm2.Kill() })
+	bctx, bcancel := context.WithTimeout(ctx, 4*time.Minute)
+	states, err := watch.wait(bctx, job, bootapiv1.JobState_JOB_STATE_SUCCEEDED)
+	bcancel()
+	if err != nil {
+		t.Fatalf("%v\nsession:\n%s\nserial:\n%s", err, describeSession(e.session(ctx, macs)), tail(vm2.Serial(), 3000))
+	}
+	if _, err := vm2.Wait(ctx); err != nil {
+		t.Errorf("VM after succeeded: %v", err)
+	}
+	t.Logf("Secure Boot: power-on to power-off %v", time.Since(vm2.Started).Round(time.Millisecond))
+	want := []bootapiv1.JobState{bootapiv1.JobState_JOB_STATE_PENDING, bootapiv1.JobState_JOB_STATE_DISPATCHED, bootapiv1.JobState_JOB_STATE_RUNNING, bootapiv1.JobState_JOB_STATE_SUCCEEDED}
+	if fmt.Sprint(states) != fmt.Sprint(want) {
+		t.Errorf("job states %v, want %v (the refused boot must not dispatch it)", states, want)
+	}
+	if strings.Contains(vm2.Serial(), "Access Denied") {
+		t.Errorf("the signed boot was refused somewhere: %s", lastLine(vm2.Serial(), "Access Denied"))
+	}
+	s2, err := e.waitSession(ctx, macs, func(s *bootapiv1.BootSession) bool {
+		return s.GetState() == bootapiv1.SessionState_SESSION_STATE_SUCCEEDED && strings.Count(strings.Join(hopNames(s), " "), "callback") == 2
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("signed boot session:\n%s", describeSession(s2))
+	e.checkTrace(ctx, s2, "e2e/vmlinuz", "e2e/initrd.gz")
+}
+
+// lastLine returns the last line of s that contains sub.
+func lastLine(s, sub string) string {
+	lines := strings.Split(s, "\n")
+	for i := len(lines) - 1; i >= 0; i-- {
+		if strings.Contains(lines[i], sub) {
+			return strings.TrimSpace(lines[i])
+		}
+	}
+	return ""
 }
