@@ -69,7 +69,7 @@ grpcurl-list:
 # inside it, VMs PXE-booting BIOS and UEFI through authoritative and proxy DHCP,
 # one OTLP trace per boot, a failed boot. Also part of `make unit` (go test ./...).
 e2e: deps
-	$(GO) test -count=1 -timeout 15m -v ./test/e2e/
+	$(GO) test -count=1 -timeout 30m -v ./test/e2e/
 
 # One VM booted through the chain in a private lab, its trace timeline, cleanup.
 # DEMO_FLAGS=-uefi boots UEFI; DEMO_FLAGS=-keep keeps the logs.

@@ -231,3 +231,77 @@ func lastLine(s, sub string) string {
 	}
 	return ""
 }
+
+// TestChainUEFISecureBootTamperedHTTP boots OVMF with Secure Boot and HTTP boot
+// and gives the machine (its boot_file) an iPXE signed with the site key and then
+// altered: the firmware fetches it from artifactstore, its signature no longer
+// matches, and the firmware refuses it; the session ends failed at that artifact
+// hop, naming the file.
+func TestChainUEFISecureBootTamperedHTTP(t *testing.T) {
+	rd := chainPrereqs(t)
+	secureBootPrereqs(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
+	defer cancel()
+	dir := t.TempDir()
+	key, err := NewSiteKey(ctx, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tampered := filepath.Join(dir, "snponly-tampered.efi")
+	if err := key.Sign(ctx, "/usr/lib/ipxe/snponly.efi", tampered); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(tampered)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b[len(b)/2] ^= 0xff // inside the code, which the signature covers
+	if err := os.WriteFile(tampered, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	e := newChainEnv(t, ctx, rd, chainOpts{})
+	const macs = "52:54:00:bc:e2:05"
+	mac, _ := net.ParseMAC(macs)
+	if _, err := e.stack.Provision(ctx, BootConfig{MAC: macs, Initrd: rd, NoJob: true}); err != nil {
+		t.Fatal(err)
+	}
+	for _, st := range [][]string{
+		{"artifacts", "upload", tampered, "--name", "site/snponly-tampered.efi"},
+		{"machines", "update", macs, "--boot-file", "site/snponly-tampered.efi"},
+	} {
+		if out, err := e.stack.Bootctl(ctx, st...); err != nil {
+			t.Fatalf("bootctl %v: %v: %s", st, err, out)
+		}
+	}
+	vm, err := StartVM(e.l, e.l.Main(), VMConfig{Name: "sb-tampered", Firmware: UEFI, SecureBoot: true, HTTPBoot: true, NoNICROM: true, MAC: mac, Tap: e.tap, QMP: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { vm.Kill() })
+	rctx, rcancel := context.WithTimeout(ctx, 3*time.Minute)
+	_, err = vm.WaitSerial(rctx, "Access Denied")
+	rcancel()
+	if err != nil {
+		t.Fatalf("the firmware did not refuse the tampered binary: %v\nsession:\n%s\nserial:\n%s", err, describeSession(e.session(ctx, macs)), tail(vm.Serial(), 3000))
+	}
+	first := e.session(ctx, macs)
+	vm.Kill()
+	t.Logf("refused: %s", lastLine(vm.Serial(), "Access Denied"))
+	s, err := e.waitSession(ctx, macs, func(s *bootapiv1.BootSession) bool {
+		return s.GetTraceId() == first.GetTraceId() && s.GetState() != bootapiv1.SessionState_SESSION_STATE_ACTIVE
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("refused boot session:\n%s", describeSession(s))
+	if s.GetState() != bootapiv1.SessionState_SESSION_STATE_FAILED || s.GetFailedHop() != "artifact" ||
+		!strings.Contains(s.GetMessage(), "site/snponly-tampered.efi") {
+		t.Errorf("refused boot: state %v hop %q message %q; want failed at artifact naming site/snponly-tampered.efi", s.GetState(), s.GetFailedHop(), s.GetMessage())
+	}
+	for _, h := range s.GetHops() {
+		if h.GetName() == "tftp" {
+			t.Errorf("HTTP boot used TFTP: %s", h.GetDetail())
+		}
+	}
+}
