@@ -94,3 +94,27 @@ func bootProgram(hop *bootapiv1.Hop) (string, bool) {
 	}
 	return "", false
 }
+
+// FinishIfBootProgramRefused ends s FAILED when its last hop is a completed
+// boot-program download (see bootProgram): the firmware that now starts over
+// with a new DHCP DISCOVER never ran what it downloaded. dhcpd calls it on a
+// firmware DISCOVER before deciding whether to open a new session, so the
+// refused boot keeps its verdict instead of being replaced by the retry. It
+// reports whether it ended s. It reads the last hop from etcd: call it only for
+// an active session.
+func (r *Recorder) FinishIfBootProgramRefused(ctx context.Context, s *Session) bool {
+	hops, err := r.readHops(ctx, s.MAC, s.TraceID(), 1)
+	if err != nil || len(hops) == 0 {
+		if err != nil && ctx.Err() == nil {
+			r.log.Warn("last hop", "mac", s.MAC, "err", err)
+		}
+		return false
+	}
+	file, ok := bootProgram(hops[0])
+	if !ok {
+		return false
+	}
+	s.Finish(bootapiv1.SessionState_SESSION_STATE_FAILED, hops[0].GetName(), fmt.Sprintf(
+		"the firmware downloaded %s and started over (DHCP again) without running it: refused by Secure Boot, or not a boot program for this machine", file))
+	return true
+}

@@ -55,3 +55,56 @@ func TestLabHTTPBootURL(t *testing.T) {
 		}
 	}
 }
+
+// TestLabRefusedBootProgram: a firmware that downloaded its boot program and then
+// starts over with a new DISCOVER never ran it (Secure Boot refused it). That boot
+// ends failed at the download's hop, and the retry's exchange joins it instead of
+// replacing it with a new session.
+func TestLabRefusedBootProgram(t *testing.T) {
+	l := lab.NewT(t, lab.Config{})
+	st := storetest.New(t)
+	r := startDHCPD(t, l, st, seed(bootapiv1.DhcpMode_DHCP_MODE_AUTHORITATIVE))
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+
+	c := nclient(t, client(t, l, "c1", ""))
+	if _, err := c.Request(ctx, pxeMods...); err != nil {
+		t.Fatalf("nclient4 DORA: %v", err)
+	}
+	mac := c.InterfaceAddr().String()
+	sess, ok := r.srv.Sessions().Join(mac)
+	if !ok {
+		t.Fatal("no active session after the firmware's DHCP")
+	}
+	// What tftpd records when the firmware fetched snponly.efi.
+	_, hop := sess.StartHop(ctx, "tftp")
+	hop.SetDetail("snponly.efi")
+	hop.SetBytes(173792)
+	hop.End()
+	if err := r.srv.Sessions().Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	if _, err := c.Request(ctx, pxeMods...); err != nil {
+		t.Fatalf("second DORA: %v", err)
+	}
+	if err := r.srv.Sessions().Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	bs, ok := r.srv.Sessions().Get(ctx, mac)
+	if !ok {
+		t.Fatal("no session")
+	}
+	var hops []string
+	for _, h := range bs.GetHops() {
+		hops = append(hops, h.GetName())
+	}
+	if bs.GetTraceId() != sess.TraceID() || bs.GetState() != bootapiv1.SessionState_SESSION_STATE_FAILED || bs.GetFailedHop() != "tftp" ||
+		!strings.Contains(bs.GetMessage(), "snponly.efi") || !strings.Contains(bs.GetMessage(), "started over") {
+		t.Errorf("session %s (first %s) state %v hop %q message %q hops %v; want the first, failed at tftp naming snponly.efi",
+			bs.GetTraceId(), sess.TraceID(), bs.GetState(), bs.GetFailedHop(), bs.GetMessage(), hops)
+	}
+	if n := strings.Count(strings.Join(hops, " "), "dhcp.discover"); n < 2 {
+		t.Errorf("hops %v: the retry's DISCOVER is not in the failed boot's session", hops)
+	}
+}
