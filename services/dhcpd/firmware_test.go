@@ -12,34 +12,46 @@ import (
 	"github.com/bootchain/bootchain/pkg/store/storetest"
 	"github.com/bootchain/bootchain/test/lab"
 	"github.com/insomniacslk/dhcp/dhcpv4"
+	"github.com/insomniacslk/dhcp/dhcpv4/nclient4"
 )
+
+// firmwareRig is an authoritative dhcpd on a lab bridge and an nclient4 client
+// behind it.
+func firmwareRig(t *testing.T) (*rig, *nclient4.Client) {
+	t.Helper()
+	l := lab.NewT(t, lab.Config{})
+	r := startDHCPD(t, l, storetest.New(t), seed(bootapiv1.DhcpMode_DHCP_MODE_AUTHORITATIVE))
+	return r, nclient(t, client(t, l, "c1", ""))
+}
+
+// flushedSession writes what dhcpd's recorder holds and reads mac's session back.
+func flushedSession(t *testing.T, ctx context.Context, r *rig, mac string) *bootapiv1.BootSession {
+	t.Helper()
+	if err := r.srv.Sessions().Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	bs, ok := r.srv.Sessions().Get(ctx, mac)
+	if !ok {
+		t.Fatalf("no boot session for %s", mac)
+	}
+	return bs
+}
 
 // TestLabHTTPBootURL: a UEFI HTTP-boot client (option 60 "HTTPClient", arch 16)
 // gets an http URL of snponly.efi on the site's artifactstore, option 60
 // "HTTPClient" echoed, and the URL carries its session's traceparent so that
 // artifactstore records the download as a hop of that boot.
 func TestLabHTTPBootURL(t *testing.T) {
-	l := lab.NewT(t, lab.Config{})
-	st := storetest.New(t)
-	r := startDHCPD(t, l, st, seed(bootapiv1.DhcpMode_DHCP_MODE_AUTHORITATIVE))
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-
-	c := nclient(t, client(t, l, "c1", ""))
+	r, c := firmwareRig(t)
 	lease, err := c.Request(ctx,
 		dhcpv4.WithOption(dhcpv4.OptClassIdentifier("HTTPClient:Arch:00016:UNDI:003001")),
 		dhcpv4.WithOption(dhcpv4.OptClientArch(16)))
 	if err != nil {
 		t.Fatalf("nclient4 DORA: %v", err)
 	}
-	mac := c.InterfaceAddr().String()
-	if err := r.srv.Sessions().Flush(ctx); err != nil {
-		t.Fatal(err)
-	}
-	bs, ok := r.srv.Sessions().Get(ctx, mac)
-	if !ok {
-		t.Fatal("no boot session for the HTTP-boot client")
-	}
+	bs := flushedSession(t, ctx, r, c.InterfaceAddr().String())
 	for name, m := range map[string]*dhcpv4.DHCPv4{"offer": lease.Offer, "ack": lease.ACK} {
 		file := dhcpv4.GetString(dhcpv4.OptionBootfileName, m.Options)
 		base, tp, found := strings.Cut(file, "?traceparent=")
@@ -61,13 +73,9 @@ func TestLabHTTPBootURL(t *testing.T) {
 // ends failed at the download's hop, and the retry's exchange joins it instead of
 // replacing it with a new session.
 func TestLabRefusedBootProgram(t *testing.T) {
-	l := lab.NewT(t, lab.Config{})
-	st := storetest.New(t)
-	r := startDHCPD(t, l, st, seed(bootapiv1.DhcpMode_DHCP_MODE_AUTHORITATIVE))
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-
-	c := nclient(t, client(t, l, "c1", ""))
+	r, c := firmwareRig(t)
 	if _, err := c.Request(ctx, pxeMods...); err != nil {
 		t.Fatalf("nclient4 DORA: %v", err)
 	}
@@ -88,13 +96,7 @@ func TestLabRefusedBootProgram(t *testing.T) {
 	if _, err := c.Request(ctx, pxeMods...); err != nil {
 		t.Fatalf("second DORA: %v", err)
 	}
-	if err := r.srv.Sessions().Flush(ctx); err != nil {
-		t.Fatal(err)
-	}
-	bs, ok := r.srv.Sessions().Get(ctx, mac)
-	if !ok {
-		t.Fatal("no session")
-	}
+	bs := flushedSession(t, ctx, r, mac)
 	var hops []string
 	for _, h := range bs.GetHops() {
 		hops = append(hops, h.GetName())
