@@ -25,6 +25,7 @@ PACKAGES=(
 	tftpd-hpa tftp-hpa atftp
 	udhcpc isc-dhcp-client
 	iproute2 curl tcpdump
+	sbsigntool openssl
 	etcd-server
 	buildah podman
 	prometheus

@@ -95,7 +95,10 @@ func Of(bs *bootapiv1.BootSession, now time.Time, t Timeouts) *bootapiv1.Diagnos
 		return stamp(d, now)
 	}
 	d, after := stalled(hops, t)
-	if d == nil || now.Sub(end(hops[len(hops)-1])) < after {
+	// A session a service already ended (dhcpd: the firmware started over after
+	// its boot program) needs no timeout to pass.
+	failedNow := bs.GetState() == bootapiv1.SessionState_SESSION_STATE_FAILED
+	if d == nil || (!failedNow && now.Sub(end(hops[len(hops)-1])) < after) {
 		return nil
 	}
 	return stamp(d, now)
@@ -107,7 +110,7 @@ func Failing(d *bootapiv1.Diagnosis) bool {
 	switch d.GetClass() {
 	case bootapiv1.DiagnosisClass_DIAGNOSIS_CLASS_ARTIFACT_NOT_FOUND, bootapiv1.DiagnosisClass_DIAGNOSIS_CLASS_ARTIFACT_CHECKSUM,
 		bootapiv1.DiagnosisClass_DIAGNOSIS_CLASS_INSTALLER_FAILED, bootapiv1.DiagnosisClass_DIAGNOSIS_CLASS_BOOTFILE_NOT_FOUND,
-		bootapiv1.DiagnosisClass_DIAGNOSIS_CLASS_TFTP_STALLED:
+		bootapiv1.DiagnosisClass_DIAGNOSIS_CLASS_TFTP_STALLED, bootapiv1.DiagnosisClass_DIAGNOSIS_CLASS_BOOTFILE_REFUSED:
 		return true
 	}
 	return false

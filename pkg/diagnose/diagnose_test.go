@@ -87,7 +87,23 @@ func TestOf(t *testing.T) {
 		},
 		"boot file sent, nothing after": {
 			hops: []*bootapiv1.Hop{discover, request, tftpOK}, at: 30 * time.Second,
-			want: &want{bootapiv1.DiagnosisClass_DIAGNOSIS_CLASS_SCRIPT_NOT_FETCHED, "tftp", "tftpd", "undionly.kpxe was sent"},
+			want: &want{bootapiv1.DiagnosisClass_DIAGNOSIS_CLASS_BOOTFILE_REFUSED, "tftp", "tftpd", "downloaded the boot file undionly.kpxe and did not run it"},
+		},
+		"HTTP boot program downloaded, nothing after": {
+			hops: []*bootapiv1.Hop{discover, request, func() *bootapiv1.Hop {
+				h := hop(2, "artifact", "artifactstore", false, "site/snponly.efi 200 173792B")
+				h.Bytes = 173792
+				return h
+			}()}, at: 3 * time.Minute,
+			want: &want{bootapiv1.DiagnosisClass_DIAGNOSIS_CLASS_BOOTFILE_REFUSED, "artifact", "artifactstore", "site/snponly.efi"},
+		},
+		"kernel downloaded, nothing after": {
+			hops: []*bootapiv1.Hop{discover, request, tftpOK, ipxeDHCP, func() *bootapiv1.Hop {
+				h := hop(5, "artifact", "artifactstore", false, "e2e/vmlinuz 200 8000000B")
+				h.Bytes = 8000000
+				return h
+			}()}, at: 11 * time.Minute,
+			want: &want{bootapiv1.DiagnosisClass_DIAGNOSIS_CLASS_NO_CALLBACK, "artifact", "artifactstore", "e2e/vmlinuz"},
 		},
 		"chain-load loop": {
 			hops: []*bootapiv1.Hop{discover, request, tftpOK, ipxeDHCP, hop(5, "tftp", "tftpd", false, "undionly.kpxe", "tftp.file", "undionly.kpxe"), ipxeDHCP,

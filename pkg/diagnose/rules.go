@@ -135,6 +135,13 @@ func stalled(hops []*bootapiv1.Hop, t Timeouts) (*bootapiv1.Diagnosis, time.Dura
 		}
 		fallthrough
 	default:
+		if name == "artifact" && bootProgram(last) {
+			// UEFI HTTP boot: the boot program itself came from artifactstore.
+			st := stages["tftp"]
+			after := st.timeout(t)
+			d.Class, d.Cause, d.NextStep = st.class, fmt.Sprintf(st.cause, firstWord(last.GetDetail()), after), st.next
+			return d, after
+		}
 		if st, ok := stages[name]; ok {
 			after := st.timeout(t)
 			d.Class, d.Cause, d.NextStep = st.class, fmt.Sprintf(st.cause, st.what(last), after), st.next
@@ -171,9 +178,9 @@ var stages = map[string]stage{
 		(*bootapiv1.Hop).GetDetail, func(t Timeouts) time.Duration { return t.Other },
 	},
 	"tftp": {
-		bootapiv1.DiagnosisClass_DIAGNOSIS_CLASS_SCRIPT_NOT_FETCHED,
-		"the boot file %s was sent but neither iPXE's DHCP nor its script request followed within %s",
-		"watch the machine's console for the boot file's error; check that it is an iPXE binary for this firmware",
+		bootapiv1.DiagnosisClass_DIAGNOSIS_CLASS_BOOTFILE_REFUSED,
+		"the firmware downloaded the boot file %s and did not run it: neither iPXE's DHCP nor its script request followed within %s (refused by Secure Boot, or not a boot program for this machine)",
+		"watch the machine's console (Secure Boot answers \"Access Denied\"): sign the boot program with a key the firmware trusts (docs/firmware.md), or give this firmware an iPXE binary it runs",
 		func(h *bootapiv1.Hop) string { return h.GetAttributes()["tftp.file"] }, func(t Timeouts) time.Duration { return t.IPXE },
 	},
 	"ipxe.dhcp": {
@@ -267,4 +274,11 @@ func wrongArch(hops []*bootapiv1.Hop) (want, got string, wrong bool) {
 		return "", "", false
 	}
 	return "", "", false
+}
+
+// bootProgram reports whether an artifact hop is the firmware's download of an
+// EFI boot program (UEFI HTTP boot) rather than a kernel or initrd: a program
+// that runs asks for something next within seconds.
+func bootProgram(h *bootapiv1.Hop) bool {
+	return h.GetBytes() > 0 && strings.HasSuffix(strings.ToLower(firstWord(h.GetDetail())), ".efi")
 }

@@ -138,7 +138,7 @@ func TestLabAuthoritative(t *testing.T) {
 	if !netip.MustParsePrefix("198.18.0.0/24").Contains(netip.MustParseAddr(ack.YourIPAddr.String())) {
 		t.Fatalf("address %s", ack.YourIPAddr)
 	}
-	if ack.BootFileName != "ipxe.efi" || ack.ServerIPAddr.String() != "198.18.0.1" {
+	if ack.BootFileName != "snponly.efi" || ack.ServerIPAddr.String() != "198.18.0.1" {
 		t.Errorf("boot file %q next-server %s", ack.BootFileName, ack.ServerIPAddr)
 	}
 	mac := c.InterfaceAddr().String()
@@ -285,7 +285,7 @@ func TestLabProxyMode(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !offer.YourIPAddr.IsUnspecified() || offer.BootFileName != "ipxe.efi" || offer.ClassIdentifier() != "PXEClient" {
+	if !offer.YourIPAddr.IsUnspecified() || offer.BootFileName != "snponly.efi" || offer.ClassIdentifier() != "PXEClient" {
 		t.Errorf("proxy offer: %v", offer)
 	}
 	// Boot server request to port 4011.
@@ -309,7 +309,7 @@ func TestLabProxyMode(t *testing.T) {
 		}
 		ack, _ = dhcpv4.FromBytes(buf[:n])
 	}
-	if ack == nil || ack.MessageType() != dhcpv4.MessageTypeAck || ack.BootFileName != "ipxe.efi" {
+	if ack == nil || ack.MessageType() != dhcpv4.MessageTypeAck || ack.BootFileName != "snponly.efi" {
 		t.Fatalf("4011 answer: %v", ack)
 	}
 	// A plain DHCP client gets nothing from a proxy.

@@ -41,6 +41,8 @@ type chainOpts struct {
 	chainload bool
 	// jaeger: export to a real Jaeger in the lab instead of the test's receiver.
 	jaeger bool
+	// args are further flags of bootchain up.
+	args []string
 }
 
 var (
@@ -120,6 +122,7 @@ func newChainEnv(t *testing.T, ctx context.Context, rd *Initrd, o chainOpts) *ch
 	if o.chainload {
 		args = append(args, "--dhcpd-chainload-own-ipxe")
 	}
+	args = append(args, o.args...)
 	st := startStack(t, ctx, l, StackConfig{
 		Tools: tl, Dir: filepath.Join(l.Dir(), "bootchain"), Args: args, DHCP: true,
 		Env: []string{
@@ -252,9 +255,15 @@ func (e *chainEnv) bootVM(name string, fw Firmware, mac net.HardwareAddr) *VM {
 // holds every hop of BootHops, in that order, each from its service, all children of
 // the session's root span.
 func (e *chainEnv) checkTrace(ctx context.Context, s *bootapiv1.BootSession, kernel, initrd string) {
+	e.t.Helper()
+	e.checkTraceOrder(ctx, s, BootHops, kernel, initrd)
+}
+
+// checkTraceOrder is checkTrace with another order of hops (another firmware path).
+func (e *chainEnv) checkTraceOrder(ctx context.Context, s *bootapiv1.BootSession, order []HopWant, kernel, initrd string) {
 	t := e.t
 	t.Helper()
-	match := func(spans []Span) string { return MissingHop(spans, kernel, initrd) }
+	match := func(spans []Span) string { return MissingHopIn(order, spans, kernel, initrd) }
 	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	spans, err := e.traces.WaitTrace(wctx, s.GetTraceId(), func(sp []Span) bool { return match(sp) == "" })

@@ -46,6 +46,9 @@ type DnsmasqConfig struct {
 	// BIOSBootFile and UEFIBootFile are the boot files for firmware PXE clients
 	// (option 93 = 0, and 7 or 9) that are not iPXE yet.
 	BIOSBootFile, UEFIBootFile string
+	// HTTPBootURL is the boot file URL for UEFI HTTP-boot clients (option 60
+	// "HTTPClient..."), answered with option 60 "HTTPClient" as UEFI requires.
+	HTTPBootURL string
 	// IPXEScript is the boot file (normally an http:// URL) for iPXE clients, known
 	// by option 175 or user class "iPXE"; this breaks the chain-load loop.
 	IPXEScript string
@@ -106,8 +109,16 @@ func (c DnsmasqConfig) Config() (string, error) {
 	line("dhcp-userclass=set:ipxe,iPXE")
 	line("dhcp-match=set:efi64,option:client-arch,7")
 	line("dhcp-match=set:efi64,option:client-arch,9")
+	notHTTP := ""
+	if c.HTTPBootURL != "" {
+		// An HTTP client (arch 16) is not efi64: keep it off the BIOS line.
+		notHTTP = "tag:!httpboot,"
+		line("dhcp-vendorclass=set:httpboot,HTTPClient")
+		line("dhcp-boot=tag:!ipxe,tag:httpboot,%s", c.HTTPBootURL)
+		line("dhcp-option-force=tag:!ipxe,tag:httpboot,60,HTTPClient")
+	}
 	if c.BIOSBootFile != "" {
-		line("dhcp-boot=tag:!ipxe,tag:!efi64,%s", c.BIOSBootFile)
+		line("dhcp-boot=tag:!ipxe,tag:!efi64,%s%s", notHTTP, c.BIOSBootFile)
 	}
 	if c.UEFIBootFile != "" {
 		line("dhcp-boot=tag:!ipxe,tag:efi64,%s", c.UEFIBootFile)

@@ -36,6 +36,18 @@ const (
 	DefaultOVMFVars = "/usr/share/OVMF/OVMF_VARS_4M.fd"
 )
 
+// Secure Boot with the snakeoil key (Debian's ovmf package): the code with Secure
+// Boot (needs SMM: q35), a variable store whose PK, KEK and db hold the snakeoil
+// certificate, and that certificate's key (encrypted with the passphrase
+// "snakeoil"), which stands in for a site's own signing key in tests.
+const (
+	SecureBootCode     = "/usr/share/OVMF/OVMF_CODE_4M.secboot.fd"
+	SnakeoilVars       = "/usr/share/OVMF/OVMF_VARS_4M.snakeoil.fd"
+	SnakeoilCert       = "/usr/share/ovmf/PkKek-1-snakeoil.pem"
+	SnakeoilKey        = "/usr/share/ovmf/PkKek-1-snakeoil.key"
+	SnakeoilPassphrase = "snakeoil"
+)
+
 // ErrVMTimeout is returned when a VM had to be killed because it did not finish in
 // time.
 var ErrVMTimeout = errors.New("e2e: VM timed out")
@@ -67,6 +79,15 @@ type VMConfig struct {
 	// Kernel, Initrd and Append boot a kernel directly (-kernel) instead of from the
 	// network; the NIC is still there.
 	Kernel, Initrd, Append string
+
+	// SecureBoot (UEFI only) runs OVMF with Secure Boot enforced: a q35 machine
+	// with SMM, SecureBootCode and, unless OVMFVars says otherwise, SnakeoilVars.
+	SecureBoot bool
+	// HTTPBoot (UEFI only) turns OVMF's PXE over IPv4 and IPv6 off (fw_cfg
+	// opt/org.tianocore/IPv4PXESupport, IPv6PXESupport): the NIC's first boot option
+	// is then UEFI HTTP boot over IPv4 (DHCP option 60 "HTTPClient", arch 16), and
+	// nothing uses TFTP (docs/firmware.md).
+	HTTPBoot bool
 
 	// QMP opens a QMP socket, needed for Screendump.
 	QMP bool
@@ -140,8 +161,21 @@ func StartVM(l *lab.Lab, ns *lab.Netns, cfg VMConfig) (*VM, error) {
 	}
 	switch cfg.Firmware {
 	case BIOS:
+		if cfg.HTTPBoot || cfg.SecureBoot {
+			return nil, errors.New("e2e: HTTPBoot and SecureBoot need UEFI firmware")
+		}
 	case UEFI:
 		code, vars := cfg.OVMFCode, cfg.OVMFVars
+		if cfg.SecureBoot {
+			if code == "" {
+				code = SecureBootCode
+			}
+			if vars == "" {
+				vars = SnakeoilVars
+			}
+			args = append(args, "-machine", "q35,smm=on",
+				"-global", "driver=cfi.pflash01,property=secure,value=on")
+		}
 		if code == "" {
 			code = DefaultOVMFCode
 		}
@@ -155,6 +189,11 @@ func StartVM(l *lab.Lab, ns *lab.Netns, cfg VMConfig) (*VM, error) {
 		args = append(args,
 			"-drive", "if=pflash,format=raw,unit=0,readonly=on,file="+code,
 			"-drive", "if=pflash,format=raw,unit=1,file="+varsCopy)
+		if cfg.HTTPBoot {
+			args = append(args,
+				"-fw_cfg", "name=opt/org.tianocore/IPv4PXESupport,string=no",
+				"-fw_cfg", "name=opt/org.tianocore/IPv6PXESupport,string=no")
+		}
 	default:
 		return nil, fmt.Errorf("e2e: unknown firmware %q", cfg.Firmware)
 	}

@@ -11,7 +11,12 @@ import (
 // with the service that must have handled each. For BIOS with chain-loading,
 // the "firmware" DHCP is the ROM iPXE's (the NIC's option ROM is iPXE:
 // docs/firmware.md).
-var BootHops = []struct{ Name, Service, What string }{
+// HopWant is one hop a trace must hold: its span name, the service that handled
+// it, and what it is (some whats narrow the match: "kernel download", "callback
+// running", ...).
+type HopWant struct{ Name, Service, What string }
+
+var BootHops = []HopWant{
 	{"dhcp.discover", "bootchain-dhcpd", "firmware DHCP DISCOVER"},
 	{"dhcp.request", "bootchain-dhcpd", "firmware DHCP REQUEST"},
 	{"tftp", "bootchain-tftpd", "TFTP transfer of iPXE"},
@@ -27,12 +32,17 @@ var BootHops = []struct{ Name, Service, What string }{
 // lack, as "what (name from service)", or "" when they hold every one in order.
 // kernel and initrd are the artifact names the downloads' URL paths hold.
 func MissingHop(spans []Span, kernel, initrd string) string {
+	return MissingHopIn(BootHops, spans, kernel, initrd)
+}
+
+// MissingHopIn is MissingHop for another order of hops (another firmware path).
+func MissingHopIn(order []HopWant, spans []Span, kernel, initrd string) string {
 	i := 0
 	for _, sp := range spans {
-		if i == len(BootHops) {
+		if i == len(order) {
 			break
 		}
-		want := BootHops[i]
+		want := order[i]
 		if sp.Name != want.Name || sp.Service != want.Service {
 			continue
 		}
@@ -56,8 +66,8 @@ func MissingHop(spans []Span, kernel, initrd string) string {
 		}
 		i++
 	}
-	if i < len(BootHops) {
-		return fmt.Sprintf("%s (%s from %s)", BootHops[i].What, BootHops[i].Name, BootHops[i].Service)
+	if i < len(order) {
+		return fmt.Sprintf("%s (%s from %s)", order[i].What, order[i].Name, order[i].Service)
 	}
 	return ""
 }

@@ -385,7 +385,7 @@ With --revision, any update writes only if the site is still at that revision.`,
 		Example: `  bootctl sites update lab --action menu
   bootctl sites update lab --extra-cmdline "console=ttyS0,115200"
   bootctl sites update lab --subnet 10.0.0.0/24 --pool 10.0.0.100-10.0.0.199 --router 10.0.0.1
-  bootctl sites update lab --boot-file uefi-x64=snponly.efi
+  bootctl sites update lab --boot-file uefi-x64=ipxe.efi
   bootctl sites update lab --callback-url https://boot.example.net`,
 		Args:              argNames("NAME"),
 		ValidArgsFunction: firstArg(g, siteNames),

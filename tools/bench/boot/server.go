@@ -23,7 +23,8 @@ type Files struct {
 	// TFTPRoot holds the iPXE binaries for firmware PXE clients (BIOSBootFile,
 	// UEFIBootFile).
 	TFTPRoot string
-	// BIOSBootFile and UEFIBootFile name files in TFTPRoot: undionly.kpxe, ipxe.efi.
+	// BIOSBootFile and UEFIBootFile name files in TFTPRoot (for UEFI HTTP boot,
+	// UEFIBootFile is in HTTPRoot): undionly.kpxe, snponly.efi.
 	BIOSBootFile, UEFIBootFile string
 	// HTTPRoot holds ScriptName, KernelName and InitrdName.
 	HTTPRoot string
@@ -110,6 +111,9 @@ func (s *dnsmasqNginx) Start(ctx context.Context, l *lab.Lab, f Files) error {
 		BIOSBootFile: f.BIOSBootFile,
 		UEFIBootFile: f.UEFIBootFile,
 		IPXEScript:   f.ScriptURL,
+	}
+	if f.Firmware == uefiHTTP {
+		cfg.HTTPBootURL = fmt.Sprintf("http://%s/%s", f.ServerAddr, f.UEFIBootFile)
 	}
 	if s.tuned {
 		cfg.NoPing = true

@@ -2,7 +2,7 @@
 // chain of rules where the first match wins, ending in "no boot file".
 //
 //	d := bootfile.Decide(&bootfile.Request{Arch: 7, HasArch: true, PXE: true, Site: site})
-//	// d.File == "ipxe.efi", d.Rule == "arch"
+//	// d.File == "snponly.efi", d.Rule == "arch"
 package bootfile
 
 import (
@@ -22,9 +22,9 @@ const (
 	ArchEFIx64HTTP   = 16
 	ArchEFIARM64HTTP = 19
 	defaultBIOS      = "undionly.kpxe"
-	defaultUEFIx64   = "ipxe.efi"
+	defaultUEFIx64   = "snponly.efi"
 	defaultUEFIARM64 = "ipxe-arm64.efi"
-	defaultHTTPx64   = "ipxe.efi"
+	defaultHTTPx64   = "snponly.efi"
 	defaultHTTPARM64 = "ipxe-arm64.efi"
 	scriptPath       = "/boot.ipxe"
 	artifactsPath    = "/artifacts/"

@@ -17,6 +17,7 @@ import (
 	"net/netip"
 	"runtime/debug"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -414,9 +415,14 @@ func (h *Handler) hop(ctx context.Context, in *info, d bootfile.Decision) (*sess
 		// chain-loaded (or within the chain-load window) sends iPXE's DISCOVER after
 		// a reboot, and must not add its hops to the finished boot before it.
 		fresh := firmware
+		cur, active := h.cfg.Sessions.Join(in.mac)
 		if !fresh {
-			_, active := h.cfg.Sessions.Join(in.mac)
 			fresh = !active
+		} else if active && !(seen && last == in.msg.TransactionID) && h.cfg.Sessions.FinishIfBootProgramRefused(ctx, cur) {
+			// The firmware downloaded its boot program and starts over without
+			// having run it (Secure Boot refused it): that boot ends failed there,
+			// and this retry stays in it rather than hiding it behind a new one.
+			fresh = false
 		}
 		s = h.cfg.Sessions.Open(ctx, in.mac, session.OpenOptions{New: fresh && !(seen && last == in.msg.TransactionID), Site: h.cfg.Site})
 	} else {
@@ -453,6 +459,21 @@ func (h *Handler) hop(ctx context.Context, in *info, d bootfile.Decision) (*sess
 	return s, hop
 }
 
+// traceHTTPBoot adds the session's traceparent to a UEFI HTTP-boot URL, as bootapi
+// does to the URLs in its scripts: artifactstore records the download as a hop of
+// that session. The firmware fetches the URL as given, query included.
+func traceHTTPBoot(d bootfile.Decision, s *session.Session) bootfile.Decision {
+	if !d.HTTP || s == nil || d.File == "" {
+		return d
+	}
+	sep := "?"
+	if strings.Contains(d.File, "?") {
+		sep = "&"
+	}
+	d.File += sep + "traceparent=" + s.Traceparent()
+	return d
+}
+
 func endHop(hop *session.Hop, err error, detail string) {
 	if hop == nil {
 		return
@@ -469,7 +490,8 @@ func endHop(hop *session.Hop, err error, detail string) {
 func (h *Handler) discover(ctx context.Context, sc *SiteConfig, in *info) *Reply {
 	m := h.cfg.Machines(in.mac)
 	d := h.decide(sc, in, m)
-	_, hop := h.hop(ctx, in, d)
+	s, hop := h.hop(ctx, in, d)
+	d = traceHTTPBoot(d, s)
 	sub := h.subnetFor(sc, in)
 	if sub == nil || h.cfg.Alloc == nil {
 		h.Stats.NoSubnet.Add(1)
@@ -526,6 +548,7 @@ func (h *Handler) request(ctx context.Context, sc *SiteConfig, in *info) *Reply 
 	m := h.cfg.Machines(in.mac)
 	d := h.decide(sc, in, m)
 	s, hop := h.hop(ctx, in, d)
+	d = traceHTTPBoot(d, s)
 	sub := h.subnetFor(sc, in)
 	if sub == nil || h.cfg.Alloc == nil {
 		h.Stats.NoSubnet.Add(1)
@@ -664,7 +687,8 @@ func (h *Handler) proxy(ctx context.Context, sc *SiteConfig, in *info) *Reply {
 		h.Stats.NotForUs.Add(1)
 		return nil
 	}
-	_, hop := h.hop(ctx, in, d)
+	s, hop := h.hop(ctx, in, d)
+	d = traceHTTPBoot(d, s)
 	if d.Chainload {
 		h.mu.Lock()
 		if len(h.chain) >= maxTracked {

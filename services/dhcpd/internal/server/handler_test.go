@@ -234,15 +234,15 @@ func TestBootAnswers(t *testing.T) {
 		has175 bool
 	}{
 		{name: "bios", hw: mac(1), mods: pxe(iana.INTEL_X86PC), file: "undionly.kpxe", vendor: ""},
-		{name: "uefi x64", hw: mac(2), mods: pxe(iana.EFI_X86_64), file: "ipxe.efi"},
+		{name: "uefi x64", hw: mac(2), mods: pxe(iana.EFI_X86_64), file: "snponly.efi"},
 		{name: "uefi x64 snponly", hw: mac(2), mods: pxe(iana.EFI_X86_64), file: "snponly.efi",
 			site: func(d *bootapiv1.SiteDhcp) { d.BootFiles = map[string]string{"uefi-x64": "snponly.efi"} }},
 		{name: "uefi arm64", hw: mac(3), mods: pxe(iana.EFI_ARM64), file: "ipxe-arm64.efi"},
-		{name: "http boot", hw: mac(4), mods: http, file: "http://198.18.0.1:8081/artifacts/ipxe.efi", vendor: "HTTPClient"},
+		{name: "http boot", hw: mac(4), mods: http, file: "http://198.18.0.1:8081/artifacts/snponly.efi", vendor: "HTTPClient"},
 		{name: "ipxe gets script", hw: mac(5), mods: ipxeMods(iana.EFI_X86_64), file: "http://198.18.0.1:8080/boot.ipxe", has175: true},
 		{name: "netboot disabled", hw: mac(10), mods: pxe(iana.EFI_X86_64), file: ""},
 		{name: "machine override", hw: mac(11), mods: pxe(iana.EFI_X86_64), file: "special.efi"},
-		{name: "reservation", hw: mac(12), mods: pxe(iana.EFI_X86_64), file: "ipxe.efi", ip: "198.18.0.150"},
+		{name: "reservation", hw: mac(12), mods: pxe(iana.EFI_X86_64), file: "snponly.efi", ip: "198.18.0.150"},
 		{name: "unknown ignored", hw: mac(6), mods: pxe(iana.EFI_X86_64), file: "",
 			site: func(d *bootapiv1.SiteDhcp) {
 				d.UnknownClients = bootapiv1.DhcpUnknownClients_DHCP_UNKNOWN_CLIENTS_IGNORE
@@ -306,7 +306,7 @@ func TestProxyMode(t *testing.T) {
 	}
 	d, _ = dhcpv4.NewDiscovery(mac(2), pxe(iana.EFI_X86_64)...)
 	offer := exchange(t, h, d, ServerPort)
-	if offer == nil || !offer.YourIPAddr.IsUnspecified() || offer.BootFileName != "ipxe.efi" || offer.ClassIdentifier() != "PXEClient" {
+	if offer == nil || !offer.YourIPAddr.IsUnspecified() || offer.BootFileName != "snponly.efi" || offer.ClassIdentifier() != "PXEClient" {
 		t.Fatalf("proxy offer = %v", offer)
 	}
 	// Boot server request on 4011, answered to the sender.
@@ -320,7 +320,7 @@ func TestProxyMode(t *testing.T) {
 		t.Fatalf("4011 reply = %+v", r)
 	}
 	ack, _ := dhcpv4.FromBytes(r.Data)
-	if ack.MessageType() != dhcpv4.MessageTypeAck || ack.BootFileName != "ipxe.efi" || !ack.YourIPAddr.IsUnspecified() {
+	if ack.MessageType() != dhcpv4.MessageTypeAck || ack.BootFileName != "snponly.efi" || !ack.YourIPAddr.IsUnspecified() {
 		t.Errorf("4011 ack = %v", ack)
 	}
 	if h.cfg.Alloc.Len() != 0 {

@@ -12,7 +12,7 @@
 // namespace deleted at the end, also on Ctrl-C.
 //
 //	go run ./test/e2e/cmd/demo            # BIOS: SeaBIOS, iPXE ROM -> undionly.kpxe over TFTP
-//	go run ./test/e2e/cmd/demo -uefi      # UEFI: OVMF's own PXE -> ipxe.efi over TFTP
+//	go run ./test/e2e/cmd/demo -uefi      # UEFI: OVMF's own PXE -> snponly.efi over TFTP
 //	go run ./test/e2e/cmd/demo -keep      # keep logs and the serial console output
 //	go run ./test/e2e/cmd/demo -jaeger    # export the trace to Jaeger, print its URL, wait for Ctrl-C
 //

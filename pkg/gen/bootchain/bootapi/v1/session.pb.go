@@ -115,6 +115,9 @@ const (
 	DiagnosisClass_DIAGNOSIS_CLASS_INSTALLER_FAILED DiagnosisClass = 10
 	// Stopped somewhere no other class covers; the cause names what was last seen.
 	DiagnosisClass_DIAGNOSIS_CLASS_OTHER DiagnosisClass = 11
+	// The firmware downloaded its boot program and did not run it: nothing
+	// followed (Secure Boot refused it, or it is not a program for this machine).
+	DiagnosisClass_DIAGNOSIS_CLASS_BOOTFILE_REFUSED DiagnosisClass = 12
 )
 
 // Enum value maps for DiagnosisClass.
@@ -132,6 +135,7 @@ var (
 		9:  "DIAGNOSIS_CLASS_NO_CALLBACK",
 		10: "DIAGNOSIS_CLASS_INSTALLER_FAILED",
 		11: "DIAGNOSIS_CLASS_OTHER",
+		12: "DIAGNOSIS_CLASS_BOOTFILE_REFUSED",
 	}
 	DiagnosisClass_value = map[string]int32{
 		"DIAGNOSIS_CLASS_UNSPECIFIED":         0,
@@ -146,6 +150,7 @@ var (
 		"DIAGNOSIS_CLASS_NO_CALLBACK":         9,
 		"DIAGNOSIS_CLASS_INSTALLER_FAILED":    10,
 		"DIAGNOSIS_CLASS_OTHER":               11,
+		"DIAGNOSIS_CLASS_BOOTFILE_REFUSED":    12,
 	}
 )
 
@@ -917,7 +922,7 @@ const file_bootchain_bootapi_v1_session_proto_rawDesc = "" +
 	"\x14SESSION_STATE_ACTIVE\x10\x01\x12\x1b\n" +
 	"\x17SESSION_STATE_SUCCEEDED\x10\x02\x12\x18\n" +
 	"\x14SESSION_STATE_FAILED\x10\x03\x12\x19\n" +
-	"\x15SESSION_STATE_STALLED\x10\x04*\xc8\x03\n" +
+	"\x15SESSION_STATE_STALLED\x10\x04*\xee\x03\n" +
 	"\x0eDiagnosisClass\x12\x1f\n" +
 	"\x1bDIAGNOSIS_CLASS_UNSPECIFIED\x10\x00\x12!\n" +
 	"\x1dDIAGNOSIS_CLASS_OFFER_IGNORED\x10\x01\x12&\n" +
@@ -931,7 +936,8 @@ const file_bootchain_bootapi_v1_session_proto_rawDesc = "" +
 	"\x1bDIAGNOSIS_CLASS_NO_CALLBACK\x10\t\x12$\n" +
 	" DIAGNOSIS_CLASS_INSTALLER_FAILED\x10\n" +
 	"\x12\x19\n" +
-	"\x15DIAGNOSIS_CLASS_OTHER\x10\v2\x91\x03\n" +
+	"\x15DIAGNOSIS_CLASS_OTHER\x10\v\x12$\n" +
+	" DIAGNOSIS_CLASS_BOOTFILE_REFUSED\x10\f2\x91\x03\n" +
 	"\x0eSessionService\x12w\n" +
 	"\n" +
 	"GetSession\x12'.bootchain.bootapi.v1.GetSessionRequest\x1a(.bootchain.bootapi.v1.GetSessionResponse\"\x16\x82\x99\x19\x0f\n" +

@@ -347,9 +347,10 @@ type SiteDhcp struct {
 	// Subnets served: the one on dhcpd's interface and any behind relay agents.
 	Subnets []*DhcpSubnet `protobuf:"bytes,2,rep,name=subnets,proto3" json:"subnets,omitempty"`
 	// Boot file per client kind, overriding the defaults. Keys: "bios"
-	// (undionly.kpxe), "uefi-x64" (ipxe.efi; snponly.efi is the usual alternative),
-	// "uefi-arm64" (ipxe-arm64.efi), "http-x64" and "http-arm64" (artifact names served
-	// over HTTP to UEFI HTTP-boot clients).
+	// (undionly.kpxe), "uefi-x64" (snponly.efi, which drives the NIC through the
+	// firmware's own network driver; ipxe.efi brings iPXE's drivers), "uefi-arm64"
+	// (ipxe-arm64.efi), "http-x64" (snponly.efi) and "http-arm64" (artifact names
+	// served over HTTP to UEFI HTTP-boot clients).
 	BootFiles map[string]string `protobuf:"bytes,3,rep,name=boot_files,json=bootFiles,proto3" json:"boot_files,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	// Chain-load our own iPXE binary even when the client's ROM is already iPXE, then
 	// give the boot script to the iPXE we loaded.
