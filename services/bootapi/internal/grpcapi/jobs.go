@@ -25,7 +25,7 @@ func public(j *bootapiv1.Job) *bootapiv1.Job {
 		return j
 	}
 	c := proto.Clone(j).(*bootapiv1.Job)
-	c.TokenHash = nil
+	c.TokenHash, c.InstallerKeyHash = nil, nil
 	return c
 }
 

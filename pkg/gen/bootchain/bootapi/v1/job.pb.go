@@ -137,8 +137,12 @@ type Job struct {
 	// line for a fresh one (its first report); token_hash is then the fresh
 	// token's, and the bootstrap token is refused.
 	TokenExchanged bool `protobuf:"varint,17,opt,name=token_exchanged,json=tokenExchanged,proto3" json:"token_exchanged,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// SHA-256 of the job's installer key, the path element of its installer
+	// files' URLs (/installer/v1/<job>/<key>/<file>). Set at dispatch; never
+	// returned by the API.
+	InstallerKeyHash []byte `protobuf:"bytes,18,opt,name=installer_key_hash,json=installerKeyHash,proto3" json:"installer_key_hash,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *Job) Reset() {
@@ -288,6 +292,13 @@ func (x *Job) GetTokenExchanged() bool {
 		return x.TokenExchanged
 	}
 	return false
+}
+
+func (x *Job) GetInstallerKeyHash() []byte {
+	if x != nil {
+		return x.InstallerKeyHash
+	}
+	return nil
 }
 
 // JobReport is one callback from the booted installer.
@@ -872,7 +883,7 @@ var File_bootchain_bootapi_v1_job_proto protoreflect.FileDescriptor
 
 const file_bootchain_bootapi_v1_job_proto_rawDesc = "" +
 	"\n" +
-	"\x1ebootchain/bootapi/v1/job.proto\x12\x14bootchain.bootapi.v1\x1a\x1cbootchain/auth/v1/auth.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe1\x05\n" +
+	"\x1ebootchain/bootapi/v1/job.proto\x12\x14bootchain.bootapi.v1\x1a\x1cbootchain/auth/v1/auth.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8f\x06\n" +
 	"\x03Job\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x10\n" +
 	"\x03mac\x18\x02 \x01(\tR\x03mac\x12\x18\n" +
@@ -896,7 +907,8 @@ const file_bootchain_bootapi_v1_job_proto_rawDesc = "" +
 	"\areports\x18\x0f \x03(\v2\x1f.bootchain.bootapi.v1.JobReportR\areports\x12\x1f\n" +
 	"\vdispatch_ip\x18\x10 \x01(\tR\n" +
 	"dispatchIp\x12'\n" +
-	"\x0ftoken_exchanged\x18\x11 \x01(\bR\x0etokenExchanged\"\xa7\x01\n" +
+	"\x0ftoken_exchanged\x18\x11 \x01(\bR\x0etokenExchanged\x12,\n" +
+	"\x12installer_key_hash\x18\x12 \x01(\fR\x10installerKeyHash\"\xa7\x01\n" +
 	"\tJobReport\x124\n" +
 	"\x05state\x18\x01 \x01(\x0e2\x1e.bootchain.bootapi.v1.JobStateR\x05state\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12\x1a\n" +
