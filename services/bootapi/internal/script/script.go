@@ -384,6 +384,17 @@ var templateFuncs = map[string]bool{
 	"urlquery": true, "html": true, "js": true,
 }
 
+// builtins are text/template's own functions.
+var builtins = map[string]bool{
+	"and": true, "or": true, "not": true, "eq": true, "ne": true, "lt": true, "le": true, "gt": true, "ge": true,
+	"index": true, "len": true, "slice": true, "print": true, "println": true, "printf": true,
+	"urlquery": true, "html": true, "js": true, "call": true,
+}
+
+// allowedFunc: a builtin in templateFuncs, or a function the template's owner
+// added (parse refuses names it does not know).
+func allowedFunc(name string) bool { return templateFuncs[name] || !builtins[name] }
+
 // maxPrintfWidth bounds a printf width or precision: fmt builds the whole
 // padded string before the output limit sees it.
 const maxPrintfWidth = 64
@@ -394,7 +405,13 @@ const maxPrintfWidth = 64
 // it likes without writing), a range inside a range (labels^depth),
 // define/template/block (templates calling each other: exponential time), and
 // printf with a computed format or a large width.
-func checkTemplate(t *template.Template) error {
+func checkTemplate(t *template.Template) error { return CheckTemplate(t) }
+
+// CheckTemplate refuses what checkTemplate refuses, for any template: the
+// installer files' templates are held to the command line's bounds. A function
+// the caller added to t (not one of text/template's builtins) is the caller's
+// and allowed.
+func CheckTemplate(t *template.Template) error {
 	if n := len(t.Templates()); n > 1 {
 		return errors.New("define and block are not allowed")
 	}
@@ -480,7 +497,7 @@ func checkPipe(p *tparse.PipeNode) error {
 			if !ok || i != 0 {
 				continue
 			}
-			if !templateFuncs[id.Ident] {
+			if !allowedFunc(id.Ident) {
 				return fmt.Errorf("function %s is not allowed", id.Ident)
 			}
 			if id.Ident == "printf" {
@@ -500,7 +517,7 @@ func checkArg(a tparse.Node) error {
 	case *tparse.ChainNode:
 		return checkArg(a.Node)
 	case *tparse.IdentifierNode:
-		if !templateFuncs[a.Ident] {
+		if !allowedFunc(a.Ident) {
 			return fmt.Errorf("function %s is not allowed", a.Ident)
 		}
 	}
