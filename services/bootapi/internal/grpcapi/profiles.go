@@ -12,6 +12,7 @@ import (
 	artifactv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/artifactstore/v1"
 	bootapiv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/bootapi/v1"
 	"github.com/bootchain/bootchain/pkg/store"
+	"github.com/bootchain/bootchain/services/bootapi/internal/installer"
 	"github.com/bootchain/bootchain/services/bootapi/internal/script"
 	"github.com/bootchain/bootchain/services/bootapi/internal/state"
 	"github.com/bootchain/bootchain/services/bootapi/internal/validate"
@@ -34,8 +35,12 @@ func checkProfile(p *bootapiv1.Profile) error {
 	var td script.TemplateData
 	td.Machine.MAC, td.Machine.Hostname, td.Machine.Site = "52:54:00:00:00:01", "host", "site"
 	td.Profile.Name, td.Job.ID = p.GetName(), "job"
+	td.Installer = "http://bootapi.example/installer/v1/job/KEY/"
 	if _, err := script.Cmdline(p.GetCmdline(), td); err != nil {
 		return apierr.InvalidArgument("profile.cmdline", "%v", err)
+	}
+	if err := installer.CheckProfile(p); err != nil {
+		return apierr.FromError(err)
 	}
 	return nil
 }
@@ -136,6 +141,7 @@ var profilePaths = map[string]func(dst, src *bootapiv1.Profile){
 	"cmdline":     func(d, s *bootapiv1.Profile) { d.Cmdline = s.Cmdline },
 	"labels":      func(d, s *bootapiv1.Profile) { d.Labels = s.Labels },
 	"menu":        func(d, s *bootapiv1.Profile) { d.Menu = s.Menu },
+	"installer":   func(d, s *bootapiv1.Profile) { d.Installer = s.Installer },
 }
 
 func (a *API) UpdateProfile(ctx context.Context, req *bootapiv1.UpdateProfileRequest) (*bootapiv1.UpdateProfileResponse, error) {

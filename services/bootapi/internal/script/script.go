@@ -287,6 +287,19 @@ type TemplateData struct {
 	}
 	Profile struct{ Name string }
 	Job     struct{ ID string }
+	// Installer is the job's installer URL (ending in "/"): empty but for a
+	// dispatched job.
+	Installer string
+}
+
+// InstallerURL is the URL of the job's installer file name
+// (url={{.InstallerURL "preseed"}}; the NoCloud seed is
+// ds=nocloud;s={{.InstallerURL ""}}); empty for a boot that is not a job's.
+func (d TemplateData) InstallerURL(name string) string {
+	if d.Installer == "" {
+		return ""
+	}
+	return d.Installer + name
 }
 
 // MaxCmdline bounds a rendered command line.
