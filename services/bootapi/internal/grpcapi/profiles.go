@@ -142,6 +142,23 @@ var profilePaths = map[string]func(dst, src *bootapiv1.Profile){
 	"labels":      func(d, s *bootapiv1.Profile) { d.Labels = s.Labels },
 	"menu":        func(d, s *bootapiv1.Profile) { d.Menu = s.Menu },
 	"installer":   func(d, s *bootapiv1.Profile) { d.Installer = s.Installer },
+	// One installer file, the others kept (bootctl profiles update --preseed).
+	"installer.preseed":             installerPath(func(d, s *bootapiv1.InstallerTemplates) { d.Preseed = s.GetPreseed() }),
+	"installer.kickstart":           installerPath(func(d, s *bootapiv1.InstallerTemplates) { d.Kickstart = s.GetKickstart() }),
+	"installer.user_data":           installerPath(func(d, s *bootapiv1.InstallerTemplates) { d.UserData = s.GetUserData() }),
+	"installer.meta_data":           installerPath(func(d, s *bootapiv1.InstallerTemplates) { d.MetaData = s.GetMetaData() }),
+	"installer.vendor_data":         installerPath(func(d, s *bootapiv1.InstallerTemplates) { d.VendorData = s.GetVendorData() }),
+	"installer.ignition":            installerPath(func(d, s *bootapiv1.InstallerTemplates) { d.Ignition = s.GetIgnition() }),
+	"installer.ssh_authorized_keys": installerPath(func(d, s *bootapiv1.InstallerTemplates) { d.SshAuthorizedKeys = s.GetSshAuthorizedKeys() }),
+}
+
+func installerPath(set func(d, s *bootapiv1.InstallerTemplates)) func(d, s *bootapiv1.Profile) {
+	return func(d, s *bootapiv1.Profile) {
+		if d.Installer == nil {
+			d.Installer = &bootapiv1.InstallerTemplates{}
+		}
+		set(d.Installer, s.GetInstaller())
+	}
 }
 
 func (a *API) UpdateProfile(ctx context.Context, req *bootapiv1.UpdateProfileRequest) (*bootapiv1.UpdateProfileResponse, error) {
