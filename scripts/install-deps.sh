@@ -2,7 +2,8 @@
 # install-deps.sh: install the Debian packages bootchain's labs, end-to-end tests and
 # benchmarks need (QEMU, iPXE, OVMF, a kernel, busybox, peer DHCP/TFTP/HTTP servers,
 # an etcd server for the external-etcd tests, buildah and podman for deploy/oci,
-# Prometheus for promtool and the metrics scrape test).
+# Prometheus for promtool and the metrics scrape test, Debian's netboot installer for
+# make e2e-installer).
 #
 # Idempotent: packages already installed are not touched, and `apt-get update` runs
 # only when something is missing.
@@ -27,6 +28,7 @@ PACKAGES=(
 	etcd-server
 	buildah podman
 	prometheus
+	debian-installer-12-netboot-amd64
 )
 
 # atftpd conflicts with tftpd-hpa in Debian (tftpd-hpa: "Conflicts: atftpd"), so it is
