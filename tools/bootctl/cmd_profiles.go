@@ -146,9 +146,16 @@ var profileFields = map[string]string{
 }
 
 // installerFlags are the template file flags, in the order help shows them.
-var installerFlags = []struct{ flag, what string }{
-	{"preseed", "Debian installer preseed"}, {"kickstart", "kickstart"}, {"user-data", "cloud-init user-data"},
-	{"meta-data", "cloud-init meta-data"}, {"vendor-data", "cloud-init vendor-data"}, {"ignition", "Ignition config"},
+var installerFlags = []struct {
+	flag, what string
+	set        func(*bootapiv1.InstallerTemplates, string)
+}{
+	{"preseed", "Debian installer preseed", func(it *bootapiv1.InstallerTemplates, s string) { it.Preseed = s }},
+	{"kickstart", "kickstart", func(it *bootapiv1.InstallerTemplates, s string) { it.Kickstart = s }},
+	{"user-data", "cloud-init user-data", func(it *bootapiv1.InstallerTemplates, s string) { it.UserData = s }},
+	{"meta-data", "cloud-init meta-data", func(it *bootapiv1.InstallerTemplates, s string) { it.MetaData = s }},
+	{"vendor-data", "cloud-init vendor-data", func(it *bootapiv1.InstallerTemplates, s string) { it.VendorData = s }},
+	{"ignition", "Ignition config", func(it *bootapiv1.InstallerTemplates, s string) { it.Ignition = s }},
 }
 
 func (f *profileFlags) bind(g *Global, cmd *cobra.Command) {
@@ -196,19 +203,10 @@ func (f *profileFlags) profile(name string) (*bootapiv1.Profile, error) {
 		if err != nil {
 			return nil, usageErrorf("--%s: %v", flag, err)
 		}
-		switch flag {
-		case "preseed":
-			it.Preseed = string(b)
-		case "kickstart":
-			it.Kickstart = string(b)
-		case "user-data":
-			it.UserData = string(b)
-		case "meta-data":
-			it.MetaData = string(b)
-		case "vendor-data":
-			it.VendorData = string(b)
-		case "ignition":
-			it.Ignition = string(b)
+		for _, fl := range installerFlags {
+			if fl.flag == flag {
+				fl.set(it, string(b))
+			}
 		}
 	}
 	p.Installer = it

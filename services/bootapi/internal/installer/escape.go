@@ -36,19 +36,29 @@ func lineBreaking(r rune) bool {
 // value may hold anything but a line break or a backslash: those it cannot
 // hold without changing the lines, so they are refused, not mangled.
 func escapePreseed(v any) (string, error) {
+	s, err := oneLine("preseed", v)
+	if err != nil {
+		return "", err
+	}
+	if strings.ContainsRune(s, '\\') {
+		return "", errors.New("preseed value: a backslash (it would continue the line)")
+	}
+	return s, nil
+}
+
+// oneLine is a value as text that stays on its line: valid UTF-8 without
+// control characters, or an error naming the format.
+func oneLine(format string, v any) (string, error) {
 	s, err := text(v)
 	if err != nil {
 		return "", err
 	}
 	if !utf8.ValidString(s) {
-		return "", errors.New("preseed value: invalid UTF-8")
+		return "", errors.New(format + " value: invalid UTF-8")
 	}
 	for _, r := range s {
 		if lineBreaking(r) {
-			return "", fmt.Errorf("preseed value: control character %U", r)
-		}
-		if r == '\\' {
-			return "", errors.New("preseed value: a backslash (it would continue the line)")
+			return "", fmt.Errorf("%s value: control character %U", format, r)
 		}
 	}
 	return s, nil
@@ -61,17 +71,9 @@ func escapePreseed(v any) (string, error) {
 // quoted for a line-based reader, and a word starting with '-' is an option
 // however it is quoted: both refused.
 func escapeKickstart(v any) (string, error) {
-	s, err := text(v)
+	s, err := oneLine("kickstart", v)
 	if err != nil {
 		return "", err
-	}
-	if !utf8.ValidString(s) {
-		return "", errors.New("kickstart value: invalid UTF-8")
-	}
-	for _, r := range s {
-		if lineBreaking(r) {
-			return "", fmt.Errorf("kickstart value: control character %U", r)
-		}
 	}
 	if strings.HasPrefix(s, "-") {
 		return "", fmt.Errorf("kickstart value %q: starts with '-', it would be an option", s)

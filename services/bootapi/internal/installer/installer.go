@@ -14,7 +14,6 @@
 package installer
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"slices"
@@ -146,8 +145,8 @@ func Render(f File, tmpl string, d *Data) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	buf := limitedBuffer{deadline: time.Now().Add(RenderTimeout)}
-	if err := t.Execute(&buf, d); err != nil {
+	buf := script.NewLimitedBuffer(MaxOutput, RenderTimeout)
+	if err := t.Execute(buf, d); err != nil {
 		return nil, fmt.Errorf("%w %s: %v", ErrRender, f.Name, err)
 	}
 	return buf.Bytes(), nil
@@ -219,21 +218,6 @@ func addEscaper(tree *tparse.Tree, n tparse.Node) {
 		addEscaper(tree, n.List)
 		addEscaper(tree, n.ElseList)
 	}
-}
-
-type limitedBuffer struct {
-	bytes.Buffer
-	deadline time.Time
-}
-
-func (l *limitedBuffer) Write(p []byte) (int, error) {
-	if l.Len()+len(p) > MaxOutput {
-		return 0, fmt.Errorf("longer than %d bytes", MaxOutput)
-	}
-	if time.Now().After(l.deadline) {
-		return 0, fmt.Errorf("rendering took longer than %s", RenderTimeout)
-	}
-	return l.Buffer.Write(p)
 }
 
 // text is a template value as one string: strings, numbers and booleans; a

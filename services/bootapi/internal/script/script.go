@@ -340,8 +340,8 @@ func Cmdline(tmpl string, d TemplateData) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	buf := limitedBuffer{deadline: time.Now().Add(CmdlineTimeout)}
-	if err := t.Execute(&buf, d); err != nil {
+	buf := NewLimitedBuffer(MaxCmdline, CmdlineTimeout)
+	if err := t.Execute(buf, d); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrCmdline, err)
 	}
 	args := strings.Fields(buf.String())
@@ -373,17 +373,27 @@ func parse(tmpl string) (*template.Template, error) {
 	return t, nil
 }
 
-type limitedBuffer struct {
+// LimitedBuffer is what a template renders into: it refuses a write past
+// its size or after its time, which ends the render.
+type LimitedBuffer struct {
 	bytes.Buffer
+	max      int
+	timeout  time.Duration
 	deadline time.Time
 }
 
-func (l *limitedBuffer) Write(p []byte) (int, error) {
-	if l.Len()+len(p) > MaxCmdline {
-		return 0, fmt.Errorf("longer than %d bytes", MaxCmdline)
+// NewLimitedBuffer is a buffer of at most max bytes, written within timeout
+// from now.
+func NewLimitedBuffer(max int, timeout time.Duration) *LimitedBuffer {
+	return &LimitedBuffer{max: max, timeout: timeout, deadline: time.Now().Add(timeout)}
+}
+
+func (l *LimitedBuffer) Write(p []byte) (int, error) {
+	if l.Len()+len(p) > l.max {
+		return 0, fmt.Errorf("longer than %d bytes", l.max)
 	}
 	if time.Now().After(l.deadline) {
-		return 0, fmt.Errorf("rendering took longer than %s", CmdlineTimeout)
+		return 0, fmt.Errorf("rendering took longer than %s", l.timeout)
 	}
 	return l.Buffer.Write(p)
 }
