@@ -35,7 +35,7 @@ func checkProfile(p *bootapiv1.Profile) error {
 	var td script.TemplateData
 	td.Machine.MAC, td.Machine.Hostname, td.Machine.Site = "52:54:00:00:00:01", "host", "site"
 	td.Profile.Name, td.Job.ID = p.GetName(), "job"
-	td.Installer = "http://bootapi.example/installer/v1/job/KEY/"
+	script.SetInstallerBase(&td, "http://bootapi.example/installer/v1/job/KEY/")
 	if _, err := script.Cmdline(p.GetCmdline(), td); err != nil {
 		return apierr.InvalidArgument("profile.cmdline", "%v", err)
 	}

@@ -133,7 +133,7 @@ func (r *Renderer) boot(d decide.Decision, tp string, job *Job) (string, error) 
 	if d.Job != nil {
 		td.Job.ID = d.Job.GetId()
 		if job != nil && job.InstallerKey != "" {
-			td.Installer = r.InstallerBase(d.Job.GetId(), job.InstallerKey).String()
+			SetInstallerBase(&td, r.InstallerBase(d.Job.GetId(), job.InstallerKey).String())
 		}
 	}
 	args, err := Cmdline(p.GetCmdline()+" "+site.GetExtraCmdline(), td)

@@ -287,19 +287,22 @@ type TemplateData struct {
 	}
 	Profile struct{ Name string }
 	Job     struct{ ID string }
-	// Installer is the job's installer URL (ending in "/"): empty but for a
+	// installer is the job's installer URL (ending in "/"): empty but for a
 	// dispatched job.
-	Installer string
+	installer string
 }
+
+// SetInstallerBase sets the job's installer URL that InstallerURL extends.
+func SetInstallerBase(d *TemplateData, base string) { d.installer = base }
 
 // InstallerURL is the URL of the job's installer file name
 // (url={{.InstallerURL "preseed"}}; the NoCloud seed is
 // ds=nocloud;s={{.InstallerURL ""}}); empty for a boot that is not a job's.
 func (d TemplateData) InstallerURL(name string) string {
-	if d.Installer == "" {
+	if d.installer == "" {
 		return ""
 	}
-	return d.Installer + name
+	return d.installer + name
 }
 
 // MaxCmdline bounds a rendered command line.
