@@ -52,7 +52,7 @@ func TestInstallerDebian(t *testing.T) {
 		{"artifacts", "upload", debianInstaller + "/linux", "--name", "debian-installer/12/linux"},
 		{"artifacts", "upload", debianInstaller + "/initrd.gz", "--name", "debian-installer/12/initrd.gz"},
 		{"profiles", "create", "debian-12-install", "--kernel", "debian-installer/12/linux", "--initrd", "debian-installer/12/initrd.gz",
-			"--cmdline", `console=ttyS0,115200 auto=true priority=critical DEBIAN_FRONTEND=text ipv6.disable=1 url={{.InstallerURL "preseed"}} hostname={{.Machine.Hostname}} domain=lab language=en country=US locale=en_US.UTF-8 keymap=us netcfg/no_default_route=true`,
+			"--cmdline", `console=ttyS0,115200 auto=true priority=critical DEBIAN_FRONTEND=text ipv6.disable=1 url={{.InstallerURL "preseed"}} hostname={{.Machine.Hostname}} domain=lab language=en country=US locale=en_US.UTF-8 keymap=us netcfg/no_default_route=true netcfg/get_nameservers=198.18.0.1`,
 			"--preseed", preseed, "--description", "Debian 12 installer"},
 		{"machines", "register", macs, "--hostname", "e2e-debian", "--action", "local-disk"},
 	} {
