@@ -14,9 +14,10 @@ import (
 	bootapiv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/bootapi/v1"
 )
 
-// mirrorError is what d-i says when the mirror of the preseed cannot be used
-// (choose-mirror's mirror/bad): where this e2e's installer stops.
-const mirrorError = "error has been detected while trying to use the specified Debian archive mirror"
+// mirrorError is the title of what d-i says when the mirror of the preseed
+// cannot be used (choose-mirror's mirror/bad): where this e2e's installer
+// stops. (Its text is wrapped at 80 columns on the serial console.)
+const mirrorError = "Bad archive mirror"
 
 // debianInstaller is where debian-installer-12-netboot-amd64 puts its kernel
 // and initrd.
