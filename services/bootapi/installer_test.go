@@ -196,7 +196,14 @@ func TestInstallerTemplatesChecked(t *testing.T) {
 	if err := update(&bootapiv1.InstallerTemplates{UserData: "#cloud-config\nhostname: {{.Machine.Hostname}}\n"}); err != nil {
 		t.Fatalf("a good template: %v", err)
 	}
-	_, err := h.machines.UpdateMachine(ctx, &bootapiv1.UpdateMachineRequest{
+	// One file's mask path changes that file and keeps the others.
+	r, err := h.profiles.UpdateProfile(ctx, &bootapiv1.UpdateProfileRequest{
+		Profile:    &bootapiv1.Profile{Name: "debian-12", Installer: &bootapiv1.InstallerTemplates{Kickstart: "text\n"}},
+		UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"installer.kickstart"}}})
+	if err != nil || r.GetProfile().GetInstaller().GetKickstart() != "text\n" || r.GetProfile().GetInstaller().GetUserData() == "" {
+		t.Fatalf("installer.kickstart: %v %v", err, r.GetProfile().GetInstaller())
+	}
+	_, err = h.machines.UpdateMachine(ctx, &bootapiv1.UpdateMachineRequest{
 		Machine: &bootapiv1.Machine{Mac: mac, SshAuthorizedKeys: []string{"x"}}, UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"ssh_authorized_keys"}}})
 	if f := apierr.FieldOf(err); f != "machine.ssh_authorized_keys[0]" {
 		t.Fatalf("machine key: %v (field %q)", err, f)
