@@ -3,7 +3,7 @@
 # benchmarks need (QEMU, iPXE, OVMF, a kernel, busybox, peer DHCP/TFTP/HTTP servers,
 # an etcd server for the external-etcd tests, buildah and podman for deploy/oci,
 # Prometheus for promtool and the metrics scrape test, chromium for the dashboard's
-# browser test).
+# browser test, Debian's netboot installer for make e2e-installer).
 #
 # Idempotent: packages already installed are not touched, and `apt-get update` runs
 # only when something is missing.
@@ -30,6 +30,7 @@ PACKAGES=(
 	buildah podman
 	prometheus
 	chromium
+	debian-installer-12-netboot-amd64
 )
 
 # atftpd conflicts with tftpd-hpa in Debian (tftpd-hpa: "Conflicts: atftpd"), so it is

@@ -18,6 +18,7 @@ var templateFields = []templateField{
 	{`{{index .Machine.Labels "KEY"}}`, "the machine's label KEY (machines register --label KEY=VALUE)"},
 	{"{{.Profile.Name}}", "the profile's name"},
 	{"{{.Job.ID}}", "the ID of the job being booted; empty without a job"},
+	{`{{.InstallerURL "FILE"}}`, "URL of the job's installer FILE (preseed, kickstart, user-data, meta-data, vendor-data, ignition; \"\" the NoCloud seed); empty without a job"},
 }
 
 func profilesFieldsCommand(g *Global) *cobra.Command {
@@ -27,7 +28,8 @@ func profilesFieldsCommand(g *Global) *cobra.Command {
 		Long: `A profile's command line is a Go text/template, rendered for each boot. These
 are the values it may use. Each value must be a single word: bootapi refuses a
 boot whose values hold spaces or quotes rather than let them add kernel
-parameters.`,
+parameters. The installer files' templates (--preseed and the others) see more:
+docs/installer.md.`,
 		Example: `  bootctl profiles fields
   bootctl profiles create debian-12 --kernel debian/linux \
       --cmdline 'console=ttyS0 hostname={{.Machine.Hostname}} rack={{index .Machine.Labels "rack"}}'`,

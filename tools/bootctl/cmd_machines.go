@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 
 	bootapiv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/bootapi/v1"
@@ -93,6 +94,7 @@ func machineDetail(w io.Writer, m *bootapiv1.Machine) error {
 		{"Boot file", dash(m.GetBootFile())},
 		{"Netboot", yesNo(!m.GetNetbootDisabled())},
 		{"Labels", labelString(m.GetLabels())},
+		{"SSH keys", strconv.Itoa(len(m.GetSshAuthorizedKeys()))},
 		{"Created", ts(m.GetCreateTime())},
 		{"Updated", ts(m.GetUpdateTime())},
 		{"Last seen", ts(m.GetLastSeenTime())},
@@ -137,6 +139,7 @@ type machineFlags struct {
 var machineFields = map[string]string{
 	"hostname": "hostname", "site": "site", "label": "labels", "action": "default_action",
 	"profile": "default_profile", "ip": "ipv4_address", "boot-file": "boot_file", "no-netboot": "netboot_disabled",
+	"ssh-key": "ssh_authorized_keys",
 }
 
 func (f *machineFlags) bind(g *Global, cmd *cobra.Command) {
@@ -149,6 +152,7 @@ func (f *machineFlags) bind(g *Global, cmd *cobra.Command) {
 	fs.StringVar(&f.m.Ipv4Address, "ip", "", "static IPv4 reservation")
 	fs.StringVar(&f.m.BootFile, "boot-file", "", "boot file instead of the site's")
 	fs.BoolVar(&f.m.NetbootDisabled, "no-netboot", false, "offer this machine no boot file")
+	fs.StringArrayVar(&f.m.SshAuthorizedKeys, "ssh-key", nil, "SSH public key of the installed system, with its profile's (repeatable)")
 	_ = cmd.RegisterFlagCompletionFunc("site", complete(g, siteNames))
 	_ = cmd.RegisterFlagCompletionFunc("profile", complete(g, profileNames))
 	_ = cmd.RegisterFlagCompletionFunc("action", words(actionWords...))
@@ -333,10 +337,17 @@ now: the rule of the decision chain that decides, the action, the profile, the
 pending job that would be dispatched, the kernel and initrd URLs, and the iPXE
 script itself. Nothing changes: no job is dispatched, no boot session opened, an
 unknown machine is not recorded. In the script a job's token and the session's
-traceparent are placeholders.`,
+traceparent are placeholders.
+
+With --config, it prints instead the installer files the boot's profile would
+serve the machine (preseed, kickstart, user-data, meta-data, vendor-data,
+ignition, or all), rendered as bootapi serves them; the job's key in their
+URLs is a placeholder.`,
 		Example: `  bootctl machines preview 52:54:00:12:34:56
   bootctl machines preview 52:54:00:12:34:56 --arch arm64 --platform efi
-  bootctl machines preview 52:54:00:12:34:56 --profile rescue -o yaml`,
+  bootctl machines preview 52:54:00:12:34:56 --profile rescue -o yaml
+  bootctl machines preview 52:54:00:12:34:56 --config preseed > preseed.cfg
+  bootctl machines preview 52:54:00:12:34:56 --profile debian-12 --config all`,
 		Args:              argNames("MAC"),
 		ValidArgsFunction: firstArg(g, machineMACs),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -351,17 +362,56 @@ traceparent are placeholders.`,
 			if err != nil {
 				return err
 			}
+			if len(req.GetInstallerConfigs()) > 0 {
+				return g.show(r, func(w io.Writer) error { return previewConfigs(w, r, req.GetInstallerConfigs()) })
+			}
 			return g.show(r, func(w io.Writer) error { return previewDetail(w, r) })
 		},
 	}
 	fs := cmd.Flags()
+	fs.StringArrayVar(&req.InstallerConfigs, "config", nil, "print this installer file instead: "+strings.Join(installerFileNames, ", ")+" or all (repeatable)")
+	_ = cmd.RegisterFlagCompletionFunc("config", words(append(installerFileNames, "all")...))
 	fs.StringVar(&req.Arch, "arch", "", "architecture iPXE would report (x86_64, arm64); checked, but no rule depends on it today")
 	fs.StringVar(&req.Platform, "platform", "", "platform iPXE would report (pcbios, efi); checked, but no rule depends on it today")
 	fs.StringVar(&req.Profile, "profile", "", "profile picked in the boot menu")
 	_ = cmd.RegisterFlagCompletionFunc("profile", complete(g, profileNames))
 	_ = cmd.RegisterFlagCompletionFunc("arch", words("x86_64", "i386", "arm64"))
 	_ = cmd.RegisterFlagCompletionFunc("platform", words("pcbios", "efi"))
-	return withFields(cmd, map[string]string{"mac": "MAC", "arch": "--arch", "platform": "--platform", "profile": "--profile"})
+	return withFields(cmd, map[string]string{"mac": "MAC", "arch": "--arch", "platform": "--platform", "profile": "--profile", "installer_configs": "--config"})
+}
+
+// installerFileNames are the installer files bootapi serves, in its order.
+var installerFileNames = []string{"preseed", "kickstart", "user-data", "meta-data", "vendor-data", "ignition"}
+
+// previewConfigs prints the installer files: one as it is (to redirect to a
+// file), several each under a header line.
+func previewConfigs(w io.Writer, r *bootapiv1.PreviewMachineResponse, asked []string) error {
+	if r.GetAction() != "boot" {
+		return fmt.Errorf("the machine would not boot a kernel (%s by rule %s): no installer files", r.GetAction(), r.GetRule())
+	}
+	var names []string
+	for _, n := range installerFileNames {
+		if _, ok := r.GetInstallerConfigs()[n]; ok {
+			names = append(names, n)
+		}
+	}
+	if len(names) == 0 {
+		return fmt.Errorf("profile %s has none of %s", r.GetProfile(), strings.Join(asked, ", "))
+	}
+	if len(names) == 1 && len(asked) == 1 && asked[0] != "all" {
+		_, err := io.WriteString(w, r.GetInstallerConfigs()[names[0]])
+		return err
+	}
+	for i, n := range names {
+		sep := ""
+		if i > 0 {
+			sep = "\n"
+		}
+		if _, err := fmt.Fprintf(w, "%s==> %s <==\n%s", sep, n, r.GetInstallerConfigs()[n]); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func previewDetail(w io.Writer, r *bootapiv1.PreviewMachineResponse) error {

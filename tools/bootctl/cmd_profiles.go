@@ -3,6 +3,8 @@ package main
 import (
 	"fmt"
 	"io"
+	"os"
+	"strconv"
 	"strings"
 
 	bootapiv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/bootapi/v1"
@@ -102,6 +104,8 @@ func showProfile(g *Global, p *bootapiv1.Profile) error {
 			{"Kernel", dash(refString(p.GetKernel()))},
 			{"Initrds", initrdString(p)},
 			{"Cmdline", dash(p.GetCmdline())},
+			{"Installer", installerString(p.GetInstaller())},
+			{"SSH keys", strconv.Itoa(len(p.GetInstaller().GetSshAuthorizedKeys()))},
 			{"Menu", yesNo(p.GetMenu())},
 			{"Labels", labelString(p.GetLabels())},
 			{"Created", ts(p.GetCreateTime())},
@@ -110,17 +114,48 @@ func showProfile(g *Global, p *bootapiv1.Profile) error {
 	})
 }
 
+// installerString names the installer files a profile has, with their sizes.
+func installerString(it *bootapiv1.InstallerTemplates) string {
+	var out []string
+	for _, f := range []struct {
+		name, tmpl string
+	}{{"preseed", it.GetPreseed()}, {"kickstart", it.GetKickstart()}, {"user-data", it.GetUserData()}, {"meta-data", it.GetMetaData()}, {"vendor-data", it.GetVendorData()}, {"ignition", it.GetIgnition()}} {
+		if f.tmpl != "" {
+			out = append(out, fmt.Sprintf("%s (%d bytes)", f.name, len(f.tmpl)))
+		}
+	}
+	return dash(strings.Join(out, ", "))
+}
+
 // profileFlags are the flags of create and update.
 type profileFlags struct {
 	p       bootapiv1.Profile
 	kernel  string
 	initrds []string
 	labels  []string
+	// files are the installer template files by flag; keys the SSH keys.
+	files map[string]*string
+	keys  []string
 }
 
 // profileFields maps the flags to the fields of Profile.
 var profileFields = map[string]string{
 	"kernel": "kernel", "initrd": "initrds", "cmdline": "cmdline", "description": "description", "menu": "menu", "label": "labels",
+	"preseed": "installer.preseed", "kickstart": "installer.kickstart", "user-data": "installer.user_data", "meta-data": "installer.meta_data",
+	"vendor-data": "installer.vendor_data", "ignition": "installer.ignition", "ssh-key": "installer.ssh_authorized_keys",
+}
+
+// installerFlags are the template file flags, in the order help shows them.
+var installerFlags = []struct {
+	flag, what string
+	set        func(*bootapiv1.InstallerTemplates, string)
+}{
+	{"preseed", "Debian installer preseed", func(it *bootapiv1.InstallerTemplates, s string) { it.Preseed = s }},
+	{"kickstart", "kickstart", func(it *bootapiv1.InstallerTemplates, s string) { it.Kickstart = s }},
+	{"user-data", "cloud-init user-data", func(it *bootapiv1.InstallerTemplates, s string) { it.UserData = s }},
+	{"meta-data", "cloud-init meta-data", func(it *bootapiv1.InstallerTemplates, s string) { it.MetaData = s }},
+	{"vendor-data", "cloud-init vendor-data", func(it *bootapiv1.InstallerTemplates, s string) { it.VendorData = s }},
+	{"ignition", "Ignition config", func(it *bootapiv1.InstallerTemplates, s string) { it.Ignition = s }},
 }
 
 func (f *profileFlags) bind(g *Global, cmd *cobra.Command) {
@@ -131,6 +166,11 @@ func (f *profileFlags) bind(g *Global, cmd *cobra.Command) {
 	fs.StringVar(&f.p.Description, "description", "", "description, shown in the boot menu")
 	fs.BoolVar(&f.p.Menu, "menu", false, "offer the profile in the boot menu")
 	fs.StringArrayVar(&f.labels, "label", nil, "label key=value (repeatable)")
+	f.files = map[string]*string{}
+	for _, fl := range installerFlags {
+		f.files[fl.flag] = fs.String(fl.flag, "", "FILE: template of the "+fl.what+" served to the profile's jobs (empty: none; see docs/installer.md)")
+	}
+	fs.StringArrayVar(&f.keys, "ssh-key", nil, "SSH public key every installed machine gets (repeatable)")
 	_ = cmd.RegisterFlagCompletionFunc("kernel", complete(g, artifactNames))
 	_ = cmd.RegisterFlagCompletionFunc("initrd", complete(g, artifactNames))
 	fields := map[string]string{"profile.name": "NAME", "profile": "NAME", "name": "NAME"}
@@ -151,7 +191,26 @@ func (f *profileFlags) profile(name string) (*bootapiv1.Profile, error) {
 	}
 	var err error
 	p.Labels, err = parseLabels(f.labels)
-	return p, err
+	if err != nil {
+		return nil, err
+	}
+	it := &bootapiv1.InstallerTemplates{SshAuthorizedKeys: f.keys}
+	for flag, file := range f.files {
+		if *file == "" {
+			continue
+		}
+		b, err := os.ReadFile(*file)
+		if err != nil {
+			return nil, usageErrorf("--%s: %v", flag, err)
+		}
+		for _, fl := range installerFlags {
+			if fl.flag == flag {
+				fl.set(it, string(b))
+			}
+		}
+	}
+	p.Installer = it
+	return p, nil
 }
 
 func profilesGetCommand(g *Global) *cobra.Command {

@@ -47,6 +47,9 @@ func TestCommands(t *testing.T) {
 		{"jobs_create", []string{"jobs", "create", "-mac", mac, "-profile", "debian-12"}},
 		{"jobs_list", []string{"jobs", "list", "--state", "pending"}},
 		{"machines_preview", []string{"machines", "preview", mac, "--arch", "x86_64", "--platform", "pcbios"}},
+		{"profiles_update_installer", []string{"profiles", "update", "debian-12", "--preseed", "testdata/installer/preseed.cfg", "--user-data", "testdata/installer/user-data.yaml", "--ssh-key", "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGbc admin@example"}},
+		{"machines_preview_preseed", []string{"machines", "preview", mac, "--config", "preseed"}},
+		{"machines_preview_all", []string{"machines", "preview", mac, "--config", "all"}},
 		{"profiles_fields", []string{"profiles", "fields"}},
 	}
 	for _, s := range steps {

@@ -15,7 +15,7 @@ const templateDataSource = "../../services/bootapi/internal/script/script.go"
 
 // TestTemplateFieldsMatchBootapi reads script.TemplateData from bootapi's
 // source (bootctl cannot import an internal package) and checks that
-// "profiles fields" lists exactly its fields.
+// "profiles fields" lists exactly its exported fields and value methods.
 func TestTemplateFieldsMatchBootapi(t *testing.T) {
 	f, err := parser.ParseFile(token.NewFileSet(), templateDataSource, nil, parser.SkipObjectResolution)
 	if err != nil {
@@ -26,6 +26,9 @@ func TestTemplateFieldsMatchBootapi(t *testing.T) {
 	walk = func(prefix string, st *ast.StructType) {
 		for _, fl := range st.Fields.List {
 			for _, n := range fl.Names {
+				if !n.IsExported() {
+					continue
+				}
 				if sub, ok := fl.Type.(*ast.StructType); ok {
 					walk(prefix+"."+n.Name, sub)
 				} else {
@@ -37,6 +40,11 @@ func TestTemplateFieldsMatchBootapi(t *testing.T) {
 	ast.Inspect(f, func(n ast.Node) bool {
 		if ts, ok := n.(*ast.TypeSpec); ok && ts.Name.Name == "TemplateData" {
 			walk("", ts.Type.(*ast.StructType))
+		}
+		if fd, ok := n.(*ast.FuncDecl); ok && fd.Recv != nil && fd.Name.IsExported() {
+			if id, ok := fd.Recv.List[0].Type.(*ast.Ident); ok && id.Name == "TemplateData" {
+				have = append(have, "."+fd.Name.Name)
+			}
 		}
 		return true
 	})
@@ -76,6 +84,13 @@ func TestTemplateFieldsRender(t *testing.T) {
 		".Profile.Name": "p", ".Job.ID": id,
 	}
 	for i, tf := range templateFields {
+		if fieldPath.FindString(tf.expr) == ".InstallerURL" {
+			re := regexp.MustCompile("f" + string(rune('a'+i)) + `=http://\S+/installer/v1/` + id + `/[0-9a-f]{64}/FILE `)
+			if !re.MatchString(script) {
+				t.Errorf("%s: no installer URL of job %s in the script:\n%s", tf.expr, id, script)
+			}
+			continue
+		}
 		v, ok := want[fieldPath.FindString(tf.expr)]
 		if !ok {
 			t.Errorf("%s: no value to expect; add it to this test", tf.expr)

@@ -25,7 +25,7 @@ func public(j *bootapiv1.Job) *bootapiv1.Job {
 		return j
 	}
 	c := proto.Clone(j).(*bootapiv1.Job)
-	c.TokenHash, c.BootstrapTokenHash = nil, nil
+	c.TokenHash, c.BootstrapTokenHash, c.InstallerKeyHash = nil, nil, nil
 	return c
 }
 

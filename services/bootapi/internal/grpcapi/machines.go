@@ -10,6 +10,7 @@ import (
 	"github.com/bootchain/bootchain/pkg/auth"
 	bootapiv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/bootapi/v1"
 	"github.com/bootchain/bootchain/pkg/store"
+	"github.com/bootchain/bootchain/services/bootapi/internal/installer"
 	"github.com/bootchain/bootchain/services/bootapi/internal/validate"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -68,6 +69,9 @@ func (a *API) checkMachine(m *bootapiv1.Machine) error {
 	if err := validate.Machine(m); err != nil {
 		return apierr.FromError(err)
 	}
+	if err := installer.CheckKeys("machine.ssh_authorized_keys", m.GetSshAuthorizedKeys()); err != nil {
+		return apierr.FromError(err)
+	}
 	if p := m.GetDefaultProfile(); p != "" {
 		if _, ok := a.st.Profiles.Get(p); !ok {
 			return apierr.InvalidArgument("machine.default_profile", "profile %q does not exist", p)
@@ -117,14 +121,15 @@ func (a *API) ListMachines(ctx context.Context, req *bootapiv1.ListMachinesReque
 }
 
 var machinePaths = map[string]func(dst, src *bootapiv1.Machine){
-	"site":             func(d, s *bootapiv1.Machine) { d.Site = s.Site },
-	"hostname":         func(d, s *bootapiv1.Machine) { d.Hostname = s.Hostname },
-	"labels":           func(d, s *bootapiv1.Machine) { d.Labels = s.Labels },
-	"default_action":   func(d, s *bootapiv1.Machine) { d.DefaultAction = s.DefaultAction },
-	"default_profile":  func(d, s *bootapiv1.Machine) { d.DefaultProfile = s.DefaultProfile },
-	"netboot_disabled": func(d, s *bootapiv1.Machine) { d.NetbootDisabled = s.NetbootDisabled },
-	"ipv4_address":     func(d, s *bootapiv1.Machine) { d.Ipv4Address = s.Ipv4Address },
-	"boot_file":        func(d, s *bootapiv1.Machine) { d.BootFile = s.BootFile },
+	"site":                func(d, s *bootapiv1.Machine) { d.Site = s.Site },
+	"hostname":            func(d, s *bootapiv1.Machine) { d.Hostname = s.Hostname },
+	"labels":              func(d, s *bootapiv1.Machine) { d.Labels = s.Labels },
+	"default_action":      func(d, s *bootapiv1.Machine) { d.DefaultAction = s.DefaultAction },
+	"default_profile":     func(d, s *bootapiv1.Machine) { d.DefaultProfile = s.DefaultProfile },
+	"netboot_disabled":    func(d, s *bootapiv1.Machine) { d.NetbootDisabled = s.NetbootDisabled },
+	"ipv4_address":        func(d, s *bootapiv1.Machine) { d.Ipv4Address = s.Ipv4Address },
+	"boot_file":           func(d, s *bootapiv1.Machine) { d.BootFile = s.BootFile },
+	"ssh_authorized_keys": func(d, s *bootapiv1.Machine) { d.SshAuthorizedKeys = s.SshAuthorizedKeys },
 }
 
 func (a *API) UpdateMachine(ctx context.Context, req *bootapiv1.UpdateMachineRequest) (*bootapiv1.UpdateMachineResponse, error) {

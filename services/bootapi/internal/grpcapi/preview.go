@@ -3,11 +3,14 @@ package grpcapi
 import (
 	"context"
 	"errors"
+	"slices"
+	"strings"
 
 	"github.com/bootchain/bootchain/pkg/apierr"
 	bootapiv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/bootapi/v1"
 	"github.com/bootchain/bootchain/pkg/store"
 	"github.com/bootchain/bootchain/services/bootapi/internal/decide"
+	"github.com/bootchain/bootchain/services/bootapi/internal/installer"
 	"github.com/bootchain/bootchain/services/bootapi/internal/script"
 	"github.com/bootchain/bootchain/services/bootapi/internal/validate"
 )
@@ -17,6 +20,7 @@ import (
 // parser accepts).
 const (
 	PreviewToken       = "PREVIEW-TOKEN"
+	PreviewKey         = "PREVIEW-KEY"
 	PreviewTraceparent = "00-00000000000000000000000000000000-0000000000000000-00"
 )
 
@@ -61,6 +65,11 @@ func (a *API) PreviewMachine(ctx context.Context, req *bootapiv1.PreviewMachineR
 			return nil, apierr.FromError(err)
 		}
 	}
+	for _, name := range req.GetInstallerConfigs() {
+		if _, ok := installer.FileByName(name); !ok && name != "all" {
+			return nil, apierr.InvalidArgument("installer_configs", "%q: want all or one of %s", name, strings.Join(installer.Names(), ", "))
+		}
+	}
 	if err := a.requireMAC(ctx, mac); err != nil {
 		return nil, err
 	}
@@ -99,7 +108,7 @@ func (a *API) PreviewMachine(ctx context.Context, req *bootapiv1.PreviewMachineR
 			}
 		}
 		if d.Profile != nil {
-			s, err = r.Render(d, PreviewTraceparent, &script.Job{Token: PreviewToken})
+			s, err = r.Render(d, PreviewTraceparent, &script.Job{Token: PreviewToken, InstallerKey: PreviewKey})
 			rendered = err == nil
 		}
 		if !rendered {
@@ -124,6 +133,41 @@ func (a *API) PreviewMachine(ctx context.Context, req *bootapiv1.PreviewMachineR
 		out.JobId = d.Job.GetId()
 		if k, initrds, err := r.URLs(d, PreviewTraceparent); err == nil {
 			out.KernelUrl, out.InitrdUrls = k, initrds
+		}
+		if len(req.GetInstallerConfigs()) > 0 {
+			if out.InstallerConfigs, err = previewInstaller(r, d, req.GetInstallerConfigs()); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return out, nil
+}
+
+// previewInstaller renders the installer files names (or "all" that the
+// profile has) of a kernel boot, as the machine would get them, the job's
+// key a placeholder. A boot that is no job's has no installer files: they are
+// rendered for a job "PREVIEW-JOB" to show what a job's would be.
+func previewInstaller(r *script.Renderer, d decide.Decision, names []string) (map[string]string, error) {
+	id := d.Job.GetId()
+	if id == "" {
+		id = "PREVIEW-JOB"
+	}
+	cb, err := r.CallbackURL(d.Site, id)
+	if err != nil {
+		return nil, apierr.FailedPrecondition("installer_configs", "%v", err)
+	}
+	data := installer.NewData(d.Machine, d.Site, d.Profile, id, r.InstallerBase(id, PreviewKey), cb)
+	if slices.Contains(names, "all") {
+		names = installer.Names()
+	}
+	out := map[string]string{}
+	for _, name := range names {
+		b, _, ok, err := installer.RenderFile(name, d.Profile, data)
+		switch {
+		case err != nil:
+			return nil, apierr.FailedPrecondition("installer_configs", "%s of profile %s cannot be rendered for this machine: %v", name, d.Profile.GetName(), err)
+		case ok:
+			out[name] = string(b)
 		}
 	}
 	return out, nil

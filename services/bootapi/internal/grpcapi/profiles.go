@@ -12,6 +12,7 @@ import (
 	artifactv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/artifactstore/v1"
 	bootapiv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/bootapi/v1"
 	"github.com/bootchain/bootchain/pkg/store"
+	"github.com/bootchain/bootchain/services/bootapi/internal/installer"
 	"github.com/bootchain/bootchain/services/bootapi/internal/script"
 	"github.com/bootchain/bootchain/services/bootapi/internal/state"
 	"github.com/bootchain/bootchain/services/bootapi/internal/validate"
@@ -34,8 +35,12 @@ func checkProfile(p *bootapiv1.Profile) error {
 	var td script.TemplateData
 	td.Machine.MAC, td.Machine.Hostname, td.Machine.Site = "52:54:00:00:00:01", "host", "site"
 	td.Profile.Name, td.Job.ID = p.GetName(), "job"
+	script.SetInstallerBase(&td, "http://bootapi.example/installer/v1/job/KEY/")
 	if _, err := script.Cmdline(p.GetCmdline(), td); err != nil {
 		return apierr.InvalidArgument("profile.cmdline", "%v", err)
+	}
+	if err := installer.CheckProfile(p); err != nil {
+		return apierr.FromError(err)
 	}
 	return nil
 }
@@ -136,6 +141,24 @@ var profilePaths = map[string]func(dst, src *bootapiv1.Profile){
 	"cmdline":     func(d, s *bootapiv1.Profile) { d.Cmdline = s.Cmdline },
 	"labels":      func(d, s *bootapiv1.Profile) { d.Labels = s.Labels },
 	"menu":        func(d, s *bootapiv1.Profile) { d.Menu = s.Menu },
+	"installer":   func(d, s *bootapiv1.Profile) { d.Installer = s.Installer },
+	// One installer file, the others kept (bootctl profiles update --preseed).
+	"installer.preseed":             installerPath(func(d, s *bootapiv1.InstallerTemplates) { d.Preseed = s.GetPreseed() }),
+	"installer.kickstart":           installerPath(func(d, s *bootapiv1.InstallerTemplates) { d.Kickstart = s.GetKickstart() }),
+	"installer.user_data":           installerPath(func(d, s *bootapiv1.InstallerTemplates) { d.UserData = s.GetUserData() }),
+	"installer.meta_data":           installerPath(func(d, s *bootapiv1.InstallerTemplates) { d.MetaData = s.GetMetaData() }),
+	"installer.vendor_data":         installerPath(func(d, s *bootapiv1.InstallerTemplates) { d.VendorData = s.GetVendorData() }),
+	"installer.ignition":            installerPath(func(d, s *bootapiv1.InstallerTemplates) { d.Ignition = s.GetIgnition() }),
+	"installer.ssh_authorized_keys": installerPath(func(d, s *bootapiv1.InstallerTemplates) { d.SshAuthorizedKeys = s.GetSshAuthorizedKeys() }),
+}
+
+func installerPath(set func(d, s *bootapiv1.InstallerTemplates)) func(d, s *bootapiv1.Profile) {
+	return func(d, s *bootapiv1.Profile) {
+		if d.Installer == nil {
+			d.Installer = &bootapiv1.InstallerTemplates{}
+		}
+		set(d.Installer, s.GetInstaller())
+	}
 }
 
 func (a *API) UpdateProfile(ctx context.Context, req *bootapiv1.UpdateProfileRequest) (*bootapiv1.UpdateProfileResponse, error) {

@@ -228,8 +228,8 @@ func (h *Handler) dispatch(ctx context.Context, d decide.Decision, jit store.Ite
 		}
 		d.Profile = p
 	}
-	token := newToken()
-	s, err := h.render.Render(d, sess.Traceparent(), &script.Job{Token: token})
+	token, key := newToken(), newToken()
+	s, err := h.render.Render(d, sess.Traceparent(), &script.Job{Token: token, InstallerKey: key})
 	if err != nil {
 		h.log.Error("boot script not rendered", "mac", job.GetMac(), "job", job.GetId(), "err", err)
 		h.failJob(ctx, jit, s.Detail, now)
@@ -242,6 +242,11 @@ func (h *Handler) dispatch(ctx context.Context, d decide.Decision, jit store.Ite
 	// exchanges it for a fresh one (callback.go), from this address or one that
 	// holds the machine's lease.
 	next.DispatchIp, next.TokenExchanged = ip, false
+	// The installer files' key is good for as long as the job runs (its
+	// first boot reads its NoCloud seed): it is bound to the machine's
+	// address as the reports are (installer.go).
+	kh := tokenHash(key)
+	next.InstallerKeyHash = kh[:]
 	next.DispatchTime, next.UpdateTime = timestamppb.New(now), timestamppb.New(now)
 	next.DeadlineTime = timestamppb.New(now.Add(job.GetTimeout().AsDuration()))
 	rev, err := h.transitionRetry(ctx, next, jit.ModRevision)

@@ -43,7 +43,16 @@ func (h *Handler) RequestHandler(base context.Context) fasthttp.RequestHandler {
 			h.config(base, rc, q)
 			return
 		}
-		switch string(rc.Path()) {
+		path := rc.Path()
+		if bytes.HasPrefix(path, []byte(installerPrefix)) {
+			if get {
+				h.installerFile(base, rc)
+				return
+			}
+			methodNotAllowed(rc, "GET, HEAD")
+			return
+		}
+		switch string(path) {
 		case "/boot.ipxe":
 			if get {
 				h.bootstrap(rc)
@@ -148,7 +157,7 @@ func (h *Handler) recoverPanic(rc *fasthttp.RequestCtx) {
 		return
 	}
 	h.Panics.Add(1)
-	h.log.Error("panic serving HTTP", "path", string(rc.Path()), "panic", p, "stack", string(debug.Stack()))
+	h.log.Error("panic serving HTTP", "path", loggedPath(rc.Path()), "panic", p, "stack", string(debug.Stack()))
 	httpError(rc, "bootapi failed on this request; see its log", fasthttp.StatusInternalServerError)
 	rc.SetConnectionClose()
 }

@@ -61,6 +61,9 @@ type Job struct {
 	// Token is the job's bootstrap token: good for its first report only, whose
 	// answer carries the token for the rest; only its hash is stored.
 	Token string
+	// InstallerKey is the path element of the job's installer file URLs
+	// (InstallerBase); only its hash is stored.
+	InstallerKey string
 }
 
 // Render renders d for a machine whose boot session is traceparent (empty:
@@ -129,6 +132,9 @@ func (r *Renderer) boot(d decide.Decision, tp string, job *Job) (string, error) 
 	td.Profile.Name = p.GetName()
 	if d.Job != nil {
 		td.Job.ID = d.Job.GetId()
+		if job != nil && job.InstallerKey != "" {
+			SetInstallerBase(&td, r.InstallerBase(d.Job.GetId(), job.InstallerKey).String())
+		}
 	}
 	args, err := Cmdline(p.GetCmdline()+" "+site.GetExtraCmdline(), td)
 	if err != nil {
@@ -138,12 +144,10 @@ func (r *Renderer) boot(d decide.Decision, tp string, job *Job) (string, error) 
 		if job == nil {
 			return "", errors.New("job " + d.Job.GetId() + ": no callback token")
 		}
-		base, err := r.callbackBase(site)
+		cb, err := r.CallbackURL(site, d.Job.GetId())
 		if err != nil {
 			return "", err
 		}
-		cb := base.JoinPath("ipxe", "v1", "report")
-		cb.RawQuery = url.Values{"job": {d.Job.GetId()}}.Encode()
 		args = append(args, "bootchain.callback="+cb.String(), "bootchain.token="+job.Token, "bootchain.job="+d.Job.GetId())
 		bt.JobID = d.Job.GetId()
 	}
@@ -152,6 +156,26 @@ func (r *Renderer) boot(d decide.Decision, tp string, job *Job) (string, error) 
 	}
 	bt.Args = args
 	return RenderBoot(bt)
+}
+
+// CallbackURL is the URL job id's installer reports to at site.
+func (r *Renderer) CallbackURL(site *bootapiv1.Site, id string) (*url.URL, error) {
+	base, err := r.callbackBase(site)
+	if err != nil {
+		return nil, err
+	}
+	cb := base.JoinPath("ipxe", "v1", "report")
+	cb.RawQuery = url.Values{"job": {id}}.Encode()
+	return cb, nil
+}
+
+// InstallerBase is the URL of job id's installer files, ending in "/":
+// on the public URL, as iPXE's requests are (an installer's first fetch,
+// the preseed, is made before it has any CA to check a certificate with).
+func (r *Renderer) InstallerBase(id, key string) *url.URL {
+	u := r.cfg.PublicURL.JoinPath("installer", "v1", id, key)
+	u.Path += "/"
+	return u
 }
 
 // callbackBase is the base URL a job's installer reports to: the site's

@@ -281,6 +281,22 @@ type TemplateData struct {
 	}
 	Profile struct{ Name string }
 	Job     struct{ ID string }
+	// installer is the job's installer URL (ending in "/"): empty but for a
+	// dispatched job.
+	installer string
+}
+
+// SetInstallerBase sets the job's installer URL that InstallerURL extends.
+func SetInstallerBase(d *TemplateData, base string) { d.installer = base }
+
+// InstallerURL is the URL of the job's installer file name
+// (url={{.InstallerURL "preseed"}}; the NoCloud seed is
+// ds=nocloud;s={{.InstallerURL ""}}); empty for a boot that is not a job's.
+func (d TemplateData) InstallerURL(name string) string {
+	if d.installer == "" {
+		return ""
+	}
+	return d.installer + name
 }
 
 // MaxCmdline bounds a rendered command line.
@@ -323,8 +339,8 @@ func Cmdline(tmpl string, d TemplateData) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	buf := limitedBuffer{writes: CmdlineWrites}
-	if err := t.Execute(&buf, d); err != nil {
+	buf := NewLimitedBuffer(MaxCmdline, CmdlineWrites)
+	if err := t.Execute(buf, d); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrCmdline, err)
 	}
 	args := strings.Fields(buf.String())
@@ -356,17 +372,27 @@ func parse(tmpl string) (*template.Template, error) {
 	return t, nil
 }
 
-type limitedBuffer struct {
+// LimitedBuffer is what a template renders into: it refuses a write past
+// its size or past its count of writes, which ends the render.
+type LimitedBuffer struct {
 	bytes.Buffer
+	max    int
 	writes int // left
+	limit  int
 }
 
-func (l *limitedBuffer) Write(p []byte) (int, error) {
-	if l.Len()+len(p) > MaxCmdline {
-		return 0, fmt.Errorf("longer than %d bytes", MaxCmdline)
+// NewLimitedBuffer is a buffer of at most max bytes, written in at most
+// writes writes (work, not time: see CmdlineWrites).
+func NewLimitedBuffer(max, writes int) *LimitedBuffer {
+	return &LimitedBuffer{max: max, writes: writes, limit: writes}
+}
+
+func (l *LimitedBuffer) Write(p []byte) (int, error) {
+	if l.Len()+len(p) > l.max {
+		return 0, fmt.Errorf("longer than %d bytes", l.max)
 	}
 	if l.writes--; l.writes < 0 {
-		return 0, fmt.Errorf("rendering made more than %d writes", CmdlineWrites)
+		return 0, fmt.Errorf("rendering made more than %d writes", l.limit)
 	}
 	return l.Buffer.Write(p)
 }
@@ -380,6 +406,17 @@ var templateFuncs = map[string]bool{
 	"urlquery": true, "html": true, "js": true,
 }
 
+// builtins are text/template's own functions.
+var builtins = map[string]bool{
+	"and": true, "or": true, "not": true, "eq": true, "ne": true, "lt": true, "le": true, "gt": true, "ge": true,
+	"index": true, "len": true, "slice": true, "print": true, "println": true, "printf": true,
+	"urlquery": true, "html": true, "js": true, "call": true,
+}
+
+// allowedFunc: a builtin in templateFuncs, or a function the template's owner
+// added (parse refuses names it does not know).
+func allowedFunc(name string) bool { return templateFuncs[name] || !builtins[name] }
+
 // maxPrintfWidth bounds a printf width or precision: fmt builds the whole
 // padded string before the output limit sees it.
 const maxPrintfWidth = 64
@@ -390,7 +427,13 @@ const maxPrintfWidth = 64
 // it likes without writing), a range inside a range (labels^depth),
 // define/template/block (templates calling each other: exponential time), and
 // printf with a computed format or a large width.
-func checkTemplate(t *template.Template) error {
+func checkTemplate(t *template.Template) error { return CheckTemplate(t) }
+
+// CheckTemplate refuses what checkTemplate refuses, for any template: the
+// installer files' templates are held to the command line's bounds. A function
+// the caller added to t (not one of text/template's builtins) is the caller's
+// and allowed.
+func CheckTemplate(t *template.Template) error {
 	if n := len(t.Templates()); n > 1 {
 		return errors.New("define and block are not allowed")
 	}
@@ -476,7 +519,7 @@ func checkPipe(p *tparse.PipeNode) error {
 			if !ok || i != 0 {
 				continue
 			}
-			if !templateFuncs[id.Ident] {
+			if !allowedFunc(id.Ident) {
 				return fmt.Errorf("function %s is not allowed", id.Ident)
 			}
 			if id.Ident == "printf" {
@@ -496,7 +539,7 @@ func checkArg(a tparse.Node) error {
 	case *tparse.ChainNode:
 		return checkArg(a.Node)
 	case *tparse.IdentifierNode:
-		if !templateFuncs[a.Ident] {
+		if !allowedFunc(a.Ident) {
 			return fmt.Errorf("function %s is not allowed", a.Ident)
 		}
 	}

@@ -144,9 +144,13 @@ type Job struct {
 	BootstrapTokenHash []byte `protobuf:"bytes,18,opt,name=bootstrap_token_hash,json=bootstrapTokenHash,proto3" json:"bootstrap_token_hash,omitempty"`
 	// The job is not dispatched before this time (create_time plus the
 	// request's release_after); unset: at once.
-	ReleaseTime   *timestamppb.Timestamp `protobuf:"bytes,19,opt,name=release_time,json=releaseTime,proto3" json:"release_time,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	ReleaseTime *timestamppb.Timestamp `protobuf:"bytes,19,opt,name=release_time,json=releaseTime,proto3" json:"release_time,omitempty"`
+	// SHA-256 of the job's installer key, the path element of its installer
+	// files' URLs (/installer/v1/<job>/<key>/<file>). Set at dispatch; never
+	// returned by the API.
+	InstallerKeyHash []byte `protobuf:"bytes,20,opt,name=installer_key_hash,json=installerKeyHash,proto3" json:"installer_key_hash,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *Job) Reset() {
@@ -308,6 +312,13 @@ func (x *Job) GetBootstrapTokenHash() []byte {
 func (x *Job) GetReleaseTime() *timestamppb.Timestamp {
 	if x != nil {
 		return x.ReleaseTime
+	}
+	return nil
+}
+
+func (x *Job) GetInstallerKeyHash() []byte {
+	if x != nil {
+		return x.InstallerKeyHash
 	}
 	return nil
 }
@@ -906,7 +917,7 @@ var File_bootchain_bootapi_v1_job_proto protoreflect.FileDescriptor
 
 const file_bootchain_bootapi_v1_job_proto_rawDesc = "" +
 	"\n" +
-	"\x1ebootchain/bootapi/v1/job.proto\x12\x14bootchain.bootapi.v1\x1a\x1cbootchain/auth/v1/auth.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd2\x06\n" +
+	"\x1ebootchain/bootapi/v1/job.proto\x12\x14bootchain.bootapi.v1\x1a\x1cbootchain/auth/v1/auth.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x80\a\n" +
 	"\x03Job\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x10\n" +
 	"\x03mac\x18\x02 \x01(\tR\x03mac\x12\x18\n" +
@@ -932,7 +943,8 @@ const file_bootchain_bootapi_v1_job_proto_rawDesc = "" +
 	"dispatchIp\x12'\n" +
 	"\x0ftoken_exchanged\x18\x11 \x01(\bR\x0etokenExchanged\x120\n" +
 	"\x14bootstrap_token_hash\x18\x12 \x01(\fR\x12bootstrapTokenHash\x12=\n" +
-	"\frelease_time\x18\x13 \x01(\v2\x1a.google.protobuf.TimestampR\vreleaseTime\"\xa7\x01\n" +
+	"\frelease_time\x18\x13 \x01(\v2\x1a.google.protobuf.TimestampR\vreleaseTime\x12,\n" +
+	"\x12installer_key_hash\x18\x14 \x01(\fR\x10installerKeyHash\"\xa7\x01\n" +
 	"\tJobReport\x124\n" +
 	"\x05state\x18\x01 \x01(\x0e2\x1e.bootchain.bootapi.v1.JobStateR\x05state\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12\x1a\n" +

@@ -121,9 +121,12 @@ type Machine struct {
 	// When the machine last asked for a boot script.
 	LastSeenTime *timestamppb.Timestamp `protobuf:"bytes,13,opt,name=last_seen_time,json=lastSeenTime,proto3" json:"last_seen_time,omitempty"`
 	// What the machine reported about itself in its last script request.
-	Facts         *MachineFacts `protobuf:"bytes,14,opt,name=facts,proto3" json:"facts,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Facts *MachineFacts `protobuf:"bytes,14,opt,name=facts,proto3" json:"facts,omitempty"`
+	// SSH public keys of this machine's installed system, added to its profile's
+	// (docs/installer.md).
+	SshAuthorizedKeys []string `protobuf:"bytes,15,rep,name=ssh_authorized_keys,json=sshAuthorizedKeys,proto3" json:"ssh_authorized_keys,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *Machine) Reset() {
@@ -250,6 +253,13 @@ func (x *Machine) GetLastSeenTime() *timestamppb.Timestamp {
 func (x *Machine) GetFacts() *MachineFacts {
 	if x != nil {
 		return x.Facts
+	}
+	return nil
+}
+
+func (x *Machine) GetSshAuthorizedKeys() []string {
+	if x != nil {
+		return x.SshAuthorizedKeys
 	}
 	return nil
 }
@@ -846,9 +856,12 @@ type PreviewMachineRequest struct {
 	// checked like the script endpoint's. No decision rule reads it today.
 	Platform string `protobuf:"bytes,3,opt,name=platform,proto3" json:"platform,omitempty"`
 	// Profile picked in the boot menu, as the menu's link would send it; optional.
-	Profile       string `protobuf:"bytes,4,opt,name=profile,proto3" json:"profile,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Profile string `protobuf:"bytes,4,opt,name=profile,proto3" json:"profile,omitempty"`
+	// Installer files to render for a kernel boot (preseed, kickstart, user-data,
+	// meta-data, vendor-data, ignition); "all" for every one the profile has.
+	InstallerConfigs []string `protobuf:"bytes,5,rep,name=installer_configs,json=installerConfigs,proto3" json:"installer_configs,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *PreviewMachineRequest) Reset() {
@@ -909,6 +922,13 @@ func (x *PreviewMachineRequest) GetProfile() string {
 	return ""
 }
 
+func (x *PreviewMachineRequest) GetInstallerConfigs() []string {
+	if x != nil {
+		return x.InstallerConfigs
+	}
+	return nil
+}
+
 // PreviewMachineResponse is what the machine would get.
 type PreviewMachineResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -935,9 +955,12 @@ type PreviewMachineResponse struct {
 	// URL of the kernel a kernel boot fetches; empty for the other actions.
 	KernelUrl string `protobuf:"bytes,9,opt,name=kernel_url,json=kernelUrl,proto3" json:"kernel_url,omitempty"`
 	// URLs of the initrds a kernel boot fetches, in order.
-	InitrdUrls    []string `protobuf:"bytes,10,rep,name=initrd_urls,json=initrdUrls,proto3" json:"initrd_urls,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	InitrdUrls []string `protobuf:"bytes,10,rep,name=initrd_urls,json=initrdUrls,proto3" json:"initrd_urls,omitempty"`
+	// The installer files asked for, rendered for the machine as bootapi would
+	// serve them (the job's key a placeholder), by file name.
+	InstallerConfigs map[string]string `protobuf:"bytes,11,rep,name=installer_configs,json=installerConfigs,proto3" json:"installer_configs,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *PreviewMachineResponse) Reset() {
@@ -1040,11 +1063,18 @@ func (x *PreviewMachineResponse) GetInitrdUrls() []string {
 	return nil
 }
 
+func (x *PreviewMachineResponse) GetInstallerConfigs() map[string]string {
+	if x != nil {
+		return x.InstallerConfigs
+	}
+	return nil
+}
+
 var File_bootchain_bootapi_v1_machine_proto protoreflect.FileDescriptor
 
 const file_bootchain_bootapi_v1_machine_proto_rawDesc = "" +
 	"\n" +
-	"\"bootchain/bootapi/v1/machine.proto\x12\x14bootchain.bootapi.v1\x1a\x1cbootchain/auth/v1/auth.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb8\x05\n" +
+	"\"bootchain/bootapi/v1/machine.proto\x12\x14bootchain.bootapi.v1\x1a\x1cbootchain/auth/v1/auth.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe8\x05\n" +
 	"\aMachine\x12\x10\n" +
 	"\x03mac\x18\x01 \x01(\tR\x03mac\x12\x12\n" +
 	"\x04site\x18\x02 \x01(\tR\x04site\x12\x1a\n" +
@@ -1064,7 +1094,8 @@ const file_bootchain_bootapi_v1_machine_proto_rawDesc = "" +
 	"\vupdate_time\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"updateTime\x12@\n" +
 	"\x0elast_seen_time\x18\r \x01(\v2\x1a.google.protobuf.TimestampR\flastSeenTime\x128\n" +
-	"\x05facts\x18\x0e \x01(\v2\".bootchain.bootapi.v1.MachineFactsR\x05facts\x1a9\n" +
+	"\x05facts\x18\x0e \x01(\v2\".bootchain.bootapi.v1.MachineFactsR\x05facts\x12.\n" +
+	"\x13ssh_authorized_keys\x18\x0f \x03(\tR\x11sshAuthorizedKeys\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xb8\x01\n" +
@@ -1101,12 +1132,13 @@ const file_bootchain_bootapi_v1_machine_proto_rawDesc = "" +
 	"\amachine\x18\x01 \x01(\v2\x1d.bootchain.bootapi.v1.MachineR\amachine\"(\n" +
 	"\x14DeleteMachineRequest\x12\x10\n" +
 	"\x03mac\x18\x01 \x01(\tR\x03mac\"\x17\n" +
-	"\x15DeleteMachineResponse\"s\n" +
+	"\x15DeleteMachineResponse\"\xa0\x01\n" +
 	"\x15PreviewMachineRequest\x12\x10\n" +
 	"\x03mac\x18\x01 \x01(\tR\x03mac\x12\x12\n" +
 	"\x04arch\x18\x02 \x01(\tR\x04arch\x12\x1a\n" +
 	"\bplatform\x18\x03 \x01(\tR\bplatform\x12\x18\n" +
-	"\aprofile\x18\x04 \x01(\tR\aprofile\"\xa0\x02\n" +
+	"\aprofile\x18\x04 \x01(\tR\aprofile\x12+\n" +
+	"\x11installer_configs\x18\x05 \x03(\tR\x10installerConfigs\"\xd6\x03\n" +
 	"\x16PreviewMachineResponse\x12\x12\n" +
 	"\x04rule\x18\x01 \x01(\tR\x04rule\x12\x16\n" +
 	"\x06action\x18\x02 \x01(\tR\x06action\x12\x18\n" +
@@ -1120,7 +1152,11 @@ const file_bootchain_bootapi_v1_machine_proto_rawDesc = "" +
 	"kernel_url\x18\t \x01(\tR\tkernelUrl\x12\x1f\n" +
 	"\vinitrd_urls\x18\n" +
 	" \x03(\tR\n" +
-	"initrdUrls*\x82\x01\n" +
+	"initrdUrls\x12o\n" +
+	"\x11installer_configs\x18\v \x03(\v2B.bootchain.bootapi.v1.PreviewMachineResponse.InstallerConfigsEntryR\x10installerConfigs\x1aC\n" +
+	"\x15InstallerConfigsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01*\x82\x01\n" +
 	"\x06Action\x12\x16\n" +
 	"\x12ACTION_UNSPECIFIED\x10\x00\x12\x0f\n" +
 	"\vACTION_MENU\x10\x01\x12\x15\n" +
@@ -1157,7 +1193,7 @@ func file_bootchain_bootapi_v1_machine_proto_rawDescGZIP() []byte {
 }
 
 var file_bootchain_bootapi_v1_machine_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_bootchain_bootapi_v1_machine_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_bootchain_bootapi_v1_machine_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_bootchain_bootapi_v1_machine_proto_goTypes = []any{
 	(Action)(0),                     // 0: bootchain.bootapi.v1.Action
 	(*Machine)(nil),                 // 1: bootchain.bootapi.v1.Machine
@@ -1175,40 +1211,42 @@ var file_bootchain_bootapi_v1_machine_proto_goTypes = []any{
 	(*PreviewMachineRequest)(nil),   // 13: bootchain.bootapi.v1.PreviewMachineRequest
 	(*PreviewMachineResponse)(nil),  // 14: bootchain.bootapi.v1.PreviewMachineResponse
 	nil,                             // 15: bootchain.bootapi.v1.Machine.LabelsEntry
-	(*timestamppb.Timestamp)(nil),   // 16: google.protobuf.Timestamp
-	(*fieldmaskpb.FieldMask)(nil),   // 17: google.protobuf.FieldMask
+	nil,                             // 16: bootchain.bootapi.v1.PreviewMachineResponse.InstallerConfigsEntry
+	(*timestamppb.Timestamp)(nil),   // 17: google.protobuf.Timestamp
+	(*fieldmaskpb.FieldMask)(nil),   // 18: google.protobuf.FieldMask
 }
 var file_bootchain_bootapi_v1_machine_proto_depIdxs = []int32{
 	15, // 0: bootchain.bootapi.v1.Machine.labels:type_name -> bootchain.bootapi.v1.Machine.LabelsEntry
 	0,  // 1: bootchain.bootapi.v1.Machine.default_action:type_name -> bootchain.bootapi.v1.Action
-	16, // 2: bootchain.bootapi.v1.Machine.create_time:type_name -> google.protobuf.Timestamp
-	16, // 3: bootchain.bootapi.v1.Machine.update_time:type_name -> google.protobuf.Timestamp
-	16, // 4: bootchain.bootapi.v1.Machine.last_seen_time:type_name -> google.protobuf.Timestamp
+	17, // 2: bootchain.bootapi.v1.Machine.create_time:type_name -> google.protobuf.Timestamp
+	17, // 3: bootchain.bootapi.v1.Machine.update_time:type_name -> google.protobuf.Timestamp
+	17, // 4: bootchain.bootapi.v1.Machine.last_seen_time:type_name -> google.protobuf.Timestamp
 	2,  // 5: bootchain.bootapi.v1.Machine.facts:type_name -> bootchain.bootapi.v1.MachineFacts
 	1,  // 6: bootchain.bootapi.v1.RegisterMachineRequest.machine:type_name -> bootchain.bootapi.v1.Machine
 	1,  // 7: bootchain.bootapi.v1.RegisterMachineResponse.machine:type_name -> bootchain.bootapi.v1.Machine
 	1,  // 8: bootchain.bootapi.v1.GetMachineResponse.machine:type_name -> bootchain.bootapi.v1.Machine
 	1,  // 9: bootchain.bootapi.v1.ListMachinesResponse.machines:type_name -> bootchain.bootapi.v1.Machine
 	1,  // 10: bootchain.bootapi.v1.UpdateMachineRequest.machine:type_name -> bootchain.bootapi.v1.Machine
-	17, // 11: bootchain.bootapi.v1.UpdateMachineRequest.update_mask:type_name -> google.protobuf.FieldMask
+	18, // 11: bootchain.bootapi.v1.UpdateMachineRequest.update_mask:type_name -> google.protobuf.FieldMask
 	1,  // 12: bootchain.bootapi.v1.UpdateMachineResponse.machine:type_name -> bootchain.bootapi.v1.Machine
-	3,  // 13: bootchain.bootapi.v1.MachineService.RegisterMachine:input_type -> bootchain.bootapi.v1.RegisterMachineRequest
-	5,  // 14: bootchain.bootapi.v1.MachineService.GetMachine:input_type -> bootchain.bootapi.v1.GetMachineRequest
-	7,  // 15: bootchain.bootapi.v1.MachineService.ListMachines:input_type -> bootchain.bootapi.v1.ListMachinesRequest
-	9,  // 16: bootchain.bootapi.v1.MachineService.UpdateMachine:input_type -> bootchain.bootapi.v1.UpdateMachineRequest
-	11, // 17: bootchain.bootapi.v1.MachineService.DeleteMachine:input_type -> bootchain.bootapi.v1.DeleteMachineRequest
-	13, // 18: bootchain.bootapi.v1.MachineService.PreviewMachine:input_type -> bootchain.bootapi.v1.PreviewMachineRequest
-	4,  // 19: bootchain.bootapi.v1.MachineService.RegisterMachine:output_type -> bootchain.bootapi.v1.RegisterMachineResponse
-	6,  // 20: bootchain.bootapi.v1.MachineService.GetMachine:output_type -> bootchain.bootapi.v1.GetMachineResponse
-	8,  // 21: bootchain.bootapi.v1.MachineService.ListMachines:output_type -> bootchain.bootapi.v1.ListMachinesResponse
-	10, // 22: bootchain.bootapi.v1.MachineService.UpdateMachine:output_type -> bootchain.bootapi.v1.UpdateMachineResponse
-	12, // 23: bootchain.bootapi.v1.MachineService.DeleteMachine:output_type -> bootchain.bootapi.v1.DeleteMachineResponse
-	14, // 24: bootchain.bootapi.v1.MachineService.PreviewMachine:output_type -> bootchain.bootapi.v1.PreviewMachineResponse
-	19, // [19:25] is the sub-list for method output_type
-	13, // [13:19] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	16, // 13: bootchain.bootapi.v1.PreviewMachineResponse.installer_configs:type_name -> bootchain.bootapi.v1.PreviewMachineResponse.InstallerConfigsEntry
+	3,  // 14: bootchain.bootapi.v1.MachineService.RegisterMachine:input_type -> bootchain.bootapi.v1.RegisterMachineRequest
+	5,  // 15: bootchain.bootapi.v1.MachineService.GetMachine:input_type -> bootchain.bootapi.v1.GetMachineRequest
+	7,  // 16: bootchain.bootapi.v1.MachineService.ListMachines:input_type -> bootchain.bootapi.v1.ListMachinesRequest
+	9,  // 17: bootchain.bootapi.v1.MachineService.UpdateMachine:input_type -> bootchain.bootapi.v1.UpdateMachineRequest
+	11, // 18: bootchain.bootapi.v1.MachineService.DeleteMachine:input_type -> bootchain.bootapi.v1.DeleteMachineRequest
+	13, // 19: bootchain.bootapi.v1.MachineService.PreviewMachine:input_type -> bootchain.bootapi.v1.PreviewMachineRequest
+	4,  // 20: bootchain.bootapi.v1.MachineService.RegisterMachine:output_type -> bootchain.bootapi.v1.RegisterMachineResponse
+	6,  // 21: bootchain.bootapi.v1.MachineService.GetMachine:output_type -> bootchain.bootapi.v1.GetMachineResponse
+	8,  // 22: bootchain.bootapi.v1.MachineService.ListMachines:output_type -> bootchain.bootapi.v1.ListMachinesResponse
+	10, // 23: bootchain.bootapi.v1.MachineService.UpdateMachine:output_type -> bootchain.bootapi.v1.UpdateMachineResponse
+	12, // 24: bootchain.bootapi.v1.MachineService.DeleteMachine:output_type -> bootchain.bootapi.v1.DeleteMachineResponse
+	14, // 25: bootchain.bootapi.v1.MachineService.PreviewMachine:output_type -> bootchain.bootapi.v1.PreviewMachineResponse
+	20, // [20:26] is the sub-list for method output_type
+	14, // [14:20] is the sub-list for method input_type
+	14, // [14:14] is the sub-list for extension type_name
+	14, // [14:14] is the sub-list for extension extendee
+	0,  // [0:14] is the sub-list for field type_name
 }
 
 func init() { file_bootchain_bootapi_v1_machine_proto_init() }
@@ -1223,7 +1261,7 @@ func file_bootchain_bootapi_v1_machine_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_bootchain_bootapi_v1_machine_proto_rawDesc), len(file_bootchain_bootapi_v1_machine_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   15,
+			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

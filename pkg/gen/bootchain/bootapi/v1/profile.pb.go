@@ -133,7 +133,10 @@ type Profile struct {
 	// When the profile was created.
 	CreateTime *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
 	// When the profile last changed.
-	UpdateTime    *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
+	UpdateTime *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
+	// Answer files for the profile's installer, rendered per machine and served to
+	// the machine a job was dispatched to (docs/installer.md).
+	Installer     *InstallerTemplates `protobuf:"bytes,10,opt,name=installer,proto3" json:"installer,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -231,6 +234,117 @@ func (x *Profile) GetUpdateTime() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *Profile) GetInstaller() *InstallerTemplates {
+	if x != nil {
+		return x.Installer
+	}
+	return nil
+}
+
+// InstallerTemplates are a profile's installer answer files: Go text/template
+// over .Machine, .Site, .Profile, .Job and .SSHAuthorizedKeys, each action's
+// output escaped for the file's format. Every one is optional.
+type InstallerTemplates struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Debian installer preseed (debconf-set-selections lines), served as "preseed".
+	Preseed string `protobuf:"bytes,1,opt,name=preseed,proto3" json:"preseed,omitempty"`
+	// Anaconda kickstart, served as "kickstart".
+	Kickstart string `protobuf:"bytes,2,opt,name=kickstart,proto3" json:"kickstart,omitempty"`
+	// cloud-init user-data (YAML), served as "user-data" and as NoCloud's user-data.
+	UserData string `protobuf:"bytes,3,opt,name=user_data,json=userData,proto3" json:"user_data,omitempty"`
+	// cloud-init meta-data (YAML), served as "meta-data"; empty: bootapi's own
+	// (instance-id, local-hostname, public-keys).
+	MetaData string `protobuf:"bytes,4,opt,name=meta_data,json=metaData,proto3" json:"meta_data,omitempty"`
+	// cloud-init vendor-data (YAML), served as "vendor-data"; empty: none.
+	VendorData string `protobuf:"bytes,5,opt,name=vendor_data,json=vendorData,proto3" json:"vendor_data,omitempty"`
+	// Ignition config (JSON), served as "ignition".
+	Ignition string `protobuf:"bytes,6,opt,name=ignition,proto3" json:"ignition,omitempty"`
+	// SSH public keys every machine installed with this profile gets (with the
+	// machine's own): .SSHAuthorizedKeys in templates, public-keys in meta-data.
+	SshAuthorizedKeys []string `protobuf:"bytes,7,rep,name=ssh_authorized_keys,json=sshAuthorizedKeys,proto3" json:"ssh_authorized_keys,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *InstallerTemplates) Reset() {
+	*x = InstallerTemplates{}
+	mi := &file_bootchain_bootapi_v1_profile_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InstallerTemplates) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InstallerTemplates) ProtoMessage() {}
+
+func (x *InstallerTemplates) ProtoReflect() protoreflect.Message {
+	mi := &file_bootchain_bootapi_v1_profile_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InstallerTemplates.ProtoReflect.Descriptor instead.
+func (*InstallerTemplates) Descriptor() ([]byte, []int) {
+	return file_bootchain_bootapi_v1_profile_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *InstallerTemplates) GetPreseed() string {
+	if x != nil {
+		return x.Preseed
+	}
+	return ""
+}
+
+func (x *InstallerTemplates) GetKickstart() string {
+	if x != nil {
+		return x.Kickstart
+	}
+	return ""
+}
+
+func (x *InstallerTemplates) GetUserData() string {
+	if x != nil {
+		return x.UserData
+	}
+	return ""
+}
+
+func (x *InstallerTemplates) GetMetaData() string {
+	if x != nil {
+		return x.MetaData
+	}
+	return ""
+}
+
+func (x *InstallerTemplates) GetVendorData() string {
+	if x != nil {
+		return x.VendorData
+	}
+	return ""
+}
+
+func (x *InstallerTemplates) GetIgnition() string {
+	if x != nil {
+		return x.Ignition
+	}
+	return ""
+}
+
+func (x *InstallerTemplates) GetSshAuthorizedKeys() []string {
+	if x != nil {
+		return x.SshAuthorizedKeys
+	}
+	return nil
+}
+
 // CreateProfileRequest stores a profile.
 type CreateProfileRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -242,7 +356,7 @@ type CreateProfileRequest struct {
 
 func (x *CreateProfileRequest) Reset() {
 	*x = CreateProfileRequest{}
-	mi := &file_bootchain_bootapi_v1_profile_proto_msgTypes[2]
+	mi := &file_bootchain_bootapi_v1_profile_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -254,7 +368,7 @@ func (x *CreateProfileRequest) String() string {
 func (*CreateProfileRequest) ProtoMessage() {}
 
 func (x *CreateProfileRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_bootchain_bootapi_v1_profile_proto_msgTypes[2]
+	mi := &file_bootchain_bootapi_v1_profile_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -267,7 +381,7 @@ func (x *CreateProfileRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateProfileRequest.ProtoReflect.Descriptor instead.
 func (*CreateProfileRequest) Descriptor() ([]byte, []int) {
-	return file_bootchain_bootapi_v1_profile_proto_rawDescGZIP(), []int{2}
+	return file_bootchain_bootapi_v1_profile_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *CreateProfileRequest) GetProfile() *Profile {
@@ -288,7 +402,7 @@ type CreateProfileResponse struct {
 
 func (x *CreateProfileResponse) Reset() {
 	*x = CreateProfileResponse{}
-	mi := &file_bootchain_bootapi_v1_profile_proto_msgTypes[3]
+	mi := &file_bootchain_bootapi_v1_profile_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -300,7 +414,7 @@ func (x *CreateProfileResponse) String() string {
 func (*CreateProfileResponse) ProtoMessage() {}
 
 func (x *CreateProfileResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_bootchain_bootapi_v1_profile_proto_msgTypes[3]
+	mi := &file_bootchain_bootapi_v1_profile_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -313,7 +427,7 @@ func (x *CreateProfileResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateProfileResponse.ProtoReflect.Descriptor instead.
 func (*CreateProfileResponse) Descriptor() ([]byte, []int) {
-	return file_bootchain_bootapi_v1_profile_proto_rawDescGZIP(), []int{3}
+	return file_bootchain_bootapi_v1_profile_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *CreateProfileResponse) GetProfile() *Profile {
@@ -334,7 +448,7 @@ type GetProfileRequest struct {
 
 func (x *GetProfileRequest) Reset() {
 	*x = GetProfileRequest{}
-	mi := &file_bootchain_bootapi_v1_profile_proto_msgTypes[4]
+	mi := &file_bootchain_bootapi_v1_profile_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -346,7 +460,7 @@ func (x *GetProfileRequest) String() string {
 func (*GetProfileRequest) ProtoMessage() {}
 
 func (x *GetProfileRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_bootchain_bootapi_v1_profile_proto_msgTypes[4]
+	mi := &file_bootchain_bootapi_v1_profile_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -359,7 +473,7 @@ func (x *GetProfileRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetProfileRequest.ProtoReflect.Descriptor instead.
 func (*GetProfileRequest) Descriptor() ([]byte, []int) {
-	return file_bootchain_bootapi_v1_profile_proto_rawDescGZIP(), []int{4}
+	return file_bootchain_bootapi_v1_profile_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *GetProfileRequest) GetName() string {
@@ -380,7 +494,7 @@ type GetProfileResponse struct {
 
 func (x *GetProfileResponse) Reset() {
 	*x = GetProfileResponse{}
-	mi := &file_bootchain_bootapi_v1_profile_proto_msgTypes[5]
+	mi := &file_bootchain_bootapi_v1_profile_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -392,7 +506,7 @@ func (x *GetProfileResponse) String() string {
 func (*GetProfileResponse) ProtoMessage() {}
 
 func (x *GetProfileResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_bootchain_bootapi_v1_profile_proto_msgTypes[5]
+	mi := &file_bootchain_bootapi_v1_profile_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -405,7 +519,7 @@ func (x *GetProfileResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetProfileResponse.ProtoReflect.Descriptor instead.
 func (*GetProfileResponse) Descriptor() ([]byte, []int) {
-	return file_bootchain_bootapi_v1_profile_proto_rawDescGZIP(), []int{5}
+	return file_bootchain_bootapi_v1_profile_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *GetProfileResponse) GetProfile() *Profile {
@@ -426,7 +540,7 @@ type ListProfilesRequest struct {
 
 func (x *ListProfilesRequest) Reset() {
 	*x = ListProfilesRequest{}
-	mi := &file_bootchain_bootapi_v1_profile_proto_msgTypes[6]
+	mi := &file_bootchain_bootapi_v1_profile_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -438,7 +552,7 @@ func (x *ListProfilesRequest) String() string {
 func (*ListProfilesRequest) ProtoMessage() {}
 
 func (x *ListProfilesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_bootchain_bootapi_v1_profile_proto_msgTypes[6]
+	mi := &file_bootchain_bootapi_v1_profile_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -451,7 +565,7 @@ func (x *ListProfilesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListProfilesRequest.ProtoReflect.Descriptor instead.
 func (*ListProfilesRequest) Descriptor() ([]byte, []int) {
-	return file_bootchain_bootapi_v1_profile_proto_rawDescGZIP(), []int{6}
+	return file_bootchain_bootapi_v1_profile_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ListProfilesRequest) GetLabelSelector() string {
@@ -472,7 +586,7 @@ type ListProfilesResponse struct {
 
 func (x *ListProfilesResponse) Reset() {
 	*x = ListProfilesResponse{}
-	mi := &file_bootchain_bootapi_v1_profile_proto_msgTypes[7]
+	mi := &file_bootchain_bootapi_v1_profile_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -484,7 +598,7 @@ func (x *ListProfilesResponse) String() string {
 func (*ListProfilesResponse) ProtoMessage() {}
 
 func (x *ListProfilesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_bootchain_bootapi_v1_profile_proto_msgTypes[7]
+	mi := &file_bootchain_bootapi_v1_profile_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -497,7 +611,7 @@ func (x *ListProfilesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListProfilesResponse.ProtoReflect.Descriptor instead.
 func (*ListProfilesResponse) Descriptor() ([]byte, []int) {
-	return file_bootchain_bootapi_v1_profile_proto_rawDescGZIP(), []int{7}
+	return file_bootchain_bootapi_v1_profile_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ListProfilesResponse) GetProfiles() []*Profile {
@@ -520,7 +634,7 @@ type UpdateProfileRequest struct {
 
 func (x *UpdateProfileRequest) Reset() {
 	*x = UpdateProfileRequest{}
-	mi := &file_bootchain_bootapi_v1_profile_proto_msgTypes[8]
+	mi := &file_bootchain_bootapi_v1_profile_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -532,7 +646,7 @@ func (x *UpdateProfileRequest) String() string {
 func (*UpdateProfileRequest) ProtoMessage() {}
 
 func (x *UpdateProfileRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_bootchain_bootapi_v1_profile_proto_msgTypes[8]
+	mi := &file_bootchain_bootapi_v1_profile_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -545,7 +659,7 @@ func (x *UpdateProfileRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateProfileRequest.ProtoReflect.Descriptor instead.
 func (*UpdateProfileRequest) Descriptor() ([]byte, []int) {
-	return file_bootchain_bootapi_v1_profile_proto_rawDescGZIP(), []int{8}
+	return file_bootchain_bootapi_v1_profile_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *UpdateProfileRequest) GetProfile() *Profile {
@@ -573,7 +687,7 @@ type UpdateProfileResponse struct {
 
 func (x *UpdateProfileResponse) Reset() {
 	*x = UpdateProfileResponse{}
-	mi := &file_bootchain_bootapi_v1_profile_proto_msgTypes[9]
+	mi := &file_bootchain_bootapi_v1_profile_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -585,7 +699,7 @@ func (x *UpdateProfileResponse) String() string {
 func (*UpdateProfileResponse) ProtoMessage() {}
 
 func (x *UpdateProfileResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_bootchain_bootapi_v1_profile_proto_msgTypes[9]
+	mi := &file_bootchain_bootapi_v1_profile_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -598,7 +712,7 @@ func (x *UpdateProfileResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateProfileResponse.ProtoReflect.Descriptor instead.
 func (*UpdateProfileResponse) Descriptor() ([]byte, []int) {
-	return file_bootchain_bootapi_v1_profile_proto_rawDescGZIP(), []int{9}
+	return file_bootchain_bootapi_v1_profile_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *UpdateProfileResponse) GetProfile() *Profile {
@@ -619,7 +733,7 @@ type DeleteProfileRequest struct {
 
 func (x *DeleteProfileRequest) Reset() {
 	*x = DeleteProfileRequest{}
-	mi := &file_bootchain_bootapi_v1_profile_proto_msgTypes[10]
+	mi := &file_bootchain_bootapi_v1_profile_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -631,7 +745,7 @@ func (x *DeleteProfileRequest) String() string {
 func (*DeleteProfileRequest) ProtoMessage() {}
 
 func (x *DeleteProfileRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_bootchain_bootapi_v1_profile_proto_msgTypes[10]
+	mi := &file_bootchain_bootapi_v1_profile_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -644,7 +758,7 @@ func (x *DeleteProfileRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteProfileRequest.ProtoReflect.Descriptor instead.
 func (*DeleteProfileRequest) Descriptor() ([]byte, []int) {
-	return file_bootchain_bootapi_v1_profile_proto_rawDescGZIP(), []int{10}
+	return file_bootchain_bootapi_v1_profile_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *DeleteProfileRequest) GetName() string {
@@ -663,7 +777,7 @@ type DeleteProfileResponse struct {
 
 func (x *DeleteProfileResponse) Reset() {
 	*x = DeleteProfileResponse{}
-	mi := &file_bootchain_bootapi_v1_profile_proto_msgTypes[11]
+	mi := &file_bootchain_bootapi_v1_profile_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -675,7 +789,7 @@ func (x *DeleteProfileResponse) String() string {
 func (*DeleteProfileResponse) ProtoMessage() {}
 
 func (x *DeleteProfileResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_bootchain_bootapi_v1_profile_proto_msgTypes[11]
+	mi := &file_bootchain_bootapi_v1_profile_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -688,7 +802,7 @@ func (x *DeleteProfileResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteProfileResponse.ProtoReflect.Descriptor instead.
 func (*DeleteProfileResponse) Descriptor() ([]byte, []int) {
-	return file_bootchain_bootapi_v1_profile_proto_rawDescGZIP(), []int{11}
+	return file_bootchain_bootapi_v1_profile_proto_rawDescGZIP(), []int{12}
 }
 
 var File_bootchain_bootapi_v1_profile_proto protoreflect.FileDescriptor
@@ -699,7 +813,7 @@ const file_bootchain_bootapi_v1_profile_proto_rawDesc = "" +
 	"\vArtifactRef\x12\x1c\n" +
 	"\bartifact\x18\x01 \x01(\tH\x00R\bartifact\x12\x12\n" +
 	"\x03url\x18\x02 \x01(\tH\x00R\x03urlB\b\n" +
-	"\x06source\"\xdd\x03\n" +
+	"\x06source\"\xa5\x04\n" +
 	"\aProfile\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12 \n" +
 	"\vdescription\x18\x02 \x01(\tR\vdescription\x129\n" +
@@ -711,10 +825,21 @@ const file_bootchain_bootapi_v1_profile_proto_rawDesc = "" +
 	"\vcreate_time\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"createTime\x12;\n" +
 	"\vupdate_time\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"updateTime\x1a9\n" +
+	"updateTime\x12F\n" +
+	"\tinstaller\x18\n" +
+	" \x01(\v2(.bootchain.bootapi.v1.InstallerTemplatesR\tinstaller\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"O\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xf3\x01\n" +
+	"\x12InstallerTemplates\x12\x18\n" +
+	"\apreseed\x18\x01 \x01(\tR\apreseed\x12\x1c\n" +
+	"\tkickstart\x18\x02 \x01(\tR\tkickstart\x12\x1b\n" +
+	"\tuser_data\x18\x03 \x01(\tR\buserData\x12\x1b\n" +
+	"\tmeta_data\x18\x04 \x01(\tR\bmetaData\x12\x1f\n" +
+	"\vvendor_data\x18\x05 \x01(\tR\n" +
+	"vendorData\x12\x1a\n" +
+	"\bignition\x18\x06 \x01(\tR\bignition\x12.\n" +
+	"\x13ssh_authorized_keys\x18\a \x03(\tR\x11sshAuthorizedKeys\"O\n" +
 	"\x14CreateProfileRequest\x127\n" +
 	"\aprofile\x18\x01 \x01(\v2\x1d.bootchain.bootapi.v1.ProfileR\aprofile\"P\n" +
 	"\x15CreateProfileResponse\x127\n" +
@@ -762,52 +887,54 @@ func file_bootchain_bootapi_v1_profile_proto_rawDescGZIP() []byte {
 	return file_bootchain_bootapi_v1_profile_proto_rawDescData
 }
 
-var file_bootchain_bootapi_v1_profile_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_bootchain_bootapi_v1_profile_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
 var file_bootchain_bootapi_v1_profile_proto_goTypes = []any{
 	(*ArtifactRef)(nil),           // 0: bootchain.bootapi.v1.ArtifactRef
 	(*Profile)(nil),               // 1: bootchain.bootapi.v1.Profile
-	(*CreateProfileRequest)(nil),  // 2: bootchain.bootapi.v1.CreateProfileRequest
-	(*CreateProfileResponse)(nil), // 3: bootchain.bootapi.v1.CreateProfileResponse
-	(*GetProfileRequest)(nil),     // 4: bootchain.bootapi.v1.GetProfileRequest
-	(*GetProfileResponse)(nil),    // 5: bootchain.bootapi.v1.GetProfileResponse
-	(*ListProfilesRequest)(nil),   // 6: bootchain.bootapi.v1.ListProfilesRequest
-	(*ListProfilesResponse)(nil),  // 7: bootchain.bootapi.v1.ListProfilesResponse
-	(*UpdateProfileRequest)(nil),  // 8: bootchain.bootapi.v1.UpdateProfileRequest
-	(*UpdateProfileResponse)(nil), // 9: bootchain.bootapi.v1.UpdateProfileResponse
-	(*DeleteProfileRequest)(nil),  // 10: bootchain.bootapi.v1.DeleteProfileRequest
-	(*DeleteProfileResponse)(nil), // 11: bootchain.bootapi.v1.DeleteProfileResponse
-	nil,                           // 12: bootchain.bootapi.v1.Profile.LabelsEntry
-	(*timestamppb.Timestamp)(nil), // 13: google.protobuf.Timestamp
-	(*fieldmaskpb.FieldMask)(nil), // 14: google.protobuf.FieldMask
+	(*InstallerTemplates)(nil),    // 2: bootchain.bootapi.v1.InstallerTemplates
+	(*CreateProfileRequest)(nil),  // 3: bootchain.bootapi.v1.CreateProfileRequest
+	(*CreateProfileResponse)(nil), // 4: bootchain.bootapi.v1.CreateProfileResponse
+	(*GetProfileRequest)(nil),     // 5: bootchain.bootapi.v1.GetProfileRequest
+	(*GetProfileResponse)(nil),    // 6: bootchain.bootapi.v1.GetProfileResponse
+	(*ListProfilesRequest)(nil),   // 7: bootchain.bootapi.v1.ListProfilesRequest
+	(*ListProfilesResponse)(nil),  // 8: bootchain.bootapi.v1.ListProfilesResponse
+	(*UpdateProfileRequest)(nil),  // 9: bootchain.bootapi.v1.UpdateProfileRequest
+	(*UpdateProfileResponse)(nil), // 10: bootchain.bootapi.v1.UpdateProfileResponse
+	(*DeleteProfileRequest)(nil),  // 11: bootchain.bootapi.v1.DeleteProfileRequest
+	(*DeleteProfileResponse)(nil), // 12: bootchain.bootapi.v1.DeleteProfileResponse
+	nil,                           // 13: bootchain.bootapi.v1.Profile.LabelsEntry
+	(*timestamppb.Timestamp)(nil), // 14: google.protobuf.Timestamp
+	(*fieldmaskpb.FieldMask)(nil), // 15: google.protobuf.FieldMask
 }
 var file_bootchain_bootapi_v1_profile_proto_depIdxs = []int32{
 	0,  // 0: bootchain.bootapi.v1.Profile.kernel:type_name -> bootchain.bootapi.v1.ArtifactRef
 	0,  // 1: bootchain.bootapi.v1.Profile.initrds:type_name -> bootchain.bootapi.v1.ArtifactRef
-	12, // 2: bootchain.bootapi.v1.Profile.labels:type_name -> bootchain.bootapi.v1.Profile.LabelsEntry
-	13, // 3: bootchain.bootapi.v1.Profile.create_time:type_name -> google.protobuf.Timestamp
-	13, // 4: bootchain.bootapi.v1.Profile.update_time:type_name -> google.protobuf.Timestamp
-	1,  // 5: bootchain.bootapi.v1.CreateProfileRequest.profile:type_name -> bootchain.bootapi.v1.Profile
-	1,  // 6: bootchain.bootapi.v1.CreateProfileResponse.profile:type_name -> bootchain.bootapi.v1.Profile
-	1,  // 7: bootchain.bootapi.v1.GetProfileResponse.profile:type_name -> bootchain.bootapi.v1.Profile
-	1,  // 8: bootchain.bootapi.v1.ListProfilesResponse.profiles:type_name -> bootchain.bootapi.v1.Profile
-	1,  // 9: bootchain.bootapi.v1.UpdateProfileRequest.profile:type_name -> bootchain.bootapi.v1.Profile
-	14, // 10: bootchain.bootapi.v1.UpdateProfileRequest.update_mask:type_name -> google.protobuf.FieldMask
-	1,  // 11: bootchain.bootapi.v1.UpdateProfileResponse.profile:type_name -> bootchain.bootapi.v1.Profile
-	2,  // 12: bootchain.bootapi.v1.ProfileService.CreateProfile:input_type -> bootchain.bootapi.v1.CreateProfileRequest
-	4,  // 13: bootchain.bootapi.v1.ProfileService.GetProfile:input_type -> bootchain.bootapi.v1.GetProfileRequest
-	6,  // 14: bootchain.bootapi.v1.ProfileService.ListProfiles:input_type -> bootchain.bootapi.v1.ListProfilesRequest
-	8,  // 15: bootchain.bootapi.v1.ProfileService.UpdateProfile:input_type -> bootchain.bootapi.v1.UpdateProfileRequest
-	10, // 16: bootchain.bootapi.v1.ProfileService.DeleteProfile:input_type -> bootchain.bootapi.v1.DeleteProfileRequest
-	3,  // 17: bootchain.bootapi.v1.ProfileService.CreateProfile:output_type -> bootchain.bootapi.v1.CreateProfileResponse
-	5,  // 18: bootchain.bootapi.v1.ProfileService.GetProfile:output_type -> bootchain.bootapi.v1.GetProfileResponse
-	7,  // 19: bootchain.bootapi.v1.ProfileService.ListProfiles:output_type -> bootchain.bootapi.v1.ListProfilesResponse
-	9,  // 20: bootchain.bootapi.v1.ProfileService.UpdateProfile:output_type -> bootchain.bootapi.v1.UpdateProfileResponse
-	11, // 21: bootchain.bootapi.v1.ProfileService.DeleteProfile:output_type -> bootchain.bootapi.v1.DeleteProfileResponse
-	17, // [17:22] is the sub-list for method output_type
-	12, // [12:17] is the sub-list for method input_type
-	12, // [12:12] is the sub-list for extension type_name
-	12, // [12:12] is the sub-list for extension extendee
-	0,  // [0:12] is the sub-list for field type_name
+	13, // 2: bootchain.bootapi.v1.Profile.labels:type_name -> bootchain.bootapi.v1.Profile.LabelsEntry
+	14, // 3: bootchain.bootapi.v1.Profile.create_time:type_name -> google.protobuf.Timestamp
+	14, // 4: bootchain.bootapi.v1.Profile.update_time:type_name -> google.protobuf.Timestamp
+	2,  // 5: bootchain.bootapi.v1.Profile.installer:type_name -> bootchain.bootapi.v1.InstallerTemplates
+	1,  // 6: bootchain.bootapi.v1.CreateProfileRequest.profile:type_name -> bootchain.bootapi.v1.Profile
+	1,  // 7: bootchain.bootapi.v1.CreateProfileResponse.profile:type_name -> bootchain.bootapi.v1.Profile
+	1,  // 8: bootchain.bootapi.v1.GetProfileResponse.profile:type_name -> bootchain.bootapi.v1.Profile
+	1,  // 9: bootchain.bootapi.v1.ListProfilesResponse.profiles:type_name -> bootchain.bootapi.v1.Profile
+	1,  // 10: bootchain.bootapi.v1.UpdateProfileRequest.profile:type_name -> bootchain.bootapi.v1.Profile
+	15, // 11: bootchain.bootapi.v1.UpdateProfileRequest.update_mask:type_name -> google.protobuf.FieldMask
+	1,  // 12: bootchain.bootapi.v1.UpdateProfileResponse.profile:type_name -> bootchain.bootapi.v1.Profile
+	3,  // 13: bootchain.bootapi.v1.ProfileService.CreateProfile:input_type -> bootchain.bootapi.v1.CreateProfileRequest
+	5,  // 14: bootchain.bootapi.v1.ProfileService.GetProfile:input_type -> bootchain.bootapi.v1.GetProfileRequest
+	7,  // 15: bootchain.bootapi.v1.ProfileService.ListProfiles:input_type -> bootchain.bootapi.v1.ListProfilesRequest
+	9,  // 16: bootchain.bootapi.v1.ProfileService.UpdateProfile:input_type -> bootchain.bootapi.v1.UpdateProfileRequest
+	11, // 17: bootchain.bootapi.v1.ProfileService.DeleteProfile:input_type -> bootchain.bootapi.v1.DeleteProfileRequest
+	4,  // 18: bootchain.bootapi.v1.ProfileService.CreateProfile:output_type -> bootchain.bootapi.v1.CreateProfileResponse
+	6,  // 19: bootchain.bootapi.v1.ProfileService.GetProfile:output_type -> bootchain.bootapi.v1.GetProfileResponse
+	8,  // 20: bootchain.bootapi.v1.ProfileService.ListProfiles:output_type -> bootchain.bootapi.v1.ListProfilesResponse
+	10, // 21: bootchain.bootapi.v1.ProfileService.UpdateProfile:output_type -> bootchain.bootapi.v1.UpdateProfileResponse
+	12, // 22: bootchain.bootapi.v1.ProfileService.DeleteProfile:output_type -> bootchain.bootapi.v1.DeleteProfileResponse
+	18, // [18:23] is the sub-list for method output_type
+	13, // [13:18] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	13, // [13:13] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_bootchain_bootapi_v1_profile_proto_init() }
@@ -825,7 +952,7 @@ func file_bootchain_bootapi_v1_profile_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_bootchain_bootapi_v1_profile_proto_rawDesc), len(file_bootchain_bootapi_v1_profile_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   13,
+			NumMessages:   14,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
