@@ -36,7 +36,7 @@ gen-check:
 
 # jaeger: test/e2e's TestChainJaeger needs the binary (built once per machine).
 unit: jaeger
-	$(GO) test -race -count=1 -timeout 20m $(PKGS)
+	$(GO) test -race -count=1 -timeout 40m $(PKGS)
 
 # Every Fuzz target, briefly.
 fuzz:
