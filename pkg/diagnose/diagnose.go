@@ -75,6 +75,16 @@ func (t Timeouts) Min() time.Duration {
 // or whose installer is running (its job's deadline covers that).
 func Of(bs *bootapiv1.BootSession, now time.Time, t Timeouts) *bootapiv1.Diagnosis {
 	hops := meaningful(bs.GetHops())
+	if bs.GetState() == bootapiv1.SessionState_SESSION_STATE_FAILED && bs.GetFailedHop() != "" {
+		// A service ended the boot at that hop; what came after (dhcpd keeps
+		// a firmware's retry in the boot it failed) does not explain it.
+		for i := len(hops) - 1; i >= 0; i-- {
+			if hops[i].GetName() == bs.GetFailedHop() {
+				hops = hops[:i+1]
+				break
+			}
+		}
+	}
 	if d := failed(hops); d != nil {
 		return stamp(d, now)
 	}

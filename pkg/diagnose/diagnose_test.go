@@ -48,11 +48,17 @@ func TestOf(t *testing.T) {
 		cause   string // a part of the cause
 	}
 	for name, tc := range map[string]struct {
-		hops  []*bootapiv1.Hop
-		state bootapiv1.SessionState
-		at    time.Duration // after the boot's start
-		want  *want
+		hops      []*bootapiv1.Hop
+		state     bootapiv1.SessionState
+		failedHop string        // where a service ended the boot
+		at        time.Duration // after the boot's start
+		want      *want
 	}{
+		"boot program refused, the firmware started over": {
+			hops:  []*bootapiv1.Hop{discover, request, tftpOK, hop(3, "dhcp.discover", "dhcpd", false, "offer 198.18.0.50")},
+			state: bootapiv1.SessionState_SESSION_STATE_FAILED, failedHop: "tftp", at: 4 * time.Second,
+			want: &want{bootapiv1.DiagnosisClass_DIAGNOSIS_CLASS_BOOTFILE_REFUSED, "tftp", "tftpd", "undionly.kpxe and did not run it"},
+		},
 		"offer ignored": {
 			hops: []*bootapiv1.Hop{discover}, at: 12 * time.Second,
 			want: &want{bootapiv1.DiagnosisClass_DIAGNOSIS_CLASS_OFFER_IGNORED, "dhcp.discover", "dhcpd", "offer 198.18.0.50"},
@@ -179,7 +185,7 @@ func TestOf(t *testing.T) {
 			if state == bootapiv1.SessionState_SESSION_STATE_UNSPECIFIED {
 				state = bootapiv1.SessionState_SESSION_STATE_ACTIVE
 			}
-			bs := &bootapiv1.BootSession{Mac: "52:54:00:00:00:01", State: state, StartTime: timestamppb.New(t0), Hops: tc.hops}
+			bs := &bootapiv1.BootSession{Mac: "52:54:00:00:00:01", State: state, FailedHop: tc.failedHop, StartTime: timestamppb.New(t0), Hops: tc.hops}
 			d := Of(bs, t0.Add(tc.at), tm)
 			if tc.want == nil {
 				if d != nil {
