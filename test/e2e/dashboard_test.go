@@ -7,7 +7,6 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/hex"
-	"fmt"
 	"io"
 	"net"
 	"net/url"
@@ -236,10 +235,16 @@ func TestDashboardInBrowser(t *testing.T) {
 	}
 	eval(`window.notReloaded = "yes"`)
 	// bootapi's diagnoser fails the bad boot's job (ARTIFACT_NOT_FOUND) as soon
-	// as it sees the failed session; cancel it if it has not yet.
-	if out, err := st.Bootctl(ctx, "jobs", "cancel", badJob); err != nil && !strings.Contains(fmt.Sprint(out, err), "already failed") {
-		t.Fatalf("jobs cancel: %v: %s", err, out)
+	// as it sees the failed session.
+	conn, err := st.Conn("bootapi")
+	if err != nil {
+		t.Fatal(err)
 	}
+	jobs := bootapiv1.NewJobServiceClient(conn)
+	testkit.Eventually(t, "the bad boot's job failed by the diagnoser", func() bool {
+		j, err := jobs.GetJob(ctx, &bootapiv1.GetJobRequest{Id: badJob})
+		return err == nil && j.GetJob().GetState() == bootapiv1.JobState_JOB_STATE_FAILED
+	})
 	newJob, err := st.CreateJob(ctx, badMAC, "e2e")
 	if err != nil {
 		t.Fatal(err)
@@ -248,8 +253,8 @@ func TestDashboardInBrowser(t *testing.T) {
 	if s, kept := text(`tr[data-job="`+newJob+`"] td.state`), eval(`window.notReloaded || ""`); s != "pending" || kept != "yes" {
 		t.Errorf("new job %s shows %q (page kept: %q), want pending without a reload", newJob, s, kept)
 	}
-	if s := text(`tr[data-job="` + badJob + `"] td.state`); s != "canceled" {
-		t.Errorf("canceled job %s shows %q", badJob, s)
+	if s := text(`tr[data-job="` + badJob + `"] td.state`); s != "failed" {
+		t.Errorf("failed job %s shows %q", badJob, s)
 	}
 
 	step("machines page", chromedp.Navigate(base+"/ui/machines"), visible("#machines"), shot("06-machines"))
