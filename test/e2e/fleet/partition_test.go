@@ -19,6 +19,9 @@ import (
 	"github.com/bootchain/bootchain/test/e2e"
 )
 
+// chainloadWindow is dhcpd's (services/dhcpd: Config.ChainloadWindow).
+const chainloadWindow = 2 * time.Minute
+
 // cutHops are the hops a BIOS machine makes while its site is cut off: its
 // firmware's DHCP, iPXE over TFTP, iPXE's DHCP. Its next hop, the script, needs
 // bootapi in the core.
@@ -150,6 +153,10 @@ func TestSitePartition(t *testing.T) {
 	if ip == "" {
 		t.Fatalf("no lease of %s in etcd after the first boot: %v", mac, leases)
 	}
+	acks1, err := capt.ACKs()
+	if err != nil {
+		t.Fatal(err)
+	}
 	tftpOK := metric(s.TFTPD, "bootchain_tftpd_transfers_total", `outcome="succeeded"`)
 	tftpHits := metric(s.TFTPD, "bootchain_tftpd_cache_lookups_total", `result="hit"`)
 
@@ -202,7 +209,24 @@ func TestSitePartition(t *testing.T) {
 		t.Errorf("unpulled artifact from the cut site's replica: %d, Retry-After %q, %q, %v; want 503 origin unreachable", code, hdr.Get("Retry-After"), b, err)
 	}
 
-	// 3. The machine boots while cut.
+	// 3. The machine boots while cut. dhcpd takes an iPXE request within
+	// ChainloadWindow (2 min) of its chain-load answer for the chain-loaded
+	// iPXE and answers with the script: the reboot waits that out, so that the
+	// NIC's iPXE ROM is given iPXE over TFTP again, from tftpd's cache.
+	var chainAt time.Time
+	for _, a := range acks1 {
+		if a.MAC == mac && chainAt.IsZero() {
+			chainAt = a.Time
+		}
+	}
+	if d := time.Until(chainAt.Add(chainloadWindow + 5*time.Second)); d > 0 {
+		t.Logf("the site stays cut off %v more: dhcpd's chain-load window", d.Round(time.Second))
+		select {
+		case <-ctx.Done():
+			t.Fatal(ctx.Err())
+		case <-time.After(d):
+		}
+	}
 	vm2 := powerOn()
 	wctx, wcancel := context.WithTimeout(ctx, 6*time.Minute)
 	end, err := vm2.WaitSerial(wctx, "No bootable device")
@@ -227,7 +251,7 @@ func TestSitePartition(t *testing.T) {
 	}
 	// The firmware's and iPXE's DHCP.
 	if len(cutACKs) < 2 {
-		t.Fatalf("cut off, %d ACKs to %s on the wire, want the firmware's and iPXE's (all ACKs: %v)", len(cutACKs), mac, acks)
+		t.Fatalf("cut off, %d ACKs to %s on the wire, want the firmware's and iPXE's (all ACKs: %v)\nserial:\n%s", len(cutACKs), mac, acks, tail(vm2.Serial(), 3000))
 	}
 	renewals := metric(s.DHCPD, "bootchain_dhcpd_offline_renewals_total")
 	if j := metric(s.DHCPD, "bootchain_dhcpd_offline_journal_records"); renewals < float64(len(cutACKs)) || j < 1 {
