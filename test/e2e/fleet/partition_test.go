@@ -153,9 +153,9 @@ func TestSitePartition(t *testing.T) {
 	if ip == "" {
 		t.Fatalf("no lease of %s in etcd after the first boot: %v", mac, leases)
 	}
-	acks1, err := capt.ACKs()
-	if err != nil {
-		t.Fatal(err)
+	chainAt := leases[ip].GetChainloadTime().AsTime()
+	if leases[ip].GetChainloadTime() == nil {
+		t.Fatalf("the first boot's lease has no chain-load time: %v", leases[ip])
 	}
 	tftpOK := metric(s.TFTPD, "bootchain_tftpd_transfers_total", `outcome="succeeded"`)
 	tftpHits := metric(s.TFTPD, "bootchain_tftpd_cache_lookups_total", `result="hit"`)
@@ -213,12 +213,6 @@ func TestSitePartition(t *testing.T) {
 	// ChainloadWindow (2 min) of its chain-load answer for the chain-loaded
 	// iPXE and answers with the script: the reboot waits that out, so that the
 	// NIC's iPXE ROM is given iPXE over TFTP again, from tftpd's cache.
-	var chainAt time.Time
-	for _, a := range acks1 {
-		if a.MAC == mac && chainAt.IsZero() {
-			chainAt = a.Time
-		}
-	}
 	if d := time.Until(chainAt.Add(chainloadWindow + 5*time.Second)); d > 0 {
 		t.Logf("the site stays cut off %v more: dhcpd's chain-load window", d.Round(time.Second))
 		select {
@@ -236,9 +230,13 @@ func TestSitePartition(t *testing.T) {
 	}
 	vm2.Kill()
 	phase("boot while cut: power-on -> script unreachable", end.Sub(vm2.Started))
+	// (ACKs stops the capture: a new one records from here on.)
 	var cutACKs []ACK
 	acks, err := capt.ACKs()
 	if err != nil {
+		t.Fatal(err)
+	}
+	if capt, err = s.CaptureDHCP(ctx); err != nil {
 		t.Fatal(err)
 	}
 	for _, a := range acks {
@@ -313,10 +311,11 @@ func TestSitePartition(t *testing.T) {
 	if err != nil || r.GetJob().GetState() != bootapiv1.JobState_JOB_STATE_SUCCEEDED {
 		t.Errorf("job created during the cut: %v, %v; want succeeded", r.GetJob().GetState(), err)
 	}
-	acks, err = capt.ACKs()
+	later, err := capt.ACKs()
 	if err != nil {
 		t.Fatal(err)
 	}
+	acks = append(acks, later...)
 	if leases, err = f.Leases(ctx, s.Name); err != nil {
 		t.Fatal(err)
 	}
