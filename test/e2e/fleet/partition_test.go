@@ -280,7 +280,7 @@ func TestSitePartition(t *testing.T) {
 	restored = true
 	back := time.Now()
 	phase("cut lasted", back.Sub(cut))
-	testkit.EventuallyWithin(t, 90*time.Second, "dhcpd's journal replayed into etcd", func() bool {
+	testkit.EventuallyWithin(t, 3*time.Minute, "dhcpd's journal replayed into etcd", func() bool {
 		return metric(s.DHCPD, "bootchain_dhcpd_etcd_reachable") == 1 && metric(s.DHCPD, "bootchain_dhcpd_offline_journal_records") == 0
 	})
 	phase("restore -> journal replayed", time.Since(back))
@@ -304,7 +304,8 @@ func TestSitePartition(t *testing.T) {
 	// failed, is not kept, so its hops need not share one trace: tftpd, which
 	// learns sessions from etcd, files its hop under the session it knows.)
 	var cutHopsAt []string
-	testkit.EventuallyWithin(t, 60*time.Second, "the cut boot's hops written to etcd", func() bool {
+	var missing string
+	if !testkit.Poll(60*time.Second, func() bool {
 		traces, err := hopsByTrace(ctx, f, mac)
 		if err != nil {
 			return false
@@ -324,8 +325,16 @@ func TestSitePartition(t *testing.T) {
 				cutHopsAt = append(cutHopsAt, fmt.Sprintf("%s/%s@%.8s", h.GetName(), h.GetService(), where[h]))
 			}
 		}
-		return missingCutHop(all, vm2.Started, back) == ""
-	})
+		missing = missingCutHop(all, vm2.Started, back)
+		return missing == ""
+	}) {
+		traces, err := hopsByTrace(ctx, f, mac)
+		n := map[string]int{}
+		for tid, hops := range traces {
+			n[tid] = len(hops)
+		}
+		t.Fatalf("the cut boot's hops in etcd lack %s within 60 s of the restore; hops within the cut (name/service@trace): %v; hops by trace: %v, %v", missing, cutHopsAt, n, err)
+	}
 	phase("restore -> hops of the cut boot in etcd", time.Since(back))
 	t.Logf("hops of the cut boot in etcd (name/service@trace): %v", cutHopsAt)
 
