@@ -69,7 +69,8 @@ grpcurl-list:
 # The whole chain for real (root, QEMU under TCG): a lab namespace, `bootchain up`
 # inside it, VMs PXE-booting BIOS and UEFI through authoritative and proxy DHCP,
 # one OTLP trace per boot, a failed boot; and test/e2e/fleet, two sites of
-# per-service processes on a 3-member etcd cluster booting at once under kill -9.
+# per-service processes on a 3-member etcd cluster booting at once under kill -9,
+# and a site booting with its WAN link down.
 # Also part of `make unit` (go test ./...).
 e2e: deps jaeger
 	$(GO) test -count=1 -timeout 30m -v ./test/e2e/...

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"path/filepath"
 	"strconv"
+	"time"
 
 	"github.com/bootchain/bootchain/test/lab"
 )
@@ -163,4 +164,35 @@ func (s *Site) AddTap(ctx context.Context) (string, error) {
 		}
 	}
 	return name, nil
+}
+
+// Cut takes the site's WAN link down (its "wan" veth, inside the site's
+// namespace): the connected route to the core and the route to other sites
+// go with it, so nothing of the core (etcd, bootapi, the origin) is reachable
+// from the site and the site is unreachable from the core. The site's boot
+// network, its services and its machines stay up. Restore undoes it.
+func (s *Site) Cut(ctx context.Context) error {
+	_, err := s.NS.IP(ctx, "link", "set", "wan", "down")
+	return err
+}
+
+// Restore brings the site's WAN link back up and its route to other sites
+// through the core's router (the kernel removed it with the link).
+func (s *Site) Restore(ctx context.Context) error {
+	if _, err := s.NS.IP(ctx, "link", "set", "wan", "up"); err != nil {
+		return err
+	}
+	// The gateway is reachable once the link has its carrier again.
+	var err error
+	for i := 0; i < 50; i++ {
+		if _, err = s.NS.IP(ctx, "route", "replace", "198.18.0.0/15", "via", CoreAddr.String()); err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	return fmt.Errorf("fleet: restore route of %s: %w", s.Name, err)
 }

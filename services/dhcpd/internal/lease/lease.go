@@ -338,7 +338,15 @@ func (a *Allocator) ByMAC(mac string) (*dhcpdv1.Lease, bool) {
 		return nil, false
 	}
 	e := a.leases[ip]
-	if e == nil || e.l == nil {
+	if e == nil {
+		return nil, false
+	}
+	// A renewal made while etcd could not commit is newer than etcd's record,
+	// and carries what the answer marked (its chain-load time).
+	if e.offline != nil && e.offline.GetMac() == mac {
+		return e.offline, true
+	}
+	if e.l == nil {
 		return nil, false
 	}
 	return e.l, true

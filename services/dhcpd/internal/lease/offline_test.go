@@ -161,3 +161,34 @@ func TestBoundLeaseHeldThroughOfflineGrace(t *testing.T) {
 		t.Errorf("bind by another client after the grace: %v", err)
 	}
 }
+
+// TestOfflineRenewalCarriesChainloadMark: the chain-load mark of an answer
+// given while etcd cannot commit is what ByMAC reports, so that the iPXE the
+// client then runs is known as the one chain-loaded (not given iPXE again, in a
+// loop). Found by the fleet's TestSitePartition.
+func TestOfflineRenewalCarriesChainloadMark(t *testing.T) {
+	ctx := context.Background()
+	sub := subnet(1)
+	j, err := journal.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer j.Close()
+	a := New(Config{Site: "lab", Server: "d", Writer: NewMemWriter(), OfflineGrace: time.Hour, Journal: j})
+	a.SetSubnets([]*Subnet{sub})
+	const mac = "52:54:00:00:00:01"
+	ip := bindOnline(t, ctx, a, mac, sub)
+	if l, ok := a.ByMAC(mac); !ok || l.GetChainloadTime() != nil {
+		t.Fatalf("before: %v, %v; want a lease without a chain-load time", l, ok)
+	}
+	at := timestamppb.New(time.Now())
+	if _, err := a.RenewOffline(Client{MAC: mac}, ip, sub, func(l *dhcpdv1.Lease) { l.ChainloadTime = at }); err != nil {
+		t.Fatal(err)
+	}
+	if l, ok := a.ByMAC(mac); !ok || !l.GetChainloadTime().AsTime().Equal(at.AsTime()) {
+		t.Errorf("after an offline renewal marked at %v: ByMAC %v, %v", at.AsTime(), l, ok)
+	}
+	if l, ok := a.ByMAC("52:54:00:00:00:02"); ok {
+		t.Errorf("ByMAC of another client: %v", l)
+	}
+}
