@@ -177,6 +177,22 @@ type jobWatch struct {
 	changed chan struct{}
 }
 
+// provisionJob registers macs with the env's kernel and initrd and creates a
+// reinstall job, watched from before it exists.
+func (e *chainEnv) provisionJob(ctx context.Context, macs string) (*jobWatch, string) {
+	t := e.t
+	t.Helper()
+	if _, err := e.stack.Provision(ctx, BootConfig{MAC: macs, Initrd: e.rd, NoJob: true}); err != nil {
+		t.Fatal(err)
+	}
+	watch := e.watchJobs(ctx, macs)
+	job, err := e.stack.CreateJob(ctx, macs, "e2e")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return watch, job
+}
+
 func (w *jobWatch) wait(ctx context.Context, id string, want bootapiv1.JobState) ([]bootapiv1.JobState, error) {
 	for {
 		w.mu.Lock()
@@ -332,14 +348,7 @@ func TestChainBIOS(t *testing.T) {
 	e := newChainEnv(t, ctx, rd, chainOpts{chainload: true})
 	const macs = "52:54:00:bc:e2:01"
 	mac, _ := net.ParseMAC(macs)
-	if _, err := e.stack.Provision(ctx, BootConfig{MAC: macs, Initrd: rd, NoJob: true}); err != nil {
-		t.Fatal(err)
-	}
-	watch := e.watchJobs(ctx, macs)
-	job, err := e.stack.CreateJob(ctx, macs, "e2e")
-	if err != nil {
-		t.Fatal(err)
-	}
+	watch, job := e.provisionJob(ctx, macs)
 
 	// Boot 1: the reinstall.
 	vm := e.bootVM("bios1", BIOS, mac)
@@ -468,14 +477,7 @@ func TestChainUEFIProxy(t *testing.T) {
 	e := newChainEnv(t, ctx, rd, chainOpts{proxy: true})
 	const macs = "52:54:00:bc:e2:02"
 	mac, _ := net.ParseMAC(macs)
-	if _, err := e.stack.Provision(ctx, BootConfig{MAC: macs, Initrd: rd, NoJob: true}); err != nil {
-		t.Fatal(err)
-	}
-	watch := e.watchJobs(ctx, macs)
-	job, err := e.stack.CreateJob(ctx, macs, "e2e")
-	if err != nil {
-		t.Fatal(err)
-	}
+	watch, job := e.provisionJob(ctx, macs)
 	vm := e.bootVM("uefi1", UEFI, mac)
 	bctx, bcancel := context.WithTimeout(ctx, 3*time.Minute)
 	states, err := watch.wait(bctx, job, bootapiv1.JobState_JOB_STATE_SUCCEEDED)

@@ -29,22 +29,6 @@ var httpHopOrder = func() []HopWant {
 	return o
 }()
 
-// provisionJob registers macs with the env's kernel and initrd and creates a
-// reinstall job, watched from before it exists.
-func (e *chainEnv) provisionJob(ctx context.Context, macs string) (*jobWatch, string) {
-	t := e.t
-	t.Helper()
-	if _, err := e.stack.Provision(ctx, BootConfig{MAC: macs, Initrd: e.rd, NoJob: true}); err != nil {
-		t.Fatal(err)
-	}
-	watch := e.watchJobs(ctx, macs)
-	job, err := e.stack.CreateJob(ctx, macs, "e2e")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return watch, job
-}
-
 // bootJob boots cfg (UEFI, no NIC ROM, MAC and Tap filled in) and waits for job
 // to succeed and the VM to power off. It returns the finished session and the VM.
 func (e *chainEnv) bootJob(ctx context.Context, macs string, watch *jobWatch, job string, cfg VMConfig) (*bootapiv1.BootSession, *VM) {

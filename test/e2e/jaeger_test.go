@@ -41,17 +41,10 @@ func TestChainJaeger(t *testing.T) {
 	j := e.traces.(*Jaeger)
 	const macs = "52:54:00:bc:e2:0a"
 	mac, _ := net.ParseMAC(macs)
-	if _, err := e.stack.Provision(ctx, BootConfig{MAC: macs, Initrd: rd, NoJob: true}); err != nil {
-		t.Fatal(err)
-	}
-	watch := e.watchJobs(ctx, macs)
-	job, err := e.stack.CreateJob(ctx, macs, "e2e")
-	if err != nil {
-		t.Fatal(err)
-	}
+	watch, job := e.provisionJob(ctx, macs)
 	vm := e.bootVM("jaeger1", BIOS, mac)
 	bctx, bcancel := context.WithTimeout(ctx, 3*time.Minute)
-	_, err = watch.wait(bctx, job, bootapiv1.JobState_JOB_STATE_SUCCEEDED)
+	_, err := watch.wait(bctx, job, bootapiv1.JobState_JOB_STATE_SUCCEEDED)
 	bcancel()
 	if err != nil {
 		t.Fatalf("%v\nsession:\n%s\nserial:\n%s", err, describeSession(e.session(ctx, macs)), tail(vm.Serial(), 3000))
