@@ -132,21 +132,24 @@ func errString(err error) string {
 }
 
 // End ends the span and records the hop on the session.
-func (h *Hop) End() {
+func (h *Hop) End() { h.EndAt(time.Now()) }
+
+// EndAt is End for a hop that ended at now: a hop recorded after the fact
+// (StartHopAt), when the session was found only later.
+func (h *Hop) EndAt(now time.Time) {
 	h.mu.Lock()
 	if h.ended {
 		h.mu.Unlock()
 		return
 	}
 	h.ended = true
-	now := time.Now()
 	// Setters check ended, so after this the record is no longer written: no copy.
 	rec := &h.rec
 	h.mu.Unlock()
 	if rec.Bytes > 0 && h.s.r.spans {
 		h.span.SetAttributes(attribute.Int64("bootchain.bytes", rec.Bytes))
 	}
-	h.span.End()
+	h.span.End(trace.WithTimestamp(now))
 	if f := h.s.r.cfg.OnHop; f != nil {
 		f(rec.GetName(), rec.GetFailed(), now.Sub(h.start))
 	}

@@ -499,6 +499,41 @@ func TestHopFoundByLease(t *testing.T) {
 	}
 }
 
+// A ROM asks for its boot file milliseconds after the ACK, sooner than dhcpd's
+// session and lease can reach tftpd through etcd: the transfer waits, after it
+// ended, for the session to show up and is recorded on it as it happened.
+func TestHopRecordedWhenSessionArrivesLate(t *testing.T) {
+	e := newEnv(t)
+	e.arts.Put("undionly.kpxe", []byte("rom"))
+	const mac = "52:54:00:aa:bb:cd"
+	rec := e.srv.Sessions()
+	if err := rec.WaitReady(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	before := time.Now()
+	mustGet(t, e.addr(), "undionly.kpxe", []byte("rom"))
+	testkit.Eventually(t, "transfers to end", func() bool { return e.stats().GetActive() == 0 })
+	// Only now does the machine's lease and session show up.
+	if _, err := e.st.Put(context.Background(), store.Key("leases", "default", "127.0.0.1"),
+		&dhcpdv1.Lease{Ip: "127.0.0.1", Mac: mac, State: dhcpdv1.LeaseState_LEASE_STATE_BOUND, Site: "default"}); err != nil {
+		t.Fatal(err)
+	}
+	rec.Open(context.Background(), mac, sessionOpenIP(""))
+	testkit.Eventually(t, "the transfer's hop on the session", func() bool {
+		bs, ok := rec.Get(t.Context(), mac)
+		return ok && len(bs.GetHops()) > 0
+	})
+	bs, _ := rec.Get(t.Context(), mac)
+	h := bs.GetHops()[0]
+	if h.GetName() != "tftp" || h.GetBytes() != 3 || h.GetAttributes()["tftp.file"] != "undionly.kpxe" {
+		t.Errorf("hop: %v", h)
+	}
+	// Recorded when it happened, not when the session showed up.
+	if st := h.GetStartTime().AsTime(); st.Before(before) || !st.Before(bs.GetStartTime().AsTime()) {
+		t.Errorf("hop started %v; the transfer began after %v, the session at %v", st, before, bs.GetStartTime().AsTime())
+	}
+}
+
 // The default listen address is the wildcard (":69"): IPv4 and IPv6 clients.
 func TestWildcardListen(t *testing.T) {
 	e := newEnv(t, func(c *tftpd.Config) { c.Addr = ":0" })

@@ -85,6 +85,12 @@ type Server struct {
 
 	count counters
 	perIP *ratelimit.Limiter[netip.Addr]
+
+	// Transfers recorded once their client's session shows up (record.finish).
+	late        sync.WaitGroup
+	lateN       int
+	lateStopped bool
+	stopLate    chan struct{}
 }
 
 type counters struct {
@@ -134,7 +140,8 @@ func New(cfg Config) (*Server, error) {
 	s := &Server{
 		cfg: cfg, log: cfg.Logger,
 		perClient: map[string]int{}, pending: map[string]*xfer{}, running: map[string]*xfer{}, srcs: map[string]int{},
-		perIP: ratelimit.New[netip.Addr](ratelimit.Config{Limit: cfg.PerIP}),
+		perIP:    ratelimit.New[netip.Addr](ratelimit.Config{Limit: cfg.PerIP}),
+		stopLate: make(chan struct{}),
 	}
 	s.gate = newGate(s, cfg.Conn)
 	ts := tftp.NewServer(s.handleRead, nil)
@@ -166,6 +173,7 @@ func (s *Server) Addr() *net.UDPAddr { return s.cfg.Conn.LocalAddr().(*net.UDPAd
 // Run serves until ctx ends, then stops taking requests and waits for the running
 // transfers to end (each is bounded by Timeout x Retries per packet).
 func (s *Server) Run(ctx context.Context) error {
+	defer s.endLate()
 	errc := make(chan error, 1)
 	go func() { errc <- s.tftp.Serve(s.gate) }()
 	sweep := time.NewTicker(5 * time.Second)
@@ -604,42 +612,56 @@ func (s *Server) Running() []Active {
 // record is a transfer's trace: a hop of the client's boot session, or a lone span
 // when no session has the client's IP.
 type record struct {
+	s           *Server
 	ctx         context.Context
 	hop         *session.Hop
-	span        trace.Span
+	attrs       []attribute.KeyValue
+	start       time.Time
 	retransmits int
 }
 
+// lateWait is how long a transfer whose client has no session yet waits, after
+// it ended, for the session to show up: dhcpd writes the session through etcd
+// and tftpd reads it from its watch, which can trail a fast client's first
+// request (a ROM asks for its boot file milliseconds after the ACK).
+const lateWait = 3 * time.Second
+
+// maxLate bounds the transfers waiting for their session at once; past it a
+// transfer is recorded as a lone span at once.
+const maxLate = 1024
+
 func (s *Server) startRecord(x *xfer) *record {
-	attrs := []attribute.KeyValue{
+	r := &record{s: s, ctx: context.Background(), start: time.Now(), attrs: []attribute.KeyValue{
 		attribute.String("network.peer.address", x.clientIP),
 		attribute.Int("network.peer.port", x.client.Port),
 		attribute.String("network.transport", "udp"),
 		attribute.String("tftp.file", x.file),
 		attribute.String("tftp.artifact", x.artifact),
+	}}
+	if sess, ok := s.sessionOf(x.clientIP); ok {
+		r.ctx, r.hop = sess.StartHopAt(r.ctx, HopName, r.start, r.attrs...)
 	}
-	if rec := s.cfg.Sessions; rec != nil {
-		// The machine is found by its address: through dhcpd's lease first, then
-		// through the address its session recorded.
-		var macs []string
-		if s.cfg.MACByIP != nil {
-			if mac, ok := s.cfg.MACByIP(x.clientIP); ok {
-				macs = append(macs, mac)
-			}
-		}
-		if bs, ok := rec.FindByIP(x.clientIP); ok {
-			macs = append(macs, bs.GetMac())
-		}
-		for _, mac := range macs {
+	return r
+}
+
+// sessionOf finds the active boot session of the machine at ip: through dhcpd's
+// lease first, then through the address its session recorded.
+func (s *Server) sessionOf(ip string) (*session.Session, bool) {
+	rec := s.cfg.Sessions
+	if rec == nil {
+		return nil, false
+	}
+	if s.cfg.MACByIP != nil {
+		if mac, ok := s.cfg.MACByIP(ip); ok {
 			if sess, ok := rec.Join(mac); ok {
-				ctx, hop := sess.StartHop(context.Background(), HopName, attrs...)
-				return &record{ctx: ctx, hop: hop, span: hop.Span()}
+				return sess, true
 			}
 		}
 	}
-	ctx, span := s.cfg.Tracer.Start(context.Background(), HopName, trace.WithNewRoot(),
-		trace.WithSpanKind(trace.SpanKindServer), trace.WithAttributes(attrs...))
-	return &record{ctx: ctx, span: span}
+	if bs, ok := rec.FindByIP(ip); ok {
+		return rec.Join(bs.GetMac())
+	}
+	return nil, false
 }
 
 func (r *record) finish(x *xfer, n int64, outcome string, err error) {
@@ -687,33 +709,104 @@ func (r *record) finish(x *xfer, n int64, outcome string, err error) {
 	if err != nil {
 		detail = x.file + ": " + err.Error()
 	}
+	end := time.Now()
 	if r.hop != nil {
-		keys := make([]string, 0, len(kv))
-		for k := range kv {
-			keys = append(keys, k)
-		}
-		sort.Strings(keys)
-		for _, k := range keys {
-			r.hop.SetAttr(k, kv[k])
-		}
-		r.hop.SetBytes(n)
-		if err != nil {
-			r.hop.SetDetail(x.file + ":")
-			r.hop.Fail(err)
-		} else {
-			r.hop.SetDetail(detail)
-		}
-		r.hop.End()
+		r.endHop(r.hop, x, kv, n, detail, err, end)
 		return
 	}
+	if r.s.cfg.Sessions == nil || !r.s.lateAdd() {
+		r.endSpan(kv, detail, err, end)
+		return
+	}
+	// No session yet: wait for it in the background (the transfer is over), and
+	// record the hop as it happened once it shows up.
+	go func() {
+		defer r.s.lateDone()
+		deadline := time.NewTimer(lateWait)
+		defer deadline.Stop()
+		tick := time.NewTicker(50 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			if sess, ok := r.s.sessionOf(x.clientIP); ok {
+				_, hop := sess.StartHopAt(context.Background(), HopName, r.start, r.attrs...)
+				r.endHop(hop, x, kv, n, detail, err, end)
+				return
+			}
+			select {
+			case <-tick.C:
+			case <-deadline.C:
+				r.endSpan(kv, detail, err, end)
+				return
+			case <-r.s.stopLate:
+				r.endSpan(kv, detail, err, end)
+				return
+			}
+		}
+	}()
+}
+
+func (r *record) endHop(hop *session.Hop, x *xfer, kv map[string]string, n int64, detail string, err error, end time.Time) {
+	keys := make([]string, 0, len(kv))
+	for k := range kv {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		hop.SetAttr(k, kv[k])
+	}
+	hop.SetBytes(n)
+	if err != nil {
+		hop.SetDetail(x.file + ":")
+		hop.Fail(err)
+	} else {
+		hop.SetDetail(detail)
+	}
+	hop.EndAt(end)
+}
+
+// endSpan records a transfer of a client with no boot session as a trace of its own.
+func (r *record) endSpan(kv map[string]string, detail string, err error, end time.Time) {
+	_, span := r.s.cfg.Tracer.Start(r.ctx, HopName, trace.WithNewRoot(), trace.WithTimestamp(r.start),
+		trace.WithSpanKind(trace.SpanKindServer), trace.WithAttributes(r.attrs...))
 	for k, v := range kv {
-		r.span.SetAttributes(attribute.String(k, v))
+		span.SetAttributes(attribute.String(k, v))
 	}
 	if err != nil {
-		r.span.RecordError(err)
-		r.span.SetStatus(codes.Error, detail)
+		span.RecordError(err)
+		span.SetStatus(codes.Error, detail)
 	}
-	r.span.End()
+	span.End(trace.WithTimestamp(end))
+}
+
+func (s *Server) lateDone() {
+	s.mu.Lock()
+	s.lateN--
+	s.mu.Unlock()
+	s.late.Done()
+}
+
+// endLate records the transfers still waiting for their session as they are and
+// waits for them: after it no hop is recorded.
+func (s *Server) endLate() {
+	s.mu.Lock()
+	if !s.lateStopped {
+		s.lateStopped = true
+		close(s.stopLate)
+	}
+	s.mu.Unlock()
+	s.late.Wait()
+}
+
+// lateAdd takes a slot for a transfer waiting for its session.
+func (s *Server) lateAdd() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.lateN >= maxLate || s.lateStopped {
+		return false
+	}
+	s.lateN++
+	s.late.Add(1)
+	return true
 }
 
 // recordNotFound records a request for a file tftpd does not have as a failed
