@@ -17,6 +17,7 @@ import (
 	bootapiv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/bootapi/v1"
 	"github.com/bootchain/bootchain/pkg/ipxe"
 	"github.com/bootchain/bootchain/pkg/macaddr"
+	"github.com/bootchain/bootchain/services/bootapi/internal/grubcfg"
 )
 
 var (
@@ -296,6 +297,9 @@ func SiteRecord(s *bootapiv1.Site) error {
 	}
 	for _, tok := range strings.Fields(s.GetExtraCmdline()) {
 		if err := ipxe.CheckWord(tok); err != nil {
+			return apierr.Field("site.extra_cmdline", "%v", err)
+		}
+		if err := grubcfg.CheckKernelArg(tok); err != nil {
 			return apierr.Field("site.extra_cmdline", "%v", err)
 		}
 	}
