@@ -11,8 +11,8 @@ import (
 	"github.com/bootchain/bootchain/pkg/artifactref"
 	artifactv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/artifactstore/v1"
 	bootapiv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/bootapi/v1"
+	"github.com/bootchain/bootchain/pkg/grub"
 	"github.com/bootchain/bootchain/pkg/store"
-	"github.com/bootchain/bootchain/services/bootapi/internal/grubcfg"
 	"github.com/bootchain/bootchain/services/bootapi/internal/installer"
 	"github.com/bootchain/bootchain/services/bootapi/internal/script"
 	"github.com/bootchain/bootchain/services/bootapi/internal/state"
@@ -44,7 +44,7 @@ func checkProfile(p *bootapiv1.Profile) error {
 	// The same words go to GRUB (the Secure Boot and arm64 paths), whose
 	// linux loader mangles quotes and backslashes.
 	for _, a := range args {
-		if err := grubcfg.CheckKernelArg(a); err != nil {
+		if err := grub.CheckKernelArg(a); err != nil {
 			return apierr.InvalidArgument("profile.cmdline", "%v", err)
 		}
 	}

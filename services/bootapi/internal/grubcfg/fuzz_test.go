@@ -6,6 +6,7 @@ import (
 	"time"
 
 	bootapiv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/bootapi/v1"
+	"github.com/bootchain/bootchain/pkg/grub"
 	"github.com/bootchain/bootchain/services/bootapi/internal/decide"
 	"github.com/bootchain/bootchain/services/bootapi/internal/grubcfg"
 	"github.com/bootchain/bootchain/services/bootapi/internal/script"
@@ -51,7 +52,7 @@ func FuzzRender(f *testing.F) {
 func checkBootWords(t *testing.T, cfg, hostname string) {
 	t.Helper()
 	for _, l := range strings.Split(cfg, "\n") {
-		words, _, _, _ := lexLine(strings.TrimLeft(l, "\t"))
+		words, _, _, _ := grub.Lex(strings.TrimLeft(l, "\t"))
 		if len(words) == 0 {
 			continue
 		}
@@ -66,7 +67,7 @@ func checkBootWords(t *testing.T, cfg, hostname string) {
 					if a == "then" {
 						break
 					}
-					if err := grubcfg.CheckKernelArg(a); err != nil {
+					if err := grub.CheckKernelArg(a); err != nil {
 						t.Fatalf("kernel argument %q: %v", a, err)
 					}
 				}

@@ -5,15 +5,9 @@
 // docs/tftpd.md), so the kernel and initrds are TFTP paths of artifacts, not
 // URLs.
 //
-// Every value is quoted for GRUB's lexer (Quote) or refused, so nothing from a
-// user, a machine record or a request can add a command or expand a variable.
-//
-// The names GRUB asks for:
-//
-//	grub/grub.cfg                        Bootstrap: the same file for every machine; sources
-//	grub/grub.cfg-<mac>                  the machine's config (ConfigName)
-//	grub/profile/<profile>/grub.cfg-<mac> a menu choice (ChoiceName)
-//	artifacts/<artifact ref>             a kernel or initrd (ArtifactPath)
+// Every value is quoted for GRUB's lexer (grub.Quote) or refused, so nothing
+// from a user, a machine record or a request can add a command or expand a
+// variable. The file names GRUB asks for are package grub's.
 package grubcfg
 
 import (
@@ -21,105 +15,14 @@ import (
 	"fmt"
 	"sort"
 	"strconv"
-	"strings"
 	"time"
 
-	"github.com/bootchain/bootchain/pkg/artifactref"
 	bootapiv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/bootapi/v1"
-	"github.com/bootchain/bootchain/pkg/macaddr"
+	"github.com/bootchain/bootchain/pkg/grub"
 	"github.com/bootchain/bootchain/pkg/store"
 	"github.com/bootchain/bootchain/services/bootapi/internal/decide"
 	"github.com/bootchain/bootchain/services/bootapi/internal/script"
 )
-
-// Dir is the TFTP folder of GRUB's configs: GRUB's prefix is the folder
-// grubx64.efi was loaded from plus "grub", and it reads $prefix/grub.cfg.
-const Dir = "grub"
-
-// ArtifactDir is the TFTP folder tftpd serves artifacts from by name.
-const ArtifactDir = "artifacts"
-
-// ConfigName is the TFTP name of mac's config, as Bootstrap asks for it with
-// GRUB's ${net_default_mac} (lower-case, colons).
-func ConfigName(mac string) string { return Dir + "/grub.cfg-" + mac }
-
-// ChoiceName is the TFTP name of mac's config when its menu chose profile.
-func ChoiceName(mac, profile string) string { return Dir + "/profile/" + profile + "/grub.cfg-" + mac }
-
-// Request is what a TFTP name of a GRUB config asks for.
-type Request struct {
-	// MAC is the machine's, normalized (pkg/macaddr).
-	MAC string
-	// Profile is the menu's choice ("": none).
-	Profile string
-}
-
-// ErrNotConfig: the name is not one of a GRUB config's.
-var ErrNotConfig = errors.New("not a GRUB config name")
-
-// ParseName reads a TFTP name made by ConfigName or ChoiceName.
-func ParseName(name string) (Request, error) {
-	rest, ok := strings.CutPrefix(name, Dir+"/")
-	if !ok {
-		return Request{}, ErrNotConfig
-	}
-	var profile string
-	if p, ok := strings.CutPrefix(rest, "profile/"); ok {
-		profile, rest, ok = strings.Cut(p, "/")
-		if !ok || !validProfile(profile) {
-			return Request{}, fmt.Errorf("%w: profile in %q", ErrNotConfig, name)
-		}
-	}
-	raw, ok := strings.CutPrefix(rest, "grub.cfg-")
-	if !ok {
-		return Request{}, ErrNotConfig
-	}
-	mac, err := macaddr.Normalize(raw)
-	if err != nil {
-		return Request{}, fmt.Errorf("%w: %v", ErrNotConfig, err)
-	}
-	return Request{MAC: mac, Profile: profile}, nil
-}
-
-// validProfile: the characters a profile name may have in a TFTP path
-// (bootapi's own names are narrower still).
-func validProfile(p string) bool {
-	if p == "" || len(p) > 128 || p == "." || p == ".." {
-		return false
-	}
-	for i := 0; i < len(p); i++ {
-		c := p[i]
-		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_' || c == '.') {
-			return false
-		}
-	}
-	return true
-}
-
-// ArtifactPath is the TFTP name of an artifact reference ("name" or
-// "name@sha256:<hex>"): tftpd serves it from its cache and refuses content
-// other than a pinned digest names.
-func ArtifactPath(ref string) (string, error) {
-	r, err := artifactref.Parse(ref)
-	if err != nil {
-		return "", err
-	}
-	return ArtifactDir + "/" + r.String(), nil
-}
-
-// Bootstrap is grub/grub.cfg, the same for every machine: it reads the
-// machine's own config by its MAC and, if that cannot be read, leaves GRUB
-// for the firmware's next boot option. GRUB's prefix is (tftp,<server>)/grub
-// when grubx64.efi came from the TFTP root (dhcpd's boot file name).
-func Bootstrap() string {
-	return `# bootchain: ask bootapi (through tftpd) what this machine boots
-set timeout=0
-source "${prefix}/grub.cfg-${net_default_mac}"
-echo 'bootchain: no config for this machine, booting the next device in 5 seconds'
-sleep 5
-exit
-`
-}
 
 // Config configures a Renderer.
 type Config struct {
@@ -179,11 +82,11 @@ func (r *Renderer) Render(d decide.Decision, arch, traceparent string, job *scri
 // Boot is everything a kernel boot from GRUB needs.
 type Boot struct {
 	MAC, Hostname, Profile, JobID, Arch string
-	// Kernel and Initrds are TFTP names (ArtifactPath).
+	// Kernel and Initrds are TFTP names (grub.ArtifactPath).
 	Kernel  string
 	Initrds []string
 	// Args are the kernel command line, already split and checked
-	// (CheckKernelArg).
+	// (grub.CheckKernelArg).
 	Args []string
 }
 
@@ -191,11 +94,11 @@ type Boot struct {
 // next boot device after a pause, so a broken profile never loops a machine.
 func RenderBoot(bt Boot) (string, error) {
 	for _, a := range bt.Args {
-		if err := CheckKernelArg(a); err != nil {
+		if err := grub.CheckKernelArg(a); err != nil {
 			return "", err
 		}
 	}
-	var b Builder
+	var b grub.Builder
 	what := "profile " + bt.Profile
 	if bt.JobID != "" {
 		what = "job " + bt.JobID + ", " + what
@@ -258,7 +161,7 @@ func (r *Renderer) boot(d decide.Decision, arch, tp string, job *script.Job) (st
 func tftpPath(ref *bootapiv1.ArtifactRef) (string, error) {
 	switch src := ref.GetSource().(type) {
 	case *bootapiv1.ArtifactRef_Artifact:
-		return ArtifactPath(src.Artifact)
+		return grub.ArtifactPath(src.Artifact)
 	case *bootapiv1.ArtifactRef_Url:
 		return "", fmt.Errorf("%s: GRUB fetches over TFTP only; the profile must name an artifact", src.Url)
 	}
@@ -268,7 +171,7 @@ func tftpPath(ref *bootapiv1.ArtifactRef) (string, error) {
 // LocalDisk renders a config that leaves GRUB for the firmware's next boot
 // option.
 func LocalDisk(mac, why string) (string, error) {
-	var b Builder
+	var b grub.Builder
 	b.Comment("bootchain: machine " + mac + ": " + why)
 	b.Line("exit")
 	return b.Config()
@@ -276,7 +179,7 @@ func LocalDisk(mac, why string) (string, error) {
 
 // Shell renders a config that leaves GRUB at its command line.
 func Shell(mac string) (string, error) {
-	var b Builder
+	var b grub.Builder
 	b.Comment("bootchain: machine " + mac + ": GRUB command line")
 	b.Line("echo", "bootchain: GRUB command line (the shell action)")
 	return b.Config()
@@ -285,11 +188,11 @@ func Shell(mac string) (string, error) {
 // Failure renders a config that tells the console what went wrong and falls
 // back to the next boot device.
 func Failure(mac, msg string) string {
-	var b Builder
+	var b grub.Builder
 	b.Comment("bootchain: machine " + mac)
 	b.Line("echo", "bootchain: "+msg)
 	if b.Err() != nil {
-		b = Builder{}
+		b = grub.Builder{}
 		b.Comment("bootchain: machine " + mac)
 		b.Line("echo", "bootchain: cannot boot this machine (see the bootapi log)")
 	}
@@ -303,11 +206,11 @@ func Failure(mac, msg string) string {
 // its cap of boots in flight: wait, then read its config again.
 func Wait(mac string, wait time.Duration) (string, error) {
 	secs := max(int((wait+time.Second-1)/time.Second), 1)
-	var b Builder
+	var b grub.Builder
 	b.Comment("bootchain: machine " + mac + ": waiting for a boot slot; asking again in " + strconv.Itoa(secs) + " s")
 	b.Line("echo", "bootchain: waiting for a boot slot, asking again in "+strconv.Itoa(secs)+" seconds")
 	b.Line("sleep", strconv.Itoa(secs))
-	b.PrefixLine("configfile", ConfigName(mac))
+	b.PrefixLine("configfile", grub.ConfigName(mac))
 	return b.Config()
 }
 
@@ -318,7 +221,7 @@ type MenuItem struct{ Profile, Description string }
 // profiles (each reads the machine's config for that choice), the GRUB
 // command line, reboot.
 func Menu(mac, hostname, site string, items []MenuItem, timeout time.Duration) (string, error) {
-	var b Builder
+	var b grub.Builder
 	b.Comment("bootchain: menu for " + mac)
 	secs := int(timeout / time.Second)
 	if secs <= 0 {
@@ -340,15 +243,15 @@ func Menu(mac, hostname, site string, items []MenuItem, timeout time.Duration) (
 	items = append([]MenuItem(nil), items...)
 	sort.Slice(items, func(i, j int) bool { return items[i].Profile < items[j].Profile })
 	for _, it := range items {
-		if !validProfile(it.Profile) {
-			return "", fmt.Errorf("%w: profile name %q", ErrUnsafe, it.Profile)
+		if !grub.ValidProfile(it.Profile) {
+			return "", fmt.Errorf("%w: profile name %q", grub.ErrUnsafe, it.Profile)
 		}
 		label := "Install " + it.Profile
 		if it.Description != "" {
 			label += ": " + it.Description
 		}
 		b.Open("menuentry", []string{label, "--id", "p-" + it.Profile}, "{")
-		b.PrefixLine("configfile", ChoiceName(mac, it.Profile))
+		b.PrefixLine("configfile", grub.ChoiceName(mac, it.Profile))
 		b.Close("}")
 	}
 	b.Open("menuentry", []string{"GRUB command line", "--id", "shell"}, "{")

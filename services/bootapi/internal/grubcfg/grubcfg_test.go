@@ -1,7 +1,6 @@
 package grubcfg_test
 
 import (
-	"errors"
 	"flag"
 	"net/url"
 	"os"
@@ -13,6 +12,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	bootapiv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/bootapi/v1"
+	"github.com/bootchain/bootchain/pkg/grub"
 	"github.com/bootchain/bootchain/services/bootapi/internal/decide"
 	"github.com/bootchain/bootchain/services/bootapi/internal/grubcfg"
 	"github.com/bootchain/bootchain/services/bootapi/internal/script"
@@ -82,7 +82,7 @@ func TestGolden(t *testing.T) {
 		t.Fatal(err)
 	}
 	for name, got := range map[string]string{
-		"bootstrap.cfg": grubcfg.Bootstrap(),
+		"bootstrap.cfg": grub.Bootstrap(),
 		"job.cfg":       render(decide.Decision{Action: decide.Boot, Machine: machine, Site: site, Profile: debian, Job: job}, &script.Job{Token: "abc123"}),
 		"profile.cfg":   render(decide.Decision{Action: decide.Boot, Machine: machine, Site: site, Profile: debian}, nil),
 		"local.cfg":     render(decide.Decision{Action: decide.LocalDisk, Machine: machine, Site: site, Detail: "default: local disk"}, nil),
@@ -184,59 +184,6 @@ func TestRender(t *testing.T) {
 	}
 }
 
-func TestQuote(t *testing.T) {
-	for _, s := range []string{"plain", "a b", "it's", "'", "''", `\`, `a\'b`, "${x}", "$prefix", "a;reboot", "a|b&&c", "{ x }", "#no", `"dq"`, "ünï"} {
-		q, err := grubcfg.Quote(s)
-		if err != nil {
-			t.Fatalf("Quote(%q): %v", s, err)
-		}
-		words, exp, seps, err := lexLine("echo " + q)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(words) != 2 || words[1] != s || len(exp) != 0 || len(seps) != 0 {
-			t.Errorf("Quote(%q) = %s: lexes as %q, expansions %q, separators %q", s, q, words, exp, seps)
-		}
-	}
-	for _, s := range []string{"a\nreboot", "a\rb", "\x00", "\x7f", "\xff", "a\u2028b"} {
-		if _, err := grubcfg.Quote(s); !errors.Is(err, grubcfg.ErrUnsafe) {
-			t.Errorf("Quote(%q) = %v, want ErrUnsafe", s, err)
-		}
-	}
-}
-
-func TestParseName(t *testing.T) {
-	for name, tc := range map[string]struct {
-		in   string
-		want grubcfg.Request
-		err  bool
-	}{
-		"config":          {in: "grub/grub.cfg-52:54:00:12:34:56", want: grubcfg.Request{MAC: "52:54:00:12:34:56"}},
-		"upper case":      {in: "grub/grub.cfg-52:54:00:AB:CD:EF", want: grubcfg.Request{MAC: "52:54:00:ab:cd:ef"}},
-		"menu choice":     {in: "grub/profile/debian-12/grub.cfg-52:54:00:12:34:56", want: grubcfg.Request{MAC: "52:54:00:12:34:56", Profile: "debian-12"}},
-		"the bootstrap":   {in: "grub/grub.cfg", err: true},
-		"not a mac":       {in: "grub/grub.cfg-nope", err: true},
-		"other files":     {in: "grub/x86_64-efi/command.lst", err: true},
-		"profile escapes": {in: "grub/profile/../grub.cfg-52:54:00:12:34:56", err: true},
-		"nested profile":  {in: "grub/profile/a/b/grub.cfg-52:54:00:12:34:56", err: true},
-	} {
-		t.Run(name, func(t *testing.T) {
-			got, err := grubcfg.ParseName(tc.in)
-			if (err != nil) != tc.err {
-				t.Fatalf("err = %v, want error %v", err, tc.err)
-			}
-			if err == nil {
-				if got != tc.want {
-					t.Errorf("got %+v, want %+v", got, tc.want)
-				}
-				if n := grubcfg.ConfigName(got.MAC); tc.want.Profile == "" && n != strings.ToLower(tc.in) {
-					t.Errorf("ConfigName = %q, want %q", n, tc.in)
-				}
-			}
-		})
-	}
-}
-
 // ownExpansions are the only variables bootchain's configs expand.
 var ownExpansions = map[string]bool{"${prefix}": true, "${net_default_mac}": true}
 
@@ -254,7 +201,7 @@ func checkConfig(t *testing.T, cfg string) {
 		t.Fatalf("config does not end in a newline:\n%s", cfg)
 	}
 	for _, l := range strings.Split(strings.TrimSuffix(cfg, "\n"), "\n") {
-		words, exp, seps, err := lexLine(l)
+		words, exp, seps, err := grub.Lex(l)
 		if err != nil {
 			t.Fatalf("%v in\n%s", err, cfg)
 		}

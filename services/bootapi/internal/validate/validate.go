@@ -15,9 +15,9 @@ import (
 	"github.com/bootchain/bootchain/pkg/apierr"
 	"github.com/bootchain/bootchain/pkg/artifactref"
 	bootapiv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/bootapi/v1"
+	"github.com/bootchain/bootchain/pkg/grub"
 	"github.com/bootchain/bootchain/pkg/ipxe"
 	"github.com/bootchain/bootchain/pkg/macaddr"
-	"github.com/bootchain/bootchain/services/bootapi/internal/grubcfg"
 )
 
 var (
@@ -299,7 +299,7 @@ func SiteRecord(s *bootapiv1.Site) error {
 		if err := ipxe.CheckWord(tok); err != nil {
 			return apierr.Field("site.extra_cmdline", "%v", err)
 		}
-		if err := grubcfg.CheckKernelArg(tok); err != nil {
+		if err := grub.CheckKernelArg(tok); err != nil {
 			return apierr.Field("site.extra_cmdline", "%v", err)
 		}
 	}

@@ -1,18 +1,18 @@
-package grubcfg_test
+package grub
 
 import (
 	"fmt"
 	"strings"
 )
 
-// lexLine splits one line of a GRUB config into words the way GRUB's lexer
+// Lex splits one line of a GRUB config into words the way GRUB's lexer
 // (grub-core/script/yylex.l) does, for the constructs it has: single quotes
 // (literal), double quotes (with $ expansion and \ escapes), \ escapes
 // outside quotes, # comments at the start of a word, and the separators ';',
 // '|', '&', '{', '}' outside quotes. It reports every unquoted or
 // double-quoted '$' (an expansion) and every separator, so a test can check
 // that only bootchain's own ones appear.
-func lexLine(line string) (words []string, expansions []string, seps []string, err error) {
+func Lex(line string) (words []string, expansions []string, seps []string, err error) {
 	var cur strings.Builder
 	inWord := false
 	flush := func() {

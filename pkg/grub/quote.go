@@ -1,4 +1,17 @@
-package grubcfg
+// Package grub writes GRUB's config language safely and names the files
+// bootchain serves GRUB over TFTP. GRUB (Debian's signed one behind shim under
+// Secure Boot, or GRUB on arm64) reads grub/grub.cfg from the folder it was
+// loaded from; bootchain's is the same for every machine (Bootstrap) and
+// sources the machine's own, which tftpd gets from bootapi:
+//
+//	grub/grub.cfg                         Bootstrap
+//	grub/grub.cfg-<mac>                   the machine's config (ConfigName)
+//	grub/profile/<profile>/grub.cfg-<mac> a menu choice (ChoiceName)
+//	artifacts/<artifact ref>              a kernel or initrd (ArtifactPath)
+//
+// Quote makes any value one GRUB word or refuses it; Lex reads a line back
+// the way GRUB's lexer does, so tests can check what a config holds.
+package grub
 
 import (
 	"errors"
