@@ -42,7 +42,7 @@ func (b *bootchainDefaults) Start(ctx context.Context, l *lab.Lab, f Files) erro
 	}
 	b.mac = f.MAC.String()
 	rd := &e2e.Initrd{Path: f.Initrd, Kernel: e2e.Kernel{Image: f.Kernel}}
-	b.job, err = b.st.Provision(ctx, e2e.BootConfig{MAC: f.MAC.String(), Initrd: rd, IPXEDir: ipxeDir})
+	b.job, err = b.st.Provision(ctx, e2e.BootConfig{MAC: f.MAC.String(), Initrd: rd, IPXEDir: f.IPXEDir})
 	return err
 }
 

@@ -15,6 +15,8 @@
 //	go run ./tools/bench/boot              # BIOS (SeaBIOS, iPXE ROM on virtio-net)
 //	go run ./tools/bench/boot -uefi        # also UEFI (OVMF's PXE, romfile=, snponly.efi)
 //	go run ./tools/bench/boot -http        # also UEFI HTTP boot (OVMF, PXE off, snponly.efi over HTTP)
+//	go run ./tools/bench/boot -secureboot  # also UEFI PXE with Secure Boot and the site key (signed snponly.efi and kernel)
+//	go run ./tools/bench/boot -all         # every firmware path (bootPaths in paths.go)
 //	go run ./tools/bench/boot -n 3 -v      # three boots per row, with phase timings
 //
 // Needs root and the packages of scripts/install-deps.sh.
@@ -68,28 +70,28 @@ var setups = []Setup{
 // ipxeDir holds Debian's iPXE builds (package ipxe).
 const ipxeDir = "/usr/lib/ipxe"
 
-// uefiHTTP is the UEFI HTTP boot row: OVMF with its PXE turned off, so DHCP gives
-// its HTTP boot client an http URL of the UEFI iPXE binary.
-const uefiHTTP e2e.Firmware = "uefi-http"
-
 type options struct {
-	uefi, bios bool
-	http       bool
-	runs       int
-	timeout    time.Duration
-	keep       bool
-	pcap       bool
-	verbose    bool
-	only       map[string]bool
-	ipxeEFI    string
+	// paths are the firmware paths to boot, by bootPath.fw.
+	paths   map[e2e.Firmware]bool
+	runs    int
+	timeout time.Duration
+	keep    bool
+	pcap    bool
+	verbose bool
+	only    map[string]bool
+	ipxeEFI string
+	// signed is the site-signed iPXE and kernel, when a siteSigned path runs.
+	signed *siteSigned
 }
 
 func main() {
 	var o options
 	var only string
-	flag.BoolVar(&o.uefi, "uefi", false, "also boot UEFI (OVMF's own PXE client, NIC without option ROM, snponly.efi over TFTP)")
-	flag.BoolVar(&o.http, "http", false, "also boot UEFI HTTP boot (OVMF with PXE off: DHCP gives an http URL of the UEFI iPXE binary, no TFTP)")
-	flag.BoolVar(&o.bios, "bios", true, "boot BIOS (SeaBIOS, iPXE option ROM on virtio-net)")
+	pathFlags := map[e2e.Firmware]*bool{}
+	for _, p := range bootPaths {
+		pathFlags[p.fw] = flag.Bool(p.flag, p.on, p.usage)
+	}
+	all := flag.Bool("all", false, "boot every firmware path")
 	flag.IntVar(&o.runs, "n", 1, "boots per setup and firmware (the table shows the median)")
 	flag.DurationVar(&o.timeout, "timeout", 150*time.Second, "limit for one boot, power-on to power-off")
 	flag.BoolVar(&o.keep, "keep", false, "keep each boot's lab directory (configs, logs, serial output)")
@@ -98,6 +100,10 @@ func main() {
 	flag.StringVar(&only, "setups", "", "comma-separated setup keys to run (default all: "+setupKeys()+")")
 	flag.StringVar(&o.ipxeEFI, "ipxe-efi", "snponly.efi", "UEFI iPXE binary in "+ipxeDir+" for the dnsmasq rows (snponly.efi, bootchain's default, or ipxe.efi)")
 	flag.Parse()
+	o.paths = map[e2e.Firmware]bool{}
+	for fw, on := range pathFlags {
+		o.paths[fw] = *on || *all
+	}
 	if only != "" {
 		o.only = map[string]bool{}
 		for _, k := range strings.Split(only, ",") {
@@ -154,14 +160,10 @@ func run(ctx context.Context, o options, w io.Writer) error {
 		return err
 	}
 	var firmwares []e2e.Firmware
-	if o.bios {
-		firmwares = append(firmwares, e2e.BIOS)
-	}
-	if o.uefi {
-		firmwares = append(firmwares, e2e.UEFI)
-	}
-	if o.http {
-		firmwares = append(firmwares, uefiHTTP)
+	for _, p := range bootPaths {
+		if o.paths[p.fw] {
+			firmwares = append(firmwares, p.fw)
+		}
 	}
 	var rows []Setup
 	for _, s := range setups {
@@ -170,15 +172,27 @@ func run(ctx context.Context, o options, w io.Writer) error {
 		}
 	}
 	if len(firmwares) == 0 || len(rows) == 0 {
-		return errors.New("nothing to run (check -bios, -uefi, -http, -setups)")
+		return errors.New("nothing to run (check the path flags and -setups)")
 	}
-	if err := checkFiles(o); err != nil {
+	if err := checkFiles(o, firmwares); err != nil {
 		return err
 	}
 
 	rd, err := e2e.BuildInitrd(ctx, e2e.InitrdConfig{})
 	if err != nil {
 		return err
+	}
+	for _, fw := range firmwares {
+		if pathOf(fw).siteSigned && o.signed == nil {
+			dir, err := os.MkdirTemp("", "bench-boot-sign-")
+			if err != nil {
+				return err
+			}
+			defer os.RemoveAll(dir)
+			if o.signed, err = signForSiteKey(ctx, dir, filepath.Join(ipxeDir, o.ipxeEFI), rd.Kernel.Image); err != nil {
+				return err
+			}
+		}
 	}
 	fmt.Fprintf(w, "kernel %s, initrd %s (%d bytes, cached %v)\n", rd.Kernel.Version, rd.Path, rd.Size, rd.Cached)
 	fmt.Fprintf(w, "%d CPUs, load average at start: %s\n", runtime.NumCPU(), benchenv.LoadAvg())
@@ -217,10 +231,13 @@ func run(ctx context.Context, o options, w io.Writer) error {
 	return nil
 }
 
-func checkFiles(o options) error {
+func checkFiles(o options, firmwares []e2e.Firmware) error {
 	need := []string{filepath.Join(ipxeDir, "undionly.kpxe")}
-	if o.uefi || o.http {
-		need = append(need, filepath.Join(ipxeDir, o.ipxeEFI), e2e.DefaultOVMFCode, e2e.DefaultOVMFVars)
+	for _, fw := range firmwares {
+		if pathOf(fw).uefiFile {
+			need = append(need, filepath.Join(ipxeDir, o.ipxeEFI), e2e.DefaultOVMFCode, e2e.DefaultOVMFVars)
+			break
+		}
 	}
 	for _, p := range need {
 		if _, err := os.Stat(p); err != nil {
@@ -302,19 +319,14 @@ func bootOnce(ctx context.Context, o options, s Setup, fw e2e.Firmware, rd *e2e.
 	}
 	defer srv.Stop()
 
-	vmFW := fw
-	if fw == uefiHTTP {
-		vmFW = e2e.UEFI
+	vmCfg := e2e.VMConfig{
+		Name: "bench",
+		Dir:  filepath.Join(f.Dir, "vm"),
+		MAC:  f.MAC,
+		Tap:  tap,
 	}
-	vm, err := e2e.StartVM(l, l.Main(), e2e.VMConfig{
-		Name:     "bench",
-		Dir:      filepath.Join(f.Dir, "vm"),
-		Firmware: vmFW,
-		NoNICROM: vmFW == e2e.UEFI,
-		HTTPBoot: fw == uefiHTTP,
-		MAC:      f.MAC,
-		Tap:      tap,
-	})
+	pathOf(fw).vm(&vmCfg)
+	vm, err := e2e.StartVM(l, l.Main(), vmCfg)
 	if err != nil {
 		res.err = err
 		return res
@@ -437,6 +449,13 @@ func prepareFiles(l *lab.Lab, o options, fw e2e.Firmware, rd *e2e.Initrd) (Files
 		RangeEnd:     netip.AddrFrom4([4]byte{base[0], base[1], base[2], 200}),
 		MAC:          net.HardwareAddr{0x52, 0x54, 0x00, 0xbc, 0x00, 0x01},
 		Firmware:     fw,
+		IPXEDir:      ipxeDir,
+	}
+	path := pathOf(fw)
+	ipxeEFI := filepath.Join(ipxeDir, f.UEFIBootFile)
+	if path.siteSigned {
+		f.Kernel, ipxeEFI = o.signed.kernel, o.signed.ipxe
+		f.IPXEDir = filepath.Join(f.Dir, "ipxe")
 	}
 	f.ScriptURL = fmt.Sprintf("http://%s/%s", server, f.ScriptName)
 	f.CallbackURL = fmt.Sprintf("http://%s/report?job=bench-%s", net.JoinHostPort(server.String(), callbackPort), randomHex(4))
@@ -445,7 +464,11 @@ func prepareFiles(l *lab.Lab, o options, fw e2e.Firmware, rd *e2e.Initrd) (Files
 	f.Cmdline = fmt.Sprintf("initrd=%s console=ttyS0 panic=1 bootchain.callback=%s bootchain.token=%s bootchain.traceparent=%s",
 		f.InitrdName, f.CallbackURL, f.Token, f.Traceparent)
 
-	for _, d := range []string{f.Dir, f.TFTPRoot, f.HTTPRoot} {
+	dirs := []string{f.Dir, f.TFTPRoot, f.HTTPRoot}
+	if path.siteSigned {
+		dirs = append(dirs, f.IPXEDir)
+	}
+	for _, d := range dirs {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return f, err
 		}
@@ -455,11 +478,15 @@ func prepareFiles(l *lab.Lab, o options, fw e2e.Firmware, rd *e2e.Initrd) (Files
 		filepath.Join(f.HTTPRoot, f.KernelName):   f.Kernel,
 		filepath.Join(f.HTTPRoot, f.InitrdName):   f.Initrd,
 	}
-	switch fw {
-	case e2e.UEFI:
-		copies[filepath.Join(f.TFTPRoot, f.UEFIBootFile)] = filepath.Join(ipxeDir, f.UEFIBootFile)
-	case uefiHTTP:
-		copies[filepath.Join(f.HTTPRoot, f.UEFIBootFile)] = filepath.Join(ipxeDir, f.UEFIBootFile)
+	switch {
+	case path.uefiFileHTTP:
+		copies[filepath.Join(f.HTTPRoot, f.UEFIBootFile)] = ipxeEFI
+	case path.uefiFile:
+		copies[filepath.Join(f.TFTPRoot, f.UEFIBootFile)] = ipxeEFI
+	}
+	if path.siteSigned {
+		// bootchain's row imports the iPXE binaries of this directory.
+		copies[filepath.Join(f.IPXEDir, f.UEFIBootFile)] = ipxeEFI
 	}
 	for dst, src := range copies {
 		if err := e2e.CopyFile(src, dst); err != nil {
@@ -545,41 +572,61 @@ func lastLines(s string, n int) string {
 }
 
 // printTable prints one row per firmware and setup: median seconds from power-on
-// and from the VM's first DHCP packet (the part the boot stack answers), and the
-// ratio to the first setup (the stock baseline) of the same firmware.
+// and from the VM's first DHCP packet (the part the boot stack answers), the ratio
+// to the first setup (the stock baseline) of the same firmware, and the ratio of
+// the time from the first DHCP packet to the first path's (BIOS) with the same setup.
 func printTable(w io.Writer, rows []Setup, firmwares []e2e.Firmware, results []result) {
+	type key struct {
+		fw    e2e.Firmware
+		setup string
+	}
+	type stats struct {
+		secs, after []float64
+		failed      int
+	}
+	all := map[key]*stats{}
+	for _, r := range results {
+		k := key{r.firmware, r.setup.Key}
+		if all[k] == nil {
+			all[k] = &stats{}
+		}
+		if r.err != nil {
+			all[k].failed++
+			continue
+		}
+		all[k].secs = append(all[k].secs, r.total.Seconds())
+		all[k].after = append(all[k].after, (r.total - r.firstDHCP).Seconds())
+	}
+	medAfter := func(k key) float64 {
+		if st := all[k]; st != nil && len(st.after) > 0 {
+			return median(st.after)
+		}
+		return 0
+	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "firmware\tsetup\tboots\tmedian s\tmin s\tmax s\tstock / this\tfrom 1st DHCP s\tstock / this")
+	fmt.Fprintf(tw, "firmware\tsetup\tboots\tmedian s\tmin s\tmax s\tstock / this\tfrom 1st DHCP s\tstock / this\tthis / %s\n", firmwares[0])
 	for _, fw := range firmwares {
 		var base, baseDHCP float64
 		for i, s := range rows {
-			var secs, after []float64
-			failed := 0
-			for _, r := range results {
-				if r.firmware != fw || r.setup.Key != s.Key {
-					continue
+			st := all[key{fw, s.Key}]
+			if st == nil || len(st.secs) == 0 {
+				failed := 0
+				if st != nil {
+					failed = st.failed
 				}
-				if r.err != nil {
-					failed++
-					continue
-				}
-				secs = append(secs, r.total.Seconds())
-				after = append(after, (r.total - r.firstDHCP).Seconds())
-			}
-			if len(secs) == 0 {
-				fmt.Fprintf(tw, "%s\t%s\t0 (%d failed)\t-\t-\t-\t-\t-\t-\n", fw, s.Name, failed)
+				fmt.Fprintf(tw, "%s\t%s\t0 (%d failed)\t-\t-\t-\t-\t-\t-\t-\n", fw, s.Name, failed)
 				continue
 			}
-			med, medAfter := median(secs), median(after)
+			med, after := median(st.secs), medAfter(key{fw, s.Key})
 			if i == 0 {
-				base, baseDHCP = med, medAfter
+				base, baseDHCP = med, after
 			}
-			boots := fmt.Sprint(len(secs))
-			if failed > 0 {
-				boots += fmt.Sprintf(" (%d failed)", failed)
+			boots := fmt.Sprint(len(st.secs))
+			if st.failed > 0 {
+				boots += fmt.Sprintf(" (%d failed)", st.failed)
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%.2f\t%.2f\t%.2f\t%s\t%.2f\t%s\n", fw, s.Name, boots, med, secs[0], secs[len(secs)-1],
-				ratio(base, med), medAfter, ratio(baseDHCP, medAfter))
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%.2f\t%.2f\t%.2f\t%s\t%.2f\t%s\t%s\n", fw, s.Name, boots, med, st.secs[0], st.secs[len(st.secs)-1],
+				ratio(base, med), after, ratio(baseDHCP, after), ratio(after, medAfter(key{firmwares[0], s.Key})))
 		}
 	}
 	tw.Flush()

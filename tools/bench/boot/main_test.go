@@ -1,0 +1,79 @@
+//go:build linux
+
+package main
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/bootchain/bootchain/test/e2e"
+)
+
+// TestPathsVM checks that every path sets up a VM that e2e.StartVM accepts: UEFI
+// only options on UEFI firmware, and a path with a UEFI boot file on UEFI.
+func TestPathsVM(t *testing.T) {
+	seen := map[e2e.Firmware]bool{}
+	flags := map[string]bool{}
+	for _, p := range bootPaths {
+		if seen[p.fw] || flags[p.flag] {
+			t.Errorf("path %s: key or flag %q used twice", p.fw, p.flag)
+		}
+		seen[p.fw], flags[p.flag] = true, true
+		var c e2e.VMConfig
+		p.vm(&c)
+		if (c.Firmware == e2e.UEFI) != p.uefiFile {
+			t.Errorf("path %s: firmware %q, loads a UEFI boot file %v", p.fw, c.Firmware, p.uefiFile)
+		}
+		if c.HTTPBoot != p.uefiFileHTTP || c.SecureBoot != p.siteSigned {
+			t.Errorf("path %s: VM HTTPBoot %v SecureBoot %v, path serves over HTTP %v, signs %v",
+				p.fw, c.HTTPBoot, c.SecureBoot, p.uefiFileHTTP, p.siteSigned)
+		}
+	}
+	if bootPaths[0].fw != e2e.BIOS {
+		t.Errorf("first path %s: the / BIOS column needs BIOS first", bootPaths[0].fw)
+	}
+}
+
+// TestPrintTable checks the medians and both ratios: against the first setup of
+// the same firmware, and against the first firmware with the same setup.
+func TestPrintTable(t *testing.T) {
+	stock, bc := setups[0], setups[2]
+	res := func(s Setup, fw e2e.Firmware, total, first float64, err error) result {
+		return result{setup: s, firmware: fw, err: err,
+			total: time.Duration(total * float64(time.Second)), firstDHCP: time.Duration(first * float64(time.Second))}
+	}
+	results := []result{
+		res(stock, e2e.BIOS, 22, 2, nil),
+		res(bc, e2e.BIOS, 12, 2, nil),
+		res(bc, e2e.BIOS, 14, 2, nil),
+		res(bc, e2e.BIOS, 13, 3, nil),
+		res(stock, e2e.UEFI, 50, 10, nil),
+		res(bc, e2e.UEFI, 22, 10, nil),
+		res(bc, e2e.UEFI, 0, 0, errors.New("timeout")),
+	}
+	var b strings.Builder
+	printTable(&b, []Setup{stock, bc}, []e2e.Firmware{e2e.BIOS, e2e.UEFI}, results)
+	// Rows keyed by their first three words, with the columns' spacing collapsed.
+	got := map[string]string{}
+	for _, line := range strings.Split(b.String(), "\n") {
+		if f := strings.Fields(line); len(f) >= 3 {
+			got[strings.Join(f[:3], " ")] = strings.Join(f, " ")
+		}
+	}
+	for row, want := range map[string]string{
+		"firmware setup boots": "firmware setup boots median s min s max s stock / this from 1st DHCP s stock / this this / bios",
+		// BIOS bootchain: median 13 s; from the first DHCP 10, 12, 10 -> 10 s;
+		// stock 22/13 = 1.69x, 20/10 = 2.00x; against itself 1.00x.
+		"bios bootchain defaults": "bios bootchain defaults 3 13.00 12.00 14.00 1.69x 10.00 2.00x 1.00x",
+		// UEFI bootchain: one boot of two (12 s after the first DHCP); stock 40 s
+		// after it: 3.33x; against BIOS bootchain's 10 s: 1.20x.
+		"uefi bootchain defaults": "uefi bootchain defaults 1 (1 failed) 22.00 22.00 22.00 2.27x 12.00 3.33x 1.20x",
+		"uefi stock dnsmasq":      "uefi stock dnsmasq + nginx 1 50.00 50.00 50.00 1.00x 40.00 1.00x 2.00x",
+	} {
+		if got[row] != want {
+			t.Errorf("row %q:\n got %q\nwant %q\n%s", row, got[row], want, b.String())
+		}
+	}
+}
