@@ -147,7 +147,9 @@ type result struct {
 	// none was captured. total - firstDHCP is the part the boot stack answers.
 	firstDHCP time.Duration
 	phases    []phase
-	err       error
+	// stages are the durations of stageNames, from the capture (-pcap).
+	stages []time.Duration
+	err    error
 }
 
 type phase struct {
@@ -213,6 +215,13 @@ func run(ctx context.Context, o options, w io.Writer) error {
 				}
 				fmt.Fprintf(w, "%-5s %-24s run %d: %6.2f s (first DHCP at %5.2f s, then %5.2f s)\n", fw, s.Name, i+1,
 					r.total.Seconds(), r.firstDHCP.Seconds(), (r.total - r.firstDHCP).Seconds())
+				if len(r.stages) > 0 {
+					var parts []string
+					for _, d := range r.stages {
+						parts = append(parts, fmt.Sprintf("%.2f", d.Seconds()))
+					}
+					fmt.Fprintf(w, "        stages from the first DHCP packet: %s s\n", strings.Join(parts, " + "))
+				}
 				if o.verbose {
 					for _, p := range r.phases {
 						fmt.Fprintf(w, "        %7.2f s  %s\n", p.at.Seconds(), p.name)
@@ -223,6 +232,7 @@ func run(ctx context.Context, o options, w io.Writer) error {
 	}
 	fmt.Fprintf(w, "load average at end: %s\n\n", benchenv.LoadAvg())
 	printTable(w, rows, firmwares, results)
+	printStages(w, rows, firmwares, results)
 	for _, r := range results {
 		if r.err != nil {
 			return errors.New("some boots failed")
@@ -366,6 +376,11 @@ func bootOnce(ctx context.Context, o options, s Setup, fw e2e.Firmware, rd *e2e.
 		return res
 	}
 	res.phases = phases(vm, srv, cb, succeeded)
+	if o.pcap {
+		if res.stages, err = captureStages(ctx, filepath.Join(l.Dir(), "bridge.pcap")); err != nil {
+			fmt.Fprintf(os.Stderr, "bench/boot: stages: %v\n", err)
+		}
+	}
 	return res
 }
 

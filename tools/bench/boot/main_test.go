@@ -4,11 +4,13 @@ package main
 
 import (
 	"errors"
+	"os"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/bootchain/bootchain/test/e2e"
+	"github.com/google/go-cmp/cmp"
 )
 
 // TestPathsVM checks that every path sets up a VM that e2e.StartVM accepts: UEFI
@@ -75,5 +77,50 @@ func TestPrintTable(t *testing.T) {
 		if got[row] != want {
 			t.Errorf("row %q:\n got %q\nwant %q\n%s", row, got[row], want, b.String())
 		}
+	}
+}
+
+// TestStages splits a UEFI boot's capture (tcpdump -tt -n -v, trimmed) into its
+// stages: the firmware's offer wait, its TFTP, iPXE's start, iPXE's fetches (the
+// last payload from an artifact port, not the FINs after it), the kernel's boot
+// and the installer's callbacks; IPv6 and ARP lines are skipped.
+func TestStages(t *testing.T) {
+	f, err := os.Open("testdata/uefi-capture.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	pkts, err := parseCapture(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ds, ok := stages(pkts)
+	if !ok {
+		t.Fatalf("stages missing in %d packets: %+v", len(pkts), pkts)
+	}
+	want := []time.Duration{4 * time.Second, 200 * time.Millisecond, 2300 * time.Millisecond,
+		1500 * time.Millisecond, 6 * time.Second, 1500 * time.Millisecond}
+	if !cmp.Equal(ds, want) {
+		t.Errorf("stages %v, want %v", ds, want)
+	}
+
+	// BIOS: the first DHCP packet is iPXE's (the ROM), so the firmware's stages
+	// are zero; without the kernel's DHCP, the stages are incomplete.
+	var bios []capPacket
+	for i, p := range pkts {
+		if p.by == "ipxe" {
+			bios = pkts[i:]
+			break
+		}
+	}
+	if len(bios) == 0 {
+		t.Fatalf("no iPXE DHCP packet in %+v", pkts)
+	}
+	ds, ok = stages(bios)
+	if !ok || ds[0] != 0 || ds[1] != 0 || ds[2] != 0 || ds[4] != 6*time.Second {
+		t.Errorf("BIOS stages %v %v", ds, ok)
+	}
+	if _, ok := stages(bios[:len(bios)-3]); ok {
+		t.Errorf("stages without the kernel's DHCP: ok")
 	}
 }
