@@ -306,8 +306,9 @@ func bootOnce(ctx context.Context, o options, s Setup, fw e2e.Firmware, rd *e2e.
 	cb := e2e.ServeCallbacks(ln)
 	defer cb.Close()
 
+	var capture *lab.Proc
 	if o.pcap {
-		if err := startCapture(ctx, l, filepath.Join(l.Dir(), "bridge.pcap"), "-s", "512", "-w", filepath.Join(l.Dir(), "bridge.pcap")); err != nil {
+		if capture, err = startCapture(ctx, l, filepath.Join(l.Dir(), "bridge.pcap"), "-s", "512", "-w", filepath.Join(l.Dir(), "bridge.pcap")); err != nil {
 			res.err = err
 			return res
 		}
@@ -315,7 +316,7 @@ func bootOnce(ctx context.Context, o options, s Setup, fw e2e.Firmware, rd *e2e.
 	// The first DHCP packet from the VM: where the part the boot stack answers
 	// starts. OVMF spends ~9-10 s under TCG before it (docs/firmware.md).
 	dhcpLog := filepath.Join(l.Dir(), "first-dhcp.txt")
-	if err := startCapture(ctx, l, dhcpLog, "-tt", "-c", "1", "-l",
+	if _, err := startCapture(ctx, l, dhcpLog, "-tt", "-c", "1", "-l",
 		"udp and dst port 67 and ether src "+f.MAC.String()); err != nil {
 		res.err = err
 		return res
@@ -377,6 +378,8 @@ func bootOnce(ctx context.Context, o options, s Setup, fw e2e.Firmware, rd *e2e.
 	}
 	res.phases = phases(vm, srv, cb, succeeded)
 	if o.pcap {
+		// tcpdump writes what it has captured when it stops.
+		capture.Stop(5 * time.Second)
 		if res.stages, err = captureStages(ctx, filepath.Join(l.Dir(), "bridge.pcap")); err != nil {
 			fmt.Fprintf(os.Stderr, "bench/boot: stages: %v\n", err)
 		}
@@ -386,23 +389,23 @@ func bootOnce(ctx context.Context, o options, s Setup, fw e2e.Firmware, rd *e2e.
 
 // startCapture runs tcpdump on the lab's bridge with args, tracked by the lab, its
 // stdout in path, and waits until it captures.
-func startCapture(ctx context.Context, l *lab.Lab, path string, args ...string) error {
+func startCapture(ctx context.Context, l *lab.Lab, path string, args ...string) (*lab.Proc, error) {
 	errPath := path + ".stderr"
 	stderr, err := os.Create(errPath)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer stderr.Close()
 	stdout, err := os.Create(path + ".out")
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer stdout.Close()
 	cmd := l.Main().Command("tcpdump", append([]string{"-i", l.Bridge(), "-n", "-U"}, args...)...)
 	cmd.Stdout, cmd.Stderr = stdout, stderr
 	p, err := l.Start(cmd)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
@@ -411,13 +414,13 @@ func startCapture(ctx context.Context, l *lab.Lab, path string, args ...string) 
 	for {
 		b, _ := os.ReadFile(errPath)
 		if strings.Contains(string(b), "listening on") {
-			return nil
+			return p, nil
 		}
 		select {
 		case <-p.Done():
-			return fmt.Errorf("tcpdump exited: %v: %s", p.Err(), b)
+			return nil, fmt.Errorf("tcpdump exited: %v: %s", p.Err(), b)
 		case <-ctx.Done():
-			return fmt.Errorf("tcpdump not ready: %w: %s", ctx.Err(), b)
+			return nil, fmt.Errorf("tcpdump not ready: %w: %s", ctx.Err(), b)
 		case <-tick.C:
 		}
 	}
