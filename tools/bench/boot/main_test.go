@@ -124,3 +124,23 @@ func TestStages(t *testing.T) {
 		t.Errorf("stages without the kernel's DHCP: ok")
 	}
 }
+
+// FuzzParseCapture feeds tcpdump-like text (packet contents such as DHCP vendor
+// classes appear in it) to the capture parser and the stages.
+func FuzzParseCapture(f *testing.F) {
+	b, err := os.ReadFile("testdata/uefi-capture.txt")
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(string(b))
+	f.Add("1796300211.000000 IP (tos 0x0)\n    0.0.0.0.68 > 255.255.255.255.67: BOOTP/DHCP, length 99999999999999999999\n")
+	f.Fuzz(func(t *testing.T, s string) {
+		pkts, err := parseCapture(strings.NewReader(s))
+		if err != nil {
+			return
+		}
+		if ds, ok := stages(pkts); ok && len(ds) != len(stageNames) {
+			t.Errorf("%d stages, want %d", len(ds), len(stageNames))
+		}
+	})
+}
