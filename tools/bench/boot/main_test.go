@@ -82,8 +82,9 @@ func TestPrintTable(t *testing.T) {
 
 // TestStages splits a UEFI boot's capture (tcpdump -tt -n -v, trimmed) into its
 // stages: the firmware's offer wait, its TFTP, iPXE's start, iPXE's fetches (the
-// last payload from an artifact port, not the FINs after it), the kernel's boot
-// and the installer's callbacks; IPv6 and ARP lines are skipped.
+// last new data from an artifact port, not its retransmission nor the FINs after
+// it), the kernel's start and the installer's callbacks; IPv6 and ARP lines are
+// skipped.
 func TestStages(t *testing.T) {
 	f, err := os.Open("testdata/uefi-capture.txt")
 	if err != nil {

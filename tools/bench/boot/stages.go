@@ -24,8 +24,8 @@ var stageNames = []string{
 	"firmware offer wait (its DISCOVER -> REQUEST)",
 	"firmware fetches the boot file (REQUEST -> last packet)",
 	"iPXE starts (boot file -> iPXE's DHCP)",
-	"iPXE: DHCP, script, kernel and initrd fetched",
-	"kernel boots (fetched -> the kernel's DHCP)",
+	"iPXE: DHCP, script, kernel and initrd sent",
+	"kernel starts (sent -> the kernel's DHCP)",
 	"installer (kernel's DHCP -> last callback packet)",
 }
 
@@ -39,6 +39,9 @@ type capPacket struct {
 	// transport header.
 	srcPort, dstPort int
 	payload          int
+	// seqEnd is the end of a TCP segment's sequence range (tcpdump's relative
+	// numbers, per connection), to tell new data from retransmissions.
+	seqEnd int64
 }
 
 var (
@@ -46,6 +49,7 @@ var (
 	addrRE    = regexp.MustCompile(`^\s*\d+\.\d+\.\d+\.\d+\.(\d+) > \d+\.\d+\.\d+\.\d+\.(\d+): (.*)`)
 	lengthRE  = regexp.MustCompile(`length (\d+)`)
 	dhcpMsgRE = regexp.MustCompile(`DHCP-Message \(53\), length 1: (\w+)`)
+	seqRE     = regexp.MustCompile(`seq \d+:(\d+),`)
 )
 
 // parseCapture reads `tcpdump -tt -n -v` output: IPv4 packets only.
@@ -101,6 +105,9 @@ func parseCapture(r io.Reader) ([]capPacket, error) {
 					}
 					cur.payload, _ = strconv.Atoi(ls[i][1])
 				}
+				if sq := seqRE.FindStringSubmatch(m[3]); sq != nil {
+					cur.seqEnd, _ = strconv.ParseInt(sq[1], 10, 64)
+				}
 			}
 		}
 	}
@@ -143,10 +150,19 @@ func stages(pkts []capPacket) (ds []time.Duration, ok bool) {
 			}
 		}
 	}
+	// The last new data the servers sent before the kernel's DHCP: not their
+	// retransmissions of a tail that iPXE on EFI leaves unacknowledged while it
+	// loads and starts the kernel (docs/firmware.md).
 	fetched := pkts[ipxe].at
+	sent := map[[2]int]int64{}
 	for i := ipxe; i < kernel; i++ {
-		if artifactPorts[pkts[i].srcPort] && pkts[i].payload > 0 {
-			fetched = pkts[i].at
+		p := pkts[i]
+		if !artifactPorts[p.srcPort] || p.payload <= 0 {
+			continue
+		}
+		if flow := [2]int{p.srcPort, p.dstPort}; p.seqEnd == 0 || p.seqEnd > sent[flow] {
+			sent[flow] = max(sent[flow], p.seqEnd)
+			fetched = p.at
 		}
 	}
 	last := pkts[kernel].at
