@@ -145,3 +145,41 @@ func FuzzParseCapture(f *testing.F) {
 		}
 	})
 }
+
+// TestPrintStages checks the stage medians per firmware and setup, and that boots
+// without stages (failed, or no capture) are left out.
+func TestPrintStages(t *testing.T) {
+	bc := setups[2]
+	sec := func(xs ...float64) []time.Duration {
+		var ds []time.Duration
+		for _, x := range xs {
+			ds = append(ds, time.Duration(x*float64(time.Second)))
+		}
+		return ds
+	}
+	results := []result{
+		{setup: bc, firmware: e2e.BIOS, stages: sec(0, 0, 0, 1, 20, 2)},
+		{setup: bc, firmware: e2e.BIOS, stages: sec(0, 0, 0, 3, 30, 4)},
+		{setup: bc, firmware: e2e.UEFI, stages: sec(4, 0.2, 2.5, 2, 40, 3)},
+		{setup: bc, firmware: e2e.UEFI, stages: sec(9, 9, 9, 9, 9, 9), err: errors.New("failed")},
+		{setup: bc, firmware: e2e.UEFI},
+	}
+	var b strings.Builder
+	printStages(&b, []Setup{bc}, []e2e.Firmware{e2e.BIOS, e2e.UEFI}, results)
+	got := map[string]string{}
+	for _, line := range strings.Split(b.String(), "\n") {
+		if f := strings.Fields(line); len(f) >= 3 {
+			got[f[0]] = strings.Join(f, " ")
+		}
+	}
+	for first, want := range map[string]string{
+		"median":   "median s from the first DHCP packet (capture) bios bootchain (2) uefi bootchain (1)",
+		"firmware": "firmware fetches the boot file (REQUEST -> last packet) 0.00 0.20",
+		"iPXE:":    "iPXE: DHCP, script, kernel and initrd sent 2.00 2.00",
+		"kernel":   "kernel starts (sent -> the kernel's DHCP) 25.00 40.00",
+	} {
+		if got[first] != want {
+			t.Errorf("row %q:\n got %q\nwant %q\n%s", first, got[first], want, b.String())
+		}
+	}
+}
