@@ -378,9 +378,12 @@ func bootOnce(ctx context.Context, o options, s Setup, fw e2e.Firmware, rd *e2e.
 	}
 	res.phases = phases(vm, srv, cb, succeeded)
 	if o.pcap {
-		// tcpdump writes what it has captured when it stops.
+		// Under load tcpdump lags behind the bridge, and what it has not read when
+		// it stops is lost: let it catch up first.
+		pcap := filepath.Join(l.Dir(), "bridge.pcap")
+		waitQuiet(ctx, pcap, 2*time.Second, 20*time.Second)
 		capture.Stop(5 * time.Second)
-		if res.stages, err = captureStages(ctx, filepath.Join(l.Dir(), "bridge.pcap")); err != nil {
+		if res.stages, err = captureStages(ctx, pcap); err != nil {
 			fmt.Fprintf(os.Stderr, "bench/boot: stages: %v\n", err)
 		}
 	}
@@ -421,6 +424,29 @@ func startCapture(ctx context.Context, l *lab.Lab, path string, args ...string) 
 			return nil, fmt.Errorf("tcpdump exited: %v: %s", p.Err(), b)
 		case <-ctx.Done():
 			return nil, fmt.Errorf("tcpdump not ready: %w: %s", ctx.Err(), b)
+		case <-tick.C:
+		}
+	}
+}
+
+// waitQuiet returns once path has not grown for quiet, or after limit.
+func waitQuiet(ctx context.Context, path string, quiet, limit time.Duration) {
+	ctx, cancel := context.WithTimeout(ctx, limit)
+	defer cancel()
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	var size int64 = -1
+	since := time.Now()
+	for {
+		if fi, err := os.Stat(path); err == nil && fi.Size() != size {
+			size, since = fi.Size(), time.Now()
+		}
+		if time.Since(since) >= quiet {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
 		case <-tick.C:
 		}
 	}
