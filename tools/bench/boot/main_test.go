@@ -57,14 +57,7 @@ func TestPrintTable(t *testing.T) {
 	}
 	var b strings.Builder
 	printTable(&b, []Setup{stock, bc}, []e2e.Firmware{e2e.BIOS, e2e.UEFI}, results)
-	// Rows keyed by their first three words, with the columns' spacing collapsed.
-	got := map[string]string{}
-	for _, line := range strings.Split(b.String(), "\n") {
-		if f := strings.Fields(line); len(f) >= 3 {
-			got[strings.Join(f[:3], " ")] = strings.Join(f, " ")
-		}
-	}
-	for row, want := range map[string]string{
+	checkRows(t, b.String(), 3, map[string]string{
 		"firmware setup boots": "firmware setup boots median s min s max s stock / this from 1st DHCP s stock / this this / bios",
 		// BIOS bootchain: median 13 s; from the first DHCP 10, 12, 10 -> 10 s;
 		// stock 22/13 = 1.69x, 20/10 = 2.00x; against itself 1.00x.
@@ -73,11 +66,7 @@ func TestPrintTable(t *testing.T) {
 		// after it: 3.33x; against BIOS bootchain's 10 s: 1.20x.
 		"uefi bootchain defaults": "uefi bootchain defaults 1 (1 failed) 22.00 22.00 22.00 2.27x 12.00 3.33x 1.20x",
 		"uefi stock dnsmasq":      "uefi stock dnsmasq + nginx 1 50.00 50.00 50.00 1.00x 40.00 1.00x 2.00x",
-	} {
-		if got[row] != want {
-			t.Errorf("row %q:\n got %q\nwant %q\n%s", row, got[row], want, b.String())
-		}
-	}
+	})
 }
 
 // TestStages splits a UEFI boot's capture (tcpdump -tt -n -v, trimmed) into its
@@ -166,20 +155,28 @@ func TestPrintStages(t *testing.T) {
 	}
 	var b strings.Builder
 	printStages(&b, []Setup{bc}, []e2e.Firmware{e2e.BIOS, e2e.UEFI}, results)
+	checkRows(t, b.String(), 2, map[string]string{
+		"median s":         "median s from the first DHCP packet (capture) bios bootchain (2) uefi bootchain (1)",
+		"firmware offer":   "firmware offer wait (its DISCOVER -> REQUEST) 0.00 4.00",
+		"firmware fetches": "firmware fetches the boot file (REQUEST -> last packet) 0.00 0.20",
+		"iPXE: DHCP,":      "iPXE: DHCP, script, kernel and initrd sent 2.00 2.00",
+		"kernel starts":    "kernel starts (sent -> the kernel's DHCP) 25.00 40.00",
+	})
+}
+
+// checkRows checks the rows of a printed table, keyed by their first n words,
+// with the columns' spacing collapsed.
+func checkRows(t *testing.T, table string, n int, want map[string]string) {
+	t.Helper()
 	got := map[string]string{}
-	for _, line := range strings.Split(b.String(), "\n") {
-		if f := strings.Fields(line); len(f) >= 3 {
-			got[f[0]] = strings.Join(f, " ")
+	for _, line := range strings.Split(table, "\n") {
+		if f := strings.Fields(line); len(f) >= n {
+			got[strings.Join(f[:n], " ")] = strings.Join(f, " ")
 		}
 	}
-	for first, want := range map[string]string{
-		"median":   "median s from the first DHCP packet (capture) bios bootchain (2) uefi bootchain (1)",
-		"firmware": "firmware fetches the boot file (REQUEST -> last packet) 0.00 0.20",
-		"iPXE:":    "iPXE: DHCP, script, kernel and initrd sent 2.00 2.00",
-		"kernel":   "kernel starts (sent -> the kernel's DHCP) 25.00 40.00",
-	} {
-		if got[first] != want {
-			t.Errorf("row %q:\n got %q\nwant %q\n%s", first, got[first], want, b.String())
+	for row, w := range want {
+		if got[row] != w {
+			t.Errorf("row %q:\n got %q\nwant %q\n%s", row, got[row], w, table)
 		}
 	}
 }
