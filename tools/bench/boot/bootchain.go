@@ -42,13 +42,13 @@ func (b *bootchainDefaults) Start(ctx context.Context, l *lab.Lab, f Files) erro
 	}
 	b.mac = f.MAC.String()
 	rd := &e2e.Initrd{Path: f.Initrd, Kernel: e2e.Kernel{Image: f.Kernel}}
-	if f.Firmware != uefiSBMS {
-		b.job, err = b.st.Provision(ctx, e2e.BootConfig{MAC: f.MAC.String(), Initrd: rd, IPXEDir: ipxeDir})
+	if !pathOf(f.Firmware).shimGrub {
+		b.job, err = b.st.Provision(ctx, e2e.BootConfig{MAC: f.MAC.String(), Initrd: rd, IPXEDir: f.IPXEDir})
 		return err
 	}
 	// Secure Boot, Microsoft's keys: the machine boots Debian's signed shim,
 	// which loads grubx64.efi; the job is created last, as an operator would.
-	if _, err = b.st.Provision(ctx, e2e.BootConfig{MAC: f.MAC.String(), Initrd: rd, IPXEDir: ipxeDir, NoJob: true}); err != nil {
+	if _, err = b.st.Provision(ctx, e2e.BootConfig{MAC: f.MAC.String(), Initrd: rd, IPXEDir: f.IPXEDir, NoJob: true}); err != nil {
 		return err
 	}
 	for _, st := range [][]string{

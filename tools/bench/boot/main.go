@@ -15,7 +15,9 @@
 //	go run ./tools/bench/boot              # BIOS (SeaBIOS, iPXE ROM on virtio-net)
 //	go run ./tools/bench/boot -uefi        # also UEFI (OVMF's PXE, romfile=, snponly.efi)
 //	go run ./tools/bench/boot -http        # also UEFI HTTP boot (OVMF, PXE off, snponly.efi over HTTP)
+//	go run ./tools/bench/boot -secureboot  # also UEFI PXE with Secure Boot and the site key (signed snponly.efi and kernel)
 //	go run ./tools/bench/boot -secureboot-ms # also Secure Boot, Microsoft's keys: shim -> GRUB, all over TFTP
+//	go run ./tools/bench/boot -all         # every firmware path (bootPaths in paths.go)
 //	go run ./tools/bench/boot -n 3 -v      # three boots per row, with phase timings
 //
 // Needs root and the packages of scripts/install-deps.sh.
@@ -69,37 +71,28 @@ var setups = []Setup{
 // ipxeDir holds Debian's iPXE builds (package ipxe).
 const ipxeDir = "/usr/lib/ipxe"
 
-// uefiHTTP is the UEFI HTTP boot row: OVMF with its PXE turned off, so DHCP gives
-// its HTTP boot client an http URL of the UEFI iPXE binary.
-const uefiHTTP e2e.Firmware = "uefi-http"
-
-// uefiSBMS is the Secure Boot row with Microsoft's keys (docs/firmware.md, "The
-// Microsoft-signed path"): OVMF loads Debian's signed shim over TFTP, shim
-// loads Debian's signed GRUB, GRUB reads its config, the kernel and the initrd
-// over TFTP (it has no HTTP). The peers serve a static grub/grub.cfg with
-// dnsmasq's TFTP; bootchain renders the machine's config in bootapi.
-const uefiSBMS e2e.Firmware = "uefi-sb-ms"
-
 type options struct {
-	uefi, bios bool
-	http       bool
-	sbMS       bool
-	runs       int
-	timeout    time.Duration
-	keep       bool
-	pcap       bool
-	verbose    bool
-	only       map[string]bool
-	ipxeEFI    string
+	// paths are the firmware paths to boot, by bootPath.fw.
+	paths   map[e2e.Firmware]bool
+	runs    int
+	timeout time.Duration
+	keep    bool
+	pcap    bool
+	verbose bool
+	only    map[string]bool
+	ipxeEFI string
+	// signed is the site-signed iPXE and kernel, when a siteSigned path runs.
+	signed *siteSigned
 }
 
 func main() {
 	var o options
 	var only string
-	flag.BoolVar(&o.uefi, "uefi", false, "also boot UEFI (OVMF's own PXE client, NIC without option ROM, snponly.efi over TFTP)")
-	flag.BoolVar(&o.http, "http", false, "also boot UEFI HTTP boot (OVMF with PXE off: DHCP gives an http URL of the UEFI iPXE binary, no TFTP)")
-	flag.BoolVar(&o.sbMS, "secureboot-ms", false, "also boot UEFI with Secure Boot and Microsoft's keys: Debian's signed shim and GRUB, kernel and initrd over TFTP")
-	flag.BoolVar(&o.bios, "bios", true, "boot BIOS (SeaBIOS, iPXE option ROM on virtio-net)")
+	pathFlags := map[e2e.Firmware]*bool{}
+	for _, p := range bootPaths {
+		pathFlags[p.fw] = flag.Bool(p.flag, p.on, p.usage)
+	}
+	all := flag.Bool("all", false, "boot every firmware path")
 	flag.IntVar(&o.runs, "n", 1, "boots per setup and firmware (the table shows the median)")
 	flag.DurationVar(&o.timeout, "timeout", 150*time.Second, "limit for one boot, power-on to power-off")
 	flag.BoolVar(&o.keep, "keep", false, "keep each boot's lab directory (configs, logs, serial output)")
@@ -108,6 +101,10 @@ func main() {
 	flag.StringVar(&only, "setups", "", "comma-separated setup keys to run (default all: "+setupKeys()+")")
 	flag.StringVar(&o.ipxeEFI, "ipxe-efi", "snponly.efi", "UEFI iPXE binary in "+ipxeDir+" for the dnsmasq rows (snponly.efi, bootchain's default, or ipxe.efi)")
 	flag.Parse()
+	o.paths = map[e2e.Firmware]bool{}
+	for fw, on := range pathFlags {
+		o.paths[fw] = *on || *all
+	}
 	if only != "" {
 		o.only = map[string]bool{}
 		for _, k := range strings.Split(only, ",") {
@@ -151,7 +148,9 @@ type result struct {
 	// none was captured. total - firstDHCP is the part the boot stack answers.
 	firstDHCP time.Duration
 	phases    []phase
-	err       error
+	// stages are the durations of stageNames, from the capture (-pcap).
+	stages []time.Duration
+	err    error
 }
 
 type phase struct {
@@ -164,17 +163,10 @@ func run(ctx context.Context, o options, w io.Writer) error {
 		return err
 	}
 	var firmwares []e2e.Firmware
-	if o.bios {
-		firmwares = append(firmwares, e2e.BIOS)
-	}
-	if o.uefi {
-		firmwares = append(firmwares, e2e.UEFI)
-	}
-	if o.http {
-		firmwares = append(firmwares, uefiHTTP)
-	}
-	if o.sbMS {
-		firmwares = append(firmwares, uefiSBMS)
+	for _, p := range bootPaths {
+		if o.paths[p.fw] {
+			firmwares = append(firmwares, p.fw)
+		}
 	}
 	var rows []Setup
 	for _, s := range setups {
@@ -183,15 +175,27 @@ func run(ctx context.Context, o options, w io.Writer) error {
 		}
 	}
 	if len(firmwares) == 0 || len(rows) == 0 {
-		return errors.New("nothing to run (check -bios, -uefi, -http, -secureboot-ms, -setups)")
+		return errors.New("nothing to run (check the path flags and -setups)")
 	}
-	if err := checkFiles(o); err != nil {
+	if err := checkFiles(o, firmwares); err != nil {
 		return err
 	}
 
 	rd, err := e2e.BuildInitrd(ctx, e2e.InitrdConfig{})
 	if err != nil {
 		return err
+	}
+	for _, fw := range firmwares {
+		if pathOf(fw).siteSigned && o.signed == nil {
+			dir, err := os.MkdirTemp("", "bench-boot-sign-")
+			if err != nil {
+				return err
+			}
+			defer os.RemoveAll(dir)
+			if o.signed, err = signForSiteKey(ctx, dir, filepath.Join(ipxeDir, o.ipxeEFI), rd.Kernel.Image); err != nil {
+				return err
+			}
+		}
 	}
 	fmt.Fprintf(w, "kernel %s, initrd %s (%d bytes, cached %v)\n", rd.Kernel.Version, rd.Path, rd.Size, rd.Cached)
 	fmt.Fprintf(w, "%d CPUs, load average at start: %s\n", runtime.NumCPU(), benchenv.LoadAvg())
@@ -212,6 +216,13 @@ func run(ctx context.Context, o options, w io.Writer) error {
 				}
 				fmt.Fprintf(w, "%-5s %-24s run %d: %6.2f s (first DHCP at %5.2f s, then %5.2f s)\n", fw, s.Name, i+1,
 					r.total.Seconds(), r.firstDHCP.Seconds(), (r.total - r.firstDHCP).Seconds())
+				if len(r.stages) > 0 {
+					var parts []string
+					for _, d := range r.stages {
+						parts = append(parts, fmt.Sprintf("%.2f", d.Seconds()))
+					}
+					fmt.Fprintf(w, "        stages from the first DHCP packet: %s s\n", strings.Join(parts, " + "))
+				}
 				if o.verbose {
 					for _, p := range r.phases {
 						fmt.Fprintf(w, "        %7.2f s  %s\n", p.at.Seconds(), p.name)
@@ -222,6 +233,7 @@ func run(ctx context.Context, o options, w io.Writer) error {
 	}
 	fmt.Fprintf(w, "load average at end: %s\n\n", benchenv.LoadAvg())
 	printTable(w, rows, firmwares, results)
+	printStages(w, rows, firmwares, results)
 	for _, r := range results {
 		if r.err != nil {
 			return errors.New("some boots failed")
@@ -230,13 +242,19 @@ func run(ctx context.Context, o options, w io.Writer) error {
 	return nil
 }
 
-func checkFiles(o options) error {
+func checkFiles(o options, firmwares []e2e.Firmware) error {
 	need := []string{filepath.Join(ipxeDir, "undionly.kpxe")}
-	if o.uefi || o.http {
-		need = append(need, filepath.Join(ipxeDir, o.ipxeEFI), e2e.DefaultOVMFCode, e2e.DefaultOVMFVars)
+	for _, fw := range firmwares {
+		if pathOf(fw).uefiFile {
+			need = append(need, filepath.Join(ipxeDir, o.ipxeEFI), e2e.DefaultOVMFCode, e2e.DefaultOVMFVars)
+			break
+		}
 	}
-	if o.sbMS {
-		need = append(need, e2e.SecureBootCode, e2e.MicrosoftVars, e2e.ShimSigned, e2e.GrubNetSigned)
+	for _, fw := range firmwares {
+		if pathOf(fw).shimGrub {
+			need = append(need, e2e.SecureBootCode, e2e.MicrosoftVars, e2e.ShimSigned, e2e.GrubNetSigned)
+			break
+		}
 	}
 	for _, p := range need {
 		if _, err := os.Stat(p); err != nil {
@@ -295,8 +313,9 @@ func bootOnce(ctx context.Context, o options, s Setup, fw e2e.Firmware, rd *e2e.
 	cb := e2e.ServeCallbacks(ln)
 	defer cb.Close()
 
+	var capture *lab.Proc
 	if o.pcap {
-		if err := startCapture(ctx, l, filepath.Join(l.Dir(), "bridge.pcap"), "-s", "512", "-w", filepath.Join(l.Dir(), "bridge.pcap")); err != nil {
+		if capture, err = startCapture(ctx, l, filepath.Join(l.Dir(), "bridge.pcap"), "-s", "512", "-w", filepath.Join(l.Dir(), "bridge.pcap")); err != nil {
 			res.err = err
 			return res
 		}
@@ -304,7 +323,7 @@ func bootOnce(ctx context.Context, o options, s Setup, fw e2e.Firmware, rd *e2e.
 	// The first DHCP packet from the VM: where the part the boot stack answers
 	// starts. OVMF spends ~9-10 s under TCG before it (docs/firmware.md).
 	dhcpLog := filepath.Join(l.Dir(), "first-dhcp.txt")
-	if err := startCapture(ctx, l, dhcpLog, "-tt", "-c", "1", "-l",
+	if _, err := startCapture(ctx, l, dhcpLog, "-tt", "-c", "1", "-l",
 		"udp and dst port 67 and ether src "+f.MAC.String()); err != nil {
 		res.err = err
 		return res
@@ -318,22 +337,13 @@ func bootOnce(ctx context.Context, o options, s Setup, fw e2e.Firmware, rd *e2e.
 	}
 	defer srv.Stop()
 
-	vmFW := fw
-	if fw == uefiHTTP || fw == uefiSBMS {
-		vmFW = e2e.UEFI
-	}
 	vmCfg := e2e.VMConfig{
-		Name:     "bench",
-		Dir:      filepath.Join(f.Dir, "vm"),
-		Firmware: vmFW,
-		NoNICROM: vmFW == e2e.UEFI,
-		HTTPBoot: fw == uefiHTTP,
-		MAC:      f.MAC,
-		Tap:      tap,
+		Name: "bench",
+		Dir:  filepath.Join(f.Dir, "vm"),
+		MAC:  f.MAC,
+		Tap:  tap,
 	}
-	if fw == uefiSBMS {
-		vmCfg.SecureBoot, vmCfg.OVMFVars, vmCfg.MemoryMiB = true, e2e.MicrosoftVars, 1024
-	}
+	pathOf(fw).vm(&vmCfg)
 	vm, err := e2e.StartVM(l, l.Main(), vmCfg)
 	if err != nil {
 		res.err = err
@@ -374,28 +384,38 @@ func bootOnce(ctx context.Context, o options, s Setup, fw e2e.Firmware, rd *e2e.
 		return res
 	}
 	res.phases = phases(vm, srv, cb, succeeded)
+	if o.pcap {
+		// Under load tcpdump lags behind the bridge, and what it has not read when
+		// it stops is lost: let it catch up first.
+		pcap := filepath.Join(l.Dir(), "bridge.pcap")
+		waitQuiet(ctx, pcap, 2*time.Second, 20*time.Second)
+		capture.Stop(5 * time.Second)
+		if res.stages, err = captureStages(ctx, pcap); err != nil {
+			fmt.Fprintf(os.Stderr, "bench/boot: stages: %v\n", err)
+		}
+	}
 	return res
 }
 
 // startCapture runs tcpdump on the lab's bridge with args, tracked by the lab, its
 // stdout in path, and waits until it captures.
-func startCapture(ctx context.Context, l *lab.Lab, path string, args ...string) error {
+func startCapture(ctx context.Context, l *lab.Lab, path string, args ...string) (*lab.Proc, error) {
 	errPath := path + ".stderr"
 	stderr, err := os.Create(errPath)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer stderr.Close()
 	stdout, err := os.Create(path + ".out")
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer stdout.Close()
 	cmd := l.Main().Command("tcpdump", append([]string{"-i", l.Bridge(), "-n", "-U"}, args...)...)
 	cmd.Stdout, cmd.Stderr = stdout, stderr
 	p, err := l.Start(cmd)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
@@ -404,13 +424,36 @@ func startCapture(ctx context.Context, l *lab.Lab, path string, args ...string) 
 	for {
 		b, _ := os.ReadFile(errPath)
 		if strings.Contains(string(b), "listening on") {
-			return nil
+			return p, nil
 		}
 		select {
 		case <-p.Done():
-			return fmt.Errorf("tcpdump exited: %v: %s", p.Err(), b)
+			return nil, fmt.Errorf("tcpdump exited: %v: %s", p.Err(), b)
 		case <-ctx.Done():
-			return fmt.Errorf("tcpdump not ready: %w: %s", ctx.Err(), b)
+			return nil, fmt.Errorf("tcpdump not ready: %w: %s", ctx.Err(), b)
+		case <-tick.C:
+		}
+	}
+}
+
+// waitQuiet returns once path has not grown for quiet, or after limit.
+func waitQuiet(ctx context.Context, path string, quiet, limit time.Duration) {
+	ctx, cancel := context.WithTimeout(ctx, limit)
+	defer cancel()
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	var size int64 = -1
+	since := time.Now()
+	for {
+		if fi, err := os.Stat(path); err == nil && fi.Size() != size {
+			size, since = fi.Size(), time.Now()
+		}
+		if time.Since(since) >= quiet {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
 		case <-tick.C:
 		}
 	}
@@ -457,6 +500,13 @@ func prepareFiles(l *lab.Lab, o options, fw e2e.Firmware, rd *e2e.Initrd) (Files
 		RangeEnd:     netip.AddrFrom4([4]byte{base[0], base[1], base[2], 200}),
 		MAC:          net.HardwareAddr{0x52, 0x54, 0x00, 0xbc, 0x00, 0x01},
 		Firmware:     fw,
+		IPXEDir:      ipxeDir,
+	}
+	path := pathOf(fw)
+	ipxeEFI := filepath.Join(ipxeDir, f.UEFIBootFile)
+	if path.siteSigned {
+		f.Kernel, ipxeEFI = o.signed.kernel, o.signed.ipxe
+		f.IPXEDir = filepath.Join(f.Dir, "ipxe")
 	}
 	f.ScriptURL = fmt.Sprintf("http://%s/%s", server, f.ScriptName)
 	f.CallbackURL = fmt.Sprintf("http://%s/report?job=bench-%s", net.JoinHostPort(server.String(), callbackPort), randomHex(4))
@@ -465,7 +515,11 @@ func prepareFiles(l *lab.Lab, o options, fw e2e.Firmware, rd *e2e.Initrd) (Files
 	f.Cmdline = fmt.Sprintf("initrd=%s console=ttyS0 panic=1 bootchain.callback=%s bootchain.token=%s bootchain.traceparent=%s",
 		f.InitrdName, f.CallbackURL, f.Token, f.Traceparent)
 
-	for _, d := range []string{f.Dir, f.TFTPRoot, f.HTTPRoot} {
+	dirs := []string{f.Dir, f.TFTPRoot, f.HTTPRoot}
+	if path.siteSigned {
+		dirs = append(dirs, f.IPXEDir)
+	}
+	for _, d := range dirs {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return f, err
 		}
@@ -475,12 +529,17 @@ func prepareFiles(l *lab.Lab, o options, fw e2e.Firmware, rd *e2e.Initrd) (Files
 		filepath.Join(f.HTTPRoot, f.KernelName):   f.Kernel,
 		filepath.Join(f.HTTPRoot, f.InitrdName):   f.Initrd,
 	}
-	switch fw {
-	case e2e.UEFI:
-		copies[filepath.Join(f.TFTPRoot, f.UEFIBootFile)] = filepath.Join(ipxeDir, f.UEFIBootFile)
-	case uefiHTTP:
-		copies[filepath.Join(f.HTTPRoot, f.UEFIBootFile)] = filepath.Join(ipxeDir, f.UEFIBootFile)
-	case uefiSBMS:
+	switch {
+	case path.uefiFileHTTP:
+		copies[filepath.Join(f.HTTPRoot, f.UEFIBootFile)] = ipxeEFI
+	case path.uefiFile:
+		copies[filepath.Join(f.TFTPRoot, f.UEFIBootFile)] = ipxeEFI
+	}
+	if path.siteSigned {
+		// bootchain's row imports the iPXE binaries of this directory.
+		copies[filepath.Join(f.IPXEDir, f.UEFIBootFile)] = ipxeEFI
+	}
+	if path.shimGrub {
 		// Everything over TFTP: Debian's signed GRUB has no HTTP.
 		f.UEFIBootFile = "shimx64.efi"
 		copies[filepath.Join(f.TFTPRoot, "shimx64.efi")] = e2e.ShimSigned
@@ -581,41 +640,61 @@ func lastLines(s string, n int) string {
 }
 
 // printTable prints one row per firmware and setup: median seconds from power-on
-// and from the VM's first DHCP packet (the part the boot stack answers), and the
-// ratio to the first setup (the stock baseline) of the same firmware.
+// and from the VM's first DHCP packet (the part the boot stack answers), the ratio
+// to the first setup (the stock baseline) of the same firmware, and the ratio of
+// the time from the first DHCP packet to the first path's (BIOS) with the same setup.
 func printTable(w io.Writer, rows []Setup, firmwares []e2e.Firmware, results []result) {
+	type key struct {
+		fw    e2e.Firmware
+		setup string
+	}
+	type stats struct {
+		secs, after []float64
+		failed      int
+	}
+	all := map[key]*stats{}
+	for _, r := range results {
+		k := key{r.firmware, r.setup.Key}
+		if all[k] == nil {
+			all[k] = &stats{}
+		}
+		if r.err != nil {
+			all[k].failed++
+			continue
+		}
+		all[k].secs = append(all[k].secs, r.total.Seconds())
+		all[k].after = append(all[k].after, (r.total - r.firstDHCP).Seconds())
+	}
+	medAfter := func(k key) float64 {
+		if st := all[k]; st != nil && len(st.after) > 0 {
+			return median(st.after)
+		}
+		return 0
+	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "firmware\tsetup\tboots\tmedian s\tmin s\tmax s\tstock / this\tfrom 1st DHCP s\tstock / this")
+	fmt.Fprintf(tw, "firmware\tsetup\tboots\tmedian s\tmin s\tmax s\tstock / this\tfrom 1st DHCP s\tstock / this\tthis / %s\n", firmwares[0])
 	for _, fw := range firmwares {
 		var base, baseDHCP float64
 		for i, s := range rows {
-			var secs, after []float64
-			failed := 0
-			for _, r := range results {
-				if r.firmware != fw || r.setup.Key != s.Key {
-					continue
+			st := all[key{fw, s.Key}]
+			if st == nil || len(st.secs) == 0 {
+				failed := 0
+				if st != nil {
+					failed = st.failed
 				}
-				if r.err != nil {
-					failed++
-					continue
-				}
-				secs = append(secs, r.total.Seconds())
-				after = append(after, (r.total - r.firstDHCP).Seconds())
-			}
-			if len(secs) == 0 {
-				fmt.Fprintf(tw, "%s\t%s\t0 (%d failed)\t-\t-\t-\t-\t-\t-\n", fw, s.Name, failed)
+				fmt.Fprintf(tw, "%s\t%s\t0 (%d failed)\t-\t-\t-\t-\t-\t-\t-\n", fw, s.Name, failed)
 				continue
 			}
-			med, medAfter := median(secs), median(after)
+			med, after := median(st.secs), medAfter(key{fw, s.Key})
 			if i == 0 {
-				base, baseDHCP = med, medAfter
+				base, baseDHCP = med, after
 			}
-			boots := fmt.Sprint(len(secs))
-			if failed > 0 {
-				boots += fmt.Sprintf(" (%d failed)", failed)
+			boots := fmt.Sprint(len(st.secs))
+			if st.failed > 0 {
+				boots += fmt.Sprintf(" (%d failed)", st.failed)
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%.2f\t%.2f\t%.2f\t%s\t%.2f\t%s\n", fw, s.Name, boots, med, secs[0], secs[len(secs)-1],
-				ratio(base, med), medAfter, ratio(baseDHCP, medAfter))
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%.2f\t%.2f\t%.2f\t%s\t%.2f\t%s\t%s\n", fw, s.Name, boots, med, st.secs[0], st.secs[len(st.secs)-1],
+				ratio(base, med), after, ratio(baseDHCP, after), ratio(after, medAfter(key{firmwares[0], s.Key})))
 		}
 	}
 	tw.Flush()

@@ -48,6 +48,9 @@ type Files struct {
 	// MAC is the machine's MAC and Firmware its firmware.
 	MAC      net.HardwareAddr
 	Firmware e2e.Firmware
+	// IPXEDir holds the iPXE binaries bootchain's row imports: Debian's, or the
+	// site-signed UEFI one on a Secure Boot path.
+	IPXEDir string
 }
 
 // Server is one boot stack under test: DHCP (+TFTP) and HTTP serving Files in the
@@ -112,7 +115,7 @@ func (s *dnsmasqNginx) Start(ctx context.Context, l *lab.Lab, f Files) error {
 		UEFIBootFile: f.UEFIBootFile,
 		IPXEScript:   f.ScriptURL,
 	}
-	if f.Firmware == uefiHTTP {
+	if pathOf(f.Firmware).uefiFileHTTP {
 		cfg.HTTPBootURL = fmt.Sprintf("http://%s/%s", f.ServerAddr, f.UEFIBootFile)
 	}
 	if s.tuned {
