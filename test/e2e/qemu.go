@@ -28,6 +28,20 @@ const (
 	BIOS Firmware = "bios"
 	// UEFI is OVMF (Debian package ovmf), with a private copy of its variable store.
 	UEFI Firmware = "uefi"
+	// ARM64 is AAVMF, UEFI for arm64 (Debian package qemu-efi-aarch64), on QEMU's
+	// arm64 "virt" machine (qemu-system-aarch64, package qemu-system-arm), with a
+	// private copy of its variable store. The NIC never has an option ROM (QEMU's
+	// are x86 code): AAVMF's own PXE client boots.
+	ARM64 Firmware = "arm64"
+)
+
+// AAVMF images (Debian bookworm's qemu-efi-aarch64: 64 MiB flash) and the CPU of
+// the arm64 VM. A Cortex-A57 rather than "max": TCG emulates max's pointer
+// authentication in software, which slows every function call of the guest.
+const (
+	DefaultAAVMFCode = "/usr/share/AAVMF/AAVMF_CODE.fd"
+	DefaultAAVMFVars = "/usr/share/AAVMF/AAVMF_VARS.fd"
+	ARM64CPU         = "cortex-a57"
 )
 
 // Default OVMF images (4 MiB flash layout, Debian bookworm's ovmf package).
@@ -91,7 +105,7 @@ type VMConfig struct {
 
 	// QMP opens a QMP socket, needed for Screendump.
 	QMP bool
-	// OVMFCode and OVMFVars override the OVMF images.
+	// OVMFCode and OVMFVars override the OVMF (or, for ARM64, AAVMF) images.
 	OVMFCode, OVMFVars string
 	// ExtraArgs are appended to QEMU's arguments.
 	ExtraArgs []string
@@ -194,6 +208,24 @@ func StartVM(l *lab.Lab, ns *lab.Netns, cfg VMConfig) (*VM, error) {
 				"-fw_cfg", "name=opt/org.tianocore/IPv4PXESupport,string=no",
 				"-fw_cfg", "name=opt/org.tianocore/IPv6PXESupport,string=no")
 		}
+	case ARM64:
+		if cfg.HTTPBoot || cfg.SecureBoot {
+			return nil, errors.New("e2e: HTTPBoot and SecureBoot are not wired for ARM64")
+		}
+		code, vars := cfg.OVMFCode, cfg.OVMFVars
+		if code == "" {
+			code = DefaultAAVMFCode
+		}
+		if vars == "" {
+			vars = DefaultAAVMFVars
+		}
+		varsCopy := filepath.Join(cfg.Dir, cfg.Name+".AAVMF_VARS.fd")
+		if err := CopyFile(vars, varsCopy); err != nil {
+			return nil, fmt.Errorf("e2e: AAVMF variable store: %w", err)
+		}
+		args = append(args, "-machine", "virt", "-cpu", ARM64CPU,
+			"-drive", "if=pflash,format=raw,unit=0,readonly=on,file="+code,
+			"-drive", "if=pflash,format=raw,unit=1,file="+varsCopy)
 	default:
 		return nil, fmt.Errorf("e2e: unknown firmware %q", cfg.Firmware)
 	}
@@ -201,7 +233,7 @@ func StartVM(l *lab.Lab, ns *lab.Netns, cfg VMConfig) (*VM, error) {
 	if cfg.Kernel == "" {
 		dev += ",bootindex=1"
 	}
-	if cfg.NoNICROM {
+	if cfg.NoNICROM || cfg.Firmware == ARM64 {
 		dev += ",romfile="
 	}
 	args = append(args,
@@ -228,13 +260,21 @@ func StartVM(l *lab.Lab, ns *lab.Netns, cfg VMConfig) (*VM, error) {
 		return nil, err
 	}
 	defer out.Close()
-	cmd := ns.Command("qemu-system-x86_64", args...)
+	cmd := ns.Command(cfg.Firmware.QEMU(), args...)
 	cmd.Stdout, cmd.Stderr = out, out
 	vm.Started = time.Now()
 	if vm.Proc, err = l.Start(cmd); err != nil {
 		return nil, err
 	}
 	return vm, nil
+}
+
+// QEMU is the QEMU system emulator that runs f.
+func (f Firmware) QEMU() string {
+	if f == ARM64 {
+		return "qemu-system-aarch64"
+	}
+	return "qemu-system-x86_64"
 }
 
 // CopyFile copies src to dst (created or truncated).

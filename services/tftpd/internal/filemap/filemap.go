@@ -20,7 +20,7 @@ import (
 
 // Known are the boot files firmware asks for that map to artifacts of the same name
 // unless the map says otherwise.
-var Known = []string{"undionly.kpxe", "ipxe.efi", "snponly.efi", "ipxe-arm64.efi", "snponly-arm64.efi", "ipxe.pxe", "undionly.kkpxe"}
+var Known = []string{"undionly.kpxe", "ipxe.efi", "snponly.efi", "ipxe-arm64.efi", "snponly-arm64.efi", "grubaa64.efi", "ipxe.pxe", "undionly.kkpxe"}
 
 // Map is an immutable file-name map.
 type Map struct {
