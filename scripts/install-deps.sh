@@ -108,6 +108,23 @@ if ! "$ATFTPD_LINK" --help 2>&1 | grep -qi atftp; then
 	log "warning: $ATFTPD_LINK does not run"
 fi
 
+# Secure Boot's Microsoft-signed path (docs/firmware.md): Debian's signed shim and
+# GRUB, unpacked into SECUREBOOT_ROOT rather than installed, since their
+# maintainer scripts would run grub-install and change this machine's own boot
+# setup. bootchain only serves the binaries (usr/lib/shim/shimx64.efi.signed,
+# usr/lib/grub/x86_64-efi-signed/grubnetx64.efi.signed).
+SECUREBOOT_ROOT=/opt/bootchain/secureboot
+for pkg in shim-signed grub-efi-amd64-signed; do
+	[[ -e $SECUREBOOT_ROOT/.$pkg ]] && continue
+	log "unpacking $pkg into $SECUREBOOT_ROOT"
+	tmp=$(mktemp -d)
+	(cd "$tmp" && apt-get download -q "$pkg")
+	"${SUDO[@]}" mkdir -p "$SECUREBOOT_ROOT"
+	"${SUDO[@]}" dpkg-deb -x "$tmp"/"$pkg"_*.deb "$SECUREBOOT_ROOT"
+	"${SUDO[@]}" touch "$SECUREBOOT_ROOT/.$pkg"
+	rm -rf "$tmp"
+done
+
 # Stop and disable the daemons' system services, whatever started them.
 systemd_running=false
 if command -v systemctl >/dev/null 2>&1 && [[ -d /run/systemd/system ]]; then

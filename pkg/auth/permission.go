@@ -20,6 +20,7 @@ type Permission string
 // Resources are the things a permission names.
 var Resources = []string{
 	"machines", "jobs", "sessions", "profiles", "sites", "artifacts", "leases", "pools", "tftp", "credentials", "audit",
+	"bootconfigs",
 }
 
 // Verbs are what a permission allows on its resource.
@@ -45,14 +46,15 @@ func (p Permission) Verb() string { _, v, _ := strings.Cut(string(p), "."); retu
 //	viewer   every *.read but credentials.read and audit.read
 //	operator viewer + machines.write, jobs.write
 //	admin    everything
-//	service  artifacts.read
+//	service  artifacts.read, bootconfigs.write (tftpd rendering GRUB's
+//	         config for a machine: BootConfigService)
 var roleTable = func() map[Role][]Permission {
 	var viewer, all []Permission
 	for _, r := range Resources {
 		for _, v := range Verbs {
 			p := Permission(r + "." + v)
 			all = append(all, p)
-			if v == "read" && r != "credentials" && r != "audit" {
+			if v == "read" && r != "credentials" && r != "audit" && r != "bootconfigs" {
 				viewer = append(viewer, p)
 			}
 		}
@@ -61,7 +63,7 @@ var roleTable = func() map[Role][]Permission {
 		RoleViewer:   viewer,
 		RoleOperator: append(slices.Clone(viewer), "machines.write", "jobs.write"),
 		RoleAdmin:    all,
-		RoleService:  {"artifacts.read"},
+		RoleService:  {"artifacts.read", "bootconfigs.write"},
 	}
 }()
 

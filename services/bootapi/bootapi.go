@@ -371,6 +371,9 @@ func New(cfg Config) (*Server, error) {
 		Offline:   func() bool { return !reach.Online() },
 		Admission: httpapi.AdmissionConfig{Max: cfg.MaxBootsInFlight, Retry: cfg.AdmissionRetry, Hold: cfg.AdmissionHold},
 	})
+	// GRUB's configs, which tftpd fetches for the machines it serves, are
+	// answered by the same handler as iPXE's scripts.
+	grpcapi.NewBootConfig(st, h, cfg.Site).Register(gs.GRPC)
 	limiter := ratelimit.New[netip.Addr](ratelimit.Config{Limit: cfg.HTTPLimitPerIP})
 	if err := registerMetrics(reg, h, limiter, boots, rec.Collectors(), diag.Diagnoses); err != nil {
 		closeListeners()

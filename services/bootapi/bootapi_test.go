@@ -492,6 +492,14 @@ func TestValidationNamesField(t *testing.T) {
 			_, err := h.profiles.CreateProfile(ctx, &bootapiv1.CreateProfileRequest{Profile: &bootapiv1.Profile{Name: "p", Kernel: kernel, Cmdline: "quiet || shell"}})
 			return err
 		}, "profile.cmdline"},
+		"cmdline GRUB would mangle": {func() error {
+			_, err := h.profiles.CreateProfile(ctx, &bootapiv1.CreateProfileRequest{Profile: &bootapiv1.Profile{Name: "p", Kernel: kernel, Cmdline: `quiet a="b`}})
+			return err
+		}, "profile.cmdline"},
+		"site cmdline GRUB would mangle": {func() error {
+			_, err := h.sites.PutSite(ctx, &bootapiv1.PutSiteRequest{Site: &bootapiv1.Site{Name: "lab", ExtraCmdline: `x\y`}})
+			return err
+		}, "site.extra_cmdline"},
 		"traversal in artifact": {func() error {
 			_, err := h.profiles.CreateProfile(ctx, &bootapiv1.CreateProfileRequest{Profile: &bootapiv1.Profile{Name: "p", Kernel: &bootapiv1.ArtifactRef{Source: &bootapiv1.ArtifactRef_Artifact{Artifact: "../etc/passwd"}}}})
 			return err

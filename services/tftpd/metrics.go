@@ -11,6 +11,7 @@ type collector struct {
 	s                                                *Server
 	transfers, requests, active, bytes, retransmits  *prometheus.Desc
 	cache, fetchFailures, limited, panics, cacheSize *prometheus.Desc
+	grub                                             *prometheus.Desc
 }
 
 func newCollector(s *Server) *collector {
@@ -30,11 +31,12 @@ func newCollector(s *Server) *collector {
 		limited:       d("rate_limited_total", "Read requests dropped by the per-IP rate limit."),
 		panics:        d("panics_total", "Requests and transfers dropped by a recovered panic."),
 		cacheSize:     d("cache_entries", "Artifacts in the disk cache."),
+		grub:          d("grub_configs_total", "GRUB configs asked of bootapi for machines, by outcome (rendered, failed).", "outcome"),
 	}
 }
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.transfers, c.requests, c.active, c.bytes, c.retransmits, c.cache, c.fetchFailures, c.limited, c.panics, c.cacheSize} {
+	for _, d := range []*prometheus.Desc{c.transfers, c.requests, c.active, c.bytes, c.retransmits, c.cache, c.fetchFailures, c.limited, c.panics, c.cacheSize, c.grub} {
 		ch <- d
 	}
 }
@@ -62,6 +64,8 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.fetchFailures, st.FetchFailures)
 	counter(c.limited, st.Limited)
 	counter(c.panics, st.Panics)
+	counter(c.grub, c.s.grubConfigs.Load(), "rendered")
+	counter(c.grub, c.s.grubFailures.Load(), "failed")
 	ch <- prometheus.MustNewConstMetric(c.cacheSize, prometheus.GaugeValue, float64(len(c.s.cache.Names())))
 }
 

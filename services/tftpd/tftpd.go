@@ -30,6 +30,7 @@ import (
 	"github.com/bootchain/bootchain/pkg/audit"
 	"github.com/bootchain/bootchain/pkg/auth"
 	artifactstorev1 "github.com/bootchain/bootchain/pkg/gen/bootchain/artifactstore/v1"
+	bootapiv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/bootapi/v1"
 	dhcpdv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/dhcpd/v1"
 	tftpdv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/tftpd/v1"
 	"github.com/bootchain/bootchain/pkg/grpcclient"
@@ -71,6 +72,17 @@ type Config struct {
 	// ArtifactStoreTokenFile holds ArtifactStoreToken (read at New when the
 	// token is not given).
 	ArtifactStoreTokenFile string
+	// BootAPI is bootapi's gRPC address, asked for GRUB's per-machine
+	// configs (docs/tftpd.md, "GRUB"); empty or "-": tftpd serves no GRUB
+	// names.
+	BootAPI string
+	// BootAPITLS are the client TLS files for bootapi.
+	BootAPITLS tlsconf.Files
+	// BootAPIToken is the bearer token (role service) presented to bootapi,
+	// unless its client certificate names tftpd; default ArtifactStoreToken.
+	BootAPIToken string
+	// BootAPITokenFile holds BootAPIToken.
+	BootAPITokenFile string
 	// DataDir holds the cache (blobs/ and index.json). Required.
 	DataDir string
 	// Site this tftpd serves; its file map is read from tftp/<site>/map.
@@ -125,7 +137,7 @@ type Config struct {
 // artifactstore on 127.0.0.1:9081.
 func DefaultConfig() Config {
 	return Config{
-		Addr: ":69", GRPC: grpcserver.Config{Addr: ":9083"}, HTTPAddr: ":9183", ArtifactStore: "127.0.0.1:9081", Site: "default",
+		Addr: ":69", GRPC: grpcserver.Config{Addr: ":9083"}, HTTPAddr: ":9183", ArtifactStore: "127.0.0.1:9081", BootAPI: "127.0.0.1:9080", Site: "default",
 		MaxBlksize: 1468, Timeout: time.Second, Retries: 5, MaxTransfers: 4096, MaxPerClient: 8, Anticipate: 8,
 		FetchTimeout: 20 * time.Second, RefreshWait: time.Second, Warm: true,
 		LimitPerIP: DefaultLimitPerIP,
@@ -148,6 +160,9 @@ func (c *Config) AddFlags(fs *flag.FlagSet, prefix string) {
 	fs.StringVar(&c.ArtifactStore, prefix+"artifactstore", c.ArtifactStore, "artifactstore gRPC address")
 	c.ArtifactStoreTLS.AddClientFlags(fs, prefix+"artifactstore-")
 	fs.StringVar(&c.ArtifactStoreTokenFile, prefix+"artifactstore-token-file", c.ArtifactStoreTokenFile, "file holding the bearer token (role service) presented to artifactstore")
+	fs.StringVar(&c.BootAPI, prefix+"bootapi", c.BootAPI, "bootapi gRPC address, asked for GRUB's per-machine configs (- disables the GRUB names)")
+	c.BootAPITLS.AddClientFlags(fs, prefix+"bootapi-")
+	fs.StringVar(&c.BootAPITokenFile, prefix+"bootapi-token-file", c.BootAPITokenFile, "file holding the bearer token (role service) presented to bootapi (default: the artifactstore one)")
 	fs.StringVar(&c.Map, prefix+"map", c.Map, "file-name map: name=artifact,... (a name ending in * maps a prefix); laid under the etcd map tftp/<site>/map")
 	fs.BoolVar(&c.SinglePort, prefix+"single-port", c.SinglePort, "serve every transfer from the request port (NAT/firewalled sites)")
 	fs.IntVar(&c.MaxBlksize, prefix+"max-blksize", c.MaxBlksize, "largest blksize offered (the interface MTU caps it too)")
@@ -220,22 +235,27 @@ func (c Config) Validate() error {
 
 // Server is a tftpd ready to Run.
 type Server struct {
-	cfg       Config
-	log       *slog.Logger
-	grpc      *grpcserver.Server
-	conn      *grpc.ClientConn
-	cache     *cache.Cache
-	transfers *transfer.Server
-	sessions  *session.Recorder
-	maps      *store.Cache[*tftpdv1.FileMap]
-	artifacts *store.Cache[*artifactstorev1.Artifact]
-	leases    *store.Cache[*dhcpdv1.Lease]
-	admin     *admin.Service
-	base      *filemap.Map
-	current   atomic.Pointer[filemap.Map]
-	reg       *prometheus.Registry
-	boots     *opshttp.Boots
-	ops       *opshttp.Server
+	cfg  Config
+	log  *slog.Logger
+	grpc *grpcserver.Server
+	conn *grpc.ClientConn
+	// bootcfg asks bootapi for GRUB's configs (on bootConn); nil: no GRUB names.
+	bootcfg  bootapiv1.BootConfigServiceClient
+	bootConn *grpc.ClientConn
+	// GRUB configs bootapi rendered, and requests for one that failed.
+	grubConfigs, grubFailures atomic.Int64
+	cache                     *cache.Cache
+	transfers                 *transfer.Server
+	sessions                  *session.Recorder
+	maps                      *store.Cache[*tftpdv1.FileMap]
+	artifacts                 *store.Cache[*artifactstorev1.Artifact]
+	leases                    *store.Cache[*dhcpdv1.Lease]
+	admin                     *admin.Service
+	base                      *filemap.Map
+	current                   atomic.Pointer[filemap.Map]
+	reg                       *prometheus.Registry
+	boots                     *opshttp.Boots
+	ops                       *opshttp.Server
 	// loaded is set once the file map, lease and artifact caches hold etcd's
 	// snapshot (/readyz).
 	loaded atomic.Bool
@@ -279,6 +299,23 @@ func New(cfg Config) (_ *Server, err error) {
 		closers = append(closers, func() { s.conn.Close() })
 		src = source.NewGRPC(s.conn)
 	}
+	if cfg.BootAPI != "" && cfg.BootAPI != "-" {
+		token := cfg.BootAPIToken
+		if token == "" && cfg.BootAPITokenFile != "" {
+			if token, err = auth.ReadTokenFile(cfg.BootAPITokenFile); err != nil {
+				return nil, fmt.Errorf("tftpd: %w", err)
+			}
+		}
+		if token == "" {
+			token = cfg.ArtifactStoreToken
+		}
+		s.bootConn, err = grpcclient.Dial(cfg.BootAPI, cfg.BootAPITLS, grpcclient.WithToken(token))
+		if err != nil {
+			return nil, fmt.Errorf("tftpd: bootapi: %w", err)
+		}
+		closers = append(closers, func() { s.bootConn.Close() })
+		s.bootcfg = bootapiv1.NewBootConfigServiceClient(s.bootConn)
+	}
 	s.cache, err = cache.New(cache.Config{
 		Dir: filepath.Join(cfg.DataDir, "cache"), Source: src, FetchTimeout: cfg.FetchTimeout,
 		RefreshWait: cfg.RefreshWait, Logger: log,
@@ -311,7 +348,7 @@ func New(cfg Config) (_ *Server, err error) {
 		Conn: udp, SinglePort: cfg.SinglePort, MaxBlksize: cfg.MaxBlksize, Timeout: cfg.Timeout,
 		Retries: cfg.Retries, MaxTransfers: cfg.MaxTransfers, MaxPerClient: cfg.MaxPerClient, Anticipate: cfg.Anticipate,
 		PerIP:   cfg.LimitPerIP,
-		Resolve: s.resolve, Open: s.cache.Open, Sessions: s.sessions, MACByIP: s.macByIP,
+		Resolve: s.resolve, Open: s.open, Sessions: s.sessions, MACByIP: s.macByIP,
 		Tracer: cfg.TracerProvider.Tracer("github.com/bootchain/bootchain/services/tftpd"), Logger: log,
 	})
 	if err != nil {
@@ -418,6 +455,9 @@ func (s *Server) Run(ctx context.Context) error {
 	if s.conn != nil {
 		run.Layer().OnStop(func() { s.conn.Close() })
 	}
+	if s.bootConn != nil {
+		run.Layer().OnStop(func() { s.bootConn.Close() })
+	}
 	if s.ops != nil {
 		// Stops after the request port: probes see the shutdown through.
 		run.Layer().Go(s.ops.Serve)
@@ -456,8 +496,6 @@ func (s *Server) Run(ctx context.Context) error {
 	s.log.Info("tftpd serving", "tftp", s.Addr().String(), "single_port", s.cfg.SinglePort, "artifactstore", s.cfg.ArtifactStore)
 	return run.Wait()
 }
-
-func (s *Server) resolve(name string) (string, bool) { return s.current.Load().Resolve(name) }
 
 // macByIP returns the MAC of the client holding ip by dhcpd's lease (leases/<site>/<ip>).
 func (s *Server) macByIP(ip string) (string, bool) {

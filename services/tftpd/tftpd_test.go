@@ -274,7 +274,8 @@ func TestBadRequests(t *testing.T) {
 	}{
 		{name: "dot dot", pkt: rrq(1, "../etc/passwd", "octet"), wantCode: 2},
 		{name: "dot dot inside", pkt: rrq(1, "secret/../../etc/passwd", "octet"), wantCode: 2},
-		{name: "absolute", pkt: rrq(1, "/etc/passwd", "octet"), wantCode: 2},
+		{name: "root slash: a name like any other", pkt: rrq(1, "/etc/passwd", "octet"), wantCode: 1},
+		{name: "double slash", pkt: rrq(1, "//etc/passwd", "octet"), wantCode: 2},
 		{name: "backslash", pkt: rrq(1, `..\windows\win.ini`, "octet"), wantCode: 2},
 		{name: "control char", pkt: rrq(1, "ipxe\x01.efi", "octet"), wantCode: 2},
 		{name: "unknown file", pkt: rrq(1, "no-such.efi", "octet"), wantCode: 1},

@@ -172,6 +172,13 @@ func TestChainUEFISecureBootSiteKey(t *testing.T) {
 // console), then powers it off and returns the boot's session once bootchain has
 // reached its verdict.
 func (e *chainEnv) bootRefused(ctx context.Context, cfg VMConfig) *bootapiv1.BootSession {
+	e.t.Helper()
+	return e.bootRefusedBy(ctx, cfg, "Access Denied")
+}
+
+// bootRefusedBy is bootRefused for a refusal the console reports as refusal
+// (shim's "Verification failed" for a binary it loads).
+func (e *chainEnv) bootRefusedBy(ctx context.Context, cfg VMConfig, refusal string) *bootapiv1.BootSession {
 	t := e.t
 	t.Helper()
 	macs := cfg.MAC.String()
@@ -182,7 +189,7 @@ func (e *chainEnv) bootRefused(ctx context.Context, cfg VMConfig) *bootapiv1.Boo
 	}
 	t.Cleanup(func() { vm.Kill() })
 	rctx, rcancel := context.WithTimeout(ctx, 3*time.Minute)
-	_, err = vm.WaitSerial(rctx, "Access Denied")
+	_, err = vm.WaitSerial(rctx, refusal)
 	rcancel()
 	if err != nil {
 		t.Fatalf("the firmware refused nothing: %v\nsession:\n%s\nserial:\n%s", err, describeSession(e.session(ctx, macs)), tail(vm.Serial(), 3000))
@@ -190,7 +197,7 @@ func (e *chainEnv) bootRefused(ctx context.Context, cfg VMConfig) *bootapiv1.Boo
 	// The firmware goes on to its next boot option while bootchain reaches its
 	// verdict on the refused boot: the session that is open now.
 	first := e.session(ctx, macs)
-	t.Logf("%s refused: %s", cfg.Name, lastLine(vm.Serial(), "Access Denied"))
+	t.Logf("%s refused: %s", cfg.Name, lastLine(vm.Serial(), refusal))
 	s, err := e.waitSession(ctx, macs, func(s *bootapiv1.BootSession) bool {
 		return s.GetTraceId() == first.GetTraceId() && s.GetState() != bootapiv1.SessionState_SESSION_STATE_ACTIVE
 	})

@@ -59,6 +59,17 @@ func MissingHopIn(order []HopWant, spans []Span, kernel, initrd string) string {
 			if sp.Attrs["bootchain.report_state"] != "running" {
 				continue
 			}
+		case "tftp shimx64.efi", "tftp grubx64.efi", "tftp grub.cfg-", "tftp kernel", "tftp initrd":
+			file := strings.TrimPrefix(want.What, "tftp ")
+			switch file {
+			case "kernel":
+				file = kernel
+			case "initrd":
+				file = initrd
+			}
+			if sp.Attrs["tftp.file"] == "" || !strings.Contains(sp.Attrs["tftp.file"], file) {
+				continue
+			}
 		case "callback succeeded":
 			if sp.Attrs["bootchain.report_state"] != "succeeded" {
 				continue

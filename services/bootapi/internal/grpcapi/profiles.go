@@ -11,6 +11,7 @@ import (
 	"github.com/bootchain/bootchain/pkg/artifactref"
 	artifactv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/artifactstore/v1"
 	bootapiv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/bootapi/v1"
+	"github.com/bootchain/bootchain/pkg/grub"
 	"github.com/bootchain/bootchain/pkg/store"
 	"github.com/bootchain/bootchain/services/bootapi/internal/installer"
 	"github.com/bootchain/bootchain/services/bootapi/internal/script"
@@ -36,8 +37,16 @@ func checkProfile(p *bootapiv1.Profile) error {
 	td.Machine.MAC, td.Machine.Hostname, td.Machine.Site = "52:54:00:00:00:01", "host", "site"
 	td.Profile.Name, td.Job.ID = p.GetName(), "job"
 	script.SetInstallerBase(&td, "http://bootapi.example/installer/v1/job/KEY/")
-	if _, err := script.Cmdline(p.GetCmdline(), td); err != nil {
+	args, err := script.Cmdline(p.GetCmdline(), td)
+	if err != nil {
 		return apierr.InvalidArgument("profile.cmdline", "%v", err)
+	}
+	// The same words go to GRUB (the Secure Boot and arm64 paths), whose
+	// linux loader mangles quotes and backslashes.
+	for _, a := range args {
+		if err := grub.CheckKernelArg(a); err != nil {
+			return apierr.InvalidArgument("profile.cmdline", "%v", err)
+		}
 	}
 	if err := installer.CheckProfile(p); err != nil {
 		return apierr.FromError(err)

@@ -17,7 +17,7 @@ const auditTimeout = 5 * time.Second
 // auditDispatch records a job's dispatch; the script goes out after it. A
 // failure to record is logged, not answered: the machine could do nothing
 // about it, and the job is dispatched already.
-func (h *Handler) auditDispatch(ctx context.Context, rc *fasthttp.RequestCtx, mac, site, jobID string, rev int64) {
+func (h *Handler) auditDispatch(ctx context.Context, peer, mac, site, jobID string, rev int64) {
 	if h.cfg.Audit == nil {
 		return
 	}
@@ -25,7 +25,7 @@ func (h *Handler) auditDispatch(ctx context.Context, rc *fasthttp.RequestCtx, ma
 	defer cancel()
 	err := h.cfg.Audit.Record(ctx, audit.Event{
 		Identity: "machine:" + mac, Action: audit.ActionDispatch, Resource: mac, Site: site,
-		Peer: rc.RemoteAddr().String(), Outcome: audit.OutcomeOK, Revision: rev, Detail: "job " + jobID,
+		Peer: peer, Outcome: audit.OutcomeOK, Revision: rev, Detail: "job " + jobID,
 	})
 	if err != nil {
 		h.log.Error("dispatch not in the audit log", "mac", mac, "job", jobID, "err", err)

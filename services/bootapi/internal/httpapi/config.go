@@ -32,7 +32,65 @@ func (h *Handler) config(ctx context.Context, rc *fasthttp.RequestCtx, query []b
 		httpError(rc, "mac: "+err.Error(), fasthttp.StatusBadRequest)
 		return
 	}
-	in, jit := h.input(mac, q.profile)
+	if rc.IsHead() {
+		// HEAD changes nothing: no dispatch, no discovered record, no session,
+		// no sighting. Its headers are those of the script the machine would get
+		// without its job (a HEAD is never the machine's iPXE).
+		in, _ := h.input(mac, q.profile)
+		h.head(rc, in)
+		return
+	}
+	ip := remoteIP(rc)
+	s := h.serve(ctx, bootRequest{
+		mac: mac, profile: q.profile, ip: ip, peer: rc.RemoteAddr().String(), arch: q.arch, facts: facts(q, ip),
+		attrs: []attribute.KeyValue{attribute.String("http.request.method", fasthttp.MethodGet), attribute.String("url.path", configPath)},
+	}, ipxeFormat{h.render})
+	writeScript(rc, s.Head, s.Body)
+}
+
+// bootRequest is a machine's request for what it boots: iPXE's for its
+// script (HTTP), or GRUB's for its config, which tftpd makes on its behalf
+// (GrubConfig). Both are answered the same way.
+type bootRequest struct {
+	// mac is normalized; profile is a menu choice ("": none).
+	mac, profile string
+	// ip is the address the machine's request came from; peer is who
+	// asked, for the audit log.
+	ip, peer string
+	arch     string
+	// facts are what the machine reported, for its sighting.
+	facts state.Facts
+	// site is where the request was seen (tftpd's site): an unknown
+	// machine's site when neither its lease nor its session says.
+	site string
+	// attrs describe the request on its hop.
+	attrs []attribute.KeyValue
+}
+
+// format is a boot loader's language: iPXE scripts or GRUB configs.
+type format interface {
+	// render renders a decision (script.Renderer.Render's contract).
+	render(d decide.Decision, traceparent string, job *script.Job) (script.Script, error)
+	// wait renders "wait, then ask again" (admission control).
+	wait(mac string, wait time.Duration) (string, error)
+}
+
+type ipxeFormat struct{ r *script.Renderer }
+
+func (f ipxeFormat) render(d decide.Decision, tp string, job *script.Job) (script.Script, error) {
+	return f.r.Render(d, tp, job)
+}
+
+func (f ipxeFormat) wait(mac string, wait time.Duration) (string, error) {
+	return script.Wait(f.r.ConfigURL(), mac, wait)
+}
+
+// serve decides what the machine of req boots, executes the decision (a
+// job's dispatch, a discovered machine's record), records the hop in its boot
+// session and renders the answer in f.
+func (h *Handler) serve(ctx context.Context, req bootRequest, f format) script.Script {
+	mac, ip := req.mac, req.ip
+	in, jit := h.input(mac, req.profile)
 	withheld := ""
 	if in.Job.GetState() == bootapiv1.JobState_JOB_STATE_PENDING && h.offline() {
 		// A dispatch is a committed compare-and-swap before the script goes
@@ -41,15 +99,7 @@ func (h *Handler) config(ctx context.Context, rc *fasthttp.RequestCtx, query []b
 		withheld = "job " + in.Job.GetId() + " withheld: etcd unreachable"
 		in.Job, jit = nil, store.Item[*bootapiv1.Job]{}
 	}
-	if rc.IsHead() {
-		// HEAD changes nothing: no dispatch, no discovered record, no session,
-		// no sighting. Its headers are those of the script the machine would get
-		// without its job (a HEAD is never the machine's iPXE).
-		h.head(rc, in)
-		return
-	}
 	h.Scripts.Add(1)
-	ip := remoteIP(rc)
 	start := h.cfg.Now()
 	sess := h.cfg.Sessions.Open(ctx, mac, session.OpenOptions{IP: ip, Now: start})
 	if h.otherJobIn(sess, jit) {
@@ -64,6 +114,8 @@ func (h *Handler) config(ctx context.Context, rc *fasthttp.RequestCtx, query []b
 		// artifactstore of the machine's own site.
 		if site := h.seenSite(mac, ip, sess, start); site != "" {
 			in.DefaultSite = site
+		} else if req.site != "" {
+			in.DefaultSite = req.site
 		}
 	}
 	if decide.NeedsTrust(in) {
@@ -71,9 +123,8 @@ func (h *Handler) config(ctx context.Context, rc *fasthttp.RequestCtx, query []b
 	}
 	startHop := func() *session.Hop {
 		var hop *session.Hop
-		ctx, hop = sess.StartHopAt(ctx, "script", start,
-			attribute.String("http.request.method", fasthttp.MethodGet), attribute.String("url.path", configPath),
-			attribute.String("client.address", ip), attribute.String("bootchain.arch", q.arch))
+		attrs := append([]attribute.KeyValue{attribute.String("client.address", ip), attribute.String("bootchain.arch", req.arch)}, req.attrs...)
+		ctx, hop = sess.StartHopAt(ctx, "script", start, attrs...)
 		return hop
 	}
 	var hop *session.Hop
@@ -84,13 +135,13 @@ func (h *Handler) config(ctx context.Context, rc *fasthttp.RequestCtx, query []b
 	}
 	// audit (P6): the revision of a dispatch, recorded before its script goes out.
 	ctx, revs := store.WithRevisions(ctx)
-	s, jobID := h.answer(ctx, in, jit, sess, ip)
+	s, jobID := h.answer(ctx, in, jit, sess, ip, f)
 	if withheld != "" {
 		h.Withheld.Add(1)
 		s.Detail += "; " + withheld
 	}
 	if jobID != "" {
-		h.auditDispatch(ctx, rc, mac, in.Machine.GetSite(), jobID, revs.Last())
+		h.auditDispatch(ctx, req.peer, mac, in.Machine.GetSite(), jobID, revs.Last())
 	}
 	n := s.Len()
 	// Without spans a hop is only its record: a machine looping on its script
@@ -113,8 +164,8 @@ func (h *Handler) config(ctx context.Context, rc *fasthttp.RequestCtx, query []b
 	if s.Final {
 		sess.Finish(bootapiv1.SessionState_SESSION_STATE_SUCCEEDED, "", s.Detail)
 	}
-	writeScript(rc, s.Head, s.Body)
-	h.cfg.State.Sightings.Seen(mac, in.Machine, facts(q, ip), start)
+	h.cfg.State.Sightings.Seen(mac, in.Machine, req.facts, start)
+	return s
 }
 
 // otherJobIn reports whether the machine has a pending job (this request may
@@ -168,7 +219,7 @@ func (h *Handler) input(mac, choice string) (decide.Input, store.Item[*bootapiv1
 // answer decides what mac boots and executes the decision: it records a
 // discovered machine and dispatches a pending job. jobID is the job
 // dispatched, if any.
-func (h *Handler) answer(ctx context.Context, in decide.Input, jit store.Item[*bootapiv1.Job], sess *session.Session, ip string) (s script.Script, jobID string) {
+func (h *Handler) answer(ctx context.Context, in decide.Input, jit store.Item[*bootapiv1.Job], sess *session.Session, ip string, f format) (s script.Script, jobID string) {
 	mac := in.MAC
 	d := decide.Evaluate(in)
 	var note string // what the hop says beyond the script's detail
@@ -179,10 +230,10 @@ func (h *Handler) answer(ctx context.Context, in decide.Input, jit store.Item[*b
 		note = d.Withheld
 	}
 	if d.Job != nil {
-		if s, waiting := h.admit(d, mac); waiting {
+		if s, waiting := h.admit(d, mac, f); waiting {
 			return s, ""
 		}
-		if s, ok := h.dispatch(ctx, d, jit, sess, ip); ok {
+		if s, ok := h.dispatch(ctx, d, jit, sess, ip, f); ok {
 			h.metrics.scripts.WithLabelValues(d.Rule).Inc()
 			return s, d.Job.GetId()
 		}
@@ -196,7 +247,7 @@ func (h *Handler) answer(ctx context.Context, in decide.Input, jit store.Item[*b
 	if d.Action == decide.Boot { // only a kernel boot carries it
 		tp = sess.Traceparent()
 	}
-	s, err := h.render.Render(d, tp, nil)
+	s, err := f.render(d, tp, nil)
 	if err != nil {
 		h.log.Error("script not rendered", "mac", mac, "rule", d.Rule, "err", err)
 	}
@@ -210,7 +261,7 @@ func (h *Handler) answer(ctx context.Context, in decide.Input, jit store.Item[*b
 // dispatch renders the job's script and moves the job pending -> dispatched in one
 // compare-and-swap; if another request (or replica) got there first, it reports
 // false. A job whose profile is gone or cannot be rendered is failed.
-func (h *Handler) dispatch(ctx context.Context, d decide.Decision, jit store.Item[*bootapiv1.Job], sess *session.Session, ip string) (script.Script, bool) {
+func (h *Handler) dispatch(ctx context.Context, d decide.Decision, jit store.Item[*bootapiv1.Job], sess *session.Session, ip string, f format) (script.Script, bool) {
 	job := d.Job
 	now := h.cfg.Now()
 	if d.Profile == nil {
@@ -229,7 +280,7 @@ func (h *Handler) dispatch(ctx context.Context, d decide.Decision, jit store.Ite
 		d.Profile = p
 	}
 	token, key := newToken(), newToken()
-	s, err := h.render.Render(d, sess.Traceparent(), &script.Job{Token: token, InstallerKey: key})
+	s, err := f.render(d, sess.Traceparent(), &script.Job{Token: token, InstallerKey: key})
 	if err != nil {
 		h.log.Error("boot script not rendered", "mac", job.GetMac(), "job", job.GetId(), "err", err)
 		h.failJob(ctx, jit, s.Detail, now)

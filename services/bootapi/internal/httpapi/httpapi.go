@@ -32,6 +32,7 @@ import (
 	"github.com/bootchain/bootchain/pkg/audit"
 	bootapiv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/bootapi/v1"
 	"github.com/bootchain/bootchain/pkg/session"
+	"github.com/bootchain/bootchain/services/bootapi/internal/grubcfg"
 	"github.com/bootchain/bootchain/services/bootapi/internal/script"
 	"github.com/bootchain/bootchain/services/bootapi/internal/state"
 	"github.com/prometheus/client_golang/prometheus"
@@ -80,6 +81,7 @@ type Handler struct {
 	cfg    Config
 	log    *slog.Logger
 	render *script.Renderer
+	grub   *grubcfg.Renderer
 	spans  bool // the session recorder exports hops as spans
 	// What was answered, for bootapi's summary when it stops; Panics are
 	// requests whose handler panicked (answered 500).
@@ -102,12 +104,14 @@ func New(cfg Config) *Handler {
 	if cfg.Metrics != nil {
 		mh = fasthttpadaptor.NewFastHTTPHandler(promhttp.HandlerFor(cfg.Metrics, promhttp.HandlerOpts{}))
 	}
+	render := script.NewRenderer(script.RendererConfig{
+		PublicURL: cfg.PublicURL, CallbackURL: cfg.CallbackURL, ArtifactURL: cfg.ArtifactURL, MenuTimeout: cfg.MenuTimeout, Profiles: st.Profiles,
+	})
 	return &Handler{
+		render:         render,
+		grub:           grubcfg.NewRenderer(grubcfg.Config{Script: render, Profiles: st.Profiles, MenuTimeout: cfg.MenuTimeout}),
 		metricsHandler: mh,
 		cfg:            cfg, log: cfg.Logger, spans: cfg.Sessions.Spans(), metrics: newMetrics(),
 		admission: newAdmission(cfg.Admission),
-		render: script.NewRenderer(script.RendererConfig{
-			PublicURL: cfg.PublicURL, CallbackURL: cfg.CallbackURL, ArtifactURL: cfg.ArtifactURL, MenuTimeout: cfg.MenuTimeout, Profiles: st.Profiles,
-		}),
 	}
 }

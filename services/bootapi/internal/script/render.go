@@ -127,6 +127,22 @@ func (r *Renderer) boot(d decide.Decision, tp string, job *Job) (string, error) 
 		seen[name] = true
 		bt.Initrds = append(bt.Initrds, File{URL: u, Name: name})
 	}
+	if bt.Args, err = r.KernelArgs(d, tp, job); err != nil {
+		return "", err
+	}
+	if d.Job != nil {
+		bt.JobID = d.Job.GetId()
+	}
+	return RenderBoot(bt)
+}
+
+// KernelArgs is the kernel command line of a boot of d.Profile, split into
+// checked words: the profile's template and the site's extra arguments, then,
+// for a dispatched job (job set), its callback URL, token and ID, then the
+// session's traceparent (tp, when set). Every boot loader bootapi renders for
+// (iPXE, GRUB) passes these same words.
+func (r *Renderer) KernelArgs(d decide.Decision, tp string, job *Job) ([]string, error) {
+	m, site, p := d.Machine, d.Site, d.Profile
 	var td TemplateData
 	td.Machine.MAC, td.Machine.Hostname, td.Machine.Site, td.Machine.Labels = m.GetMac(), m.GetHostname(), site.GetName(), m.GetLabels()
 	td.Profile.Name = p.GetName()
@@ -138,24 +154,22 @@ func (r *Renderer) boot(d decide.Decision, tp string, job *Job) (string, error) 
 	}
 	args, err := Cmdline(p.GetCmdline()+" "+site.GetExtraCmdline(), td)
 	if err != nil {
-		return "", err
+		return nil, err
 	}
 	if d.Job != nil {
 		if job == nil {
-			return "", errors.New("job " + d.Job.GetId() + ": no callback token")
+			return nil, errors.New("job " + d.Job.GetId() + ": no callback token")
 		}
 		cb, err := r.CallbackURL(site, d.Job.GetId())
 		if err != nil {
-			return "", err
+			return nil, err
 		}
 		args = append(args, "bootchain.callback="+cb.String(), "bootchain.token="+job.Token, "bootchain.job="+d.Job.GetId())
-		bt.JobID = d.Job.GetId()
 	}
 	if tp != "" {
 		args = append(args, "bootchain.traceparent="+tp)
 	}
-	bt.Args = args
-	return RenderBoot(bt)
+	return args, nil
 }
 
 // CallbackURL is the URL job id's installer reports to at site.

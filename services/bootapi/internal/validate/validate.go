@@ -15,6 +15,7 @@ import (
 	"github.com/bootchain/bootchain/pkg/apierr"
 	"github.com/bootchain/bootchain/pkg/artifactref"
 	bootapiv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/bootapi/v1"
+	"github.com/bootchain/bootchain/pkg/grub"
 	"github.com/bootchain/bootchain/pkg/ipxe"
 	"github.com/bootchain/bootchain/pkg/macaddr"
 )
@@ -296,6 +297,9 @@ func SiteRecord(s *bootapiv1.Site) error {
 	}
 	for _, tok := range strings.Fields(s.GetExtraCmdline()) {
 		if err := ipxe.CheckWord(tok); err != nil {
+			return apierr.Field("site.extra_cmdline", "%v", err)
+		}
+		if err := grub.CheckKernelArg(tok); err != nil {
 			return apierr.Field("site.extra_cmdline", "%v", err)
 		}
 	}

@@ -216,8 +216,18 @@ type Handle struct {
 	once   sync.Once
 }
 
+// Bytes is a handle on content made for one transfer (a GRUB config bootapi
+// rendered for the machine): not cached, nothing to release.
+func Bytes(name string, data []byte) *Handle {
+	sum := sha256.Sum256(data)
+	return &Handle{Reader: bytes.NewReader(data), Name: name, SHA256: hex.EncodeToString(sum[:]), Size: int64(len(data))}
+}
+
 // Close releases the handle.
 func (h *Handle) Close() error {
+	if h.c == nil {
+		return nil
+	}
 	h.once.Do(func() {
 		h.c.mu.Lock()
 		h.b.refs--

@@ -231,11 +231,14 @@ func OptionString(opts []Option) string {
 	return strings.Join(parts, " ")
 }
 
-// CleanPath checks a requested file name and returns it as the key to look up. It
-// refuses (ErrAccess) absolute paths, "..", "." and empty components, backslashes,
+// CleanPath checks a requested file name and returns it as the key to look up. One
+// leading '/' names the TFTP root, as tftpd-hpa and dnsmasq read it (GRUB asks for
+// "/grub/grub.cfg": its prefix is an absolute path on the server) and is dropped.
+// It refuses (ErrAccess) "..", "." and empty components (so "//x"), backslashes,
 // NUL and other control characters, invalid UTF-8 and names longer than MaxPathLen;
 // firmware asks for plain relative names ("ipxe.efi", "pxelinux.cfg/01-...").
 func CleanPath(name string) (string, error) {
+	name = strings.TrimPrefix(name, "/")
 	switch {
 	case name == "":
 		return "", fmt.Errorf("%w: empty name", ErrAccess)
@@ -244,7 +247,7 @@ func CleanPath(name string) (string, error) {
 	case !utf8.ValidString(name):
 		return "", fmt.Errorf("%w: name is not UTF-8", ErrAccess)
 	case strings.HasPrefix(name, "/"):
-		return "", fmt.Errorf("%w: absolute path %q", ErrAccess, name)
+		return "", fmt.Errorf("%w: empty path component in %q", ErrAccess, "/"+name)
 	case strings.ContainsRune(name, '\\'):
 		return "", fmt.Errorf("%w: backslash in %q", ErrAccess, name)
 	}

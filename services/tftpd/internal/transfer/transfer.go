@@ -380,7 +380,7 @@ func (s *Server) handleRead(filename string, rf io.ReaderFrom) (err error) {
 
 	rec := s.startRecord(x)
 	ctx := rec.ctx
-	h, hit, err := s.cfg.Open(ctx, x.artifact)
+	h, hit, err := s.cfg.Open(context.WithValue(ctx, clientKey{}, x.clientIP), x.artifact)
 	if hit {
 		s.count.cacheHits.Add(1)
 	} else {
@@ -453,6 +453,15 @@ func (s *Server) handleRead(filename string, rf io.ReaderFrom) (err error) {
 	rec.finish(x, n, outcome, err)
 	log.Debug("transfer ended", "artifact", x.artifact, "bytes", n, "blksize", x.neg.Blksize, "outcome", outcome, "retransmits", retrans, "err", err)
 	return nil
+}
+
+type clientKey struct{}
+
+// ClientIP is the address of the client whose transfer opens a file, for an
+// Open that answers per machine (GRUB's config); "" outside a transfer.
+func ClientIP(ctx context.Context) string {
+	ip, _ := ctx.Value(clientKey{}).(string)
+	return ip
 }
 
 // clientErr matches pin/tftp's error for an ERROR packet from the client.
