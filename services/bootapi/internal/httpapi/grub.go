@@ -12,6 +12,7 @@ import (
 	"github.com/bootchain/bootchain/services/bootapi/internal/script"
 	"github.com/bootchain/bootchain/services/bootapi/internal/state"
 	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // GrubRequest is GRUB's request for its config, which a service (tftpd)
@@ -40,6 +41,9 @@ func (h *Handler) GrubConfig(ctx context.Context, req GrubRequest) (script.Scrip
 	if err != nil {
 		return script.Script{}, apierr.InvalidArgument("client_ip", "%v", err)
 	}
+	// The request's span is tftpd's call (within the tftp hop); the hop is,
+	// like every hop, a child of the boot session's root.
+	ctx = trace.ContextWithSpanContext(ctx, trace.SpanContext{})
 	return h.serve(ctx, bootRequest{
 		mac: mac, profile: req.Profile, ip: ip.Unmap().String(), peer: req.IP + " via " + req.Peer, arch: req.Arch, site: req.Site,
 		facts: state.Facts{IP: ip.Unmap().String(), Arch: req.Arch},
