@@ -1,0 +1,149 @@
+//go:build linux
+
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"errors"
+	"net"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	bootapiv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/bootapi/v1"
+	"github.com/bootchain/bootchain/test/lab"
+)
+
+// arm64Prereqs skips t unless qemu-system-aarch64, AAVMF and the arm64 packages
+// (scripts/arm64.sh) are there, and returns those packages and the arm64 initrd.
+func arm64Prereqs(t *testing.T) (*ARM64Kit, *Initrd) {
+	t.Helper()
+	needQEMU(t, ARM64.QEMU())
+	needInitrdTools(t)
+	for _, p := range []string{DefaultAAVMFCode, DefaultAAVMFVars} {
+		if _, err := os.Stat(p); err != nil {
+			t.Skipf("%v (scripts/install-deps.sh: package qemu-efi-aarch64)", err)
+		}
+	}
+	if err := lab.Check(); err != nil {
+		t.Skip(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	root, err := ModuleRoot(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kit, err := FindARM64(ctx, root)
+	if errors.Is(err, ErrNoARM64) {
+		t.Skip(err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	rd, err := kit.BuildInitrd(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return kit, rd
+}
+
+// arm64Cmdline is the arm64 profile's cmdline: the virt machine's serial port is
+// a PL011, ttyAMA0.
+const arm64Cmdline = "console=ttyAMA0 panic=1 hostname={{.Machine.Hostname}}"
+
+// provisionARM64 uploads GRUB under the name arm64 firmware asks for and
+// registers macs with the arm64 kernel and initrd, as an operator would.
+func (e *chainEnv) provisionARM64(ctx context.Context, kit *ARM64Kit, macs string) {
+	t := e.t
+	t.Helper()
+	if _, err := e.stack.Provision(ctx, BootConfig{MAC: macs, Initrd: e.rd, Cmdline: arm64Cmdline, NoJob: true}); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := e.stack.Bootctl(ctx, "artifacts", "upload", kit.GRUB, "--name", ARM64GRUBName); err != nil {
+		t.Fatalf("bootctl artifacts upload: %v: %s", err, out)
+	}
+}
+
+// firstDHCP returns how long after power-on the session's first DHCP hop began.
+func firstDHCP(vm *VM, s *bootapiv1.BootSession) time.Duration {
+	for _, h := range s.GetHops() {
+		if strings.HasPrefix(h.GetName(), "dhcp.") {
+			return h.GetStartTime().AsTime().Sub(vm.Started)
+		}
+	}
+	return 0
+}
+
+// ARM64Hops is a good arm64 boot's trace: AAVMF's PXE client loads GRUB over
+// TFTP, GRUB reads its config (tftpd asks bootapi), then the kernel and
+// initrd over TFTP.
+var ARM64Hops = []HopWant{
+	{"dhcp.discover", "bootchain-dhcpd", "firmware DHCP DISCOVER"},
+	{"dhcp.request", "bootchain-dhcpd", "firmware DHCP REQUEST"},
+	{"tftp", "bootchain-tftpd", "tftp " + ARM64GRUBName},
+	{"tftp", "bootchain-tftpd", "tftp grub.cfg-"},
+	{"script", "bootchain-bootapi", "GRUB config"},
+	{"tftp", "bootchain-tftpd", "tftp kernel"},
+	{"tftp", "bootchain-tftpd", "tftp initrd"},
+	{"callback", "bootchain-bootapi", "callback running"},
+	{"callback", "bootchain-bootapi", "callback succeeded"},
+}
+
+// TestChainARM64 powers on an arm64 VM (AAVMF on QEMU's virt machine, TCG)
+// whose firmware PXE-boots through bootchain: dhcpd picks grubaa64.efi by
+// client architecture 11, tftpd sends it, GRUB reads grub/grub.cfg and then
+// the machine's own config, which tftpd gets from bootapi: the job is
+// dispatched, its arm64 kernel and the arm64 e2e initrd come over TFTP, and
+// the initrd reports running and succeeded. One trace holds every hop.
+func TestChainARM64(t *testing.T) {
+	kit, rd := arm64Prereqs(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	e := newChainEnv(t, ctx, rd, chainOpts{})
+	const macs = "52:54:00:bc:a6:01"
+	mac, _ := net.ParseMAC(macs)
+	e.provisionARM64(ctx, kit, macs)
+	watch := e.watchJobs(ctx, macs)
+	job, err := e.stack.CreateJob(ctx, macs, "e2e")
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	vm, err := StartVM(e.l, e.l.Main(), VMConfig{Name: "arm64", Firmware: ARM64, MAC: mac, Tap: e.tap, MemoryMiB: 1024})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { vm.Kill() })
+	bctx, bcancel := context.WithTimeout(ctx, 8*time.Minute)
+	states, err := watch.wait(bctx, job, bootapiv1.JobState_JOB_STATE_SUCCEEDED)
+	bcancel()
+	if err != nil {
+		t.Fatalf("%v\nsession:\n%s\nserial:\n%s", err, describeSession(e.session(ctx, macs)), tail(vm.Serial(), 3000))
+	}
+	if _, err := vm.Wait(ctx); err != nil {
+		t.Errorf("VM after succeeded: %v", err)
+	}
+	t.Logf("power-on to power-off %v", time.Since(vm.Started).Round(time.Millisecond))
+	want := []bootapiv1.JobState{bootapiv1.JobState_JOB_STATE_PENDING, bootapiv1.JobState_JOB_STATE_DISPATCHED, bootapiv1.JobState_JOB_STATE_RUNNING, bootapiv1.JobState_JOB_STATE_SUCCEEDED}
+	if fmt.Sprint(states) != fmt.Sprint(want) {
+		t.Errorf("job states %v, want %v", states, want)
+	}
+	s, err := e.waitSession(ctx, macs, func(s *bootapiv1.BootSession) bool {
+		return s.GetState() == bootapiv1.SessionState_SESSION_STATE_SUCCEEDED && strings.Count(strings.Join(hopNames(s), " "), "callback") == 2
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("session:\n%s", describeSession(s))
+	t.Logf("power-on to first DHCP packet %v", firstDHCP(vm, s).Round(time.Millisecond))
+	if s.GetJobId() != job {
+		t.Errorf("session job %q, want %q", s.GetJobId(), job)
+	}
+	if !strings.Contains(vm.Serial(), "init start, kernel "+kit.Kernel.Version) {
+		t.Errorf("the serial log does not show the arm64 kernel %s running the initrd:\n%s", kit.Kernel.Version, tail(vm.Serial(), 3000))
+	}
+	e.checkTraceOrder(ctx, s, ARM64Hops, "e2e/vmlinuz", "e2e/initrd.gz")
+}
