@@ -10,6 +10,18 @@ import (
 	"path/filepath"
 )
 
+// Debian's signed shim and GRUB, as scripts/install-deps.sh unpacks them
+// (shim-signed, grub-efi-amd64-signed), and the variable store with
+// Microsoft's keys.
+const (
+	SecureBootRoot = "/opt/bootchain/secureboot"
+	ShimSigned     = SecureBootRoot + "/usr/lib/shim/shimx64.efi.signed"
+	// GrubNetSigned is the network GRUB: its prefix is the folder it was
+	// loaded from (grub/ below it), where it reads grub.cfg over TFTP.
+	GrubNetSigned = SecureBootRoot + "/usr/lib/grub/x86_64-efi-signed/grubnetx64.efi.signed"
+	MicrosoftVars = "/usr/share/OVMF/OVMF_VARS_4M.ms.fd"
+)
+
 // SiteKey signs EFI binaries as a site that enrolled its own key in its machines'
 // firmware would: here the snakeoil key and certificate of Debian's ovmf package,
 // which SnakeoilVars enrolls as PK, KEK and db.

@@ -14,18 +14,6 @@ import (
 	bootapiv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/bootapi/v1"
 )
 
-// Debian's signed shim and GRUB, as scripts/install-deps.sh unpacks them
-// (shim-signed, grub-efi-amd64-signed), and the variable store with
-// Microsoft's keys.
-const (
-	SecureBootRoot = "/opt/bootchain/secureboot"
-	ShimSigned     = SecureBootRoot + "/usr/lib/shim/shimx64.efi.signed"
-	// GrubNetSigned is the network GRUB: its prefix is the folder it was
-	// loaded from (grub/ below it), where it reads grub.cfg over TFTP.
-	GrubNetSigned = SecureBootRoot + "/usr/lib/grub/x86_64-efi-signed/grubnetx64.efi.signed"
-	MicrosoftVars = "/usr/share/OVMF/OVMF_VARS_4M.ms.fd"
-)
-
 // MicrosoftHops is a good boot's trace on the Microsoft-signed path:
 // everything over TFTP (this GRUB has no HTTP), GRUB's config from bootapi.
 var MicrosoftHops = []HopWant{

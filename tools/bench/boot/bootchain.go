@@ -42,7 +42,25 @@ func (b *bootchainDefaults) Start(ctx context.Context, l *lab.Lab, f Files) erro
 	}
 	b.mac = f.MAC.String()
 	rd := &e2e.Initrd{Path: f.Initrd, Kernel: e2e.Kernel{Image: f.Kernel}}
-	b.job, err = b.st.Provision(ctx, e2e.BootConfig{MAC: f.MAC.String(), Initrd: rd, IPXEDir: ipxeDir})
+	if f.Firmware != uefiSBMS {
+		b.job, err = b.st.Provision(ctx, e2e.BootConfig{MAC: f.MAC.String(), Initrd: rd, IPXEDir: ipxeDir})
+		return err
+	}
+	// Secure Boot, Microsoft's keys: the machine boots Debian's signed shim,
+	// which loads grubx64.efi; the job is created last, as an operator would.
+	if _, err = b.st.Provision(ctx, e2e.BootConfig{MAC: f.MAC.String(), Initrd: rd, IPXEDir: ipxeDir, NoJob: true}); err != nil {
+		return err
+	}
+	for _, st := range [][]string{
+		{"artifacts", "upload", e2e.ShimSigned, "--name", "shimx64.efi"},
+		{"artifacts", "upload", e2e.GrubNetSigned, "--name", "grubx64.efi"},
+		{"machines", "update", b.mac, "--boot-file", "shimx64.efi"},
+	} {
+		if out, err := b.st.Bootctl(ctx, st...); err != nil {
+			return fmt.Errorf("bootctl %v: %w: %s", st, err, out)
+		}
+	}
+	b.job, err = b.st.CreateJob(ctx, b.mac, "e2e")
 	return err
 }
 

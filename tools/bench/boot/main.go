@@ -15,6 +15,7 @@
 //	go run ./tools/bench/boot              # BIOS (SeaBIOS, iPXE ROM on virtio-net)
 //	go run ./tools/bench/boot -uefi        # also UEFI (OVMF's PXE, romfile=, snponly.efi)
 //	go run ./tools/bench/boot -http        # also UEFI HTTP boot (OVMF, PXE off, snponly.efi over HTTP)
+//	go run ./tools/bench/boot -secureboot-ms # also Secure Boot, Microsoft's keys: shim -> GRUB, all over TFTP
 //	go run ./tools/bench/boot -n 3 -v      # three boots per row, with phase timings
 //
 // Needs root and the packages of scripts/install-deps.sh.
@@ -72,9 +73,17 @@ const ipxeDir = "/usr/lib/ipxe"
 // its HTTP boot client an http URL of the UEFI iPXE binary.
 const uefiHTTP e2e.Firmware = "uefi-http"
 
+// uefiSBMS is the Secure Boot row with Microsoft's keys (docs/firmware.md, "The
+// Microsoft-signed path"): OVMF loads Debian's signed shim over TFTP, shim
+// loads Debian's signed GRUB, GRUB reads its config, the kernel and the initrd
+// over TFTP (it has no HTTP). The peers serve a static grub/grub.cfg with
+// dnsmasq's TFTP; bootchain renders the machine's config in bootapi.
+const uefiSBMS e2e.Firmware = "uefi-sb-ms"
+
 type options struct {
 	uefi, bios bool
 	http       bool
+	sbMS       bool
 	runs       int
 	timeout    time.Duration
 	keep       bool
@@ -89,6 +98,7 @@ func main() {
 	var only string
 	flag.BoolVar(&o.uefi, "uefi", false, "also boot UEFI (OVMF's own PXE client, NIC without option ROM, snponly.efi over TFTP)")
 	flag.BoolVar(&o.http, "http", false, "also boot UEFI HTTP boot (OVMF with PXE off: DHCP gives an http URL of the UEFI iPXE binary, no TFTP)")
+	flag.BoolVar(&o.sbMS, "secureboot-ms", false, "also boot UEFI with Secure Boot and Microsoft's keys: Debian's signed shim and GRUB, kernel and initrd over TFTP")
 	flag.BoolVar(&o.bios, "bios", true, "boot BIOS (SeaBIOS, iPXE option ROM on virtio-net)")
 	flag.IntVar(&o.runs, "n", 1, "boots per setup and firmware (the table shows the median)")
 	flag.DurationVar(&o.timeout, "timeout", 150*time.Second, "limit for one boot, power-on to power-off")
@@ -163,6 +173,9 @@ func run(ctx context.Context, o options, w io.Writer) error {
 	if o.http {
 		firmwares = append(firmwares, uefiHTTP)
 	}
+	if o.sbMS {
+		firmwares = append(firmwares, uefiSBMS)
+	}
 	var rows []Setup
 	for _, s := range setups {
 		if o.only == nil || o.only[s.Key] {
@@ -170,7 +183,7 @@ func run(ctx context.Context, o options, w io.Writer) error {
 		}
 	}
 	if len(firmwares) == 0 || len(rows) == 0 {
-		return errors.New("nothing to run (check -bios, -uefi, -http, -setups)")
+		return errors.New("nothing to run (check -bios, -uefi, -http, -secureboot-ms, -setups)")
 	}
 	if err := checkFiles(o); err != nil {
 		return err
@@ -221,6 +234,9 @@ func checkFiles(o options) error {
 	need := []string{filepath.Join(ipxeDir, "undionly.kpxe")}
 	if o.uefi || o.http {
 		need = append(need, filepath.Join(ipxeDir, o.ipxeEFI), e2e.DefaultOVMFCode, e2e.DefaultOVMFVars)
+	}
+	if o.sbMS {
+		need = append(need, e2e.SecureBootCode, e2e.MicrosoftVars, e2e.ShimSigned, e2e.GrubNetSigned)
 	}
 	for _, p := range need {
 		if _, err := os.Stat(p); err != nil {
@@ -303,10 +319,10 @@ func bootOnce(ctx context.Context, o options, s Setup, fw e2e.Firmware, rd *e2e.
 	defer srv.Stop()
 
 	vmFW := fw
-	if fw == uefiHTTP {
+	if fw == uefiHTTP || fw == uefiSBMS {
 		vmFW = e2e.UEFI
 	}
-	vm, err := e2e.StartVM(l, l.Main(), e2e.VMConfig{
+	vmCfg := e2e.VMConfig{
 		Name:     "bench",
 		Dir:      filepath.Join(f.Dir, "vm"),
 		Firmware: vmFW,
@@ -314,7 +330,11 @@ func bootOnce(ctx context.Context, o options, s Setup, fw e2e.Firmware, rd *e2e.
 		HTTPBoot: fw == uefiHTTP,
 		MAC:      f.MAC,
 		Tap:      tap,
-	})
+	}
+	if fw == uefiSBMS {
+		vmCfg.SecureBoot, vmCfg.OVMFVars, vmCfg.MemoryMiB = true, e2e.MicrosoftVars, 1024
+	}
+	vm, err := e2e.StartVM(l, l.Main(), vmCfg)
 	if err != nil {
 		res.err = err
 		return res
@@ -460,6 +480,22 @@ func prepareFiles(l *lab.Lab, o options, fw e2e.Firmware, rd *e2e.Initrd) (Files
 		copies[filepath.Join(f.TFTPRoot, f.UEFIBootFile)] = filepath.Join(ipxeDir, f.UEFIBootFile)
 	case uefiHTTP:
 		copies[filepath.Join(f.HTTPRoot, f.UEFIBootFile)] = filepath.Join(ipxeDir, f.UEFIBootFile)
+	case uefiSBMS:
+		// Everything over TFTP: Debian's signed GRUB has no HTTP.
+		f.UEFIBootFile = "shimx64.efi"
+		copies[filepath.Join(f.TFTPRoot, "shimx64.efi")] = e2e.ShimSigned
+		copies[filepath.Join(f.TFTPRoot, "grubx64.efi")] = e2e.GrubNetSigned
+		copies[filepath.Join(f.TFTPRoot, f.KernelName)] = f.Kernel
+		copies[filepath.Join(f.TFTPRoot, f.InitrdName)] = f.Initrd
+		if err := os.MkdirAll(filepath.Join(f.TFTPRoot, "grub"), 0o755); err != nil {
+			return f, err
+		}
+		// GRUB hands the initrd to the kernel itself: no initrd=<name>.
+		cmdline := strings.TrimPrefix(f.Cmdline, "initrd="+f.InitrdName+" ")
+		cfg := fmt.Sprintf("linux (tftp)/%s %s\ninitrd (tftp)/%s\nboot\n", f.KernelName, cmdline, f.InitrdName)
+		if err := os.WriteFile(filepath.Join(f.TFTPRoot, "grub", "grub.cfg"), []byte(cfg), 0o644); err != nil {
+			return f, err
+		}
 	}
 	for dst, src := range copies {
 		if err := e2e.CopyFile(src, dst); err != nil {

@@ -2,15 +2,14 @@ package script_test
 
 import (
 	"flag"
+	"github.com/bootchain/bootchain/internal/testkit"
 	"net/url"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/bootchain/bootchain/services/bootapi/internal/script"
-	"github.com/google/go-cmp/cmp"
 )
 
 var update = flag.Bool("update", false, "rewrite golden files")
@@ -25,19 +24,7 @@ func mustURL(s string) *url.URL {
 
 func golden(t *testing.T, name, got string) {
 	t.Helper()
-	path := filepath.Join("testdata", name+".ipxe")
-	if *update {
-		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run go test -update to create it)", err)
-	}
-	if diff := cmp.Diff(string(want), got); diff != "" {
-		t.Errorf("%s differs from golden file (-want +got):\n%s", name, diff)
-	}
+	testkit.Golden(t, filepath.Join("testdata", name+".ipxe"), got, *update)
 }
 
 func TestGolden(t *testing.T) {
