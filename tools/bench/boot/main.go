@@ -16,6 +16,7 @@
 //	go run ./tools/bench/boot -uefi        # also UEFI (OVMF's PXE, romfile=, snponly.efi)
 //	go run ./tools/bench/boot -http        # also UEFI HTTP boot (OVMF, PXE off, snponly.efi over HTTP)
 //	go run ./tools/bench/boot -secureboot-ms # also Secure Boot, Microsoft's keys: shim -> GRUB, all over TFTP
+//	go run ./tools/bench/boot -arm64       # also arm64 (AAVMF's PXE -> Debian's GRUB, all over TFTP)
 //	go run ./tools/bench/boot -n 3 -v      # three boots per row, with phase timings
 //
 // Needs root and the packages of scripts/install-deps.sh.
@@ -84,13 +85,17 @@ type options struct {
 	uefi, bios bool
 	http       bool
 	sbMS       bool
-	runs       int
-	timeout    time.Duration
-	keep       bool
-	pcap       bool
-	verbose    bool
-	only       map[string]bool
-	ipxeEFI    string
+	arm64      bool
+	// arm64Kit and arm64Initrd are the arm64 GRUB, kernel and initrd (-arm64).
+	arm64Kit    *e2e.ARM64Kit
+	arm64Initrd *e2e.Initrd
+	runs        int
+	timeout     time.Duration
+	keep        bool
+	pcap        bool
+	verbose     bool
+	only        map[string]bool
+	ipxeEFI     string
 }
 
 func main() {
@@ -99,6 +104,7 @@ func main() {
 	flag.BoolVar(&o.uefi, "uefi", false, "also boot UEFI (OVMF's own PXE client, NIC without option ROM, snponly.efi over TFTP)")
 	flag.BoolVar(&o.http, "http", false, "also boot UEFI HTTP boot (OVMF with PXE off: DHCP gives an http URL of the UEFI iPXE binary, no TFTP)")
 	flag.BoolVar(&o.sbMS, "secureboot-ms", false, "also boot UEFI with Secure Boot and Microsoft's keys: Debian's signed shim and GRUB, kernel and initrd over TFTP")
+	flag.BoolVar(&o.arm64, "arm64", false, "also boot arm64 (AAVMF on QEMU's virt machine: its PXE client loads Debian's signed GRUB, which reads its config, the arm64 kernel and initrd over TFTP)")
 	flag.BoolVar(&o.bios, "bios", true, "boot BIOS (SeaBIOS, iPXE option ROM on virtio-net)")
 	flag.IntVar(&o.runs, "n", 1, "boots per setup and firmware (the table shows the median)")
 	flag.DurationVar(&o.timeout, "timeout", 150*time.Second, "limit for one boot, power-on to power-off")
@@ -176,6 +182,9 @@ func run(ctx context.Context, o options, w io.Writer) error {
 	if o.sbMS {
 		firmwares = append(firmwares, uefiSBMS)
 	}
+	if o.arm64 {
+		firmwares = append(firmwares, e2e.ARM64)
+	}
 	var rows []Setup
 	for _, s := range setups {
 		if o.only == nil || o.only[s.Key] {
@@ -183,7 +192,7 @@ func run(ctx context.Context, o options, w io.Writer) error {
 		}
 	}
 	if len(firmwares) == 0 || len(rows) == 0 {
-		return errors.New("nothing to run (check -bios, -uefi, -http, -secureboot-ms, -setups)")
+		return errors.New("nothing to run (check -bios, -uefi, -http, -secureboot-ms, -arm64, -setups)")
 	}
 	if err := checkFiles(o); err != nil {
 		return err
@@ -194,6 +203,19 @@ func run(ctx context.Context, o options, w io.Writer) error {
 		return err
 	}
 	fmt.Fprintf(w, "kernel %s, initrd %s (%d bytes, cached %v)\n", rd.Kernel.Version, rd.Path, rd.Size, rd.Cached)
+	if o.arm64 {
+		root, err := e2e.ModuleRoot(ctx)
+		if err != nil {
+			return err
+		}
+		if o.arm64Kit, err = e2e.FindARM64(ctx, root); err != nil {
+			return err
+		}
+		if o.arm64Initrd, err = o.arm64Kit.BuildInitrd(ctx); err != nil {
+			return err
+		}
+		fmt.Fprintf(w, "arm64: kernel %s, initrd %s (%d bytes, cached %v)\n", o.arm64Kit.Kernel.Version, o.arm64Initrd.Path, o.arm64Initrd.Size, o.arm64Initrd.Cached)
+	}
 	fmt.Fprintf(w, "%d CPUs, load average at start: %s\n", runtime.NumCPU(), benchenv.LoadAvg())
 
 	var results []result
@@ -204,7 +226,11 @@ func run(ctx context.Context, o options, w io.Writer) error {
 				if ctx.Err() != nil {
 					return ctx.Err()
 				}
-				r := bootOnce(ctx, o, s, fw, rd)
+				fwrd := rd
+				if fw == e2e.ARM64 {
+					fwrd = o.arm64Initrd
+				}
+				r := bootOnce(ctx, o, s, fw, fwrd)
 				results = append(results, r)
 				if r.err != nil {
 					fmt.Fprintf(w, "%-5s %-24s run %d: FAILED: %v\n", fw, s.Name, i+1, r.err)
@@ -238,12 +264,17 @@ func checkFiles(o options) error {
 	if o.sbMS {
 		need = append(need, e2e.SecureBootCode, e2e.MicrosoftVars, e2e.ShimSigned, e2e.GrubNetSigned)
 	}
+	bins := []string{"qemu-system-x86_64", "dnsmasq", "nginx"}
+	if o.arm64 {
+		need = append(need, e2e.DefaultAAVMFCode, e2e.DefaultAAVMFVars)
+		bins = append(bins, e2e.ARM64.QEMU())
+	}
 	for _, p := range need {
 		if _, err := os.Stat(p); err != nil {
 			return fmt.Errorf("%w (scripts/install-deps.sh installs it)", err)
 		}
 	}
-	for _, bin := range []string{"qemu-system-x86_64", "dnsmasq", "nginx"} {
+	for _, bin := range bins {
 		if _, err := exec.LookPath(bin); err != nil {
 			return fmt.Errorf("%w (scripts/install-deps.sh installs it)", err)
 		}
@@ -330,6 +361,9 @@ func bootOnce(ctx context.Context, o options, s Setup, fw e2e.Firmware, rd *e2e.
 		HTTPBoot: fw == uefiHTTP,
 		MAC:      f.MAC,
 		Tap:      tap,
+	}
+	if fw == e2e.ARM64 {
+		vmCfg.MemoryMiB = 1024
 	}
 	if fw == uefiSBMS {
 		vmCfg.SecureBoot, vmCfg.OVMFVars, vmCfg.MemoryMiB = true, e2e.MicrosoftVars, 1024
@@ -480,6 +514,21 @@ func prepareFiles(l *lab.Lab, o options, fw e2e.Firmware, rd *e2e.Initrd) (Files
 		copies[filepath.Join(f.TFTPRoot, f.UEFIBootFile)] = filepath.Join(ipxeDir, f.UEFIBootFile)
 	case uefiHTTP:
 		copies[filepath.Join(f.HTTPRoot, f.UEFIBootFile)] = filepath.Join(ipxeDir, f.UEFIBootFile)
+	case e2e.ARM64:
+		// GRUB, its config, the kernel and the initrd over TFTP, as bootchain
+		// serves them; the virt machine's console is a PL011 (ttyAMA0).
+		f.ARM64BootFile, f.ARM64GRUB = e2e.ARM64GRUBName, o.arm64Kit.GRUB
+		copies[filepath.Join(f.TFTPRoot, f.ARM64BootFile)] = f.ARM64GRUB
+		copies[filepath.Join(f.TFTPRoot, f.KernelName)] = f.Kernel
+		copies[filepath.Join(f.TFTPRoot, f.InitrdName)] = f.Initrd
+		if err := os.MkdirAll(filepath.Join(f.TFTPRoot, "grub"), 0o755); err != nil {
+			return f, err
+		}
+		cmdline := strings.Replace(strings.TrimPrefix(f.Cmdline, "initrd="+f.InitrdName+" "), "console=ttyS0", "console=ttyAMA0", 1)
+		cfg := fmt.Sprintf("linux (tftp)/%s %s\ninitrd (tftp)/%s\nboot\n", f.KernelName, cmdline, f.InitrdName)
+		if err := os.WriteFile(filepath.Join(f.TFTPRoot, "grub", "grub.cfg"), []byte(cfg), 0o644); err != nil {
+			return f, err
+		}
 	case uefiSBMS:
 		// Everything over TFTP: Debian's signed GRUB has no HTTP.
 		f.UEFIBootFile = "shimx64.efi"
