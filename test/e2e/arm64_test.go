@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"context"
+	"debug/elf"
 	"errors"
 	"fmt"
 	"net"
@@ -146,4 +147,47 @@ func TestChainARM64(t *testing.T) {
 		t.Errorf("the serial log does not show the arm64 kernel %s running the initrd:\n%s", kit.Kernel.Version, tail(vm.Serial(), 3000))
 	}
 	e.checkTraceOrder(ctx, s, ARM64Hops, "e2e/vmlinuz", "e2e/initrd.gz")
+}
+
+// TestBuildInitrdARM64 builds the arm64 e2e initrd from the packages
+// scripts/arm64.sh fetched: its busybox is an arm64 program and it packs and
+// loads the arm64 kernel's virtio-net modules.
+func TestBuildInitrdARM64(t *testing.T) {
+	needInitrdTools(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	root, err := ModuleRoot(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kit, err := FindARM64(ctx, root)
+	if errors.Is(err, ErrNoARM64) {
+		t.Skip(err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := elf.Open(kit.Busybox)
+	if err != nil {
+		t.Fatal(err)
+	}
+	machine := f.Machine
+	f.Close()
+	if machine != elf.EM_AARCH64 {
+		t.Fatalf("%s is built for %v, want %v", kit.Busybox, machine, elf.EM_AARCH64)
+	}
+	rd, err := BuildInitrd(ctx, InitrdConfig{Kernel: kit.Kernel, Busybox: kit.Busybox, Modules: ARM64VirtioNetModules, CacheDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rd.Kernel.Version != kit.Kernel.Version || !strings.HasSuffix(rd.Kernel.Version, "-arm64") {
+		t.Errorf("initrd kernel %q, want the arm64 kernel %q", rd.Kernel.Version, kit.Kernel.Version)
+	}
+	var got []string
+	for _, m := range rd.Modules {
+		got = append(got, strings.TrimSuffix(m[strings.LastIndex(m, "/")+1:], ".ko"))
+	}
+	if fmt.Sprint(got) != fmt.Sprint(ARM64VirtioNetModules) {
+		t.Errorf("modules %v, want %v", got, ARM64VirtioNetModules)
+	}
 }
