@@ -190,19 +190,11 @@ func StartVM(l *lab.Lab, ns *lab.Netns, cfg VMConfig) (*VM, error) {
 			args = append(args, "-machine", "q35,smm=on",
 				"-global", "driver=cfi.pflash01,property=secure,value=on")
 		}
-		if code == "" {
-			code = DefaultOVMFCode
+		drives, err := pflash(cfg, "OVMF", code, vars, DefaultOVMFCode, DefaultOVMFVars)
+		if err != nil {
+			return nil, err
 		}
-		if vars == "" {
-			vars = DefaultOVMFVars
-		}
-		varsCopy := filepath.Join(cfg.Dir, cfg.Name+".OVMF_VARS.fd")
-		if err := CopyFile(vars, varsCopy); err != nil {
-			return nil, fmt.Errorf("e2e: OVMF variable store: %w", err)
-		}
-		args = append(args,
-			"-drive", "if=pflash,format=raw,unit=0,readonly=on,file="+code,
-			"-drive", "if=pflash,format=raw,unit=1,file="+varsCopy)
+		args = append(args, drives...)
 		if cfg.HTTPBoot {
 			args = append(args,
 				"-fw_cfg", "name=opt/org.tianocore/IPv4PXESupport,string=no",
@@ -212,20 +204,11 @@ func StartVM(l *lab.Lab, ns *lab.Netns, cfg VMConfig) (*VM, error) {
 		if cfg.HTTPBoot || cfg.SecureBoot {
 			return nil, errors.New("e2e: HTTPBoot and SecureBoot are not wired for ARM64")
 		}
-		code, vars := cfg.OVMFCode, cfg.OVMFVars
-		if code == "" {
-			code = DefaultAAVMFCode
+		drives, err := pflash(cfg, "AAVMF", cfg.OVMFCode, cfg.OVMFVars, DefaultAAVMFCode, DefaultAAVMFVars)
+		if err != nil {
+			return nil, err
 		}
-		if vars == "" {
-			vars = DefaultAAVMFVars
-		}
-		varsCopy := filepath.Join(cfg.Dir, cfg.Name+".AAVMF_VARS.fd")
-		if err := CopyFile(vars, varsCopy); err != nil {
-			return nil, fmt.Errorf("e2e: AAVMF variable store: %w", err)
-		}
-		args = append(args, "-machine", "virt", "-cpu", ARM64CPU,
-			"-drive", "if=pflash,format=raw,unit=0,readonly=on,file="+code,
-			"-drive", "if=pflash,format=raw,unit=1,file="+varsCopy)
+		args = append(append(args, "-machine", "virt", "-cpu", ARM64CPU), drives...)
 	default:
 		return nil, fmt.Errorf("e2e: unknown firmware %q", cfg.Firmware)
 	}
@@ -267,6 +250,26 @@ func StartVM(l *lab.Lab, ns *lab.Netns, cfg VMConfig) (*VM, error) {
 		return nil, err
 	}
 	return vm, nil
+}
+
+// pflash returns the two flash drives of a UEFI firmware: its code (code, else
+// defCode) read-only and a private copy, in cfg.Dir, of its variable store (vars,
+// else defVars).
+func pflash(cfg VMConfig, fw, code, vars, defCode, defVars string) ([]string, error) {
+	if code == "" {
+		code = defCode
+	}
+	if vars == "" {
+		vars = defVars
+	}
+	varsCopy := filepath.Join(cfg.Dir, cfg.Name+"."+fw+"_VARS.fd")
+	if err := CopyFile(vars, varsCopy); err != nil {
+		return nil, fmt.Errorf("e2e: %s variable store: %w", fw, err)
+	}
+	return []string{
+		"-drive", "if=pflash,format=raw,unit=0,readonly=on,file=" + code,
+		"-drive", "if=pflash,format=raw,unit=1,file=" + varsCopy,
+	}, nil
 }
 
 // QEMU is the QEMU system emulator that runs f.
