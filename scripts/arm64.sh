@@ -16,8 +16,9 @@
 # own under the cache (the machine's sources, nothing installed); the .debs are only
 # unpacked (dpkg-deb -x), never installed.
 #
-# Idempotent and safe to run concurrently: the root is unpacked under a temporary
-# name and renamed into place, so a reader never sees half of it.
+# Idempotent and safe to run concurrently: fetches take a lock, and the root is
+# unpacked under a temporary name and renamed into place, so a reader never sees
+# half of it.
 #
 # Usage: scripts/arm64.sh            (fetches if needed, prints the root)
 #        scripts/arm64.sh --path     (prints where the root is or would be; fetches nothing)
@@ -35,6 +36,16 @@ main() {
 	base="$cache/arm64"
 	root="$base/$LAYOUT/root"
 	if [ "${1:-}" = "--path" ] || [ -e "$root/.complete" ]; then
+		echo "$root"
+		exit 0
+	fi
+
+	# One fetch at a time (apt runs without its own lock here); a run that
+	# waited finds the root the other one made.
+	mkdir -p "$base"
+	exec 9>"$base/.lock"
+	flock 9
+	if [ -e "$root/.complete" ]; then
 		echo "$root"
 		exit 0
 	fi
@@ -77,11 +88,8 @@ main() {
 	}
 	touch "$tmp/root/.complete"
 	mkdir -p "$(dirname "$root")"
-	# Another run may have won the race: its root is as good as ours.
-	if ! mv -T "$tmp/root" "$root" 2>/dev/null && [ ! -e "$root/.complete" ]; then
-		echo "arm64.sh: cannot move the root into $root" >&2
-		exit 1
-	fi
+	rm -rf "$root" # a half-moved root of a run that was killed
+	mv -T "$tmp/root" "$root"
 	echo "$root"
 }
 
