@@ -114,9 +114,15 @@ fi
 # setup. bootchain only serves the binaries (usr/lib/shim/shimx64.efi.signed,
 # usr/lib/grub/x86_64-efi-signed/grubnetx64.efi.signed).
 SECUREBOOT_ROOT=/opt/bootchain/secureboot
+sb_lists=0
 for pkg in shim-signed grub-efi-amd64-signed; do
 	[[ -e $SECUREBOOT_ROOT/.$pkg ]] && continue
 	log "unpacking $pkg into $SECUREBOOT_ROOT"
+	if [[ ${#missing[@]} -eq 0 && $sb_lists -eq 0 ]]; then
+		# apt-get download needs package lists, which may be stale or absent.
+		"${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q
+		sb_lists=1
+	fi
 	tmp=$(mktemp -d)
 	(cd "$tmp" && apt-get download -q "$pkg")
 	"${SUDO[@]}" mkdir -p "$SECUREBOOT_ROOT"
@@ -161,7 +167,8 @@ fi
 
 # Debian's kernel package ships no modules.dep for a foreign root; the e2e initrd
 # builder runs depmod itself, so only check that the pieces it needs are present.
-for f in /usr/lib/ipxe/undionly.kpxe /usr/lib/ipxe/ipxe.efi /usr/share/OVMF/OVMF_CODE_4M.fd /bin/busybox; do
+for f in /usr/lib/ipxe/undionly.kpxe /usr/lib/ipxe/ipxe.efi /usr/share/OVMF/OVMF_CODE_4M.fd /bin/busybox \
+	"$SECUREBOOT_ROOT/usr/lib/shim/shimx64.efi.signed" "$SECUREBOOT_ROOT/usr/lib/grub/x86_64-efi-signed/grubnetx64.efi.signed"; do
 	[[ -e $f ]] || log "warning: expected file missing: $f"
 done
 compgen -G '/boot/vmlinuz-*' >/dev/null || log "warning: no /boot/vmlinuz-* found"

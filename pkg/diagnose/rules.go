@@ -179,8 +179,8 @@ var stages = map[string]stage{
 	},
 	"tftp": {
 		bootapiv1.DiagnosisClass_DIAGNOSIS_CLASS_BOOTFILE_REFUSED,
-		"the firmware downloaded the boot file %s and did not run it: neither iPXE's DHCP nor its script request followed within %s (refused by Secure Boot, or not a boot program for this machine)",
-		"watch the machine's console (Secure Boot answers \"Access Denied\"): sign the boot program with a key the firmware trusts (docs/firmware.md), or give this firmware an iPXE binary it runs",
+		"the firmware downloaded the boot file %s and did not run it: nothing it asks for next (iPXE's DHCP, shim's GRUB, GRUB's config) followed within %s (refused by Secure Boot, or not a boot program for this machine)",
+		"watch the machine's console (Secure Boot answers \"Access Denied\", shim \"Verification failed\"): sign the boot program with a key the firmware or shim trusts (docs/firmware.md), or give this firmware a binary it runs",
 		func(h *bootapiv1.Hop) string { return h.GetAttributes()["tftp.file"] }, func(t Timeouts) time.Duration { return t.IPXE },
 	},
 	"ipxe.dhcp": {

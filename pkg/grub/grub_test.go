@@ -78,3 +78,28 @@ func FuzzQuote(f *testing.F) {
 		}
 	})
 }
+
+// FuzzParseName: a TFTP name tftpd forwards to bootapi parses only into a
+// normalized MAC and a plain profile name, and what it names is what
+// ConfigName or ChoiceName write for them.
+func FuzzParseName(f *testing.F) {
+	for _, s := range []string{"grub/grub.cfg-52:54:00:12:34:56", "grub/profile/p/grub.cfg-52:54:00:12:34:56", "grub/profile/../grub.cfg-x", "grub/grub.cfg"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, name string) {
+		req, err := grub.ParseName(name)
+		if err != nil {
+			return
+		}
+		again := grub.ConfigName(req.MAC)
+		if req.Profile != "" {
+			if !grub.ValidProfile(req.Profile) {
+				t.Fatalf("%q: profile %q", name, req.Profile)
+			}
+			again = grub.ChoiceName(req.MAC, req.Profile)
+		}
+		if back, err := grub.ParseName(again); err != nil || back != req {
+			t.Fatalf("%q -> %+v -> %q -> %+v, %v", name, req, again, back, err)
+		}
+	})
+}

@@ -50,6 +50,7 @@ openssl pkeyutl).`,
 		artifactsUploadCommand(g),
 		artifactsDeleteCommand(g),
 		artifactsImportIPXECommand(g),
+		artifactsImportSecureBootCommand(g),
 		artifactsSignCommand(g),
 	)
 }
@@ -417,7 +418,11 @@ other content is replaced only with --replace.`,
 			if err != nil {
 				return err
 			}
-			stored, err := importFiles(cmd.Context(), g, cli, dir, prefix, files, replace, o, cmd.ErrOrStderr())
+			var imports []importFile
+			for _, fn := range files {
+				imports = append(imports, importFile{path: filepath.Join(dir, fn), name: prefix + fn})
+			}
+			stored, err := importFiles(cmd.Context(), g, cli, imports, replace, o, cmd.ErrOrStderr())
 			if err != nil {
 				return err
 			}
@@ -429,6 +434,57 @@ other content is replaced only with --replace.`,
 	cmd.Flags().BoolVar(&replace, "replace", false, "replace names that hold other content (naming the digest each holds)")
 	cmd.Flags().StringVar(&o.signKey, "sign-key", "", "ed25519 private key (PKCS#8 PEM) to sign each upload with")
 	_ = cmd.MarkFlagDirname("dir")
+	return cmd
+}
+
+// secureBootFiles are the Microsoft-signed path's binaries in a root where
+// Debian's shim-signed and grub-efi-amd64-signed are installed or unpacked,
+// with the names the firmware and shim ask for (docs/firmware.md).
+var secureBootFiles = []importFile{
+	{path: "usr/lib/shim/shimx64.efi.signed", name: "shimx64.efi"},
+	{path: "usr/lib/grub/x86_64-efi-signed/grubnetx64.efi.signed", name: "grubx64.efi"},
+}
+
+// artifactsImportSecureBootCommand uploads Debian's signed shim and network
+// GRUB under the names of the Microsoft-signed Secure Boot path.
+func artifactsImportSecureBootCommand(g *Global) *cobra.Command {
+	var root string
+	var replace bool
+	var o uploadOpts
+	cmd := &cobra.Command{
+		Use:   "import-secureboot",
+		Short: "Upload Debian's signed shim and GRUB for Secure Boot's Microsoft-signed path",
+		Long: `Upload shimx64.efi (package shim-signed) and grubx64.efi (grubnetx64.efi.signed,
+package grub-efi-amd64-signed) from --root, skipping those already stored with
+the same content. Point machines at them with the site's boot file uefi-x64 or a
+machine's boot_file shimx64.efi.`,
+		Example: `  bootctl artifacts import-secureboot
+  bootctl artifacts import-secureboot --root /`,
+		Args: argNames(),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var files []importFile
+			for _, f := range secureBootFiles {
+				p := filepath.Join(root, f.path)
+				if _, err := os.Stat(p); err != nil {
+					return fmt.Errorf("%w (scripts/install-deps.sh unpacks shim-signed and grub-efi-amd64-signed into /opt/bootchain/secureboot, or set --root)", err)
+				}
+				files = append(files, importFile{path: p, name: f.name})
+			}
+			cli, err := artifactClient(g)
+			if err != nil {
+				return err
+			}
+			stored, err := importFiles(cmd.Context(), g, cli, files, replace, o, cmd.ErrOrStderr())
+			if err != nil {
+				return err
+			}
+			return g.show(&artifactv1.ListResponse{Artifacts: stored}, func(w io.Writer) error { return artifactTable(w, stored) })
+		},
+	}
+	cmd.Flags().StringVar(&root, "root", "/opt/bootchain/secureboot", "root the packages are installed or unpacked in (/ when installed)")
+	cmd.Flags().BoolVar(&replace, "replace", false, "replace names that hold other content (naming the digest each holds)")
+	cmd.Flags().StringVar(&o.signKey, "sign-key", "", "ed25519 private key (PKCS#8 PEM) to sign each upload with")
+	_ = cmd.MarkFlagDirname("root")
 	return cmd
 }
 
@@ -453,11 +509,13 @@ func ipxeFiles(dir string) ([]string, error) {
 	return files, nil
 }
 
-func importFiles(ctx context.Context, g *Global, cli artifactv1.ArtifactServiceClient, dir, prefix string, files []string, replace bool, o uploadOpts, log io.Writer) ([]*artifactv1.Artifact, error) {
+// importFile is a file to upload as the artifact name.
+type importFile struct{ path, name string }
+
+func importFiles(ctx context.Context, g *Global, cli artifactv1.ArtifactServiceClient, files []importFile, replace bool, o uploadOpts, log io.Writer) ([]*artifactv1.Artifact, error) {
 	var stored []*artifactv1.Artifact
-	for _, fn := range files {
-		path := filepath.Join(dir, fn)
-		name := prefix + fn
+	for _, f := range files {
+		path, name := f.path, f.name
 		sum, err := fileSHA256(path)
 		if err != nil {
 			return nil, err

@@ -78,3 +78,26 @@ func digestOf(t *testing.T, path string) string {
 	}
 	return d
 }
+
+// TestImportSecureBoot uploads shim and network GRUB from a package root
+// under the names the firmware and shim ask for, and names what is missing.
+func TestImportSecureBoot(t *testing.T) {
+	e := startEnv(t)
+	root := t.TempDir()
+	if _, _, code := e.run("artifacts", "import-secureboot", "--root", root); code == 0 {
+		t.Fatal("import-secureboot succeeded without the packages' files")
+	}
+	for _, f := range secureBootFiles {
+		if err := os.MkdirAll(filepath.Dir(filepath.Join(root, f.path)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		writeFile(t, filepath.Join(root, f.path), "binary "+f.name)
+	}
+	e.mustRun("artifacts", "import-secureboot", "--root", root)
+	out := e.mustRun("artifacts", "list")
+	for _, n := range []string{"shimx64.efi", "grubx64.efi"} {
+		if !strings.Contains(out, n) {
+			t.Errorf("import-secureboot stored no %s:\n%s", n, out)
+		}
+	}
+}
