@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # install-deps.sh: install the Debian packages bootchain's labs, end-to-end tests and
-# benchmarks need (QEMU, iPXE, OVMF, a kernel, busybox, peer DHCP/TFTP/HTTP servers,
+# benchmarks need (QEMU, iPXE, OVMF, AAVMF, a kernel, busybox, peer DHCP/TFTP/HTTP servers,
 # an etcd server for the external-etcd tests, buildah and podman for deploy/oci,
 # Prometheus for promtool and the metrics scrape test, chromium for the dashboard's
 # browser test, Debian's netboot installer for make e2e-installer).
@@ -19,6 +19,7 @@ set -euo pipefail
 
 PACKAGES=(
 	qemu-system-x86 ipxe ipxe-qemu ovmf
+	qemu-system-arm qemu-efi-aarch64
 	linux-image-amd64 busybox-static kmod cpio gzip xz-utils
 	dnsmasq nginx wrk
 	kea-dhcp4-server kea-admin
@@ -171,5 +172,9 @@ for f in /usr/lib/ipxe/undionly.kpxe /usr/lib/ipxe/ipxe.efi /usr/share/OVMF/OVMF
 	[[ -e $f ]] || log "warning: expected file missing: $f"
 done
 compgen -G '/boot/vmlinuz-*' >/dev/null || log "warning: no /boot/vmlinuz-* found"
+
+# The arm64 boot's GRUB, kernel and busybox are Debian arm64 packages, unpacked into
+# a cache (not installed): scripts/arm64.sh, which does nothing once it has them.
+"$(dirname "$0")/arm64.sh" >/dev/null
 
 log "done"

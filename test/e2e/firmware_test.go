@@ -29,13 +29,17 @@ var httpHopOrder = func() []HopWant {
 	return o
 }()
 
-// bootJob boots cfg (UEFI, no NIC ROM, MAC and Tap filled in) and waits for job
-// to succeed and the VM to power off. It returns the finished session and the VM.
+// bootJob boots cfg (UEFI unless it names another firmware, no NIC ROM, MAC and
+// Tap filled in) and waits for job to succeed and the VM to power off. It
+// returns the finished session and the VM.
 func (e *chainEnv) bootJob(ctx context.Context, macs string, watch *jobWatch, job string, cfg VMConfig) (*bootapiv1.BootSession, *VM) {
 	t := e.t
 	t.Helper()
 	mac, _ := net.ParseMAC(macs)
-	cfg.Firmware, cfg.NoNICROM, cfg.MAC, cfg.Tap, cfg.QMP = UEFI, true, mac, e.tap, true
+	if cfg.Firmware == "" {
+		cfg.Firmware = UEFI
+	}
+	cfg.NoNICROM, cfg.MAC, cfg.Tap, cfg.QMP = true, mac, e.tap, true
 	vm, err := StartVM(e.l, e.l.Main(), cfg)
 	if err != nil {
 		t.Fatal(err)

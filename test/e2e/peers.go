@@ -46,6 +46,8 @@ type DnsmasqConfig struct {
 	// BIOSBootFile and UEFIBootFile are the boot files for firmware PXE clients
 	// (option 93 = 0, and 7 or 9) that are not iPXE yet.
 	BIOSBootFile, UEFIBootFile string
+	// ARM64BootFile is the boot file for arm64 UEFI PXE clients (option 93 = 11).
+	ARM64BootFile string
 	// HTTPBootURL is the boot file URL for UEFI HTTP-boot clients (option 60
 	// "HTTPClient..."), answered with option 60 "HTTPClient" as UEFI requires.
 	HTTPBootURL string
@@ -116,6 +118,12 @@ func (c DnsmasqConfig) Config() (string, error) {
 		line("dhcp-vendorclass=set:httpboot,HTTPClient")
 		line("dhcp-boot=tag:!ipxe,tag:httpboot,%s", c.HTTPBootURL)
 		line("dhcp-option-force=tag:!ipxe,tag:httpboot,60,HTTPClient")
+	}
+	if c.ARM64BootFile != "" {
+		// Not efi64 either: keep it off the BIOS line too.
+		notHTTP += "tag:!arm64,"
+		line("dhcp-match=set:arm64,option:client-arch,11")
+		line("dhcp-boot=tag:!ipxe,tag:arm64,%s", c.ARM64BootFile)
 	}
 	if c.BIOSBootFile != "" {
 		line("dhcp-boot=tag:!ipxe,tag:!efi64,%s%s", notHTTP, c.BIOSBootFile)

@@ -49,6 +49,11 @@ func TestDnsmasqConfig(t *testing.T) {
 			cfg:  tuned,
 			want: []string{"no-ping", "dhcp-option-force=tag:ipxe,175,b0:01:01", "enable-ra", "dhcp-range=2001:2::,ra-only,64,1h", "ra-param=br0,60,0"},
 		},
+		"arm64": {
+			cfg: func() DnsmasqConfig { c := base; c.ARM64BootFile = "grubaa64.efi"; return c }(),
+			want: []string{"dhcp-match=set:arm64,option:client-arch,11", "dhcp-boot=tag:!ipxe,tag:arm64,grubaa64.efi",
+				"dhcp-boot=tag:!ipxe,tag:!efi64,tag:!arm64,undionly.kpxe"},
+		},
 		"no range": {cfg: DnsmasqConfig{Dir: "/d", Interface: "br0"}, wantErr: true},
 	}
 	for name, tc := range tests {

@@ -28,6 +28,20 @@ const (
 	BIOS Firmware = "bios"
 	// UEFI is OVMF (Debian package ovmf), with a private copy of its variable store.
 	UEFI Firmware = "uefi"
+	// ARM64 is AAVMF, UEFI for arm64 (Debian package qemu-efi-aarch64), on QEMU's
+	// arm64 "virt" machine (qemu-system-aarch64, package qemu-system-arm), with a
+	// private copy of its variable store. The NIC never has an option ROM (QEMU's
+	// are x86 code): AAVMF's own PXE client boots.
+	ARM64 Firmware = "arm64"
+)
+
+// AAVMF images (Debian bookworm's qemu-efi-aarch64: 64 MiB flash) and the CPU of
+// the arm64 VM. A Cortex-A57 rather than "max": TCG emulates max's pointer
+// authentication in software, which slows every function call of the guest.
+const (
+	DefaultAAVMFCode = "/usr/share/AAVMF/AAVMF_CODE.fd"
+	DefaultAAVMFVars = "/usr/share/AAVMF/AAVMF_VARS.fd"
+	ARM64CPU         = "cortex-a57"
 )
 
 // Default OVMF images (4 MiB flash layout, Debian bookworm's ovmf package).
@@ -91,7 +105,7 @@ type VMConfig struct {
 
 	// QMP opens a QMP socket, needed for Screendump.
 	QMP bool
-	// OVMFCode and OVMFVars override the OVMF images.
+	// OVMFCode and OVMFVars override the OVMF (or, for ARM64, AAVMF) images.
 	OVMFCode, OVMFVars string
 	// ExtraArgs are appended to QEMU's arguments.
 	ExtraArgs []string
@@ -176,24 +190,25 @@ func StartVM(l *lab.Lab, ns *lab.Netns, cfg VMConfig) (*VM, error) {
 			args = append(args, "-machine", "q35,smm=on",
 				"-global", "driver=cfi.pflash01,property=secure,value=on")
 		}
-		if code == "" {
-			code = DefaultOVMFCode
+		drives, err := pflash(cfg, "OVMF", code, vars, DefaultOVMFCode, DefaultOVMFVars)
+		if err != nil {
+			return nil, err
 		}
-		if vars == "" {
-			vars = DefaultOVMFVars
-		}
-		varsCopy := filepath.Join(cfg.Dir, cfg.Name+".OVMF_VARS.fd")
-		if err := CopyFile(vars, varsCopy); err != nil {
-			return nil, fmt.Errorf("e2e: OVMF variable store: %w", err)
-		}
-		args = append(args,
-			"-drive", "if=pflash,format=raw,unit=0,readonly=on,file="+code,
-			"-drive", "if=pflash,format=raw,unit=1,file="+varsCopy)
+		args = append(args, drives...)
 		if cfg.HTTPBoot {
 			args = append(args,
 				"-fw_cfg", "name=opt/org.tianocore/IPv4PXESupport,string=no",
 				"-fw_cfg", "name=opt/org.tianocore/IPv6PXESupport,string=no")
 		}
+	case ARM64:
+		if cfg.HTTPBoot || cfg.SecureBoot {
+			return nil, errors.New("e2e: HTTPBoot and SecureBoot are not wired for ARM64")
+		}
+		drives, err := pflash(cfg, "AAVMF", cfg.OVMFCode, cfg.OVMFVars, DefaultAAVMFCode, DefaultAAVMFVars)
+		if err != nil {
+			return nil, err
+		}
+		args = append(append(args, "-machine", "virt", "-cpu", ARM64CPU), drives...)
 	default:
 		return nil, fmt.Errorf("e2e: unknown firmware %q", cfg.Firmware)
 	}
@@ -201,7 +216,7 @@ func StartVM(l *lab.Lab, ns *lab.Netns, cfg VMConfig) (*VM, error) {
 	if cfg.Kernel == "" {
 		dev += ",bootindex=1"
 	}
-	if cfg.NoNICROM {
+	if cfg.NoNICROM || cfg.Firmware == ARM64 {
 		dev += ",romfile="
 	}
 	args = append(args,
@@ -228,13 +243,41 @@ func StartVM(l *lab.Lab, ns *lab.Netns, cfg VMConfig) (*VM, error) {
 		return nil, err
 	}
 	defer out.Close()
-	cmd := ns.Command("qemu-system-x86_64", args...)
+	cmd := ns.Command(cfg.Firmware.QEMU(), args...)
 	cmd.Stdout, cmd.Stderr = out, out
 	vm.Started = time.Now()
 	if vm.Proc, err = l.Start(cmd); err != nil {
 		return nil, err
 	}
 	return vm, nil
+}
+
+// pflash returns the two flash drives of a UEFI firmware: its code (code, else
+// defCode) read-only and a private copy, in cfg.Dir, of its variable store (vars,
+// else defVars).
+func pflash(cfg VMConfig, fw, code, vars, defCode, defVars string) ([]string, error) {
+	if code == "" {
+		code = defCode
+	}
+	if vars == "" {
+		vars = defVars
+	}
+	varsCopy := filepath.Join(cfg.Dir, cfg.Name+"."+fw+"_VARS.fd")
+	if err := CopyFile(vars, varsCopy); err != nil {
+		return nil, fmt.Errorf("e2e: %s variable store: %w", fw, err)
+	}
+	return []string{
+		"-drive", "if=pflash,format=raw,unit=0,readonly=on,file=" + code,
+		"-drive", "if=pflash,format=raw,unit=1,file=" + varsCopy,
+	}, nil
+}
+
+// QEMU is the QEMU system emulator that runs f.
+func (f Firmware) QEMU() string {
+	if f == ARM64 {
+		return "qemu-system-aarch64"
+	}
+	return "qemu-system-x86_64"
 }
 
 // CopyFile copies src to dst (created or truncated).

@@ -59,7 +59,7 @@ func MissingHopIn(order []HopWant, spans []Span, kernel, initrd string) string {
 			if sp.Attrs["bootchain.report_state"] != "running" {
 				continue
 			}
-		case "tftp shimx64.efi", "tftp grubx64.efi", "tftp grub.cfg-", "tftp kernel", "tftp initrd":
+		case "tftp shimx64.efi", "tftp grubx64.efi", "tftp grubaa64.efi", "tftp grub.cfg-", "tftp kernel", "tftp initrd":
 			file := strings.TrimPrefix(want.What, "tftp ")
 			switch file {
 			case "kernel":

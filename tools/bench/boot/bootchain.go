@@ -42,6 +42,19 @@ func (b *bootchainDefaults) Start(ctx context.Context, l *lab.Lab, f Files) erro
 	}
 	b.mac = f.MAC.String()
 	rd := &e2e.Initrd{Path: f.Initrd, Kernel: e2e.Kernel{Image: f.Kernel}}
+	if f.Firmware == e2e.ARM64 {
+		// arm64: dhcpd's default boot file for arch 11 is grubaa64.efi, which
+		// reads its config from bootapi through tftpd; the job is created last.
+		if _, err = b.st.Provision(ctx, e2e.BootConfig{MAC: b.mac, Initrd: rd, IPXEDir: ipxeDir, NoJob: true,
+			Cmdline: "console=ttyAMA0 panic=1 hostname={{.Machine.Hostname}}"}); err != nil {
+			return err
+		}
+		if out, err := b.st.Bootctl(ctx, "artifacts", "upload", f.ARM64GRUB, "--name", f.ARM64BootFile); err != nil {
+			return fmt.Errorf("bootctl artifacts upload: %w: %s", err, out)
+		}
+		b.job, err = b.st.CreateJob(ctx, b.mac, "e2e")
+		return err
+	}
 	if !pathOf(f.Firmware).shimGrub {
 		b.job, err = b.st.Provision(ctx, e2e.BootConfig{MAC: f.MAC.String(), Initrd: rd, IPXEDir: f.IPXEDir})
 		return err

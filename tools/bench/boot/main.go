@@ -17,6 +17,7 @@
 //	go run ./tools/bench/boot -http        # also UEFI HTTP boot (OVMF, PXE off, snponly.efi over HTTP)
 //	go run ./tools/bench/boot -secureboot  # also UEFI PXE with Secure Boot and the site key (signed snponly.efi and kernel)
 //	go run ./tools/bench/boot -secureboot-ms # also Secure Boot, Microsoft's keys: shim -> GRUB, all over TFTP
+//	go run ./tools/bench/boot -arm64       # also arm64 (AAVMF's PXE -> Debian's GRUB, all over TFTP)
 //	go run ./tools/bench/boot -all         # every firmware path (bootPaths in paths.go)
 //	go run ./tools/bench/boot -n 3 -v      # three boots per row, with phase timings
 //
@@ -83,6 +84,9 @@ type options struct {
 	ipxeEFI string
 	// signed is the site-signed iPXE and kernel, when a siteSigned path runs.
 	signed *siteSigned
+	// arm64Kit and arm64Initrd are the arm64 GRUB, kernel and initrd (-arm64).
+	arm64Kit    *e2e.ARM64Kit
+	arm64Initrd *e2e.Initrd
 }
 
 func main() {
@@ -198,6 +202,19 @@ func run(ctx context.Context, o options, w io.Writer) error {
 		}
 	}
 	fmt.Fprintf(w, "kernel %s, initrd %s (%d bytes, cached %v)\n", rd.Kernel.Version, rd.Path, rd.Size, rd.Cached)
+	if o.paths[e2e.ARM64] {
+		root, err := e2e.ModuleRoot(ctx)
+		if err != nil {
+			return err
+		}
+		if o.arm64Kit, err = e2e.FindARM64(ctx, root); err != nil {
+			return err
+		}
+		if o.arm64Initrd, err = o.arm64Kit.BuildInitrd(ctx); err != nil {
+			return err
+		}
+		fmt.Fprintf(w, "arm64: kernel %s, initrd %s (%d bytes, cached %v)\n", o.arm64Kit.Kernel.Version, o.arm64Initrd.Path, o.arm64Initrd.Size, o.arm64Initrd.Cached)
+	}
 	fmt.Fprintf(w, "%d CPUs, load average at start: %s\n", runtime.NumCPU(), benchenv.LoadAvg())
 
 	var results []result
@@ -208,7 +225,11 @@ func run(ctx context.Context, o options, w io.Writer) error {
 				if ctx.Err() != nil {
 					return ctx.Err()
 				}
-				r := bootOnce(ctx, o, s, fw, rd)
+				fwrd := rd
+				if fw == e2e.ARM64 {
+					fwrd = o.arm64Initrd
+				}
+				r := bootOnce(ctx, o, s, fw, fwrd)
 				results = append(results, r)
 				if r.err != nil {
 					fmt.Fprintf(w, "%-5s %-24s run %d: FAILED: %v\n", fw, s.Name, i+1, r.err)
@@ -256,12 +277,17 @@ func checkFiles(o options, firmwares []e2e.Firmware) error {
 			break
 		}
 	}
+	bins := []string{"qemu-system-x86_64", "dnsmasq", "nginx"}
+	if o.paths[e2e.ARM64] {
+		need = append(need, e2e.DefaultAAVMFCode, e2e.DefaultAAVMFVars)
+		bins = append(bins, e2e.ARM64.QEMU())
+	}
 	for _, p := range need {
 		if _, err := os.Stat(p); err != nil {
 			return fmt.Errorf("%w (scripts/install-deps.sh installs it)", err)
 		}
 	}
-	for _, bin := range []string{"qemu-system-x86_64", "dnsmasq", "nginx"} {
+	for _, bin := range bins {
 		if _, err := exec.LookPath(bin); err != nil {
 			return fmt.Errorf("%w (scripts/install-deps.sh installs it)", err)
 		}
@@ -538,6 +564,22 @@ func prepareFiles(l *lab.Lab, o options, fw e2e.Firmware, rd *e2e.Initrd) (Files
 	if path.siteSigned {
 		// bootchain's row imports the iPXE binaries of this directory.
 		copies[filepath.Join(f.IPXEDir, f.UEFIBootFile)] = ipxeEFI
+	}
+	if fw == e2e.ARM64 {
+		// GRUB, its config, the kernel and the initrd over TFTP, as bootchain
+		// serves them; the virt machine's console is a PL011 (ttyAMA0).
+		f.ARM64BootFile, f.ARM64GRUB = e2e.ARM64GRUBName, o.arm64Kit.GRUB
+		copies[filepath.Join(f.TFTPRoot, f.ARM64BootFile)] = f.ARM64GRUB
+		copies[filepath.Join(f.TFTPRoot, f.KernelName)] = f.Kernel
+		copies[filepath.Join(f.TFTPRoot, f.InitrdName)] = f.Initrd
+		if err := os.MkdirAll(filepath.Join(f.TFTPRoot, "grub"), 0o755); err != nil {
+			return f, err
+		}
+		cmdline := strings.Replace(strings.TrimPrefix(f.Cmdline, "initrd="+f.InitrdName+" "), "console=ttyS0", "console=ttyAMA0", 1)
+		cfg := fmt.Sprintf("linux (tftp)/%s %s\ninitrd (tftp)/%s\nboot\n", f.KernelName, cmdline, f.InitrdName)
+		if err := os.WriteFile(filepath.Join(f.TFTPRoot, "grub", "grub.cfg"), []byte(cfg), 0o644); err != nil {
+			return f, err
+		}
 	}
 	if path.shimGrub {
 		// Everything over TFTP: Debian's signed GRUB has no HTTP.

@@ -67,6 +67,9 @@ var bootPaths = []bootPath{
 		vm: func(c *e2e.VMConfig) {
 			c.Firmware, c.NoNICROM, c.SecureBoot, c.OVMFVars, c.MemoryMiB = e2e.UEFI, true, true, e2e.MicrosoftVars, 1024
 		}},
+	{fw: e2e.ARM64, flag: "arm64",
+		usage: "also boot arm64 (AAVMF on QEMU's virt machine: its PXE client loads Debian's signed GRUB, which reads its config, the arm64 kernel and initrd over TFTP)",
+		vm:    func(c *e2e.VMConfig) { c.Firmware, c.MemoryMiB = e2e.ARM64, 1024 }},
 }
 
 // pathOf returns the path of fw.

@@ -26,6 +26,9 @@ type Files struct {
 	// BIOSBootFile and UEFIBootFile name files in TFTPRoot (for UEFI HTTP boot,
 	// UEFIBootFile is in HTTPRoot): undionly.kpxe, snponly.efi.
 	BIOSBootFile, UEFIBootFile string
+	// ARM64BootFile names GRUB in TFTPRoot for arm64 firmware (option 93 = 11),
+	// and ARM64GRUB is its original.
+	ARM64BootFile, ARM64GRUB string
 	// HTTPRoot holds ScriptName, KernelName and InitrdName.
 	HTTPRoot string
 	// ScriptName, KernelName and InitrdName are the iPXE script, kernel and initrd
@@ -106,14 +109,15 @@ type dnsmasqNginx struct {
 
 func (s *dnsmasqNginx) Start(ctx context.Context, l *lab.Lab, f Files) error {
 	cfg := e2e.DnsmasqConfig{
-		Dir:          filepath.Join(f.Dir, "dnsmasq"),
-		Interface:    f.Interface,
-		RangeStart:   f.RangeStart,
-		RangeEnd:     f.RangeEnd,
-		TFTPRoot:     f.TFTPRoot,
-		BIOSBootFile: f.BIOSBootFile,
-		UEFIBootFile: f.UEFIBootFile,
-		IPXEScript:   f.ScriptURL,
+		Dir:           filepath.Join(f.Dir, "dnsmasq"),
+		Interface:     f.Interface,
+		RangeStart:    f.RangeStart,
+		RangeEnd:      f.RangeEnd,
+		TFTPRoot:      f.TFTPRoot,
+		BIOSBootFile:  f.BIOSBootFile,
+		UEFIBootFile:  f.UEFIBootFile,
+		ARM64BootFile: f.ARM64BootFile,
+		IPXEScript:    f.ScriptURL,
 	}
 	if pathOf(f.Firmware).uefiFileHTTP {
 		cfg.HTTPBootURL = fmt.Sprintf("http://%s/%s", f.ServerAddr, f.UEFIBootFile)

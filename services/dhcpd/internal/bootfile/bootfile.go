@@ -23,7 +23,7 @@ const (
 	ArchEFIARM64HTTP = 19
 	defaultBIOS      = "undionly.kpxe"
 	defaultUEFIx64   = "snponly.efi"
-	defaultUEFIARM64 = "ipxe-arm64.efi"
+	defaultUEFIARM64 = "grubaa64.efi" // Debian builds no arm64 iPXE: its signed GRUB (docs/firmware.md#arm64)
 	defaultHTTPx64   = "snponly.efi"
 	defaultHTTPARM64 = "ipxe-arm64.efi"
 	scriptPath       = "/boot.ipxe"

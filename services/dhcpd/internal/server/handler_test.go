@@ -237,7 +237,7 @@ func TestBootAnswers(t *testing.T) {
 		{name: "uefi x64", hw: mac(2), mods: pxe(iana.EFI_X86_64), file: "snponly.efi"},
 		{name: "uefi x64 snponly", hw: mac(2), mods: pxe(iana.EFI_X86_64), file: "snponly.efi",
 			site: func(d *bootapiv1.SiteDhcp) { d.BootFiles = map[string]string{"uefi-x64": "snponly.efi"} }},
-		{name: "uefi arm64", hw: mac(3), mods: pxe(iana.EFI_ARM64), file: "ipxe-arm64.efi"},
+		{name: "uefi arm64", hw: mac(3), mods: pxe(iana.EFI_ARM64), file: "grubaa64.efi"},
 		{name: "http boot", hw: mac(4), mods: http, file: "http://198.18.0.1:8081/artifacts/snponly.efi", vendor: "HTTPClient"},
 		{name: "ipxe gets script", hw: mac(5), mods: ipxeMods(iana.EFI_X86_64), file: "http://198.18.0.1:8080/boot.ipxe", has175: true},
 		{name: "netboot disabled", hw: mac(10), mods: pxe(iana.EFI_X86_64), file: ""},

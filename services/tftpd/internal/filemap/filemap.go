@@ -19,11 +19,11 @@ import (
 )
 
 // Known are the boot files firmware asks for that map to artifacts of the same name
-// unless the map says otherwise: iPXE's, and for Secure Boot's Microsoft-signed
-// path Debian's signed shim and the GRUB it loads from the same folder
-// (docs/firmware.md).
+// unless the map says otherwise: iPXE's; for Secure Boot's Microsoft-signed
+// path Debian's signed shim and the GRUB it loads from the same folder; for
+// arm64, Debian's signed GRUB (docs/firmware.md).
 var Known = []string{"undionly.kpxe", "ipxe.efi", "snponly.efi", "ipxe-arm64.efi", "snponly-arm64.efi", "ipxe.pxe", "undionly.kkpxe",
-	"shimx64.efi", "grubx64.efi"}
+	"shimx64.efi", "grubx64.efi", "grubaa64.efi"}
 
 // Map is an immutable file-name map.
 type Map struct {

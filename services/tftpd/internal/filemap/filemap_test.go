@@ -38,7 +38,7 @@ func TestResolve(t *testing.T) {
 	if _, ok := strict.Resolve("undionly.kpxe"); ok {
 		t.Errorf("no_identity map resolved a well-known name")
 	}
-	want := []string{"grubx64.efi", "ipxe-2024.efi", "ipxe-arm64.efi", "ipxe.pxe", "shimx64.efi", "snponly-arm64.efi", "snponly.efi", "undionly.kkpxe", "undionly.kpxe"}
+	want := []string{"grubaa64.efi", "grubx64.efi", "ipxe-2024.efi", "ipxe-arm64.efi", "ipxe.pxe", "shimx64.efi", "snponly-arm64.efi", "snponly.efi", "undionly.kkpxe", "undionly.kpxe"}
 	if d := cmp.Diff(want, base.Artifacts()); d != "" {
 		t.Errorf("Artifacts (-want +got)\n%s", d)
 	}

@@ -349,7 +349,8 @@ type SiteDhcp struct {
 	// Boot file per client kind, overriding the defaults. Keys: "bios"
 	// (undionly.kpxe), "uefi-x64" (snponly.efi, which drives the NIC through the
 	// firmware's own network driver; ipxe.efi brings iPXE's drivers), "uefi-arm64"
-	// (ipxe-arm64.efi), "http-x64" (snponly.efi) and "http-arm64" (artifact names
+	// (grubaa64.efi: Debian's signed GRUB, which reads a per-machine config over
+	// TFTP; Debian builds no arm64 iPXE), "http-x64" (snponly.efi) and "http-arm64" (artifact names
 	// served over HTTP to UEFI HTTP-boot clients).
 	BootFiles map[string]string `protobuf:"bytes,3,rep,name=boot_files,json=bootFiles,proto3" json:"boot_files,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	// Chain-load our own iPXE binary even when the client's ROM is already iPXE, then
