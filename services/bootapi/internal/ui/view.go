@@ -21,6 +21,20 @@ type view[T proto.Message] struct {
 
 	items map[string]T // owned by Run
 	dirty bool
+	// sorted is the last build's order, owned by Run: a build merges the
+	// records changed since (changed) into it instead of sorting the fleet
+	// again. A fleet powering on changes thousands of records a second,
+	// and sorting 100,000 of them every tick took most of a core.
+	sorted, spare []entry[T]
+	changed       map[string]struct{}
+	// all: the next build sorts every record (the first one).
+	all bool
+}
+
+// entry is a record of a view with its name, in the view's order.
+type entry[T proto.Message] struct {
+	name string
+	v    T
 }
 
 // snapshot is one rebuild of a view: never changed once published.
@@ -38,16 +52,32 @@ type siteCount struct {
 }
 
 func newView[T proto.Message](c *store.Cache[T], cmp func(a, b T) int, group func(T) (string, string)) *view[T] {
-	return &view[T]{cache: c, cmp: cmp, group: group, items: map[string]T{}}
+	return &view[T]{cache: c, cmp: cmp, group: group, items: map[string]T{}, changed: map[string]struct{}{}, all: true}
 }
 
-// reset replaces the view's records with a cache snapshot.
+// reset replaces the view's records with a cache snapshot. Only the records
+// that differ from the view's are marked changed: a view that fell behind a
+// fleet's changes catches up without sorting the fleet again. The cache
+// replaces a record's value on change, never changes it in place, so an
+// unchanged record is the same pointer.
 func (v *view[T]) reset(items []store.Item[T]) {
-	clear(v.items)
+	fresh := make(map[string]T, len(items))
 	for _, it := range items {
-		v.items[it.Name] = it.Value
+		fresh[it.Name] = it.Value
 	}
-	v.dirty = true
+	if !v.all {
+		for name, old := range v.items {
+			if r, ok := fresh[name]; !ok || any(r) != any(old) {
+				v.changed[name] = struct{}{}
+			}
+		}
+		for name := range fresh {
+			if _, ok := v.items[name]; !ok {
+				v.changed[name] = struct{}{}
+			}
+		}
+	}
+	v.items, v.dirty = fresh, true
 }
 
 // apply records one cache event.
@@ -57,16 +87,19 @@ func (v *view[T]) apply(ev store.Event[T]) {
 	} else {
 		v.items[ev.Name] = ev.Value
 	}
+	if !v.all {
+		v.changed[ev.Name] = struct{}{}
+	}
 	v.dirty = true
 }
 
 // build sorts the records into a new snapshot.
 func (v *view[T]) build() *snapshot[T] {
-	rows := make([]T, 0, len(v.items))
-	for _, r := range v.items {
-		rows = append(rows, r)
+	v.order()
+	rows := make([]T, len(v.sorted))
+	for i, e := range v.sorted {
+		rows[i] = e.v
 	}
-	slices.SortFunc(rows, v.cmp)
 	bySite := map[string]*siteCount{}
 	for _, r := range rows {
 		site, state := v.group(r)
@@ -85,6 +118,57 @@ func (v *view[T]) build() *snapshot[T] {
 	slices.SortFunc(sites, func(a, b siteCount) int { return strings.Compare(a.Site, b.Site) })
 	v.dirty = false
 	return &snapshot[T]{rows: rows, sites: sites}
+}
+
+// order brings sorted up to date with items: a full sort after a reset or when
+// most records changed, else the changed records, sorted, merged into the
+// others (each placed by a binary search), so that a tick costs a copy of the
+// fleet and a few comparisons per changed record.
+func (v *view[T]) order() {
+	cmpEntry := func(a, b entry[T]) int { return v.cmp(a.v, b.v) }
+	if v.all || 2*len(v.changed) > len(v.sorted) {
+		s := v.sorted[:0]
+		for name, r := range v.items {
+			s = append(s, entry[T]{name, r})
+		}
+		slices.SortFunc(s, cmpEntry)
+		clear(s[len(s):cap(s)]) // drop the references to deleted records
+		v.sorted, v.all = s, false
+		clear(v.changed)
+		return
+	}
+	if len(v.changed) == 0 {
+		return
+	}
+	add := make([]entry[T], 0, len(v.changed))
+	for name := range v.changed {
+		if r, ok := v.items[name]; ok {
+			add = append(add, entry[T]{name, r})
+		}
+	}
+	slices.SortFunc(add, cmpEntry)
+	// The unchanged records keep their order.
+	kept := v.sorted[:0]
+	for _, e := range v.sorted {
+		if _, ch := v.changed[e.name]; !ch {
+			kept = append(kept, e)
+		}
+	}
+	clear(v.sorted[len(kept):])
+	clear(v.changed)
+	out := slices.Grow(v.spare[:0], len(kept)+len(add))
+	for _, a := range add {
+		// Records are unique by the view's order (its last key is the name),
+		// so a is placed before the first kept record that sorts after it.
+		i, _ := slices.BinarySearchFunc(kept, a, cmpEntry)
+		out = append(out, kept[:i]...)
+		out = append(out, a)
+		kept = kept[i:]
+	}
+	out = append(out, kept...)
+	old := v.sorted
+	clear(old[:cap(old)]) // drop the references to replaced records
+	v.spare, v.sorted = old[:0], out
 }
 
 // page is the rows of one page of a filtered snapshot and the number of rows

@@ -1,0 +1,108 @@
+package ui
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"testing"
+	"time"
+
+	bootapiv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/bootapi/v1"
+	"github.com/bootchain/bootchain/pkg/store"
+	"github.com/google/go-cmp/cmp"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+)
+
+// TestViewOrder checks that a build after a few changes (merged into the
+// previous order) lists the same records in the same order as a sort of them
+// all, and counts them the same, whatever the changes: new records, records
+// seen again (moved to the top), deleted records, a reset.
+func TestViewOrder(t *testing.T) {
+	base := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	machine := func(i, seen int) *bootapiv1.Machine {
+		m := &bootapiv1.Machine{Mac: fmt.Sprintf("52:54:00:00:%02x:%02x", i>>8, i&0xff), Site: fmt.Sprintf("s%d", i%3)}
+		if seen >= 0 {
+			m.LastSeenTime = timestamppb.New(base.Add(time.Duration(seen) * time.Second))
+		}
+		if i%5 == 0 {
+			m.Discovered = true
+		}
+		return m
+	}
+	u := New(Config{Machines: store.NewCache(nil, "", func() *bootapiv1.Machine { return &bootapiv1.Machine{} }, nil)})
+	v := u.machines
+	rng := rand.New(rand.NewPCG(1, 2))
+	const n = 500
+	put := func(i, seen int) {
+		m := machine(i, seen)
+		v.apply(store.Event[*bootapiv1.Machine]{Item: store.Item[*bootapiv1.Machine]{Name: m.GetMac(), Value: m}})
+	}
+	for i := range n {
+		put(i, -1) // never seen: ordered by MAC alone
+	}
+	for round := range 40 {
+		switch {
+		case round == 20 || round == 30:
+			// The view fell behind: the cache's records, some of them
+			// changed, gone or new since.
+			var items []store.Item[*bootapiv1.Machine]
+			j := 0
+			for _, m := range v.items {
+				switch j++; {
+				case j%7 == 0:
+					continue
+				case j%11 == 0:
+					m = proto.CloneOf(m)
+					m.LastSeenTime = timestamppb.New(base.Add(time.Duration(round*3+rng.IntN(50)) * time.Second))
+				}
+				items = append(items, store.Item[*bootapiv1.Machine]{Name: m.GetMac(), Value: m})
+			}
+			for i := n; i < n+5; i++ {
+				m := machine(i+round, round)
+				items = append(items, store.Item[*bootapiv1.Machine]{Name: m.GetMac(), Value: m})
+			}
+			v.reset(items)
+		default:
+			// A few changes (the merge) or, now and then, most of the
+			// fleet (a full sort).
+			k := 1 + rng.IntN(20)
+			if round%7 == 3 {
+				k = n
+			}
+			for range k {
+				i := rng.IntN(n + 50)
+				if rng.IntN(6) == 0 {
+					mac := machine(i, 0).GetMac()
+					v.apply(store.Event[*bootapiv1.Machine]{Item: store.Item[*bootapiv1.Machine]{Name: mac}, Deleted: true})
+					continue
+				}
+				// Equal times are frequent: the MAC orders them.
+				put(i, round*3+rng.IntN(4))
+			}
+		}
+		got := v.build()
+		var want []*bootapiv1.Machine
+		for _, m := range v.items {
+			want = append(want, m)
+		}
+		slices.SortFunc(want, v.cmp)
+		macs := func(ms []*bootapiv1.Machine) []string {
+			var out []string
+			for _, m := range ms {
+				out = append(out, m.GetMac())
+			}
+			return out
+		}
+		if d := cmp.Diff(macs(want), macs(got.rows)); d != "" {
+			t.Fatalf("round %d: order differs from a full sort (-want +got):\n%s", round, d)
+		}
+		total := 0
+		for _, sc := range got.sites {
+			total += sc.Total
+		}
+		if total != len(v.items) {
+			t.Fatalf("round %d: counts total %d, want %d", round, total, len(v.items))
+		}
+	}
+}
