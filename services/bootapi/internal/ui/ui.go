@@ -200,7 +200,7 @@ func (u *UI) rebuild() {
 	}
 	// Jobs are grouped by their machine's site: a machine's change regroups them.
 	if u.machines.dirty {
-		u.jobs.dirty = true
+		u.jobs.dirty, u.jobs.regroup = true, true
 	}
 	if u.sessions.dirty {
 		u.sessSnap.Store(u.sessions.build())

@@ -97,12 +97,20 @@ func TestViewOrder(t *testing.T) {
 		if d := cmp.Diff(macs(want), macs(got.rows)); d != "" {
 			t.Fatalf("round %d: order differs from a full sort (-want +got):\n%s", round, d)
 		}
-		total := 0
-		for _, sc := range got.sites {
-			total += sc.Total
+		wantSites := map[string]map[string]int{}
+		for _, m := range v.items {
+			site, state := v.group(m)
+			if wantSites[site] == nil {
+				wantSites[site] = map[string]int{}
+			}
+			wantSites[site][state]++
 		}
-		if total != len(v.items) {
-			t.Fatalf("round %d: counts total %d, want %d", round, total, len(v.items))
+		gotSites := map[string]map[string]int{}
+		for _, sc := range got.sites {
+			gotSites[sc.Site] = sc.States
+		}
+		if d := cmp.Diff(wantSites, gotSites); d != "" {
+			t.Fatalf("round %d: counts differ from a full count (-want +got):\n%s", round, d)
 		}
 	}
 }
