@@ -13,10 +13,11 @@ import (
 // copies the fleet. Run owns the map and rebuilds the snapshot when the cache
 // has changed, at most once per tick.
 //
-// A build costs a copy of the fleet and a few comparisons per record changed
-// since the last one, not a sort of the fleet: a fleet powering on changes
-// thousands of records a second, and sorting and counting 300,000 machines
-// and sessions every second took half of bootapi's CPU.
+// A build costs one copy of the fleet's pointers and a few comparisons per
+// record changed since the last one, not a sort of the fleet: a fleet
+// powering on changes thousands of records a second, and sorting and
+// counting 300,000 machines and sessions every second took half of
+// bootapi's CPU.
 type view[T proto.Message] struct {
 	cache *store.Cache[T]
 	// cmp orders the rows (first shown first). Its last key is the record's
@@ -27,29 +28,18 @@ type view[T proto.Message] struct {
 
 	items map[string]T // owned by Run
 	dirty bool
-	// regroup: the next build groups every record again (group reads more
+	// regroup: the next build counts every record again (group reads more
 	// than the record, and that changed).
 	regroup bool
 
-	// sorted is the last build's records in order (spare: the other buffer
-	// of the merge); changed holds the records changed since, each with the
-	// value it has in sorted. all: the next build sorts every record.
-	sorted, spare []entry[T]
-	changed       map[string]was[T]
-	all           bool
-
-	// groups are the (site, state) pairs seen, counts how many records of
-	// sorted are in each.
-	groups  []groupKey
-	groupOf map[groupKey]int32
-	counts  []int
-}
-
-// entry is a record of a view with its name and group.
-type entry[T proto.Message] struct {
-	name string
-	v    T
-	g    int32
+	// sorted is the last build's rows (shared with its snapshot: never
+	// changed); changed holds the records changed since, each with its value
+	// in sorted. all: the next build sorts every record.
+	sorted  []T
+	changed map[string]was[T]
+	all     bool
+	// counts is how many records of sorted are in each group.
+	counts map[groupKey]int
 }
 
 // was is a changed record's value in the last build (had: it was in it).
@@ -76,7 +66,7 @@ type siteCount struct {
 
 func newView[T proto.Message](c *store.Cache[T], cmp func(a, b T) int, group func(T) (string, string)) *view[T] {
 	return &view[T]{cache: c, cmp: cmp, group: group, items: map[string]T{}, changed: map[string]was[T]{},
-		groupOf: map[groupKey]int32{}, all: true}
+		counts: map[groupKey]int{}, all: true}
 }
 
 // reset replaces the view's records with a cache snapshot. Only the records
@@ -129,16 +119,18 @@ func (v *view[T]) change(name string) {
 // build orders and counts the records into a new snapshot.
 func (v *view[T]) build() *snapshot[T] {
 	v.order()
-	rows := make([]T, len(v.sorted))
-	for i, e := range v.sorted {
-		rows[i] = e.v
+	if v.regroup {
+		clear(v.counts)
+		for _, r := range v.sorted {
+			v.count(r, 1)
+		}
+		v.regroup = false
 	}
 	bySite := map[string]*siteCount{}
-	for g, n := range v.counts {
+	for k, n := range v.counts {
 		if n == 0 {
 			continue
 		}
-		k := v.groups[g]
 		sc := bySite[k.site]
 		if sc == nil {
 			sc = &siteCount{Site: k.site, States: map[string]int{}}
@@ -153,105 +145,96 @@ func (v *view[T]) build() *snapshot[T] {
 	}
 	slices.SortFunc(sites, func(a, b siteCount) int { return strings.Compare(a.Site, b.Site) })
 	v.dirty = false
-	return &snapshot[T]{rows: rows, sites: sites}
+	return &snapshot[T]{rows: v.sorted, sites: sites}
 }
 
-// groupIndex is the index of r's group in groups.
-func (v *view[T]) groupIndex(r T) int32 {
+// count adds d to r's group's count.
+func (v *view[T]) count(r T, d int) {
 	site, state := v.group(r)
 	k := groupKey{site, state}
-	g, ok := v.groupOf[k]
-	if !ok {
-		g = int32(len(v.groups))
-		v.groups = append(v.groups, k)
-		v.groupOf[k] = g
-		v.counts = append(v.counts, 0)
+	if n := v.counts[k] + d; n != 0 {
+		v.counts[k] = n
+	} else {
+		delete(v.counts, k)
 	}
-	return g
 }
 
-// order brings sorted and counts up to date with items: a full sort at first
-// or when most records changed, else the changed records taken out (each
-// found by a binary search for its old value) and merged back in, sorted,
-// each placed by a binary search.
+// order makes sorted the records of items in order, counted: a full sort at
+// first or when most records changed; else the changed records' old values
+// (each found by a binary search) left out and their new ones, sorted,
+// merged in (each placed by a binary search). A record's old value is
+// counted out of the group it has now; where that can differ from the group
+// it was counted in (the jobs' groups read the machines), the caller sets
+// regroup.
 func (v *view[T]) order() {
-	cmpEntry := func(a, b entry[T]) int { return v.cmp(a.v, b.v) }
-	if v.regroup && !v.all {
-		clear(v.counts)
-		for i := range v.sorted {
-			g := v.groupIndex(v.sorted[i].v)
-			v.sorted[i].g = g
-			v.counts[g]++
-		}
+	if !v.all && len(v.changed) == 0 {
+		return
 	}
-	v.regroup = false
-	if v.all || 2*len(v.changed) > len(v.sorted) || !v.takeOut(cmpEntry) {
-		s := v.sorted[:0]
+	var at []int
+	if !v.all && 2*len(v.changed) <= len(v.sorted) {
+		at = v.positions()
+	}
+	if v.all || at == nil {
+		s := make([]T, 0, len(v.items))
 		clear(v.counts)
-		for name, r := range v.items {
-			g := v.groupIndex(r)
-			v.counts[g]++
-			s = append(s, entry[T]{name, r, g})
+		for _, r := range v.items {
+			v.count(r, 1)
+			s = append(s, r)
 		}
-		slices.SortFunc(s, cmpEntry)
-		clear(s[len(s):cap(s)]) // drop the references to deleted records
+		slices.SortFunc(s, v.cmp)
 		v.sorted, v.all = s, false
 		clear(v.changed)
 		return
 	}
-	add := make([]entry[T], 0, len(v.changed))
-	for name := range v.changed {
+	add := make([]T, 0, len(v.changed))
+	for name, w := range v.changed {
+		if w.had {
+			v.count(w.v, -1)
+		}
 		if r, ok := v.items[name]; ok {
-			g := v.groupIndex(r)
-			v.counts[g]++
-			add = append(add, entry[T]{name, r, g})
+			v.count(r, 1)
+			add = append(add, r)
 		}
 	}
 	clear(v.changed)
-	slices.SortFunc(add, cmpEntry)
-	kept := v.sorted
-	out := slices.Grow(v.spare[:0], len(kept)+len(add))
-	for _, a := range add {
-		// a is placed before the first kept record that sorts after it.
-		i, _ := slices.BinarySearchFunc(kept, a, cmpEntry)
-		out = append(out, kept[:i]...)
-		out = append(out, a)
-		kept = kept[i:]
+	slices.SortFunc(add, v.cmp)
+	out := make([]T, 0, len(v.sorted)-len(at)+len(add))
+	prev := 0
+	for _, end := range append(at, len(v.sorted)) {
+		// The kept records between two left out, with the new ones that
+		// sort before the last of them.
+		seg := v.sorted[prev:end]
+		for len(seg) > 0 && len(add) > 0 {
+			i, _ := slices.BinarySearchFunc(seg, add[0], v.cmp)
+			out = append(out, seg[:i]...)
+			if seg = seg[i:]; len(seg) > 0 {
+				out = append(out, add[0])
+				add = add[1:]
+			}
+		}
+		out = append(out, seg...)
+		prev = end + 1
 	}
-	out = append(out, kept...)
-	old := v.sorted
-	clear(old[:cap(old)]) // drop the references to replaced records
-	v.spare, v.sorted = old[:0], out
+	v.sorted = append(out, add...)
 }
 
-// takeOut removes the changed records' old values from sorted, counted out
-// of their groups. It reports false, having changed nothing, if one is not
-// where its old value sorts (a record changed in place): then only a full
-// sort is right.
-func (v *view[T]) takeOut(cmpEntry func(a, b entry[T]) int) bool {
+// positions returns where the changed records' old values are in sorted, in
+// order, or nil if one is not where its value sorts (a record changed in
+// place): then only a full sort is right.
+func (v *view[T]) positions() []int {
 	at := make([]int, 0, len(v.changed))
-	for name, w := range v.changed {
+	for _, w := range v.changed {
 		if !w.had {
 			continue
 		}
-		i, found := slices.BinarySearchFunc(v.sorted, entry[T]{name: name, v: w.v}, cmpEntry)
-		if !found || v.sorted[i].name != name || any(v.sorted[i].v) != any(w.v) {
-			return false
+		i, found := slices.BinarySearchFunc(v.sorted, w.v, v.cmp)
+		if !found || any(v.sorted[i]) != any(w.v) {
+			return nil
 		}
 		at = append(at, i)
 	}
 	slices.Sort(at)
-	kept := v.sorted[:0]
-	prev := 0
-	for _, i := range at {
-		kept = append(kept, v.sorted[prev:i]...)
-		v.counts[v.sorted[i].g]--
-		prev = i + 1
-	}
-	kept = append(kept, v.sorted[prev:]...)
-	clear(v.sorted[len(kept):])
-	v.sorted = kept
-	return true
+	return at
 }
 
 // page is the rows of one page of a filtered snapshot and the number of rows

@@ -114,3 +114,36 @@ func TestViewOrder(t *testing.T) {
 		}
 	}
 }
+
+// TestViewRegroup checks that the jobs' counts by site follow their machines'
+// sites, which a job's own change does not say.
+func TestViewRegroup(t *testing.T) {
+	u := New(Config{
+		Jobs:     store.NewCache(nil, "", func() *bootapiv1.Job { return &bootapiv1.Job{} }, nil),
+		Machines: store.NewCache(nil, "", func() *bootapiv1.Machine { return &bootapiv1.Machine{} }, nil),
+	})
+	sites := map[string]string{"52:54:00:00:00:01": "a", "52:54:00:00:00:02": "a"}
+	u.jobs.group = func(j *bootapiv1.Job) (string, string) { return sites[j.GetMac()], jobState(j.GetState()) }
+	for i, mac := range []string{"52:54:00:00:00:01", "52:54:00:00:00:02"} {
+		j := &bootapiv1.Job{Id: fmt.Sprint("job-", i), Mac: mac, UpdateTime: timestamppb.Now()}
+		u.jobs.apply(store.Event[*bootapiv1.Job]{Item: store.Item[*bootapiv1.Job]{Name: j.GetId(), Value: j}})
+	}
+	count := func() map[string]int {
+		u.rebuild()
+		out := map[string]int{}
+		for _, sc := range u.jobSnap.Load().sites {
+			out[sc.Site] = sc.Total
+		}
+		return out
+	}
+	if d := cmp.Diff(map[string]int{"a": 2}, count()); d != "" {
+		t.Fatalf("before the move (-want +got):\n%s", d)
+	}
+	// The machine's record changes (its site): rebuild regroups the jobs.
+	sites["52:54:00:00:00:02"] = "b"
+	m := &bootapiv1.Machine{Mac: "52:54:00:00:00:02", Site: "b"}
+	u.machines.apply(store.Event[*bootapiv1.Machine]{Item: store.Item[*bootapiv1.Machine]{Name: m.GetMac(), Value: m}})
+	if d := cmp.Diff(map[string]int{"a": 1, "b": 1}, count()); d != "" {
+		t.Fatalf("after a machine moved (-want +got):\n%s", d)
+	}
+}
