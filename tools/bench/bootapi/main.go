@@ -607,7 +607,8 @@ func wrk(base, lua string, d time.Duration, conns, threads int) (result, error) 
 	for _, lm := range latRE.FindAllSubmatch(out, -1) {
 		v, _ := strconv.ParseFloat(string(lm[2]), 64)
 		unit := map[string]time.Duration{"us": time.Microsecond, "ms": time.Millisecond, "s": time.Second}[string(lm[3])]
-		dur := time.Duration(v * float64(unit))
+		// wrk prints 2 decimals: round off the float's noise (513.809999ms).
+		dur := time.Duration(v * float64(unit)).Round(time.Microsecond)
 		if string(lm[1]) == "50" {
 			r.p50 = dur
 		} else {
