@@ -406,8 +406,12 @@ func (r *Recorder) write(ctx context.Context, mac string, muts []mutation) (int6
 }
 
 // writeHops puts hops in transactions of up to 64 keys, each with the session
-// lease. The keys are unique, so nothing is compared and nothing can conflict.
-// It returns the hops not written when it fails.
+// lease, up to writeWorkers transactions at a time: etcd commits the
+// transactions in flight together (one raft round, one WAL fsync), while one
+// at a time would make a fleet's first contact wait on a round trip per 64
+// hops, and its sessions, written after them, wait behind. The keys are
+// unique, so nothing is compared and nothing can conflict. It returns the
+// hops not written when it fails.
 func (r *Recorder) writeHops(ctx context.Context, hops []pendingHop) ([]pendingHop, error) {
 	if len(hops) == 0 {
 		return nil, nil
@@ -416,31 +420,58 @@ func (r *Recorder) writeHops(ctx context.Context, hops []pendingHop) ([]pendingH
 	if err != nil {
 		return hops, err
 	}
+	var (
+		mu    sync.Mutex
+		left  []pendingHop
+		first error
+		wg    sync.WaitGroup
+	)
+	sem := make(chan struct{}, writeWorkers)
 	for len(hops) > 0 {
 		n := min(len(hops), 64)
-		ops := make([]clientv3.Op, 0, n)
-		for _, ph := range hops[:n] {
-			b, err := proto.Marshal(ph.hop)
-			if err != nil {
-				return nil, err
-			}
-			ops = append(ops, clientv3.OpPut(ph.key, string(b), clientv3.WithLease(lease)))
-		}
-		// Unique keys, nothing compared: writing them again is harmless.
-		err := r.retryEtcd(ctx, func() error {
-			tctx, cancel := r.cfg.Store.WithTimeout(ctx)
-			defer cancel()
-			start := time.Now()
-			_, err := r.cfg.Store.Client().Txn(tctx).Then(ops...).Commit()
-			r.observe("hops", start, err)
-			return err
-		})
-		if err != nil {
-			return hops, fmt.Errorf("write hops: %w", err)
-		}
+		chunk := hops[:n]
 		hops = hops[n:]
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			if err := r.writeHopChunk(ctx, lease, chunk); err != nil {
+				mu.Lock()
+				left = append(left, chunk...)
+				if first == nil {
+					first = err
+				}
+				mu.Unlock()
+			}
+		}()
 	}
-	return nil, nil
+	wg.Wait()
+	return left, first
+}
+
+// writeHopChunk puts hops in one transaction.
+func (r *Recorder) writeHopChunk(ctx context.Context, lease clientv3.LeaseID, hops []pendingHop) error {
+	ops := make([]clientv3.Op, 0, len(hops))
+	for _, ph := range hops {
+		b, err := proto.Marshal(ph.hop)
+		if err != nil {
+			return err
+		}
+		ops = append(ops, clientv3.OpPut(ph.key, string(b), clientv3.WithLease(lease)))
+	}
+	// Unique keys, nothing compared: writing them again is harmless.
+	err := r.retryEtcd(ctx, func() error {
+		tctx, cancel := r.cfg.Store.WithTimeout(ctx)
+		defer cancel()
+		start := time.Now()
+		_, err := r.cfg.Store.Client().Txn(tctx).Then(ops...).Commit()
+		r.observe("hops", start, err)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("write hops: %w", err)
+	}
+	return nil
 }
 
 // leaseID returns a lease for session keys. One lease serves every write for a tenth

@@ -56,6 +56,7 @@ import (
 	"github.com/bootchain/bootchain/pkg/store"
 	"github.com/bootchain/bootchain/pkg/tlsconf"
 	"github.com/bootchain/bootchain/services/bootapi"
+	"github.com/prometheus/client_golang/prometheus"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/protobuf/proto"
@@ -215,7 +216,9 @@ func run(load string, n int, d time.Duration, conns, threads int) error {
 		stop := traceWindow(traceFile, srv.HTTPAddr().String(), "/ipxe/v1/config?mac="+sampleMAC+"&arch=x86_64&platform=pcbios", at, 3*time.Second)
 		defer stop()
 	}
+	etcdBefore := etcdWrites()
 	ours, err := wrk(base, lua, d, conns, threads)
+	etcdDuring := etcdWrites().minus(etcdBefore)
 	if cpuProfile != "" {
 		pprof.StopCPUProfile()
 	}
@@ -243,6 +246,12 @@ func run(load string, n int, d time.Duration, conns, threads int) error {
 	if load == "fleet" {
 		fmt.Printf("bootapi: fleet of %d machines; %d requests were a machine's second contact\n", n-loopMachines, ours.wraps)
 	}
+	// What the requests cost etcd while wrk ran (writes still queued at its
+	// end are not in it): raft proposals (one per transaction), WAL fsyncs
+	// (shared by the proposals of one raft round) and keys put.
+	r := float64(max(ours.requests, 1))
+	fmt.Printf("bootapi: etcd during the run: %.0f proposals, %.0f WAL fsyncs, %.0f keys put: per request %.3f, %.3f, %.2f\n",
+		etcdDuring.proposals, etcdDuring.fsyncs, etcdDuring.puts, etcdDuring.proposals/r, etcdDuring.fsyncs/r, etcdDuring.puts/r)
 
 	ngx, stop, err := startNginx(dir, sample)
 	if err != nil {
@@ -265,6 +274,36 @@ func run(load string, n int, d time.Duration, conns, threads int) error {
 	// loaded this run's machine was.
 	fmt.Printf("\nload %s: ratio bootapi/nginx: %.2fx requests/s; bootapi p99 %s, %.2fx nginx's\n", load, ours.rps/theirs.rps, ours.p99, float64(ours.p99)/float64(theirs.p99))
 	return nil
+}
+
+// etcdCounts are the embedded etcd's own counters of writes.
+type etcdCounts struct{ proposals, fsyncs, puts float64 }
+
+func (a etcdCounts) minus(b etcdCounts) etcdCounts {
+	return etcdCounts{a.proposals - b.proposals, a.fsyncs - b.fsyncs, a.puts - b.puts}
+}
+
+// etcdWrites reads etcd's counters from the process's Prometheus registry,
+// where the embedded etcd registers them.
+func etcdWrites() etcdCounts {
+	var c etcdCounts
+	mfs, err := prometheus.DefaultGatherer.Gather()
+	if err != nil {
+		return c
+	}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			switch mf.GetName() {
+			case "etcd_server_proposals_committed_total":
+				c.proposals += m.GetGauge().GetValue()
+			case "etcd_disk_wal_fsync_duration_seconds":
+				c.fsyncs += float64(m.GetHistogram().GetSampleCount())
+			case "etcd_mvcc_put_total":
+				c.puts += m.GetCounter().GetValue()
+			}
+		}
+	}
+	return c
 }
 
 // traceWindow writes an execution trace of the window [after, after+d) of the
@@ -568,7 +607,8 @@ func wrk(base, lua string, d time.Duration, conns, threads int) (result, error) 
 	for _, lm := range latRE.FindAllSubmatch(out, -1) {
 		v, _ := strconv.ParseFloat(string(lm[2]), 64)
 		unit := map[string]time.Duration{"us": time.Microsecond, "ms": time.Millisecond, "s": time.Second}[string(lm[3])]
-		dur := time.Duration(v * float64(unit))
+		// wrk prints 2 decimals: round off the float's noise (513.809999ms).
+		dur := time.Duration(v * float64(unit)).Round(time.Microsecond)
 		if string(lm[1]) == "50" {
 			r.p50 = dur
 		} else {

@@ -52,12 +52,10 @@ func fleetOf(s string) (*UI, auth.Identity) {
 	u := fuzzUI
 	fuzzSession = proto.Clone(sess).(*bootapiv1.BootSession)
 	fuzzSession.Hops = hops
-	clear(u.sessions.items)
-	clear(u.jobs.items)
-	clear(u.machines.items)
-	u.sessions.items[mac] = sess
-	u.jobs.items[s] = job
-	u.machines.items[mac] = machine
+	// As a cache that replaced every record would: the views take the change.
+	u.sessions.reset([]store.Item[*bootapiv1.BootSession]{{Name: mac, Value: sess}})
+	u.jobs.reset([]store.Item[*bootapiv1.Job]{{Name: s, Value: job}})
+	u.machines.reset([]store.Item[*bootapiv1.Machine]{{Name: mac, Value: machine}})
 	u.sessSnap.Store(u.sessions.build())
 	u.jobSnap.Store(u.jobs.build())
 	u.machSnap.Store(u.machines.build())

@@ -200,7 +200,7 @@ func (u *UI) rebuild() {
 	}
 	// Jobs are grouped by their machine's site: a machine's change regroups them.
 	if u.machines.dirty {
-		u.jobs.dirty = true
+		u.jobs.dirty, u.jobs.regroup = true, true
 	}
 	if u.sessions.dirty {
 		u.sessSnap.Store(u.sessions.build())
@@ -257,8 +257,10 @@ func (f *follower[T]) take(ev store.Event[T], ok bool) {
 }
 
 // subscriberBuffer is how many changes a view may fall behind its cache before
-// it reloads the cache's records instead.
-const subscriberBuffer = 4096
+// it reloads the cache's records instead: a few seconds of a fleet's first
+// contact (a session and a sighting per machine), so that a rebuild under
+// that load does not cost a reload.
+const subscriberBuffer = 32768
 
 // Handle serves a request under /ui.
 func (u *UI) Handle(base context.Context, rc *fasthttp.RequestCtx) {
