@@ -148,6 +148,23 @@ func TestLabDHCPv6(t *testing.T) {
 		t.Fatal(err)
 	}
 	testkit.Eventually(t, "malformed DHCPv6 message counted", func() bool { return r.srv.Stats6().Malformed > before })
+	mfs, err := r.srv.Metrics().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var binds float64
+	for _, mf := range mfs {
+		if mf.GetName() == "bootchain_dhcpd_dhcpv6_binds_total" {
+			for _, m := range mf.GetMetric() {
+				if m.GetLabel()[0].GetValue() == "bound" || m.GetLabel()[1].GetValue() == "bound" {
+					binds = m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	if binds < 2 {
+		t.Errorf("bootchain_dhcpd_dhcpv6_binds_total{result=bound} = %v, want >= 2", binds)
+	}
 
 	// Router advertisements: managed flag, the prefix on link, no autoconfiguration, lifetime 0.
 	body, ok := routerAdvertisement(t, ns)
