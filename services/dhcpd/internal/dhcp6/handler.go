@@ -14,7 +14,6 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"net/url"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -22,6 +21,7 @@ import (
 
 	bootapiv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/bootapi/v1"
 	dhcpdv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/dhcpd/v1"
+	"github.com/bootchain/bootchain/pkg/ip6url"
 	"github.com/bootchain/bootchain/pkg/session"
 	"github.com/bootchain/bootchain/services/dhcpd/internal/bootfile"
 	"github.com/insomniacslk/dhcp/dhcpv6"
@@ -368,7 +368,7 @@ func (h *Handler) boot(ctx context.Context, in *client, out *dhcpv6.Message, bou
 	if d.File != "" {
 		u := d.File
 		if !d.HTTP && !d.Script {
-			u = "tftp://" + hostOf(h.cfg.Advertise) + "/" + strings.TrimPrefix(d.File, "/")
+			u = "tftp://" + ip6url.Host(h.cfg.Advertise) + "/" + strings.TrimPrefix(d.File, "/")
 		}
 		if d.HTTP && s != nil {
 			sep := "?"
@@ -399,42 +399,16 @@ func (h *Handler) boot(ctx context.Context, in *client, out *dhcpv6.Message, bou
 	return d, s, nil
 }
 
-func hostOf(a netip.Addr) string {
-	if a.Is6() && !a.Is4In6() {
-		return "[" + a.String() + "]"
-	}
-	return a.String()
-}
-
-// siteFor is the site record with its URLs as an IPv6 client reaches them: an
-// IPv4 literal host becomes the advertised IPv6 address, in brackets, with the
-// same port and path; host names are kept (DNS gives their AAAA).
+// siteFor is the site record with its URLs as an IPv6 client reaches them
+// (ip6url.Rebase).
 func (h *Handler) siteFor(s *bootapiv1.Site) *bootapiv1.Site {
 	if s == nil {
 		s = &bootapiv1.Site{}
 	}
 	s = proto.Clone(s).(*bootapiv1.Site)
-	s.BootapiUrl = URLFor(s.BootapiUrl, h.cfg.Advertise)
-	s.ArtifactUrl = URLFor(s.ArtifactUrl, h.cfg.Advertise)
+	s.BootapiUrl = ip6url.Rebase(s.BootapiUrl, h.cfg.Advertise)
+	s.ArtifactUrl = ip6url.Rebase(s.ArtifactUrl, h.cfg.Advertise)
 	return s
-}
-
-// URLFor rewrites raw for an IPv6 client: an IPv4-literal host becomes adv
-// (bracketed), the port and path kept; anything else is returned as is.
-func URLFor(raw string, adv netip.Addr) string {
-	u, err := url.Parse(raw)
-	if err != nil || !adv.IsValid() {
-		return raw
-	}
-	if a, err := netip.ParseAddr(u.Hostname()); err != nil || !a.Is4() {
-		return raw
-	}
-	host := hostOf(adv)
-	if p := u.Port(); p != "" {
-		host += ":" + p
-	}
-	u.Host = host
-	return u.String()
 }
 
 // hop opens or continues the machine's boot session: a firmware Solicit

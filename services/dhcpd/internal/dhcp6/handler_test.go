@@ -170,21 +170,6 @@ func TestMACOf(t *testing.T) {
 	}
 }
 
-func TestURLFor(t *testing.T) {
-	adv := netip.MustParseAddr("fd00:bc::1")
-	for in, want := range map[string]string{
-		"http://198.18.0.1:8080":     "http://[fd00:bc::1]:8080",
-		"https://198.18.0.1/x?y=1":   "https://[fd00:bc::1]/x?y=1",
-		"http://boot.example:8080":   "http://boot.example:8080",
-		"http://[fd00:bc::9]:8080/a": "http://[fd00:bc::9]:8080/a",
-		"":                           "",
-	} {
-		if got := URLFor(in, adv); got != want {
-			t.Errorf("URLFor(%q) = %q, want %q", in, got, want)
-		}
-	}
-}
-
 // FuzzHandle feeds arbitrary bytes to the DHCPv6 handler: it must never panic,
 // and every answer must parse as a DHCPv6 message.
 func FuzzHandle(f *testing.F) {
