@@ -135,7 +135,7 @@ func held(releaseTime time.Time, now time.Time) time.Duration {
 // admit takes a slot of the job's site, or renders the script that has the
 // machine wait and ask again (waiting true): while its job is held until its
 // release time, or while its site is at its cap of boots in flight.
-func (h *Handler) admit(d decide.Decision, mac string) (s script.Script, waiting bool) {
+func (h *Handler) admit(d decide.Decision, mac, ip string) (s script.Script, waiting bool) {
 	site := d.Site.GetName()
 	now := h.cfg.Now()
 	var release time.Time
@@ -157,7 +157,7 @@ func (h *Handler) admit(d decide.Decision, mac string) (s script.Script, waiting
 		detail = fmt.Sprintf("waiting %s: site %q has %d boots in flight, its cap", wait.Round(time.Second), site, h.cfg.Admission.Max)
 	}
 	h.metrics.scripts.WithLabelValues(admitRule).Inc()
-	body, err := script.Wait(h.render.ConfigURL(), mac, wait)
+	body, err := script.Wait(h.rendererFor(ip).ConfigURL(), mac, wait)
 	if err != nil {
 		h.log.Error("wait script not rendered", "mac", mac, "err", err)
 		body = script.Failure(mac, "bootapi cannot render its wait script")

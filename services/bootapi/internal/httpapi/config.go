@@ -151,7 +151,7 @@ func (h *Handler) seenSite(mac, ip string, sess *session.Session, now time.Time)
 // rendered without executing anything.
 func (h *Handler) head(rc *fasthttp.RequestCtx, in decide.Input) {
 	in.Trusted = false
-	s, err := h.render.Render(decide.Evaluate(in), "", nil)
+	s, err := h.renderer(rc).Render(decide.Evaluate(in), "", nil)
 	if err != nil {
 		h.log.Error("script not rendered", "mac", in.MAC, "err", err)
 	}
@@ -179,7 +179,7 @@ func (h *Handler) answer(ctx context.Context, in decide.Input, jit store.Item[*b
 		note = d.Withheld
 	}
 	if d.Job != nil {
-		if s, waiting := h.admit(d, mac); waiting {
+		if s, waiting := h.admit(d, mac, ip); waiting {
 			return s, ""
 		}
 		if s, ok := h.dispatch(ctx, d, jit, sess, ip); ok {
@@ -196,7 +196,7 @@ func (h *Handler) answer(ctx context.Context, in decide.Input, jit store.Item[*b
 	if d.Action == decide.Boot { // only a kernel boot carries it
 		tp = sess.Traceparent()
 	}
-	s, err := h.render.Render(d, tp, nil)
+	s, err := h.rendererFor(ip).Render(d, tp, nil)
 	if err != nil {
 		h.log.Error("script not rendered", "mac", mac, "rule", d.Rule, "err", err)
 	}
@@ -229,7 +229,7 @@ func (h *Handler) dispatch(ctx context.Context, d decide.Decision, jit store.Ite
 		d.Profile = p
 	}
 	token, key := newToken(), newToken()
-	s, err := h.render.Render(d, sess.Traceparent(), &script.Job{Token: token, InstallerKey: key})
+	s, err := h.rendererFor(ip).Render(d, sess.Traceparent(), &script.Job{Token: token, InstallerKey: key})
 	if err != nil {
 		h.log.Error("boot script not rendered", "mac", job.GetMac(), "job", job.GetId(), "err", err)
 		h.failJob(ctx, jit, s.Detail, now)

@@ -25,6 +25,7 @@ package httpapi
 import (
 	"context"
 	"log/slog"
+	"net/netip"
 	"net/url"
 	"sync/atomic"
 	"time"
@@ -73,6 +74,10 @@ type Config struct {
 	Offline func() bool
 	// Admission caps each site's boots in flight; the zero value is off.
 	Admission AdmissionConfig
+	// Advertise6 is bootapi's IPv6 address as IPv6 clients reach it: their
+	// scripts name URLs on it (script.Renderer.ForIPv6); invalid: IPv6
+	// clients get the IPv4 URLs.
+	Advertise6 netip.Addr
 }
 
 // Handler is the HTTP API.
@@ -80,7 +85,9 @@ type Handler struct {
 	cfg    Config
 	log    *slog.Logger
 	render *script.Renderer
-	spans  bool // the session recorder exports hops as spans
+	// render6 renders for clients that came over IPv6; nil without Advertise6.
+	render6 *script.Renderer
+	spans   bool // the session recorder exports hops as spans
 	// What was answered, for bootapi's summary when it stops; Panics are
 	// requests whose handler panicked (answered 500).
 	Scripts, Dispatches, Reports, Rejected, Panics atomic.Int64
@@ -102,7 +109,7 @@ func New(cfg Config) *Handler {
 	if cfg.Metrics != nil {
 		mh = fasthttpadaptor.NewFastHTTPHandler(promhttp.HandlerFor(cfg.Metrics, promhttp.HandlerOpts{}))
 	}
-	return &Handler{
+	h := &Handler{
 		metricsHandler: mh,
 		cfg:            cfg, log: cfg.Logger, spans: cfg.Sessions.Spans(), metrics: newMetrics(),
 		admission: newAdmission(cfg.Admission),
@@ -110,4 +117,27 @@ func New(cfg Config) *Handler {
 			PublicURL: cfg.PublicURL, CallbackURL: cfg.CallbackURL, ArtifactURL: cfg.ArtifactURL, MenuTimeout: cfg.MenuTimeout, Profiles: st.Profiles,
 		}),
 	}
+	if cfg.Advertise6.Is6() {
+		h.render6 = h.render.ForIPv6(cfg.Advertise6)
+	}
+	return h
+}
+
+// renderer is the renderer for the client of rc: IPv6 clients get URLs on
+// bootchain's IPv6 address.
+func (h *Handler) renderer(rc *fasthttp.RequestCtx) *script.Renderer {
+	if h.render6 != nil && remoteAddr(rc).Is6() {
+		return h.render6
+	}
+	return h.render
+}
+
+// rendererFor is renderer for a client address as remoteIP formats it.
+func (h *Handler) rendererFor(ip string) *script.Renderer {
+	if h.render6 != nil {
+		if a, err := netip.ParseAddr(ip); err == nil && a.Unmap().Is6() {
+			return h.render6
+		}
+	}
+	return h.render
 }
