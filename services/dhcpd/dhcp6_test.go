@@ -133,6 +133,9 @@ func TestLabDHCPv6(t *testing.T) {
 	if !regexp.MustCompile(`^(dhcp\.discover,)+dhcp\.request$`).MatchString(strings.Join(hops, ",")) || bs.GetIp() != ip.String() {
 		t.Errorf("session hops %v ip %s, want discover, request and %s", hops, bs.GetIp(), ip)
 	}
+	if last := bs.GetHops()[len(bs.GetHops())-1]; last.GetDetail() != "reply "+ip.String() || last.GetAttributes()["dhcp.version"] != "6" {
+		t.Errorf("request hop %q %v, want detail %q and dhcp.version 6", last.GetDetail(), last.GetAttributes(), "reply "+ip.String())
+	}
 
 	// A malformed message is dropped and counted.
 	before := r.srv.Stats6().Malformed

@@ -197,7 +197,7 @@ func (h *Handler) Handle(ctx context.Context, pkt []byte, peer netip.Addr) ([]by
 			if c := msg.GetOneOption(dhcpv6.OptionClientID); c != nil {
 				reply.AddOption(c)
 			}
-			_, _, err = h.boot(ctx, in, reply, nil)
+			_, _, err = h.boot(ctx, in, reply, netip.Addr{}, false)
 		}
 	}
 	if err != nil {
@@ -243,15 +243,19 @@ func (h *Handler) solicit(ctx context.Context, in *client) (*dhcpv6.Message, err
 	// instead of collecting others for a second.
 	adv.AddOption(dhcpv6.OptPreference(255))
 	now := time.Now()
+	var offered netip.Addr
 	for _, ia := range in.msg.Options.IANA() {
 		want := netip.Addr{}
 		if a := ia.Options.OneAddress(); a != nil {
 			want, _ = netip.AddrFromSlice(a.IPv6Addr)
 		}
 		ip, err := h.cfg.Leases.Pick(ClientKey(in.duid, ia.IaId), want.Unmap(), h.cfg.Pool, now)
+		if err == nil {
+			offered = ip
+		}
 		adv.AddOption(h.ia(ia.IaId, ip, err, st.LeaseTime))
 	}
-	if _, _, err := h.boot(ctx, in, adv, nil); err != nil {
+	if _, _, err := h.boot(ctx, in, adv, offered, false); err != nil {
 		return nil, err
 	}
 	return adv, nil
@@ -301,7 +305,7 @@ func (h *Handler) bind(ctx context.Context, in *client) (*dhcpv6.Message, error)
 		}
 		rep.AddOption(h.ia(ia.IaId, ip, err, st.LeaseTime))
 	}
-	if _, _, err := h.boot(ctx, in, rep, &bound); err != nil {
+	if _, _, err := h.boot(ctx, in, rep, bound, true); err != nil {
 		return nil, err
 	}
 	return rep, nil
@@ -350,8 +354,9 @@ func (h *Handler) confirm(in *client) (*dhcpv6.Message, error) {
 
 // boot adds the boot file URL (option 59) when the client is a network-boot
 // client that asked for it, and records the exchange as a hop of the
-// machine's boot session (bound: the address just bound, nil in an Advertise).
-func (h *Handler) boot(ctx context.Context, in *client, out *dhcpv6.Message, bound *netip.Addr) (bootfile.Decision, *session.Session, error) {
+// machine's boot session: ip is the address advertised, or bound (committed)
+// when bound is set.
+func (h *Handler) boot(ctx context.Context, in *client, out *dhcpv6.Message, ip netip.Addr, bound bool) (bootfile.Decision, *session.Session, error) {
 	st := h.cfg.Settings()
 	var m *bootapiv1.Machine
 	if in.mac != "" {
@@ -387,12 +392,16 @@ func (h *Handler) boot(ctx context.Context, in *client, out *dhcpv6.Message, bou
 			hop.SetAttr("dhcp.boot_file", u)
 		}
 	}
-	if s != nil && bound != nil && bound.IsValid() {
-		s.SetIP(bound.String())
+	if s != nil && bound && ip.IsValid() {
+		s.SetIP(ip.String())
 	}
 	if hop != nil {
-		if bound != nil && bound.IsValid() {
-			hop.SetAttr("dhcp.ip", bound.String())
+		// The IPv4 hops' details ("offer <ip>", "ack <ip>") in DHCPv6's words.
+		switch {
+		case ip.IsValid() && bound:
+			hop.SetDetail("reply " + ip.String())
+		case ip.IsValid():
+			hop.SetDetail("advertise " + ip.String())
 		}
 		hop.End()
 	}
