@@ -97,25 +97,10 @@ func (s *Server) managed() ra.Managed {
 	return ra.Managed{Prefix: s.v6.prefix}
 }
 
-// feedLeases6 keeps the DHCPv6 lease index; loaded is closed once the first
+// feedLeases keeps the DHCPv6 lease index; loaded is closed once the first
 // snapshot is applied.
 func (v *v6) feedLeases(ctx context.Context, loaded chan<- struct{}) error {
-	first := true
-	return v.cache.Follow(ctx, 1<<12, func(snap []store.Item[*dhcpdv1.Lease]) error {
-		for _, it := range snap {
-			v.leases.Apply(it.Name, it.Value, it.ModRevision, false)
-		}
-		if first {
-			first = false
-			close(loaded)
-		}
-		return nil
-	}, func(batch []store.Event[*dhcpdv1.Lease]) error {
-		for _, ev := range batch {
-			v.leases.Apply(ev.Name, ev.Value, ev.ModRevision, ev.Deleted)
-		}
-		return nil
-	})
+	return followLeases(ctx, v.cache, 1<<12, v.leases.Apply, loaded)
 }
 
 // Stats6 is a snapshot of the DHCPv6 server's counters.

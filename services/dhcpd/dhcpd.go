@@ -791,10 +791,16 @@ func (s *Server) reservations() {
 // feedLeases keeps the allocator's view of the leases etcd holds; loaded is
 // closed once the first snapshot is applied.
 func (s *Server) feedLeases(ctx context.Context, loaded chan<- struct{}) error {
+	return followLeases(ctx, s.leases, 1<<16, s.alloc.Apply, loaded)
+}
+
+// followLeases feeds apply from c: its snapshot (then loaded is closed) and
+// every change after it.
+func followLeases(ctx context.Context, c *store.Cache[*dhcpdv1.Lease], buf int, apply func(string, *dhcpdv1.Lease, int64, bool), loaded chan<- struct{}) error {
 	first := true
-	return s.leases.Follow(ctx, 1<<16, func(snap []store.Item[*dhcpdv1.Lease]) error {
+	return c.Follow(ctx, buf, func(snap []store.Item[*dhcpdv1.Lease]) error {
 		for _, it := range snap {
-			s.alloc.Apply(it.Name, it.Value, it.ModRevision, false)
+			apply(it.Name, it.Value, it.ModRevision, false)
 		}
 		if first {
 			first = false
@@ -803,7 +809,7 @@ func (s *Server) feedLeases(ctx context.Context, loaded chan<- struct{}) error {
 		return nil
 	}, func(batch []store.Event[*dhcpdv1.Lease]) error {
 		for _, ev := range batch {
-			s.alloc.Apply(ev.Name, ev.Value, ev.ModRevision, ev.Deleted)
+			apply(ev.Name, ev.Value, ev.ModRevision, ev.Deleted)
 		}
 		return nil
 	})

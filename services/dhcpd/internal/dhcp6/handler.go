@@ -455,15 +455,7 @@ func (h *Handler) hop(ctx context.Context, in *client, d bootfile.Decision) (*se
 	hop.SetAttr("dhcp.version", "6")
 	hop.SetAttr("dhcp.message_type", in.msg.MessageType.String())
 	hop.SetAttr("dhcp.xid", in.msg.TransactionID.String())
-	if in.hasArch {
-		hop.SetAttr("dhcp.client_arch", fmt.Sprint(in.arch))
-	}
-	if in.vendor != "" {
-		hop.SetAttr("dhcp.vendor_class", in.vendor)
-	}
-	if in.userClss != "" {
-		hop.SetAttr("dhcp.user_class", in.userClss)
-	}
-	hop.SetAttr("dhcp.boot_rule", d.Rule)
+	// The boot file is added as the URL given (boot).
+	bootfile.Annotate(hop.SetAttr, &bootfile.Request{Arch: in.arch, HasArch: in.hasArch, VendorClass: in.vendor}, in.userClss, bootfile.Decision{Rule: d.Rule})
 	return s, hop
 }
