@@ -15,6 +15,7 @@
 //	go run ./tools/bench/boot              # BIOS (SeaBIOS, iPXE ROM on virtio-net)
 //	go run ./tools/bench/boot -uefi        # also UEFI (OVMF's PXE, romfile=, snponly.efi)
 //	go run ./tools/bench/boot -http        # also UEFI HTTP boot (OVMF, PXE off, snponly.efi over HTTP)
+//	go run ./tools/bench/boot -ipv6        # also OVMF's PXE over IPv6 (DHCPv6, TFTP on IPv6; bootchain row only)
 //	go run ./tools/bench/boot -n 3 -v      # three boots per row, with phase timings
 //
 // Needs root and the packages of scripts/install-deps.sh.
@@ -72,9 +73,17 @@ const ipxeDir = "/usr/lib/ipxe"
 // its HTTP boot client an http URL of the UEFI iPXE binary.
 const uefiHTTP e2e.Firmware = "uefi-http"
 
+// uefiPXE6 is the UEFI PXE over IPv6 row: OVMF with PXE over IPv4 off, so its
+// first boot option is PXE over IPv6 (DHCPv6, option 59, TFTP on IPv6). Only
+// bootchain's row boots it: the dnsmasq peers here are set up for IPv4 boots.
+const uefiPXE6 e2e.Firmware = "uefi-pxe6"
+
+// supports reports whether setup s can boot firmware fw.
+func supports(s Setup, fw e2e.Firmware) bool { return fw != uefiPXE6 || s.Key == "bootchain" }
+
 type options struct {
 	uefi, bios bool
-	http       bool
+	http, ipv6 bool
 	runs       int
 	timeout    time.Duration
 	keep       bool
@@ -89,6 +98,7 @@ func main() {
 	var only string
 	flag.BoolVar(&o.uefi, "uefi", false, "also boot UEFI (OVMF's own PXE client, NIC without option ROM, snponly.efi over TFTP)")
 	flag.BoolVar(&o.http, "http", false, "also boot UEFI HTTP boot (OVMF with PXE off: DHCP gives an http URL of the UEFI iPXE binary, no TFTP)")
+	flag.BoolVar(&o.ipv6, "ipv6", false, "also boot OVMF's PXE over IPv6 (IPv4 PXE off: DHCPv6 with option 59, TFTP on IPv6; bootchain row only)")
 	flag.BoolVar(&o.bios, "bios", true, "boot BIOS (SeaBIOS, iPXE option ROM on virtio-net)")
 	flag.IntVar(&o.runs, "n", 1, "boots per setup and firmware (the table shows the median)")
 	flag.DurationVar(&o.timeout, "timeout", 150*time.Second, "limit for one boot, power-on to power-off")
@@ -163,6 +173,9 @@ func run(ctx context.Context, o options, w io.Writer) error {
 	if o.http {
 		firmwares = append(firmwares, uefiHTTP)
 	}
+	if o.ipv6 {
+		firmwares = append(firmwares, uefiPXE6)
+	}
 	var rows []Setup
 	for _, s := range setups {
 		if o.only == nil || o.only[s.Key] {
@@ -170,7 +183,7 @@ func run(ctx context.Context, o options, w io.Writer) error {
 		}
 	}
 	if len(firmwares) == 0 || len(rows) == 0 {
-		return errors.New("nothing to run (check -bios, -uefi, -http, -setups)")
+		return errors.New("nothing to run (check -bios, -uefi, -http, -ipv6, -setups)")
 	}
 	if err := checkFiles(o); err != nil {
 		return err
@@ -190,6 +203,9 @@ func run(ctx context.Context, o options, w io.Writer) error {
 			for _, s := range rows {
 				if ctx.Err() != nil {
 					return ctx.Err()
+				}
+				if !supports(s, fw) {
+					continue
 				}
 				r := bootOnce(ctx, o, s, fw, rd)
 				results = append(results, r)
@@ -219,7 +235,7 @@ func run(ctx context.Context, o options, w io.Writer) error {
 
 func checkFiles(o options) error {
 	need := []string{filepath.Join(ipxeDir, "undionly.kpxe")}
-	if o.uefi || o.http {
+	if o.uefi || o.http || o.ipv6 {
 		need = append(need, filepath.Join(ipxeDir, o.ipxeEFI), e2e.DefaultOVMFCode, e2e.DefaultOVMFVars)
 	}
 	for _, p := range need {
@@ -289,7 +305,7 @@ func bootOnce(ctx context.Context, o options, s Setup, fw e2e.Firmware, rd *e2e.
 	// starts. OVMF spends ~9-10 s under TCG before it (docs/firmware.md).
 	dhcpLog := filepath.Join(l.Dir(), "first-dhcp.txt")
 	if err := startCapture(ctx, l, dhcpLog, "-tt", "-c", "1", "-l",
-		"udp and dst port 67 and ether src "+f.MAC.String()); err != nil {
+		"udp and (dst port 67 or dst port 547) and ether src "+f.MAC.String()); err != nil {
 		res.err = err
 		return res
 	}
@@ -303,17 +319,23 @@ func bootOnce(ctx context.Context, o options, s Setup, fw e2e.Firmware, rd *e2e.
 	defer srv.Stop()
 
 	vmFW := fw
-	if fw == uefiHTTP {
+	var extra []string
+	switch fw {
+	case uefiHTTP:
 		vmFW = e2e.UEFI
+	case uefiPXE6:
+		vmFW = e2e.UEFI
+		extra = []string{"-fw_cfg", "name=opt/org.tianocore/IPv4PXESupport,string=no"}
 	}
 	vm, err := e2e.StartVM(l, l.Main(), e2e.VMConfig{
-		Name:     "bench",
-		Dir:      filepath.Join(f.Dir, "vm"),
-		Firmware: vmFW,
-		NoNICROM: vmFW == e2e.UEFI,
-		HTTPBoot: fw == uefiHTTP,
-		MAC:      f.MAC,
-		Tap:      tap,
+		Name:      "bench",
+		Dir:       filepath.Join(f.Dir, "vm"),
+		Firmware:  vmFW,
+		NoNICROM:  vmFW == e2e.UEFI,
+		HTTPBoot:  fw == uefiHTTP,
+		MAC:       f.MAC,
+		Tap:       tap,
+		ExtraArgs: extra,
 	})
 	if err != nil {
 		res.err = err
@@ -456,7 +478,7 @@ func prepareFiles(l *lab.Lab, o options, fw e2e.Firmware, rd *e2e.Initrd) (Files
 		filepath.Join(f.HTTPRoot, f.InitrdName):   f.Initrd,
 	}
 	switch fw {
-	case e2e.UEFI:
+	case e2e.UEFI, uefiPXE6:
 		copies[filepath.Join(f.TFTPRoot, f.UEFIBootFile)] = filepath.Join(ipxeDir, f.UEFIBootFile)
 	case uefiHTTP:
 		copies[filepath.Join(f.HTTPRoot, f.UEFIBootFile)] = filepath.Join(ipxeDir, f.UEFIBootFile)
@@ -565,6 +587,9 @@ func printTable(w io.Writer, rows []Setup, firmwares []e2e.Firmware, results []r
 				}
 				secs = append(secs, r.total.Seconds())
 				after = append(after, (r.total - r.firstDHCP).Seconds())
+			}
+			if len(secs) == 0 && failed == 0 && !supports(s, fw) {
+				continue
 			}
 			if len(secs) == 0 {
 				fmt.Fprintf(tw, "%s\t%s\t0 (%d failed)\t-\t-\t-\t-\t-\t-\n", fw, s.Name, failed)
