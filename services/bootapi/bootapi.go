@@ -80,6 +80,11 @@ type Config struct {
 	CallbackURL string
 	// Advertise is the IP used to build PublicURL when it is empty.
 	Advertise string
+	// Advertise6 is this host's IPv6 address as IPv6 clients reach it:
+	// scripts rendered for a client that came over IPv6 name URLs on it
+	// wherever the configured ones have an IPv4-literal host (pkg/ip6url).
+	// Empty: IPv6 clients get the IPv4 URLs.
+	Advertise6 string
 	// ArtifactURL is the artifactstore base URL for sites that set none.
 	ArtifactURL string
 	// DefaultAction when neither a machine nor its site sets one: menu,
@@ -149,6 +154,7 @@ func (c *Config) AddFlags(fs *flag.FlagSet, prefix string) {
 	c.GRPC.AddFlags(fs, prefix+"grpc-")
 	fs.StringVar(&c.PublicURL, prefix+"public-url", c.PublicURL, "bootapi's base URL as machines reach it (default http://<advertise>:<http port>)")
 	fs.StringVar(&c.CallbackURL, prefix+"callback-url", c.CallbackURL, "base URL installers report to: a load balancer or VIP in front of every bootapi replica (default the HTTPS public URL, else the public URL; a site's callback_url overrides it)")
+	fs.StringVar(&c.Advertise6, prefix+"advertise6", c.Advertise6, "this host's IPv6 address: scripts for IPv6 clients name URLs on it instead of IPv4-literal hosts (empty: the IPv4 URLs)")
 	fs.StringVar(&c.ArtifactURL, prefix+"artifact-url", c.ArtifactURL, "artifactstore base URL for sites without one (default http://<advertise>:8081)")
 	fs.StringVar(&c.DefaultAction, prefix+"default-action", c.DefaultAction, "what machines without a job or default boot: menu, local-disk, sanboot, shell")
 	fs.DurationVar(&c.MenuTimeout, prefix+"menu-timeout", c.MenuTimeout, "menu timeout before booting the local disk")
@@ -192,6 +198,11 @@ func (c Config) Validate() error {
 	}
 	if c.HTTPAddr == "" || c.GRPC.Addr == "" {
 		return errors.New("bootapi: HTTP and gRPC addresses are required")
+	}
+	if c.Advertise6 != "" {
+		if a, err := netip.ParseAddr(c.Advertise6); err != nil || !a.Is6() || a.Is4In6() {
+			return fmt.Errorf("bootapi: advertise6 %q: want an IPv6 address", c.Advertise6)
+		}
 	}
 	if c.MaxBootsInFlight < 0 || c.AdmissionRetry < 0 || c.AdmissionHold < 0 {
 		return errors.New("bootapi: max-boots-in-flight, admission-retry and admission-hold must not be negative")
@@ -368,8 +379,9 @@ func New(cfg Config) (*Server, error) {
 		State: st, Sessions: rec, PublicURL: pu, CallbackURL: cbu, ArtifactURL: artifactURL, DefaultSite: cfg.Site,
 		DefaultAction: actions[cfg.DefaultAction], MenuTimeout: cfg.MenuTimeout, Logger: log,
 		Audit: cfg.GRPC.Audit, Metrics: reg, UI: dash.Handle,
-		Offline:   func() bool { return !reach.Online() },
-		Admission: httpapi.AdmissionConfig{Max: cfg.MaxBootsInFlight, Retry: cfg.AdmissionRetry, Hold: cfg.AdmissionHold},
+		Offline:    func() bool { return !reach.Online() },
+		Admission:  httpapi.AdmissionConfig{Max: cfg.MaxBootsInFlight, Retry: cfg.AdmissionRetry, Hold: cfg.AdmissionHold},
+		Advertise6: advertise6(cfg.Advertise6),
 	})
 	// GRUB's configs, which tftpd fetches for the machines it serves, are
 	// answered by the same handler as iPXE's scripts.
@@ -386,6 +398,12 @@ func New(cfg Config) (*Server, error) {
 		cfg: cfg, log: log, state: st, sessions: rec, http: h, httpLis: lis, httpsLis: httpsLis, httpsPublic: hpu, grpc: gs, public: pu,
 		handler: httpapi.Limit(h.RequestHandler(requests), limiter), stopRequests: stop, limiter: limiter,
 	}, nil
+}
+
+// advertise6 is the validated Config.Advertise6 (invalid when empty).
+func advertise6(s string) netip.Addr {
+	a, _ := netip.ParseAddr(s)
+	return a
 }
 
 // HTTPAddr is where the HTTP endpoint listens.
@@ -441,6 +459,11 @@ func (s *Server) HTTPPanics() int64 { return s.http.Panics.Load() }
 // as dhcpd does.
 func (s *Server) WaitLeases(ctx context.Context, rev int64) error {
 	return s.state.Leases.WaitRevision(ctx, rev)
+}
+
+// WaitLeases6 is WaitLeases for dhcpd's DHCPv6 leases (leases6/).
+func (s *Server) WaitLeases6(ctx context.Context, rev int64) error {
+	return s.state.Leases6.WaitRevision(ctx, rev)
 }
 
 // FlushSessions waits until every boot-session change recorded so far is in etcd.

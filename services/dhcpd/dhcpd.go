@@ -36,6 +36,7 @@ import (
 	"github.com/bootchain/bootchain/pkg/session"
 	"github.com/bootchain/bootchain/pkg/store"
 	"github.com/bootchain/bootchain/services/dhcpd/internal/admin"
+	"github.com/bootchain/bootchain/services/dhcpd/internal/dhcp6"
 	"github.com/bootchain/bootchain/services/dhcpd/internal/journal"
 	"github.com/bootchain/bootchain/services/dhcpd/internal/lease"
 	"github.com/bootchain/bootchain/services/dhcpd/internal/ra"
@@ -106,6 +107,15 @@ type Config struct {
 	ReachInterval time.Duration
 	// Seed is written as the site's DHCP settings when the site has none.
 	Seed *bootapiv1.SiteDhcp
+	// DHCPv6Pool, "start-end" of IPv6 addresses, turns DHCPv6 on (on
+	// Interface, which it needs); empty: IPv4 only. See docs/dhcpd.md.
+	DHCPv6Pool string
+	// DHCPv6Port is the DHCPv6 server port; default 547.
+	DHCPv6Port int
+	// Advertise6 is this host's IPv6 address as IPv6 clients reach it (the
+	// host of their boot URLs); default the interface's address in the pool's
+	// prefix.
+	Advertise6 string
 	// TracerProvider for boot-session hops; default the global one.
 	TracerProvider trace.TracerProvider
 	// Logger; default slog.Default().
@@ -187,6 +197,11 @@ func (c Config) Validate() error {
 	if c.Workers < 0 || c.ReplyBurst < 0 || c.LeaseWriters < 0 || c.LeaseBatch < 0 || c.LeaseBatch > 128 {
 		return errors.New("dhcpd: workers, lease writers and batch (<= 128) must not be negative")
 	}
+	if c.DHCPv6Pool != "" {
+		if _, err := dhcp6.ParsePool(c.DHCPv6Pool); err != nil {
+			return fmt.Errorf("dhcpd: DHCPv6 %w", err)
+		}
+	}
 	if c.Seed != nil {
 		if _, err := server.Compile(&bootapiv1.Site{Dhcp: c.Seed}, server.Defaults{}); err != nil {
 			return fmt.Errorf("dhcpd: seed: %w", err)
@@ -216,6 +231,7 @@ type Server struct {
 
 	ready chan struct{}
 	ra    *ra.Responder
+	v6    *v6
 	reg   *prometheus.Registry
 	boots *opshttp.Boots
 	ops   *opshttp.Server
@@ -337,6 +353,12 @@ func New(cfg Config) (*Server, error) {
 			s.ra = nil
 		}
 	}
+	if cfg.DHCPv6Pool != "" {
+		if s.v6, err = s.newV6(); err != nil {
+			s.closeSockets()
+			return nil, err
+		}
+	}
 	gcfg := cfg.GRPC
 	if gcfg.Logger == nil {
 		gcfg.Logger = log
@@ -373,6 +395,9 @@ func New(cfg Config) (*Server, error) {
 
 func (s *Server) closeSockets() {
 	s.conn.Close()
+	if s.v6 != nil {
+		s.v6.conn.Close()
+	}
 	if s.ra != nil {
 		s.ra.Close()
 	}
@@ -419,6 +444,9 @@ func (s *Server) Endpoints() []string {
 	out := []string{fmt.Sprintf("dhcp udp %s on %s", s.conn.LocalAddr(), on)}
 	if s.pxe != nil {
 		out = append(out, fmt.Sprintf("pxe udp %s", s.pxe.LocalAddr()))
+	}
+	if s.v6 != nil {
+		out = append(out, fmt.Sprintf("dhcpv6 udp %s on %s", s.v6.conn.LocalAddr(), on))
 	}
 	if s.ops != nil {
 		out = append(out, "http "+s.ops.Addr().String())
@@ -597,6 +625,9 @@ func (s *Server) Run(ctx context.Context) error {
 	for _, c := range []func(context.Context) error{s.leases.Run, s.blocks.Run, s.sites.Run, s.machines.Run} {
 		writes.Go(c)
 	}
+	if s.v6 != nil {
+		writes.Go(s.v6.cache.Run)
+	}
 	record := run.Layer()
 	record.Go(s.rec.Run)
 	// Stopped (or failed) before serving: the sockets Serve would close.
@@ -642,6 +673,15 @@ func (s *Server) Run(ctx context.Context) error {
 	case <-run.Stopping().Done():
 		return stopUnserved(nil)
 	}
+	if s.v6 != nil {
+		loaded6 := make(chan struct{})
+		derive.Go(func(ctx context.Context) error { return s.v6.feedLeases(ctx, loaded6) })
+		select {
+		case <-loaded6:
+		case <-run.Stopping().Done():
+			return stopUnserved(nil)
+		}
+	}
 
 	serve := run.Layer()
 	serve.Go(s.reclaim)
@@ -656,8 +696,13 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	if s.ra != nil {
 		serve.Go(func(ctx context.Context) error {
-			return s.ra.Run(ctx, func() bool { return s.handler.SiteConfig().RA })
+			// DHCPv6 needs the managed flag: advertisements are sent then
+			// whatever the site's router_advertisements says.
+			return s.ra.Run(ctx, func() bool { return s.v6 != nil || s.handler.SiteConfig().RA }, s.managed)
 		})
+	}
+	if s.v6 != nil {
+		serve.Go(func(ctx context.Context) error { return dhcp6.Serve(ctx, s.v6.conn, s.v6.handler, 64) })
 	}
 	s.log.Info("dhcpd serving", "endpoints", s.Endpoints())
 	close(s.ready)
@@ -746,10 +791,16 @@ func (s *Server) reservations() {
 // feedLeases keeps the allocator's view of the leases etcd holds; loaded is
 // closed once the first snapshot is applied.
 func (s *Server) feedLeases(ctx context.Context, loaded chan<- struct{}) error {
+	return followLeases(ctx, s.leases, 1<<16, s.alloc.Apply, loaded)
+}
+
+// followLeases feeds apply from c: its snapshot (then loaded is closed) and
+// every change after it.
+func followLeases(ctx context.Context, c *store.Cache[*dhcpdv1.Lease], buf int, apply func(string, *dhcpdv1.Lease, int64, bool), loaded chan<- struct{}) error {
 	first := true
-	return s.leases.Follow(ctx, 1<<16, func(snap []store.Item[*dhcpdv1.Lease]) error {
+	return c.Follow(ctx, buf, func(snap []store.Item[*dhcpdv1.Lease]) error {
 		for _, it := range snap {
-			s.alloc.Apply(it.Name, it.Value, it.ModRevision, false)
+			apply(it.Name, it.Value, it.ModRevision, false)
 		}
 		if first {
 			first = false
@@ -758,7 +809,7 @@ func (s *Server) feedLeases(ctx context.Context, loaded chan<- struct{}) error {
 		return nil
 	}, func(batch []store.Event[*dhcpdv1.Lease]) error {
 		for _, ev := range batch {
-			s.alloc.Apply(ev.Name, ev.Value, ev.ModRevision, ev.Deleted)
+			apply(ev.Name, ev.Value, ev.ModRevision, ev.Deleted)
 		}
 		return nil
 	})

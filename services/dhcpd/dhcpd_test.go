@@ -328,7 +328,19 @@ func TestLabRouterAdvertisement(t *testing.T) {
 	if !r.srv.Stats().RA {
 		t.Fatal("no RA responder")
 	}
-	ns := client(t, l, "c1", "")
+	body, ok := routerAdvertisement(t, client(t, l, "c1", ""))
+	if !ok {
+		t.Fatalf("no router advertisement; responder stats: %d solicitations", r.srv.Stats().RouterSolicitations)
+	}
+	if len(body) != 12 || body[2] != 0 || body[3] != 0 {
+		t.Fatalf("RA body %x: want router lifetime 0 and no options", body)
+	}
+}
+
+// routerAdvertisement sends router solicitations from ns's eth0 until an
+// advertisement comes back, and returns its body (after the ICMPv6 header).
+func routerAdvertisement(t *testing.T, ns *lab.Netns) ([]byte, bool) {
+	t.Helper()
 	var c *icmp.PacketConn
 	if err := ns.Do(func() (err error) { c, err = icmp.ListenPacket("ip6:ipv6-icmp", "::"); return err }); err != nil {
 		t.Fatal(err)
@@ -360,12 +372,7 @@ func TestLabRouterAdvertisement(t *testing.T) {
 			}
 		}
 	})
-	if !answered {
-		t.Fatalf("no router advertisement; responder stats: %d solicitations", r.srv.Stats().RouterSolicitations)
-	}
-	if len(body) != 12 || body[2] != 0 || body[3] != 0 {
-		t.Fatalf("RA body %x: want router lifetime 0 and no options", body)
-	}
+	return body, answered
 }
 
 type closeOnce struct {

@@ -131,6 +131,8 @@ func (c *Config) AddFlags(fs *flag.FlagSet, prefix string) {
 	fs.StringVar(&c.GRPC.Addr, prefix+"grpc-addr", c.GRPC.Addr, "gRPC admin address")
 	c.GRPC.AddFlags(fs, prefix+"grpc-")
 	fs.StringVar(&c.HTTPAddr, prefix+"http-addr", c.HTTPAddr, "address of /metrics, /healthz and /readyz (- disables)")
+	fs.StringVar(&c.DHCPv6Pool, prefix+"dhcpv6-pool", c.DHCPv6Pool, "serve DHCPv6 on the interface with IA_NA addresses start-end (fd00:bc::100-fd00:bc::1ff); empty: IPv4 only")
+	fs.StringVar(&c.Advertise6, prefix+"advertise6", c.Advertise6, "IPv6 address of this host in IPv6 clients' boot URLs (default: the interface's address in the pool's prefix)")
 	fs.StringVar(&c.ServerIP, prefix+"server-ip", c.ServerIP, "server identifier and next-server (default: the interface's address)")
 	fs.StringVar(&c.Name, prefix+"name", c.Name, "replica name written into leases (default: host name)")
 	fs.IntVar(&c.Workers, prefix+"workers", c.Workers, "packets answered concurrently")

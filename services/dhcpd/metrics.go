@@ -15,6 +15,7 @@ type collector struct {
 	unanswered, leaseTxns, leaseWrites, queue    *prometheus.Desc
 	poolSize, poolLeases, raPackets, leasesKnown *prometheus.Desc
 	reachable, offlineRenewals, journal, replays *prometheus.Desc
+	received6, replies6, drops6, bound6          *prometheus.Desc
 }
 
 func newCollector(s *Server) *collector {
@@ -41,11 +42,15 @@ func newCollector(s *Server) *collector {
 		offlineRenewals: d("offline_renewals_total", "Leases renewed while etcd was unreachable (journaled before the ACK)."),
 		journal:         d("offline_journal_records", "Offline renewals journaled and not yet replayed into etcd."),
 		replays:         d("offline_replays_total", "Journaled renewals replayed, by outcome (written; current: etcd had it or newer; conflict: another lease won).", "outcome"),
+		received6:       d("dhcpv6_messages_received_total", "DHCPv6 messages received and handled, by message type.", "type"),
+		replies6:        d("dhcpv6_replies_sent_total", "DHCPv6 Advertise and Reply messages sent."),
+		drops6:          d("dhcpv6_messages_dropped_total", "DHCPv6 messages dropped unanswered, by reason.", "reason"),
+		bound6:          d("dhcpv6_binds_total", "DHCPv6 addresses bound (committed to etcd), and IA_NAs answered NoAddrsAvail.", "result"),
 	}
 }
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.received, c.replies, c.drops, c.limited, c.panics, c.unanswered, c.leaseTxns, c.leaseWrites, c.queue, c.poolSize, c.poolLeases, c.raPackets, c.leasesKnown, c.reachable, c.offlineRenewals, c.journal, c.replays} {
+	for _, d := range []*prometheus.Desc{c.received, c.replies, c.drops, c.limited, c.panics, c.unanswered, c.leaseTxns, c.leaseWrites, c.queue, c.poolSize, c.poolLeases, c.raPackets, c.leasesKnown, c.reachable, c.offlineRenewals, c.journal, c.replays, c.received6, c.replies6, c.drops6, c.bound6} {
 		ch <- d
 	}
 }
@@ -95,6 +100,19 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		gauge(c.poolSize, u.Size, u.Subnet)
 		gauge(c.poolLeases, u.Bound, u.Subnet, "bound")
 		gauge(c.poolLeases, u.Offered, u.Subnet, "offered")
+	}
+	if s6 := c.s.Stats6(); s6.On {
+		for t, v := range map[string]uint64{"solicit": s6.Solicits, "request": s6.Requests, "renew": s6.Renews, "release": s6.Releases,
+			"decline": s6.Declines, "confirm": s6.Confirms, "information_request": s6.InfoRequests} {
+			counter(c.received6, v, t)
+		}
+		counter(c.replies6, s6.Replied)
+		for r, v := range map[string]uint64{"malformed": s6.Malformed, "not_for_us": s6.NotForUs, "relayed": s6.Relayed,
+			"unsupported": s6.Unsupported, "store_error": s6.StoreErrors} {
+			counter(c.drops6, v, r)
+		}
+		counter(c.bound6, s6.Bound, "bound")
+		counter(c.bound6, s6.NoAddrs, "no_addrs")
 	}
 	if st.RA {
 		counter(c.raPackets, st.RouterSolicitations, "solicitation_answered")

@@ -36,6 +36,13 @@ func (b *bootchainDefaults) Start(ctx context.Context, l *lab.Lab, f Files) erro
 		"--dhcpd-subnet", l.BridgeAddr().Masked().String(),
 		"--dhcpd-pool", f.RangeStart.String() + "-" + f.RangeEnd.String(),
 	}
+	if f.Firmware == uefiPXE6 {
+		// The boot network's IPv6 prefix: a ULA, never routed.
+		if _, err := l.Main().IP(ctx, "addr", "add", "fd00:bc::1/64", "dev", f.Interface, "nodad"); err != nil {
+			return err
+		}
+		args = append(args, "--dhcpd-dhcpv6-pool", "fd00:bc::100-fd00:bc::1ff", "--dhcpd-advertise6", "fd00:bc::1", "--bootapi-advertise6", "fd00:bc::1")
+	}
 	b.st, err = e2e.StartStack(ctx, l, l.Main(), e2e.StackConfig{Tools: tl, Dir: filepath.Join(f.Dir, "bootchain"), Args: args, DHCP: true})
 	if err != nil {
 		return err

@@ -18,6 +18,7 @@
 //	go run ./tools/bench/boot -secureboot  # also UEFI PXE with Secure Boot and the site key (signed snponly.efi and kernel)
 //	go run ./tools/bench/boot -secureboot-ms # also Secure Boot, Microsoft's keys: shim -> GRUB, all over TFTP
 //	go run ./tools/bench/boot -arm64       # also arm64 (AAVMF's PXE -> Debian's GRUB, all over TFTP)
+//	go run ./tools/bench/boot -ipv6        # also OVMF's PXE over IPv6 (DHCPv6, TFTP on IPv6; bootchain row only)
 //	go run ./tools/bench/boot -all         # every firmware path (bootPaths in paths.go)
 //	go run ./tools/bench/boot -n 3 -v      # three boots per row, with phase timings
 //
@@ -225,6 +226,9 @@ func run(ctx context.Context, o options, w io.Writer) error {
 				if ctx.Err() != nil {
 					return ctx.Err()
 				}
+				if !supports(s, fw) {
+					continue
+				}
 				fwrd := rd
 				if fw == e2e.ARM64 {
 					fwrd = o.arm64Initrd
@@ -350,7 +354,7 @@ func bootOnce(ctx context.Context, o options, s Setup, fw e2e.Firmware, rd *e2e.
 	// starts. OVMF spends ~9-10 s under TCG before it (docs/firmware.md).
 	dhcpLog := filepath.Join(l.Dir(), "first-dhcp.txt")
 	if _, err := startCapture(ctx, l, dhcpLog, "-tt", "-c", "1", "-l",
-		"udp and dst port 67 and ether src "+f.MAC.String()); err != nil {
+		"udp and (dst port 67 or dst port 547) and ether src "+f.MAC.String()); err != nil {
 		res.err = err
 		return res
 	}
@@ -719,6 +723,9 @@ func printTable(w io.Writer, rows []Setup, firmwares []e2e.Firmware, results []r
 		var base, baseDHCP float64
 		for i, s := range rows {
 			st := all[key{fw, s.Key}]
+			if st == nil && !supports(s, fw) {
+				continue
+			}
 			if st == nil || len(st.secs) == 0 {
 				failed := 0
 				if st != nil {

@@ -28,6 +28,8 @@ type bootPath struct {
 	// shimGrub boots Debian's signed shim, which loads Debian's signed GRUB;
 	// GRUB reads its config, the kernel and the initrd over TFTP (it has no HTTP).
 	shimGrub bool
+	// bootchainOnly: the dnsmasq peers here are set up for IPv4 boots only.
+	bootchainOnly bool
 	// siteSigned signs the UEFI boot file and the kernel with the site key (the
 	// snakeoil key that Secure Boot's variable store enrolls).
 	siteSigned bool
@@ -46,6 +48,10 @@ const uefiSiteKey e2e.Firmware = "uefi-sb"
 // Debian's signed GRUB. The peers serve a static grub/grub.cfg with dnsmasq's
 // TFTP; bootchain renders the machine's config in bootapi.
 const uefiSBMS e2e.Firmware = "uefi-sb-ms"
+
+// uefiPXE6 is UEFI PXE over IPv6: OVMF with PXE over IPv4 off, so its first
+// boot option is PXE over IPv6 (DHCPv6, option 59, TFTP on IPv6).
+const uefiPXE6 e2e.Firmware = "uefi-pxe6"
 
 // bootPaths are the firmware paths, in the table's order; the first is the base
 // of the "/ BIOS" column.
@@ -67,9 +73,20 @@ var bootPaths = []bootPath{
 		vm: func(c *e2e.VMConfig) {
 			c.Firmware, c.NoNICROM, c.SecureBoot, c.OVMFVars, c.MemoryMiB = e2e.UEFI, true, true, e2e.MicrosoftVars, 1024
 		}},
+	{fw: uefiPXE6, flag: "ipv6", uefiFile: true, bootchainOnly: true,
+		usage: "also boot OVMF's PXE over IPv6 (IPv4 PXE off: DHCPv6 with option 59, TFTP on IPv6; bootchain row only)",
+		vm: func(c *e2e.VMConfig) {
+			c.Firmware, c.NoNICROM = e2e.UEFI, true
+			c.ExtraArgs = []string{"-fw_cfg", "name=opt/org.tianocore/IPv4PXESupport,string=no"}
+		}},
 	{fw: e2e.ARM64, flag: "arm64",
 		usage: "also boot arm64 (AAVMF on QEMU's virt machine: its PXE client loads Debian's signed GRUB, which reads its config, the arm64 kernel and initrd over TFTP)",
 		vm:    func(c *e2e.VMConfig) { c.Firmware, c.MemoryMiB = e2e.ARM64, 1024 }},
+}
+
+// supports reports whether setup s can boot firmware fw.
+func supports(s Setup, fw e2e.Firmware) bool {
+	return !pathOf(fw).bootchainOnly || s.Key == "bootchain"
 }
 
 // pathOf returns the path of fw.

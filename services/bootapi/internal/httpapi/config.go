@@ -44,7 +44,7 @@ func (h *Handler) config(ctx context.Context, rc *fasthttp.RequestCtx, query []b
 	s := h.serve(ctx, bootRequest{
 		mac: mac, profile: q.profile, ip: ip, peer: rc.RemoteAddr().String(), arch: q.arch, facts: facts(q, ip),
 		attrs: []attribute.KeyValue{attribute.String("http.request.method", fasthttp.MethodGet), attribute.String("url.path", configPath)},
-	}, ipxeFormat{h.render})
+	}, ipxeFormat{h.rendererFor(ip)})
 	writeScript(rc, s.Head, s.Body)
 }
 
@@ -202,7 +202,7 @@ func (h *Handler) seenSite(mac, ip string, sess *session.Session, now time.Time)
 // rendered without executing anything.
 func (h *Handler) head(rc *fasthttp.RequestCtx, in decide.Input) {
 	in.Trusted = false
-	s, err := h.render.Render(decide.Evaluate(in), "", nil)
+	s, err := h.renderer(rc).Render(decide.Evaluate(in), "", nil)
 	if err != nil {
 		h.log.Error("script not rendered", "mac", in.MAC, "err", err)
 	}

@@ -25,6 +25,7 @@ package httpapi
 import (
 	"context"
 	"log/slog"
+	"net/netip"
 	"net/url"
 	"sync/atomic"
 	"time"
@@ -74,6 +75,10 @@ type Config struct {
 	Offline func() bool
 	// Admission caps each site's boots in flight; the zero value is off.
 	Admission AdmissionConfig
+	// Advertise6 is bootapi's IPv6 address as IPv6 clients reach it: their
+	// scripts name URLs on it (script.Renderer.ForIPv6); invalid: IPv6
+	// clients get the IPv4 URLs.
+	Advertise6 netip.Addr
 }
 
 // Handler is the HTTP API.
@@ -82,7 +87,9 @@ type Handler struct {
 	log    *slog.Logger
 	render *script.Renderer
 	grub   *grubcfg.Renderer
-	spans  bool // the session recorder exports hops as spans
+	// render6 renders for clients that came over IPv6; nil without Advertise6.
+	render6 *script.Renderer
+	spans   bool // the session recorder exports hops as spans
 	// What was answered, for bootapi's summary when it stops; Panics are
 	// requests whose handler panicked (answered 500).
 	Scripts, Dispatches, Reports, Rejected, Panics atomic.Int64
@@ -107,11 +114,34 @@ func New(cfg Config) *Handler {
 	render := script.NewRenderer(script.RendererConfig{
 		PublicURL: cfg.PublicURL, CallbackURL: cfg.CallbackURL, ArtifactURL: cfg.ArtifactURL, MenuTimeout: cfg.MenuTimeout, Profiles: st.Profiles,
 	})
-	return &Handler{
+	h := &Handler{
 		render:         render,
 		grub:           grubcfg.NewRenderer(grubcfg.Config{Script: render, Profiles: st.Profiles, MenuTimeout: cfg.MenuTimeout}),
 		metricsHandler: mh,
 		cfg:            cfg, log: cfg.Logger, spans: cfg.Sessions.Spans(), metrics: newMetrics(),
 		admission: newAdmission(cfg.Admission),
 	}
+	if cfg.Advertise6.Is6() {
+		h.render6 = h.render.ForIPv6(cfg.Advertise6)
+	}
+	return h
+}
+
+// renderer is the renderer for the client of rc: IPv6 clients get URLs on
+// bootchain's IPv6 address.
+func (h *Handler) renderer(rc *fasthttp.RequestCtx) *script.Renderer {
+	if h.render6 != nil && remoteAddr(rc).Is6() {
+		return h.render6
+	}
+	return h.render
+}
+
+// rendererFor is renderer for a client address as remoteIP formats it.
+func (h *Handler) rendererFor(ip string) *script.Renderer {
+	if h.render6 != nil {
+		if a, err := netip.ParseAddr(ip); err == nil && a.Unmap().Is6() {
+			return h.render6
+		}
+	}
+	return h.render
 }

@@ -69,13 +69,13 @@ func (h *Handler) installerFile(ctx context.Context, rc *fasthttp.RequestCtx) {
 		return
 	}
 	site := decide.SiteOf(in)
-	cb, err := h.render.CallbackURL(site, id)
+	cb, err := h.renderer(rc).CallbackURL(site, id)
 	if err != nil {
 		h.log.Error("installer file not rendered", "job", id, "file", name, "err", err)
 		httpError(rc, "installer file cannot be rendered", fasthttp.StatusInternalServerError)
 		return
 	}
-	data := installer.NewData(in.Machine, site, p, id, h.render.InstallerBase(id, key), cb)
+	data := installer.NewData(in.Machine, site, p, id, h.renderer(rc).InstallerBase(id, key), cb)
 	out, f, ok, err := installer.RenderFile(name, p, data)
 	if !ok {
 		httpError(rc, "profile "+p.GetName()+" has no "+name, fasthttp.StatusNotFound)

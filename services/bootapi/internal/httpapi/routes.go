@@ -216,7 +216,7 @@ func (h *Handler) healthz(base context.Context, rc *fasthttp.RequestCtx) {
 }
 
 func (h *Handler) bootstrap(rc *fasthttp.RequestCtx) {
-	s, err := script.Bootstrap(h.render.ConfigURL())
+	s, err := script.Bootstrap(h.renderer(rc).ConfigURL())
 	if err != nil {
 		h.log.Error("bootstrap script", "err", err)
 		httpError(rc, "cannot render bootstrap", fasthttp.StatusInternalServerError)

@@ -1,6 +1,7 @@
 package script_test
 
 import (
+	"net/netip"
 	"strings"
 	"testing"
 
@@ -67,4 +68,36 @@ func FuzzCallbackURL(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestForIPv6: a script rendered for an IPv6 client names every URL with an
+// IPv4-literal host on bootapi's IPv6 address instead (kernel, callback,
+// installer files), and keeps host names.
+func TestForIPv6(t *testing.T) {
+	r := script.NewRenderer(script.RendererConfig{PublicURL: mustURL("http://198.18.0.1:8080"), ArtifactURL: "http://198.18.0.1:8081"}).
+		ForIPv6(netip.MustParseAddr("fd00:bc::1"))
+	for name, tc := range map[string]struct {
+		site *bootapiv1.Site
+		want []string
+	}{
+		"defaults": {&bootapiv1.Site{Name: "lab"}, []string{"kernel http://[fd00:bc::1]:8081/artifacts/debian/linux", " bootchain.callback=http://[fd00:bc::1]:8080/ipxe/v1/report?job=j1 "}},
+		"site URLs": {&bootapiv1.Site{Name: "lab", ArtifactUrl: "http://198.18.0.7:9000", CallbackUrl: "https://boot.example.net"},
+			[]string{"kernel http://[fd00:bc::1]:9000/artifacts/debian/linux", " bootchain.callback=https://boot.example.net/ipxe/v1/report?job=j1 "}},
+	} {
+		s, err := r.Render(jobBoot(tc.site), "", &script.Job{Token: "tok"})
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		for _, w := range tc.want {
+			if !strings.Contains(s.Body, w) {
+				t.Errorf("%s: want %q in\n%s", name, w, s.Body)
+			}
+		}
+		if strings.Contains(s.Body, "198.18.") {
+			t.Errorf("%s: an IPv4 URL left in\n%s", name, s.Body)
+		}
+	}
+	if got := r.ConfigURL().String(); got != "http://[fd00:bc::1]:8080/ipxe/v1/config" {
+		t.Errorf("config URL %s", got)
+	}
 }

@@ -3,6 +3,7 @@ package script
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"net/url"
 	"strings"
 	"sync"
@@ -12,6 +13,7 @@ import (
 	"github.com/bootchain/bootchain/pkg/artifactref"
 	"github.com/bootchain/bootchain/pkg/artifacturl"
 	bootapiv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/bootapi/v1"
+	"github.com/bootchain/bootchain/pkg/ip6url"
 	"github.com/bootchain/bootchain/pkg/store"
 	"github.com/bootchain/bootchain/services/bootapi/internal/decide"
 )
@@ -38,10 +40,25 @@ type RendererConfig struct {
 type Renderer struct {
 	cfg  RendererConfig
 	menu menuBodies
+	// host6, when valid, is bootapi's IPv6 address: every base URL with an
+	// IPv4-literal host (a site's artifact and callback URLs too) is given
+	// with it instead (ForIPv6).
+	host6 netip.Addr
 }
 
 // NewRenderer returns a Renderer.
 func NewRenderer(cfg RendererConfig) *Renderer { return &Renderer{cfg: cfg} }
+
+// ForIPv6 is a Renderer for clients that reach bootchain over IPv6 at host:
+// the same scripts with every IPv4-literal base URL rebased on host
+// (pkg/ip6url), so that an IPv6-only machine can fetch what they name.
+func (r *Renderer) ForIPv6(host netip.Addr) *Renderer {
+	cfg := r.cfg
+	cfg.PublicURL = ip6url.RebaseURL(cfg.PublicURL, host)
+	cfg.CallbackURL = ip6url.RebaseURL(cfg.CallbackURL, host)
+	cfg.ArtifactURL = ip6url.Rebase(cfg.ArtifactURL, host)
+	return &Renderer{cfg: cfg, host6: host}
+}
 
 // Script is a rendered answer. Head goes out before Body: the menu's
 // per-machine title before the body every machine shares, without joining them.
@@ -201,7 +218,7 @@ func (r *Renderer) callbackBase(site *bootapiv1.Site) (*url.URL, error) {
 		if err != nil || u.Host == "" {
 			return nil, fmt.Errorf("site %s: callback_url %q is not a base URL", site.GetName(), s)
 		}
-		return u, nil
+		return ip6url.RebaseURL(u, r.host6), nil
 	}
 	if r.cfg.CallbackURL != nil {
 		return r.cfg.CallbackURL, nil
@@ -232,7 +249,7 @@ func (r *Renderer) resolve(site *bootapiv1.Site, ref *bootapiv1.ArtifactRef, tra
 	var raw string
 	switch src := ref.GetSource().(type) {
 	case *bootapiv1.ArtifactRef_Artifact:
-		base := site.GetArtifactUrl()
+		base := ip6url.Rebase(site.GetArtifactUrl(), r.host6)
 		if base == "" {
 			base = r.cfg.ArtifactURL
 		}

@@ -54,7 +54,10 @@ type State struct {
 	Sightings *Sightings
 	// Leases are dhcpd's leases of every site (leases/<site>/<ip>), indexed by
 	// MAC in leaseIdx: who holds which machine's address.
-	Leases   *store.Cache[*dhcpdv1.Lease]
+	Leases *store.Cache[*dhcpdv1.Lease]
+	// Leases6 are dhcpd's DHCPv6 leases (leases6/<site>/<ip>), in the same
+	// index: an IPv6 client's address holds its MAC's lease as an IPv4 one does.
+	Leases6  *store.Cache[*dhcpdv1.Lease]
 	leaseIdx *leaseIndex
 	// discovered counts each site's discovered machines against Discovery.Cap.
 	discovered *discoveredIndex
@@ -79,12 +82,15 @@ func New(st *store.Store, log *slog.Logger) *State {
 		Jobs:     store.NewCache(st, store.Prefix("jobs"), func() *bootapiv1.Job { return &bootapiv1.Job{} }, log),
 		Sites:    store.NewCache(st, store.Prefix("sites"), func() *bootapiv1.Site { return &bootapiv1.Site{} }, log),
 		Leases:   store.NewCache(st, store.Prefix("leases"), func() *dhcpdv1.Lease { return &dhcpdv1.Lease{} }, log),
+		Leases6:  store.NewCache(st, store.Prefix("leases6"), func() *dhcpdv1.Lease { return &dhcpdv1.Lease{} }, log),
 		active:   map[string]string{},
 		leaseIdx: newLeaseIndex(), discovered: newDiscoveredIndex(), Discovery: DefaultDiscovery,
 	}
 	s.Sightings = newSightings(s, log, time.Now)
 	s.Jobs.OnEvent(s.indexJob)
 	s.Leases.OnEvent(s.leaseIdx.onEvent)
+	// Names never collide: an IPv4 and an IPv6 address never spell the same.
+	s.Leases6.OnEvent(s.leaseIdx.onEvent)
 	s.Machines.OnEvent(s.discovered.onMachine)
 	s.site = func(name string) (*bootapiv1.Site, bool) {
 		it, ok := s.Sites.Get(name)
@@ -126,12 +132,13 @@ func (s *State) Run(ctx context.Context) error {
 	g.Go(func() error { return s.Jobs.Run(ctx) })
 	g.Go(func() error { return s.Sites.Run(ctx) })
 	g.Go(func() error { return s.Leases.Run(ctx) })
+	g.Go(func() error { return s.Leases6.Run(ctx) })
 	return g.Wait()
 }
 
 // WaitReady waits for every cache's first load.
 func (s *State) WaitReady(ctx context.Context) error {
-	for _, w := range []func(context.Context) error{s.Machines.WaitReady, s.Profiles.WaitReady, s.Jobs.WaitReady, s.Sites.WaitReady, s.Leases.WaitReady} {
+	for _, w := range []func(context.Context) error{s.Machines.WaitReady, s.Profiles.WaitReady, s.Jobs.WaitReady, s.Sites.WaitReady, s.Leases.WaitReady, s.Leases6.WaitReady} {
 		if err := w(ctx); err != nil {
 			return err
 		}

@@ -1,12 +1,16 @@
 package state
 
 import (
+	"context"
+	"io"
+	"log/slog"
 	"testing"
 	"time"
 
 	bootapiv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/bootapi/v1"
 	dhcpdv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/dhcpd/v1"
 	"github.com/bootchain/bootchain/pkg/store"
+	"github.com/bootchain/bootchain/pkg/store/storetest"
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
@@ -75,5 +79,37 @@ func TestDiscoveredIndexCap(t *testing.T) {
 	machine("m2", true, true) // deleted
 	if len(x.bySite["lab"]) != 0 {
 		t.Fatalf("lab still counts %v", x.bySite["lab"])
+	}
+}
+
+// A DHCPv6 lease dhcpd writes (leases6/<site>/<ip>) holds its MAC's lease for
+// the trust rule as an IPv4 lease does.
+func TestLeaseIndexIPv6(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	st := storetest.New(t)
+	s := New(st, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- s.Run(runCtx) }()
+	defer func() { stop(); <-done }()
+	if err := s.WaitReady(ctx); err != nil {
+		t.Fatal(err)
+	}
+	const mac, ip = "52:54:00:00:00:0a", "fd00:bc::105"
+	now := time.Now()
+	rev, err := st.Create(ctx, store.Key("leases6", "lab", ip), &dhcpdv1.Lease{Ip: ip, Mac: mac,
+		State: dhcpdv1.LeaseState_LEASE_STATE_BOUND, ExpireTime: timestamppb.New(now.Add(time.Hour))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Leases6.WaitRevision(ctx, rev); err != nil {
+		t.Fatal(err)
+	}
+	if !s.HoldsLease("lab", mac, ip, now) || s.LeaseSite(mac, ip, now) != "lab" {
+		t.Fatalf("IPv6 lease of %s at %s not held", mac, ip)
+	}
+	if s.HoldsLease("lab", mac, "fd00:bc::106", now) {
+		t.Fatal("another IPv6 address holds the lease")
 	}
 }

@@ -6,6 +6,7 @@
 package bootfile
 
 import (
+	"strconv"
 	"strings"
 
 	bootapiv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/bootapi/v1"
@@ -170,4 +171,22 @@ func siteFile(s *bootapiv1.Site, key, def string) string {
 
 func artifactURL(s *bootapiv1.Site, name string) string {
 	return strings.TrimSuffix(s.GetArtifactUrl(), "/") + artifactsPath + name
+}
+
+// Annotate records on a boot-session hop (through set) what the client said
+// and what was decided, in the same keys for DHCP and DHCPv6.
+func Annotate(set func(key, value string), r *Request, userClass string, d Decision) {
+	if r.HasArch {
+		set("dhcp.client_arch", strconv.Itoa(int(r.Arch)))
+	}
+	if r.VendorClass != "" {
+		set("dhcp.vendor_class", r.VendorClass)
+	}
+	if userClass != "" {
+		set("dhcp.user_class", userClass)
+	}
+	set("dhcp.boot_rule", d.Rule)
+	if d.File != "" {
+		set("dhcp.boot_file", d.File)
+	}
 }

@@ -1,14 +1,19 @@
 // Package ra answers IPv6 router solicitations on the boot network with a router
-// advertisement of router lifetime 0 and no prefix: "there is no IPv6 router
-// here". iPXE otherwise waits 13-16 s for a router in every stage (docs/firmware.md).
+// advertisement of router lifetime 0: "there is no IPv6 router here". iPXE
+// otherwise waits 13-16 s for a router in every stage (docs/firmware.md). When
+// dhcpd serves DHCPv6 the advertisement also carries the managed flag (get
+// addresses from DHCPv6) and the boot network's prefix as on-link, without
+// autonomous configuration; still lifetime 0: no default route, nothing routed out.
 package ra
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"sync/atomic"
 	"time"
 
@@ -31,12 +36,39 @@ type Responder struct {
 	p      *ipv6.PacketConn
 }
 
+// Managed is what an advertisement says about DHCPv6: nothing when Prefix is
+// invalid, else the managed flag and Prefix as on-link (RFC 4861 4.6.2, L=1, A=0).
+type Managed struct {
+	Prefix netip.Prefix
+}
+
+// Flag bits of the RA header and of the prefix information option.
+const (
+	flagManaged = 0x80
+	flagOnLink  = 0x80
+	optPrefix   = 3
+	prefixTTL   = 3600 // seconds: valid and preferred lifetime of the on-link prefix
+)
+
 // Advertisement is the ICMPv6 router advertisement sent: hop limit 0 (unspecified),
-// no flags, router lifetime 0, reachable time and retrans timer unspecified, no
-// options.
-func Advertisement() []byte {
-	m := icmp.Message{Type: ipv6.ICMPTypeRouterAdvertisement, Body: &icmp.RawBody{Data: make([]byte, 12)}}
-	b, _ := m.Marshal(nil) // the kernel fills in the ICMPv6 checksum
+// router lifetime 0, reachable time and retrans timer unspecified; with m's
+// prefix valid, the managed flag and a prefix information option.
+func Advertisement(m Managed) []byte {
+	body := make([]byte, 12, 12+32)
+	if m.Prefix.IsValid() && m.Prefix.Addr().Is6() {
+		body[1] = flagManaged
+		opt := make([]byte, 32)
+		opt[0], opt[1] = optPrefix, 4
+		opt[2] = byte(m.Prefix.Bits())
+		opt[3] = flagOnLink
+		binary.BigEndian.PutUint32(opt[4:], prefixTTL)
+		binary.BigEndian.PutUint32(opt[8:], prefixTTL)
+		a := m.Prefix.Masked().Addr().As16()
+		copy(opt[16:], a[:])
+		body = append(body, opt...)
+	}
+	msg := icmp.Message{Type: ipv6.ICMPTypeRouterAdvertisement, Body: &icmp.RawBody{Data: body}}
+	b, _ := msg.Marshal(nil) // the kernel fills in the ICMPv6 checksum
 	return b
 }
 
@@ -75,12 +107,12 @@ func Listen(iface string, log *slog.Logger) (*Responder, error) {
 }
 
 // Run answers solicitations while enabled() is true, until ctx ends; it closes
-// the socket and returns nil then.
-func (r *Responder) Run(ctx context.Context, enabled func() bool) error {
+// the socket and returns nil then. managed (nil: never) says what each
+// advertisement tells about DHCPv6.
+func (r *Responder) Run(ctx context.Context, enabled func() bool, managed func() Managed) error {
 	stop := context.AfterFunc(ctx, func() { r.c.Close() })
 	defer stop()
 	defer r.c.Close()
-	ra := Advertisement()
 	// No zone: it would be resolved in the calling thread's namespace; the
 	// control message names the interface by index instead.
 	dst := &net.IPAddr{IP: net.ParseIP("ff02::1")}
@@ -109,6 +141,11 @@ func (r *Responder) Run(ctx context.Context, enabled func() bool) error {
 			continue
 		}
 		last = time.Now()
+		var m Managed
+		if managed != nil {
+			m = managed()
+		}
+		ra := Advertisement(m)
 		if _, err := r.p.WriteTo(ra, &ipv6.ControlMessage{HopLimit: 255, IfIndex: r.ifi.Index}, dst); err != nil {
 			r.Logger.Warn("router advertisement not sent", "iface", r.Iface, "err", err)
 			continue

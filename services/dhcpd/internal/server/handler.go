@@ -16,7 +16,6 @@ import (
 	"net"
 	"net/netip"
 	"runtime/debug"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -443,19 +442,7 @@ func (h *Handler) hop(ctx context.Context, in *info, d bootfile.Decision) (*sess
 	_, hop := s.StartHop(ctx, name)
 	hop.SetAttr("dhcp.message_type", in.mt.String())
 	hop.SetAttr("dhcp.xid", in.msg.TransactionID.String())
-	if in.hasArch {
-		hop.SetAttr("dhcp.client_arch", strconv.Itoa(int(in.arch)))
-	}
-	if in.vendor != "" {
-		hop.SetAttr("dhcp.vendor_class", in.vendor)
-	}
-	if in.userClss != "" {
-		hop.SetAttr("dhcp.user_class", in.userClss)
-	}
-	hop.SetAttr("dhcp.boot_rule", d.Rule)
-	if d.File != "" {
-		hop.SetAttr("dhcp.boot_file", d.File)
-	}
+	bootfile.Annotate(hop.SetAttr, &bootfile.Request{Arch: in.arch, HasArch: in.hasArch, VendorClass: in.vendor}, in.userClss, d)
 	return s, hop
 }
 

@@ -1,0 +1,52 @@
+package e2e
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestChainUEFIIPv6 boots OVMF with PXE over IPv4 off, so that its first boot
+// option is PXE over IPv6: the router advertisement's managed flag, DHCPv6
+// from dhcpd (an IA_NA address from fd00:bc::/64, option 59
+// tftp://[fd00:bc::1]/snponly.efi) and TFTP over IPv6. The lab is dual-stack,
+// and Debian's snponly.efi configures IPv4 first: iPXE's DHCP, the script, the
+// kernel, initrd and callbacks go over IPv4 (docs/firmware.md, IPv6). One
+// boot, one session, one trace, to succeeded.
+func TestChainUEFIIPv6(t *testing.T) {
+	rd := chainPrereqs(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	e := newChainEnv(t, ctx, rd, chainOpts{args: []string{
+		"--dhcpd-dhcpv6-pool", "fd00:bc::100-fd00:bc::1ff", "--dhcpd-advertise6", "fd00:bc::1", "--bootapi-advertise6", "fd00:bc::1",
+	}})
+	if _, err := e.l.Main().IP(ctx, "addr", "add", "fd00:bc::1/64", "dev", e.l.Bridge(), "nodad"); err != nil {
+		t.Fatal(err)
+	}
+	const macs = "52:54:00:bc:e2:06"
+	watch, job := e.provisionJob(ctx, macs)
+	s, _ := e.bootJob(ctx, macs, watch, job, VMConfig{Name: "pxe6", ExtraArgs: []string{"-fw_cfg", "name=opt/org.tianocore/IPv4PXESupport,string=no"}})
+	hops := s.GetHops()
+	if len(hops) < 3 {
+		t.Fatalf("session hops %v", hopNames(s))
+	}
+	// The firmware's exchange was DHCPv6, for an address of the IPv6 pool.
+	for i, want := range []struct{ name, detail string }{{"dhcp.discover", "advertise fd00:bc::"}, {"dhcp.request", "reply fd00:bc::"}} {
+		h := hops[i]
+		if h.GetName() != want.name || !strings.HasPrefix(h.GetDetail(), want.detail) || h.GetAttributes()["dhcp.version"] != "6" {
+			t.Errorf("hop %d: %s %q %v, want %s over DHCPv6 (%q...)", i, h.GetName(), h.GetDetail(), h.GetAttributes(), want.name, want.detail)
+		}
+	}
+	// tftpd found the session by the client's IPv6 address: the download of
+	// the boot program is a hop of it.
+	var tftp bool
+	for _, h := range hops {
+		if h.GetName() == "tftp" && strings.Contains(h.GetDetail(), "snponly.efi") && !h.GetFailed() {
+			tftp = true
+		}
+	}
+	if !tftp {
+		t.Errorf("no successful tftp hop of snponly.efi in the session:\n%s", describeSession(s))
+	}
+}
