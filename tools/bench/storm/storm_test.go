@@ -169,3 +169,22 @@ func FuzzRunScript(f *testing.F) {
 		runScript(env, s, 0) // must not panic or hang
 	})
 }
+
+// TestDownloadWindow: the window runs from the earliest script end to the
+// latest initrd end among the boots that succeeded; failed boots count for
+// neither the bytes nor the window.
+func TestDownloadWindow(t *testing.T) {
+	rs := []result{
+		{OK: true, Start: 0.5, Hops: map[string]float64{hopScript: 2, hopInitrd: 10}},
+		{OK: true, Start: 0, Hops: map[string]float64{hopScript: 3, hopInitrd: 12}},
+		{OK: false, Start: 0, Hops: map[string]float64{hopScript: 1, hopInitrd: 30}},
+		{OK: true, Start: 1, Hops: map[string]float64{hopScript: 1}},
+	}
+	n, w := downloadWindow(rs, 100)
+	if n != 200 || w != 9500*time.Millisecond {
+		t.Errorf("downloadWindow = %d bytes over %v, want 200 over 9.5s", n, w)
+	}
+	if n, w := downloadWindow(nil, 100); n != 0 || w != 0 {
+		t.Errorf("no results: %d, %v", n, w)
+	}
+}
