@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/bootchain/bootchain/pkg/store/storetest"
@@ -21,6 +22,9 @@ type spyListener struct {
 	mu       sync.Mutex
 	fromFile int64 // bytes passed to ReadFrom with an *os.File behind the reader
 	other    int64 // bytes passed to ReadFrom otherwise
+	// writes counts Write calls; it goes up before the write, so a client that
+	// has read a response sees every write of it.
+	writes atomic.Int64
 }
 
 func (l *spyListener) Accept() (net.Conn, error) {
@@ -36,6 +40,11 @@ func (l *spyListener) Accept() (net.Conn, error) {
 type spyConn struct {
 	*net.TCPConn
 	l *spyListener
+}
+
+func (c *spyConn) Write(p []byte) (int, error) {
+	c.l.writes.Add(1)
+	return c.TCPConn.Write(p)
 }
 
 func (c *spyConn) ReadFrom(r io.Reader) (int64, error) {

@@ -8,38 +8,12 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"sync/atomic"
 	"testing"
 
 	"github.com/bootchain/bootchain/internal/testkit"
 	artifactv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/artifactstore/v1"
 	"github.com/bootchain/bootchain/pkg/store/storetest"
 )
-
-// writeCountListener counts the writes to its connections. The count goes up
-// before the write, so a client that has read a response sees every write of it.
-type writeCountListener struct {
-	net.Listener
-	writes atomic.Int64
-}
-
-func (l *writeCountListener) Accept() (net.Conn, error) {
-	c, err := l.Listener.Accept()
-	if err != nil {
-		return nil, err
-	}
-	return &writeCountConn{TCPConn: c.(*net.TCPConn), l: l}, nil
-}
-
-type writeCountConn struct {
-	*net.TCPConn
-	l *writeCountListener
-}
-
-func (c *writeCountConn) Write(p []byte) (int, error) {
-	c.l.writes.Add(1)
-	return c.TCPConn.Write(p)
-}
 
 // TestSmallFileFromMemory: a small artifact is read from disk once and then
 // served from memory, each answer in one write, with the same bytes and
@@ -50,7 +24,7 @@ func TestSmallFileFromMemory(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	lis := &writeCountListener{Listener: raw}
+	lis := &spyListener{Listener: raw}
 	in := start(t, storetest.Start(t), opts{lis: lis})
 	data := randBytes(t, 4096)
 	a := mustUpload(t, in, "boot/menu", data)
