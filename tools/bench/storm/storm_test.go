@@ -188,3 +188,23 @@ func TestDownloadWindow(t *testing.T) {
 		t.Errorf("no results: %d, %v", n, w)
 	}
 }
+
+// TestReportRetries: the storm's installer waits and retries as bootchain's
+// installer agent does.
+func TestReportRetries(t *testing.T) {
+	var waits []time.Duration
+	for try := 1; try <= 7; try++ {
+		waits = append(waits, reportWait(try))
+	}
+	want := []time.Duration{time.Second, 2 * time.Second, 4 * time.Second, 8 * time.Second, 10 * time.Second, 10 * time.Second, 10 * time.Second}
+	for i := range want {
+		if waits[i] != want[i] {
+			t.Fatalf("waits %v, want %v", waits, want)
+		}
+	}
+	for code, want := range map[int]bool{500: true, 503: true, 408: true, 429: true, 400: false, 403: false, 409: false} {
+		if retryable(code) != want {
+			t.Errorf("retryable(%d) = %v", code, !want)
+		}
+	}
+}
