@@ -66,6 +66,18 @@ func (c *spyConn) ReadFrom(r io.Reader) (int64, error) {
 	return n, err
 }
 
+// startSpied starts an artifactstore whose HTTP connections a spyListener
+// watches.
+func startSpied(t *testing.T) (*instance, *spyListener) {
+	t.Helper()
+	raw, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	spy := &spyListener{Listener: raw}
+	return start(t, storetest.Start(t), opts{lis: spy}), spy
+}
+
 // readSyscalls is this process's count of read-like system calls (syscr in
 // /proc/self/io: read, pread, readv, ... and one per sendfile call).
 func readSyscalls(t *testing.T) int64 {
@@ -92,12 +104,7 @@ func readSyscalls(t *testing.T) int64 {
 // read system calls, that a 64 MiB download by curl is not read into user space
 // (a read/write copy with net/http's 32 KiB buffers would take 2048 reads).
 func TestBodiesGoOutWithSendfile(t *testing.T) {
-	raw, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	spy := &spyListener{Listener: raw}
-	in := start(t, storetest.Start(t), opts{lis: spy})
+	in, spy := startSpied(t)
 	data := randBytes(t, 64<<20)
 	mustUpload(t, in, "big", data)
 	url := in.base + "/artifacts/big"

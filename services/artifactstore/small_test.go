@@ -12,7 +12,6 @@ import (
 
 	"github.com/bootchain/bootchain/internal/testkit"
 	artifactv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/artifactstore/v1"
-	"github.com/bootchain/bootchain/pkg/store/storetest"
 )
 
 // TestSmallFileFromMemory: a small artifact is read from disk once and then
@@ -20,12 +19,7 @@ import (
 // headers; pipelined requests on one connection get their answers in order;
 // HEAD and 304 still carry no body; a replaced artifact serves its new bytes.
 func TestSmallFileFromMemory(t *testing.T) {
-	raw, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	lis := &spyListener{Listener: raw}
-	in := start(t, storetest.Start(t), opts{lis: lis})
+	in, lis := startSpied(t)
 	data := randBytes(t, 4096)
 	a := mustUpload(t, in, "boot/menu", data)
 
