@@ -108,6 +108,7 @@ func TestRunScript(t *testing.T) {
 		scripts map[string]string
 		fail    map[string]error
 		wantErr bool
+		errHas  string // the error says this
 		fetched string
 		booted  string
 		slept   time.Duration
@@ -127,6 +128,7 @@ func TestRunScript(t *testing.T) {
 			script:  job,
 			fail:    map[string]error{"http://s/i": errors.New("boom")},
 			wantErr: true,
+			errHas:  "script exited after: boom",
 			fetched: "kernel http://s/k?x=1,initrd http://s/i",
 			slept:   5 * time.Second,
 		},
@@ -137,7 +139,7 @@ func TestRunScript(t *testing.T) {
 			booted:  "initrd=i bootchain.callback=http://s/r?mac=52-54-01-00-00-07",
 			slept:   3 * time.Second,
 		},
-		"local disk":   {script: "#!ipxe\nexit\n", wantErr: true},
+		"local disk":   {script: "#!ipxe\necho booting the local disk\nexit\n", wantErr: true, errHas: `script exited (it echoed "booting the local disk")`},
 		"not a script": {script: "hello", wantErr: true},
 		"unknown":      {script: "#!ipxe\nfrobnicate\n", wantErr: true},
 		"loop":         {script: "#!ipxe\n:a\ngoto a\n", wantErr: true},
@@ -147,6 +149,9 @@ func TestRunScript(t *testing.T) {
 			err := runScript(env, tc.script, 0)
 			if (err != nil) != tc.wantErr {
 				t.Fatalf("err %v, want error %v", err, tc.wantErr)
+			}
+			if err != nil && !strings.Contains(err.Error(), tc.errHas) {
+				t.Errorf("err %q, want it to say %q", err, tc.errHas)
 			}
 			if got := strings.Join(env.fetched, ","); got != tc.fetched {
 				t.Errorf("fetched %q, want %q", got, tc.fetched)
