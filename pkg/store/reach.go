@@ -34,8 +34,16 @@ type Reach struct {
 // unreachable: one lost packet or a leader election does not cut a site off.
 const offlineAfter = 2
 
+// minProbeBound is the least time a probe waits for its answer. A loaded etcd
+// (a boot storm on a small machine: its fsyncs and the services' CPU on the
+// same cores) answers linearizable reads in seconds; slow is not cut off, and
+// counting it so withheld every job and refused every new lease in the middle
+// of a storm.
+const minProbeBound = 5 * time.Second
+
 // NewReach probes st every interval (default 1s), each probe bounded by the
-// interval too. It starts online: the services start only once etcd answered.
+// interval or minProbeBound, whichever is longer. It starts online: the
+// services start only once etcd answered.
 func NewReach(st *Store, interval time.Duration) *Reach {
 	if interval <= 0 {
 		interval = time.Second
@@ -105,7 +113,7 @@ func (r *Reach) Run(ctx context.Context) error {
 // probe is one linearizable read: it needs the leader to confirm it still
 // leads a quorum (ReadIndex), which is what a write needs too.
 func (r *Reach) probe(ctx context.Context) bool {
-	pctx, cancel := context.WithTimeout(clientv3.WithRequireLeader(ctx), r.interval)
+	pctx, cancel := context.WithTimeout(clientv3.WithRequireLeader(ctx), max(r.interval, minProbeBound))
 	defer cancel()
 	_, err := r.st.cli.Get(pctx, Root+"reach", clientv3.WithCountOnly())
 	return err == nil

@@ -21,7 +21,8 @@ func TestReachFollowsEtcd(t *testing.T) {
 	}
 	changed := r.Changed()
 	e.Restart(t, func() {
-		testkit.Eventually(t, "offline with etcd down", func() bool { return !r.Online() })
+		// Two probes of up to 5 s each must fail first.
+		testkit.EventuallyWithin(t, time.Minute, "offline with etcd down", func() bool { return !r.Online() })
 		select {
 		case <-changed:
 		default:

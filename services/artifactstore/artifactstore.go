@@ -316,6 +316,7 @@ func New(cfg Config) (*Server, error) {
 	s.httpLis = httpapi.ProgressListener(s.httpLis, cfg.HTTPWriteProgress, guard.WriteTimeouts)
 	s.http = &http.Server{
 		Handler:           guard,
+		ConnContext:       httpapi.ConnContext,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/bootchain/bootchain/pkg/store/storetest"
@@ -21,6 +22,9 @@ type spyListener struct {
 	mu       sync.Mutex
 	fromFile int64 // bytes passed to ReadFrom with an *os.File behind the reader
 	other    int64 // bytes passed to ReadFrom otherwise
+	// writes counts Write calls; it goes up before the write, so a client that
+	// has read a response sees every write of it.
+	writes atomic.Int64
 }
 
 func (l *spyListener) Accept() (net.Conn, error) {
@@ -36,6 +40,11 @@ func (l *spyListener) Accept() (net.Conn, error) {
 type spyConn struct {
 	*net.TCPConn
 	l *spyListener
+}
+
+func (c *spyConn) Write(p []byte) (int, error) {
+	c.l.writes.Add(1)
+	return c.TCPConn.Write(p)
 }
 
 func (c *spyConn) ReadFrom(r io.Reader) (int64, error) {
@@ -55,6 +64,18 @@ func (c *spyConn) ReadFrom(r io.Reader) (int64, error) {
 	}
 	c.l.mu.Unlock()
 	return n, err
+}
+
+// startSpied starts an artifactstore whose HTTP connections a spyListener
+// watches.
+func startSpied(t *testing.T) (*instance, *spyListener) {
+	t.Helper()
+	raw, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	spy := &spyListener{Listener: raw}
+	return start(t, storetest.Start(t), opts{lis: spy}), spy
 }
 
 // readSyscalls is this process's count of read-like system calls (syscr in
@@ -83,12 +104,7 @@ func readSyscalls(t *testing.T) int64 {
 // read system calls, that a 64 MiB download by curl is not read into user space
 // (a read/write copy with net/http's 32 KiB buffers would take 2048 reads).
 func TestBodiesGoOutWithSendfile(t *testing.T) {
-	raw, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	spy := &spyListener{Listener: raw}
-	in := start(t, storetest.Start(t), opts{lis: spy})
+	in, spy := startSpied(t)
 	data := randBytes(t, 64<<20)
 	mustUpload(t, in, "big", data)
 	url := in.base + "/artifacts/big"

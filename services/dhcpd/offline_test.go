@@ -37,7 +37,7 @@ func TestLabRenewsWhileEtcdDown(t *testing.T) {
 	ip := first.ACK.YourIPAddr.String()
 	var renewed time.Time
 	e.Restart(t, func() {
-		testkit.Eventually(t, "dhcpd sees etcd unreachable", r.srv.Offline)
+		testkit.EventuallyWithin(t, time.Minute, "dhcpd sees etcd unreachable", r.srv.Offline) // two failed probes of up to 5 s
 		// INIT-REBOOT: a REQUEST for the address it holds, answered by
 		// broadcast (the client's namespace has no address for a unicast ACK).
 		req, err := dhcpv4.New(dhcpv4.WithHwAddr(c.InterfaceAddr()), dhcpv4.WithMessageType(dhcpv4.MessageTypeRequest),

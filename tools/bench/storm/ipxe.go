@@ -117,6 +117,20 @@ func runScript(env ipxeEnv, text string, depth int) error {
 		}
 	}
 	var kernelArgs []string
+	// echoed and swallowed say why a script exits: the last line it echoed (a
+	// default script says what it boots) and the last error a "|| goto" hid (a
+	// download that failed).
+	var echoed string
+	var swallowed error
+	exit := func() error {
+		switch {
+		case swallowed != nil:
+			return fmt.Errorf("%w after: %w", errExit, swallowed)
+		case echoed != "":
+			return fmt.Errorf("%w (it echoed %q)", errExit, echoed)
+		}
+		return errExit
+	}
 	steps := 0
 	for pc := 0; pc < len(lines); pc++ {
 		if steps++; steps > 10000 {
@@ -132,7 +146,10 @@ func runScript(env ipxeEnv, text string, depth int) error {
 		}
 		err := func() error {
 			switch cmd := args[0]; cmd {
-			case "echo", "prompt", "console":
+			case "echo":
+				echoed = strings.Join(args[1:], " ")
+				return nil
+			case "prompt", "console":
 				return nil
 			case "sleep":
 				if len(args) != 2 {
@@ -155,7 +172,7 @@ func runScript(env ipxeEnv, text string, depth int) error {
 				pc = to
 				return nil
 			case "exit":
-				return errExit
+				return exit()
 			case "chain":
 				u := firstNonFlag(args[1:])
 				if u == "" {
@@ -209,6 +226,7 @@ func runScript(env ipxeEnv, text string, depth int) error {
 			if !ok {
 				return fmt.Errorf("goto: no label %q (after: %w)", l.orGoto, err)
 			}
+			swallowed = err
 			pc = to
 		case l.orFalse:
 		default:
@@ -221,7 +239,7 @@ func runScript(env ipxeEnv, text string, depth int) error {
 			return nil
 		}
 	}
-	return errExit
+	return exit()
 }
 
 // nonFlags drops iPXE's --flags (--name x takes a value).

@@ -47,8 +47,11 @@ var (
 	ipxeDHCPTimeouts = []time.Duration{time.Second, 2 * time.Second, 4 * time.Second, 8 * time.Second, 16 * time.Second}
 	tftpTimeouts     = []time.Duration{time.Second, 2 * time.Second, 4 * time.Second, 8 * time.Second}
 	httpIdle         = 60 * time.Second
-	callbackTries    = 3
+	reportFor        = 300 * time.Second
 	callbackTimeout  = 10 * time.Second
+	// reportFor is how long the installer keeps trying one report, as the
+	// installer agent bootchain ships (test/e2e/initramfs/bootchain.sh,
+	// REPORT_FOR) does: waits of 1, 2, 4, 8, then 10 s between attempts.
 )
 
 // machine is one virtual machine: its identity, what it did and when.
@@ -513,17 +516,23 @@ func (e *scriptEnv) sleep(d time.Duration) {
 }
 
 // report POSTs one installer report (the e2e initrd's contract: form body with
-// the token; the answer may carry "token <fresh>" for the next report), up to
-// callbackTries times. It returns the token for the next report.
+// the token; the answer may carry "token <fresh>" for the next report), again
+// and again for reportFor while the server does not answer or answers 5xx, 408
+// or 429, as bootchain's installer agent does; another 4xx stops at once. It
+// returns the token for the next report.
 func (m *machine) report(ctx context.Context, cb, token, traceparent, state string, progress int) (string, error) {
 	form := url.Values{"state": {state}, "progress": {fmt.Sprint(progress)}, "message": {"storm"}}
 	if token != "" {
 		form.Set("token", token)
 	}
+	deadline := time.Now().Add(reportFor)
 	var last error
-	for try := 0; try < callbackTries; try++ {
+	for try := 0; ; try++ {
 		if try > 0 {
-			(&scriptEnv{ctx: ctx}).sleep(time.Second)
+			if time.Now().After(deadline) || ctx.Err() != nil {
+				return token, fmt.Errorf("%d attempts: %w", try, last)
+			}
+			(&scriptEnv{ctx: ctx}).sleep(reportWait(try))
 		}
 		rctx, cancel := context.WithTimeout(ctx, callbackTimeout)
 		req, err := http.NewRequestWithContext(rctx, http.MethodPost, cb, strings.NewReader(form.Encode()))
@@ -546,6 +555,9 @@ func (m *machine) report(ctx context.Context, cb, token, traceparent, state stri
 		cancel()
 		if resp.StatusCode/100 != 2 {
 			last = fmt.Errorf("report %s: %s", state, resp.Status)
+			if !retryable(resp.StatusCode) {
+				return token, last
+			}
 			continue
 		}
 		sc := bufio.NewScanner(bytes.NewReader(body))
@@ -556,7 +568,21 @@ func (m *machine) report(ctx context.Context, cb, token, traceparent, state stri
 		}
 		return token, nil
 	}
-	return token, last
+}
+
+// reportWait is the wait before a report's attempt try (1, 2, ...): 1, 2, 4, 8,
+// then 10 s.
+func reportWait(try int) time.Duration {
+	if try >= 5 {
+		return 10 * time.Second
+	}
+	return time.Second << (try - 1)
+}
+
+// retryable reports whether an installer tries a report again after this
+// status: a server error, 408 or 429; another 4xx is a refusal.
+func retryable(code int) bool {
+	return code >= 500 || code == http.StatusRequestTimeout || code == http.StatusTooManyRequests
 }
 
 // newMachine makes machine i of a storm: its MAC, firmware and UUID.

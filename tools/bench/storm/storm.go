@@ -124,11 +124,15 @@ type summary struct {
 	clientCPU   time.Duration
 	payload     int64
 	pathBytesPS float64
-	setupTime   time.Duration
-	hopP50      map[string]time.Duration // time spent in each hop, successful boots
-	hopP99      map[string]time.Duration
-	resent      map[string]int
-	notes       string
+	// dlBytes were the kernels and initrds of the boots that succeeded, over
+	// dlWindow: from the first kernel request to the last initrd byte.
+	dlBytes   int64
+	dlWindow  time.Duration
+	setupTime time.Duration
+	hopP50    map[string]time.Duration // time spent in each hop, successful boots
+	hopP99    map[string]time.Duration
+	resent    map[string]int
+	notes     string
 }
 
 // noter is a stack with something to say once it stopped.
@@ -250,6 +254,7 @@ func stormOnce(ctx context.Context, o options, s setup, f *files) (sum summary, 
 		}
 		totals = append(totals, r.Total)
 	}
+	sum.dlBytes, sum.dlWindow = downloadWindow(rs, f.kernelSize+f.initrdSize)
 	sum.hopP50, sum.hopP99 = map[string]time.Duration{}, map[string]time.Duration{}
 	for h, v := range spent {
 		sort.Float64s(v)
@@ -265,6 +270,32 @@ func stormOnce(ctx context.Context, o options, s setup, f *files) (sum summary, 
 		sum.allDone = wall
 	}
 	return sum, nil
+}
+
+// downloadWindow is what the boots that succeeded fetched over HTTP (each
+// image bytes: kernel and initrd) and the window in which they fetched it, from
+// the first kernel request (a script hop's end) to the last initrd's end. The
+// payload rate over the whole storm also counts its DHCP and TFTP seconds, in
+// which no image moves; over this window it compares with the path's capacity.
+func downloadWindow(rs []result, image int64) (int64, time.Duration) {
+	var n int64
+	first, last := -1.0, 0.0
+	for _, r := range rs {
+		s, okS := r.Hops[hopScript]
+		e, okE := r.Hops[hopInitrd]
+		if !r.OK || !okS || !okE {
+			continue
+		}
+		n += image
+		if first < 0 || r.Start+s < first {
+			first = r.Start + s
+		}
+		last = max(last, r.Start+e)
+	}
+	if n == 0 {
+		return 0, 0
+	}
+	return n, secs(last - first)
 }
 
 func firmware(uefi bool) string {
@@ -456,7 +487,7 @@ func hopCounts(m map[string]int) string {
 // printTable prints the setups side by side and, with both, the ratios.
 func printTable(w io.Writer, sums []summary) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "setup\tmachines\tfailed\tall done s\tp50 s\tp99 s\tboots/min\tserver CPU s\tpayload MB/s\tpath MB/s\tpayload/path\tfailed by hop")
+	fmt.Fprintln(tw, "setup\tmachines\tfailed\tall done s\tp50 s\tp99 s\tboots/min\tserver CPU s\tpayload MB/s\tpath MB/s\tpayload/path\tdownloads MB/s (window s)\tdownloads/path\tfailed by hop")
 	for _, s := range sums {
 		ok := s.n - s.failed
 		bpm := float64(ok) / s.allDone.Minutes()
@@ -465,8 +496,15 @@ func printTable(w io.Writer, sums []summary) {
 		if s.pathBytesPS > 0 {
 			share = fmt.Sprintf("%.0f%%", 100*payload/s.pathBytesPS)
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%.2f\t%.2f\t%.2f\t%.0f\t%.2f\t%.0f\t%.0f\t%s\t%s\n", s.name, s.n, s.failed, s.allDone.Seconds(),
-			s.p50.Seconds(), s.p99.Seconds(), bpm, s.cpu.Seconds(), payload/1e6, s.pathBytesPS/1e6, share, hopCounts(s.byHop))
+		dl, dlShare := 0.0, "-"
+		if s.dlWindow > 0 {
+			dl = float64(s.dlBytes) / s.dlWindow.Seconds()
+			if s.pathBytesPS > 0 {
+				dlShare = fmt.Sprintf("%.0f%%", 100*dl/s.pathBytesPS)
+			}
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%.2f\t%.2f\t%.2f\t%.0f\t%.2f\t%.0f\t%.0f\t%s\t%.0f (%.1f)\t%s\t%s\n", s.name, s.n, s.failed, s.allDone.Seconds(),
+			s.p50.Seconds(), s.p99.Seconds(), bpm, s.cpu.Seconds(), payload/1e6, s.pathBytesPS/1e6, share, dl/1e6, s.dlWindow.Seconds(), dlShare, hopCounts(s.byHop))
 	}
 	tw.Flush()
 	var bc, peer *summary

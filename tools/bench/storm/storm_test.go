@@ -108,6 +108,7 @@ func TestRunScript(t *testing.T) {
 		scripts map[string]string
 		fail    map[string]error
 		wantErr bool
+		errHas  string // the error says this
 		fetched string
 		booted  string
 		slept   time.Duration
@@ -127,6 +128,7 @@ func TestRunScript(t *testing.T) {
 			script:  job,
 			fail:    map[string]error{"http://s/i": errors.New("boom")},
 			wantErr: true,
+			errHas:  "script exited after: boom",
 			fetched: "kernel http://s/k?x=1,initrd http://s/i",
 			slept:   5 * time.Second,
 		},
@@ -137,7 +139,7 @@ func TestRunScript(t *testing.T) {
 			booted:  "initrd=i bootchain.callback=http://s/r?mac=52-54-01-00-00-07",
 			slept:   3 * time.Second,
 		},
-		"local disk":   {script: "#!ipxe\nexit\n", wantErr: true},
+		"local disk":   {script: "#!ipxe\necho booting the local disk\nexit\n", wantErr: true, errHas: `script exited (it echoed "booting the local disk")`},
 		"not a script": {script: "hello", wantErr: true},
 		"unknown":      {script: "#!ipxe\nfrobnicate\n", wantErr: true},
 		"loop":         {script: "#!ipxe\n:a\ngoto a\n", wantErr: true},
@@ -147,6 +149,9 @@ func TestRunScript(t *testing.T) {
 			err := runScript(env, tc.script, 0)
 			if (err != nil) != tc.wantErr {
 				t.Fatalf("err %v, want error %v", err, tc.wantErr)
+			}
+			if err != nil && !strings.Contains(err.Error(), tc.errHas) {
+				t.Errorf("err %q, want it to say %q", err, tc.errHas)
 			}
 			if got := strings.Join(env.fetched, ","); got != tc.fetched {
 				t.Errorf("fetched %q, want %q", got, tc.fetched)
@@ -168,4 +173,43 @@ func FuzzRunScript(f *testing.F) {
 		env := &fakeEnv{scripts: map[string]string{}}
 		runScript(env, s, 0) // must not panic or hang
 	})
+}
+
+// TestDownloadWindow: the window runs from the earliest script end to the
+// latest initrd end among the boots that succeeded; failed boots count for
+// neither the bytes nor the window.
+func TestDownloadWindow(t *testing.T) {
+	rs := []result{
+		{OK: true, Start: 0.5, Hops: map[string]float64{hopScript: 2, hopInitrd: 10}},
+		{OK: true, Start: 0, Hops: map[string]float64{hopScript: 3, hopInitrd: 12}},
+		{OK: false, Start: 0, Hops: map[string]float64{hopScript: 1, hopInitrd: 30}},
+		{OK: true, Start: 1, Hops: map[string]float64{hopScript: 1}},
+	}
+	n, w := downloadWindow(rs, 100)
+	if n != 200 || w != 9500*time.Millisecond {
+		t.Errorf("downloadWindow = %d bytes over %v, want 200 over 9.5s", n, w)
+	}
+	if n, w := downloadWindow(nil, 100); n != 0 || w != 0 {
+		t.Errorf("no results: %d, %v", n, w)
+	}
+}
+
+// TestReportRetries: the storm's installer waits and retries as bootchain's
+// installer agent does.
+func TestReportRetries(t *testing.T) {
+	var waits []time.Duration
+	for try := 1; try <= 7; try++ {
+		waits = append(waits, reportWait(try))
+	}
+	want := []time.Duration{time.Second, 2 * time.Second, 4 * time.Second, 8 * time.Second, 10 * time.Second, 10 * time.Second, 10 * time.Second}
+	for i := range want {
+		if waits[i] != want[i] {
+			t.Fatalf("waits %v, want %v", waits, want)
+		}
+	}
+	for code, want := range map[int]bool{500: true, 503: true, 408: true, 429: true, 400: false, 403: false, 409: false} {
+		if retryable(code) != want {
+			t.Errorf("retryable(%d) = %v", code, !want)
+		}
+	}
 }

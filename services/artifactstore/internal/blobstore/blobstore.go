@@ -42,6 +42,8 @@ type Store struct {
 	// started (written here, or checked with Check): a disk can rot or be edited
 	// while artifactstore is down, so nothing read from disk is trusted before.
 	verified sync.Map
+	// mem holds the bytes of small verified blobs (memory.go).
+	mem memory
 }
 
 // Open prepares dir (creating its folders) and removes temp files a crashed upload
@@ -123,6 +125,7 @@ func (s *Store) Remove(d string) error {
 		return err
 	}
 	s.verified.Delete(d)
+	s.forget(d)
 	if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("blobstore: %w", err)
 	}
@@ -176,6 +179,7 @@ func (s *Store) Quarantine(d string) (string, error) {
 		return "", err
 	}
 	s.verified.Delete(d)
+	s.forget(d)
 	dst := filepath.Join(s.quarantineDir(), d+"."+strconv.FormatInt(time.Now().UnixNano(), 10))
 	if err := os.Rename(p, dst); err != nil {
 		if errors.Is(err, fs.ErrNotExist) {

@@ -308,6 +308,9 @@ func (c *Catalog) Open(ctx context.Context, a *artifactv1.Artifact) (*os.File, e
 		}
 	}
 	f, err := c.OpenDigest(ctx, a.GetName(), a.GetSha256())
+	if err == nil {
+		c.cfg.Blobs.Remember(f, a.GetSha256(), a.GetSize())
+	}
 	if err == nil || c.cfg.Origin == nil || !(errors.Is(err, ErrNotFound) || errors.Is(err, ErrCorrupt)) {
 		return f, err
 	}
@@ -325,7 +328,21 @@ func (c *Catalog) Open(ctx context.Context, a *artifactv1.Artifact) (*os.File, e
 			return nil, res.Err
 		}
 	}
-	return c.OpenDigest(ctx, a.GetName(), a.GetSha256())
+	f, err = c.OpenDigest(ctx, a.GetName(), a.GetSha256())
+	if err == nil {
+		c.cfg.Blobs.Remember(f, a.GetSha256(), a.GetSize())
+	}
+	return f, err
+}
+
+// Cached returns the bytes of a's content when this artifactstore holds them in
+// memory (small blobs, once Open has verified and read them); otherwise Open
+// serves it. A replica checks a's signature first, as Open does.
+func (c *Catalog) Cached(a *artifactv1.Artifact) ([]byte, bool) {
+	if c.cfg.Origin != nil && c.cfg.Keys.Enabled() && c.checkTrusted(a) != nil {
+		return nil, false // Open says why
+	}
+	return c.cfg.Blobs.Cached(a.GetSha256())
 }
 
 func (c *Catalog) pull(ctx context.Context, a *artifactv1.Artifact) (err error) {

@@ -23,6 +23,7 @@ import (
 
 	"github.com/bootchain/bootchain/pkg/artifactref"
 	"github.com/bootchain/bootchain/pkg/diagnose"
+	artifactv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/artifactstore/v1"
 	bootapiv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/bootapi/v1"
 	"github.com/bootchain/bootchain/pkg/session"
 	"github.com/bootchain/bootchain/services/artifactstore/internal/catalog"
@@ -180,6 +181,19 @@ func (h *Handler) serve(ctx context.Context, w http.ResponseWriter, r *http.Requ
 		w.WriteHeader(http.StatusNotModified)
 		return result{status: http.StatusNotModified}
 	}
+	if b, ok := h.cfg.Catalog.Cached(a); ok {
+		hc := heldConn(r)
+		if hc == nil || r.Method != http.MethodGet {
+			return respond(w, r, content{b: b}, a, etag, modified)
+		}
+		// Small and in memory: the header and body go out in one write.
+		hc.hold()
+		res := respond(w, r, content{b: b}, a, etag, modified)
+		if err := hc.release(w); err != nil && res.err == nil {
+			res.bytes, res.err = 0, fmt.Errorf("sending the response: %w", err)
+		}
+		return res
+	}
 	f, err := h.cfg.Catalog.Open(ctx, a)
 	if err != nil {
 		hdr.Del("ETag")
@@ -188,6 +202,13 @@ func (h *Handler) serve(ctx context.Context, w http.ResponseWriter, r *http.Requ
 		return h.lookupError(w, err)
 	}
 	defer f.Close()
+	return respond(w, r, content{f: f}, a, etag, modified)
+}
+
+// respond answers a GET or HEAD of a's content c, whole or in ranges; the
+// validators are in the header already.
+func respond(w http.ResponseWriter, r *http.Request, c content, a *artifactv1.Artifact, etag string, modified time.Time) result {
+	hdr := w.Header()
 	size := a.GetSize()
 	ct := a.GetContentType()
 	if ct == "" {
@@ -197,6 +218,7 @@ func (h *Handler) serve(ctx context.Context, w http.ResponseWriter, r *http.Requ
 	var ranges []httprange.Range
 	spec := r.Header.Get("Range")
 	if spec != "" && r.Method == http.MethodGet && rangeApplies(r, etag, modified) {
+		var err error
 		ranges, err = httprange.Parse(spec, size)
 		if err != nil {
 			hdr.Set("Content-Range", httprange.Unsatisfied(size))
@@ -212,16 +234,16 @@ func (h *Handler) serve(ctx context.Context, w http.ResponseWriter, r *http.Requ
 		hdr.Set("Content-Type", ct)
 		hdr.Set("Content-Length", strconv.FormatInt(size, 10))
 		w.WriteHeader(http.StatusOK)
-		return body(r, w, f, httprange.Range{Start: 0, Length: size}, result{status: http.StatusOK})
+		return body(r, w, c, httprange.Range{Start: 0, Length: size}, result{status: http.StatusOK})
 	case 1:
 		rg := ranges[0]
 		hdr.Set("Content-Type", ct)
 		hdr.Set("Content-Range", rg.ContentRange(size))
 		hdr.Set("Content-Length", strconv.FormatInt(rg.Length, 10))
 		w.WriteHeader(http.StatusPartialContent)
-		return body(r, w, f, rg, result{status: http.StatusPartialContent, ranges: spec})
+		return body(r, w, c, rg, result{status: http.StatusPartialContent, ranges: spec})
 	}
-	return multipart(r, w, f, ranges, size, ct, spec)
+	return multipart(r, w, c, ranges, size, ct, spec)
 }
 
 func (h *Handler) lookupError(w http.ResponseWriter, err error) result {
@@ -261,18 +283,33 @@ func plain(w http.ResponseWriter, code int, err error) result {
 	return result{status: code, err: err}
 }
 
-// body copies rg of f to w. io.CopyN hands w (net/http's response, an
-// io.ReaderFrom) an *io.LimitedReader over the *os.File, which the TCP connection
-// sends with sendfile(2).
-func body(r *http.Request, w http.ResponseWriter, f *os.File, rg httprange.Range, res result) result {
+// content is what a body is copied from: the blob's bytes when the catalog
+// holds them in memory (small blobs), else its open file.
+type content struct {
+	b []byte
+	f *os.File
+}
+
+// body copies rg of c to w. From a file, io.CopyN hands w (net/http's response,
+// an io.ReaderFrom) an *io.LimitedReader over the *os.File, which the TCP
+// connection sends with sendfile(2); from memory, one Write.
+func body(r *http.Request, w http.ResponseWriter, c content, rg httprange.Range, res result) result {
 	if r.Method == http.MethodHead {
 		return res
 	}
-	if _, err := f.Seek(rg.Start, io.SeekStart); err != nil {
-		res.err = err
-		return res
+	var n int64
+	var err error
+	if c.f == nil {
+		var m int
+		m, err = w.Write(c.b[rg.Start : rg.Start+rg.Length])
+		n = int64(m)
+	} else {
+		if _, err := c.f.Seek(rg.Start, io.SeekStart); err != nil {
+			res.err = err
+			return res
+		}
+		n, err = io.CopyN(w, c.f, rg.Length)
 	}
-	n, err := io.CopyN(w, f, rg.Length)
 	res.bytes += n
 	if err != nil {
 		res.err = fmt.Errorf("sent %d of %d bytes: %w", n, rg.Length, err)
@@ -280,7 +317,7 @@ func body(r *http.Request, w http.ResponseWriter, f *os.File, rg httprange.Range
 	return res
 }
 
-func multipart(r *http.Request, w http.ResponseWriter, f *os.File, ranges []httprange.Range, size int64, ct, spec string) result {
+func multipart(r *http.Request, w http.ResponseWriter, c content, ranges []httprange.Range, size int64, ct, spec string) result {
 	var b [12]byte
 	rand.Read(b[:])
 	boundary := hex.EncodeToString(b[:])
@@ -309,7 +346,7 @@ func multipart(r *http.Request, w http.ResponseWriter, f *os.File, ranges []http
 			res.err = err
 			return res
 		}
-		if res = body(r, w, f, rg, res); res.err != nil {
+		if res = body(r, w, c, rg, res); res.err != nil {
 			return res
 		}
 	}

@@ -100,11 +100,9 @@ const progressChunk = 256 << 10
 // progressChunk of a sendfile body): a client that stops reading is cut off
 // after d, while a large kernel over a slow but moving link still finishes,
 // which no single whole-response timeout allows. timeouts, when not nil,
-// counts the connections cut so.
+// counts the connections cut so. d <= 0 sets no deadline (the connections
+// still let a handler hold writes: held.go).
 func ProgressListener(l net.Listener, d time.Duration, timeouts prometheus.Counter) net.Listener {
-	if d <= 0 {
-		return l
-	}
 	return &progressListener{Listener: l, d: d, timeouts: timeouts}
 }
 
@@ -129,11 +127,16 @@ type progressConn struct {
 	mu sync.Mutex
 	// armed is the write deadline set on Conn.
 	armed time.Time
+	// held collects the writes while a handler holds them (held.go).
+	held *[]byte
 }
 
 // arm moves the write deadline to d from now, unless it is already within a
 // small slack of that (re-arming the runtime timer on every small write costs).
 func (c *progressConn) arm() {
+	if c.l.d <= 0 {
+		return
+	}
 	want := time.Now().Add(c.l.d)
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -170,6 +173,9 @@ func (c *progressConn) SetDeadline(t time.Time) error {
 }
 
 func (c *progressConn) Write(p []byte) (int, error) {
+	if c.holding(p) {
+		return len(p), nil
+	}
 	var n int
 	for n < len(p) {
 		c.arm()
@@ -189,7 +195,7 @@ func (c *progressConn) Write(p []byte) (int, error) {
 // kernel's sendfile), with a fresh deadline per chunk.
 func (c *progressConn) ReadFrom(r io.Reader) (int64, error) {
 	rf, ok := c.Conn.(io.ReaderFrom)
-	if !ok {
+	if !ok || c.isHeld() {
 		return io.Copy(writerOnly{c}, r)
 	}
 	src, left := r, int64(math.MaxInt64)

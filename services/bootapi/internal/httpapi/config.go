@@ -318,12 +318,13 @@ func (h *Handler) dispatch(ctx context.Context, d decide.Decision, jit store.Ite
 }
 
 // dispatchRetryBudget bounds how long a script request tries to dispatch its job
-// while etcd elects a leader: a lost dispatch boots the machine's default and
-// leaves the job pending, so it is worth a few seconds of iPXE's wait. Each try
-// gets dispatchTryTimeout: a write stuck behind the dead leader must not use up
-// the budget alone.
+// while etcd elects a leader or stalls (a 1,000-machine storm on a small, busy
+// machine held every commit for over 8 s: 275 dispatches were lost): a lost
+// dispatch boots the machine's default and leaves the job pending, so it is
+// worth iPXE's wait, which is longer. Each try gets dispatchTryTimeout: a
+// write stuck behind the dead leader must not use up the budget alone.
 const (
-	dispatchRetryBudget = 8 * time.Second
+	dispatchRetryBudget = 25 * time.Second
 	dispatchTryTimeout  = 2 * time.Second
 )
 
