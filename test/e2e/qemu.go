@@ -89,6 +89,11 @@ type VMConfig struct {
 	// nothing uses TFTP (docs/firmware.md).
 	HTTPBoot bool
 
+	// Reboot lets the guest reboot (no -no-reboot): an installer that restarts
+	// the machine into what it installed. A panic then reboots too: bound such a
+	// VM's run with a context, not with its exit.
+	Reboot bool
+
 	// QMP opens a QMP socket, needed for Screendump.
 	QMP bool
 	// OVMFCode and OVMFVars override the OVMF images.
@@ -154,10 +159,12 @@ func StartVM(l *lab.Lab, ns *lab.Netns, cfg VMConfig) (*VM, error) {
 		"-m", fmt.Sprint(cfg.MemoryMiB),
 		"-smp", "1",
 		"-nographic",
-		"-no-reboot",
 		"-serial", "file:" + vm.SerialPath,
 		"-monitor", "none",
 		"-parallel", "none",
+	}
+	if !cfg.Reboot {
+		args = append(args, "-no-reboot")
 	}
 	switch cfg.Firmware {
 	case BIOS:

@@ -1,0 +1,303 @@
+//go:build linux
+
+package e2e
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/binary"
+	"encoding/hex"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/bootchain/bootchain/pkg/artifacturl"
+	bootapiv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/bootapi/v1"
+)
+
+// installerImage is the disk image scripts/installer-image.sh built (make
+// installer-image): its gzip file, that file's SHA-256 and the raw disk's size.
+type installerImage struct {
+	Path, SHA256 string
+	Size         int64
+}
+
+// findInstallerImage asks scripts/installer-image.sh where this tree's image is
+// and skips the test when it is not built: building it is an install step.
+func findInstallerImage(t *testing.T, ctx context.Context) installerImage {
+	t.Helper()
+	root, err := ModuleRoot(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.CommandContext(ctx, filepath.Join(root, "scripts", "installer-image.sh"), "--path").Output()
+	if err != nil {
+		t.Fatalf("installer-image.sh --path: %v", err)
+	}
+	dir := strings.TrimSpace(string(out))
+	sum, err := os.ReadFile(filepath.Join(dir, "disk.img.gz.sha256"))
+	if err != nil {
+		t.Skipf("no installer image (make installer-image): %v", err)
+	}
+	size, err := os.ReadFile(filepath.Join(dir, "disk.img.size"))
+	if err != nil {
+		t.Skipf("no installer image (make installer-image): %v", err)
+	}
+	img := installerImage{Path: filepath.Join(dir, "disk.img.gz"), SHA256: strings.Fields(string(sum))[0]}
+	if img.Size, err = strconv.ParseInt(strings.TrimSpace(string(size)), 10, 64); err != nil {
+		t.Fatal(err)
+	}
+	return img
+}
+
+// sshKey returns a fresh ed25519 public key as an authorized_keys line.
+func sshKey(t *testing.T, comment string) string {
+	t.Helper()
+	pub, _, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b []byte
+	for _, f := range [][]byte{[]byte("ssh-ed25519"), pub} {
+		b = binary.BigEndian.AppendUint32(b, uint32(len(f)))
+		b = append(b, f...)
+	}
+	return "ssh-ed25519 " + base64.StdEncoding.EncodeToString(b) + " " + comment
+}
+
+// TestInstallerImage installs a system the way image-based provisioners do and
+// follows it to its first boot: the e2e initrd, booted through the chain as a
+// reinstall job, writes a Debian disk image (make installer-image) from
+// artifactstore to the VM's disk as it downloads, checks its SHA-256, leaves
+// the job's NoCloud URL and callback token in the image's seed partition,
+// reports running with its progress and reboots. The machine's default is the
+// local disk, so the VM boots the installed system, whose cloud-init reads
+// meta-data and user-data from bootapi (the machine's hostname and SSH key, the
+// profile's user-data) and reports the first boot: succeeded, the last hop of
+// the install's boot session. Slow under TCG: only with
+// BOOTCHAIN_E2E_INSTALLER=1 (make e2e-installer).
+func TestInstallerImage(t *testing.T) {
+	if os.Getenv("BOOTCHAIN_E2E_INSTALLER") == "" {
+		t.Skip("installs and boots a Debian image under TCG (minutes): set BOOTCHAIN_E2E_INSTALLER=1 (make e2e-installer)")
+	}
+	needQEMU(t)
+	needInitrdTools(t)
+	if _, err := os.Stat("/usr/lib/ipxe/undionly.kpxe"); err != nil {
+		t.Skipf("%v (scripts/install-deps.sh)", err)
+	}
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), 25*time.Minute)
+	defer cancel()
+	img := findInstallerImage(t, ctx)
+	userData, err := filepath.Abs("testdata/image-user-data.tmpl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rctx, rcancel := context.WithTimeout(ctx, 2*time.Minute)
+	rd, err := BuildInitrd(rctx, InitrdConfig{Modules: append(append([]string(nil), VirtioNetModules...), "virtio_blk")})
+	rcancel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The installed system's first boot comes minutes after the installer's
+	// last report (a reboot, a PXE boot to the local disk, Debian's boot and
+	// cloud-init under TCG): the session must not be diagnosed stalled before.
+	e := newChainEnv(t, ctx, rd, chainOpts{chainload: true, args: []string{"--bootapi-stall-after", "20m"}})
+	const macs = "52:54:00:bc:e2:1a"
+	mac, _ := net.ParseMAC(macs)
+	var nonce [6]byte
+	_, _ = rand.Read(nonce[:])
+	comment := "e2e-" + hex.EncodeToString(nonce[:])
+	key := sshKey(t, comment)
+	imageURL := artifacturl.HTTPURL("http://"+net.JoinHostPort(e.stack.Advertise, "8081"), "installer-image/disk.img.gz", "")
+	cmdline := fmt.Sprintf(`console=ttyS0 panic=1 bootchain.image=%s bootchain.image.sha256=%s bootchain.image.size=%d bootchain.seed={{.InstallerURL ""}}`,
+		imageURL, img.SHA256, img.Size)
+	for _, st := range [][]string{
+		{"artifacts", "import-ipxe", "--dir", "/usr/lib/ipxe"},
+		{"artifacts", "upload", rd.Kernel.Image, "--name", "e2e/vmlinuz"},
+		{"artifacts", "upload", rd.Path, "--name", "e2e/initrd.gz"},
+		{"artifacts", "upload", img.Path, "--name", "installer-image/disk.img.gz"},
+		{"profiles", "create", "image-install", "--kernel", "e2e/vmlinuz", "--initrd", "e2e/initrd.gz",
+			"--cmdline", cmdline, "--user-data", userData, "--description", "Debian image install"},
+		{"machines", "register", macs, "--hostname", "e2e-image", "--action", "local-disk", "--ssh-key", key},
+	} {
+		if out, err := e.stack.Bootctl(ctx, st...); err != nil {
+			t.Fatalf("bootctl %v: %v: %s", st, err, out)
+		}
+	}
+	t.Logf("image %s (%d MiB raw) uploaded after %v", img.SHA256[:12], img.Size>>20, time.Since(start).Round(time.Second))
+	watch := e.watchJobs(ctx, macs)
+	job, err := e.stack.CreateJob(ctx, macs, "image-install")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The metadata the installed system will read, before anything is dispatched.
+	out, err := e.stack.Bootctl(ctx, "machines", "preview", macs, "--config", "all")
+	if err != nil || !strings.Contains(out, `hostname: "e2e-image"`) || !strings.Contains(out, comment) || !strings.Contains(out, "local-hostname") {
+		t.Fatalf("preview: %v\n%s", err, out)
+	}
+	disk := filepath.Join(e.l.Dir(), "disk.raw")
+	if err := os.WriteFile(disk, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(disk, img.Size+256<<20); err != nil {
+		t.Fatal(err)
+	}
+	vm, err := StartVM(e.l, e.l.Main(), VMConfig{Name: "image", Firmware: BIOS, MAC: mac, Tap: e.tap, QMP: true, MemoryMiB: 1024, Reboot: true,
+		ExtraArgs: []string{"-drive", "file=" + disk + ",format=raw,if=virtio"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { vm.Kill() })
+	jobs := bootapiv1.NewJobServiceClient(e.bootapi())
+	report := func(j *bootapiv1.Job) string {
+		var b strings.Builder
+		for _, r := range j.GetReports() {
+			fmt.Fprintf(&b, "  %s %s %d %s\n", r.GetTime().AsTime().Format("15:04:05"), strings.ToLower(strings.TrimPrefix(r.GetState().String(), "JOB_STATE_")), r.GetProgress(), r.GetMessage())
+		}
+		return b.String()
+	}
+	dump := func(why string) {
+		g, _ := jobs.GetJob(ctx, &bootapiv1.GetJobRequest{Id: job})
+		t.Fatalf("%s\njob %v, reports:\n%s\nsession:\n%s\nserial (tail):\n%s", why, g.GetJob().GetState(), report(g.GetJob()),
+			describeSession(e.jobSession(ctx, job)), tail(vm.Serial(), 6000))
+	}
+
+	wctx, wcancel := context.WithTimeout(ctx, 20*time.Minute)
+	defer wcancel()
+	if _, err := watch.wait(wctx, job, bootapiv1.JobState_JOB_STATE_RUNNING); err != nil {
+		dump("no running report from the image installer: " + err.Error())
+	}
+	t.Logf("running after %v", time.Since(start).Round(time.Second))
+	if _, err := vm.WaitSerial(wctx, "BOOTCHAIN-E2E: reboot"); err != nil {
+		dump("the installer did not reboot: " + err.Error())
+	}
+	installed := time.Since(start)
+	t.Logf("image installed, rebooting after %v", installed.Round(time.Second))
+	if _, err := vm.WaitSerial(wctx, "bootchain-seed: /dev/"); err != nil {
+		dump("the installed system did not read its seed: " + err.Error())
+	}
+	t.Logf("installed system up (seed read) after %v", time.Since(start).Round(time.Second))
+	states, err := watch.wait(wctx, job, bootapiv1.JobState_JOB_STATE_SUCCEEDED)
+	if err != nil {
+		dump("no first-boot report: " + err.Error())
+	}
+	firstBoot := time.Since(start)
+	t.Logf("first boot reported after %v (%v after the installer's reboot); states %v", firstBoot.Round(time.Second), (firstBoot - installed).Round(time.Second), states)
+
+	g, err := jobs.GetJob(ctx, &bootapiv1.GetJobRequest{Id: job})
+	if err != nil {
+		t.Fatal(err)
+	}
+	j := g.GetJob()
+	t.Logf("reports:\n%s", report(j))
+	reps := j.GetReports()
+	last := reps[len(reps)-1]
+	// What the installed system got from the metadata: its hostname and the
+	// machine's SSH key (the comment is this run's).
+	if want := "first-boot host=e2e-image keys=" + comment; !strings.HasPrefix(last.GetMessage(), want) {
+		t.Errorf("last report %q, want it to start %q", last.GetMessage(), want)
+	}
+	var msgs []string
+	for _, r := range reps {
+		msgs = append(msgs, r.GetMessage())
+	}
+	joined := strings.Join(msgs, "\n")
+	for _, want := range []string{"writing image to vda", "image written: ", "sha256 ok", "image installed, rebooting into it"} {
+		if !strings.Contains(joined, want) {
+			t.Errorf("no report %q in:\n%s", want, joined)
+		}
+	}
+
+	// One session for the install, from the PXE boot to the first boot: the
+	// script, the kernel and initrd, the installer's reports and the image
+	// download, then the installed system's metadata reads and its report,
+	// the last hop.
+	s, err := waitFor(ctx, func() (*bootapiv1.BootSession, bool) {
+		s := e.jobSession(ctx, job)
+		h := s.GetHops()
+		return s, len(h) > 0 && h[len(h)-1].GetName() == "callback" && s.GetState() == bootapiv1.SessionState_SESSION_STATE_SUCCEEDED
+	})
+	if err != nil {
+		t.Fatalf("the install's session did not end with the first boot: %v\n%s", err, describeSession(s))
+	}
+	t.Logf("session:\n%s", describeSession(s))
+	want := []string{"script", "artifact", "artifact", "callback", "artifact", "callback", "installer meta-data", "installer user-data", "callback"}
+	i := 0
+	for _, h := range s.GetHops() {
+		if i == len(want) {
+			break
+		}
+		name, file, _ := strings.Cut(want[i], " ")
+		if h.GetName() == name && !h.GetFailed() && (file == "" || strings.HasPrefix(h.GetDetail(), file)) {
+			i++
+		}
+	}
+	if i < len(want) {
+		t.Errorf("session lacks %s (in order %q)", want[i], want)
+	}
+	if h := s.GetHops(); len(h) > 0 && h[len(h)-1].GetName() != "callback" {
+		t.Errorf("the session's last hop is %s, want the first boot's callback", h[len(h)-1].GetName())
+	}
+	// The trace has the same hops: the first boot's metadata reads and report
+	// are spans of the install's trace.
+	tctx, tcancel := context.WithTimeout(ctx, time.Minute)
+	spans, err := e.traces.WaitTrace(tctx, s.GetTraceId(), func(sp []Span) bool {
+		n := map[string]int{}
+		for _, x := range sp {
+			n[x.Attrs["bootchain.hop"]]++
+		}
+		return n["installer"] >= 2 && n["callback"] >= 3 && n["artifact"] >= 3
+	})
+	tcancel()
+	if err != nil {
+		var b strings.Builder
+		for _, sp := range spans {
+			fmt.Fprintf(&b, "  %s %s %s hop=%s\n", sp.Start.Format("15:04:05.000"), sp.Service, sp.Name, sp.Attrs["bootchain.hop"])
+		}
+		t.Errorf("trace %s lacks the first boot's hops: %v; spans:\n%s", s.GetTraceId(), err, b.String())
+	}
+	vm.Kill()
+	t.Logf("image install e2e: %v in all", time.Since(start).Round(time.Second))
+}
+
+// jobSession returns the machine's session of job id (the latest session of
+// the machine may be a later boot: after an image install, the boot to the
+// local disk).
+func (e *chainEnv) jobSession(ctx context.Context, id string) *bootapiv1.BootSession {
+	r, err := bootapiv1.NewSessionServiceClient(e.bootapi()).ListSessions(ctx, &bootapiv1.ListSessionsRequest{})
+	if err != nil {
+		return nil
+	}
+	for _, s := range r.GetSessions() {
+		if s.GetJobId() == id {
+			return s
+		}
+	}
+	return nil
+}
+
+// waitFor polls f every 200 ms until it says done or ctx ends.
+func waitFor[T any](ctx context.Context, f func() (T, bool)) (T, error) {
+	tick := time.NewTicker(200 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		v, ok := f()
+		if ok {
+			return v, nil
+		}
+		select {
+		case <-ctx.Done():
+			return v, ctx.Err()
+		case <-tick.C:
+		}
+	}
+}
