@@ -14,6 +14,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"sort"
 	"strconv"
 	"strings"
 	"testing"
@@ -107,10 +109,7 @@ func TestInstallerImage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The installed system's first boot comes minutes after the installer's
-	// last report (a reboot, a PXE boot to the local disk, Debian's boot and
-	// cloud-init under TCG): the session must not be diagnosed stalled before.
-	e := newChainEnv(t, ctx, rd, chainOpts{chainload: true, args: []string{"--bootapi-stall-after", "20m"}})
+	e := newChainEnv(t, ctx, rd, chainOpts{chainload: true})
 	const macs = "52:54:00:bc:e2:1a"
 	mac, _ := net.ParseMAC(macs)
 	var nonce [6]byte
@@ -168,7 +167,7 @@ func TestInstallerImage(t *testing.T) {
 	dump := func(why string) {
 		g, _ := jobs.GetJob(ctx, &bootapiv1.GetJobRequest{Id: job})
 		t.Fatalf("%s\njob %v, reports:\n%s\nsession:\n%s\nserial (tail):\n%s", why, g.GetJob().GetState(), report(g.GetJob()),
-			describeSession(e.jobSession(ctx, job)), tail(vm.Serial(), 6000))
+			describeSession(e.session(ctx, macs)), tail(vm.Serial(), 6000))
 	}
 
 	wctx, wcancel := context.WithTimeout(ctx, 20*time.Minute)
@@ -177,6 +176,11 @@ func TestInstallerImage(t *testing.T) {
 		dump("no running report from the image installer: " + err.Error())
 	}
 	t.Logf("running after %v", time.Since(start).Round(time.Second))
+	s, err := e.waitSession(wctx, macs, func(s *bootapiv1.BootSession) bool { return s.GetJobId() == job })
+	if err != nil {
+		dump("no session for the job: " + err.Error())
+	}
+	installTrace := s.GetTraceId()
 	if _, err := vm.WaitSerial(wctx, "BOOTCHAIN-E2E: reboot"); err != nil {
 		dump("the installer did not reboot: " + err.Error())
 	}
@@ -217,87 +221,64 @@ func TestInstallerImage(t *testing.T) {
 		}
 	}
 
-	// One session for the install, from the PXE boot to the first boot: the
-	// script, the kernel and initrd, the installer's reports and the image
-	// download, then the installed system's metadata reads and its report,
-	// the last hop.
-	s, err := waitFor(ctx, func() (*bootapiv1.BootSession, bool) {
-		s := e.jobSession(ctx, job)
-		h := s.GetHops()
-		return s, len(h) > 0 && h[len(h)-1].GetName() == "callback" && s.GetState() == bootapiv1.SessionState_SESSION_STATE_SUCCEEDED
-	})
-	if err != nil {
-		t.Fatalf("the install's session did not end with the first boot: %v\n%s", err, describeSession(s))
-	}
-	t.Logf("session:\n%s", describeSession(s))
-	want := []string{"script", "artifact", "artifact", "callback", "artifact", "callback", "installer meta-data", "installer user-data", "callback"}
-	i := 0
-	for _, h := range s.GetHops() {
-		if i == len(want) {
-			break
-		}
-		name, file, _ := strings.Cut(want[i], " ")
-		if h.GetName() == name && !h.GetFailed() && (file == "" || strings.HasPrefix(h.GetDetail(), file)) {
-			i++
-		}
-	}
-	if i < len(want) {
-		t.Errorf("session lacks %s (in order %q)", want[i], want)
-	}
-	if h := s.GetHops(); len(h) > 0 && h[len(h)-1].GetName() != "callback" {
-		t.Errorf("the session's last hop is %s, want the first boot's callback", h[len(h)-1].GetName())
-	}
-	// The trace has the same hops: the first boot's metadata reads and report
-	// are spans of the install's trace.
+	// The install's trace, from the PXE boot to the first boot: the script,
+	// the kernel and initrd, the installer's reports and the image download,
+	// then the installed system's metadata reads and its report, the last hop.
+	// (The trace, not the session record: the reboot's PXE boot opened the
+	// machine's next session, which replaced the install's record.)
 	tctx, tcancel := context.WithTimeout(ctx, time.Minute)
-	spans, err := e.traces.WaitTrace(tctx, s.GetTraceId(), func(sp []Span) bool {
-		n := map[string]int{}
-		for _, x := range sp {
-			n[x.Attrs["bootchain.hop"]]++
-		}
-		return n["installer"] >= 2 && n["callback"] >= 3 && n["artifact"] >= 3
-	})
+	spans, err := e.traces.WaitTrace(tctx, installTrace, func(sp []Span) bool { return missingImageHop(sp) == "" })
 	tcancel()
+	sort.SliceStable(spans, func(i, j int) bool { return spans[i].Start.Before(spans[j].Start) })
+	var b strings.Builder
+	for _, sp := range spans {
+		fmt.Fprintf(&b, "  %s %-22s %-10s %s%s\n", sp.Start.Format("15:04:05.000"), sp.Service, sp.Name, sp.Attrs["bootchain.installer_file"], sp.Attrs["bootchain.report_state"])
+	}
 	if err != nil {
-		var b strings.Builder
-		for _, sp := range spans {
-			fmt.Fprintf(&b, "  %s %s %s hop=%s\n", sp.Start.Format("15:04:05.000"), sp.Service, sp.Name, sp.Attrs["bootchain.hop"])
-		}
-		t.Errorf("trace %s lacks the first boot's hops: %v; spans:\n%s", s.GetTraceId(), err, b.String())
+		t.Fatalf("trace %s lacks %s; spans:\n%s", installTrace, missingImageHop(spans), b.String())
+	}
+	t.Logf("trace %s:\n%s", installTrace, b.String())
+	// The reboot went through bootapi: a new session, the machine's default.
+	if s := e.session(ctx, macs); s.GetTraceId() == installTrace || !slices.Contains(hopNames(s), "script") {
+		t.Errorf("the installed system's boot is not a session of its own through bootapi:\n%s", describeSession(s))
+	} else {
+		t.Logf("the reboot's session:\n%s", describeSession(s))
 	}
 	vm.Kill()
 	t.Logf("image install e2e: %v in all", time.Since(start).Round(time.Second))
 }
 
-// jobSession returns the machine's session of job id (the latest session of
-// the machine may be a later boot: after an image install, the boot to the
-// local disk).
-func (e *chainEnv) jobSession(ctx context.Context, id string) *bootapiv1.BootSession {
-	r, err := bootapiv1.NewSessionServiceClient(e.bootapi()).ListSessions(ctx, &bootapiv1.ListSessionsRequest{})
-	if err != nil {
-		return nil
-	}
-	for _, s := range r.GetSessions() {
-		if s.GetJobId() == id {
-			return s
-		}
-	}
-	return nil
+// imageHops are the hops of an image install's trace, in order (others may
+// come between): name, and the installer file or the report's state.
+var imageHops = [][2]string{
+	{"script", ""}, {"artifact", ""}, {"artifact", ""}, {"callback", "running"}, {"artifact", ""}, {"callback", "running"},
+	{"installer", "meta-data"}, {"installer", "user-data"}, {"callback", "succeeded"},
 }
 
-// waitFor polls f every 200 ms until it says done or ctx ends.
-func waitFor[T any](ctx context.Context, f func() (T, bool)) (T, error) {
-	tick := time.NewTicker(200 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		v, ok := f()
-		if ok {
-			return v, nil
+// missingImageHop names the first of imageHops the spans lack, in order of
+// their start, or a first-boot report that is not the trace's last hop; ""
+// when the trace is whole.
+func missingImageHop(spans []Span) string {
+	spans = slices.Clone(spans)
+	sort.SliceStable(spans, func(i, j int) bool { return spans[i].Start.Before(spans[j].Start) })
+	i := 0
+	var last Span
+	for _, sp := range spans {
+		hop := sp.Attrs["bootchain.hop"]
+		if hop == "" {
+			continue
 		}
-		select {
-		case <-ctx.Done():
-			return v, ctx.Err()
-		case <-tick.C:
+		last = sp
+		if i < len(imageHops) && hop == imageHops[i][0] && !sp.Error &&
+			(imageHops[i][1] == "" || sp.Attrs["bootchain.installer_file"] == imageHops[i][1] || sp.Attrs["bootchain.report_state"] == imageHops[i][1]) {
+			i++
 		}
 	}
+	if i < len(imageHops) {
+		return fmt.Sprintf("hop %d %v", i, imageHops[i])
+	}
+	if last.Attrs["bootchain.hop"] != "callback" || last.Attrs["bootchain.report_state"] != "succeeded" {
+		return "the first boot's report as the last hop (last: " + last.Name + ")"
+	}
+	return ""
 }

@@ -53,8 +53,8 @@ const (
 var ErrVMTimeout = errors.New("e2e: VM timed out")
 
 // VMConfig describes a VM. QEMU always runs with TCG (KVM is not available where the
-// tests run), -no-reboot (so a reboot or a panic ends it) and its serial port in a
-// file.
+// tests run), -no-reboot unless Reboot (so a reboot or a panic ends it) and its serial
+// port in a file.
 type VMConfig struct {
 	// Name names the VM's files; default "vm".
 	Name string
