@@ -143,30 +143,11 @@ func TestInstallerImage(t *testing.T) {
 	if err != nil || !strings.Contains(out, `hostname: "e2e-image"`) || !strings.Contains(out, comment) || !strings.Contains(out, "local-hostname") {
 		t.Fatalf("preview: %v\n%s", err, out)
 	}
-	disk := filepath.Join(e.l.Dir(), "disk.raw")
-	if err := os.WriteFile(disk, nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Truncate(disk, img.Size+256<<20); err != nil {
-		t.Fatal(err)
-	}
-	vm, err := StartVM(e.l, e.l.Main(), VMConfig{Name: "image", Firmware: BIOS, MAC: mac, Tap: e.tap, QMP: true, MemoryMiB: 1024, Reboot: true,
-		ExtraArgs: []string{"-drive", "file=" + disk + ",format=raw,if=virtio"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { vm.Kill() })
+	vm := e.diskVM("image", mac, img.Size+256<<20, true)
 	jobs := bootapiv1.NewJobServiceClient(e.bootapi())
-	report := func(j *bootapiv1.Job) string {
-		var b strings.Builder
-		for _, r := range j.GetReports() {
-			fmt.Fprintf(&b, "  %s %s %d %s\n", r.GetTime().AsTime().Format("15:04:05"), strings.ToLower(strings.TrimPrefix(r.GetState().String(), "JOB_STATE_")), r.GetProgress(), r.GetMessage())
-		}
-		return b.String()
-	}
 	dump := func(why string) {
 		g, _ := jobs.GetJob(ctx, &bootapiv1.GetJobRequest{Id: job})
-		t.Fatalf("%s\njob %v, reports:\n%s\nsession:\n%s\nserial (tail):\n%s", why, g.GetJob().GetState(), report(g.GetJob()),
+		t.Fatalf("%s\njob %v, reports:\n%s\nsession:\n%s\nserial (tail):\n%s", why, g.GetJob().GetState(), jobReports(g.GetJob()),
 			describeSession(e.session(ctx, macs)), tail(vm.Serial(), 6000))
 	}
 
@@ -202,7 +183,7 @@ func TestInstallerImage(t *testing.T) {
 		t.Fatal(err)
 	}
 	j := g.GetJob()
-	t.Logf("reports:\n%s", report(j))
+	t.Logf("reports:\n%s", jobReports(j))
 	reps := j.GetReports()
 	last := reps[len(reps)-1]
 	// What the installed system got from the metadata: its hostname and the
@@ -281,4 +262,34 @@ func missingImageHop(spans []Span) string {
 		return "the first boot's report as the last hop (last: " + last.Name + ")"
 	}
 	return ""
+}
+
+// diskVM starts a SeaBIOS VM (1 GiB) that network boots, with an empty virtio
+// disk of size bytes (sparse); reboot lets it restart into what it installed.
+func (e *chainEnv) diskVM(name string, mac net.HardwareAddr, size int64, reboot bool) *VM {
+	t := e.t
+	t.Helper()
+	disk := filepath.Join(e.l.Dir(), name+"-disk.raw")
+	if err := os.WriteFile(disk, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(disk, size); err != nil {
+		t.Fatal(err)
+	}
+	vm, err := StartVM(e.l, e.l.Main(), VMConfig{Name: name, Firmware: BIOS, MAC: mac, Tap: e.tap, QMP: true, MemoryMiB: 1024, Reboot: reboot,
+		ExtraArgs: []string{"-drive", "file=" + disk + ",format=raw,if=virtio"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { vm.Kill() })
+	return vm
+}
+
+// jobReports lists a job's reports, one a line: time, state, progress, message.
+func jobReports(j *bootapiv1.Job) string {
+	var b strings.Builder
+	for _, r := range j.GetReports() {
+		fmt.Fprintf(&b, "  %s %s %d %s\n", r.GetTime().AsTime().Format("15:04:05"), strings.ToLower(strings.TrimPrefix(r.GetState().String(), "JOB_STATE_")), r.GetProgress(), r.GetMessage())
+	}
+	return b.String()
 }
