@@ -3,6 +3,7 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
@@ -99,10 +100,6 @@ func TestInstallerImage(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 25*time.Minute)
 	defer cancel()
 	img := findInstallerImage(t, ctx)
-	userData, err := filepath.Abs("testdata/image-user-data.tmpl")
-	if err != nil {
-		t.Fatal(err)
-	}
 	rctx, rcancel := context.WithTimeout(ctx, 2*time.Minute)
 	rd, err := BuildInitrd(rctx, InitrdConfig{Modules: append(append([]string(nil), VirtioNetModules...), "virtio_blk")})
 	rcancel()
@@ -112,6 +109,20 @@ func TestInstallerImage(t *testing.T) {
 	e := newChainEnv(t, ctx, rd, chainOpts{chainload: true})
 	const macs = "52:54:00:bc:e2:1a"
 	mac, _ := net.ParseMAC(macs)
+	// The user-data, with this stack's CA: the first boot reports to
+	// bootapi's HTTPS listener.
+	ca, err := os.ReadFile(filepath.Join(e.stack.DataDir, "pki", "ca.crt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl, err := os.ReadFile("testdata/image-user-data.tmpl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	userData := filepath.Join(e.l.Dir(), "user-data.tmpl")
+	if err := os.WriteFile(userData, bytes.ReplaceAll(tmpl, []byte("BOOTCHAIN_E2E_CA"), []byte(base64.StdEncoding.EncodeToString(ca))), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	var nonce [6]byte
 	_, _ = rand.Read(nonce[:])
 	comment := "e2e-" + hex.EncodeToString(nonce[:])
