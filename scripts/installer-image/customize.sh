@@ -5,14 +5,14 @@ set -eu
 root=$1
 
 # Kernel modules: only what a virtio VM needs (virtio disk and NIC, ext4, FAT,
-# packet sockets for DHCP); the rest of Debian's 390 MB of modules goes.
+# packet sockets for DHCP, netfilter); the rest of Debian's 390 MB of modules goes.
 for m in "$root"/lib/modules/*; do
 	k=$m/kernel
 	find "$k" -mindepth 1 -maxdepth 1 ! -name drivers ! -name fs ! -name net ! -name lib ! -name crypto ! -name arch ! -name block ! -name mm -exec rm -rf {} +
 	find "$k/drivers" -mindepth 1 -maxdepth 1 ! -name virtio ! -name block ! -name char ! -name input ! -name net -exec rm -rf {} +
 	find "$k/drivers/net" -mindepth 1 ! -name virtio_net.ko ! -name net_failover.ko -delete 2>/dev/null || true
 	find "$k/fs" -mindepth 1 -maxdepth 1 ! -name ext4 ! -name jbd2 ! -name mbcache.ko ! -name fat ! -name nls ! -name autofs -exec rm -rf {} +
-	find "$k/net" -mindepth 1 -maxdepth 1 ! -name core ! -name packet ! -name ipv4 ! -name ipv6 ! -name unix ! -name netlink -exec rm -rf {} +
+	find "$k/net" -mindepth 1 -maxdepth 1 ! -name core ! -name packet ! -name ipv4 ! -name ipv6 ! -name unix ! -name netlink ! -name netfilter -exec rm -rf {} +
 	chroot "$root" depmod "$(basename "$m")"
 done
 rm -rf "$root/usr/lib/firmware" "$root/var/cache/apt/"*.bin "$root/var/lib/apt/lists/"*_Packages

@@ -148,3 +148,84 @@ func TestInstallImageWire(t *testing.T) {
 		})
 	}
 }
+
+// TestSeedService runs the installed system's side of the seed
+// (scripts/installer-image/bootchain-seed, run by bootchain-seed.service before
+// cloud-init) on a tree of files: it finds the partition the installer wrote,
+// writes NoCloud's seedfrom and the callback token (0600), and wipes the seed,
+// so a second boot finds none; a seed whose URL is not a plain http(s) URL is
+// refused.
+func TestSeedService(t *testing.T) {
+	script, err := filepath.Abs("../../scripts/installer-image/bootchain-seed")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const url = "http://198.18.0.1:8080/installer/v1/job-7/k3y/"
+	run := func(t *testing.T, root string) (string, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, "/bin/sh", script)
+		cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "BOOTCHAIN_SEED_ROOT=" + root}
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	tree := func(t *testing.T, seed string) (root, part string) {
+		root = t.TempDir()
+		for _, d := range []string{"sys/class/block/vda", "sys/class/block/vda1", "sys/class/block/vda2", "dev"} {
+			if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for _, p := range []string{"vda1", "vda2"} {
+			if err := os.WriteFile(filepath.Join(root, "sys/class/block", p, "partition"), []byte("1\n"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := os.WriteFile(filepath.Join(root, "dev/vda1"), bytes.Repeat([]byte{0xee}, 8192), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		part = filepath.Join(root, "dev/vda2")
+		if err := os.WriteFile(part, append([]byte(seed), make([]byte, 1<<20-len(seed))...), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return root, part
+	}
+	t.Run("seed", func(t *testing.T) {
+		root, part := tree(t, "BOOTCHAIN-SEED/1\nseedfrom "+url+"\ntoken 0123abcd\ncallback https://198.18.0.1:8443/ipxe/v1/report?job=job-7\njob job-7\n")
+		out, err := run(t, root)
+		if err != nil || !strings.Contains(out, "bootchain-seed: /dev/vda2 read: NoCloud from "+url) {
+			t.Fatalf("bootchain-seed: %v\n%s", err, out)
+		}
+		cfg, err := os.ReadFile(filepath.Join(root, "etc/cloud/cloud.cfg.d/95-bootchain-seed.cfg"))
+		if err != nil || string(cfg) != "datasource:\n  NoCloud:\n    seedfrom: "+url+"\n" {
+			t.Errorf("cloud.cfg.d: %v %q", err, cfg)
+		}
+		for name, want := range map[string]string{"token": "0123abcd\n", "callback": "https://198.18.0.1:8443/ipxe/v1/report?job=job-7\n", "job": "job-7\n"} {
+			p := filepath.Join(root, "var/lib/bootchain", name)
+			got, err := os.ReadFile(p)
+			if err != nil || string(got) != want {
+				t.Errorf("%s: %v %q, want %q", name, err, got, want)
+			}
+			if fi, err := os.Stat(p); err != nil || fi.Mode().Perm() != 0o600 {
+				t.Errorf("%s: mode %v (%v), want 0600", name, fi.Mode().Perm(), err)
+			}
+		}
+		b, err := os.ReadFile(part)
+		if err != nil || len(b) != 1<<20 || !bytes.Equal(b[:4096], make([]byte, 4096)) {
+			t.Errorf("the seed was not wiped in place (%v, %d bytes)", err, len(b))
+		}
+		if out, err := run(t, root); err != nil || !strings.Contains(out, "no seed partition") {
+			t.Errorf("second boot: %v\n%s", err, out)
+		}
+	})
+	t.Run("not a plain URL", func(t *testing.T) {
+		root, _ := tree(t, "BOOTCHAIN-SEED/1\nseedfrom http://h/x#a:b\ntoken t\n")
+		out, err := run(t, root)
+		if err == nil || !strings.Contains(out, "no seedfrom URL") {
+			t.Errorf("bootchain-seed: %v, want a refusal\n%s", err, out)
+		}
+		if _, err := os.Stat(filepath.Join(root, "var/lib/bootchain/token")); err == nil {
+			t.Error("a refused seed left a token")
+		}
+	})
+}
