@@ -216,8 +216,6 @@ func TestInstallerImage(t *testing.T) {
 	// The install's trace, from the PXE boot to the first boot: the script,
 	// the kernel and initrd, the installer's reports and the image download,
 	// then the installed system's metadata reads and its report, the last hop.
-	// (The trace, not the session record: the reboot's PXE boot opened the
-	// machine's next session, which replaced the install's record.)
 	tctx, tcancel := context.WithTimeout(ctx, time.Minute)
 	spans, err := e.traces.WaitTrace(tctx, installTrace, func(sp []Span) bool { return missingImageHop(sp) == "" })
 	tcancel()
@@ -230,11 +228,31 @@ func TestInstallerImage(t *testing.T) {
 		t.Fatalf("trace %s lacks %s; spans:\n%s", installTrace, missingImageHop(spans), b.String())
 	}
 	t.Logf("trace %s:\n%s", installTrace, b.String())
-	// The reboot went through bootapi: a new session, the machine's default.
-	if s := e.session(ctx, macs); s.GetTraceId() == installTrace || !slices.Contains(hopNames(s), "script") {
-		t.Errorf("the installed system's boot is not a session of its own through bootapi:\n%s", describeSession(s))
-	} else {
-		t.Logf("the reboot's session:\n%s", describeSession(s))
+	// And one session: the reboot went through bootapi (the job running, the
+	// machine's default: the local disk) within the install's session (iPXE's
+	// DHCP does not start a boot over), which the first boot's report ends.
+	s, err = e.waitSession(ctx, macs, func(s *bootapiv1.BootSession) bool {
+		h := s.GetHops()
+		return s.GetState() == bootapiv1.SessionState_SESSION_STATE_SUCCEEDED && len(h) > 0 && h[len(h)-1].GetName() == "callback"
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("session:\n%s", describeSession(s))
+	if s.GetTraceId() != installTrace || s.GetJobId() != job || !strings.HasPrefix(s.GetMessage(), "installer reported success: first-boot") {
+		t.Errorf("the machine's session is not the install's, ended by the first boot:\n%s", describeSession(s))
+	}
+	localDisk, firstBoot := -1, -1
+	for i, h := range s.GetHops() {
+		switch {
+		case h.GetName() == "script" && strings.Contains(h.GetDetail(), "local disk"):
+			localDisk = i
+		case h.GetName() == "installer" && strings.HasPrefix(h.GetDetail(), "meta-data"):
+			firstBoot = i
+		}
+	}
+	if localDisk < 0 || firstBoot < localDisk {
+		t.Errorf("the session lacks the reboot's local disk (hop %d) before the first boot's metadata (hop %d)", localDisk, firstBoot)
 	}
 	vm.Kill()
 	t.Logf("image install e2e: %v in all", time.Since(start).Round(time.Second))
