@@ -242,17 +242,17 @@ func TestInstallerImage(t *testing.T) {
 	if s.GetTraceId() != installTrace || s.GetJobId() != job || !strings.HasPrefix(s.GetMessage(), "installer reported success: first-boot") {
 		t.Errorf("the machine's session is not the install's, ended by the first boot:\n%s", describeSession(s))
 	}
-	localDisk, firstBoot := -1, -1
+	localDisk, metadata := -1, -1
 	for i, h := range s.GetHops() {
 		switch {
 		case h.GetName() == "script" && strings.Contains(h.GetDetail(), "local disk"):
 			localDisk = i
 		case h.GetName() == "installer" && strings.HasPrefix(h.GetDetail(), "meta-data"):
-			firstBoot = i
+			metadata = i
 		}
 	}
-	if localDisk < 0 || firstBoot < localDisk {
-		t.Errorf("the session lacks the reboot's local disk (hop %d) before the first boot's metadata (hop %d)", localDisk, firstBoot)
+	if localDisk < 0 || metadata < localDisk {
+		t.Errorf("the session lacks the reboot's local disk (hop %d) before the first boot's metadata (hop %d)", localDisk, metadata)
 	}
 	vm.Kill()
 	t.Logf("image install e2e: %v in all", time.Since(start).Round(time.Second))
