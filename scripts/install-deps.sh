@@ -3,7 +3,9 @@
 # benchmarks need (QEMU, iPXE, OVMF, AAVMF, a kernel, busybox, peer DHCP/TFTP/HTTP servers,
 # an etcd server for the external-etcd tests, buildah and podman for deploy/oci,
 # Prometheus for promtool and the metrics scrape test, chromium for the dashboard's
-# browser test, Debian's netboot installer for make e2e-installer).
+# browser test, Debian's netboot installer for make e2e-installer, and what
+# scripts/installer-image.sh builds its disk image with: mmdebstrap, mkfs.vfat,
+# mtools, SYSLINUX, sfdisk).
 #
 # Idempotent: packages already installed are not touched, and `apt-get update` runs
 # only when something is missing.
@@ -32,6 +34,7 @@ PACKAGES=(
 	prometheus
 	chromium
 	debian-installer-12-netboot-amd64
+	mmdebstrap dosfstools mtools syslinux syslinux-common fdisk e2fsprogs
 )
 
 # atftpd conflicts with tftpd-hpa in Debian (tftpd-hpa: "Conflicts: atftpd"), so it is

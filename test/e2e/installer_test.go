@@ -75,32 +75,13 @@ func TestInstallerDebian(t *testing.T) {
 	if err != nil || !strings.Contains(out, "d-i netcfg/hostname string e2e-debian\n") || !strings.Contains(out, "job='"+job+"'") {
 		t.Fatalf("preview: %v\n%s", err, out)
 	}
-	disk := filepath.Join(e.l.Dir(), "disk.raw")
-	if err := os.WriteFile(disk, nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Truncate(disk, 4<<30); err != nil {
-		t.Fatal(err)
-	}
-	vm, err := StartVM(e.l, e.l.Main(), VMConfig{Name: "debian", Firmware: BIOS, MAC: mac, Tap: e.tap, QMP: true, MemoryMiB: 1024,
-		ExtraArgs: []string{"-drive", "file=" + disk + ",format=raw,if=virtio"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { vm.Kill() })
+	vm := e.diskVM("debian", mac, 4<<30, false)
 	jobs := bootapiv1.NewJobServiceClient(e.bootapi())
-	report := func(j *bootapiv1.Job) string {
-		var b strings.Builder
-		for _, r := range j.GetReports() {
-			b.WriteString("  " + r.GetTime().AsTime().Format("15:04:05") + " " + strings.ToLower(strings.TrimPrefix(r.GetState().String(), "JOB_STATE_")) + " " + r.GetMessage() + "\n")
-		}
-		return b.String()
-	}
 	dump := func(why string) {
 		shot := filepath.Join(e.l.Dir(), "debian-screen.png")
 		_ = vm.Screendump(ctx, shot)
 		g, _ := jobs.GetJob(ctx, &bootapiv1.GetJobRequest{Id: job})
-		t.Fatalf("%s\njob %v, reports:\n%s\nsession:\n%s\nscreen: %s\nserial (tail):\n%s", why, g.GetJob().GetState(), report(g.GetJob()),
+		t.Fatalf("%s\njob %v, reports:\n%s\nsession:\n%s\nscreen: %s\nserial (tail):\n%s", why, g.GetJob().GetState(), jobReports(g.GetJob()),
 			describeSession(e.session(ctx, macs)), shot, tail(vm.Serial(), 4000))
 	}
 
@@ -131,7 +112,7 @@ func TestInstallerDebian(t *testing.T) {
 		}
 	}
 	rcancel()
-	t.Logf("reached %q after %v; reports:\n%s", last.GetMessage(), time.Since(start).Round(time.Second), report(last))
+	t.Logf("reached %q after %v; reports:\n%s", last.GetMessage(), time.Since(start).Round(time.Second), jobReports(last))
 	var msgs []string
 	for _, r := range last.GetReports() {
 		msgs = append(msgs, r.GetMessage())

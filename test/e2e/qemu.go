@@ -67,8 +67,8 @@ const (
 var ErrVMTimeout = errors.New("e2e: VM timed out")
 
 // VMConfig describes a VM. QEMU always runs with TCG (KVM is not available where the
-// tests run), -no-reboot (so a reboot or a panic ends it) and its serial port in a
-// file.
+// tests run), -no-reboot unless Reboot (so a reboot or a panic ends it) and its serial
+// port in a file.
 type VMConfig struct {
 	// Name names the VM's files; default "vm".
 	Name string
@@ -102,6 +102,11 @@ type VMConfig struct {
 	// is then UEFI HTTP boot over IPv4 (DHCP option 60 "HTTPClient", arch 16), and
 	// nothing uses TFTP (docs/firmware.md).
 	HTTPBoot bool
+
+	// Reboot lets the guest reboot (no -no-reboot): an installer that restarts
+	// the machine into what it installed. A panic then reboots too: bound such a
+	// VM's run with a context, not with its exit.
+	Reboot bool
 
 	// QMP opens a QMP socket, needed for Screendump.
 	QMP bool
@@ -168,10 +173,12 @@ func StartVM(l *lab.Lab, ns *lab.Netns, cfg VMConfig) (*VM, error) {
 		"-m", fmt.Sprint(cfg.MemoryMiB),
 		"-smp", "1",
 		"-nographic",
-		"-no-reboot",
 		"-serial", "file:" + vm.SerialPath,
 		"-monitor", "none",
 		"-parallel", "none",
+	}
+	if !cfg.Reboot {
+		args = append(args, "-no-reboot")
 	}
 	switch cfg.Firmware {
 	case BIOS:

@@ -188,20 +188,7 @@ func TestCallbackServerWaitState(t *testing.T) {
 // bootapi answers 503 (a site cut off from etcd) and stops at once on a
 // refusal (403), with the host's busybox as inside the VM.
 func TestReportRetriesUnavailable(t *testing.T) {
-	if _, err := os.Stat("/bin/busybox"); err != nil {
-		t.Skip("no /bin/busybox (install busybox-static)")
-	}
-	dir := t.TempDir()
-	lib := filepath.Join(dir, "bootchain.sh")
-	if err := os.WriteFile(lib, bootchainLib, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	bin := t.TempDir()
-	for _, a := range []string{"wget", "timeout", "cat", "sleep", "sed", "rm", "date", "tail"} {
-		if err := os.Symlink("/bin/busybox", filepath.Join(bin, a)); err != nil {
-			t.Fatal(err)
-		}
-	}
+	lib, bin := hostInitramfs(t, "wget", "timeout", "cat", "sleep", "sed", "rm", "date", "tail")
 	for name, tc := range map[string]struct {
 		answers      []int // status of each attempt; the last repeats
 		wantAttempts int
@@ -248,4 +235,29 @@ func TestReportRetriesUnavailable(t *testing.T) {
 			}
 		})
 	}
+}
+
+// hostInitramfs runs the initramfs's shell code on the host: it writes
+// bootchain.sh into a scratch folder and returns it with a PATH folder of the
+// host's busybox as applets, as in the initrd. It skips without busybox.
+func hostInitramfs(t *testing.T, applets ...string) (lib, bin string) {
+	t.Helper()
+	if _, err := os.Stat("/bin/busybox"); err != nil {
+		t.Skip("no /bin/busybox (install busybox-static)")
+	}
+	dir := t.TempDir()
+	lib = filepath.Join(dir, "bootchain.sh")
+	if err := os.WriteFile(lib, bootchainLib, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	bin = filepath.Join(dir, "bin")
+	if err := os.Mkdir(bin, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range applets {
+		if err := os.Symlink("/bin/busybox", filepath.Join(bin, a)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return lib, bin
 }

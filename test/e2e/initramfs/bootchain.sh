@@ -24,11 +24,13 @@ say() {
 	echo "$BOOTCHAIN_MARK $*${up:+ (uptime $up)}"
 }
 
-# bootchain_cmdline FILE: set CALLBACK, TOKEN, TRACEPARENT, IFACE from a kernel
+# bootchain_cmdline FILE: set CALLBACK, TOKEN, TRACEPARENT, IFACE, JOB and the
+# image install's IMAGE, IMAGE_SHA256, IMAGE_SIZE, SEED, DISK from a kernel
 # command line (default /proc/cmdline). bootchain.fallback= is used as the callback
 # URL when bootchain.callback= is absent.
 bootchain_cmdline() {
-	CALLBACK= TOKEN= TRACEPARENT= FALLBACK= IFACE=eth0
+	CALLBACK= TOKEN= TRACEPARENT= FALLBACK= IFACE=eth0 JOB=
+	IMAGE= IMAGE_SHA256= IMAGE_SIZE= SEED= DISK=vda
 	# The callback URL contains '?': no globbing while splitting words.
 	set -f
 	for arg in $(cat "${1:-/proc/cmdline}"); do
@@ -38,6 +40,12 @@ bootchain_cmdline() {
 		bootchain.traceparent=*) TRACEPARENT="${arg#*=}" ;;
 		bootchain.fallback=*) FALLBACK="${arg#*=}" ;;
 		bootchain.iface=*) IFACE="${arg#*=}" ;;
+		bootchain.job=*) JOB="${arg#*=}" ;;
+		bootchain.image=*) IMAGE="${arg#*=}" ;;
+		bootchain.image.sha256=*) IMAGE_SHA256="${arg#*=}" ;;
+		bootchain.image.size=*) IMAGE_SIZE="${arg#*=}" ;;
+		bootchain.seed=*) SEED="${arg#*=}" ;;
+		bootchain.disk=*) DISK="${arg#*=}" ;;
 		esac
 	done
 	set +f
@@ -117,4 +125,104 @@ report() {
 	done
 	say "callback $1 failed"
 	return 1
+}
+
+# seed_lba DISK: the first sector of DISK's seed partition (MBR type 0xda), from
+# the partition table the image brought; fails without one.
+seed_lba() {
+	dev=$1
+	set -- $(od -An -tu1 -j 510 -N 2 "$dev")
+	[ "$1 $2" = "85 170" ] || return 1
+	i=0
+	while [ "$i" -lt 4 ]; do
+		set -- $(od -An -tu1 -j $((446 + 16 * i)) -N 16 "$dev")
+		if [ "$5" = 218 ]; then
+			echo $(($9 + ${10} * 256 + ${11} * 65536 + ${12} * 16777216))
+			return 0
+		fi
+		i=$((i + 1))
+	done
+	return 1
+}
+
+# written_mib DISK: MiB written to block device DISK since boot (/sys/block/*/stat).
+written_mib() {
+	set -- $(cat "/sys/block/$1/stat" 2>/dev/null) 0 0 0 0 0 0 0
+	echo $(($7 / 2048))
+}
+
+# image_progress: while the image is written, report running with how much is
+# on the disk every 5 s, until /tmp/image-done appears.
+image_progress() {
+	while [ ! -e /tmp/image-done ]; do
+		sleep 5
+		[ -e /tmp/image-done ] && break
+		mib=$(written_mib "$DISK")
+		pct=10
+		case "$IMAGE_SIZE" in
+		'' | *[!0-9]* | 0) ;;
+		*) pct=$((10 + mib * 1048576 * 70 / IMAGE_SIZE)) ;;
+		esac
+		[ "$pct" -gt 80 ] && pct=80
+		report running "$pct" "writing image: $mib MiB" >/dev/null
+	done
+}
+
+# install_image: write the gzip-compressed disk image at $IMAGE to $DEVICE
+# (default /dev/$DISK; a file in the host's tests) as
+# it downloads, check its SHA-256 (of the download, $IMAGE_SHA256), write the seed
+# (the job's NoCloud URL, callback and token) to the image's seed partition for the
+# installed system's first boot, and return; the caller reboots. Reports running
+# with progress on the way. On failure it says why and returns 1 (a disk whose
+# image did not verify is wiped at its start, so it does not boot).
+install_image() {
+	DEVICE=${DEVICE:-/dev/$DISK}
+	[ -b "$DEVICE" ] || [ -f "$DEVICE" ] || { say "no disk $DEVICE"; return 1; }
+	case "$IMAGE_SHA256" in
+	????????????????????????????????????????????????????????????????) ;;
+	*) say "bootchain.image.sha256 is not a SHA-256"; return 1 ;;
+	esac
+	report running 10 "writing image to $DISK" || return 1
+	url=$IMAGE
+	if [ -n "$TRACEPARENT" ]; then
+		case "$url" in
+		*\?*) url="$url&traceparent=$(urlencode "$TRACEPARENT")" ;;
+		*) url="$url?traceparent=$(urlencode "$TRACEPARENT")" ;;
+		esac
+	fi
+	rm -f /tmp/image-done /tmp/image.fifo /tmp/image.dd
+	mkfifo /tmp/image.fifo
+	sha256sum </tmp/image.fifo >/tmp/image.sum &
+	sumpid=$!
+	image_progress &
+	progpid=$!
+	say "image: downloading $IMAGE to $DEVICE"
+	(
+		set -o pipefail
+		wget -q -O - "$url" | tee /tmp/image.fifo | gunzip -c | dd of="$DEVICE" ibs=65536 obs=1048576 conv=fsync 2>/tmp/image.dd
+	)
+	rc=$?
+	touch /tmp/image-done
+	wait "$sumpid"
+	wait "$progpid"
+	read -r got _ </tmp/image.sum
+	# Whole MiB written: dd's "<full>+<partial> records out" of 1 MiB.
+	mib=$(sed -n 's/^\([0-9]*\)+[0-9]* records out$/\1/p' /tmp/image.dd)
+	if [ "$rc" -ne 0 ] || [ "$got" != "$IMAGE_SHA256" ]; then
+		dd if=/dev/zero of="$DEVICE" bs=1048576 count=1 conv=fsync 2>/dev/null
+		say "image: failed (exit $rc, sha256 $got, want $IMAGE_SHA256): disk wiped"
+		return 1
+	fi
+	say "image: $mib MiB written, sha256 $got"
+	report running 85 "image written: $mib MiB, sha256 ok" || return 1
+	# The disk's new partition table, then the seed.
+	blockdev --rereadpt "$DEVICE" 2>/dev/null
+	lba=$(seed_lba "$DEVICE") || { say "image: no seed partition (MBR type 0xda)"; return 1; }
+	printf 'BOOTCHAIN-SEED/1\nseedfrom %s\ntoken %s\ncallback %s\njob %s\n' "$SEED" "$TOKEN" "$CALLBACK" "$JOB" >/tmp/seed
+	dd if=/tmp/seed of="$DEVICE" bs=512 seek="$lba" conv=notrunc,fsync 2>/dev/null || { say "image: seed write failed"; return 1; }
+	rm -f /tmp/seed
+	sync
+	say "image: seed at sector $lba"
+	report running 90 "image installed, rebooting into it" || return 1
+	return 0
 }
