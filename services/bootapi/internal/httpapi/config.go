@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"net/netip"
 	"strings"
 	"time"
 
@@ -280,7 +281,11 @@ func (h *Handler) dispatch(ctx context.Context, d decide.Decision, jit store.Ite
 		d.Profile = p
 	}
 	token, key := newToken(), newToken()
-	s, err := f.render(d, sess.Traceparent(), &script.Job{Token: token, InstallerKey: key})
+	rj := &script.Job{Token: token, InstallerKey: key}
+	if a, err := netip.ParseAddr(ip); err == nil && a.Is6() && !a.Is4In6() {
+		rj.IP6 = a
+	}
+	s, err := f.render(d, sess.Traceparent(), rj)
 	if err != nil {
 		h.log.Error("boot script not rendered", "mac", job.GetMac(), "job", job.GetId(), "err", err)
 		h.failJob(ctx, jit, s.Detail, now)

@@ -97,6 +97,23 @@ func TestForIPv6(t *testing.T) {
 			t.Errorf("%s: an IPv4 URL left in\n%s", name, s.Body)
 		}
 	}
+	// The client's IPv6 address goes on the command line for the installer;
+	// an IPv4 renderer, or a link-local address, adds none.
+	ip6 := netip.MustParseAddr("fd00:bc::1a5")
+	for _, tc := range []struct {
+		r    *script.Renderer
+		ip   netip.Addr
+		want bool
+	}{{r, ip6, true}, {r, netip.MustParseAddr("fe80::1"), false}, {r, netip.Addr{}, false},
+		{script.NewRenderer(script.RendererConfig{PublicURL: mustURL("http://198.18.0.1:8080"), ArtifactURL: "http://198.18.0.1:8081"}), ip6, false}} {
+		s, err := tc.r.Render(jobBoot(&bootapiv1.Site{Name: "lab"}), "", &script.Job{Token: "tok", IP6: tc.ip})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := strings.Count(s.Body, " bootchain.ip6="); got != 0 && !tc.want || tc.want && !strings.Contains(s.Body, " bootchain.ip6=fd00:bc::1a5") {
+			t.Errorf("client %v: bootchain.ip6 in the script: %d, want %v\n%s", tc.ip, got, tc.want, s.Body)
+		}
+	}
 	if got := r.ConfigURL().String(); got != "http://[fd00:bc::1]:8080/ipxe/v1/config" {
 		t.Errorf("config URL %s", got)
 	}

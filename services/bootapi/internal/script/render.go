@@ -81,6 +81,11 @@ type Job struct {
 	// InstallerKey is the path element of the job's installer file URLs
 	// (InstallerBase); only its hash is stored.
 	InstallerKey string
+	// IP6 is the address the machine asked from when it asked over IPv6 (its
+	// boot loader's DHCPv6 address). A renderer for IPv6 clients (ForIPv6)
+	// passes it on as bootchain.ip6=, so that an installer on an IPv6-only
+	// network, whose kernel has no DHCPv6 client, reports from it.
+	IP6 netip.Addr
 }
 
 // Render renders d for a machine whose boot session is traceparent (empty:
@@ -155,7 +160,8 @@ func (r *Renderer) boot(d decide.Decision, tp string, job *Job) (string, error) 
 
 // KernelArgs is the kernel command line of a boot of d.Profile, split into
 // checked words: the profile's template and the site's extra arguments, then,
-// for a dispatched job (job set), its callback URL, token and ID, then the
+// for a dispatched job (job set), its callback URL, token and ID (and, for an
+// IPv6 client, its address: Job.IP6), then the
 // session's traceparent (tp, when set). Every boot loader bootapi renders for
 // (iPXE, GRUB) passes these same words.
 func (r *Renderer) KernelArgs(d decide.Decision, tp string, job *Job) ([]string, error) {
@@ -182,6 +188,9 @@ func (r *Renderer) KernelArgs(d decide.Decision, tp string, job *Job) ([]string,
 			return nil, err
 		}
 		args = append(args, "bootchain.callback="+cb.String(), "bootchain.token="+job.Token, "bootchain.job="+d.Job.GetId())
+		if a := job.IP6.WithZone(""); r.host6.IsValid() && a.Is6() && !a.Is4In6() && !a.IsLinkLocalUnicast() {
+			args = append(args, "bootchain.ip6="+a.String())
+		}
 	}
 	if tp != "" {
 		args = append(args, "bootchain.traceparent="+tp)
