@@ -261,3 +261,53 @@ func hostInitramfs(t *testing.T, applets ...string) (lib, bin string) {
 	}
 	return lib, bin
 }
+
+// TestReportWireIPv6: the initramfs's IPv6 path off the VM: bootchain.ip6=
+// and the callback's IPv6 host are read from the command line, and busybox's
+// wget reports to a bracketed IPv6 URL (on ::1).
+func TestReportWireIPv6(t *testing.T) {
+	if _, err := os.Stat("/bin/busybox"); err != nil {
+		t.Skip("no /bin/busybox (install busybox-static)")
+	}
+	ln, err := net.Listen("tcp", "[::1]:0")
+	if err != nil {
+		t.Skip("no IPv6 loopback:", err)
+	}
+	cb := ServeCallbacks(ln)
+	defer cb.Close()
+	dir := t.TempDir()
+	lib := filepath.Join(dir, "bootchain.sh")
+	cmdline := filepath.Join(dir, "cmdline")
+	if err := os.WriteFile(lib, bootchainLib, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	callback := cb.URL("job-6")
+	if !strings.HasPrefix(callback, "http://[::1]:") {
+		t.Fatalf("callback URL %s", callback)
+	}
+	if err := os.WriteFile(cmdline, []byte("console=ttyS0 bootchain.callback="+callback+" bootchain.token=tok bootchain.ip6=fd00:bc::1a5\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	script := `. "$1"; bootchain_cmdline "$2"; echo "ip6=$IP6 host=$(url_host6 "$CALLBACK") v4host=$(url_host6 http://198.18.0.1:8080/x)"; report succeeded 100 "done"`
+	cmd := exec.CommandContext(ctx, "/bin/busybox", "sh", "-c", script, "sh", lib, cmdline)
+	bin := t.TempDir()
+	for _, a := range []string{"wget", "timeout", "cat", "sleep", "sed", "rm", "date", "tail"} {
+		if err := os.Symlink("/bin/busybox", filepath.Join(bin, a)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cmd.Env = []string{"PATH=" + bin}
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("script: %v\n%s", err, out)
+	}
+	if first, _, _ := strings.Cut(string(out), "\n"); first != "ip6=fd00:bc::1a5 host=::1 v4host=" {
+		t.Errorf("parsed %q, want ip6=fd00:bc::1a5 host=::1 v4host=\n%s", first, out)
+	}
+	reps := cb.Reports()
+	if len(reps) != 1 || reps[0].Form.Get("state") != "succeeded" || reps[0].Form.Get("token") != "tok" {
+		t.Fatalf("reports %+v\n%s", reps, out)
+	}
+}

@@ -25,11 +25,12 @@ say() {
 }
 
 # bootchain_cmdline FILE: set CALLBACK, TOKEN, TRACEPARENT, IFACE, JOB and the
-# image install's IMAGE, IMAGE_SHA256, IMAGE_SIZE, SEED, DISK from a kernel
-# command line (default /proc/cmdline). bootchain.fallback= is used as the callback
+# image install's IMAGE, IMAGE_SHA256, IMAGE_SIZE, SEED, DISK, and IP6 (an IPv6
+# client's address, bootchain.ip6=) from a kernel command line (default
+# /proc/cmdline). bootchain.fallback= is used as the callback
 # URL when bootchain.callback= is absent.
 bootchain_cmdline() {
-	CALLBACK= TOKEN= TRACEPARENT= FALLBACK= IFACE=eth0 JOB=
+	CALLBACK= TOKEN= TRACEPARENT= FALLBACK= IFACE=eth0 JOB= IP6=
 	IMAGE= IMAGE_SHA256= IMAGE_SIZE= SEED= DISK=vda
 	# The callback URL contains '?': no globbing while splitting words.
 	set -f
@@ -46,10 +47,22 @@ bootchain_cmdline() {
 		bootchain.image.size=*) IMAGE_SIZE="${arg#*=}" ;;
 		bootchain.seed=*) SEED="${arg#*=}" ;;
 		bootchain.disk=*) DISK="${arg#*=}" ;;
+		bootchain.ip6=*) IP6="${arg#*=}" ;;
 		esac
 	done
 	set +f
 	[ -n "$CALLBACK" ] || CALLBACK="$FALLBACK"
+}
+
+# url_host6 URL: the IPv6 literal of URL's host (http://[fd00:bc::1]:8080/x ->
+# fd00:bc::1); nothing for another host.
+url_host6() {
+	case "$1" in
+	*://\[*\]*)
+		h="${1#*://[}"
+		printf '%s' "${h%%]*}"
+		;;
+	esac
 }
 
 # urlencode STRING: percent-encode everything but RFC 3986 unreserved characters.
