@@ -43,6 +43,9 @@ type chainOpts struct {
 	jaeger bool
 	// args are further flags of bootchain up.
 	args []string
+	// noPool4: the site's IPv4 subnet has no pool, so dhcpd answers no
+	// DHCPv4 client (an IPv6-only boot network; DHCPv6 comes from args).
+	noPool4 bool
 }
 
 var (
@@ -116,7 +119,7 @@ func newChainEnv(t *testing.T, ctx context.Context, rd *Initrd, o chainOpts) *ch
 		}); err != nil {
 			t.Fatal(err)
 		}
-	} else {
+	} else if !o.noPool4 {
 		args = append(args, "--dhcpd-pool", "198.18.0.100-198.18.0.200")
 	}
 	if o.chainload {

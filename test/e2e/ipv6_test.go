@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -49,4 +50,64 @@ func TestChainUEFIIPv6(t *testing.T) {
 	if !tftp {
 		t.Errorf("no successful tftp hop of snponly.efi in the session:\n%s", describeSession(s))
 	}
+}
+
+// TestChainUEFIIPv6Only boots as TestChainUEFIIPv6 on a boot network where
+// nothing answers DHCPv4 (the site's IPv4 subnet has no pool), as an
+// IPv6-only site runs: iPXE configures by DHCPv6 alone and fetches the script
+// (option 59), kernel and initrd from [fd00:bc::1]; bootapi puts iPXE's address
+// on the kernel command line (bootchain.ip6=) and the installer reports from it
+// to the IPv6 callback URL. Every script, artifact and callback hop came from
+// that one IPv6 address; one session, one trace, job succeeded.
+func TestChainUEFIIPv6Only(t *testing.T) {
+	rd := chainPrereqs(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
+	defer cancel()
+	e := newChainEnv(t, ctx, rd, chainOpts{noPool4: true, args: []string{
+		"--dhcpd-dhcpv6-pool", "fd00:bc::100-fd00:bc::1ff", "--dhcpd-advertise6", "fd00:bc::1", "--bootapi-advertise6", "fd00:bc::1",
+	}})
+	if _, err := e.l.Main().IP(ctx, "addr", "add", "fd00:bc::1/64", "dev", e.l.Bridge(), "nodad"); err != nil {
+		t.Fatal(err)
+	}
+	const macs = "52:54:00:bc:e2:07"
+	watch, job := e.provisionJob(ctx, macs)
+	s, _ := e.bootJob(ctx, macs, watch, job, VMConfig{Name: "pxe6only", ExtraArgs: []string{"-fw_cfg", "name=opt/org.tianocore/IPv4PXESupport,string=no"}})
+	pool := netip.MustParsePrefix("fd00:bc::/64")
+	var machine netip.Addr
+	count := map[string]int{}
+	for _, h := range s.GetHops() {
+		switch name := h.GetName(); {
+		case strings.HasPrefix(name, "dhcp.") || name == "ipxe.dhcp":
+			if v := h.GetAttributes()["dhcp.version"]; v != "6" {
+				t.Errorf("%s hop over DHCP version %q, want 6: %s", name, v, h.GetDetail())
+			}
+		case name == "script" || name == "artifact" || name == "callback":
+			count[name]++
+			a := hopClient(h.GetAttributes()["client.address"])
+			if !a.Is6() || a.Is4In6() || !pool.Contains(a) {
+				t.Errorf("%s hop (%s) from %q, want an address of %s", name, h.GetDetail(), h.GetAttributes()["client.address"], pool)
+				continue
+			}
+			if !machine.IsValid() {
+				machine = a
+			} else if a != machine {
+				t.Errorf("%s hop (%s) from %s, the machine's earlier hops from %s", name, h.GetDetail(), a, machine)
+			}
+		}
+	}
+	if count["script"] < 1 || count["artifact"] < 2 || count["callback"] < 2 {
+		t.Errorf("hops script/artifact/callback %v, want >= 1/2/2:\n%s", count, describeSession(s))
+	}
+	t.Logf("machine %s (session IP %s), hops %v", machine, s.GetIp(), count)
+	e.checkTrace(ctx, s, "e2e/vmlinuz", "e2e/initrd.gz")
+}
+
+// hopClient is a hop's client.address (an address, or address:port as
+// artifactstore records it); invalid when neither.
+func hopClient(s string) netip.Addr {
+	if ap, err := netip.ParseAddrPort(s); err == nil {
+		return ap.Addr()
+	}
+	a, _ := netip.ParseAddr(s)
+	return a
 }

@@ -199,7 +199,7 @@ func (h *Handler) report(ctx context.Context, rc *fasthttp.RequestCtx) {
 		tp = job.GetTraceparent()
 	}
 	if sess, _ := h.cfg.Sessions.FromTraceparent(tp, job.GetMac()); sess != nil {
-		_, hop := sess.StartHop(ctx, "callback", session.AttrJobID.String(id), attribute.String("bootchain.report_state", form.Get("state")))
+		_, hop := sess.StartHop(ctx, "callback", session.AttrJobID.String(id), attribute.String("bootchain.report_state", form.Get("state")), attribute.String("client.address", remoteIP(rc)))
 		hop.SetDetail(form.Get("state") + ": " + msg)
 		hop.SetAttr(diagnose.AttrReportState, form.Get("state"))
 		hop.End()
