@@ -65,6 +65,20 @@ url_host6() {
 	esac
 }
 
+# ip6_tentative IFACE [FILE]: true while an IPv6 address of IFACE is still
+# tentative (duplicate address detection running: the kernel does not use it
+# as a source yet). FILE is /proc/net/if_inet6 or a copy; its fifth column is
+# the address's flags in hex, IFA_F_TENTATIVE 0x40.
+ip6_tentative() {
+	while read -r _ _ _ _ flags dev; do
+		[ "$dev" = "$1" ] || continue
+		case "$flags" in
+		*[4567cdefCDEF]?) return 0 ;;
+		esac
+	done <"${2:-/proc/net/if_inet6}"
+	return 1
+}
+
 # urlencode STRING: percent-encode everything but RFC 3986 unreserved characters.
 urlencode() {
 	s="$1"
