@@ -311,3 +311,34 @@ func TestReportWireIPv6(t *testing.T) {
 		t.Fatalf("reports %+v\n%s", reps, out)
 	}
 }
+
+// TestIP6Tentative: ip6_tentative reads /proc/net/if_inet6's flags column
+// (IFA_F_TENTATIVE 0x40) for the named interface only.
+func TestIP6Tentative(t *testing.T) {
+	if _, err := os.Stat("/bin/busybox"); err != nil {
+		t.Skip("no /bin/busybox (install busybox-static)")
+	}
+	dir := t.TempDir()
+	lib := filepath.Join(dir, "bootchain.sh")
+	if err := os.WriteFile(lib, bootchainLib, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for name, tc := range map[string]struct {
+		table string
+		want  bool
+	}{
+		"tentative": {"fd00bc000000000000000000000001da 02 80 00 c0     eth0\nfe80000000000000505400fffebce207 02 40 20 80     eth0\n", true},
+		"done":      {"fd00bc000000000000000000000001da 02 80 00 80     eth0\nfe80000000000000505400fffebce207 02 40 20 80     eth0\n", false},
+		"other dev": {"fd00bc000000000000000000000001da 03 80 00 40     eth1\n00000000000000000000000000000001 01 80 10 80       lo\n", false},
+		"empty":     {"", false},
+	} {
+		f := filepath.Join(dir, name)
+		if err := os.WriteFile(f, []byte(tc.table), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		err := exec.Command("/bin/busybox", "sh", "-c", `. "$1"; ip6_tentative eth0 "$2"`, "sh", lib, f).Run()
+		if got := err == nil; got != tc.want {
+			t.Errorf("%s: tentative %v (%v), want %v", name, got, err, tc.want)
+		}
+	}
+}
