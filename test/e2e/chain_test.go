@@ -272,14 +272,14 @@ func (e *chainEnv) bootVM(name string, fw Firmware, mac net.HardwareAddr) *VM {
 
 // checkTrace waits for the session's trace at the OTLP receiver and checks that it
 // holds every hop of BootHops, in that order, each from its service, all children of
-// the session's root span.
-func (e *chainEnv) checkTrace(ctx context.Context, s *bootapiv1.BootSession, kernel, initrd string) {
+// the session's root span. It returns the trace's spans.
+func (e *chainEnv) checkTrace(ctx context.Context, s *bootapiv1.BootSession, kernel, initrd string) []Span {
 	e.t.Helper()
-	e.checkTraceOrder(ctx, s, BootHops, kernel, initrd)
+	return e.checkTraceOrder(ctx, s, BootHops, kernel, initrd)
 }
 
 // checkTraceOrder is checkTrace with another order of hops (another firmware path).
-func (e *chainEnv) checkTraceOrder(ctx context.Context, s *bootapiv1.BootSession, order []HopWant, kernel, initrd string) {
+func (e *chainEnv) checkTraceOrder(ctx context.Context, s *bootapiv1.BootSession, order []HopWant, kernel, initrd string) []Span {
 	t := e.t
 	t.Helper()
 	match := func(spans []Span) string { return MissingHopIn(order, spans, kernel, initrd) }
@@ -317,6 +317,7 @@ func (e *chainEnv) checkTraceOrder(ctx context.Context, s *bootapiv1.BootSession
 		t.Errorf("trace %s: %s", s.GetTraceId(), p)
 	}
 	t.Logf("trace %s, %d spans:\n%s", s.GetTraceId(), len(spans), b.String())
+	return spans
 }
 
 func chainPrereqs(t *testing.T) *Initrd {
