@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	bootapiv1 "github.com/bootchain/bootchain/pkg/gen/bootchain/bootapi/v1"
 )
 
 // TestChainUEFIIPv6 boots OVMF with PXE over IPv4 off, so that its first boot
@@ -16,18 +18,7 @@ import (
 // kernel, initrd and callbacks go over IPv4 (docs/firmware.md, IPv6). One
 // boot, one session, one trace, to succeeded.
 func TestChainUEFIIPv6(t *testing.T) {
-	rd := chainPrereqs(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	e := newChainEnv(t, ctx, rd, chainOpts{args: []string{
-		"--dhcpd-dhcpv6-pool", "fd00:bc::100-fd00:bc::1ff", "--dhcpd-advertise6", "fd00:bc::1", "--bootapi-advertise6", "fd00:bc::1",
-	}})
-	if _, err := e.l.Main().IP(ctx, "addr", "add", "fd00:bc::1/64", "dev", e.l.Bridge(), "nodad"); err != nil {
-		t.Fatal(err)
-	}
-	const macs = "52:54:00:bc:e2:06"
-	watch, job := e.provisionJob(ctx, macs)
-	s, _ := e.bootJob(ctx, macs, watch, job, VMConfig{Name: "pxe6", ExtraArgs: []string{"-fw_cfg", "name=opt/org.tianocore/IPv4PXESupport,string=no"}})
+	_, _, s := bootIPv6(t, chainOpts{}, "52:54:00:bc:e2:06", "pxe6")
 	hops := s.GetHops()
 	if len(hops) < 3 {
 		t.Fatalf("session hops %v", hopNames(s))
@@ -60,18 +51,7 @@ func TestChainUEFIIPv6(t *testing.T) {
 // to the IPv6 callback URL. Every script, artifact and callback hop came from
 // that one IPv6 address; one session, one trace, job succeeded.
 func TestChainUEFIIPv6Only(t *testing.T) {
-	rd := chainPrereqs(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
-	defer cancel()
-	e := newChainEnv(t, ctx, rd, chainOpts{noPool4: true, args: []string{
-		"--dhcpd-dhcpv6-pool", "fd00:bc::100-fd00:bc::1ff", "--dhcpd-advertise6", "fd00:bc::1", "--bootapi-advertise6", "fd00:bc::1",
-	}})
-	if _, err := e.l.Main().IP(ctx, "addr", "add", "fd00:bc::1/64", "dev", e.l.Bridge(), "nodad"); err != nil {
-		t.Fatal(err)
-	}
-	const macs = "52:54:00:bc:e2:07"
-	watch, job := e.provisionJob(ctx, macs)
-	s, _ := e.bootJob(ctx, macs, watch, job, VMConfig{Name: "pxe6only", ExtraArgs: []string{"-fw_cfg", "name=opt/org.tianocore/IPv4PXESupport,string=no"}})
+	ctx, e, s := bootIPv6(t, chainOpts{noPool4: true}, "52:54:00:bc:e2:07", "pxe6only")
 	// DHCP: iPXE asks DHCPv4 too, and nothing answers it; every exchange
 	// that was answered is DHCPv6.
 	count := map[string]int{}
@@ -112,6 +92,24 @@ func TestChainUEFIIPv6Only(t *testing.T) {
 		t.Errorf("spans script/artifact/callback %v, want >= 1/2/2", seen)
 	}
 	t.Logf("machine %s: spans %v", machine, seen)
+}
+
+// bootIPv6 starts a chain env with o and dhcpd's and bootapi's IPv6 on
+// fd00:bc::/64 (the bridge fd00:bc::1), and boots OVMF with PXE over IPv4
+// off, so that it PXE-boots over IPv6, through a job to succeeded.
+func bootIPv6(t *testing.T, o chainOpts, macs, name string) (context.Context, *chainEnv, *bootapiv1.BootSession) {
+	t.Helper()
+	rd := chainPrereqs(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
+	t.Cleanup(cancel)
+	o.args = append(o.args, "--dhcpd-dhcpv6-pool", "fd00:bc::100-fd00:bc::1ff", "--dhcpd-advertise6", "fd00:bc::1", "--bootapi-advertise6", "fd00:bc::1")
+	e := newChainEnv(t, ctx, rd, o)
+	if _, err := e.l.Main().IP(ctx, "addr", "add", "fd00:bc::1/64", "dev", e.l.Bridge(), "nodad"); err != nil {
+		t.Fatal(err)
+	}
+	watch, job := e.provisionJob(ctx, macs)
+	s, _ := e.bootJob(ctx, macs, watch, job, VMConfig{Name: name, ExtraArgs: []string{"-fw_cfg", "name=opt/org.tianocore/IPv4PXESupport,string=no"}})
+	return ctx, e, s
 }
 
 // hopClient is a hop's client.address (an address, or address:port as

@@ -80,13 +80,7 @@ func TestReportWire(t *testing.T) {
 			script := `. "$1"; bootchain_cmdline "$2"; report running 50 "initrd up, eth0 198.18.0.100"; report succeeded 100 "done"; true`
 			cmd := exec.CommandContext(ctx, "/bin/busybox", "sh", "-c", script, "sh", lib, cmdline)
 			// busybox runs its applets (wget, timeout) from PATH, as in the initrd.
-			bin := t.TempDir()
-			for _, a := range []string{"wget", "timeout", "cat", "sleep", "sed", "rm", "date", "tail"} {
-				if err := os.Symlink("/bin/busybox", filepath.Join(bin, a)); err != nil {
-					t.Fatal(err)
-				}
-			}
-			cmd.Env = []string{"PATH=" + bin}
+			cmd.Env = []string{"PATH=" + busyboxBin(t)}
 			out, err := cmd.CombinedOutput()
 			if err != nil {
 				t.Fatalf("script: %v\n%s", err, out)
@@ -292,13 +286,7 @@ func TestReportWireIPv6(t *testing.T) {
 	defer cancel()
 	script := `. "$1"; bootchain_cmdline "$2"; echo "ip6=$IP6 host=$(url_host6 "$CALLBACK") v4host=$(url_host6 http://198.18.0.1:8080/x)"; report succeeded 100 "done"`
 	cmd := exec.CommandContext(ctx, "/bin/busybox", "sh", "-c", script, "sh", lib, cmdline)
-	bin := t.TempDir()
-	for _, a := range []string{"wget", "timeout", "cat", "sleep", "sed", "rm", "date", "tail"} {
-		if err := os.Symlink("/bin/busybox", filepath.Join(bin, a)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	cmd.Env = []string{"PATH=" + bin}
+	cmd.Env = []string{"PATH=" + busyboxBin(t)}
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("script: %v\n%s", err, out)
@@ -341,4 +329,17 @@ func TestIP6Tentative(t *testing.T) {
 			t.Errorf("%s: tentative %v (%v), want %v", name, got, err, tc.want)
 		}
 	}
+}
+
+// busyboxBin is a directory of the busybox applets the initramfs's report
+// code runs from PATH (wget, timeout, ...), as in the initrd.
+func busyboxBin(t *testing.T) string {
+	t.Helper()
+	bin := t.TempDir()
+	for _, a := range []string{"wget", "timeout", "cat", "sleep", "sed", "rm", "date", "tail"} {
+		if err := os.Symlink("/bin/busybox", filepath.Join(bin, a)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return bin
 }
