@@ -48,3 +48,16 @@ func (r *Recorder) FinishIfBootProgramRefused(ctx context.Context, s *Session) b
 		"the firmware downloaded %s and started over (DHCP again) without running it: refused by Secure Boot, or not a boot program for this machine", file))
 	return true
 }
+
+// OpenFirmwareAttempt opens the session of a firmware's first DHCP packet (a
+// DISCOVER or a Solicit): a new boot attempt, unless the packet is a
+// retransmission (same transaction), or the active session's firmware refused
+// the boot program it downloaded (FinishIfBootProgramRefused ends that session
+// failed and the retry stays in it).
+func (r *Recorder) OpenFirmwareAttempt(ctx context.Context, mac, site string, retransmit bool) *Session {
+	fresh := !retransmit
+	if cur, active := r.Join(mac); fresh && active && r.FinishIfBootProgramRefused(ctx, cur) {
+		fresh = false
+	}
+	return r.Open(ctx, mac, OpenOptions{New: fresh, Site: site})
+}

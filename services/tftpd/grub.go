@@ -25,9 +25,9 @@ const (
 	fromBootAPI = "bootapi:"
 )
 
-// grubTimeout bounds bootapi's answer: a dispatch retries for up to 8 s
-// while etcd elects a leader (bootapi's dispatchRetryBudget); GRUB waits
-// longer than that for a TFTP answer.
+// grubTimeout bounds bootapi's answer. It is shorter than bootapi's
+// dispatchRetryBudget (25 s, sized for iPXE's longer HTTP wait): past it
+// tftpd answers the request with an error rather than hold GRUB longer.
 const grubTimeout = 12 * time.Second
 
 // ErrPinMismatch: the cache holds other content than a pinned reference

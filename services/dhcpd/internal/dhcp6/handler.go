@@ -437,15 +437,7 @@ func (h *Handler) hop(ctx context.Context, in *client, d bootfile.Decision) (*se
 		}
 		h.xids[in.mac] = in.msg.TransactionID
 		h.mu.Unlock()
-		retransmit := seen && last == in.msg.TransactionID
-		fresh := !retransmit
-		// As over IPv4: a firmware that downloaded its boot program and starts
-		// over without running it (Secure Boot refused it) ends that boot failed
-		// there, and this retry stays in it.
-		if cur, active := h.cfg.Sessions.Join(in.mac); fresh && active && h.cfg.Sessions.FinishIfBootProgramRefused(ctx, cur) {
-			fresh = false
-		}
-		s = h.cfg.Sessions.Open(ctx, in.mac, session.OpenOptions{New: fresh, Site: h.cfg.Site})
+		s = h.cfg.Sessions.OpenFirmwareAttempt(ctx, in.mac, h.cfg.Site, seen && last == in.msg.TransactionID)
 	} else {
 		var ok bool
 		if s, ok = h.cfg.Sessions.Join(in.mac); !ok {

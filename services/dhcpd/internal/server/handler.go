@@ -413,17 +413,13 @@ func (h *Handler) hop(ctx context.Context, in *info, d bootfile.Decision) (*sess
 		// when the machine's last session is over: an iPXE ROM that is not
 		// chain-loaded (or within the chain-load window) sends iPXE's DISCOVER after
 		// a reboot, and must not add its hops to the finished boot before it.
-		fresh := firmware
-		cur, active := h.cfg.Sessions.Join(in.mac)
-		if !fresh {
-			fresh = !active
-		} else if active && !(seen && last == in.msg.TransactionID) && h.cfg.Sessions.FinishIfBootProgramRefused(ctx, cur) {
-			// The firmware downloaded its boot program and starts over without
-			// having run it (Secure Boot refused it): that boot ends failed there,
-			// and this retry stays in it rather than hiding it behind a new one.
-			fresh = false
+		retransmit := seen && last == in.msg.TransactionID
+		if firmware {
+			s = h.cfg.Sessions.OpenFirmwareAttempt(ctx, in.mac, h.cfg.Site, retransmit)
+		} else {
+			_, active := h.cfg.Sessions.Join(in.mac)
+			s = h.cfg.Sessions.Open(ctx, in.mac, session.OpenOptions{New: !active && !retransmit, Site: h.cfg.Site})
 		}
-		s = h.cfg.Sessions.Open(ctx, in.mac, session.OpenOptions{New: fresh && !(seen && last == in.msg.TransactionID), Site: h.cfg.Site})
 	} else {
 		var ok bool
 		if s, ok = h.cfg.Sessions.Join(in.mac); !ok {
