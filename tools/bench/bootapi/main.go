@@ -56,6 +56,7 @@ import (
 	"github.com/bootchain/bootchain/pkg/store"
 	"github.com/bootchain/bootchain/pkg/tlsconf"
 	"github.com/bootchain/bootchain/services/bootapi"
+	"github.com/bootchain/bootchain/tools/bench/internal/proccpu"
 	"github.com/prometheus/client_golang/prometheus"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"golang.org/x/sync/errgroup"
@@ -70,6 +71,7 @@ var (
 	traceAt      time.Duration
 	etcdGRPC     bool
 	verbose      bool
+	pin          bool
 )
 
 func main() {
@@ -83,6 +85,7 @@ func main() {
 	flag.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of bootapi's run to this file")
 	flag.StringVar(&mutexProfile, "mutexprofile", "", "write a mutex contention profile of bootapi's run to this file")
 	flag.BoolVar(&verbose, "v", false, "print wrk's output")
+	flag.BoolVar(&pin, "pin", runtime.NumCPU() >= 2, "run each server on CPU 0 and wrk on CPU 1, so that both servers get one core and the load generator the other")
 	flag.StringVar(&traceFile, "trace", "", "write an execution trace of 3 s of bootapi's run to this file, with a probe's requests slower than 5 ms logged in it (go tool trace)")
 	flag.DurationVar(&traceAt, "trace-at", -1, "with -trace, start the trace this long into the run (default: the middle)")
 	flag.Parse()
@@ -109,6 +112,9 @@ type result struct {
 	requests int
 	// wrkCPU is the load generator's CPU time: on 2 cores, what the server leaves it.
 	wrkCPU time.Duration
+	// cpu is the server's CPU seconds while wrk ran (bootapi's: this process,
+	// its embedded etcd included; nginx's: its master and workers).
+	cpu float64
 	// wraps is how many fleet requests asked for a machine a second time (-load fleet).
 	wraps int
 }
@@ -127,6 +133,16 @@ func run(load string, n int, d time.Duration, conns, threads int) error {
 		if _, err := exec.LookPath(bin); err != nil {
 			return fmt.Errorf("%s not found (make deps installs it)", bin)
 		}
+	}
+	if pin {
+		if _, err := exec.LookPath("taskset"); err != nil {
+			return fmt.Errorf("-pin: taskset not found (util-linux)")
+		}
+		// Before bootapi starts: its threads, etcd's and nginx inherit CPU 0.
+		if err := proccpu.PinSelf(0); err != nil {
+			return err
+		}
+		runtime.GOMAXPROCS(1) // as Go sets it in a process started on one CPU
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -216,9 +232,10 @@ func run(load string, n int, d time.Duration, conns, threads int) error {
 		stop := traceWindow(traceFile, srv.HTTPAddr().String(), "/ipxe/v1/config?mac="+sampleMAC+"&arch=x86_64&platform=pcbios", at, 3*time.Second)
 		defer stop()
 	}
-	etcdBefore := etcdWrites()
+	etcdBefore, cpuBefore := etcdWrites(), proccpu.Seconds(os.Getpid())
 	ours, err := wrk(base, lua, d, conns, threads)
 	etcdDuring := etcdWrites().minus(etcdBefore)
+	ours.cpu = proccpu.Seconds(os.Getpid()) - cpuBefore
 	if cpuProfile != "" {
 		pprof.StopCPUProfile()
 	}
@@ -253,11 +270,13 @@ func run(load string, n int, d time.Duration, conns, threads int) error {
 	fmt.Printf("bootapi: etcd during the run: %.0f proposals, %.0f WAL fsyncs, %.0f keys put: per request %.3f, %.3f, %.2f\n",
 		etcdDuring.proposals, etcdDuring.fsyncs, etcdDuring.puts, etcdDuring.proposals/r, etcdDuring.fsyncs/r, etcdDuring.puts/r)
 
-	ngx, stop, err := startNginx(dir, sample)
+	ngx, ngxPID, stop, err := startNginx(dir, sample)
 	if err != nil {
 		return err
 	}
+	ngxBefore := proccpu.Seconds(ngxPID)
 	theirs, err := wrk(ngx, lua, d, conns, threads)
+	theirs.cpu = proccpu.Seconds(ngxPID) - ngxBefore
 	stop()
 	if err != nil {
 		return err
@@ -266,9 +285,12 @@ func run(load string, n int, d time.Duration, conns, threads int) error {
 
 	cancel()
 	<-done
-	fmt.Printf("\n%-22s %12s %10s %10s %8s %10s\n", "server", "req/s", "p50", "p99", "errors", "wrk CPU")
+	if pin {
+		fmt.Println("\neach server on CPU 0, wrk on CPU 1")
+	}
+	fmt.Printf("\n%-22s %12s %10s %10s %8s %12s %10s\n", "server", "req/s", "p50", "p99", "errors", "CPU/request", "wrk CPU")
 	for _, r := range []result{ours, theirs} {
-		fmt.Printf("%-22s %12.0f %10s %10s %8d %9.0f%%\n", r.name, r.rps, r.p50, r.p99, r.errors, 100*r.wrkCPU.Seconds()/d.Seconds())
+		fmt.Printf("%-22s %12.0f %10s %10s %8d %10.1fµs %9.0f%%\n", r.name, r.rps, r.p50, r.p99, r.errors, 1e6*r.cpu/float64(max(r.requests, 1)), 100*r.wrkCPU.Seconds()/d.Seconds())
 	}
 	// The p99 of both depends on what else the 2 cores run: nginx's says how
 	// loaded this run's machine was.
@@ -586,7 +608,11 @@ var (
 func wrk(base, lua string, d time.Duration, conns, threads int) (result, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), d+30*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "wrk", "-t", strconv.Itoa(threads), "-c", strconv.Itoa(conns), "-d", d.String(), "--latency", "-s", lua, base)
+	args := []string{"wrk", "-t", strconv.Itoa(threads), "-c", strconv.Itoa(conns), "-d", d.String(), "--latency", "-s", lua, base}
+	if pin {
+		args = append([]string{"taskset", "-c", "1"}, args...)
+	}
+	cmd := exec.CommandContext(ctx, args[0], args[1:]...)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		return result{}, fmt.Errorf("wrk: %v\n%s", err, out)
@@ -628,25 +654,31 @@ func wrk(base, lua string, d time.Duration, conns, threads int) (result, error) 
 	return r, nil
 }
 
-// startNginx serves body at every path from a foreground nginx on a free port.
-func startNginx(dir string, body []byte) (string, func(), error) {
+// startNginx serves body at every path from a foreground nginx on a free port;
+// it returns the address, nginx's PID and how to stop it. Pinned, it runs one
+// worker, on the pinned CPU.
+func startNginx(dir string, body []byte) (string, int, func(), error) {
 	root := filepath.Join(dir, "nginx")
 	if err := os.MkdirAll(filepath.Join(root, "tmp"), 0o755); err != nil {
-		return "", nil, err
+		return "", 0, nil, err
 	}
 	if err := os.MkdirAll(filepath.Join(root, "logs"), 0o755); err != nil {
-		return "", nil, err
+		return "", 0, nil, err
 	}
 	if err := os.WriteFile(filepath.Join(root, "script.ipxe"), body, 0o644); err != nil {
-		return "", nil, err
+		return "", 0, nil, err
 	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		return "", nil, err
+		return "", 0, nil, err
 	}
 	addr := l.Addr().String()
 	l.Close()
-	conf := fmt.Sprintf(`worker_processes auto;
+	workers := "auto"
+	if pin {
+		workers = "1"
+	}
+	conf := fmt.Sprintf(`worker_processes %[3]s;
 error_log %[1]s/logs/error.log;
 pid %[1]s/nginx.pid;
 events { worker_connections 1024; }
@@ -659,15 +691,15 @@ http {
     location / { default_type text/plain; try_files /script.ipxe =404; }
   }
 }
-`, root, addr)
+`, root, addr, workers)
 	cf := filepath.Join(root, "nginx.conf")
 	if err := os.WriteFile(cf, []byte(conf), 0o644); err != nil {
-		return "", nil, err
+		return "", 0, nil, err
 	}
 	cmd := exec.Command("nginx", "-p", root, "-c", cf, "-g", "daemon off;")
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
-		return "", nil, err
+		return "", 0, nil, err
 	}
 	stop := func() {
 		cmd.Process.Signal(os.Interrupt)
@@ -683,7 +715,7 @@ http {
 	base := "http://" + addr
 	if err := waitHTTP(base + "/x"); err != nil {
 		stop()
-		return "", nil, err
+		return "", 0, nil, err
 	}
-	return base, stop, nil
+	return base, cmd.Process.Pid, stop, nil
 }
