@@ -28,6 +28,12 @@ func (u *UI) events(base context.Context, rc *fasthttp.RequestCtx) {
 		}
 	}
 	rc.SetBodyStreamWriter(func(w *bufio.Writer) {
+		u.streams.Add(1)
+		defer u.streams.Add(-1)
+		// An open stream is someone looking: the views follow from now on.
+		ctx, cancel := context.WithTimeout(base, freshWait)
+		u.fresh(ctx)
+		cancel()
 		ver, changed := u.Version()
 		w.WriteString("retry: 2000\n\n")
 		if seen && last != ver {

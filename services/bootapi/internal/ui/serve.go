@@ -9,6 +9,7 @@ import (
 	"path"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/bootchain/bootchain/pkg/auth"
 	"github.com/valyala/fasthttp"
@@ -98,10 +99,20 @@ func methodNotAllowed(rc *fasthttp.RequestCtx, allow string) {
 	rc.Response.Header.Set("Allow", allow)
 }
 
+// freshWait bounds how long a list page waits for its snapshot's rebuild (the
+// first after a long idle sorts everything: about 2 s for 300,000 machines);
+// past it the page shows the previous snapshot.
+const freshWait = 5 * time.Second
+
 // page serves a signed-in user's GET.
 func (u *UI) page(base context.Context, rc *fasthttp.RequestCtx, p string, id auth.Identity) {
 	f := parseFilter(rc.QueryArgs())
 	partial := rc.QueryArgs().Has("partial")
+	if p == "/ui/boots" || p == "/ui/jobs" || p == "/ui/machines" {
+		ctx, cancel := context.WithTimeout(base, freshWait)
+		u.fresh(ctx)
+		cancel()
+	}
 	switch {
 	case p == "/ui/events":
 		u.events(base, rc)

@@ -10,9 +10,11 @@
 //	GET  /ui/events                  server-sent events: "changed" when any of those did
 //
 // The pages read the caches bootapi already keeps (sessions, jobs, machines):
-// each cache is mirrored into a sorted snapshot that Run rebuilds at most every
-// refresh tick when it changed, and that every request shares; a page filters
-// and pages it on the server. Rendering is html/template, so user data
+// each cache is mirrored into a sorted snapshot that every request shares; a
+// page filters and pages it on the server. The mirrors follow their caches
+// only while someone looks (a page or an event stream lately), and are sorted
+// into snapshots only then: a bootapi whose dashboard nobody has open spends
+// nothing on a fleet's first contact. Rendering is html/template, so user data
 // (hostnames, labels, messages) is escaped for where it lands.
 package ui
 
@@ -49,8 +51,8 @@ type Config struct {
 	// TraceURL is the trace backend's page of one trace, {trace_id} standing for
 	// the trace's ID (http://jaeger:16686/trace/{trace_id}); empty: no link.
 	TraceURL string
-	// Refresh is how often changed caches are re-sorted and open pages told;
-	// default one second.
+	// Refresh is how often changed caches are re-sorted and open pages told,
+	// while a page is open; default one second.
 	Refresh time.Duration
 	Logger  *slog.Logger
 	// Now is the clock; default time.Now.
@@ -76,6 +78,14 @@ type UI struct {
 	version uint64
 	changed chan struct{}
 	done    chan struct{}
+
+	// streams counts the open event streams: while there is one, Run rebuilds
+	// on its ticks. refresh carries a page's ask for an up-to-date snapshot;
+	// Run closes the channel it sent once the snapshots are rebuilt.
+	streams atomic.Int64
+	refresh chan chan struct{}
+	// following: the views follow their caches (someone looked lately).
+	following atomic.Bool
 }
 
 //go:embed templates/*.html static/*
@@ -95,7 +105,7 @@ func New(cfg Config) *UI {
 	if cfg.Refresh <= 0 {
 		cfg.Refresh = time.Second
 	}
-	u := &UI{cfg: cfg, log: cfg.Logger, changed: make(chan struct{}), done: make(chan struct{})}
+	u := &UI{cfg: cfg, log: cfg.Logger, changed: make(chan struct{}), done: make(chan struct{}), refresh: make(chan chan struct{})}
 	u.pages = template.Must(templates.Clone()).Funcs(funcs(cfg.Now)).Funcs(template.FuncMap{"hostname": u.hostname})
 	u.sessions = newView(cfg.Sessions, compareSessions, func(s *bootapiv1.BootSession) (string, string) {
 		return s.GetSite(), sessionState(s.GetState())
@@ -163,32 +173,109 @@ func stateRank(s bootapiv1.SessionState) int {
 	return 4
 }
 
-// Run mirrors the caches into snapshots until ctx ends; then it ends the event
-// streams.
+// Run keeps the dashboard's views until ctx ends; then it ends the event
+// streams. The views follow the caches only while someone looks: a page's
+// ask for fresh snapshots starts them following (a full sort of each), and
+// they stop, dropping their records, after idleTicks refresh ticks with no
+// page served and no event stream open. While a stream is open the snapshots
+// are rebuilt on each tick when anything changed.
 func (u *UI) Run(ctx context.Context) error {
 	defer close(u.done)
-	sess := subscribe(u.sessions)
-	defer sess.cancel()
-	jobs := subscribe(u.jobs)
-	defer jobs.cancel()
-	machs := subscribe(u.machines)
-	defer machs.cancel()
+	var fs *followers
+	defer func() { fs.stop() }()
 	t := time.NewTicker(u.cfg.Refresh)
 	defer t.Stop()
-	u.rebuild()
+	idle := 0
 	for {
+		var sessEv <-chan store.Event[*bootapiv1.BootSession]
+		var jobEv <-chan store.Event[*bootapiv1.Job]
+		var machEv <-chan store.Event[*bootapiv1.Machine]
+		if fs != nil {
+			sessEv, jobEv, machEv = fs.sess.events, fs.jobs.events, fs.machs.events
+		}
 		select {
 		case <-ctx.Done():
 			return nil
-		case ev, ok := <-sess.events:
-			sess.take(ev, ok)
-		case ev, ok := <-jobs.events:
-			jobs.take(ev, ok)
-		case ev, ok := <-machs.events:
-			machs.take(ev, ok)
-		case <-t.C:
+		case ev, ok := <-sessEv:
+			fs.sess.take(ev, ok)
+		case ev, ok := <-jobEv:
+			fs.jobs.take(ev, ok)
+		case ev, ok := <-machEv:
+			fs.machs.take(ev, ok)
+		case done := <-u.refresh:
+			if fs == nil {
+				fs = u.follow()
+			}
+			idle = 0
 			u.rebuild()
+			close(done)
+		case <-t.C:
+			switch {
+			case fs == nil:
+			case u.streams.Load() > 0:
+				idle = 0
+				u.rebuild()
+			case idle < idleTicks:
+				idle++
+			default:
+				fs.stop()
+				fs = nil
+				u.forget()
+			}
 		}
+	}
+}
+
+// idleTicks is how many refresh ticks the views keep following the caches
+// after the last page or event stream: a minute at the default refresh.
+const idleTicks = 60
+
+// followers are the three views' subscriptions while someone looks.
+type followers struct {
+	sess  *follower[*bootapiv1.BootSession]
+	jobs  *follower[*bootapiv1.Job]
+	machs *follower[*bootapiv1.Machine]
+}
+
+// follow starts the views following their caches.
+func (u *UI) follow() *followers {
+	u.following.Store(true)
+	return &followers{subscribe(u.sessions), subscribe(u.jobs), subscribe(u.machines)}
+}
+
+// stop ends the subscriptions (a nil fs has none).
+func (fs *followers) stop() {
+	if fs == nil {
+		return
+	}
+	fs.sess.cancel()
+	fs.jobs.cancel()
+	fs.machs.cancel()
+}
+
+// forget drops the views' records once nobody looks; the snapshots stay as
+// they were, for a page that cannot wait for the next follow's sort.
+func (u *UI) forget() {
+	u.sessions.forget()
+	u.jobs.forget()
+	u.machines.forget()
+	u.following.Store(false)
+}
+
+// fresh asks Run to bring the snapshots up to date and waits until it has, or
+// until ctx ends or Run has (then the snapshots are as they are).
+func (u *UI) fresh(ctx context.Context) {
+	done := make(chan struct{})
+	select {
+	case u.refresh <- done:
+	case <-u.done:
+		return
+	case <-ctx.Done():
+		return
+	}
+	select {
+	case <-done:
+	case <-ctx.Done():
 	}
 }
 

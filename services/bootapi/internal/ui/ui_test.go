@@ -272,6 +272,7 @@ func TestPages(t *testing.T) {
 	}
 	d.mu.Unlock()
 	testkit.Eventually(t, "the fleet in the snapshots", func() bool {
+		d.ui.fresh(t.Context())
 		return len(d.ui.sessSnap.Load().rows) == 3 && len(d.ui.jobSnap.Load().rows) == 2 && len(d.ui.machSnap.Load().rows) == 3
 	})
 
@@ -385,4 +386,58 @@ func TestEventsAfterChange(t *testing.T) {
 		}
 	}
 	t.Fatal("no changed event after a machine was written")
+}
+
+// TestRebuildOnlyWhenLooked: with no page open, the views take changes but
+// are not sorted on the refresh ticks; a page asks for its snapshot to be
+// brought up to date and shows the change.
+func TestRebuildOnlyWhenLooked(t *testing.T) {
+	d := newDash(t)
+	admin := testkit.AdminToken(t, d.st)
+	before, _ := d.ui.Version()
+	d.put(store.Key("machines", "52:54:00:00:00:0a"), &bootapiv1.Machine{Mac: "52:54:00:00:00:0a", Site: "a", Hostname: "unseen-yet"})
+	testkit.Eventually(t, "the machine in the cache", func() bool {
+		_, ok := d.ui.cfg.Machines.Get("52:54:00:00:00:0a")
+		return ok
+	})
+	// Many refresh ticks (20 ms) pass with nobody looking.
+	for range 10 {
+		_, changed := d.ui.Version()
+		select {
+		case <-changed:
+			t.Fatal("the snapshots were rebuilt with no page open")
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	if v, _ := d.ui.Version(); v != before {
+		t.Fatalf("version %d, want %d: rebuilt with no page open", v, before)
+	}
+	testkit.Eventually(t, "the machine on its page", func() bool {
+		_, body := d.get("/ui/machines", admin)
+		return strings.Contains(body, "unseen-yet")
+	})
+	if v, _ := d.ui.Version(); v == before {
+		t.Fatal("a page was served without its snapshot rebuilt")
+	}
+}
+
+// TestViewsFollowOnlyWhileLooked: the views follow the caches from the first
+// page on, stop (dropping their records) once nobody looked for idleTicks
+// refresh ticks, and start again, up to date, at the next page.
+func TestViewsFollowOnlyWhileLooked(t *testing.T) {
+	d := newDash(t)
+	admin := testkit.AdminToken(t, d.st)
+	if d.ui.following.Load() {
+		t.Fatal("the views follow the caches before any page was asked for")
+	}
+	d.get("/ui/machines", admin)
+	if !d.ui.following.Load() {
+		t.Fatal("the views do not follow the caches after a page")
+	}
+	testkit.Eventually(t, "the views to stop following", func() bool { return !d.ui.following.Load() })
+	d.put(store.Key("machines", "52:54:00:00:00:0b"), &bootapiv1.Machine{Mac: "52:54:00:00:00:0b", Site: "a", Hostname: "after-idle"})
+	testkit.Eventually(t, "the machine on its page after the idle", func() bool {
+		_, body := d.get("/ui/machines", admin)
+		return strings.Contains(body, "after-idle")
+	})
 }

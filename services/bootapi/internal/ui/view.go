@@ -65,8 +65,16 @@ type siteCount struct {
 }
 
 func newView[T proto.Message](c *store.Cache[T], cmp func(a, b T) int, group func(T) (string, string)) *view[T] {
-	return &view[T]{cache: c, cmp: cmp, group: group, items: map[string]T{}, changed: map[string]was[T]{},
-		counts: map[groupKey]int{}, all: true}
+	v := &view[T]{cache: c, cmp: cmp, group: group}
+	v.forget()
+	return v
+}
+
+// forget drops the view's records: the next reset starts it again, and the
+// build after it sorts every record.
+func (v *view[T]) forget() {
+	v.items, v.changed, v.counts = map[string]T{}, map[string]was[T]{}, map[groupKey]int{}
+	v.sorted, v.dirty, v.regroup, v.all = nil, false, false, true
 }
 
 // reset replaces the view's records with a cache snapshot. Only the records
