@@ -58,6 +58,7 @@ import (
 	"github.com/bootchain/bootchain/services/bootapi"
 	"github.com/bootchain/bootchain/tools/bench/internal/proccpu"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/valyala/fasthttp"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/protobuf/proto"
@@ -117,6 +118,38 @@ type result struct {
 	cpu float64
 	// wraps is how many fleet requests asked for a machine a second time (-load fleet).
 	wraps int
+}
+
+// cpuPerRequest is the server's CPU seconds per request answered.
+func (r result) cpuPerRequest() float64 { return r.cpu / float64(max(r.requests, 1)) }
+
+// floorRun serves body at every path from a fasthttp server with bootapi's
+// timeouts and no handler work, and runs wrk against it.
+func floorRun(body []byte, lua string, d time.Duration, conns, threads int) (result, error) {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return result{}, err
+	}
+	srv := &fasthttp.Server{
+		Handler: func(rc *fasthttp.RequestCtx) {
+			rc.SetContentType("text/plain; charset=utf-8")
+			rc.SetBody(body)
+		},
+		NoDefaultServerHeader: true,
+		ReadTimeout:           time.Minute,
+		IdleTimeout:           time.Minute,
+		WriteTimeout:          time.Minute,
+		ReadBufferSize:        16 << 10,
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(lis) }()
+	before := proccpu.Seconds(os.Getpid())
+	r, err := wrk("http://"+lis.Addr().String(), lua, d, conns, threads)
+	r.cpu = proccpu.Seconds(os.Getpid()) - before
+	r.name = "fasthttp, no work"
+	srv.Shutdown()
+	<-errc
+	return r, err
 }
 
 // The looping machines of -load fleet: registered beside the fleet, they ask
@@ -285,16 +318,24 @@ func run(load string, n int, d time.Duration, conns, threads int) error {
 
 	cancel()
 	<-done
+	// The floor of a Go server on this core: fasthttp, as bootapi serves,
+	// answering the same bytes with no work, in this process with bootapi
+	// stopped.
+	floor, err := floorRun(sample, lua, d, conns, threads)
+	if err != nil {
+		return err
+	}
 	if pin {
 		fmt.Println("\neach server on CPU 0, wrk on CPU 1")
 	}
 	fmt.Printf("\n%-22s %12s %10s %10s %8s %12s %10s\n", "server", "req/s", "p50", "p99", "errors", "CPU/request", "wrk CPU")
-	for _, r := range []result{ours, theirs} {
-		fmt.Printf("%-22s %12.0f %10s %10s %8d %10.1fµs %9.0f%%\n", r.name, r.rps, r.p50, r.p99, r.errors, 1e6*r.cpu/float64(max(r.requests, 1)), 100*r.wrkCPU.Seconds()/d.Seconds())
+	for _, r := range []result{ours, theirs, floor} {
+		fmt.Printf("%-22s %12.0f %10s %10s %8d %10.1fµs %9.0f%%\n", r.name, r.rps, r.p50, r.p99, r.errors, 1e6*r.cpuPerRequest(), 100*r.wrkCPU.Seconds()/d.Seconds())
 	}
 	// The p99 of both depends on what else the 2 cores run: nginx's says how
 	// loaded this run's machine was.
 	fmt.Printf("\nload %s: ratio bootapi/nginx: %.2fx requests/s; bootapi p99 %s, %.2fx nginx's\n", load, ours.rps/theirs.rps, ours.p99, float64(ours.p99)/float64(theirs.p99))
+	fmt.Printf("fasthttp with no work/nginx: %.2fx requests/s, %.2fx the CPU per request\n", floor.rps/theirs.rps, floor.cpuPerRequest()/theirs.cpuPerRequest())
 	return nil
 }
 
