@@ -14,7 +14,7 @@ import (
 func TestReachFollowsEtcd(t *testing.T) {
 	e := storetest.Start(t)
 	st := e.Client(t)
-	r := store.NewReach(st, 100*time.Millisecond)
+	r := store.NewReach(st, 100*time.Millisecond, nil)
 	testkit.Run(t, "reach", r.Run)
 	if !r.Online() {
 		t.Fatal("offline with etcd up")

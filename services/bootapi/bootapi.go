@@ -374,7 +374,7 @@ func New(cfg Config) (*Server, error) {
 		Sessions: rec.Cache(), Jobs: st.Jobs, Machines: st.Machines, Session: rec.Get,
 		Auth: cfg.GRPC.Auth, TraceURL: cfg.TraceURL, DefaultSite: cfg.Site, Logger: log,
 	})
-	reach := store.NewReach(cfg.Store, cfg.ReachInterval)
+	reach := store.NewReach(cfg.Store, cfg.ReachInterval, log)
 	h := httpapi.New(httpapi.Config{
 		State: st, Sessions: rec, PublicURL: pu, CallbackURL: cbu, ArtifactURL: artifactURL, DefaultSite: cfg.Site,
 		DefaultAction: actions[cfg.DefaultAction], MenuTimeout: cfg.MenuTimeout, Logger: log,
@@ -507,7 +507,7 @@ func (s *Server) Run(ctx context.Context) error {
 	s.log.Info("bootapi serving", "http", s.HTTPAddr().String(), "grpc", s.GRPCAddr().String(), "public_url", s.public.String())
 	err := run.Wait()
 	s.log.Info("bootapi stopped", "scripts", s.http.Scripts.Load(), "dispatches", s.http.Dispatches.Load(),
-		"reports", s.http.Reports.Load(), "rejected", s.http.Rejected.Load(), "sessions_dropped", s.sessions.Dropped.Load(),
+		"withheld", s.http.Withheld.Load(), "reports", s.http.Reports.Load(), "rejected", s.http.Rejected.Load(), "sessions_dropped", s.sessions.Dropped.Load(),
 		"limited", s.limiter.Limited.Load(), "panics", s.http.Panics.Load())
 	return err
 }

@@ -296,7 +296,7 @@ func New(cfg Config) (*Server, error) {
 	}()
 	s.writer = lease.NewEtcdWriter(cfg.Store, cfg.Site, cfg.LeaseWriters, cfg.LeaseBatch)
 	s.writer.Logger = log
-	s.reach = store.NewReach(cfg.Store, cfg.ReachInterval)
+	s.reach = store.NewReach(cfg.Store, cfg.ReachInterval, log)
 	lcfg := lease.Config{Site: cfg.Site, Server: cfg.Name, Writer: s.writer, OfferHold: cfg.OfferHold, OfflineGrace: max(cfg.OfflineGrace, 0)}
 	if cfg.DataDir != "" {
 		if s.journal, err = journal.Open(cfg.DataDir); err != nil {
