@@ -333,26 +333,30 @@ const (
 	dispatchTryTimeout  = 2 * time.Second
 )
 
-// transitionRetry is State.Transition tried again while etcd has no leader. A
-// try that etcd applied without answering makes the next one's compare fail:
-// then the job, read back, is ours if it holds next's token hash.
+// transitionRetry is State.Transition tried again while etcd has no leader or
+// stalls. A try that etcd applied without answering makes the next one's
+// compare fail: then the job, read back, is ours if it holds next's token
+// hash. The read-back is a try too (a storm that stalls the write stalls the
+// read): a machine whose job was dispatched must get the job's script, not
+// its default.
 func (h *Handler) transitionRetry(ctx context.Context, next *bootapiv1.Job, rev int64) (int64, error) {
 	unanswered := false
 	var newRev int64
-	_, err := store.RetryTransient(ctx, dispatchRetryBudget, func() (err error) {
+	_, err := store.RetryTransient(ctx, dispatchRetryBudget, func() error {
 		tctx, cancel := context.WithTimeout(ctx, dispatchTryTimeout)
 		defer cancel()
-		newRev, err = h.cfg.State.Transition(tctx, next, rev)
+		r, err := h.cfg.State.Transition(tctx, next, rev)
+		if errors.Is(err, store.ErrConflict) && unanswered {
+			cur := &bootapiv1.Job{}
+			if r, err = h.cfg.State.Store().Get(tctx, state.JobKey(next.GetId()), cur); err == nil &&
+				(cur.GetState() != next.GetState() || !bytes.Equal(cur.GetTokenHash(), next.GetTokenHash())) {
+				err = store.ErrConflict
+			}
+		}
 		unanswered = unanswered || store.Transient(err)
+		newRev = r
 		return err
 	})
-	if errors.Is(err, store.ErrConflict) && unanswered {
-		cur := &bootapiv1.Job{}
-		if r, gerr := h.cfg.State.Store().Get(ctx, state.JobKey(next.GetId()), cur); gerr == nil &&
-			cur.GetState() == next.GetState() && bytes.Equal(cur.GetTokenHash(), next.GetTokenHash()) {
-			return r, nil
-		}
-	}
 	return newRev, err
 }
 
