@@ -213,7 +213,7 @@ func eventKey(t time.Time) string {
 }
 
 // Record writes ev and returns once it is in etcd, or with ctx's error (the event
-// may then still be written). Fields are clipped to bounded sizes.
+// is then still being written: a batch is tried for writeRetryFor). Fields are clipped to bounded sizes.
 func (l *Log) Record(ctx context.Context, ev Event) error {
 	if ev.Time.IsZero() {
 		ev.Time = time.Now()
@@ -278,30 +278,40 @@ func (l *Log) flush() {
 // maxOps stays within etcd's default --max-txn-ops (128).
 const maxOps = 128
 
+// writeRetryFor is how long a batch is tried again while etcd elects a leader
+// or stalls (a boot storm on a small machine held commits for over 7 s): its
+// events' callers may have stopped waiting, but the events are still written.
+// A put of an event's own key applied twice changes nothing. While a batch is
+// tried, new events wait for room (Config.MaxPending).
+const writeRetryFor = 2 * time.Minute
+
 func (l *Log) write(bt *batch) error {
 	// Not the callers' contexts: the batch holds many callers' events, and the
-	// writes must not be reported as theirs (store.Revisions).
-	ctx := context.Background()
+	// writes must not be reported as theirs (store.Revisions). The client's:
+	// a closed store ends the tries.
+	ctx := l.cfg.Store.Client().Ctx()
 	for i := 0; i < len(bt.keys); i += maxOps {
 		keys, vals := bt.keys[i:min(i+maxOps, len(bt.keys))], bt.vals[i:min(i+maxOps, len(bt.vals))]
-		var err error
-		for attempt := 0; attempt < 2; attempt++ {
-			var lease clientv3.LeaseID
-			if lease, err = l.leaseFor(ctx, time.Now(), attempt > 0); err != nil {
-				return err
+		_, err := store.RetryTransient(ctx, writeRetryFor, func() (err error) {
+			for attempt := 0; attempt < 2; attempt++ {
+				var lease clientv3.LeaseID
+				if lease, err = l.leaseFor(ctx, time.Now(), attempt > 0); err != nil {
+					return err
+				}
+				ops := make([]clientv3.Op, len(keys))
+				for j := range keys {
+					ops[j] = clientv3.OpPut(keys[j], vals[j], clientv3.WithLease(lease))
+				}
+				tctx, cancel := l.cfg.Store.WithTimeout(ctx)
+				_, err = l.cfg.Store.Client().Txn(tctx).Then(ops...).Commit()
+				cancel()
+				// A lease that expired or was lost with etcd's data is granted anew.
+				if !errors.Is(err, rpctypes.ErrLeaseNotFound) {
+					return err
+				}
 			}
-			ops := make([]clientv3.Op, len(keys))
-			for j := range keys {
-				ops[j] = clientv3.OpPut(keys[j], vals[j], clientv3.WithLease(lease))
-			}
-			tctx, cancel := l.cfg.Store.WithTimeout(ctx)
-			_, err = l.cfg.Store.Client().Txn(tctx).Then(ops...).Commit()
-			cancel()
-			// A lease that expired or was lost with etcd's data is granted anew.
-			if !errors.Is(err, rpctypes.ErrLeaseNotFound) {
-				break
-			}
-		}
+			return err
+		})
 		if err != nil {
 			return fmt.Errorf("audit: write %d events: %w", len(keys), err)
 		}

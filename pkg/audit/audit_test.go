@@ -409,3 +409,51 @@ func TestUnauditedWriteIsNotOK(t *testing.T) {
 		t.Fatalf("unaudited write at revision %d answered %v, want Unavailable naming the revision", rev, err)
 	}
 }
+
+// stallingKV fails the first audit transactions with Unavailable, unapplied,
+// as etcd does while it elects a leader.
+type stallingKV struct {
+	clientv3.KV
+	mu    sync.Mutex
+	fails int
+}
+
+func (k *stallingKV) Txn(ctx context.Context) clientv3.Txn {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.fails > 0 {
+		k.fails--
+		return failedTxn{}
+	}
+	return k.KV.Txn(ctx)
+}
+
+type failedTxn struct{}
+
+func (t failedTxn) If(...clientv3.Cmp) clientv3.Txn  { return t }
+func (t failedTxn) Then(...clientv3.Op) clientv3.Txn { return t }
+func (t failedTxn) Else(...clientv3.Op) clientv3.Txn { return t }
+func (failedTxn) Commit() (*clientv3.TxnResponse, error) {
+	return nil, status.Error(codes.Unavailable, "etcdserver: leader changed")
+}
+
+// TestRecordSurvivesElection: an event whose first writes fail while etcd has
+// no leader is written by a later try, and Record reports it written.
+func TestRecordSurvivesElection(t *testing.T) {
+	st := storetest.New(t)
+	kv := &stallingKV{KV: st.Client().KV, fails: 3}
+	st.Client().KV = kv
+	log, err := audit.New(audit.Config{Store: st})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := log.Record(t.Context(), audit.Event{Action: audit.ActionDispatch, Resource: "52:54:00:00:00:01"}); err != nil {
+		t.Fatalf("Record: %v", err)
+	}
+	if kv.fails != 0 {
+		t.Fatalf("%d failures left: the faults did not happen", kv.fails)
+	}
+	if n := len(events(t, st)); n != 1 {
+		t.Fatalf("got %d events, want 1", n)
+	}
+}

@@ -27,8 +27,19 @@ func (h *Handler) auditDispatch(ctx context.Context, peer, mac, site, jobID stri
 		Identity: "machine:" + mac, Action: audit.ActionDispatch, Resource: mac, Site: site,
 		Peer: peer, Outcome: audit.OutcomeOK, Revision: rev, Detail: "job " + jobID,
 	})
-	if err != nil {
-		h.log.Error("dispatch not in the audit log", "mac", mac, "job", jobID, "err", err)
+	h.logAudit("dispatch", err, "mac", mac, "job", jobID)
+}
+
+// logAudit logs an event that Record did not report written: queued and
+// still being written when the answer stopped waiting for it (etcd slow), else
+// lost (no room among the events waiting, or a write that failed for good).
+func (h *Handler) logAudit(what string, err error, args ...any) {
+	switch {
+	case err == nil:
+	case errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, audit.ErrFull):
+		h.log.Warn(what+" answered before its audit event was written (etcd slow; still writing it)", args...)
+	default:
+		h.log.Error(what+" not in the audit log", append(args, "err", err)...)
 	}
 }
 
@@ -55,9 +66,7 @@ func (h *Handler) auditCallback(ctx context.Context, rc *fasthttp.RequestCtx, id
 		ev.Outcome = callbackOutcome(httpCode, err).String()
 		_, err = h.cfg.Audit.RecordRefused(ctx, ev)
 	}
-	if err != nil {
-		h.log.Error("callback not in the audit log", "job", id, "err", err)
-	}
+	h.logAudit("callback", err, "job", id)
 }
 
 // callbackOutcome names a refused report's outcome as the gRPC API would.
