@@ -24,6 +24,8 @@ import (
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -101,6 +103,16 @@ type Store struct {
 	timeout time.Duration
 }
 
+// reconnect is how the client dials etcd again after losing it: gRPC's
+// backoff, its longest wait cut from 120 s to 5 s. A site cut off from the core
+// for two minutes otherwise waited up to 48 s after its link came back before
+// it tried again (and replayed its journal); a try every 5 s costs a few
+// packets per service.
+var reconnect = grpc.ConnectParams{
+	Backoff:           backoff.Config{BaseDelay: time.Second, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 5 * time.Second},
+	MinConnectTimeout: 5 * time.Second,
+}
+
 // Open connects to etcd and checks that it answers.
 func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if err := cfg.Validate(); err != nil {
@@ -124,6 +136,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		// quiet hour does not pay for a reconnect.
 		DialKeepAliveTime:    30 * time.Second,
 		DialKeepAliveTimeout: 10 * time.Second,
+		DialOptions:          []grpc.DialOption{grpc.WithConnectParams(reconnect)},
 	})
 	if err != nil {
 		return nil, authError(cfg, err)
