@@ -132,6 +132,9 @@ type progressConn struct {
 	mu sync.Mutex
 	// armed is the write deadline set on Conn.
 	armed time.Time
+	// wantR is the read deadline asked for, armedR the one set on Conn
+	// (readSlack).
+	wantR, armedR time.Time
 	// held collects the writes while a handler holds them (held.go).
 	held *[]byte
 }
@@ -173,8 +176,49 @@ func (c *progressConn) SetWriteDeadline(t time.Time) error {
 func (c *progressConn) SetDeadline(t time.Time) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.armed = t
+	c.armed, c.wantR, c.armedR = t, t, t
 	return c.Conn.SetDeadline(t)
+}
+
+// readSlack is how much earlier than asked a connection's read deadline may
+// stay where it is. fasthttp moves the read deadline twice per request (the
+// idle timeout before the next request, then the read timeout once its first
+// byte is in), and each move re-arms a runtime timer. So SetReadDeadline only
+// records the deadline and Read arms it: the read timeout, set when the whole
+// request is already buffered, is mostly never armed, and the idle timeouts
+// of a busy connection, microseconds apart, are armed about once per
+// readSlack. A timeout then fires up to readSlack early; an earlier deadline
+// is always armed before the next read.
+const readSlack = time.Second
+
+func (c *progressConn) SetReadDeadline(t time.Time) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.wantR = t
+	return nil
+}
+
+func (c *progressConn) Read(p []byte) (int, error) {
+	if err := c.armRead(); err != nil {
+		return 0, err
+	}
+	return c.Conn.Read(p)
+}
+
+// armRead sets the read deadline asked for on Conn, unless the one set is
+// earlier by no more than readSlack.
+func (c *progressConn) armRead() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	t, armed := c.wantR, c.armedR
+	if t.Equal(armed) || (!t.IsZero() && !armed.IsZero() && t.After(armed) && t.Sub(armed) <= readSlack) {
+		return nil
+	}
+	if err := c.Conn.SetReadDeadline(t); err != nil {
+		return err
+	}
+	c.armedR = t
+	return nil
 }
 
 func (c *progressConn) Write(p []byte) (int, error) {
