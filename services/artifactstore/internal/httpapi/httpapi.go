@@ -106,6 +106,11 @@ func (h *Handler) Serve(rc *fasthttp.RequestCtx) {
 		return
 	}
 	if !strings.HasPrefix(path, Prefix) {
+		// A target net/http would not have parsed is a 400, as it was.
+		if _, err := url.ParseRequestURI(string(rc.RequestURI())); err != nil {
+			plain(rc, http.StatusBadRequest, fmt.Errorf("request target: %w", err))
+			return
+		}
 		if h.cfg.Other != nil {
 			h.cfg.Other(rc)
 			return
