@@ -24,6 +24,8 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/bootchain/bootchain/pkg/artifactref"
@@ -33,6 +35,7 @@ import (
 	"github.com/bootchain/bootchain/pkg/session"
 	"github.com/bootchain/bootchain/services/artifactstore/internal/catalog"
 	"github.com/bootchain/bootchain/services/artifactstore/internal/httprange"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/valyala/fasthttp"
 	"go.opentelemetry.io/otel/attribute"
 )
@@ -62,7 +65,18 @@ type Config struct {
 type Handler struct {
 	cfg Config
 	log *slog.Logger
+	// validators caches the validator headers of the artifacts served
+	// (*artifactv1.Artifact -> *validatorHeaders); nValidators counts its
+	// entries, and it is emptied past maxValidators.
+	validators  sync.Map
+	nValidators atomic.Int64
+	// byStatus caches the requests counter of each status code.
+	byStatus [600]atomic.Pointer[prometheus.Counter]
 }
+
+// maxValidators bounds the validators cache (an artifact replaced leaves an
+// entry behind until the cache is emptied).
+const maxValidators = 4096
 
 // New returns the handler.
 func New(cfg Config) *Handler {
@@ -174,7 +188,7 @@ func indexByte(b []byte, c byte) int {
 // finish counts a request, logs a failure and ends its hop.
 func (h *Handler) finish(r *request, hop *session.Hop, sess *session.Session, res result) {
 	m := h.cfg.Catalog.Metrics()
-	m.HTTPRequests.WithLabelValues(strconv.Itoa(res.status)).Inc()
+	h.requests(res.status).Inc()
 	m.HTTPBytes.Add(float64(res.bytes))
 	if res.err != nil {
 		h.log.Info("artifact request failed", "artifact", r.name, "status", res.status, "client", r.addr.String(), "bytes", res.bytes, "err", res.err)
@@ -212,6 +226,50 @@ func (h *Handler) finish(r *request, hop *session.Hop, sess *session.Session, re
 	}
 }
 
+// requests is the requests counter of status code.
+func (h *Handler) requests(code int) prometheus.Counter {
+	if code < 0 || code >= len(h.byStatus) {
+		return h.cfg.Catalog.Metrics().HTTPRequests.WithLabelValues(strconv.Itoa(code))
+	}
+	if c := h.byStatus[code].Load(); c != nil {
+		return *c
+	}
+	c := h.cfg.Catalog.Metrics().HTTPRequests.WithLabelValues(strconv.Itoa(code))
+	h.byStatus[code].Store(&c)
+	return c
+}
+
+// validatorHeaders are an artifact's ETag and Last-Modified, formatted once.
+type validatorHeaders struct {
+	sha, etag string
+	etagB     []byte // etag
+	secs      int64  // of the artifact's update time, which modified truncates
+	modified  time.Time
+	lastMod   []byte // nil: none
+}
+
+// validatorsOf returns a's validators, from the cache when a (the catalog's
+// value, replaced, not changed, when the artifact changes) was served before.
+func (h *Handler) validatorsOf(a *artifactv1.Artifact) *validatorHeaders {
+	if v, ok := h.validators.Load(a); ok {
+		if v := v.(*validatorHeaders); v.sha == a.GetSha256() && v.secs == a.GetUpdateTime().GetSeconds() {
+			return v
+		}
+	}
+	v := &validatorHeaders{sha: a.GetSha256(), etag: `"` + a.GetSha256() + `"`, secs: a.GetUpdateTime().GetSeconds(),
+		modified: a.GetUpdateTime().AsTime().Truncate(time.Second)}
+	v.etagB = []byte(v.etag)
+	if !v.modified.IsZero() && v.modified.Unix() > 0 {
+		v.lastMod = fasthttp.AppendHTTPDate(nil, v.modified)
+	}
+	if h.nValidators.Add(1) > maxValidators {
+		h.validators.Clear()
+		h.nValidators.Store(1)
+	}
+	h.validators.Store(a, v)
+	return v
+}
+
 // failure classifies a download that a boot cannot get past: the artifact is
 // not there, or its content is not what the URL pins (or failed its sha256
 // check here). "" for anything a retry may mend.
@@ -246,16 +304,15 @@ func (h *Handler) serve(ctx context.Context, rc *fasthttp.RequestCtx, r *request
 		// A pinned profile never boots what replaced the content it was pinned to.
 		return plain(rc, http.StatusConflict, fmt.Errorf("artifact %q was replaced: it holds sha256 %s now, this URL pins %s; update the profile's pin", r.name, a.GetSha256(), pin)), nil
 	}
-	etag := `"` + a.GetSha256() + `"`
-	modified := a.GetUpdateTime().AsTime().Truncate(time.Second)
-	if notModified(r, etag, modified) {
-		validators(rc, etag, modified)
+	v := h.validatorsOf(a)
+	if notModified(r, v) {
+		v.set(rc)
 		rc.SetStatusCode(http.StatusNotModified)
 		return result{status: http.StatusNotModified}, nil
 	}
 	if b, ok := h.cfg.Catalog.Cached(a); ok {
 		// Small and in memory: the header and body go out in one write.
-		return respond(rc, r, content{b: b}, a, etag, modified)
+		return respond(rc, r, content{b: b}, a, v)
 	}
 	if r.method == http.MethodHead {
 		// The answer needs no bytes; but the blob must be there and sound.
@@ -264,39 +321,47 @@ func (h *Handler) serve(ctx context.Context, rc *fasthttp.RequestCtx, r *request
 			return h.lookupError(rc, err), nil
 		}
 		f.Close()
-		return respond(rc, r, content{}, a, etag, modified)
+		return respond(rc, r, content{}, a, v)
 	}
 	f, err := h.cfg.Catalog.Open(ctx, a)
 	if err != nil {
 		return h.lookupError(rc, err), nil
 	}
-	res, body := respond(rc, r, content{f: f}, a, etag, modified)
+	res, body := respond(rc, r, content{f: f}, a, v)
 	if body == nil {
 		f.Close()
 	}
 	return res, body
 }
 
-// validators sets ETag, Last-Modified and Accept-Ranges.
-func validators(rc *fasthttp.RequestCtx, etag string, modified time.Time) {
+// Header names as fasthttp writes them (set canonical: not normalized again).
+var (
+	hdrETag         = []byte("Etag")
+	hdrLastModified = []byte("Last-Modified")
+	hdrAcceptRanges = []byte("Accept-Ranges")
+	bytesUnit       = []byte("bytes")
+)
+
+// set sets ETag, Last-Modified and Accept-Ranges.
+func (v *validatorHeaders) set(rc *fasthttp.RequestCtx) {
 	hdr := &rc.Response.Header
-	hdr.Set("ETag", etag)
-	if !modified.IsZero() && modified.Unix() > 0 {
-		hdr.SetBytesV("Last-Modified", fasthttp.AppendHTTPDate(nil, modified))
+	hdr.SetCanonical(hdrETag, v.etagB)
+	if v.lastMod != nil {
+		hdr.SetCanonical(hdrLastModified, v.lastMod)
 	}
-	hdr.Set("Accept-Ranges", "bytes")
+	hdr.SetCanonical(hdrAcceptRanges, bytesUnit)
 }
 
 // respond answers a GET or HEAD of a's content c, whole or in ranges.
-func respond(rc *fasthttp.RequestCtx, r *request, c content, a *artifactv1.Artifact, etag string, modified time.Time) (result, *stream) {
+func respond(rc *fasthttp.RequestCtx, r *request, c content, a *artifactv1.Artifact, v *validatorHeaders) (result, *stream) {
 	size := a.GetSize()
 	ct := a.GetContentType()
 	if ct == "" {
 		ct = catalog.DefaultContentType
 	}
-	validators(rc, etag, modified)
+	v.set(rc)
 	var ranges []httprange.Range
-	if r.rng != "" && r.method == http.MethodGet && rangeApplies(r, etag, modified) {
+	if r.rng != "" && r.method == http.MethodGet && rangeApplies(r, v) {
 		var err error
 		ranges, err = httprange.Parse(r.rng, size)
 		if err != nil {
@@ -316,14 +381,16 @@ func respond(rc *fasthttp.RequestCtx, r *request, c content, a *artifactv1.Artif
 		hdr.SetContentType(ct)
 		rc.SetStatusCode(http.StatusOK)
 		res = result{status: http.StatusOK}
-		s.parts = []part{{rg: httprange.Range{Start: 0, Length: size}}}
+		s.one[0] = part{rg: httprange.Range{Start: 0, Length: size}}
+		s.parts = s.one[:]
 	case 1:
 		rg := ranges[0]
 		hdr.SetContentType(ct)
 		hdr.Set("Content-Range", rg.ContentRange(size))
 		rc.SetStatusCode(http.StatusPartialContent)
 		res = result{status: http.StatusPartialContent, ranges: r.rng}
-		s.parts = []part{{rg: rg}}
+		s.one[0] = part{rg: rg}
+		s.parts = s.one[:]
 	default:
 		var b [12]byte
 		rand.Read(b[:])
@@ -409,6 +476,8 @@ type stream struct {
 	// conn holds writes for a body from memory (nil: TLS, or a listener that
 	// is not a ProgressListener).
 	conn *progressConn
+
+	one [1]part // parts of a body in one piece
 
 	res  result
 	done func(result)
@@ -539,32 +608,32 @@ func (s *stream) CloseWithError(err error) error {
 
 // notModified evaluates If-None-Match, or If-Modified-Since when there is no
 // If-None-Match (RFC 9110 section 13.2.2).
-func notModified(r *request, etag string, modified time.Time) bool {
+func notModified(r *request, v *validatorHeaders) bool {
 	if r.ifNoneMatch != "" {
-		return etagListMatches(r.ifNoneMatch, etag, false)
+		return etagListMatches(r.ifNoneMatch, v.etag, false)
 	}
-	if r.ifModifiedSince == "" || modified.IsZero() {
+	if r.ifModifiedSince == "" || v.modified.IsZero() {
 		return false
 	}
 	t, err := http.ParseTime(r.ifModifiedSince)
 	if err != nil {
 		return false
 	}
-	return !modified.After(t)
+	return !v.modified.After(t)
 }
 
 // rangeApplies evaluates If-Range: no header, a strong ETag match, or an exact
 // Last-Modified match.
-func rangeApplies(r *request, etag string, modified time.Time) bool {
+func rangeApplies(r *request, v *validatorHeaders) bool {
 	ir := strings.TrimSpace(r.ifRange)
 	if ir == "" {
 		return true
 	}
 	if strings.HasPrefix(ir, `"`) || strings.HasPrefix(ir, "W/") {
-		return ir == etag
+		return ir == v.etag
 	}
 	t, err := http.ParseTime(ir)
-	return err == nil && !modified.IsZero() && t.Equal(modified)
+	return err == nil && !v.modified.IsZero() && t.Equal(v.modified)
 }
 
 // etagListMatches reports whether a comma-separated entity-tag list (or "*")
