@@ -11,6 +11,7 @@ package httpapi
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -114,7 +115,7 @@ type request struct {
 // redirects): a name that is not valid is a 400, never a lookup of something
 // else.
 func (h *Handler) Serve(rc *fasthttp.RequestCtx) {
-	path, err := requestPath(rc)
+	path, query, err := requestPath(rc)
 	if err != nil {
 		h.finish(&request{method: string(rc.Method()), addr: rc.RemoteAddr()}, nil, nil, plain(rc, http.StatusBadRequest, err))
 		return
@@ -138,8 +139,12 @@ func (h *Handler) Serve(rc *fasthttp.RequestCtx) {
 	ctx := h.cfg.Context
 	var hop *session.Hop
 	var sess *session.Session
-	args := rc.QueryArgs()
-	if tp := args.Peek("traceparent"); len(tp) > 0 && h.cfg.Sessions != nil {
+	var tp, pin []byte
+	if query {
+		args := rc.QueryArgs()
+		tp, pin = args.Peek("traceparent"), args.Peek("sha256")
+	}
+	if len(tp) > 0 && h.cfg.Sessions != nil {
 		if s, ok := h.cfg.Sessions.FromTraceparent(string(tp), ""); ok {
 			sess = s
 			ctx, hop = s.StartHop(ctx, HopName,
@@ -150,7 +155,7 @@ func (h *Handler) Serve(rc *fasthttp.RequestCtx) {
 			hop.SetDetail(r.name)
 		}
 	}
-	res, body := h.serve(ctx, rc, r, string(args.Peek("sha256")))
+	res, body := h.serve(ctx, rc, r, string(pin))
 	if body != nil {
 		// Metrics, log and hop once the body has been sent (body.CloseWithError).
 		body.done = func(res result) { h.finish(r, hop, sess, res) }
@@ -160,29 +165,27 @@ func (h *Handler) Serve(rc *fasthttp.RequestCtx) {
 	h.finish(r, hop, sess, res)
 }
 
-// requestPath is the request's path percent-decoded, as net/http's URL.Path.
-func requestPath(rc *fasthttp.RequestCtx) (string, error) {
-	raw := rc.URI().PathOriginal()
-	if i := indexByte(raw, '?'); i >= 0 {
+// requestPath is the request's path percent-decoded, as net/http's URL.Path,
+// and whether the request has a query. It reads the request target as sent
+// (fasthttp's parsed URI, which also cleans the path, only for the absolute
+// form a proxy sends).
+func requestPath(rc *fasthttp.RequestCtx) (path string, query bool, err error) {
+	raw := rc.RequestURI()
+	query = bytes.IndexByte(raw, '?') >= 0
+	if len(raw) == 0 || raw[0] != '/' {
+		raw = rc.URI().PathOriginal()
+	}
+	if i := bytes.IndexByte(raw, '?'); i >= 0 {
 		raw = raw[:i]
 	}
-	if indexByte(raw, '%') < 0 {
-		return string(raw), nil
+	if bytes.IndexByte(raw, '%') < 0 {
+		return string(raw), query, nil
 	}
 	p, err := url.PathUnescape(string(raw))
 	if err != nil {
-		return "", fmt.Errorf("path: %w", err)
+		return "", query, fmt.Errorf("path: %w", err)
 	}
-	return p, nil
-}
-
-func indexByte(b []byte, c byte) int {
-	for i, x := range b {
-		if x == c {
-			return i
-		}
-	}
-	return -1
+	return p, query, nil
 }
 
 // finish counts a request, logs a failure and ends its hop.
@@ -498,12 +501,14 @@ func (s *stream) size() int64 {
 func (s *stream) WriteTo(w io.Writer) (int64, error) {
 	bw, _ := w.(*bufio.Writer)
 	if s.c.f == nil && s.conn != nil && bw != nil {
-		// Header and body in one write: hold the connection's writes while
-		// both go through the buffer, then send them together.
+		// Header and body in one write: hold the connection's writes, flush
+		// the header (and any answers before it) into them, add the body,
+		// then send them together.
 		s.conn.hold()
-		n, err := s.writeMemory(bw)
+		err := bw.Flush()
+		var n int64
 		if err == nil {
-			err = bw.Flush()
+			n, err = s.writeMemory(s.conn)
 		}
 		if rerr := s.conn.release(); err == nil {
 			err = rerr
