@@ -166,9 +166,9 @@ func (h *Handler) Serve(rc *fasthttp.RequestCtx) {
 }
 
 // requestPath is the request's path percent-decoded, as net/http's URL.Path,
-// and whether the request has a query. It reads the request target as sent
-// (fasthttp's parsed URI, which also cleans the path, only for the absolute
-// form a proxy sends).
+// and whether the request has a query. It reads the request target as sent;
+// for the absolute form a proxy sends, the path fasthttp parsed out of it as
+// sent (PathOriginal: fasthttp's Path would be cleaned).
 func requestPath(rc *fasthttp.RequestCtx) (path string, query bool, err error) {
 	raw := rc.RequestURI()
 	query = bytes.IndexByte(raw, '?') >= 0
