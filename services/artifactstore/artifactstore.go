@@ -15,6 +15,7 @@ package artifactstore
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -44,6 +45,8 @@ import (
 	"github.com/bootchain/bootchain/services/artifactstore/internal/httpapi"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/valyala/fasthttp"
+	"github.com/valyala/fasthttp/fasthttpadaptor"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 )
@@ -201,14 +204,17 @@ type Server struct {
 	log      *slog.Logger
 	cat      *catalog.Catalog
 	grpc     *grpcserver.Server
-	http     *http.Server
+	handler  fasthttp.RequestHandler
 	httpLis  net.Listener
 	sessions *session.Recorder
 	ownRec   bool
 	origin   *grpc.ClientConn
 	reg      *prometheus.Registry
-	https    *http.Server
+	// httpsLis is the HTTPS listener (TLS inside); nil when off.
 	httpsLis net.Listener
+	// stopRequests ends the work requests started (origin pulls), once the
+	// HTTP servers have stopped.
+	stopRequests context.CancelFunc
 }
 
 // New validates cfg, prepares the data dir (removing temp files of interrupted
@@ -308,38 +314,30 @@ func New(cfg Config) (*Server, error) {
 		}
 		w.Write([]byte("ok\n"))
 	})
-	guard := httpapi.NewGuard(httpapi.New(httpapi.Config{Catalog: s.cat, Sessions: s.sessions, Other: mux, Logger: log}),
+	reqCtx, stopRequests := context.WithCancel(context.Background())
+	s.stopRequests = stopRequests
+	guard := httpapi.NewGuard(httpapi.New(httpapi.Config{Catalog: s.cat, Sessions: s.sessions, Other: fasthttpadaptor.NewFastHTTPHandler(mux), Context: reqCtx, Logger: log}).Serve,
 		httpapi.GuardConfig{PerIP: cfg.HTTPLimitPerIP, Logger: log})
 	for _, c := range guard.Collectors() {
 		s.reg.MustRegister(c)
 	}
+	s.handler = guard.Serve
 	s.httpLis = httpapi.ProgressListener(s.httpLis, cfg.HTTPWriteProgress, guard.WriteTimeouts)
-	s.http = &http.Server{
-		Handler:           guard,
-		ConnContext:       httpapi.ConnContext,
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
-	}
 	if cfg.HTTPSAddr != "" {
 		tc, err := cfg.HTTPSTLS.Server()
 		if err != nil {
 			s.close()
 			return nil, fmt.Errorf("artifactstore: https: %w", err)
 		}
-		if s.httpsLis, err = net.Listen("tcp", cfg.HTTPSAddr); err != nil {
+		raw, err := net.Listen("tcp", cfg.HTTPSAddr)
+		if err != nil {
 			s.close()
 			return nil, fmt.Errorf("artifactstore: listen %s: %w", cfg.HTTPSAddr, err)
 		}
-		// TLS goes on top of the progress deadline, so a slow reader is cut the same way.
-		s.httpsLis = httpapi.ProgressListener(s.httpsLis, cfg.HTTPWriteProgress, guard.WriteTimeouts)
-		s.https = &http.Server{
-			Handler:           guard,
-			TLSConfig:         tc,
-			ReadHeaderTimeout: 10 * time.Second,
-			IdleTimeout:       2 * time.Minute,
-			ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
-		}
+		// TLS goes on top of the progress deadline, so a slow reader is cut the
+		// same way. HTTP/1.1 only: fasthttp speaks no HTTP/2.
+		tc.NextProtos = []string{"http/1.1"}
+		s.httpsLis = tls.NewListener(httpapi.ProgressListener(raw, cfg.HTTPWriteProgress, guard.WriteTimeouts), tc)
 	}
 	return s, nil
 }
@@ -353,6 +351,9 @@ func (s *Server) close() {
 	}
 	if s.httpsLis != nil {
 		s.httpsLis.Close()
+	}
+	if s.stopRequests != nil {
+		s.stopRequests()
 	}
 	if s.grpc != nil {
 		s.grpc.Close()
@@ -411,25 +412,43 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	serve := run.Layer()
 	serve.Go(s.grpc.Serve)
-	serve.Go(func(ctx context.Context) error { return serveHTTP(ctx, s.http, s.httpLis, false) })
-	if s.https != nil {
-		serve.Go(func(ctx context.Context) error { return serveHTTP(ctx, s.https, s.httpsLis, true) })
+	serve.Go(func(ctx context.Context) error { return s.serveHTTP(ctx, s.httpLis) })
+	if s.httpsLis != nil {
+		serve.Go(func(ctx context.Context) error { return s.serveHTTP(ctx, s.httpsLis) })
 	}
 	s.log.Info("artifactstore serving", "http", s.HTTPAddr().String(), "https", s.cfg.HTTPSAddr, "grpc", s.GRPCAddr().String(), "origin", s.cfg.Origin, "signing_keys", s.cfg.SigningKeys != "", "verify_interval", s.cfg.VerifyInterval)
 	return run.Wait()
 }
 
-// serveHTTP serves srv on lis (TLS with srv.TLSConfig when tls) until ctx ends,
-// then shuts down gracefully (within a bound).
-func serveHTTP(ctx context.Context, srv *http.Server, lis net.Listener, tls bool) error {
+// httpReadTimeout bounds the reading of one request (net/http's
+// ReadHeaderTimeout before; a GET has no body), httpIdleTimeout the wait for a
+// keep-alive connection's next one.
+const (
+	httpReadTimeout = 10 * time.Second
+	httpIdleTimeout = 2 * time.Minute
+)
+
+// serveHTTP serves the HTTP handler on lis until ctx ends, then shuts down
+// gracefully (within a bound).
+func (s *Server) serveHTTP(ctx context.Context, lis net.Listener) error {
+	srv := &fasthttp.Server{
+		Handler: s.handler,
+		// net/http sent no Server header; every answer sets its Content-Type.
+		NoDefaultServerHeader: true,
+		NoDefaultContentType:  true,
+		ReadTimeout:           httpReadTimeout,
+		IdleTimeout:           httpIdleTimeout,
+		// No WriteTimeout: the ProgressListener bounds each write instead, so
+		// that a large kernel over a slow but moving link still finishes.
+		//
+		// The read buffer bounds the request header (431 past it); a boot
+		// loader's GET with a traceparent and a pin is far below.
+		ReadBufferSize:               16 << 10,
+		DisablePreParseMultipartForm: true,
+		Logger:                       slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+	}
 	errc := make(chan error, 1)
-	go func() {
-		if tls {
-			errc <- srv.ServeTLS(lis, "", "")
-			return
-		}
-		errc <- srv.Serve(lis)
-	}()
+	go func() { errc <- srv.Serve(lis) }()
 	select {
 	case err := <-errc:
 		return fmt.Errorf("artifactstore: http: %w", err)
@@ -437,9 +456,10 @@ func serveHTTP(ctx context.Context, srv *http.Server, lis net.Listener, tls bool
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil {
-		srv.Close()
-	}
+	srv.ShutdownWithContext(sctx)
+	// Shutdown closes only the listeners Serve has registered: if ctx ended
+	// before Serve began, this close is what stops it.
+	lis.Close()
 	<-errc
 	return nil
 }

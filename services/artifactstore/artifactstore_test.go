@@ -63,7 +63,7 @@ type opts struct {
 	originToken string
 }
 
-func start(t *testing.T, e *storetest.Etcd, o opts) *instance {
+func start(t testing.TB, e *storetest.Etcd, o opts) *instance {
 	t.Helper()
 	st := e.Client(t)
 	cfg := artifactstore.DefaultConfig()
@@ -139,7 +139,7 @@ func upload(ctx context.Context, cli artifactv1.ArtifactServiceClient, h *artifa
 	return stream.CloseAndRecv()
 }
 
-func mustUpload(t *testing.T, in *instance, name string, data []byte) *artifactv1.Artifact {
+func mustUpload(t testing.TB, in *instance, name string, data []byte) *artifactv1.Artifact {
 	t.Helper()
 	resp, err := upload(context.Background(), in.cli, &artifactv1.UploadHeader{Name: name, ContentType: "application/x-test"}, data)
 	if err != nil {

@@ -1,34 +1,23 @@
 package httpapi
 
 import (
-	"context"
-	"net"
-	"net/http"
 	"sync"
+
+	"github.com/valyala/fasthttp"
 )
 
-// A response served from memory goes out in one write. net/http writes the
+// A response served from memory goes out in one write. fasthttp writes the
 // header and the first bytes of a 4 KiB body when its 4 KiB connection buffer
-// fills, and the rest when the handler returns: two writes, two TCP segments,
-// and on loopback each write also pays for the receiver's wake-up. Holding the
-// connection's writes while the handler writes and flushes, then sending them
-// together, halves that for configs, signatures, menus and small boot files.
-
-type connKey struct{}
-
-// ConnContext is http.Server.ConnContext for a server whose listener is a
-// ProgressListener: it lets the handler reach its connection to hold writes.
-func ConnContext(ctx context.Context, c net.Conn) context.Context {
-	if pc, ok := c.(*progressConn); ok {
-		return context.WithValue(ctx, connKey{}, pc)
-	}
-	return ctx
-}
+// fills, and the rest when it flushes: two writes, two TCP segments, and on
+// loopback each write also pays for the receiver's wake-up. Holding the
+// connection's writes while the body is written and flushed, then sending them
+// together, halves that for configs, signatures, menus and small boot files
+// (of any size the catalog holds in memory).
 
 // heldConn is the request's connection when writes can be held on it; nil
-// otherwise (TLS, or a server without ConnContext).
-func heldConn(r *http.Request) *progressConn {
-	pc, _ := r.Context().Value(connKey{}).(*progressConn)
+// otherwise (TLS, or a listener that is not a ProgressListener).
+func heldConn(rc *fasthttp.RequestCtx) *progressConn {
+	pc, _ := rc.Conn().(*progressConn)
 	return pc
 }
 
@@ -63,24 +52,20 @@ func (c *progressConn) isHeld() bool {
 	return c.held != nil
 }
 
-// release flushes w (net/http's buffers, into the held writes), stops holding
-// and sends what was held in one write.
-func (c *progressConn) release(w http.ResponseWriter) error {
-	ferr := http.NewResponseController(w).Flush()
+// release stops holding and sends what was held in one write (the caller has
+// flushed its buffers into it).
+func (c *progressConn) release() error {
 	c.mu.Lock()
 	held := c.held
 	c.held = nil
 	c.mu.Unlock()
 	if held == nil {
-		return ferr
+		return nil
 	}
 	_, err := c.Write(*held)
 	if cap(*held) <= 128<<10 {
 		*held = (*held)[:0]
 		heldBufs.Put(held)
 	}
-	if err != nil {
-		return err
-	}
-	return ferr
+	return err
 }

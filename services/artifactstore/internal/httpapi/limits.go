@@ -16,6 +16,7 @@ import (
 
 	"github.com/bootchain/bootchain/pkg/ratelimit"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/valyala/fasthttp"
 )
 
 // GuardConfig configures Guard.
@@ -29,10 +30,10 @@ type GuardConfig struct {
 
 // Guard wraps the HTTP handler with the per-client limit and panic recovery:
 // a panic is logged with its stack and counted, and its request's connection
-// is cut (the response may be half sent: net/http's ErrAbortHandler), where
-// net/http would only log it at debug level.
+// is cut (no answer goes out), where fasthttp would end the process (and, in
+// bootchain up, etcd and every other service with it).
 type Guard struct {
-	next http.Handler
+	next fasthttp.RequestHandler
 	log  *slog.Logger
 	lim  *ratelimit.Limiter[netip.Addr]
 	// Limited and Panics are the requests refused by the limit and the
@@ -40,11 +41,11 @@ type Guard struct {
 	// ProgressListener cut (give it this counter).
 	Limited, Panics, WriteTimeouts prometheus.Counter
 	// testHook, when set, runs first in every request (tests force panics).
-	testHook func(*http.Request)
+	testHook func(*fasthttp.RequestCtx)
 }
 
 // NewGuard returns next guarded.
-func NewGuard(next http.Handler, cfg GuardConfig) *Guard {
+func NewGuard(next fasthttp.RequestHandler, cfg GuardConfig) *Guard {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -64,31 +65,35 @@ func (g *Guard) Collectors() []prometheus.Collector {
 	return []prometheus.Collector{g.Limited, g.Panics, g.WriteTimeouts}
 }
 
-func (g *Guard) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
-		if ok, wait := g.lim.Allow(ap.Addr().Unmap()); !ok {
+// Serve is the guarded fasthttp handler.
+func (g *Guard) Serve(rc *fasthttp.RequestCtx) {
+	if ta, ok := rc.RemoteAddr().(*net.TCPAddr); ok {
+		if ok, wait := g.lim.Allow(ta.AddrPort().Addr().Unmap()); !ok {
 			g.Limited.Inc()
-			w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(wait.Seconds()))))
-			plain(w, http.StatusTooManyRequests, errors.New("too many requests from this address; retry later"))
+			rc.Response.Header.Set("Retry-After", strconv.Itoa(int(math.Ceil(wait.Seconds()))))
+			plain(rc, http.StatusTooManyRequests, errors.New("too many requests from this address; retry later"))
 			return
 		}
 	}
-	defer func() {
-		p := recover()
-		if p == nil {
-			return
-		}
-		if p == http.ErrAbortHandler {
-			panic(p)
-		}
-		g.Panics.Inc()
-		g.log.Error("panic serving HTTP; connection cut", "path", r.URL.Path, "client", r.RemoteAddr, "panic", p, "stack", string(debug.Stack()))
-		panic(http.ErrAbortHandler)
-	}()
+	defer g.recover(rc)
 	if g.testHook != nil {
-		g.testHook(r)
+		g.testHook(rc)
 	}
-	g.next.ServeHTTP(w, r)
+	g.next(rc)
+}
+
+// recover keeps a handler's panic to its request: counted, logged, and the
+// connection closed, so that the client sees no answer rather than half of one.
+func (g *Guard) recover(rc *fasthttp.RequestCtx) {
+	p := recover()
+	if p == nil {
+		return
+	}
+	g.Panics.Inc()
+	g.log.Error("panic serving HTTP; connection cut", "path", string(rc.Path()), "client", rc.RemoteAddr().String(), "panic", p, "stack", string(debug.Stack()))
+	rc.Response.Reset()
+	rc.SetConnectionClose()
+	rc.Conn().Close()
 }
 
 // progressChunk is the most bytes sent to the connection under one write
@@ -127,6 +132,9 @@ type progressConn struct {
 	mu sync.Mutex
 	// armed is the write deadline set on Conn.
 	armed time.Time
+	// wantR is the read deadline asked for, armedR the one set on Conn
+	// (readSlack).
+	wantR, armedR time.Time
 	// held collects the writes while a handler holds them (held.go).
 	held *[]byte
 }
@@ -168,8 +176,49 @@ func (c *progressConn) SetWriteDeadline(t time.Time) error {
 func (c *progressConn) SetDeadline(t time.Time) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.armed = t
+	c.armed, c.wantR, c.armedR = t, t, t
 	return c.Conn.SetDeadline(t)
+}
+
+// readSlack is how much earlier than asked a connection's read deadline may
+// stay where it is. fasthttp moves the read deadline twice per request (the
+// idle timeout before the next request, then the read timeout once its first
+// byte is in), and each move re-arms a runtime timer. So SetReadDeadline only
+// records the deadline and Read arms it: the read timeout, set when the whole
+// request is already buffered, is mostly never armed, and the idle timeouts
+// of a busy connection, microseconds apart, are armed about once per
+// readSlack. A timeout then fires up to readSlack early; an earlier deadline
+// is always armed before the next read.
+const readSlack = time.Second
+
+func (c *progressConn) SetReadDeadline(t time.Time) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.wantR = t
+	return nil
+}
+
+func (c *progressConn) Read(p []byte) (int, error) {
+	if err := c.armRead(); err != nil {
+		return 0, err
+	}
+	return c.Conn.Read(p)
+}
+
+// armRead sets the read deadline asked for on Conn, unless the one set is
+// earlier by no more than readSlack.
+func (c *progressConn) armRead() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	t, armed := c.wantR, c.armedR
+	if t.Equal(armed) || (!t.IsZero() && !armed.IsZero() && t.After(armed) && t.Sub(armed) <= readSlack) {
+		return nil
+	}
+	if err := c.Conn.SetReadDeadline(t); err != nil {
+		return err
+	}
+	c.armedR = t
+	return nil
 }
 
 func (c *progressConn) Write(p []byte) (int, error) {

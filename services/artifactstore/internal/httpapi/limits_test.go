@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -17,22 +16,21 @@ import (
 	"github.com/bootchain/bootchain/pkg/ratelimit"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
+	"github.com/valyala/fasthttp"
 )
 
-// fileServer serves one file's content, by io.Copy of the *os.File (net/http's
-// sendfile path, as artifacts are served).
-func fileServer(path string) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+// fileServer serves one file's content as an *os.File body stream (which
+// reaches the connection's ReadFrom, the sendfile path, as artifacts do).
+func fileServer(path string) fasthttp.RequestHandler {
+	return func(rc *fasthttp.RequestCtx) {
 		f, err := os.Open(path)
 		if err != nil {
-			http.Error(w, err.Error(), 500)
+			rc.Error(err.Error(), 500)
 			return
 		}
-		defer f.Close()
 		st, _ := f.Stat()
-		w.Header().Set("Content-Length", strconv.FormatInt(st.Size(), 10))
-		io.Copy(w, f)
-	})
+		rc.Response.SetBodyStream(f, int(st.Size())) // fasthttp closes f
+	}
 }
 
 func value(c prometheus.Counter) float64 {
@@ -67,8 +65,8 @@ type closedConns struct {
 	m  map[string]bool
 }
 
-func (c *closedConns) state(conn net.Conn, s http.ConnState) {
-	if s == http.StateClosed {
+func (c *closedConns) state(conn net.Conn, s fasthttp.ConnState) {
+	if s == fasthttp.StateClosed {
 		c.mu.Lock()
 		c.m[conn.RemoteAddr().String()] = true
 		c.mu.Unlock()
@@ -81,20 +79,26 @@ func (c *closedConns) closed(addr string) bool {
 	return c.m[addr]
 }
 
-func run(t *testing.T, h http.Handler, progress time.Duration, g *Guard) string {
+func run(t *testing.T, h fasthttp.RequestHandler, progress time.Duration, g *Guard) string {
 	addr, _ := runTracked(t, h, progress, g)
 	return addr
 }
 
-func runTracked(t *testing.T, h http.Handler, progress time.Duration, g *Guard) (string, *closedConns) {
+func runTracked(t *testing.T, h fasthttp.RequestHandler, progress time.Duration, g *Guard) (string, *closedConns) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	cc := &closedConns{m: map[string]bool{}}
-	srv := &http.Server{Handler: h, ConnState: cc.state}
-	go srv.Serve(ProgressListener(l, progress, g.WriteTimeouts))
-	t.Cleanup(func() { srv.Close() })
+	srv := &fasthttp.Server{Handler: h, ConnState: cc.state}
+	done := make(chan struct{})
+	go func() { srv.Serve(ProgressListener(l, progress, g.WriteTimeouts)); close(done) }()
+	t.Cleanup(func() {
+		l.Close()
+		// Cut the connections still open (the stalled reader's, if any).
+		srv.Shutdown()
+		<-done
+	})
 	return l.Addr().String(), cc
 }
 
@@ -108,7 +112,7 @@ func clientFrom(ip string) *http.Client {
 func TestHTTPFloodOneIP(t *testing.T) {
 	p := bigFile(t, 1000)
 	g := NewGuard(fileServer(p), GuardConfig{PerIP: ratelimit.Limit{Rate: 1e-6, Burst: 5}, Logger: slog.New(slog.DiscardHandler)})
-	addr := run(t, g, time.Minute, g)
+	addr := run(t, g.Serve, time.Minute, g)
 	flood := clientFrom("127.0.0.1")
 	codes := map[int]int{}
 	for i := 0; i < 20; i++ {
@@ -144,12 +148,12 @@ func TestHTTPFloodOneIP(t *testing.T) {
 func TestHTTPPanicRecovered(t *testing.T) {
 	p := bigFile(t, 1000)
 	g := NewGuard(fileServer(p), GuardConfig{Logger: slog.New(slog.DiscardHandler)})
-	g.testHook = func(r *http.Request) {
-		if r.URL.Path == "/panic" {
+	g.testHook = func(rc *fasthttp.RequestCtx) {
+		if string(rc.Path()) == "/panic" {
 			panic("forced by the test")
 		}
 	}
-	addr := run(t, g, time.Minute, g)
+	addr := run(t, g.Serve, time.Minute, g)
 	c := clientFrom("127.0.0.1")
 	if resp, err := c.Get("http://" + addr + "/panic"); err == nil {
 		resp.Body.Close()
@@ -173,7 +177,7 @@ func TestSlowReader(t *testing.T) {
 	p := bigFile(t, size)
 	want := sha256.Sum256(mustRead(t, p))
 	g := NewGuard(fileServer(p), GuardConfig{Logger: slog.New(slog.DiscardHandler)})
-	addr, conns := runTracked(t, g, time.Second, g)
+	addr, conns := runTracked(t, g.Serve, time.Second, g)
 
 	stalled, err := net.Dial("tcp", addr)
 	if err != nil {
