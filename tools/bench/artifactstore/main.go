@@ -27,7 +27,6 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime/pprof"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -43,6 +42,7 @@ import (
 	"github.com/bootchain/bootchain/pkg/store"
 	"github.com/bootchain/bootchain/pkg/tlsconf"
 	"github.com/bootchain/bootchain/services/artifactstore"
+	"github.com/bootchain/bootchain/tools/bench/internal/proccpu"
 )
 
 func main() {
@@ -227,12 +227,12 @@ http {
 	report := func(scenario string, unit string, f func(s server) (float64, int64, error)) error {
 		var rs []res
 		for _, s := range servers {
-			c0 := cpuSeconds(s.pid)
+			c0 := proccpu.Seconds(s.pid)
 			rate, n, err := f(s)
 			if err != nil {
 				return fmt.Errorf("%s %s: %w", scenario, s.name, err)
 			}
-			cpu := cpuSeconds(s.pid) - c0
+			cpu := proccpu.Seconds(s.pid) - c0
 			rs = append(rs, res{rate, cpu})
 			fmt.Printf("%-28s %-14s %9.1f %-3s %9.2f %12d\n", scenario, s.name, rate, unit, cpu, n)
 		}
@@ -407,57 +407,6 @@ func waitHTTP(url string) error {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-}
-
-// cpuSeconds is the user+system CPU time of pid and of its children that are
-// still running (nginx's workers), from /proc.
-func cpuSeconds(pid int) float64 {
-	total := procCPU(pid)
-	ents, _ := os.ReadDir("/proc")
-	for _, e := range ents {
-		p, err := strconv.Atoi(e.Name())
-		if err != nil || p == pid {
-			continue
-		}
-		if ppid(p) == pid {
-			total += procCPU(p)
-		}
-	}
-	return total
-}
-
-func statFields(pid int) []string {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return nil
-	}
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 {
-		return nil
-	}
-	return strings.Fields(s[i+1:])
-}
-
-func ppid(pid int) int {
-	f := statFields(pid)
-	if len(f) < 2 {
-		return 0
-	}
-	p, _ := strconv.Atoi(f[1])
-	return p
-}
-
-// procCPU is utime+stime of pid in seconds (fields 14 and 15 of /proc/pid/stat,
-// in clock ticks of 100 Hz on Linux).
-func procCPU(pid int) float64 {
-	f := statFields(pid)
-	if len(f) < 13 {
-		return 0
-	}
-	u, _ := strconv.ParseFloat(f[11], 64)
-	s, _ := strconv.ParseFloat(f[12], 64)
-	return (u + s) / 100
 }
 
 func numCPU() int {
