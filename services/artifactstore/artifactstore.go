@@ -210,8 +210,10 @@ type Server struct {
 	ownRec   bool
 	origin   *grpc.ClientConn
 	reg      *prometheus.Registry
-	// httpsLis is the HTTPS listener (TLS inside); nil when off.
-	httpsLis net.Listener
+	// httpsLis is the HTTPS listener (TLS inside); nil when off. httpsConns
+	// is the listener under TLS, which keeps its connections (CloseConns).
+	httpsLis   net.Listener
+	httpsConns net.Listener
 	// stopRequests ends the work requests started (origin pulls), once the
 	// HTTP servers have stopped.
 	stopRequests context.CancelFunc
@@ -337,7 +339,8 @@ func New(cfg Config) (*Server, error) {
 		// TLS goes on top of the progress deadline, so a slow reader is cut the
 		// same way. HTTP/1.1 only: fasthttp speaks no HTTP/2.
 		tc.NextProtos = []string{"http/1.1"}
-		s.httpsLis = tls.NewListener(httpapi.ProgressListener(raw, cfg.HTTPWriteProgress, guard.WriteTimeouts), tc)
+		s.httpsConns = httpapi.ProgressListener(raw, cfg.HTTPWriteProgress, guard.WriteTimeouts)
+		s.httpsLis = tls.NewListener(s.httpsConns, tc)
 	}
 	return s, nil
 }
@@ -412,9 +415,9 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	serve := run.Layer()
 	serve.Go(s.grpc.Serve)
-	serve.Go(func(ctx context.Context) error { return s.serveHTTP(ctx, s.httpLis) })
+	serve.Go(func(ctx context.Context) error { return s.serveHTTP(ctx, s.httpLis, s.httpLis) })
 	if s.httpsLis != nil {
-		serve.Go(func(ctx context.Context) error { return s.serveHTTP(ctx, s.httpsLis) })
+		serve.Go(func(ctx context.Context) error { return s.serveHTTP(ctx, s.httpsLis, s.httpsConns) })
 	}
 	s.log.Info("artifactstore serving", "http", s.HTTPAddr().String(), "https", s.cfg.HTTPSAddr, "grpc", s.GRPCAddr().String(), "origin", s.cfg.Origin, "signing_keys", s.cfg.SigningKeys != "", "verify_interval", s.cfg.VerifyInterval)
 	return run.Wait()
@@ -428,9 +431,14 @@ const (
 	httpIdleTimeout = 2 * time.Minute
 )
 
+// shutdownGrace is how long a stopping server lets the requests in flight
+// finish before it cuts their connections.
+const shutdownGrace = 10 * time.Second
+
 // serveHTTP serves the HTTP handler on lis until ctx ends, then shuts down
-// gracefully (within a bound).
-func (s *Server) serveHTTP(ctx context.Context, lis net.Listener) error {
+// gracefully: the requests in flight get shutdownGrace, then the connections
+// still open (conns, the ProgressListener under lis) are cut.
+func (s *Server) serveHTTP(ctx context.Context, lis, conns net.Listener) error {
 	srv := &fasthttp.Server{
 		Handler: s.handler,
 		// net/http sent no Server header; every answer sets its Content-Type.
@@ -445,7 +453,9 @@ func (s *Server) serveHTTP(ctx context.Context, lis net.Listener) error {
 		// loader's GET with a traceparent and a pin is far below.
 		ReadBufferSize:               16 << 10,
 		DisablePreParseMultipartForm: true,
-		Logger:                       slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+		// A response finished during the shutdown closes its connection.
+		CloseOnShutdown: true,
+		Logger:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(lis) }()
@@ -454,9 +464,13 @@ func (s *Server) serveHTTP(ctx context.Context, lis net.Listener) error {
 		return fmt.Errorf("artifactstore: http: %w", err)
 	case <-ctx.Done():
 	}
-	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	sctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
 	defer cancel()
-	srv.ShutdownWithContext(sctx)
+	if srv.ShutdownWithContext(sctx) != nil {
+		if n := httpapi.CloseConns(conns); n > 0 {
+			s.log.Warn("connections still busy at shutdown cut", "count", n, "grace", shutdownGrace)
+		}
+	}
 	// Shutdown closes only the listeners Serve has registered: if ctx ended
 	// before Serve began, this close is what stops it.
 	lis.Close()

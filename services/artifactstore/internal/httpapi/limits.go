@@ -108,13 +108,17 @@ const progressChunk = 256 << 10
 // counts the connections cut so. d <= 0 sets no deadline (the connections
 // still let a handler hold writes: held.go).
 func ProgressListener(l net.Listener, d time.Duration, timeouts prometheus.Counter) net.Listener {
-	return &progressListener{Listener: l, d: d, timeouts: timeouts}
+	return &progressListener{Listener: l, d: d, timeouts: timeouts, open: map[*progressConn]struct{}{}}
 }
 
 type progressListener struct {
 	net.Listener
 	d        time.Duration
 	timeouts prometheus.Counter
+
+	// open are the connections accepted and not yet closed, for CloseConns.
+	mu   sync.Mutex
+	open map[*progressConn]struct{}
 }
 
 func (l *progressListener) Accept() (net.Conn, error) {
@@ -122,7 +126,33 @@ func (l *progressListener) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &progressConn{Conn: c, l: l}, nil
+	pc := &progressConn{Conn: c, l: l}
+	l.mu.Lock()
+	l.open[pc] = struct{}{}
+	l.mu.Unlock()
+	return pc, nil
+}
+
+// CloseConns closes every connection that l, a ProgressListener, accepted and
+// that is still open, and reports how many; 0 for another listener. A server
+// whose graceful shutdown ran out of time cuts what is left with it (fasthttp's
+// shutdown closes only idle connections, and a slow client downloading a
+// kernel would otherwise be served after the service stopped).
+func CloseConns(l net.Listener) int {
+	pl, ok := l.(*progressListener)
+	if !ok {
+		return 0
+	}
+	pl.mu.Lock()
+	conns := make([]*progressConn, 0, len(pl.open))
+	for c := range pl.open {
+		conns = append(conns, c)
+	}
+	pl.mu.Unlock()
+	for _, c := range conns {
+		c.Close()
+	}
+	return len(conns)
 }
 
 type progressConn struct {
@@ -137,6 +167,14 @@ type progressConn struct {
 	wantR, armedR time.Time
 	// held collects the writes while a handler holds them (held.go).
 	held *[]byte
+}
+
+// Close forgets the connection (CloseConns) and closes it.
+func (c *progressConn) Close() error {
+	c.l.mu.Lock()
+	delete(c.l.open, c)
+	c.l.mu.Unlock()
+	return c.Conn.Close()
 }
 
 // arm moves the write deadline to d from now, unless it is already within a

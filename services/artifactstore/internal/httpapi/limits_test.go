@@ -95,7 +95,8 @@ func runTracked(t *testing.T, h fasthttp.RequestHandler, progress time.Duration,
 	go func() { srv.Serve(ProgressListener(l, progress, g.WriteTimeouts)); close(done) }()
 	t.Cleanup(func() {
 		l.Close()
-		// Cut the connections still open (the stalled reader's, if any).
+		// Shutdown waits for the connections still open; the stalled
+		// reader's, if any, ends at its progress deadline.
 		srv.Shutdown()
 		<-done
 	})
@@ -235,4 +236,44 @@ func mustRead(t *testing.T, p string) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// TestCloseConnsCutsWhatIsOpen: CloseConns closes the connections a
+// ProgressListener accepted that are still open, and only those.
+func TestCloseConnsCutsWhatIsOpen(t *testing.T) {
+	raw, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	l := ProgressListener(raw, time.Second, nil)
+	var clients, served []net.Conn
+	for range 3 {
+		c, err := net.Dial("tcp", raw.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		s, err := l.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		clients, served = append(clients, c), append(served, s)
+	}
+	served[0].Close() // closed by the server already: not counted again
+	if n := CloseConns(l); n != 2 {
+		t.Fatalf("CloseConns closed %d connections, want 2", n)
+	}
+	for i, c := range clients[1:] {
+		c.SetReadDeadline(time.Now().Add(30 * time.Second))
+		if _, err := c.Read(make([]byte, 1)); err != io.EOF {
+			t.Errorf("client %d: read %v, want EOF (its connection cut)", i+1, err)
+		}
+	}
+	if n := CloseConns(l); n != 0 {
+		t.Fatalf("CloseConns again closed %d, want 0", n)
+	}
+	if n := CloseConns(raw); n != 0 {
+		t.Fatalf("CloseConns on another listener closed %d, want 0", n)
+	}
 }
