@@ -499,6 +499,16 @@ func (s *stream) size() int64 {
 // WriteTo writes the body to w, the connection's *bufio.Writer, whose buffer
 // holds the response header.
 func (s *stream) WriteTo(w io.Writer) (int64, error) {
+	defer func() {
+		// fasthttp recovers a panic here without reporting it to
+		// CloseWithError: record it, so the answer is not logged as sent.
+		if p := recover(); p != nil {
+			if s.res.err == nil {
+				s.res.err = fmt.Errorf("panic sending the response: %v", p)
+			}
+			panic(p)
+		}
+	}()
 	bw, _ := w.(*bufio.Writer)
 	if s.c.f == nil && s.conn != nil && bw != nil {
 		// Header and body in one write: hold the connection's writes, flush
