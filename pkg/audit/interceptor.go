@@ -178,7 +178,7 @@ func (l *Log) finish(ctx context.Context, method string, write bool, c *call, re
 		}
 		// The change is made but not accounted for: the caller must not take it
 		// for a clean success. Unavailable, with the revision to check against.
-		return status.Errorf(codes.Unavailable, "audit log unavailable: the change was applied at etcd revision %d but its audit event was not written", ev.Revision)
+		return status.Errorf(codes.Unavailable, "audit log unavailable: the change was applied at etcd revision %d but its audit event was not written (yet: it may still be, while etcd recovers)", ev.Revision)
 	}
 	return err
 }

@@ -348,8 +348,9 @@ func (h *Handler) transitionRetry(ctx context.Context, next *bootapiv1.Job, rev 
 		r, err := h.cfg.State.Transition(tctx, next, rev)
 		if errors.Is(err, store.ErrConflict) && unanswered {
 			cur := &bootapiv1.Job{}
-			if r, err = h.cfg.State.Store().Get(tctx, state.JobKey(next.GetId()), cur); err == nil &&
-				(cur.GetState() != next.GetState() || !bytes.Equal(cur.GetTokenHash(), next.GetTokenHash())) {
+			r, err = h.cfg.State.Store().Get(tctx, state.JobKey(next.GetId()), cur)
+			if !store.Transient(err) && (err != nil || cur.GetState() != next.GetState() || !bytes.Equal(cur.GetTokenHash(), next.GetTokenHash())) {
+				// Not ours (another dispatch, or the job deleted meanwhile).
 				err = store.ErrConflict
 			}
 		}

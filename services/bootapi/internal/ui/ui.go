@@ -211,8 +211,13 @@ func (u *UI) Run(ctx context.Context) error {
 			close(done)
 		case <-t.C:
 			switch {
-			case fs == nil:
+			case fs == nil && u.streams.Load() == 0:
 			case u.streams.Load() > 0:
+				// A stream whose page did not wait for its first rebuild
+				// starts the views following here.
+				if fs == nil {
+					fs = u.follow()
+				}
 				idle = 0
 				u.rebuild()
 			case idle < idleTicks:
