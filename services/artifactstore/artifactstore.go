@@ -308,7 +308,10 @@ func New(cfg Config) (*Server, error) {
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok\n")) })
 	// Ready once the catalog has loaded: before that every artifact is a 404.
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
-		ctx, cancel := context.WithTimeout(r.Context(), 50*time.Millisecond)
+		// Not r.Context(): under fasthttp's adaptor that is the request's
+		// RequestCtx, whose Done reads a field the server's shutdown writes
+		// (a data race in fasthttp); the wait is bounded anyway.
+		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 		defer cancel()
 		if s.cat.WaitReady(ctx) != nil {
 			http.Error(w, "catalog loading", http.StatusServiceUnavailable)
