@@ -36,6 +36,7 @@ import (
 	"github.com/bootchain/bootchain/pkg/store"
 	"github.com/bootchain/bootchain/services/dhcpd"
 	"github.com/bootchain/bootchain/test/lab"
+	"github.com/bootchain/bootchain/tools/bench/internal/proccpu"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -362,25 +363,10 @@ func childrenCPU() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
-// treeCPU is the user+system CPU time of pid and its children (the server runs
-// under env, which execs it, so pid is the server itself).
+// treeCPU is the user+system CPU time of pid (the server runs under env,
+// which execs it, so pid is the server itself).
 func treeCPU(pid int) time.Duration {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0
-	}
-	s := string(b)
-	if i := strings.LastIndexByte(s, ')'); i >= 0 {
-		s = s[i+2:]
-	}
-	f := strings.Fields(s)
-	if len(f) < 13 {
-		return 0
-	}
-	// Fields after the command: state(0) ... utime(11) stime(12), in clock ticks.
-	ut, _ := strconv.ParseInt(f[11], 10, 64)
-	st, _ := strconv.ParseInt(f[12], 10, 64)
-	return time.Duration(ut+st) * time.Second / 100
+	return time.Duration(proccpu.Own(pid) * float64(time.Second))
 }
 
 // startProfiles starts a CPU profile and mutex/block sampling; the returned func

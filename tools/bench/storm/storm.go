@@ -22,6 +22,7 @@ import (
 
 	"github.com/bootchain/bootchain/test/e2e"
 	"github.com/bootchain/bootchain/test/lab"
+	"github.com/bootchain/bootchain/tools/bench/internal/proccpu"
 )
 
 // The lab's addresses: the servers on the bridge, the machines' namespace on a
@@ -396,68 +397,7 @@ func measurePath(ctx context.Context, l *lab.Lab, mns *lab.Netns, f *files, d ti
 // treeCPU is the user+system time of the processes and all their descendants,
 // alive or reaped.
 func treeCPU(roots []int) time.Duration {
-	children := map[int][]int{}
-	ents, _ := os.ReadDir("/proc")
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		if f := statFields(pid); len(f) > 2 {
-			ppid, _ := strconv.Atoi(f[1])
-			children[ppid] = append(children[ppid], pid)
-		}
-	}
-	var total time.Duration
-	seen := map[int]bool{}
-	var walk func(int, bool)
-	walk = func(pid int, root bool) {
-		if seen[pid] {
-			return
-		}
-		seen[pid] = true
-		total += procCPU(pid, root)
-		for _, c := range children[pid] {
-			walk(c, false)
-		}
-	}
-	for _, r := range roots {
-		walk(r, true)
-	}
-	return total
-}
-
-// procCPU is a process's utime+stime, with its reaped children's when
-// withChildren (a tree's root: its live descendants are counted on their own).
-func procCPU(pid int, withChildren bool) time.Duration {
-	f := statFields(pid)
-	if len(f) < 17 {
-		return 0
-	}
-	var ticks int64
-	idx := []int{11, 12}
-	if withChildren {
-		idx = append(idx, 13, 14)
-	}
-	for _, i := range idx {
-		v, _ := strconv.ParseInt(f[i], 10, 64)
-		ticks += v
-	}
-	return time.Duration(ticks) * time.Second / 100 // USER_HZ
-}
-
-// statFields are /proc/<pid>/stat's fields after the command name: [0] is the
-// state, [1] the parent, [11] utime ... [14] cstime.
-func statFields(pid int) []string {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return nil
-	}
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
-		return nil
-	}
-	return strings.Fields(string(b[i+1:]))
+	return time.Duration(proccpu.Tree(roots...) * float64(time.Second))
 }
 
 func printSummary(w io.Writer, s summary, verbose bool) {

@@ -37,6 +37,7 @@ import (
 
 	"github.com/bootchain/bootchain/pkg/etcdembed"
 	artifactstorev1 "github.com/bootchain/bootchain/pkg/gen/bootchain/artifactstore/v1"
+	"github.com/bootchain/bootchain/tools/bench/internal/proccpu"
 	"github.com/pin/tftp/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -112,7 +113,9 @@ type server struct {
 	sampleChildren bool
 }
 
-func (s *server) cpu() (float64, error) { return procCPU(s.cmd.Process.Pid) }
+// cpu is the server's CPU seconds with its reaped children's (tftpd-hpa forks one
+// per transfer).
+func (s *server) cpu() float64 { return proccpu.WithReaped(s.cmd.Process.Pid) }
 
 func (s *server) stop() {
 	if s.cmd == nil || s.cmd.Process == nil {
@@ -127,26 +130,6 @@ func (s *server) stop() {
 		s.cmd.Process.Kill()
 		<-done
 	}
-}
-
-// procCPU is utime+stime of pid (all its threads) in seconds.
-func procCPU(pid int) (float64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, err
-	}
-	// Fields after the command name (which may hold spaces) start after ") ".
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	f := strings.Fields(s[i+2:])
-	// utime, stime, cutime, cstime are fields 14-17 of stat: 12-15 after the name.
-	// cutime/cstime count reaped children: tftpd-hpa forks one per transfer.
-	var sum float64
-	for _, i := range []int{11, 12, 13, 14} {
-		v, _ := strconv.ParseFloat(f[i], 64)
-		sum += v
-	}
-	return sum / 100, nil // USER_HZ is 100 on Linux
 }
 
 type file struct {
@@ -292,7 +275,7 @@ func measure(s *server, f *file, blksize, n int, o options) result {
 }
 
 func once(s *server, f *file, blksize, n int, o options) result {
-	cpu0, _ := s.cpu()
+	cpu0 := s.cpu()
 	var childCPU func() float64
 	if s.sampleChildren {
 		childCPU = sampleChildren(s.cmd.Process.Pid)
@@ -320,7 +303,7 @@ func once(s *server, f *file, blksize, n int, o options) result {
 	}
 	wg.Wait()
 	secs := time.Since(start).Seconds()
-	cpu1, _ := s.cpu()
+	cpu1 := s.cpu()
 	r := result{secs: secs, cpu: cpu1 - cpu0, failed: int(failed.Load())}
 	if childCPU != nil {
 		r.cpu += childCPU()
@@ -342,7 +325,7 @@ func sampleChildren(pid int) func() float64 {
 			b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid))
 			for _, c := range strings.Fields(string(b)) {
 				n, _ := strconv.Atoi(c)
-				if v, err := procCPU(n); err == nil && v > seen[c] {
+				if v := proccpu.WithReaped(n); v > seen[c] {
 					seen[c] = v
 				}
 			}

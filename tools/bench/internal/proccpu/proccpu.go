@@ -12,26 +12,10 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Seconds is the user+system CPU time of pid and of its children that are
-// still running (nginx's workers), from /proc.
-func Seconds(pid int) float64 {
-	total := own(pid)
-	ents, _ := os.ReadDir("/proc")
-	for _, e := range ents {
-		p, err := strconv.Atoi(e.Name())
-		if err != nil || p == pid {
-			continue
-		}
-		if f := stat(p); len(f) > 1 && f[1] == strconv.Itoa(pid) {
-			total += own(p)
-		}
-	}
-	return total
-}
-
-// stat is /proc/<pid>/stat's fields after the command name: [0] is the
-// state, [1] the parent's PID, [11] and [12] utime and stime.
-func stat(pid int) []string {
+// Stat is /proc/<pid>/stat's fields after the command name (which may hold
+// spaces): [0] is the state, [1] the parent's PID, [11] utime, [12] stime,
+// [13] cutime and [14] cstime. nil when the process is gone.
+func Stat(pid int) []string {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
 		return nil
@@ -44,15 +28,79 @@ func stat(pid int) []string {
 	return strings.Fields(s[i+1:])
 }
 
-// own is utime+stime of pid alone, in seconds (clock ticks of 100 Hz).
-func own(pid int) float64 {
-	f := stat(pid)
-	if len(f) < 13 {
-		return 0
+// ticks sums the fields at idx of f, clock ticks of 100 Hz, in seconds.
+func ticks(f []string, idx ...int) float64 {
+	var sum float64
+	for _, i := range idx {
+		if i < len(f) {
+			v, _ := strconv.ParseFloat(f[i], 64)
+			sum += v
+		}
 	}
-	u, _ := strconv.ParseFloat(f[11], 64)
-	s, _ := strconv.ParseFloat(f[12], 64)
-	return (u + s) / 100
+	return sum / 100
+}
+
+// Own is utime+stime of pid (all its threads) in seconds; 0 when it is gone.
+func Own(pid int) float64 { return ticks(Stat(pid), 11, 12) }
+
+// WithReaped is Own plus the CPU time of pid's children it has reaped
+// (cutime+cstime: tftpd-hpa forks one per transfer).
+func WithReaped(pid int) float64 { return ticks(Stat(pid), 11, 12, 13, 14) }
+
+// Seconds is the user+system CPU time of pid and of its children that are
+// still running (nginx's workers), from /proc.
+func Seconds(pid int) float64 {
+	total := Own(pid)
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		p, err := strconv.Atoi(e.Name())
+		if err != nil || p == pid {
+			continue
+		}
+		if f := Stat(p); len(f) > 1 && f[1] == strconv.Itoa(pid) {
+			total += Own(p)
+		}
+	}
+	return total
+}
+
+// Tree is the CPU time of the processes roots and all their descendants,
+// running or reaped: each root with its reaped children, each live
+// descendant on its own.
+func Tree(roots ...int) float64 {
+	children := map[int][]int{}
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if f := Stat(pid); len(f) > 2 {
+			ppid, _ := strconv.Atoi(f[1])
+			children[ppid] = append(children[ppid], pid)
+		}
+	}
+	var total float64
+	seen := map[int]bool{}
+	var walk func(int, bool)
+	walk = func(pid int, root bool) {
+		if seen[pid] {
+			return
+		}
+		seen[pid] = true
+		if root {
+			total += WithReaped(pid)
+		} else {
+			total += Own(pid)
+		}
+		for _, c := range children[pid] {
+			walk(c, false)
+		}
+	}
+	for _, r := range roots {
+		walk(r, true)
+	}
+	return total
 }
 
 // PinSelf pins every thread of this process to cpu; threads started later
