@@ -86,6 +86,16 @@ func (r *Recorder) Open(ctx context.Context, mac string, opts OpenOptions) *Sess
 	return s
 }
 
+// JoinOrOpen is the machine's active session, or the one Open gives (a recent
+// session again, else a new one) when it has none: a packet in the middle of a
+// boot (a REQUEST, iPXE's exchange) belongs to the boot under way.
+func (r *Recorder) JoinOrOpen(ctx context.Context, mac, site string) *Session {
+	if s, ok := r.Join(mac); ok {
+		return s
+	}
+	return r.Open(ctx, mac, OpenOptions{Site: site})
+}
+
 // Join returns the machine's active session without opening one.
 func (r *Recorder) Join(mac string) (*Session, bool) {
 	sh := r.shard(mac)

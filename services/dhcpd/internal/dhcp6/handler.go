@@ -439,10 +439,7 @@ func (h *Handler) hop(ctx context.Context, in *client, d bootfile.Decision) (*se
 		h.mu.Unlock()
 		s = h.cfg.Sessions.OpenFirmwareAttempt(ctx, in.mac, h.cfg.Site, seen && last == in.msg.TransactionID)
 	} else {
-		var ok bool
-		if s, ok = h.cfg.Sessions.Join(in.mac); !ok {
-			s = h.cfg.Sessions.Open(ctx, in.mac, session.OpenOptions{Site: h.cfg.Site})
-		}
+		s = h.cfg.Sessions.JoinOrOpen(ctx, in.mac, h.cfg.Site)
 	}
 	name := "ipxe.dhcp"
 	if firmware {

@@ -421,10 +421,7 @@ func (h *Handler) hop(ctx context.Context, in *info, d bootfile.Decision) (*sess
 			s = h.cfg.Sessions.Open(ctx, in.mac, session.OpenOptions{New: !active && !retransmit, Site: h.cfg.Site})
 		}
 	} else {
-		var ok bool
-		if s, ok = h.cfg.Sessions.Join(in.mac); !ok {
-			s = h.cfg.Sessions.Open(ctx, in.mac, session.OpenOptions{Site: h.cfg.Site})
-		}
+		s = h.cfg.Sessions.JoinOrOpen(ctx, in.mac, h.cfg.Site)
 	}
 	// An iPXE ROM that we chain-load acts as the firmware: its exchange is the
 	// boot's firmware DHCP, and "ipxe.dhcp" is the iPXE we loaded.
