@@ -15,7 +15,6 @@ import (
 	"net"
 	"net/netip"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -84,8 +83,7 @@ type Handler struct {
 	log   *slog.Logger
 	Stats Stats
 
-	mu   sync.Mutex
-	xids map[string]dhcpv6.TransactionID // last firmware Solicit per MAC
+	xids *session.Retransmits[dhcpv6.TransactionID] // last firmware Solicit per MAC
 }
 
 // New returns a Handler.
@@ -96,7 +94,7 @@ func New(cfg Config) *Handler {
 	if cfg.Machines == nil {
 		cfg.Machines = func(string) *bootapiv1.Machine { return nil }
 	}
-	return &Handler{cfg: cfg, log: cfg.Logger, xids: map[string]dhcpv6.TransactionID{}}
+	return &Handler{cfg: cfg, log: cfg.Logger, xids: session.NewRetransmits[dhcpv6.TransactionID](1 << 16)}
 }
 
 // client is what one message told us.
@@ -430,14 +428,7 @@ func (h *Handler) hop(ctx context.Context, in *client, d bootfile.Decision) (*se
 	solicit := in.msg.MessageType == dhcpv6.MessageTypeSolicit
 	var s *session.Session
 	if solicit && firmware {
-		h.mu.Lock()
-		last, seen := h.xids[in.mac]
-		if len(h.xids) >= 1<<16 {
-			h.xids = map[string]dhcpv6.TransactionID{}
-		}
-		h.xids[in.mac] = in.msg.TransactionID
-		h.mu.Unlock()
-		s = h.cfg.Sessions.OpenFirmwareAttempt(ctx, in.mac, h.cfg.Site, seen && last == in.msg.TransactionID)
+		s = h.cfg.Sessions.OpenFirmwareAttempt(ctx, in.mac, h.cfg.Site, h.xids.Seen(in.mac, in.msg.TransactionID))
 	} else {
 		s = h.cfg.Sessions.JoinOrOpen(ctx, in.mac, h.cfg.Site)
 	}

@@ -105,10 +105,11 @@ type Handler struct {
 	site  atomic.Pointer[SiteConfig]
 	Stats Stats
 
-	mu sync.Mutex
 	// xids: last DISCOVER xid per MAC, so retransmissions continue a session
 	// rather than open a new one. Bounded by maxTracked.
-	xids map[string]dhcpv4.TransactionID
+	xids *session.Retransmits[dhcpv4.TransactionID]
+
+	mu sync.Mutex
 	// chain: proxy mode's chain-load marks (authoritative mode keeps them on the lease).
 	chain map[string]chainMark
 
@@ -136,7 +137,7 @@ func New(cfg Config) *Handler {
 	if cfg.Machines == nil {
 		cfg.Machines = func(string) *bootapiv1.Machine { return nil }
 	}
-	h := &Handler{cfg: cfg, log: cfg.Logger, xids: map[string]dhcpv4.TransactionID{}, chain: map[string]chainMark{},
+	h := &Handler{cfg: cfg, log: cfg.Logger, xids: session.NewRetransmits[dhcpv4.TransactionID](maxTracked), chain: map[string]chainMark{},
 		perMAC: ratelimit.New[[6]byte](ratelimit.Config{Limit: cfg.PerMAC, Keys: cfg.LimitKeys}),
 		perIP:  ratelimit.New[netip.Addr](ratelimit.Config{Limit: cfg.PerIP, Keys: cfg.LimitKeys})}
 	h.site.Store(&SiteConfig{Site: &bootapiv1.Site{}})
@@ -402,18 +403,11 @@ func (h *Handler) hop(ctx context.Context, in *info, d bootfile.Decision) (*sess
 	firmware := !in.ipxe || d.Chainload
 	var s *session.Session
 	if in.mt == dhcpv4.MessageTypeDiscover {
-		h.mu.Lock()
-		last, seen := h.xids[in.mac]
-		if len(h.xids) >= maxTracked {
-			h.xids = map[string]dhcpv4.TransactionID{}
-		}
-		h.xids[in.mac] = in.msg.TransactionID
-		h.mu.Unlock()
 		// A DISCOVER starts a new boot attempt when it comes from the firmware, or
 		// when the machine's last session is over: an iPXE ROM that is not
 		// chain-loaded (or within the chain-load window) sends iPXE's DISCOVER after
 		// a reboot, and must not add its hops to the finished boot before it.
-		retransmit := seen && last == in.msg.TransactionID
+		retransmit := h.xids.Seen(in.mac, in.msg.TransactionID)
 		if firmware {
 			s = h.cfg.Sessions.OpenFirmwareAttempt(ctx, in.mac, h.cfg.Site, retransmit)
 		} else {
